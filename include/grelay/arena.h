@@ -1,0 +1,22 @@
+/* Arena: bump allocator for the strings and small objects of one owner
+ * (a stream, a config snapshot). Everything is freed at once. */
+#ifndef GRELAY_ARENA_H
+#define GRELAY_ARENA_H
+
+#include <stddef.h>
+
+struct arena_block;
+
+struct arena {
+    struct arena_block *head; /* newest block; older ones follow */
+    size_t block_size;        /* size of ordinary blocks */
+};
+
+void arena_init(struct arena *a, size_t block_size);
+/* Returns size bytes aligned to 8, or NULL when out of memory. */
+void *arena_alloc(struct arena *a, size_t size);
+/* Copies len bytes and adds a NUL; returns NULL when out of memory. */
+char *arena_strndup(struct arena *a, const char *s, size_t len);
+void arena_free(struct arena *a);
+
+#endif

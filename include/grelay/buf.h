@@ -1,0 +1,50 @@
+/* Payload buffers: queues of fixed-size chunks drawn from a per-worker pool.
+ * The number of bytes a stream may queue is its buffer limit; the chunks
+ * return to the pool as soon as they are drained. */
+#ifndef GRELAY_BUF_H
+#define GRELAY_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define CHUNK_SIZE (16 * 1024)
+
+struct chunk {
+    struct chunk *next; /* next chunk in a buffer or in the free list */
+    uint32_t start;     /* first unread byte */
+    uint32_t end;       /* one past the last written byte */
+    uint8_t data[CHUNK_SIZE];
+};
+
+/* Free chunks of one worker; not shared between threads. */
+struct chunk_pool {
+    struct chunk *free; /* free list */
+    size_t n_free;      /* chunks on the free list */
+    size_t max_free;    /* beyond this, released chunks go back to malloc */
+    size_t n_out;       /* chunks handed out and not yet returned */
+};
+
+/* A FIFO of bytes. */
+struct buf {
+    struct chunk *head; /* oldest chunk, read from */
+    struct chunk *tail; /* newest chunk, written to */
+    size_t len;         /* bytes queued */
+};
+
+void chunk_pool_init(struct chunk_pool *p, size_t max_free);
+void chunk_pool_destroy(struct chunk_pool *p);
+
+static inline void buf_init(struct buf *b) { b->head = b->tail = NULL; b->len = 0; }
+/* Appends len bytes; returns 0 or GR_ERR_NOMEM. */
+int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t len);
+/* Copies up to len bytes out and drains them; returns the count copied. */
+size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len);
+/* Fills up to max iovecs with queued bytes without draining; returns the count. */
+int buf_peek_iov(const struct buf *b, struct iovec *iov, int max);
+/* Drains len bytes (at most buf len). */
+void buf_drain(struct buf *b, struct chunk_pool *p, size_t len);
+/* Drops everything queued. */
+void buf_clear(struct buf *b, struct chunk_pool *p);
+
+#endif

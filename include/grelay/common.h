@@ -1,0 +1,63 @@
+/* Shared basics: error codes, container_of, intrusive lists. */
+#ifndef GRELAY_COMMON_H
+#define GRELAY_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define GRELAY_VERSION "0.1.0"
+
+#define container_of(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#define GR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#define gr_likely(x) __builtin_expect(!!(x), 1)
+#define gr_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Errors returned by functions that can fail: 0 or one of these. */
+enum gr_err {
+    GR_OK = 0,
+    GR_ERR_NOMEM = -1,  /* allocation failed */
+    GR_ERR_IO = -2,     /* a system call failed; errno says which */
+    GR_ERR_PROTO = -3,  /* the peer broke the protocol */
+    GR_ERR_CONFIG = -4, /* the configuration is invalid */
+    GR_ERR_LIMIT = -5,  /* a configured bound was reached */
+    GR_ERR_CLOSED = -6, /* the other side is gone */
+};
+
+const char *gr_strerror(int err);
+
+/* Intrusive doubly linked list; an empty list points at itself. */
+struct gr_list {
+    struct gr_list *prev; /* previous element, or the head */
+    struct gr_list *next; /* next element, or the head */
+};
+
+static inline void gr_list_init(struct gr_list *l) { l->prev = l->next = l; }
+static inline bool gr_list_empty(const struct gr_list *l) { return l->next == l; }
+static inline bool gr_list_linked(const struct gr_list *e) { return e->next != NULL && e->next != e; }
+
+static inline void gr_list_insert_tail(struct gr_list *head, struct gr_list *e)
+{
+    e->prev = head->prev;
+    e->next = head;
+    head->prev->next = e;
+    head->prev = e;
+}
+
+/* Unlinks e and leaves it self-linked, so unlinking twice is harmless. */
+static inline void gr_list_remove(struct gr_list *e)
+{
+    if (e->next == NULL)
+        return;
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->prev = e->next = e;
+}
+
+#define gr_list_for_each_safe(pos, tmp, head) \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+
+#endif

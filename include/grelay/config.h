@@ -1,0 +1,119 @@
+/* Configuration snapshot: YAML parsed and validated into immutable structs.
+ * Owned by the main thread; workers hold a pointer for their whole run.
+ * Everything lives in the snapshot's arena. */
+#ifndef GRELAY_CONFIG_H
+#define GRELAY_CONFIG_H
+
+#include "grelay/arena.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* A place in the YAML file, 1-based. */
+struct gr_pos {
+    uint32_t line;
+    uint32_t col;
+};
+
+/* A socket address written as "ip:port" or "[ipv6]:port". */
+struct gr_addr {
+    struct sockaddr_storage ss; /* the address */
+    socklen_t len;              /* its length */
+    const char *text;           /* as written in the file */
+};
+
+enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
+
+struct gr_endpoint_cfg {
+    struct gr_addr address; /* where the backend listens */
+    uint32_t weight;        /* share for round_robin and random, 1..1000 */
+    struct gr_pos pos;      /* where it is written */
+};
+
+struct gr_cluster_cfg {
+    const char *name;                  /* unique among clusters */
+    enum lb_policy_kind lb_policy;     /* how each stream picks an endpoint */
+    struct gr_endpoint_cfg *endpoints; /* the backends */
+    size_t n_endpoints;
+    uint64_t connect_timeout_ms;       /* connect + HTTP/2 preface budget */
+    uint32_t max_connections;          /* upstream connections per endpoint per worker */
+    uint32_t max_pending;              /* streams that may wait for a slot, per endpoint per worker */
+    uint32_t max_streams_per_connection; /* our cap on top of the peer's MAX_CONCURRENT_STREAMS; 0 = peer's */
+    uint32_t stream_buffer;            /* response bytes buffered per stream = upstream stream window */
+    uint32_t connection_window;        /* upstream connection-level receive window */
+    size_t index;                      /* position in gr_config.clusters */
+    struct gr_pos pos;
+};
+
+struct gr_header_match_cfg {
+    const char *name;  /* lower-case header name */
+    const char *exact; /* required value, or NULL */
+    bool present;      /* true: the header must be there (any value) */
+};
+
+enum route_path_kind { ROUTE_PREFIX = 1, ROUTE_EXACT = 2, ROUTE_SERVICE = 3 };
+
+struct gr_match_cfg {
+    const char *prefix;  /* path prefix */
+    const char *exact;   /* whole path */
+    const char *path_alias; /* "path:", Envoy's spelling of exact */
+    const char *service; /* "package.Service" */
+    const char *method;  /* with service: one method */
+    struct gr_header_match_cfg *headers; /* all must match */
+    size_t n_headers;
+    /* Derived at load time: */
+    enum route_path_kind kind; /* which path matcher is set */
+    const char *path;          /* the string compared against :path */
+    size_t path_len;
+};
+
+struct gr_route_cfg {
+    struct gr_match_cfg match;      /* when the route applies */
+    const char *cluster_name;       /* where it sends calls */
+    struct gr_pos cluster_pos;      /* where cluster is named */
+    struct gr_cluster_cfg *cluster; /* resolved from cluster_name */
+    struct gr_pos pos;
+};
+
+struct gr_vhost_cfg {
+    const char *name;
+    const char **domains; /* "host", "*.suffix", "prefix.*" or "*" */
+    size_t n_domains;
+    struct gr_route_cfg *routes; /* first match wins */
+    size_t n_routes;
+    struct gr_pos pos;
+};
+
+struct gr_listener_cfg {
+    const char *name;
+    struct gr_addr address;
+    struct gr_vhost_cfg *vhosts;
+    size_t n_vhosts;
+    uint32_t max_concurrent_streams; /* advertised to clients */
+    uint32_t stream_buffer;          /* request bytes buffered per stream = downstream stream window */
+    uint32_t connection_window;      /* downstream connection-level receive window */
+    uint32_t max_request_headers;    /* bytes of request header names and values */
+    struct gr_pos pos;
+};
+
+struct gr_config {
+    struct arena arena;               /* owns everything below */
+    const char *path;                 /* file it came from */
+    uint32_t workers;                 /* worker threads */
+    const char *log_level;            /* error, warn, info, debug */
+    struct gr_listener_cfg *listeners;
+    size_t n_listeners;
+    struct gr_cluster_cfg *clusters;
+    size_t n_clusters;
+};
+
+/* Loads and validates a file. On failure returns NULL and writes
+ * "file:line:col: what is wrong" into err. */
+struct gr_config *config_load_file(const char *path, char *err, size_t errlen);
+/* The same from memory; name is used in error messages. */
+struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen);
+void config_free(struct gr_config *cfg);
+
+#endif

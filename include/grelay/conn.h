@@ -1,0 +1,62 @@
+/* A non-blocking socket transport shared by both sides: reading into the
+ * worker's buffer, a bounded write queue, connect for upstreams, and a close
+ * that defers the free to the end of the loop iteration. The protocol on top
+ * (an nghttp2 session today; TLS and HTTP/1.1 slot in here later) plugs in
+ * through conn_ops. Owned by the struct that embeds it (dconn or upconn). */
+#ifndef GRELAY_CONN_H
+#define GRELAY_CONN_H
+
+#include "grelay/buf.h"
+#include "grelay/common.h"
+#include "grelay/config.h"
+
+#include <ev.h>
+#include <sys/types.h>
+
+struct conn;
+struct worker;
+
+struct conn_ops {
+    /* Bytes arrived. Returns 0, or a negative error to close the connection. */
+    int (*on_read)(struct conn *c, const uint8_t *data, size_t len);
+    /* Next bytes to send, valid until the next call: returns their count,
+     * 0 when there is nothing to send, or a negative error. */
+    ssize_t (*pull)(struct conn *c, const uint8_t **data);
+    /* True when the protocol is finished and the connection may close. */
+    bool (*done)(struct conn *c);
+    /* An outgoing connect completed (may be NULL for accepted sockets). */
+    void (*on_connect)(struct conn *c);
+    /* The connection is closing: err is GR_OK for a clean end, why says
+     * what happened. Release protocol state and tell the streams. */
+    void (*on_close)(struct conn *c, int err, const char *why);
+    /* Free the owner. Called at the end of the loop iteration. */
+    void (*destroy)(struct conn *c);
+};
+
+enum conn_state { CONN_CONNECTING = 0, CONN_OPEN = 1, CONN_CLOSED = 2 };
+
+struct conn {
+    int fd;                     /* the socket, -1 once closed */
+    ev_io rio;                  /* readable */
+    ev_io wio;                  /* writable (connect completion, blocked writes) */
+    struct worker *w;           /* the worker whose loop drives it */
+    const struct conn_ops *ops; /* the protocol on top */
+    struct buf wbuf;            /* bytes pulled from the protocol but not yet written */
+    struct gr_list dirty_link;  /* in worker->dirty while a flush is due */
+    struct gr_list reap_link;   /* in worker->reap once closed */
+    enum conn_state state;
+};
+
+/* Adopts an accepted, non-blocking socket and starts reading. */
+void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops);
+/* Starts a non-blocking connect. Returns 0 or GR_ERR_IO (errno set). */
+int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops);
+/* Asks for a flush at the end of this loop iteration (writes are batched). */
+void conn_want_flush(struct conn *c);
+/* Writes what the protocol has now; closes on error or when done. */
+void conn_flush(struct conn *c);
+/* Closes once: stops watchers, closes the socket, calls on_close, and
+ * queues destroy for the end of the loop iteration. */
+void conn_close(struct conn *c, int err, const char *why);
+
+#endif

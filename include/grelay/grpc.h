@@ -1,0 +1,40 @@
+/* gRPC vocabulary: status codes, the HTTP-to-status table, grpc-message encoding. */
+#ifndef GRELAY_GRPC_H
+#define GRELAY_GRPC_H
+
+#include "grelay/arena.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A status we send to a client; not an error code of ours. */
+enum grpc_status {
+    GRPC_OK = 0,
+    GRPC_CANCELLED = 1,
+    GRPC_UNKNOWN = 2,
+    GRPC_INVALID_ARGUMENT = 3,
+    GRPC_DEADLINE_EXCEEDED = 4,
+    GRPC_NOT_FOUND = 5,
+    GRPC_ALREADY_EXISTS = 6,
+    GRPC_PERMISSION_DENIED = 7,
+    GRPC_RESOURCE_EXHAUSTED = 8,
+    GRPC_FAILED_PRECONDITION = 9,
+    GRPC_ABORTED = 10,
+    GRPC_OUT_OF_RANGE = 11,
+    GRPC_UNIMPLEMENTED = 12,
+    GRPC_INTERNAL = 13,
+    GRPC_UNAVAILABLE = 14,
+    GRPC_DATA_LOSS = 15,
+    GRPC_UNAUTHENTICATED = 16,
+};
+
+const char *grpc_status_name(enum grpc_status s);
+/* The status for a non-gRPC HTTP answer, per gRPC's http-grpc-status-mapping. */
+enum grpc_status grpc_status_from_http(int http_status);
+/* The status for a stream an upstream peer reset with this HTTP/2 error code. */
+enum grpc_status grpc_status_from_h2_error(uint32_t error_code);
+/* Percent-encodes msg for grpc-message (bytes outside 0x20..0x7e, and '%').
+ * Returns the encoded string in the arena, or NULL when out of memory. */
+char *grpc_message_encode(struct arena *a, const char *msg, size_t *out_len);
+
+#endif

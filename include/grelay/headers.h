@@ -1,0 +1,35 @@
+/* Header lists of one message, stored in the stream's arena. */
+#ifndef GRELAY_HEADERS_H
+#define GRELAY_HEADERS_H
+
+#include "grelay/arena.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gr_hdr {
+    const uint8_t *name;  /* lower-case, NUL-terminated */
+    const uint8_t *value; /* NUL-terminated */
+    uint32_t namelen;
+    uint32_t valuelen;
+};
+
+struct hdr_list {
+    struct gr_hdr *v; /* entries in arrival order */
+    uint32_t n;       /* entries used */
+    uint32_t cap;     /* entries allocated */
+    size_t bytes;     /* sum of name and value lengths */
+};
+
+static inline void hdr_list_init(struct hdr_list *l) { l->v = NULL; l->n = l->cap = 0; l->bytes = 0; }
+/* Copies name and value into the arena; returns 0 or GR_ERR_NOMEM. */
+int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
+                 size_t valuelen);
+/* First header with this (lower-case) name, or NULL. */
+const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name);
+/* True for headers a proxy must not forward: connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade, and te other than "trailers". */
+bool hdr_is_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+
+#endif

@@ -1,0 +1,37 @@
+/* Upstream HTTP/2 connections to one endpoint, per worker, and the bounded
+ * line of streams waiting for a free stream slot. Owns its upconns. */
+#ifndef GRELAY_POOL_H
+#define GRELAY_POOL_H
+
+#include "grelay/common.h"
+#include "grelay/config.h"
+
+struct worker;
+struct wcluster;
+struct stream;
+
+struct pool {
+    struct worker *w;
+    struct wcluster *wc;                /* the cluster it belongs to */
+    size_t index;                       /* endpoint index in the cluster */
+    const struct gr_endpoint_cfg *ep;   /* the endpoint */
+    struct gr_list conns;               /* upconns, open or connecting */
+    uint32_t n_conns;
+    struct gr_list waiting;             /* streams waiting for a slot, oldest first */
+    uint32_t n_waiting;
+    bool failing;                       /* last connection attempt failed (logged once) */
+};
+
+void pool_init(struct pool *p, struct worker *w, struct wcluster *wc, size_t index);
+/* Closes every connection (their streams fail) and empties the line. */
+void pool_shutdown(struct pool *p);
+/* Gives s a stream slot on a connection to this endpoint, opening one if
+ * allowed, or puts s in line. Returns 0, or GR_ERR_LIMIT when the line is
+ * full, or GR_ERR_IO when no connection could be started (s untouched). */
+int pool_acquire(struct pool *p, struct stream *s);
+/* A slot freed or a connection closed: serve the line. */
+void pool_dispatch(struct pool *p);
+/* Takes s out of the line. */
+void pool_leave(struct pool *p, struct stream *s);
+
+#endif

@@ -1,0 +1,82 @@
+/* One call: the state machine joining a downstream stream to an upstream one.
+ * Owned by its dconn; refers to (never owns) its upconn. Freed when the
+ * downstream half closes; the upstream half is reset and detached first. */
+#ifndef GRELAY_STREAM_H
+#define GRELAY_STREAM_H
+
+#include "grelay/arena.h"
+#include "grelay/buf.h"
+#include "grelay/common.h"
+#include "grelay/config.h"
+#include "grelay/grpc.h"
+#include "grelay/headers.h"
+
+#include <nghttp2/nghttp2.h>
+
+struct dconn;
+struct upconn;
+struct pool;
+
+struct stream {
+    struct dconn *down;             /* the client connection that owns it */
+    int32_t id;                     /* downstream stream id */
+    struct arena arena;             /* headers and strings of this call */
+    struct hdr_list req_hdrs;       /* regular request headers */
+    struct hdr_list req_trailers;   /* request trailers (rare in gRPC) */
+    struct hdr_list resp_hdrs;      /* response headers from upstream */
+    struct hdr_list resp_trailers;  /* response trailers, from upstream or made here */
+    struct gr_hdr method;           /* pseudo headers (value NULL when absent), in the arena */
+    struct gr_hdr path;
+    struct gr_hdr authority;        /* :authority, or host when absent */
+    const struct gr_route_cfg *route; /* chosen route */
+    struct pool *pool;              /* pool of the chosen endpoint */
+    struct upconn *up;              /* upstream connection while attached */
+    int32_t up_id;                  /* upstream stream id, 0 before submit */
+    struct buf req;                 /* request bytes not yet taken upstream */
+    struct buf resp;                /* response bytes not yet taken downstream */
+    struct gr_list down_link;       /* in down->streams */
+    struct gr_list up_link;         /* in up->streams, or pool->waiting */
+    int resp_status;                /* upstream :status */
+    bool req_headers_done;          /* request HEADERS complete */
+    bool req_ended;                 /* client sent END_STREAM */
+    bool req_deferred;              /* upstream data provider waits for bytes */
+    bool resp_started;              /* response HEADERS submitted downstream */
+    bool resp_headers_done;         /* upstream response HEADERS complete */
+    bool resp_ended;                /* nothing more comes from upstream */
+    bool resp_deferred;             /* downstream data provider waits for bytes */
+    bool up_closed;                 /* upstream stream closed or never to be */
+    bool headers_too_big;           /* request headers passed the listener's limit */
+    bool waiting;                   /* in pool->waiting */
+};
+
+struct stream *stream_new(struct dconn *d, int32_t id);
+
+/* Downstream events (from h2_server). */
+int stream_on_req_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                         size_t valuelen);
+void stream_on_req_headers_done(struct stream *s);
+void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len);
+void stream_on_req_end(struct stream *s);
+/* The downstream stream closed: resets the upstream half and frees s. */
+void stream_on_down_close(struct stream *s, uint32_t error_code);
+/* The response's last frame (END_STREAM) went to the client. */
+void stream_on_resp_sent(struct stream *s);
+
+/* Pool events. */
+/* Sends the request on upconn u; returns 0 or a negative error. */
+int stream_attach_upstream(struct stream *s, struct upconn *u);
+/* No connection can be had: ends the call with status and message. */
+void stream_fail(struct stream *s, enum grpc_status status, const char *msg);
+
+/* Upstream events (from h2_client). */
+int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen);
+void stream_on_resp_headers_done(struct stream *s, bool end_stream);
+void stream_on_resp_data(struct stream *s, const uint8_t *data, size_t len);
+void stream_on_resp_end(struct stream *s);
+/* The upstream stream closed (error_code from RST_STREAM, or NO_ERROR). */
+void stream_on_up_close(struct stream *s, uint32_t error_code);
+/* The upstream connection is gone; why names the cause. */
+void stream_on_up_lost(struct stream *s, const char *why);
+
+#endif

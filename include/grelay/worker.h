@@ -1,0 +1,68 @@
+/* A worker: one thread, one libev loop, its own SO_REUSEPORT listeners, its
+ * downstream connections, upstream pools and chunk pool. A call never leaves
+ * the worker that accepted it, so nothing here is locked.
+ * Ownership: worker -> dconn -> stream; worker -> wcluster -> pool -> upconn. */
+#ifndef GRELAY_WORKER_H
+#define GRELAY_WORKER_H
+
+#include "grelay/balancer.h"
+#include "grelay/buf.h"
+#include "grelay/common.h"
+#include "grelay/config.h"
+
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+
+struct worker;
+struct pool;
+
+/* One listening socket of one worker. */
+struct wlistener {
+    int fd;                             /* bound, listening, non-blocking */
+    ev_io io;                           /* readable = connections to accept */
+    struct worker *w;
+    const struct gr_listener_cfg *cfg;
+};
+
+/* A cluster as this worker sees it: balancer state and one pool per endpoint. */
+struct wcluster {
+    const struct gr_cluster_cfg *cfg;
+    struct balancer lb;  /* picks the endpoint of each stream */
+    struct pool *pools;  /* one per endpoint, same order as cfg->endpoints */
+};
+
+#define WORKER_READ_BUF (64 * 1024)
+
+struct worker {
+    uint32_t id;
+    pthread_t thread;
+    struct ev_loop *loop;
+    const struct gr_config *cfg;
+    struct wlistener *listeners;  /* one per configured listener */
+    size_t n_listeners;
+    struct wcluster *clusters;    /* one per configured cluster */
+    struct gr_list dconns;        /* open downstream connections */
+    struct gr_list dirty;         /* connections to flush before the loop sleeps */
+    struct gr_list reap;          /* closed connections to free before the loop sleeps */
+    ev_prepare prepare;           /* runs the flushes and frees */
+    ev_async stop;                /* main thread asks the worker to stop */
+    struct chunk_pool chunks;     /* payload chunks of this worker */
+    nghttp2_session_callbacks *server_cbs; /* downstream session callbacks */
+    nghttp2_session_callbacks *client_cbs; /* upstream session callbacks */
+    nghttp2_option *server_opt;
+    nghttp2_option *client_opt;
+    bool stopping;                /* no new connections or streams */
+    uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
+};
+
+/* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
+ * with a message in err when a socket cannot be set up. */
+struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen);
+/* Runs the worker on its own thread. Returns 0 or GR_ERR_IO. */
+int worker_start(struct worker *w);
+/* Asks the worker to stop (any thread) and waits for it. */
+void worker_stop_and_join(struct worker *w);
+void worker_free(struct worker *w);
+
+#endif

@@ -1,0 +1,129 @@
+/* Chunk queues and the per-worker chunk free list. */
+#include "grelay/buf.h"
+#include "grelay/common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void chunk_pool_init(struct chunk_pool *p, size_t max_free)
+{
+    p->free = NULL;
+    p->n_free = 0;
+    p->max_free = max_free;
+    p->n_out = 0;
+}
+
+void chunk_pool_destroy(struct chunk_pool *p)
+{
+    while (p->free != NULL) {
+        struct chunk *c = p->free;
+        p->free = c->next;
+        free(c);
+    }
+    p->n_free = 0;
+}
+
+static struct chunk *chunk_get(struct chunk_pool *p)
+{
+    struct chunk *c = p->free;
+    if (c != NULL) {
+        p->free = c->next;
+        p->n_free--;
+    } else {
+        c = malloc(sizeof(*c));
+        if (c == NULL)
+            return NULL;
+    }
+    c->next = NULL;
+    c->start = c->end = 0;
+    p->n_out++;
+    return c;
+}
+
+static void chunk_put(struct chunk_pool *p, struct chunk *c)
+{
+    p->n_out--;
+    if (p->n_free >= p->max_free) {
+        free(c);
+        return;
+    }
+    c->next = p->free;
+    p->free = c;
+    p->n_free++;
+}
+
+int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        struct chunk *t = b->tail;
+        if (t == NULL || t->end == CHUNK_SIZE) {
+            t = chunk_get(p);
+            if (t == NULL)
+                return GR_ERR_NOMEM;
+            if (b->tail != NULL)
+                b->tail->next = t;
+            else
+                b->head = t;
+            b->tail = t;
+        }
+        size_t n = CHUNK_SIZE - t->end;
+        if (n > len)
+            n = len;
+        memcpy(t->data + t->end, data, n);
+        t->end += (uint32_t)n;
+        b->len += n;
+        data += n;
+        len -= n;
+    }
+    return GR_OK;
+}
+
+void buf_drain(struct buf *b, struct chunk_pool *p, size_t len)
+{
+    while (len > 0 && b->head != NULL) {
+        struct chunk *h = b->head;
+        size_t n = h->end - h->start;
+        if (n > len)
+            n = len;
+        h->start += (uint32_t)n;
+        b->len -= n;
+        len -= n;
+        if (h->start == h->end) {
+            b->head = h->next;
+            if (b->head == NULL)
+                b->tail = NULL;
+            chunk_put(p, h);
+        }
+    }
+}
+
+size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len)
+{
+    size_t done = 0;
+    while (done < len && b->head != NULL) {
+        struct chunk *h = b->head;
+        size_t n = h->end - h->start;
+        if (n > len - done)
+            n = len - done;
+        memcpy(out + done, h->data + h->start, n);
+        done += n;
+        buf_drain(b, p, n);
+    }
+    return done;
+}
+
+int buf_peek_iov(const struct buf *b, struct iovec *iov, int max)
+{
+    int n = 0;
+    for (struct chunk *c = b->head; c != NULL && n < max; c = c->next) {
+        iov[n].iov_base = c->data + c->start;
+        iov[n].iov_len = c->end - c->start;
+        n++;
+    }
+    return n;
+}
+
+void buf_clear(struct buf *b, struct chunk_pool *p)
+{
+    buf_drain(b, p, b->len);
+}

@@ -1,0 +1,812 @@
+/* YAML -> validated config snapshot.
+ *
+ * Every key is declared once in a table (struct field): its type, bounds,
+ * whether it is required and where it is stored. One generic walker applies
+ * the tables to libyaml's document tree, so every error can name the file,
+ * line and column of the node at fault. */
+#include "grelay/config.h"
+#include "grelay/common.h"
+#include "grelay/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+enum ftype {
+    F_STR,      /* const char * */
+    F_U32,      /* uint32_t within [min, max] */
+    F_SIZE,     /* uint32_t bytes, "64KiB" style suffixes allowed */
+    F_DURATION, /* uint64_t milliseconds, "5s", "250ms", "1.5s", "2m", "1h" */
+    F_BOOL,     /* bool */
+    F_ENUM,     /* int index into names */
+    F_ADDR,     /* struct gr_addr */
+    F_STRLIST,  /* const char ** + size_t count */
+    F_LIST,     /* array of sub objects + size_t count */
+    F_OBJ,      /* one sub object stored inline */
+};
+
+#define FL_REQUIRED 1u /* the key must be present */
+#define FL_LOWER 2u    /* lower-case the string */
+#define FL_NONEMPTY 4u /* lists need at least one element */
+
+struct schema;
+
+struct field {
+    const char *key;
+    enum ftype type;
+    size_t off;       /* where the value is stored */
+    size_t count_off; /* F_STRLIST, F_LIST: where the count is stored */
+    const struct schema *sub; /* F_LIST, F_OBJ */
+    uint64_t min, max;        /* F_U32, F_SIZE, F_DURATION bounds */
+    const char *const *names; /* F_ENUM: NULL-terminated */
+    unsigned flags;
+    size_t pos_off;           /* if nonzero: store the value's struct gr_pos here */
+};
+
+struct load_ctx;
+
+struct schema {
+    const char *what;   /* "listener", "route", ... for messages */
+    size_t size;        /* sizeof the struct */
+    size_t pos_off;     /* where the object's struct gr_pos goes, or (size_t)-1 */
+    const struct field *fields;
+    void (*init)(void *obj);                       /* defaults */
+    int (*check)(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node); /* after keys */
+};
+
+struct load_ctx {
+    yaml_document_t *doc;
+    struct gr_config *cfg;
+    const char *name; /* file name for messages */
+    char *err;
+    size_t errlen;
+    bool failed;
+};
+
+#define NO_POS ((size_t)-1)
+
+static struct gr_pos node_pos(const yaml_node_t *n)
+{
+    struct gr_pos p = {(uint32_t)n->start_mark.line + 1, (uint32_t)n->start_mark.column + 1};
+    return p;
+}
+
+__attribute__((format(printf, 3, 4))) static int fail_at(struct load_ctx *c, struct gr_pos p, const char *fmt, ...)
+{
+    if (c->failed)
+        return GR_ERR_CONFIG;
+    c->failed = true;
+    int n = snprintf(c->err, c->errlen, "%s:%u:%u: ", c->name, p.line, p.col);
+    if (n < 0 || (size_t)n >= c->errlen)
+        return GR_ERR_CONFIG;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return GR_ERR_CONFIG;
+}
+
+#define fail_node(c, node, ...) fail_at((c), node_pos(node), __VA_ARGS__)
+
+static const char *node_kind(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a scalar";
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "nothing";
+    }
+}
+
+static const char *scalar(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+static int want_scalar(struct load_ctx *c, yaml_node_t *n, const char *key)
+{
+    if (n->type != YAML_SCALAR_NODE)
+        return fail_node(c, n, "'%s' must be a scalar, got %s", key, node_kind(n));
+    return GR_OK;
+}
+
+/* Parses an unsigned decimal (no sign, no spaces); returns false on junk or overflow. */
+static bool parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        if (v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    size_t len = strlen(s), i = 0;
+    while (i < len && isdigit((unsigned char)s[i]))
+        i++;
+    uint64_t v;
+    if (!parse_u64(s, i, &v))
+        return -1;
+    const char *suf = s + i;
+    uint64_t mul;
+    if (*suf == '\0' || strcmp(suf, "B") == 0)
+        mul = 1;
+    else if (strcmp(suf, "K") == 0 || strcmp(suf, "KiB") == 0 || strcmp(suf, "Ki") == 0)
+        mul = 1024;
+    else if (strcmp(suf, "M") == 0 || strcmp(suf, "MiB") == 0 || strcmp(suf, "Mi") == 0)
+        mul = 1024 * 1024;
+    else
+        return -1;
+    if (v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+/* "1.5s", "250ms", "100us", "2m", "1h", "0" -> milliseconds (sub-ms rounds up). */
+static int parse_duration_ms(const char *s, uint64_t *out)
+{
+    size_t len = strlen(s), i = 0;
+    while (i < len && isdigit((unsigned char)s[i]))
+        i++;
+    uint64_t whole;
+    if (!parse_u64(s, i, &whole))
+        return -1;
+    uint64_t frac = 0, frac_div = 1;
+    if (s[i] == '.') {
+        i++;
+        size_t fs = i;
+        while (i < len && isdigit((unsigned char)s[i]) && i - fs < 6) {
+            frac = frac * 10 + (uint64_t)(s[i] - '0');
+            frac_div *= 10;
+            i++;
+        }
+        if (i == fs || isdigit((unsigned char)s[i]))
+            return -1;
+    }
+    const char *u = s + i;
+    uint64_t unit_us;
+    if (strcmp(u, "h") == 0)
+        unit_us = 3600000000ull;
+    else if (strcmp(u, "m") == 0)
+        unit_us = 60000000ull;
+    else if (strcmp(u, "s") == 0)
+        unit_us = 1000000ull;
+    else if (strcmp(u, "ms") == 0)
+        unit_us = 1000ull;
+    else if (strcmp(u, "us") == 0)
+        unit_us = 1ull;
+    else if (*u == '\0' && whole == 0 && frac == 0)
+        unit_us = 1ull;
+    else
+        return -1;
+    if (whole > UINT64_MAX / unit_us / 2)
+        return -1;
+    uint64_t us = whole * unit_us + frac * unit_us / frac_div;
+    *out = (us + 999) / 1000;
+    return 0;
+}
+
+int config_parse_addr(const char *text, struct gr_addr *out, const char **why);
+
+/* Parses "a.b.c.d:port" or "[v6]:port". Host names arrive with DNS discovery. */
+int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
+{
+    char host[64];
+    const char *colon;
+    const char *h = text;
+    size_t hlen;
+    memset(&out->ss, 0, sizeof(out->ss));
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':') {
+            *why = "expected [ipv6]:port";
+            return -1;
+        }
+        h = text + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL) {
+            *why = "expected ip:port";
+            return -1;
+        }
+        hlen = (size_t)(colon - text);
+    }
+    if (hlen == 0 || hlen >= sizeof(host)) {
+        *why = "missing or overlong host";
+        return -1;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    uint64_t port;
+    if (!parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535) {
+        *why = "port must be 1..65535";
+        return -1;
+    }
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&out->ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->ss;
+    if (text[0] != '[' && inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        out->len = sizeof(*v4);
+    } else if (text[0] == '[' && inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        out->len = sizeof(*v6);
+    } else {
+        *why = "host must be an IPv4 address or a bracketed IPv6 address";
+        return -1;
+    }
+    out->text = text;
+    return 0;
+}
+
+static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj);
+
+static int parse_field(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    char *dst = (char *)obj + f->off;
+    struct arena *a = &c->cfg->arena;
+    uint64_t u;
+    switch (f->type) {
+    case F_STR: {
+        if (want_scalar(c, v, f->key))
+            return GR_ERR_CONFIG;
+        char *s = arena_strndup(a, scalar(v), v->data.scalar.length);
+        if (s == NULL)
+            return fail_node(c, v, "out of memory");
+        if (strlen(s) != v->data.scalar.length)
+            return fail_node(c, v, "'%s' contains a NUL byte", f->key);
+        if (f->flags & FL_LOWER)
+            for (char *p = s; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+        if (s[0] == '\0' && (f->flags & FL_REQUIRED))
+            return fail_node(c, v, "'%s' must not be empty", f->key);
+        *(const char **)dst = s;
+        break;
+    }
+    case F_U32:
+    case F_SIZE:
+    case F_DURATION: {
+        if (want_scalar(c, v, f->key))
+            return GR_ERR_CONFIG;
+        const char *s = scalar(v);
+        int bad;
+        const char *expect;
+        if (f->type == F_U32) {
+            bad = !parse_u64(s, strlen(s), &u);
+            expect = "a whole number";
+        } else if (f->type == F_SIZE) {
+            bad = parse_size(s, &u) != 0;
+            expect = "a size such as 65536, 64KiB or 1MiB";
+        } else {
+            bad = parse_duration_ms(s, &u) != 0;
+            expect = "a duration such as 5s, 250ms, 1.5s or 2m";
+        }
+        if (bad)
+            return fail_node(c, v, "'%s' must be %s, got '%s'", f->key, expect, s);
+        if (u < f->min || u > f->max)
+            return fail_node(c, v, "'%s' must be between %llu and %llu, got '%s'", f->key,
+                             (unsigned long long)f->min, (unsigned long long)f->max, s);
+        if (f->type == F_DURATION)
+            *(uint64_t *)dst = u;
+        else
+            *(uint32_t *)dst = (uint32_t)u;
+        break;
+    }
+    case F_BOOL: {
+        if (want_scalar(c, v, f->key))
+            return GR_ERR_CONFIG;
+        const char *s = scalar(v);
+        if (strcmp(s, "true") == 0)
+            *(bool *)dst = true;
+        else if (strcmp(s, "false") == 0)
+            *(bool *)dst = false;
+        else
+            return fail_node(c, v, "'%s' must be true or false, got '%s'", f->key, s);
+        break;
+    }
+    case F_ENUM: {
+        if (want_scalar(c, v, f->key))
+            return GR_ERR_CONFIG;
+        for (int i = 0; f->names[i] != NULL; i++) {
+            if (strcmp(scalar(v), f->names[i]) == 0) {
+                *(int *)dst = i;
+                goto done;
+            }
+        }
+        char list[256] = "";
+        for (int i = 0; f->names[i] != NULL; i++) {
+            strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
+            strncat(list, f->names[i], sizeof(list) - strlen(list) - 1);
+        }
+        return fail_node(c, v, "'%s' must be one of %s, got '%s'", f->key, list, scalar(v));
+    }
+    case F_ADDR: {
+        if (want_scalar(c, v, f->key))
+            return GR_ERR_CONFIG;
+        const char *why;
+        char *text = arena_strndup(a, scalar(v), v->data.scalar.length);
+        if (text == NULL)
+            return fail_node(c, v, "out of memory");
+        if (config_parse_addr(text, (struct gr_addr *)dst, &why) != 0)
+            return fail_node(c, v, "bad address '%s' for '%s': %s", text, f->key, why);
+        break;
+    }
+    case F_STRLIST: {
+        if (v->type != YAML_SEQUENCE_NODE)
+            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
+        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        if (n == 0 && (f->flags & FL_NONEMPTY))
+            return fail_node(c, v, "'%s' must not be empty", f->key);
+        const char **arr = arena_alloc(a, (n ? n : 1) * sizeof(*arr));
+        if (arr == NULL)
+            return fail_node(c, v, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+            if (want_scalar(c, it, f->key))
+                return GR_ERR_CONFIG;
+            char *s = arena_strndup(a, scalar(it), it->data.scalar.length);
+            if (s == NULL)
+                return fail_node(c, v, "out of memory");
+            if (f->flags & FL_LOWER)
+                for (char *p = s; *p; p++)
+                    *p = (char)tolower((unsigned char)*p);
+            arr[i] = s;
+        }
+        *(const char ***)dst = arr;
+        *(size_t *)((char *)obj + f->count_off) = n;
+        break;
+    }
+    case F_LIST: {
+        if (v->type != YAML_SEQUENCE_NODE)
+            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
+        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        if (n == 0 && (f->flags & FL_NONEMPTY))
+            return fail_node(c, v, "'%s' must not be empty", f->key);
+        char *arr = arena_alloc(a, (n ? n : 1) * f->sub->size);
+        if (arr == NULL)
+            return fail_node(c, v, "out of memory");
+        memset(arr, 0, (n ? n : 1) * f->sub->size);
+        for (size_t i = 0; i < n; i++) {
+            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+            if (parse_object(c, f->sub, it, arr + i * f->sub->size))
+                return GR_ERR_CONFIG;
+        }
+        *(void **)dst = arr;
+        *(size_t *)((char *)obj + f->count_off) = n;
+        break;
+    }
+    case F_OBJ:
+        if (parse_object(c, f->sub, v, dst))
+            return GR_ERR_CONFIG;
+        break;
+    }
+done:
+    if (f->pos_off)
+        *(struct gr_pos *)((char *)obj + f->pos_off) = node_pos(v);
+    return GR_OK;
+}
+
+static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj)
+{
+    if (node->type != YAML_MAPPING_NODE)
+        return fail_node(c, node, "%s must be a mapping, got %s", s->what, node_kind(node));
+    if (s->init)
+        s->init(obj);
+    if (s->pos_off != NO_POS)
+        *(struct gr_pos *)((char *)obj + s->pos_off) = node_pos(node);
+    uint32_t seen = 0;
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE)
+            return fail_node(c, k, "keys of %s must be scalars", s->what);
+        int idx = -1;
+        for (int i = 0; s->fields[i].key != NULL; i++) {
+            if (strcmp(s->fields[i].key, scalar(k)) == 0) {
+                idx = i;
+                break;
+            }
+        }
+        if (idx < 0) {
+            char list[512] = "";
+            for (int i = 0; s->fields[i].key != NULL; i++) {
+                strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
+                strncat(list, s->fields[i].key, sizeof(list) - strlen(list) - 1);
+            }
+            return fail_node(c, k, "unknown key '%s' in %s (expected one of: %s)", scalar(k), s->what, list);
+        }
+        if (seen & (1u << idx))
+            return fail_node(c, k, "duplicate key '%s' in %s", scalar(k), s->what);
+        seen |= 1u << idx;
+        if (parse_field(c, &s->fields[idx], v, obj))
+            return GR_ERR_CONFIG;
+    }
+    for (int i = 0; s->fields[i].key != NULL; i++) {
+        if ((s->fields[i].flags & FL_REQUIRED) && !(seen & (1u << i)))
+            return fail_node(c, node, "%s needs '%s'", s->what, s->fields[i].key);
+    }
+    if (s->check)
+        return s->check(c, obj, seen, node);
+    return GR_OK;
+}
+
+/* ---- the tables ---- */
+
+#define OFF(T, m) offsetof(T, m)
+
+static int check_header_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_header_match_cfg *h = obj;
+    bool has_exact = seen & 2u, has_present = seen & 4u;
+    if (has_exact == has_present)
+        return fail_node(c, node, "header matcher '%s' needs exactly one of 'exact' or 'present'", h->name);
+    return GR_OK;
+}
+
+static const struct field header_match_fields[] = {
+    {.key = "name", .type = F_STR, .off = OFF(struct gr_header_match_cfg, name), .flags = FL_REQUIRED | FL_LOWER},
+    {.key = "exact", .type = F_STR, .off = OFF(struct gr_header_match_cfg, exact)},
+    {.key = "present", .type = F_BOOL, .off = OFF(struct gr_header_match_cfg, present)},
+    {0},
+};
+static const struct schema header_match_schema = {"header matcher", sizeof(struct gr_header_match_cfg), NO_POS,
+                                                  header_match_fields, NULL, check_header_match};
+
+static int check_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_match_cfg *m = obj;
+    (void)seen;
+    int kinds = (m->prefix != NULL) + (m->exact != NULL) + (m->path_alias != NULL) + (m->service != NULL);
+    if (kinds != 1)
+        return fail_node(c, node, "match needs exactly one of 'prefix', 'exact' (or 'path') or 'service'");
+    if (m->method != NULL && m->service == NULL)
+        return fail_node(c, node, "match: 'method' needs 'service'");
+    struct arena *a = &c->cfg->arena;
+    if (m->path_alias != NULL)
+        m->exact = m->path_alias;
+    if (m->prefix != NULL) {
+        m->kind = ROUTE_PREFIX;
+        m->path = m->prefix;
+    } else if (m->exact != NULL) {
+        if (m->exact[0] != '/')
+            return fail_node(c, node, "match: 'exact' path must start with '/', got '%s'", m->exact);
+        m->kind = ROUTE_EXACT;
+        m->path = m->exact;
+    } else {
+        if (m->service[0] == '\0' || strchr(m->service, '/') != NULL)
+            return fail_node(c, node, "match: 'service' must be 'package.Service' without '/', got '%s'",
+                             m->service);
+        size_t n = strlen(m->service) + (m->method ? strlen(m->method) : 0) + 3;
+        char *p = arena_alloc(a, n);
+        if (p == NULL)
+            return fail_node(c, node, "out of memory");
+        if (m->method != NULL) {
+            if (m->method[0] == '\0' || strchr(m->method, '/') != NULL)
+                return fail_node(c, node, "match: 'method' must be a method name, got '%s'", m->method);
+            snprintf(p, n, "/%s/%s", m->service, m->method);
+            m->kind = ROUTE_EXACT;
+        } else {
+            snprintf(p, n, "/%s/", m->service);
+            m->kind = ROUTE_PREFIX;
+        }
+        m->path = p;
+    }
+    m->path_len = strlen(m->path);
+    return GR_OK;
+}
+
+static const struct field match_fields[] = {
+    {.key = "prefix", .type = F_STR, .off = OFF(struct gr_match_cfg, prefix)},
+    {.key = "exact", .type = F_STR, .off = OFF(struct gr_match_cfg, exact)},
+    {.key = "path", .type = F_STR, .off = OFF(struct gr_match_cfg, path_alias)},
+    {.key = "service", .type = F_STR, .off = OFF(struct gr_match_cfg, service)},
+    {.key = "method", .type = F_STR, .off = OFF(struct gr_match_cfg, method)},
+    {.key = "headers", .type = F_LIST, .off = OFF(struct gr_match_cfg, headers),
+     .count_off = OFF(struct gr_match_cfg, n_headers), .sub = &header_match_schema},
+    {0},
+};
+static const struct schema match_schema = {"match", sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
+                                           check_match};
+
+static const struct field route_fields[] = {
+    {.key = "match", .type = F_OBJ, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
+     .flags = FL_REQUIRED},
+    {.key = "cluster", .type = F_STR, .off = OFF(struct gr_route_cfg, cluster_name), .flags = FL_REQUIRED,
+     .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
+    {0},
+};
+static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
+                                           route_fields, NULL, NULL};
+
+static const struct field vhost_fields[] = {
+    {.key = "name", .type = F_STR, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
+    {.key = "domains", .type = F_STRLIST, .off = OFF(struct gr_vhost_cfg, domains),
+     .count_off = OFF(struct gr_vhost_cfg, n_domains), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
+    {.key = "routes", .type = F_LIST, .off = OFF(struct gr_vhost_cfg, routes),
+     .count_off = OFF(struct gr_vhost_cfg, n_routes), .sub = &route_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
+    {0},
+};
+static const struct schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
+                                           OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
+
+static void listener_init(void *obj)
+{
+    struct gr_listener_cfg *l = obj;
+    l->max_concurrent_streams = 1024;
+    l->stream_buffer = 64 * 1024;
+    l->connection_window = 1024 * 1024;
+    l->max_request_headers = 64 * 1024;
+}
+
+static const struct field listener_fields[] = {
+    {.key = "name", .type = F_STR, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
+    {.key = "address", .type = F_ADDR, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
+    {.key = "virtual_hosts", .type = F_LIST, .off = OFF(struct gr_listener_cfg, vhosts),
+     .count_off = OFF(struct gr_listener_cfg, n_vhosts), .sub = &vhost_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "max_concurrent_streams", .type = F_U32, .off = OFF(struct gr_listener_cfg, max_concurrent_streams),
+     .min = 1, .max = 1u << 20},
+    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, stream_buffer), .min = 1024,
+     .max = 16u << 20},
+    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, connection_window),
+     .min = 65535, .max = (1u << 31) - 1},
+    {.key = "max_request_headers", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, max_request_headers),
+     .min = 1024, .max = 1u << 20},
+    {0},
+};
+static const struct schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),
+                                              OFF(struct gr_listener_cfg, pos), listener_fields, listener_init, NULL};
+
+static void endpoint_init(void *obj) { ((struct gr_endpoint_cfg *)obj)->weight = 1; }
+
+static const struct field endpoint_fields[] = {
+    {.key = "address", .type = F_ADDR, .off = OFF(struct gr_endpoint_cfg, address), .flags = FL_REQUIRED},
+    {.key = "weight", .type = F_U32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
+    {0},
+};
+static const struct schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
+                                              OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init, NULL};
+
+static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", NULL};
+
+static void cluster_init(void *obj)
+{
+    struct gr_cluster_cfg *cl = obj;
+    cl->lb_policy = LB_ROUND_ROBIN;
+    cl->connect_timeout_ms = 5000;
+    cl->max_connections = 8;
+    cl->max_pending = 1024;
+    cl->max_streams_per_connection = 0;
+    cl->stream_buffer = 64 * 1024;
+    cl->connection_window = 1024 * 1024;
+}
+
+static const struct field cluster_fields[] = {
+    {.key = "name", .type = F_STR, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
+    {.key = "lb_policy", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, lb_policy), .names = lb_policy_names},
+    {.key = "endpoints", .type = F_LIST, .off = OFF(struct gr_cluster_cfg, endpoints),
+     .count_off = OFF(struct gr_cluster_cfg, n_endpoints), .sub = &endpoint_schema,
+     .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "connect_timeout", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms), .min = 1,
+     .max = 3600000},
+    {.key = "max_connections", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_connections), .min = 1,
+     .max = 1024},
+    {.key = "max_pending", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
+     .max = 1u << 20},
+    {.key = "max_streams_per_connection", .type = F_U32,
+     .off = OFF(struct gr_cluster_cfg, max_streams_per_connection), .min = 0, .max = 1u << 20},
+    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, stream_buffer), .min = 1024,
+     .max = 16u << 20},
+    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, connection_window),
+     .min = 65535, .max = (1u << 31) - 1},
+    {0},
+};
+static const struct schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
+                                             OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init, NULL};
+
+static const struct field top_fields[] = {
+    {.key = "workers", .type = F_U32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
+    {.key = "log_level", .type = F_STR, .off = OFF(struct gr_config, log_level)},
+    {.key = "listeners", .type = F_LIST, .off = OFF(struct gr_config, listeners),
+     .count_off = OFF(struct gr_config, n_listeners), .sub = &listener_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "clusters", .type = F_LIST, .off = OFF(struct gr_config, clusters),
+     .count_off = OFF(struct gr_config, n_clusters), .sub = &cluster_schema},
+    {0},
+};
+
+static void top_init(void *obj)
+{
+    struct gr_config *cfg = obj;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = n > 0 ? (uint32_t)n : 1;
+    cfg->log_level = "info";
+}
+
+static const struct schema top_schema = {"the configuration", sizeof(struct gr_config), NO_POS, top_fields,
+                                         top_init, NULL};
+
+/* ---- cross checks after the tree is parsed ---- */
+
+static bool addr_equal(const struct gr_addr *a, const struct gr_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static int validate(struct load_ctx *c)
+{
+    struct gr_config *cfg = c->cfg;
+    enum log_level lvl;
+    if (log_level_parse(cfg->log_level, &lvl) != 0)
+        return fail_at(c, (struct gr_pos){1, 1}, "'log_level' must be one of error, warn, info, debug, got '%s'",
+                       cfg->log_level);
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        cfg->clusters[i].index = i;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->clusters[i].name, cfg->clusters[j].name) == 0)
+                return fail_at(c, cfg->clusters[i].pos, "duplicate cluster name '%s' (first at line %u)",
+                               cfg->clusters[i].name, cfg->clusters[j].pos.line);
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct gr_listener_cfg *l = &cfg->listeners[i];
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(l->name, cfg->listeners[j].name) == 0)
+                return fail_at(c, l->pos, "duplicate listener name '%s' (first at line %u)", l->name,
+                               cfg->listeners[j].pos.line);
+            if (addr_equal(&l->address, &cfg->listeners[j].address))
+                return fail_at(c, l->pos, "listener '%s' uses address %s of listener '%s'", l->name,
+                               l->address.text, cfg->listeners[j].name);
+        }
+        for (size_t v = 0; v < l->n_vhosts; v++) {
+            struct gr_vhost_cfg *vh = &l->vhosts[v];
+            for (size_t w = 0; w < v; w++)
+                if (strcmp(vh->name, l->vhosts[w].name) == 0)
+                    return fail_at(c, vh->pos, "duplicate virtual host name '%s' in listener '%s'", vh->name,
+                                   l->name);
+            for (size_t d = 0; d < vh->n_domains; d++) {
+                const char *dom = vh->domains[d];
+                size_t dl = strlen(dom);
+                if (dl == 0)
+                    return fail_at(c, vh->pos, "virtual host '%s': empty domain", vh->name);
+                const char *star = strchr(dom, '*');
+                if (star != NULL && !(dl == 1 || (star == dom && dom[1] == '.') ||
+                                      (star == dom + dl - 1 && dl > 1 && dom[dl - 2] == '.')) )
+                    return fail_at(c, vh->pos,
+                                   "virtual host '%s': domain '%s' must be 'host', '*.suffix', 'prefix.*' or '*'",
+                                   vh->name, dom);
+                if (star != NULL && strchr(star + 1, '*') != NULL)
+                    return fail_at(c, vh->pos, "virtual host '%s': domain '%s' has more than one '*'", vh->name,
+                                   dom);
+                for (size_t w = 0; w <= v; w++) {
+                    struct gr_vhost_cfg *o = &l->vhosts[w];
+                    size_t lim = w == v ? d : o->n_domains;
+                    for (size_t e = 0; e < lim; e++)
+                        if (strcmp(o->domains[e], dom) == 0)
+                            return fail_at(c, vh->pos, "domain '%s' appears twice in listener '%s'", dom, l->name);
+                }
+            }
+            for (size_t r = 0; r < vh->n_routes; r++) {
+                struct gr_route_cfg *rt = &vh->routes[r];
+                for (size_t k = 0; k < cfg->n_clusters; k++)
+                    if (strcmp(rt->cluster_name, cfg->clusters[k].name) == 0)
+                        rt->cluster = &cfg->clusters[k];
+                if (rt->cluster == NULL)
+                    return fail_at(c, rt->cluster_pos, "route names cluster '%s', which is not defined",
+                                   rt->cluster_name);
+            }
+        }
+    }
+    return GR_OK;
+}
+
+static const char *yaml_problem(const yaml_parser_t *p)
+{
+    return p->problem ? p->problem : "malformed YAML";
+}
+
+struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen)
+{
+    struct gr_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+    arena_init(&cfg->arena, 4096);
+    struct load_ctx c = {.cfg = cfg, .name = name, .err = err, .errlen = errlen};
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        free(cfg);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        fail_at(&c, (struct gr_pos){(uint32_t)parser.problem_mark.line + 1, (uint32_t)parser.problem_mark.column + 1},
+                "%s%s%s", yaml_problem(&parser), parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        config_free(cfg);
+        return NULL;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    c.doc = &doc;
+    int rc;
+    if (root == NULL) {
+        rc = fail_at(&c, (struct gr_pos){1, 1}, "the file is empty");
+    } else {
+        rc = parse_object(&c, &top_schema, root, cfg);
+    }
+    if (rc == GR_OK)
+        rc = validate(&c);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    if (rc != GR_OK) {
+        config_free(cfg);
+        return NULL;
+    }
+    cfg->path = arena_strndup(&cfg->arena, name, strlen(name));
+    return cfg;
+}
+
+struct gr_config *config_load_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 8192, len = 0;
+    char *data = malloc(cap);
+    while (data != NULL) {
+        size_t n = fread(data + len, 1, cap - len, f);
+        len += n;
+        if (len < cap)
+            break;
+        if (cap >= (64u << 20)) {
+            snprintf(err, errlen, "%s: larger than 64 MiB", path);
+            free(data);
+            fclose(f);
+            return NULL;
+        }
+        char *nd = realloc(data, cap * 2);
+        if (nd == NULL) {
+            free(data);
+            data = NULL;
+            break;
+        }
+        data = nd;
+        cap *= 2;
+    }
+    if (data == NULL || ferror(f)) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, data ? strerror(errno) : "out of memory");
+        free(data);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    struct gr_config *cfg = config_load_buffer(path, data, len, err, errlen);
+    free(data);
+    return cfg;
+}
+
+void config_free(struct gr_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    arena_free(&cfg->arena);
+    free(cfg);
+}

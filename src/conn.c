@@ -1,0 +1,184 @@
+/* Socket transport: batched writes, deferred frees. */
+#include "grelay/conn.h"
+#include "grelay/log.h"
+#include "grelay/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Stop pulling from the protocol once this much waits for the socket. */
+#define WBUF_HIGH (64 * 1024)
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
+
+static void conn_setup(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops)
+{
+    c->fd = fd;
+    c->w = w;
+    c->ops = ops;
+    buf_init(&c->wbuf);
+    gr_list_init(&c->dirty_link);
+    gr_list_init(&c->reap_link);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops)
+{
+    conn_setup(c, w, fd, ops);
+    c->state = CONN_OPEN;
+    ev_io_start(w->loop, &c->rio);
+}
+
+int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops)
+{
+    int fd = socket(to->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return GR_ERR_IO;
+    conn_setup(c, w, fd, ops);
+    if (connect(fd, (const struct sockaddr *)&to->ss, to->len) != 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        c->fd = -1;
+        errno = e;
+        return GR_ERR_IO;
+    }
+    c->state = CONN_CONNECTING;
+    ev_io_start(w->loop, &c->wio);
+    return GR_OK;
+}
+
+void conn_want_flush(struct conn *c)
+{
+    if (c->state == CONN_CLOSED || gr_list_linked(&c->dirty_link))
+        return;
+    gr_list_insert_tail(&c->w->dirty, &c->dirty_link);
+}
+
+void conn_close(struct conn *c, int err, const char *why)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    c->state = CONN_CLOSED;
+    ev_io_stop(c->w->loop, &c->rio);
+    ev_io_stop(c->w->loop, &c->wio);
+    gr_list_remove(&c->dirty_link);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    buf_clear(&c->wbuf, &c->w->chunks);
+    c->ops->on_close(c, err, why);
+    gr_list_insert_tail(&c->w->reap, &c->reap_link);
+}
+
+void conn_flush(struct conn *c)
+{
+    gr_list_remove(&c->dirty_link);
+    if (c->state != CONN_OPEN)
+        return;
+    struct chunk_pool *pool = &c->w->chunks;
+    for (;;) {
+        while (c->wbuf.len < WBUF_HIGH) {
+            const uint8_t *data;
+            ssize_t n = c->ops->pull(c, &data);
+            if (n < 0) {
+                conn_close(c, GR_ERR_PROTO, "protocol error while sending");
+                return;
+            }
+            if (n == 0)
+                break;
+            if (buf_append(&c->wbuf, pool, data, (size_t)n) != GR_OK) {
+                conn_close(c, GR_ERR_NOMEM, "out of memory");
+                return;
+            }
+        }
+        if (c->wbuf.len == 0)
+            break;
+        struct iovec iov[16];
+        int cnt = buf_peek_iov(&c->wbuf, iov, 16);
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ev_io_start(c->w->loop, &c->wio);
+                return;
+            }
+            if (errno == EINTR)
+                continue;
+            conn_close(c, GR_ERR_IO, strerror(errno));
+            return;
+        }
+        buf_drain(&c->wbuf, pool, (size_t)w);
+        if (c->wbuf.len > 0) {
+            /* The kernel took less than offered: wait until it has room. */
+            ev_io_start(c->w->loop, &c->wio);
+            return;
+        }
+    }
+    ev_io_stop(c->w->loop, &c->wio);
+    if (c->ops->done(c))
+        conn_close(c, GR_OK, "finished");
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = container_of(io, struct conn, rio);
+    struct worker *w = c->w;
+    /* A few reads per event: fair to other connections, fewer wake-ups. */
+    for (int i = 0; i < 4 && c->state == CONN_OPEN; i++) {
+        ssize_t n = recv(c->fd, w->rbuf, sizeof(w->rbuf), 0);
+        if (n > 0) {
+            int rc = c->ops->on_read(c, w->rbuf, (size_t)n);
+            if (rc != GR_OK) {
+                conn_close(c, rc, "protocol error from peer");
+                return;
+            }
+            if ((size_t)n < sizeof(w->rbuf))
+                break;
+            continue;
+        }
+        if (n == 0) {
+            conn_close(c, GR_ERR_CLOSED, "peer closed the connection");
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            break;
+        conn_close(c, GR_ERR_IO, strerror(errno));
+        return;
+    }
+    if (c->state == CONN_OPEN)
+        conn_want_flush(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct conn *c = container_of(io, struct conn, wio);
+    if (c->state == CONN_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            conn_close(c, GR_ERR_IO, strerror(err));
+            return;
+        }
+        c->state = CONN_OPEN;
+        ev_io_stop(loop, &c->wio);
+        ev_io_start(loop, &c->rio);
+        if (c->ops->on_connect)
+            c->ops->on_connect(c);
+    }
+    conn_flush(c);
+}

@@ -1,0 +1,70 @@
+/* gRPC status vocabulary. */
+#include "grelay/grpc.h"
+
+#include <nghttp2/nghttp2.h>
+#include <string.h>
+
+static const char *const status_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *grpc_status_name(enum grpc_status s)
+{
+    return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "UNKNOWN";
+}
+
+enum grpc_status grpc_status_from_http(int http_status)
+{
+    switch (http_status) {
+    case 400: return GRPC_INTERNAL;
+    case 401: return GRPC_UNAUTHENTICATED;
+    case 403: return GRPC_PERMISSION_DENIED;
+    case 404: return GRPC_UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504: return GRPC_UNAVAILABLE;
+    default: return GRPC_UNKNOWN;
+    }
+}
+
+enum grpc_status grpc_status_from_h2_error(uint32_t error_code)
+{
+    switch (error_code) {
+    case NGHTTP2_NO_ERROR:
+    case NGHTTP2_REFUSED_STREAM: return GRPC_UNAVAILABLE;
+    case NGHTTP2_CANCEL: return GRPC_CANCELLED;
+    case NGHTTP2_ENHANCE_YOUR_CALM: return GRPC_RESOURCE_EXHAUSTED;
+    case NGHTTP2_INADEQUATE_SECURITY: return GRPC_PERMISSION_DENIED;
+    default: return GRPC_INTERNAL;
+    }
+}
+
+char *grpc_message_encode(struct arena *a, const char *msg, size_t *out_len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t len = strlen(msg), n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)msg[i];
+        n += (ch < 0x20 || ch > 0x7e || ch == '%') ? 3 : 1;
+    }
+    char *out = arena_alloc(a, n + 1);
+    if (out == NULL)
+        return NULL;
+    char *p = out;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)msg[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '%') {
+            *p++ = '%';
+            *p++ = hex[ch >> 4];
+            *p++ = hex[ch & 15];
+        } else {
+            *p++ = (char)ch;
+        }
+    }
+    *p = '\0';
+    *out_len = n;
+    return out;
+}

@@ -1,0 +1,189 @@
+/* Downstream HTTP/2: nghttp2 server sessions whose callbacks map onto
+ * streams (stream user data = struct stream). */
+#include "grelay/h2_server.h"
+#include "grelay/log.h"
+#include "grelay/stream.h"
+#include "grelay/worker.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, io); }
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct dconn *d = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct stream *s = stream_new(d, frame->hd.stream_id);
+    if (s == NULL) {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
+    nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s == NULL)
+        return 0;
+    if (stream_on_req_header(s, name, namelen, value, valuelen) != GR_OK)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s == NULL)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        stream_on_req_headers_done(s);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        stream_on_req_end(s);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                              size_t len, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL) {
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    stream_on_req_data(s, data, len);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s != NULL)
+        stream_on_resp_sent(s);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s != NULL) {
+        nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+        stream_on_down_close(s, error_code);
+    }
+    return 0;
+}
+
+static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len, void *user_data)
+{
+    (void)session;
+    (void)lib_error_code;
+    (void)user_data;
+    log_debug("client: %.*s", (int)len, msg);
+    return 0;
+}
+
+int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
+{
+    if (nghttp2_session_callbacks_new(cbs) != 0)
+        return GR_ERR_NOMEM;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(*cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(*cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(*cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(*cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(*cbs, on_stream_close);
+    nghttp2_session_callbacks_set_error_callback2(*cbs, on_error);
+    if (nghttp2_option_new(opt) != 0)
+        return GR_ERR_NOMEM;
+    nghttp2_option_set_no_auto_window_update(*opt, 1);
+    return GR_OK;
+}
+
+static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    ssize_t rv = nghttp2_session_mem_recv(dconn_of(c)->h2, data, len);
+    if (rv < 0) {
+        log_debug("client connection: %s", nghttp2_strerror((int)rv));
+        return GR_ERR_PROTO;
+    }
+    return GR_OK;
+}
+
+static ssize_t d_pull(struct conn *c, const uint8_t **data)
+{
+    return nghttp2_session_mem_send(dconn_of(c)->h2, data);
+}
+
+static bool d_done(struct conn *c)
+{
+    struct dconn *d = dconn_of(c);
+    return !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2);
+}
+
+static void d_on_close(struct conn *c, int err, const char *why)
+{
+    struct dconn *d = dconn_of(c);
+    if (err != GR_OK && err != GR_ERR_CLOSED)
+        log_debug("client connection closed: %s", why);
+    gr_list_remove(&d->link);
+    while (!gr_list_empty(&d->streams)) {
+        struct stream *s = container_of(d->streams.next, struct stream, down_link);
+        stream_on_down_close(s, NGHTTP2_CANCEL);
+    }
+    nghttp2_session_del(d->h2);
+    d->h2 = NULL;
+}
+
+static void d_destroy(struct conn *c) { free(dconn_of(c)); }
+
+static const struct conn_ops dconn_ops = {
+    .on_read = d_on_read,
+    .pull = d_pull,
+    .done = d_done,
+    .on_connect = NULL,
+    .on_close = d_on_close,
+    .destroy = d_destroy,
+};
+
+struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd)
+{
+    struct dconn *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        close(fd);
+        return NULL;
+    }
+    d->cfg = l;
+    gr_list_init(&d->streams);
+    if (nghttp2_session_server_new2(&d->h2, w->server_cbs, d, w->server_opt) != 0) {
+        free(d);
+        close(fd);
+        return NULL;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->stream_buffer},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->max_request_headers},
+    };
+    nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv));
+    nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window);
+    conn_init_accepted(&d->io, w, fd, &dconn_ops);
+    gr_list_insert_tail(&w->dconns, &d->link);
+    conn_want_flush(&d->io);
+    return d;
+}

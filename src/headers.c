@@ -1,0 +1,54 @@
+/* Header lists and the hop-by-hop filter. */
+#include "grelay/headers.h"
+#include "grelay/common.h"
+
+#include <string.h>
+#include <strings.h>
+
+int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
+                 size_t valuelen)
+{
+    if (l->n == l->cap) {
+        uint32_t ncap = l->cap ? l->cap * 2 : 16;
+        struct gr_hdr *nv = arena_alloc(a, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return GR_ERR_NOMEM;
+        if (l->n)
+            memcpy(nv, l->v, l->n * sizeof(*nv));
+        l->v = nv;
+        l->cap = ncap;
+    }
+    char *p = arena_alloc(a, namelen + valuelen + 2);
+    if (p == NULL)
+        return GR_ERR_NOMEM;
+    memcpy(p, name, namelen);
+    p[namelen] = '\0';
+    memcpy(p + namelen + 1, value, valuelen);
+    p[namelen + 1 + valuelen] = '\0';
+    struct gr_hdr *h = &l->v[l->n++];
+    h->name = (const uint8_t *)p;
+    h->namelen = (uint32_t)namelen;
+    h->value = (const uint8_t *)p + namelen + 1;
+    h->valuelen = (uint32_t)valuelen;
+    l->bytes += namelen + valuelen;
+    return GR_OK;
+}
+
+const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name)
+{
+    size_t len = strlen(name);
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->v[i].namelen == len && memcmp(l->v[i].name, name, len) == 0)
+            return &l->v[i];
+    return NULL;
+}
+
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+
+bool hdr_is_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    if (IS("te"))
+        return !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0);
+    return IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("transfer-encoding") ||
+           IS("upgrade");
+}

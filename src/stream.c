@@ -1,0 +1,496 @@
+/* One call, from request HEADERS to the last frame either way.
+ *
+ * Bytes move only as fast as the slower side takes them: request DATA is
+ * queued in s->req and given back to the client's window (consume) only when
+ * the upstream data provider has taken it; response DATA likewise through
+ * s->resp. Providers defer when their queue is empty and are resumed when
+ * bytes arrive. */
+#include "grelay/stream.h"
+#include "grelay/h2_client.h"
+#include "grelay/h2_server.h"
+#include "grelay/log.h"
+#include "grelay/pool.h"
+#include "grelay/router.h"
+#include "grelay/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Response header bytes we accept from a backend before resetting. */
+#define MAX_RESPONSE_HEADERS (256 * 1024)
+
+static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
+
+#define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
+
+static inline nghttp2_nv mknv(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, namelen, valuelen, NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit, size_t litlen)
+{
+    return namelen == litlen && memcmp(name, lit, litlen) == 0;
+}
+#define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
+
+struct stream *stream_new(struct dconn *d, int32_t id)
+{
+    struct stream *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->down = d;
+    s->id = id;
+    arena_init(&s->arena, 2048);
+    hdr_list_init(&s->req_hdrs);
+    hdr_list_init(&s->req_trailers);
+    hdr_list_init(&s->resp_hdrs);
+    hdr_list_init(&s->resp_trailers);
+    buf_init(&s->req);
+    buf_init(&s->resp);
+    gr_list_init(&s->up_link);
+    gr_list_insert_tail(&d->streams, &s->down_link);
+    return s;
+}
+
+static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, size_t len)
+{
+    char *v = arena_strndup(&s->arena, (const char *)value, len);
+    if (v == NULL)
+        return GR_ERR_NOMEM;
+    h->value = (const uint8_t *)v;
+    h->valuelen = (uint32_t)len;
+    return GR_OK;
+}
+
+int stream_on_req_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                         size_t valuelen)
+{
+    if (s->headers_too_big)
+        return GR_OK;
+    size_t total = s->req_hdrs.bytes + s->req_trailers.bytes + s->path.valuelen + s->authority.valuelen +
+                   namelen + valuelen;
+    if (total > s->down->cfg->max_request_headers) {
+        s->headers_too_big = true;
+        return GR_OK;
+    }
+    if (s->req_headers_done) {
+        if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+            return GR_OK;
+        return hdr_list_add(&s->req_trailers, &s->arena, name, namelen, value, valuelen);
+    }
+    if (name[0] == ':') {
+        if (NAME_IS(":path"))
+            return set_pseudo(s, &s->path, value, valuelen);
+        if (NAME_IS(":authority"))
+            return set_pseudo(s, &s->authority, value, valuelen);
+        if (NAME_IS(":method"))
+            return set_pseudo(s, &s->method, value, valuelen);
+        return GR_OK; /* :scheme is rewritten for the upstream */
+    }
+    if (NAME_IS("host")) {
+        if (s->authority.value == NULL)
+            return set_pseudo(s, &s->authority, value, valuelen);
+        return GR_OK;
+    }
+    if (hdr_is_hop_by_hop(name, namelen, value, valuelen))
+        return GR_OK;
+    return hdr_list_add(&s->req_hdrs, &s->arena, name, namelen, value, valuelen);
+}
+
+/* Builds name/value pairs for nghttp2; the array lives in the arena. */
+static nghttp2_nv *nv_from_list(struct stream *s, const struct hdr_list *l, size_t extra, size_t *n)
+{
+    nghttp2_nv *nva = arena_alloc(&s->arena, (l->n + extra) * sizeof(*nva));
+    if (nva == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < l->n; i++)
+        nva[extra + i] = mknv(l->v[i].name, l->v[i].namelen, l->v[i].value, l->v[i].valuelen);
+    *n = l->n + extra;
+    return nva;
+}
+
+static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                        uint32_t *flags, nghttp2_data_source *src, void *user_data);
+static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user_data);
+
+/* Lets go of the upstream side: leaves the pool's line, or resets (when
+ * reset is set and the upstream stream is still open) and detaches from the
+ * upstream connection. Idempotent. */
+static void detach_up(struct stream *s, bool reset)
+{
+    if (s->waiting)
+        pool_leave(s->pool, s);
+    struct upconn *u = s->up;
+    if (u != NULL) {
+        if (!s->up_closed && s->up_id > 0 && u->h2 != NULL) {
+            nghttp2_session_set_stream_user_data(u->h2, s->up_id, NULL);
+            if (reset)
+                nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, s->up_id, NGHTTP2_CANCEL);
+        }
+        /* Response bytes still queued here hold the upstream connection's
+         * window: give it back now that the stream no longer counts. */
+        if (s->resp.len > 0 && u->h2 != NULL)
+            nghttp2_session_consume_connection(u->h2, s->resp.len);
+        gr_list_remove(&s->up_link);
+        s->up = NULL;
+        upconn_stream_detached(u);
+        conn_want_flush(&u->io);
+    }
+    s->up_closed = true;
+    if (s->pool != NULL) {
+        struct pool *p = s->pool;
+        s->pool = NULL;
+        balancer_finished(&p->wc->lb, p->index);
+        pool_dispatch(p);
+    }
+}
+
+static void resume_resp(struct stream *s)
+{
+    if (s->resp_deferred && s->resp_started) {
+        s->resp_deferred = false;
+        nghttp2_session_resume_data(s->down->h2, s->id);
+    }
+    conn_want_flush(&s->down->io);
+}
+
+static void resume_req(struct stream *s)
+{
+    if (s->req_deferred && s->up != NULL && s->up_id > 0) {
+        s->req_deferred = false;
+        nghttp2_session_resume_data(s->up->h2, s->up_id);
+        conn_want_flush(&s->up->io);
+    }
+}
+
+/* Replaces resp_trailers with a gRPC status. */
+static int set_status_trailers(struct stream *s, enum grpc_status status, const char *msg)
+{
+    char code[8];
+    int n = snprintf(code, sizeof(code), "%d", (int)status);
+    size_t mlen = 0;
+    char *enc = grpc_message_encode(&s->arena, msg, &mlen);
+    if (enc == NULL)
+        return GR_ERR_NOMEM;
+    hdr_list_init(&s->resp_trailers);
+    if (hdr_list_add(&s->resp_trailers, &s->arena, LIT("grpc-status"), (const uint8_t *)code, (size_t)n) ||
+        hdr_list_add(&s->resp_trailers, &s->arena, LIT("grpc-message"), (const uint8_t *)enc, mlen))
+        return GR_ERR_NOMEM;
+    return GR_OK;
+}
+
+void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
+{
+    detach_up(s, true);
+    if (s->resp_ended && s->resp_started)
+        return; /* the client already has (or is getting) a complete answer */
+    log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
+              grpc_status_name(status), msg);
+    if (set_status_trailers(s, status, msg) != GR_OK) {
+        nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        conn_want_flush(&s->down->io);
+        return;
+    }
+    s->resp_ended = true;
+    if (!s->resp_started) {
+        /* Trailers-only: one HEADERS frame with END_STREAM. */
+        size_t n;
+        nghttp2_nv *nva = nv_from_list(s, &s->resp_trailers, 2, &n);
+        if (nva == NULL) {
+            nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        } else {
+            nva[0] = mknv(LIT(":status"), LIT("200"));
+            nva[1] = mknv(LIT("content-type"), LIT("application/grpc"));
+            s->resp_started = true;
+            nghttp2_submit_response(s->down->h2, s->id, nva, n, NULL);
+        }
+        conn_want_flush(&s->down->io);
+        return;
+    }
+    resume_resp(s);
+}
+
+void stream_on_req_headers_done(struct stream *s)
+{
+    struct worker *w = stream_worker(s);
+    char msg[512];
+    s->req_headers_done = true;
+    if (s->headers_too_big) {
+        snprintf(msg, sizeof(msg), "request headers exceed the listener's limit of %u bytes",
+                 s->down->cfg->max_request_headers);
+        stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
+    if (w->stopping) {
+        stream_fail(s, GRPC_UNAVAILABLE, "grelay is shutting down");
+        return;
+    }
+    const char *auth = s->authority.value ? (const char *)s->authority.value : "";
+    const char *path = s->path.value ? (const char *)s->path.value : "";
+    s->route = router_match(s->down->cfg, auth, s->authority.valuelen, path, s->path.valuelen, &s->req_hdrs);
+    if (s->route == NULL) {
+        snprintf(msg, sizeof(msg), "no route for %.200s%.200s", auth, path);
+        stream_fail(s, GRPC_UNIMPLEMENTED, msg);
+        return;
+    }
+    struct wcluster *wc = &w->clusters[s->route->cluster->index];
+    size_t idx = balancer_pick(&wc->lb);
+    struct pool *p = &wc->pools[idx];
+    s->pool = p;
+    balancer_started(&wc->lb, idx);
+    int rc = pool_acquire(p, s);
+    if (rc == GR_ERR_LIMIT) {
+        snprintf(msg, sizeof(msg), "upstream %s of cluster %s: too many calls waiting for a connection",
+                 p->ep->address.text, wc->cfg->name);
+        stream_fail(s, GRPC_UNAVAILABLE, msg);
+    } else if (rc != GR_OK) {
+        snprintf(msg, sizeof(msg), "upstream %s of cluster %s: cannot start a connection", p->ep->address.text,
+                 wc->cfg->name);
+        stream_fail(s, GRPC_UNAVAILABLE, msg);
+    }
+}
+
+int stream_attach_upstream(struct stream *s, struct upconn *u)
+{
+    size_t n;
+    nghttp2_nv *nva = nv_from_list(s, &s->req_hdrs, 4, &n);
+    if (nva == NULL)
+        return GR_ERR_NOMEM;
+    nva[0] = s->method.value ? mknv(LIT(":method"), s->method.value, s->method.valuelen)
+                             : mknv(LIT(":method"), LIT("POST"));
+    nva[1] = mknv(LIT(":scheme"), LIT("http"));
+    nva[2] = s->authority.value ? mknv(LIT(":authority"), s->authority.value, s->authority.valuelen)
+                                : mknv(LIT(":authority"), (const uint8_t *)u->pool->ep->address.text,
+                                       strlen(u->pool->ep->address.text));
+    nva[3] = mknv(LIT(":path"), s->path.value, s->path.valuelen);
+    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = req_read};
+    bool body = !s->req_ended || s->req.len > 0 || s->req_trailers.n > 0;
+    int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, s);
+    if (id < 0) {
+        log_warn("upstream %s: cannot submit request: %s", u->pool->ep->address.text, nghttp2_strerror(id));
+        return GR_ERR_PROTO;
+    }
+    s->up = u;
+    s->up_id = id;
+    gr_list_insert_tail(&u->streams, &s->up_link);
+    u->n_streams++;
+    conn_want_flush(&u->io);
+    return GR_OK;
+}
+
+void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
+{
+    if (s->up_closed) {
+        /* Nobody will take these bytes: drop them and reopen the window. */
+        nghttp2_session_consume(s->down->h2, s->id, len);
+        return;
+    }
+    if (buf_append(&s->req, &stream_worker(s)->chunks, data, len) != GR_OK) {
+        nghttp2_session_consume(s->down->h2, s->id, len);
+        stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+        return;
+    }
+    resume_req(s);
+}
+
+void stream_on_req_end(struct stream *s)
+{
+    s->req_ended = true;
+    if (!s->up_closed)
+        resume_req(s);
+}
+
+void stream_on_resp_sent(struct stream *s)
+{
+    /* The answer is complete but the client is still sending: tell it to
+     * stop, as RFC 9113 8.1 allows, so the stream can close. */
+    if (!s->req_ended) {
+        nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+        conn_want_flush(&s->down->io);
+    }
+}
+
+void stream_on_down_close(struct stream *s, uint32_t error_code)
+{
+    struct worker *w = stream_worker(s);
+    if (!s->up_closed && error_code != NGHTTP2_NO_ERROR)
+        log_debug("stream %d: client closed it (%s), cancelling upstream", s->id,
+                  nghttp2_http2_strerror(error_code));
+    detach_up(s, true);
+    /* Request bytes never taken upstream still hold the client's window. */
+    if (s->req.len > 0 && s->down->h2 != NULL)
+        nghttp2_session_consume_connection(s->down->h2, s->req.len);
+    buf_clear(&s->req, &w->chunks);
+    buf_clear(&s->resp, &w->chunks);
+    gr_list_remove(&s->down_link);
+    arena_free(&s->arena);
+    free(s);
+}
+
+int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen)
+{
+    if (s->resp_hdrs.bytes + s->resp_trailers.bytes + namelen + valuelen > MAX_RESPONSE_HEADERS)
+        return GR_ERR_LIMIT;
+    if (!s->resp_headers_done) {
+        if (NAME_IS(":status")) {
+            int st = 0;
+            for (size_t i = 0; i < valuelen && i < 3; i++)
+                st = st * 10 + (value[i] - '0');
+            s->resp_status = st;
+            return GR_OK;
+        }
+        if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+            return GR_OK;
+        return hdr_list_add(&s->resp_hdrs, &s->arena, name, namelen, value, valuelen);
+    }
+    if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+        return GR_OK;
+    return hdr_list_add(&s->resp_trailers, &s->arena, name, namelen, value, valuelen);
+}
+
+void stream_on_resp_headers_done(struct stream *s, bool end_stream)
+{
+    if (s->resp_status >= 100 && s->resp_status < 200) {
+        /* Informational: wait for the final answer. */
+        hdr_list_init(&s->resp_hdrs);
+        s->resp_status = 0;
+        return;
+    }
+    s->resp_headers_done = true;
+    if (s->resp_started)
+        return;
+    char status[12];
+    snprintf(status, sizeof(status), "%03d", s->resp_status % 1000);
+    size_t n;
+    nghttp2_nv *nva = nv_from_list(s, &s->resp_hdrs, 1, &n);
+    if (nva == NULL) {
+        stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
+        return;
+    }
+    char *st = arena_strndup(&s->arena, status, 3);
+    if (st == NULL) {
+        stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
+        return;
+    }
+    nva[0] = mknv(LIT(":status"), (const uint8_t *)st, 3);
+    if (end_stream)
+        s->resp_ended = true;
+    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = resp_read};
+    int rv = nghttp2_submit_response(s->down->h2, s->id, nva, n, end_stream ? NULL : &prd);
+    if (rv != 0) {
+        log_debug("stream %d: cannot submit response: %s", s->id, nghttp2_strerror(rv));
+        detach_up(s, true);
+        return;
+    }
+    s->resp_started = true;
+    conn_want_flush(&s->down->io);
+}
+
+void stream_on_resp_data(struct stream *s, const uint8_t *data, size_t len)
+{
+    if (!s->resp_started || s->resp_ended) {
+        /* DATA before HEADERS is a protocol error nghttp2 already rejects;
+         * after our own answer nobody wants it. */
+        nghttp2_session_consume(s->up->h2, s->up_id, len);
+        return;
+    }
+    if (buf_append(&s->resp, &stream_worker(s)->chunks, data, len) != GR_OK) {
+        nghttp2_session_consume(s->up->h2, s->up_id, len);
+        stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+        return;
+    }
+    resume_resp(s);
+}
+
+void stream_on_resp_end(struct stream *s)
+{
+    if (!s->resp_started) {
+        /* END_STREAM with no final HEADERS cannot pass nghttp2; be safe. */
+        stream_fail(s, GRPC_INTERNAL, "upstream ended the stream without a response");
+        return;
+    }
+    s->resp_ended = true;
+    resume_resp(s);
+}
+
+void stream_on_up_close(struct stream *s, uint32_t error_code)
+{
+    bool ended = s->resp_ended;
+    detach_up(s, false);
+    if (!ended) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(error_code));
+        stream_fail(s, grpc_status_from_h2_error(error_code), msg);
+    }
+}
+
+void stream_on_up_lost(struct stream *s, const char *why)
+{
+    bool ended = s->resp_ended;
+    detach_up(s, false);
+    if (!ended)
+        stream_fail(s, GRPC_UNAVAILABLE, why);
+}
+
+/* Upstream data provider: request bytes from s->req. */
+static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                        uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    (void)src;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = buf_read(&s->req, &stream_worker(s)->chunks, out, length);
+    if (n > 0) {
+        nghttp2_session_consume(s->down->h2, s->id, n);
+        conn_want_flush(&s->down->io);
+    }
+    if (s->req.len == 0 && s->req_ended) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->req_trailers.n > 0) {
+            size_t cnt;
+            nghttp2_nv *nva = nv_from_list(s, &s->req_trailers, 0, &cnt);
+            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    } else if (n == 0) {
+        s->req_deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* Downstream data provider: response bytes from s->resp. */
+static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    (void)src;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = buf_read(&s->resp, &stream_worker(s)->chunks, out, length);
+    if (n > 0 && s->up != NULL && !s->up_closed) {
+        nghttp2_session_consume(s->up->h2, s->up_id, n);
+        conn_want_flush(&s->up->io);
+    }
+    if (s->resp.len == 0 && s->resp_ended) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->resp_trailers.n > 0) {
+            size_t cnt;
+            nghttp2_nv *nva = nv_from_list(s, &s->resp_trailers, 0, &cnt);
+            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    } else if (n == 0) {
+        s->resp_deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}

@@ -1,0 +1,224 @@
+/* Worker threads: loop, listeners, and the end-of-iteration work (flush
+ * dirty connections in one batch, then free closed ones). */
+#include "grelay/worker.h"
+#include "grelay/h2_client.h"
+#include "grelay/h2_server.h"
+#include "grelay/log.h"
+#include "grelay/pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct wlistener *wl = container_of(io, struct wlistener, io);
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
+            return;
+        }
+        dconn_accept(wl->w, wl->cfg, fd);
+    }
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(p, struct worker, prepare);
+    while (!gr_list_empty(&w->dirty)) {
+        struct conn *c = container_of(w->dirty.next, struct conn, dirty_link);
+        conn_flush(c);
+    }
+    while (!gr_list_empty(&w->reap)) {
+        struct conn *c = container_of(w->reap.next, struct conn, reap_link);
+        gr_list_remove(&c->reap_link);
+        c->ops->destroy(c);
+    }
+}
+
+static void close_everything(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].fd >= 0) {
+            ev_io_stop(w->loop, &w->listeners[i].io);
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+    while (!gr_list_empty(&w->dconns)) {
+        struct dconn *d = container_of(w->dconns.next, struct dconn, link);
+        conn_close(&d->io, GR_OK, "shutting down");
+    }
+    for (size_t i = 0; i < w->cfg->n_clusters; i++)
+        for (size_t e = 0; e < w->clusters[i].cfg->n_endpoints; e++)
+            pool_shutdown(&w->clusters[i].pools[e]);
+    on_prepare(w->loop, &w->prepare, 0);
+}
+
+static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, stop);
+    w->stopping = true;
+    close_everything(w);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
+{
+    const struct gr_addr *a = &wl->cfg->address;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listener %s: socket: %s", wl->cfg->name, strerror(errno));
+        return GR_ERR_IO;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "listener %s: cannot listen on %s: %s", wl->cfg->name, a->text, strerror(errno));
+        close(fd);
+        return GR_ERR_IO;
+    }
+    wl->fd = fd;
+    ev_io_init(&wl->io, on_accept, fd, EV_READ);
+    return GR_OK;
+}
+
+struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->id = id;
+    w->cfg = cfg;
+    gr_list_init(&w->dconns);
+    gr_list_init(&w->dirty);
+    gr_list_init(&w->reap);
+    chunk_pool_init(&w->chunks, 1024);
+    w->loop = ev_loop_new(EVFLAG_AUTO);
+    if (w->loop == NULL || h2_server_setup(&w->server_cbs, &w->server_opt) != GR_OK ||
+        h2_client_setup(&w->client_cbs, &w->client_opt) != GR_OK) {
+        snprintf(err, errlen, "out of memory");
+        worker_free(w);
+        return NULL;
+    }
+    w->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->clusters));
+    if (w->clusters == NULL) {
+        snprintf(err, errlen, "out of memory");
+        worker_free(w);
+        return NULL;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        struct wcluster *wc = &w->clusters[i];
+        const struct gr_cluster_cfg *cl = &cfg->clusters[i];
+        wc->cfg = cl;
+        uint32_t weights[cl->n_endpoints];
+        for (size_t e = 0; e < cl->n_endpoints; e++)
+            weights[e] = cl->endpoints[e].weight;
+        uint64_t seed = ((uint64_t)ts.tv_nsec << 20) ^ ((uint64_t)id * 0x9e3779b97f4a7c15ull) ^ (i + 1);
+        wc->pools = calloc(cl->n_endpoints, sizeof(*wc->pools));
+        if (wc->pools == NULL || balancer_init(&wc->lb, cl->lb_policy, weights, cl->n_endpoints, seed) != GR_OK) {
+            snprintf(err, errlen, "out of memory");
+            worker_free(w);
+            return NULL;
+        }
+        for (size_t e = 0; e < cl->n_endpoints; e++)
+            pool_init(&wc->pools[e], w, wc, e);
+    }
+    w->listeners = calloc(cfg->n_listeners, sizeof(*w->listeners));
+    if (w->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        worker_free(w);
+        return NULL;
+    }
+    w->n_listeners = cfg->n_listeners;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        w->listeners[i].fd = -1;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct wlistener *wl = &w->listeners[i];
+        wl->w = w;
+        wl->cfg = &cfg->listeners[i];
+        if (bind_listener(wl, err, errlen) != GR_OK) {
+            worker_free(w);
+            return NULL;
+        }
+    }
+    ev_prepare_init(&w->prepare, on_prepare);
+    ev_async_init(&w->stop, on_stop);
+    return w;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "w%u", w->id);
+    log_set_thread_name(name);
+    ev_prepare_start(w->loop, &w->prepare);
+    ev_async_start(w->loop, &w->stop);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_start(w->loop, &w->listeners[i].io);
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return GR_ERR_IO;
+    return GR_OK;
+}
+
+void worker_stop_and_join(struct worker *w)
+{
+    ev_async_send(w->loop, &w->stop);
+    pthread_join(w->thread, NULL);
+}
+
+void worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->listeners != NULL) {
+        for (size_t i = 0; i < w->n_listeners; i++)
+            if (w->listeners[i].fd >= 0)
+                close(w->listeners[i].fd);
+        free(w->listeners);
+    }
+    if (w->clusters != NULL) {
+        for (size_t i = 0; i < w->cfg->n_clusters; i++) {
+            balancer_destroy(&w->clusters[i].lb);
+            free(w->clusters[i].pools);
+        }
+        free(w->clusters);
+    }
+    if (w->server_cbs)
+        nghttp2_session_callbacks_del(w->server_cbs);
+    if (w->client_cbs)
+        nghttp2_session_callbacks_del(w->client_cbs);
+    if (w->server_opt)
+        nghttp2_option_del(w->server_opt);
+    if (w->client_opt)
+        nghttp2_option_del(w->client_opt);
+    chunk_pool_destroy(&w->chunks);
+    if (w->loop)
+        ev_loop_destroy(w->loop);
+    free(w);
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/python3
+"""A real gRPC server (grpcio) for grelay's integration tests.
+
+Payloads are raw bytes (gRPC does not care what a message holds), so no
+protobuf code generation is needed. Every response carries the backend's
+name in the `x-backend` initial metadata, so tests can see where a call went.
+
+Methods:
+  /test.Echo/Unary         echoes the request; metadata `x-*` comes back as
+                           initial metadata and as trailers with suffix `-t`;
+                           `x-fail-code: NAME` makes it fail with the request
+                           (UTF-8) as the status message.
+  /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id"}: sends
+                           count messages of size bytes; with hold, waits after
+                           the first message until the client cancels.
+  /test.Echo/ClientStream  answers JSON {"messages", "bytes"} after the last one.
+  /test.Echo/Bidi          echoes each message as soon as it arrives.
+  /test.Echo/Flood         streams 64 KiB messages (up to 4096) as fast as the
+                           peer's flow control lets it; counts them.
+  /test.Control/Events     JSON of what happened here: cancellations, flood count.
+
+Usage: echo_server.py NAME HOST:PORT
+"""
+import json
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+NAME = sys.argv[1]
+ADDR = sys.argv[2]
+MAX_MSG = 16 * 1024 * 1024
+
+state_lock = threading.Lock()
+events = {"cancelled": [], "flood_sent": 0, "calls": 0}
+
+
+def record(key, value=None):
+    with state_lock:
+        if isinstance(events[key], list):
+            events[key].append(value)
+        else:
+            events[key] += 1 if value is None else value
+
+
+def initial_md(context):
+    md = [("x-backend", NAME)]
+    for k, v in context.invocation_metadata():
+        if k.startswith("x-") and not k.startswith("x-fail"):
+            md.append((k, v))
+    return md
+
+
+def unary(request, context):
+    record("calls")
+    md = dict(context.invocation_metadata())
+    context.send_initial_metadata(initial_md(context))
+    trailers = []
+    for k, v in context.invocation_metadata():
+        if k.startswith("x-") and not k.startswith("x-fail"):
+            if k.endswith("-bin"):
+                trailers.append((k[:-4] + "-t-bin", v))
+            else:
+                trailers.append((k + "-t", v))
+    context.set_trailing_metadata(trailers)
+    if "x-fail-code" in md:
+        context.abort(grpc.StatusCode[md["x-fail-code"]], request.decode("utf-8"))
+    return request
+
+
+def server_stream(request, context):
+    record("calls")
+    req = json.loads(request or b"{}")
+    context.send_initial_metadata(initial_md(context))
+    count, size = int(req.get("count", 3)), int(req.get("size", 8))
+    for i in range(count):
+        yield (b"%08d" % i + b"x" * max(0, size - 8))[:max(size, 8)]
+        if req.get("hold") and i == 0:
+            deadline = time.monotonic() + 30
+            while context.is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not context.is_active():
+                record("cancelled", req.get("id", ""))
+                return
+
+
+def client_stream(request_iterator, context):
+    record("calls")
+    context.send_initial_metadata(initial_md(context))
+    n = total = 0
+    for msg in request_iterator:
+        n += 1
+        total += len(msg)
+    return json.dumps({"messages": n, "bytes": total}).encode()
+
+
+def bidi(request_iterator, context):
+    record("calls")
+    context.send_initial_metadata(initial_md(context))
+    for msg in request_iterator:
+        yield msg
+
+
+def flood(request, context):
+    record("calls")
+    context.send_initial_metadata(initial_md(context))
+    chunk = b"f" * 65536
+    for _ in range(4096):
+        if not context.is_active():
+            return
+        yield chunk
+        record("flood_sent")
+
+
+def control_events(request, context):
+    with state_lock:
+        return json.dumps(events).encode()
+
+
+def main():
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=64),
+        options=[("grpc.max_receive_message_length", MAX_MSG), ("grpc.max_send_message_length", MAX_MSG)],
+    )
+    echo = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "Flood": grpc.unary_stream_rpc_method_handler(flood),
+    })
+    control = grpc.method_handlers_generic_handler("test.Control", {
+        "Events": grpc.unary_unary_rpc_method_handler(control_events),
+    })
+    server.add_generic_rpc_handlers((echo, control))
+    if server.add_insecure_port(ADDR) == 0:
+        print("cannot listen on " + ADDR, file=sys.stderr, flush=True)
+        sys.exit(1)
+    server.start()
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
