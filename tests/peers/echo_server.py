@@ -9,7 +9,8 @@ Methods:
   /test.Echo/Unary         echoes the request; metadata `x-*` comes back as
                            initial metadata and as trailers with suffix `-t`;
                            `x-fail-code: NAME` makes it fail with the request
-                           (UTF-8) as the status message.
+                           (UTF-8) as the status message; `x-barrier: N`
+                           holds the call until N calls are in flight.
   /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id"}: sends
                            count messages of size bytes; with hold, waits after
                            the first message until the client cancels.
@@ -35,6 +36,7 @@ MAX_MSG = 16 * 1024 * 1024
 
 state_lock = threading.Lock()
 events = {"cancelled": [], "flood_sent": 0, "calls": 0}
+barriers = {}
 
 
 def record(key, value=None):
@@ -65,6 +67,15 @@ def unary(request, context):
             else:
                 trailers.append((k + "-t", v))
     context.set_trailing_metadata(trailers)
+    if "x-barrier" in md:
+        # Blocks until x-barrier calls with the same key are here at once:
+        # proves that many calls are in flight together.
+        with state_lock:
+            b = barriers.setdefault(md.get("x-barrier-key", ""), threading.Barrier(int(md["x-barrier"])))
+        try:
+            b.wait(timeout=20)
+        except threading.BrokenBarrierError:
+            context.abort(grpc.StatusCode.ABORTED, "barrier broken: calls were not concurrent")
     if "x-fail-code" in md:
         context.abort(grpc.StatusCode[md["x-fail-code"]], request.decode("utf-8"))
     return request
@@ -121,7 +132,7 @@ def control_events(request, context):
 
 def main():
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=64),
+        futures.ThreadPoolExecutor(max_workers=256),
         options=[("grpc.max_receive_message_length", MAX_MSG), ("grpc.max_send_message_length", MAX_MSG)],
     )
     echo = grpc.method_handlers_generic_handler("test.Echo", {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds grelay, starts three demo backends and grelay on conf/grelay.yaml,
+# sends real gRPC calls through it, then keeps running until Ctrl-C.
+#   scripts/demo.sh          run, and leave it up for your own calls
+#   scripts/demo.sh --once   run the demo calls and stop (used by the tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+once=false
+[ "${1:-}" = "--once" ] && once=true
+
+scripts/install-deps.sh --demo
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRELAY_TESTS=OFF >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_ready() { # file: wait until the process printed "ready"
+  for _ in $(seq 1 100); do grep -q ready "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "backend did not start: $(cat "$1")" >&2; return 1
+}
+
+logs=$(mktemp -d)
+for i in 1 2 3; do
+  /usr/bin/python3 demo/greeter_server.py "backend-$i" "127.0.0.1:5005$i" >"$logs/backend-$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in 1 2 3; do wait_ready "$logs/backend-$i.log"; done
+
+build/grelay --config conf/grelay.yaml &
+pids+=($!)
+for _ in $(seq 1 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+  sleep 0.1
+done
+
+echo
+echo "== grelay listens on 127.0.0.1:8080 (h2c), backends on 127.0.0.1:50051-50053"
+echo "== a gRPC client calling /demo.Greeter through grelay:"
+/usr/bin/python3 demo/client.py 127.0.0.1:8080
+echo
+if $once; then
+  exit 0
+fi
+echo "Try it yourself:  /usr/bin/python3 demo/client.py 127.0.0.1:8080 YourName"
+echo "             or:  h2load -n 1000 -c 4 -m 16 -H 'content-type: application/grpc' -H 'te: trailers' \\"
+echo "                    -d <(printf '\\0\\0\\0\\0\\3Ada') http://127.0.0.1:8080/demo.Greeter/SayHello"
+echo "Ctrl-C stops grelay and the backends."
+wait "${pids[-1]}"

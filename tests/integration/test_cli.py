@@ -1,0 +1,78 @@
+"""The command line as users' scripts call it, the shipped configs, and the README demo."""
+import glob
+import os
+import subprocess
+
+import pytest
+
+from harness import GRELAY, ROOT
+
+
+def run(*args, timeout=30):
+    return subprocess.run([GRELAY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "conf", "*.yaml"))))
+def test_shipped_configs_pass_check(path):
+    r = run("--check", "--config", path)
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+
+
+def test_check_reports_file_line_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n"
+                   "      - name: v\n        domains: ['*']\n        routes:\n"
+                   "          - match: { prefix: / }\n            clustr: x\n")
+    r = run("--check", "--config", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.startswith(str(bad) + ":9:13: unknown key 'clustr' in route"), r.stderr
+
+
+def test_check_reports_missing_cluster(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n"
+                   "      - name: v\n        domains: ['*']\n        routes:\n"
+                   "          - match: { prefix: / }\n            cluster: nowhere\n")
+    r = run("--check", "--config", str(bad))
+    assert r.returncode == 1
+    assert ":9:22: route names cluster 'nowhere', which is not defined" in r.stderr, r.stderr
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("grelay ")
+    r = run("--help")
+    assert r.returncode == 0 and "--config" in r.stdout and "--check" in r.stdout
+
+
+def test_missing_config_file_is_an_error():
+    r = run("--config", "/nonexistent/grelay.yaml")
+    assert r.returncode == 1
+    assert "/nonexistent/grelay.yaml: cannot open" in r.stderr
+
+
+def test_port_in_use_is_reported(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text('{"workers": 1, "listeners": [{"name": "l", "address": "127.0.0.1:%d", "virtual_hosts": '
+                       '[{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}],'
+                       ' "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:1"}]}]}' % port)
+        r = run("--config", str(cfg))
+    assert r.returncode == 1
+    assert "cannot listen on 127.0.0.1:%d" % port in r.stderr
+
+
+def test_readme_demo_runs():
+    """The README's first command, in its non-interactive form."""
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--once"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Hello, newcomer! (from backend-1)" in r.stdout
+    assert "'backend-1': 2, 'backend-2': 2, 'backend-3': 2" in r.stdout
+    assert "Greeting 5 of 5" in r.stdout
+    assert "no route -> UNIMPLEMENTED" in r.stdout

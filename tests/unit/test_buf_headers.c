@@ -1,0 +1,148 @@
+/* Chunk buffers, arena, header lists, hop-by-hop filter, gRPC helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "grelay/arena.h"
+#include "grelay/buf.h"
+#include "grelay/grpc.h"
+#include "grelay/headers.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void buf_keeps_order_across_chunks(void **state)
+{
+    (void)state;
+    struct chunk_pool p;
+    chunk_pool_init(&p, 2);
+    struct buf b;
+    buf_init(&b);
+    static uint8_t in[100000], out[100000];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)(i * 7);
+    size_t off = 0;
+    for (size_t step = 1; off < sizeof(in); step = step * 3 + 1) {
+        size_t n = step > sizeof(in) - off ? sizeof(in) - off : step;
+        assert_int_equal(buf_append(&b, &p, in + off, n), 0);
+        off += n;
+    }
+    assert_int_equal(b.len, sizeof(in));
+    assert_int_equal(p.n_out, (sizeof(in) + CHUNK_SIZE - 1) / CHUNK_SIZE);
+    struct iovec iov[16];
+    int cnt = buf_peek_iov(&b, iov, 16);
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    assert_int_equal(total, sizeof(in));
+    size_t got = 0;
+    while (got < sizeof(out)) {
+        size_t n = buf_read(&b, &p, out + got, 999);
+        assert_true(n > 0);
+        got += n;
+    }
+    assert_memory_equal(in, out, sizeof(in));
+    assert_int_equal(b.len, 0);
+    assert_int_equal(p.n_out, 0);
+    assert_int_equal(p.n_free, 2); /* the rest went back to malloc */
+    assert_int_equal(buf_read(&b, &p, out, 10), 0);
+    chunk_pool_destroy(&p);
+}
+
+static void buf_clear_returns_chunks(void **state)
+{
+    (void)state;
+    struct chunk_pool p;
+    chunk_pool_init(&p, 16);
+    struct buf b;
+    buf_init(&b);
+    uint8_t x[40000] = {0};
+    assert_int_equal(buf_append(&b, &p, x, sizeof(x)), 0);
+    buf_drain(&b, &p, 100);
+    assert_int_equal(b.len, sizeof(x) - 100);
+    buf_clear(&b, &p);
+    assert_int_equal(b.len, 0);
+    assert_null(b.head);
+    assert_int_equal(p.n_out, 0);
+    chunk_pool_destroy(&p);
+}
+
+static void arena_aligns_and_handles_big_requests(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 256);
+    char *s = arena_strndup(&a, "hello", 3);
+    assert_string_equal(s, "hel");
+    void *big = arena_alloc(&a, 10000);
+    assert_non_null(big);
+    memset(big, 1, 10000);
+    void *small = arena_alloc(&a, 3);
+    assert_int_equal((uintptr_t)small % 8, 0);
+    assert_string_equal(s, "hel");
+    arena_free(&a);
+}
+
+static void header_list_and_hop_by_hop(void **state)
+{
+    (void)state;
+    struct arena a;
+    arena_init(&a, 128);
+    struct hdr_list l;
+    hdr_list_init(&l);
+    char name[16];
+    for (int i = 0; i < 40; i++) {
+        int n = snprintf(name, sizeof(name), "x-h%d", i);
+        assert_int_equal(hdr_list_add(&l, &a, (const uint8_t *)name, (size_t)n, (const uint8_t *)"v", 1), 0);
+    }
+    assert_int_equal(l.n, 40);
+    assert_non_null(hdr_list_find(&l, "x-h39"));
+    assert_null(hdr_list_find(&l, "x-h40"));
+    arena_free(&a);
+#define HBH(n, v) hdr_is_hop_by_hop((const uint8_t *)n, strlen(n), (const uint8_t *)v, strlen(v))
+    assert_true(HBH("connection", "close"));
+    assert_true(HBH("keep-alive", "5"));
+    assert_true(HBH("proxy-connection", "x"));
+    assert_true(HBH("transfer-encoding", "chunked"));
+    assert_true(HBH("upgrade", "h2c"));
+    assert_true(HBH("te", "gzip"));
+    assert_false(HBH("te", "trailers"));
+    assert_false(HBH("grpc-timeout", "1S"));
+    assert_false(HBH("x-bin-bin", "AAA"));
+    assert_false(HBH("content-type", "application/grpc"));
+}
+
+static void grpc_status_tables(void **state)
+{
+    (void)state;
+    assert_int_equal(grpc_status_from_http(400), GRPC_INTERNAL);
+    assert_int_equal(grpc_status_from_http(401), GRPC_UNAUTHENTICATED);
+    assert_int_equal(grpc_status_from_http(403), GRPC_PERMISSION_DENIED);
+    assert_int_equal(grpc_status_from_http(404), GRPC_UNIMPLEMENTED);
+    assert_int_equal(grpc_status_from_http(429), GRPC_UNAVAILABLE);
+    assert_int_equal(grpc_status_from_http(502), GRPC_UNAVAILABLE);
+    assert_int_equal(grpc_status_from_http(503), GRPC_UNAVAILABLE);
+    assert_int_equal(grpc_status_from_http(504), GRPC_UNAVAILABLE);
+    assert_int_equal(grpc_status_from_http(500), GRPC_UNKNOWN);
+    assert_string_equal(grpc_status_name(GRPC_UNAVAILABLE), "UNAVAILABLE");
+    struct arena a;
+    arena_init(&a, 128);
+    size_t n;
+    char *m = grpc_message_encode(&a, "50% d\xc3\xa9j\xc3\xa0\n", &n);
+    assert_string_equal(m, "50%25 d%C3%A9j%C3%A0%0A");
+    assert_int_equal(n, strlen(m));
+    arena_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(buf_keeps_order_across_chunks),
+        cmocka_unit_test(buf_clear_returns_chunks),
+        cmocka_unit_test(arena_aligns_and_handles_big_requests),
+        cmocka_unit_test(header_list_and_hop_by_hop),
+        cmocka_unit_test(grpc_status_tables),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

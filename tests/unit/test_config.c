@@ -1,0 +1,224 @@
+/* Config loader: good files load with the values and defaults we document;
+ * bad ones fail with file:line:col and a message that says what is wrong. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "grelay/config.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+static struct gr_config *load(const char *yaml, char *err, size_t errlen)
+{
+    return config_load_buffer("t.yaml", yaml, strlen(yaml), err, errlen);
+}
+
+#define GOOD_HEAD                                                                                            \
+    "listeners:\n"                                                                                           \
+    "  - name: ingress\n"                                                                                    \
+    "    address: 127.0.0.1:8080\n"                                                                          \
+    "    virtual_hosts:\n"                                                                                   \
+    "      - name: default\n"                                                                                \
+    "        domains: [\"*\"]\n"                                                                             \
+    "        routes:\n"                                                                                      \
+    "          - match: { prefix: \"/\" }\n"                                                                 \
+    "            cluster: backend\n"
+
+static void issue_example_loads_with_defaults(void **state)
+{
+    (void)state;
+    const char *yaml = "workers: 2\n" GOOD_HEAD "clusters:\n"
+                       "  - name: backend\n"
+                       "    lb_policy: round_robin        # least_request | random\n"
+                       "    endpoints:\n"
+                       "      - address: 127.0.0.1:50051\n"
+                       "        weight: 1\n";
+    char err[512];
+    struct gr_config *cfg = load(yaml, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->workers, 2);
+    assert_int_equal(cfg->n_listeners, 1);
+    const struct gr_listener_cfg *l = &cfg->listeners[0];
+    assert_string_equal(l->name, "ingress");
+    assert_int_equal(l->address.ss.ss_family, AF_INET);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&l->address.ss)->sin_port), 8080);
+    assert_int_equal(l->max_concurrent_streams, 1024);
+    assert_int_equal(l->stream_buffer, 65536);
+    assert_int_equal(l->n_vhosts, 1);
+    assert_int_equal(l->vhosts[0].routes[0].match.kind, ROUTE_PREFIX);
+    assert_ptr_equal(l->vhosts[0].routes[0].cluster, &cfg->clusters[0]);
+    assert_int_equal(cfg->clusters[0].lb_policy, LB_ROUND_ROBIN);
+    assert_int_equal(cfg->clusters[0].endpoints[0].weight, 1);
+    assert_int_equal(cfg->clusters[0].connect_timeout_ms, 5000);
+    config_free(cfg);
+}
+
+static void values_sizes_durations_and_matchers(void **state)
+{
+    (void)state;
+    const char *yaml = "listeners:\n"
+                       "  - name: l\n"
+                       "    address: \"[::1]:9000\"\n"
+                       "    stream_buffer: 32KiB\n"
+                       "    connection_window: 2MiB\n"
+                       "    virtual_hosts:\n"
+                       "      - name: v\n"
+                       "        domains: [API.Example.com]\n"
+                       "        routes:\n"
+                       "          - match: { service: pkg.Svc, method: Get }\n"
+                       "            cluster: c\n"
+                       "          - match: { service: pkg.Svc }\n"
+                       "            cluster: c\n"
+                       "          - match:\n"
+                       "              path: /a/b\n"
+                       "              headers:\n"
+                       "                - { name: X-Tenant, exact: blue }\n"
+                       "                - { name: x-debug, present: true }\n"
+                       "            cluster: c\n"
+                       "clusters:\n"
+                       "  - name: c\n"
+                       "    lb_policy: least_request\n"
+                       "    connect_timeout: 1.5s\n"
+                       "    endpoints: [{address: 10.0.0.1:1, weight: 7}]\n";
+    char err[512];
+    struct gr_config *cfg = load(yaml, err, sizeof(err));
+    assert_non_null(cfg);
+    const struct gr_listener_cfg *l = &cfg->listeners[0];
+    assert_int_equal(l->address.ss.ss_family, AF_INET6);
+    assert_int_equal(l->stream_buffer, 32 * 1024);
+    assert_int_equal(l->connection_window, 2 * 1024 * 1024);
+    assert_string_equal(l->vhosts[0].domains[0], "api.example.com");
+    const struct gr_route_cfg *r = l->vhosts[0].routes;
+    assert_int_equal(r[0].match.kind, ROUTE_EXACT);
+    assert_string_equal(r[0].match.path, "/pkg.Svc/Get");
+    assert_int_equal(r[1].match.kind, ROUTE_PREFIX);
+    assert_string_equal(r[1].match.path, "/pkg.Svc/");
+    assert_int_equal(r[2].match.kind, ROUTE_EXACT);
+    assert_string_equal(r[2].match.path, "/a/b");
+    assert_int_equal(r[2].match.n_headers, 2);
+    assert_string_equal(r[2].match.headers[0].name, "x-tenant");
+    assert_string_equal(r[2].match.headers[0].exact, "blue");
+    assert_true(r[2].match.headers[1].present);
+    assert_int_equal(cfg->clusters[0].lb_policy, LB_LEAST_REQUEST);
+    assert_int_equal(cfg->clusters[0].connect_timeout_ms, 1500);
+    assert_int_equal(cfg->clusters[0].endpoints[0].weight, 7);
+    config_free(cfg);
+}
+
+struct bad_case {
+    const char *yaml;     /* the file */
+    const char *expected; /* the whole error message, starting with t.yaml:line:col */
+};
+
+#define CLUSTERS "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n"
+
+static const struct bad_case bad_cases[] = {
+    {"", "t.yaml:1:1: the file is empty"},
+    {"workers: [1\n", "t.yaml:2:1: did not find expected ',' or ']' while parsing a flow sequence"},
+    {"listeners: []\n", "t.yaml:1:12: 'listeners' must not be empty"},
+    {"clusters: []\n", "t.yaml:1:1: the configuration needs 'listeners'"},
+    {"workers: two\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be a whole number, got 'two'"},
+    {"workers: 0\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be between 1 and 256, got '0'"},
+    {"wrokers: 1\n" GOOD_HEAD CLUSTERS,
+     "t.yaml:1:1: unknown key 'wrokers' in the configuration (expected one of: workers, log_level, listeners, "
+     "clusters)"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n    name: again\n",
+     "t.yaml:13:5: duplicate key 'name' in cluster"},
+    {GOOD_HEAD "clusters:\n  - name: other\n    endpoints: [{address: 127.0.0.1:1}]\n",
+     "t.yaml:9:22: route names cluster 'backend', which is not defined"},
+    {GOOD_HEAD CLUSTERS "  - name: backend\n    endpoints: [{address: 127.0.0.1:2}]\n",
+     "t.yaml:13:5: duplicate cluster name 'backend' (first at line 11)"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: localhost}]\n",
+     "t.yaml:12:27: bad address 'localhost' for 'address': expected ip:port"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:70000}]\n",
+     "t.yaml:12:27: bad address '127.0.0.1:70000' for 'address': port must be 1..65535"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 300.0.0.1:80}]\n",
+     "t.yaml:12:27: bad address '300.0.0.1:80' for 'address': host must be an IPv4 address or a bracketed IPv6 "
+     "address"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    lb_policy: fastest\n    endpoints: [{address: 127.0.0.1:1}]\n",
+     "t.yaml:12:16: 'lb_policy' must be one of round_robin, least_request, random, got 'fastest'"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    connect_timeout: 5 seconds\n    endpoints: [{address: 127.0.0.1:1}]\n",
+     "t.yaml:12:22: 'connect_timeout' must be a duration such as 5s, 250ms, 1.5s or 2m, got '5 seconds'"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints:\n      - address: 127.0.0.1:1\n        weight: 0\n",
+     "t.yaml:14:17: 'weight' must be between 1 and 1000, got '0'"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: {address: 127.0.0.1:1}\n",
+     "t.yaml:12:16: 'endpoints' must be a list, got a mapping"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: /, service: a.B }\n            cluster: backend\n" CLUSTERS,
+     "t.yaml:8:20: match needs exactly one of 'prefix', 'exact' (or 'path') or 'service'"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { method: Get }\n            cluster: backend\n" CLUSTERS,
+     "t.yaml:8:20: match needs exactly one of 'prefix', 'exact' (or 'path') or 'service'"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: /, headers: [{name: x}] }\n            cluster: backend\n" CLUSTERS,
+     "t.yaml:8:43: header matcher 'x' needs exactly one of 'exact' or 'present'"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['a*b']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n" CLUSTERS,
+     "t.yaml:5:9: virtual host 'v': domain 'a*b' must be 'host', '*.suffix', 'prefix.*' or '*'"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*', x]\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "      - name: w\n        domains: [x]\n        routes:\n          - match: { prefix: / }\n"
+     "            cluster: backend\n" CLUSTERS,
+     "t.yaml:10:9: domain 'x' appears twice in listener 'a'"},
+    {GOOD_HEAD "  - name: ingress\n    address: 127.0.0.1:8081\n    virtual_hosts: []\n" CLUSTERS,
+     "t.yaml:12:20: 'virtual_hosts' must not be empty"},
+    {GOOD_HEAD "  - name: second\n    address: 127.0.0.1:8080\n    virtual_hosts:\n      - name: v\n"
+     "        domains: ['*']\n        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
+     "t.yaml:10:5: listener 'second' uses address 127.0.0.1:8080 of listener 'ingress'"},
+    {"log_level: loud\n" GOOD_HEAD CLUSTERS,
+     "t.yaml:1:1: 'log_level' must be one of error, warn, info, debug, got 'loud'"},
+};
+
+static void bad_files_say_where_and_what(void **state)
+{
+    (void)state;
+    int failures = 0;
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        char err[512] = "";
+        struct gr_config *cfg = load(bad_cases[i].yaml, err, sizeof(err));
+        if (cfg != NULL || strcmp(err, bad_cases[i].expected) != 0) {
+            print_error("case %zu:\n  expected: %s\n  got:      %s\n", i, bad_cases[i].expected,
+                        cfg ? "(loaded)" : err);
+            config_free(cfg);
+            failures++;
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void shipped_configs_load(void **state)
+{
+    (void)state;
+    const char *files[] = {GRELAY_SOURCE_DIR "/conf/grelay.yaml", GRELAY_SOURCE_DIR "/conf/edge-routing.yaml"};
+    for (size_t i = 0; i < 2; i++) {
+        char err[512];
+        struct gr_config *cfg = config_load_file(files[i], err, sizeof(err));
+        if (cfg == NULL)
+            print_error("%s\n", err);
+        assert_non_null(cfg);
+        config_free(cfg);
+    }
+}
+
+static void missing_file_says_so(void **state)
+{
+    (void)state;
+    char err[512];
+    assert_null(config_load_file("/nonexistent.yaml", err, sizeof(err)));
+    assert_string_equal(err, "/nonexistent.yaml: cannot open: No such file or directory");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(issue_example_loads_with_defaults),
+        cmocka_unit_test(values_sizes_durations_and_matchers),
+        cmocka_unit_test(bad_files_say_where_and_what),
+        cmocka_unit_test(shipped_configs_load),
+        cmocka_unit_test(missing_file_says_so),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
