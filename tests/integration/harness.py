@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GRELAY = os.environ.get("GRELAY_BIN", os.path.join(ROOT, "build-test", "grelay"))
 PY = "/usr/bin/python3"  # Debian's, which has grpcio
 ECHO_SERVER = os.path.join(ROOT, "tests", "peers", "echo_server.py")
+RAW_SERVER = os.path.join(ROOT, "tests", "peers", "h2_raw_server.py")
 
 
 def free_port():
@@ -51,15 +52,16 @@ def stop(proc, seconds=10):
 
 
 class Backend:
-    """One echo_server.py (a real grpcio server) on a loopback port."""
+    """One echo_server.py (a real grpcio server) on a loopback port; with
+    raw=True, h2_raw_server.py (a misbehaving HTTP/2 server) instead."""
 
-    def __init__(self, name, port=None):
+    def __init__(self, name, port=None, raw=False):
         self.name = name
         self.port = port or free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([PY, ECHO_SERVER, name, self.addr], stdout=subprocess.PIPE,
-                                     stderr=self.log)
+        argv = [PY, RAW_SERVER, self.addr] if raw else [PY, ECHO_SERVER, name, self.addr]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":
             self.stop()

@@ -175,3 +175,38 @@ def test_malformed_frames_close_only_that_connection(proxy):
     bad.close()
     with grpc.insecure_channel(proxy.addr) as ch:
         assert ch.unary_unary("/test.Echo/Unary")(b"still fine", timeout=10) == b"still fine"
+
+
+@pytest.fixture
+def raw_backend_proxy(grelay_factory):
+    b = Backend("raw", raw=True)
+    port = free_port()
+    g = grelay_factory(simple_config(port, [b.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}]),
+                       port)
+    yield g
+    b.stop()
+
+
+@pytest.mark.parametrize("what,code", [("RstRefused", "UNAVAILABLE"), ("RstCancel", "CANCELLED"),
+                                       ("RstProtocol", "INTERNAL")])
+def test_upstream_reset_before_response_becomes_a_status(raw_backend_proxy, what, code):
+    with grpc.insecure_channel(raw_backend_proxy.addr) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/raw.Svc/" + what)(b"x", timeout=10)
+    assert e.value.code() == grpc.StatusCode[code]
+    assert "upstream reset the stream" in e.value.details()
+
+
+def test_upstream_reset_after_data_delivers_the_data_then_a_status(raw_backend_proxy):
+    with grpc.insecure_channel(raw_backend_proxy.addr) as ch:
+        it = ch.unary_stream("/raw.Svc/RstAfterData")(b"x", timeout=10)
+        assert next(it) == b"hello"
+        with pytest.raises(grpc.RpcError) as e:
+            next(it)
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert "upstream reset the stream" in e.value.details()
+
+
+def test_raw_backend_proper_answer_passes(raw_backend_proxy):
+    with grpc.insecure_channel(raw_backend_proxy.addr) as ch:
+        assert ch.unary_unary("/raw.Svc/Ok")(b"fine", timeout=10) == b"fine"

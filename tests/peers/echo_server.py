@@ -18,7 +18,8 @@ Methods:
   /test.Echo/Bidi          echoes each message as soon as it arrives.
   /test.Echo/Flood         streams 64 KiB messages (up to 4096) as fast as the
                            peer's flow control lets it; counts them.
-  /test.Control/Events     JSON of what happened here: cancellations, flood count.
+  /test.Control/Events     JSON of what happened here: cancellations, flood count,
+                           the connections (peers) unary calls came in on.
 
 Usage: echo_server.py NAME HOST:PORT
 """
@@ -35,7 +36,7 @@ ADDR = sys.argv[2]
 MAX_MSG = 16 * 1024 * 1024
 
 state_lock = threading.Lock()
-events = {"cancelled": [], "flood_sent": 0, "calls": 0}
+events = {"cancelled": [], "flood_sent": 0, "calls": 0, "peers": []}
 barriers = {}
 
 
@@ -57,6 +58,9 @@ def initial_md(context):
 
 def unary(request, context):
     record("calls")
+    with state_lock:
+        if context.peer() not in events["peers"]:
+            events["peers"].append(context.peer())
     md = dict(context.invocation_metadata())
     context.send_initial_metadata(initial_md(context))
     trailers = []

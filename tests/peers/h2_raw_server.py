@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""A deliberately misbehaving HTTP/2 backend (python h2), for what a real gRPC
+server will not do on request: reset streams, answer non-gRPC HTTP.
+
+The last path segment of a call picks the behaviour:
+  RstRefused / RstCancel / RstProtocol   RST_STREAM with that code, no response
+  RstAfterData                           response HEADERS + one gRPC message, then RST_STREAM(INTERNAL_ERROR)
+  Http503                                ":status 503" with an HTML body, no gRPC framing
+  Ok                                     a proper gRPC answer echoing the request
+
+Usage: h2_raw_server.py HOST:PORT
+"""
+import socket
+import sys
+import threading
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+
+HOST, PORT = sys.argv[1].rsplit(":", 1)
+
+
+def serve(sock):
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    paths, bodies = {}, {}
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                paths[ev.stream_id] = dict(ev.headers)[":path"]
+                bodies[ev.stream_id] = b""
+            elif isinstance(ev, h2.events.DataReceived):
+                bodies[ev.stream_id] += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                act(conn, ev.stream_id, paths[ev.stream_id].rsplit("/", 1)[-1], bodies[ev.stream_id])
+        sock.sendall(conn.data_to_send())
+
+
+GRPC = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+def act(conn, sid, what, body):
+    codes = {"RstRefused": h2.errors.ErrorCodes.REFUSED_STREAM, "RstCancel": h2.errors.ErrorCodes.CANCEL,
+             "RstProtocol": h2.errors.ErrorCodes.PROTOCOL_ERROR}
+    if what in codes:
+        conn.reset_stream(sid, codes[what])
+    elif what == "RstAfterData":
+        conn.send_headers(sid, GRPC)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x05hello")
+        conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    elif what == "Http503":
+        conn.send_headers(sid, [(":status", "503"), ("content-type", "text/html")])
+        conn.send_data(sid, b"<html><body>503 Service Unavailable</body></html>", end_stream=True)
+    else:
+        conn.send_headers(sid, GRPC)
+        conn.send_data(sid, body)
+        conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+
+
+def main():
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((HOST, int(PORT)))
+    srv.listen(16)
+    print("ready", flush=True)
+    while True:
+        s, _ = srv.accept()
+        threading.Thread(target=serve, args=(s,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
