@@ -529,6 +529,12 @@ static const struct field route_fields[] = {
      .flags = FL_REQUIRED},
     {.key = "cluster", .type = F_STR, .off = OFF(struct gr_route_cfg, cluster_name), .flags = FL_REQUIRED,
      .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
+    {.key = "timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
+     .max = 86400000ull * 365},
+    {.key = "max_grpc_timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms), .min = 0,
+     .max = 86400000ull * 365},
+    {.key = "grpc_timeout_offset", .type = F_DURATION, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
+     .min = 0, .max = 3600000},
     {0},
 };
 static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),

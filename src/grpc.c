@@ -1,7 +1,10 @@
 /* gRPC status vocabulary. */
 #include "grelay/grpc.h"
 
+#include "grelay/common.h"
+
 #include <nghttp2/nghttp2.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const status_names[] = {
@@ -67,4 +70,46 @@ char *grpc_message_encode(struct arena *a, const char *msg, size_t *out_len)
     *p = '\0';
     *out_len = n;
     return out;
+}
+
+int grpc_timeout_parse(const uint8_t *v, size_t len, uint64_t *out_us)
+{
+    if (len < 2 || len > 9)
+        return GR_ERR_PROTO;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return GR_ERR_PROTO;
+        n = n * 10 + (uint64_t)(v[i] - '0');
+    }
+    switch (v[len - 1]) {
+    case 'H': *out_us = n * 3600000000ull; break;
+    case 'M': *out_us = n * 60000000ull; break;
+    case 'S': *out_us = n * 1000000ull; break;
+    case 'm': *out_us = n * 1000ull; break;
+    case 'u': *out_us = n; break;
+    case 'n': *out_us = (n + 999) / 1000; break;
+    default: return GR_ERR_PROTO;
+    }
+    return GR_OK;
+}
+
+size_t grpc_timeout_format(uint64_t us, char *out)
+{
+    static const struct {
+        uint64_t us;
+        char unit;
+    } units[] = {{3600000000ull, 'H'}, {60000000ull, 'M'}, {1000000ull, 'S'}, {1000ull, 'm'}, {1ull, 'u'}};
+    const uint64_t max = 99999999ull;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (us % units[i].us == 0 && us / units[i].us <= max)
+            return (size_t)snprintf(out, 16, "%llu%c", (unsigned long long)(us / units[i].us), units[i].unit);
+    }
+    /* Too many digits to be exact: the finest unit that fits, rounded down
+     * (never promise the next hop more time than there is). */
+    for (size_t i = sizeof(units) / sizeof(units[0]); i-- > 0;) {
+        if (us / units[i].us <= max)
+            return (size_t)snprintf(out, 16, "%llu%c", (unsigned long long)(us / units[i].us), units[i].unit);
+    }
+    return (size_t)snprintf(out, 16, "%lluH", (unsigned long long)max);
 }

@@ -16,11 +16,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Response header bytes we accept from a backend before resetting. */
 #define MAX_RESPONSE_HEADERS (256 * 1024)
 
 static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
+
+/* Monotonic microseconds: deadlines are absolute on this clock. */
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents);
 
 #define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
 
@@ -52,6 +63,7 @@ struct stream *stream_new(struct dconn *d, int32_t id)
     buf_init(&s->resp);
     gr_list_init(&s->up_link);
     gr_list_insert_tail(&d->streams, &s->down_link);
+    ev_timer_init(&s->deadline_timer, on_deadline, 0.0, 0.0);
     return s;
 }
 
@@ -90,6 +102,8 @@ int stream_on_req_header(struct stream *s, const uint8_t *name, size_t namelen, 
             return set_pseudo(s, &s->method, value, valuelen);
         return GR_OK; /* :scheme is rewritten for the upstream */
     }
+    if (NAME_IS("grpc-timeout"))
+        return set_pseudo(s, &s->grpc_timeout, value, valuelen);
     if (NAME_IS("host")) {
         if (s->authority.value == NULL)
             return set_pseudo(s, &s->authority, value, valuelen);
@@ -229,6 +243,15 @@ void stream_on_req_headers_done(struct stream *s)
         stream_fail(s, GRPC_UNAVAILABLE, "grelay is shutting down");
         return;
     }
+    uint64_t timeout_us = 0;
+    bool client_timeout = s->grpc_timeout.value != NULL;
+    if (client_timeout &&
+        grpc_timeout_parse(s->grpc_timeout.value, s->grpc_timeout.valuelen, &timeout_us) != GR_OK) {
+        snprintf(msg, sizeof(msg), "malformed grpc-timeout header '%.40s': want 1-8 digits and one of H M S m u n",
+                 (const char *)s->grpc_timeout.value);
+        stream_fail(s, GRPC_INTERNAL, msg);
+        return;
+    }
     const char *auth = s->authority.value ? (const char *)s->authority.value : "";
     const char *path = s->path.value ? (const char *)s->path.value : "";
     s->route = router_match(s->down->cfg, auth, s->authority.valuelen, path, s->path.valuelen, &s->req_hdrs);
@@ -236,6 +259,20 @@ void stream_on_req_headers_done(struct stream *s)
         snprintf(msg, sizeof(msg), "no route for %.200s%.200s", auth, path);
         stream_fail(s, GRPC_UNIMPLEMENTED, msg);
         return;
+    }
+    if (client_timeout && s->route->max_grpc_timeout_ms && timeout_us > s->route->max_grpc_timeout_ms * 1000)
+        timeout_us = s->route->max_grpc_timeout_ms * 1000;
+    if (!client_timeout)
+        timeout_us = s->route->timeout_ms * 1000;
+    if (client_timeout || timeout_us > 0) {
+        /* The deadline is fixed now; waiting for a connection counts against it. */
+        s->deadline_us = now_us() + timeout_us;
+        ev_timer_set(&s->deadline_timer, (double)timeout_us / 1e6, 0.0);
+        ev_timer_start(w->loop, &s->deadline_timer);
+        if (timeout_us == 0) {
+            stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started (grpc-timeout 0)");
+            return;
+        }
     }
     struct wcluster *wc = &w->clusters[s->route->cluster->index];
     size_t idx = balancer_pick(&wc->lb);
@@ -257,9 +294,25 @@ void stream_on_req_headers_done(struct stream *s)
 int stream_attach_upstream(struct stream *s, struct upconn *u)
 {
     size_t n;
-    nghttp2_nv *nva = nv_from_list(s, &s->req_hdrs, 4, &n);
+    size_t extra = s->deadline_us ? 5 : 4;
+    nghttp2_nv *nva = nv_from_list(s, &s->req_hdrs, extra, &n);
     if (nva == NULL)
         return GR_ERR_NOMEM;
+    if (s->deadline_us) {
+        /* The time actually left as the headers leave, minus the route's
+         * offset (for the way back), but never less than 1ms of what is left. */
+        uint64_t now = now_us();
+        uint64_t left = s->deadline_us > now ? s->deadline_us - now : 0;
+        uint64_t offset = s->route->grpc_timeout_offset_ms * 1000;
+        uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
+        if (send == 0)
+            send = 1;
+        char *v = arena_alloc(&s->arena, 16);
+        if (v == NULL)
+            return GR_ERR_NOMEM;
+        size_t vlen = grpc_timeout_format(send, v);
+        nva[4] = mknv(LIT("grpc-timeout"), (const uint8_t *)v, vlen);
+    }
     nva[0] = s->method.value ? mknv(LIT(":method"), s->method.value, s->method.valuelen)
                              : mknv(LIT(":method"), LIT("POST"));
     nva[1] = mknv(LIT(":scheme"), LIT("http"));
@@ -320,6 +373,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     if (!s->up_closed && error_code != NGHTTP2_NO_ERROR)
         log_debug("stream %d: client closed it (%s), cancelling upstream", s->id,
                   nghttp2_http2_strerror(error_code));
+    ev_timer_stop(w->loop, &s->deadline_timer);
     detach_up(s, true);
     /* Request bytes never taken upstream still hold the client's window. */
     if (s->req.len > 0 && s->down->h2 != NULL)
@@ -364,6 +418,20 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
     s->resp_headers_done = true;
     if (s->resp_started)
         return;
+    if (hdr_list_find(&s->resp_hdrs, "grpc-status") == NULL) {
+        /* Not a trailers-only gRPC answer: it must be HTTP 200 with a gRPC
+         * content-type, or it is a plain HTTP error page from something
+         * that is not a gRPC server. */
+        const struct gr_hdr *ct = hdr_list_find(&s->resp_hdrs, "content-type");
+        bool grpc_ct = ct != NULL && ct->valuelen >= 16 && memcmp(ct->value, "application/grpc", 16) == 0;
+        if (s->resp_status != 200 || !grpc_ct) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "upstream answered HTTP %d (%.60s), not gRPC", s->resp_status,
+                     ct ? (const char *)ct->value : "no content-type");
+            stream_fail(s, s->resp_status != 200 ? grpc_status_from_http(s->resp_status) : GRPC_UNKNOWN, msg);
+            return;
+        }
+    }
     char status[12];
     snprintf(status, sizeof(status), "%03d", s->resp_status % 1000);
     size_t n;
@@ -435,6 +503,14 @@ void stream_on_up_lost(struct stream *s, const char *why)
     detach_up(s, false);
     if (!ended)
         stream_fail(s, GRPC_UNAVAILABLE, why);
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = container_of(t, struct stream, deadline_timer);
+    stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded at grelay");
 }
 
 /* Upstream data provider: request bytes from s->req. */

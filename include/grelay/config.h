@@ -71,6 +71,9 @@ struct gr_match_cfg {
 
 struct gr_route_cfg {
     struct gr_match_cfg match;      /* when the route applies */
+    uint64_t timeout_ms;            /* deadline when the client sends no grpc-timeout; 0 = none */
+    uint64_t max_grpc_timeout_ms;   /* cap on the client's grpc-timeout; 0 = no cap */
+    uint64_t grpc_timeout_offset_ms;/* subtracted from the grpc-timeout sent upstream */
     const char *cluster_name;       /* where it sends calls */
     struct gr_pos cluster_pos;      /* where cluster is named */
     struct gr_cluster_cfg *cluster; /* resolved from cluster_name */

@@ -37,4 +37,14 @@ enum grpc_status grpc_status_from_h2_error(uint32_t error_code);
  * Returns the encoded string in the arena, or NULL when out of memory. */
 char *grpc_message_encode(struct arena *a, const char *msg, size_t *out_len);
 
+/* Parses a grpc-timeout value: 1 to 8 ASCII digits, then one of H M S m u n.
+ * Writes microseconds (nanoseconds round up) and returns 0, or returns
+ * GR_ERR_PROTO for anything else. */
+int grpc_timeout_parse(const uint8_t *v, size_t len, uint64_t *out_us);
+/* Formats microseconds as a grpc-timeout value in the coarsest unit that
+ * keeps full precision, or, when the value needs more than 8 digits, the
+ * finest unit that fits (rounded down). out needs 16 bytes; returns the
+ * length. 0 becomes "0n"... never sent: callers send at least 1u. */
+size_t grpc_timeout_format(uint64_t us, char *out);
+
 #endif

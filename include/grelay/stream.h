@@ -11,6 +11,7 @@
 #include "grelay/grpc.h"
 #include "grelay/headers.h"
 
+#include <ev.h>
 #include <nghttp2/nghttp2.h>
 
 struct dconn;
@@ -28,6 +29,9 @@ struct stream {
     struct gr_hdr method;           /* pseudo headers (value NULL when absent), in the arena */
     struct gr_hdr path;
     struct gr_hdr authority;        /* :authority, or host when absent */
+    struct gr_hdr grpc_timeout;     /* the client's grpc-timeout, replaced upstream by the time left */
+    uint64_t deadline_us;           /* absolute, on now_us()'s clock; 0 = no deadline */
+    ev_timer deadline_timer;        /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
     struct pool *pool;              /* pool of the chosen endpoint */
     struct upconn *up;              /* upstream connection while attached */

@@ -10,7 +10,9 @@ Methods:
                            initial metadata and as trailers with suffix `-t`;
                            `x-fail-code: NAME` makes it fail with the request
                            (UTF-8) as the status message; `x-barrier: N`
-                           holds the call until N calls are in flight.
+                           holds the call until N calls are in flight;
+                           `x-hold: ID` never answers and records ID when
+                           cancelled; `x-time-remaining` reports the deadline seen.
   /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id"}: sends
                            count messages of size bytes; with hold, waits after
                            the first message until the client cancels.
@@ -62,7 +64,19 @@ def unary(request, context):
         if context.peer() not in events["peers"]:
             events["peers"].append(context.peer())
     md = dict(context.invocation_metadata())
-    context.send_initial_metadata(initial_md(context))
+    remaining = context.time_remaining()
+    md_out = initial_md(context)
+    if remaining is not None:
+        md_out.append(("x-time-remaining", "%.6f" % remaining))
+    if "x-hold" in md:
+        # Never answers: waits for the client (or grelay) to cancel.
+        deadline = time.monotonic() + 30
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not context.is_active():
+            record("cancelled", md["x-hold"])
+        return b""
+    context.send_initial_metadata(md_out)
     trailers = []
     for k, v in context.invocation_metadata():
         if k.startswith("x-") and not k.startswith("x-fail"):

@@ -6,7 +6,8 @@ The last path segment of a call picks the behaviour:
   RstRefused / RstCancel / RstProtocol   RST_STREAM with that code, no response
   RstAfterData                           response HEADERS + one gRPC message, then RST_STREAM(INTERNAL_ERROR)
   Http503                                ":status 503" with an HTML body, no gRPC framing
-  Ok                                     a proper gRPC answer echoing the request
+  Ok                                     a proper gRPC answer echoing the request, with the
+                                         grpc-timeout it received in trailer x-seen-grpc-timeout
 
 Usage: h2_raw_server.py HOST:PORT
 """
@@ -26,7 +27,7 @@ def serve(sock):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
-    paths, bodies = {}, {}
+    paths, bodies, timeouts = {}, {}, {}
     while True:
         try:
             data = sock.recv(65536)
@@ -37,19 +38,21 @@ def serve(sock):
         for ev in conn.receive_data(data):
             if isinstance(ev, h2.events.RequestReceived):
                 paths[ev.stream_id] = dict(ev.headers)[":path"]
+                timeouts[ev.stream_id] = dict(ev.headers).get("grpc-timeout", "none")
                 bodies[ev.stream_id] = b""
             elif isinstance(ev, h2.events.DataReceived):
                 bodies[ev.stream_id] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
-                act(conn, ev.stream_id, paths[ev.stream_id].rsplit("/", 1)[-1], bodies[ev.stream_id])
+                act(conn, ev.stream_id, paths[ev.stream_id].rsplit("/", 1)[-1], bodies[ev.stream_id],
+                    timeouts[ev.stream_id])
         sock.sendall(conn.data_to_send())
 
 
 GRPC = [(":status", "200"), ("content-type", "application/grpc")]
 
 
-def act(conn, sid, what, body):
+def act(conn, sid, what, body, timeout):
     codes = {"RstRefused": h2.errors.ErrorCodes.REFUSED_STREAM, "RstCancel": h2.errors.ErrorCodes.CANCEL,
              "RstProtocol": h2.errors.ErrorCodes.PROTOCOL_ERROR}
     if what in codes:
@@ -64,7 +67,7 @@ def act(conn, sid, what, body):
     else:
         conn.send_headers(sid, GRPC)
         conn.send_data(sid, body)
-        conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+        conn.send_headers(sid, [("grpc-status", "0"), ("x-seen-grpc-timeout", timeout)], end_stream=True)
 
 
 def main():

@@ -1,4 +1,4 @@
-/* Chunk buffers, arena, header lists, hop-by-hop filter, gRPC helpers. */
+/* Chunk buffers, arena, header lists, hop-by-hop filter. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +6,6 @@
 
 #include "grelay/arena.h"
 #include "grelay/buf.h"
-#include "grelay/grpc.h"
 #include "grelay/headers.h"
 
 #include <stdio.h>
@@ -113,28 +112,6 @@ static void header_list_and_hop_by_hop(void **state)
     assert_false(HBH("content-type", "application/grpc"));
 }
 
-static void grpc_status_tables(void **state)
-{
-    (void)state;
-    assert_int_equal(grpc_status_from_http(400), GRPC_INTERNAL);
-    assert_int_equal(grpc_status_from_http(401), GRPC_UNAUTHENTICATED);
-    assert_int_equal(grpc_status_from_http(403), GRPC_PERMISSION_DENIED);
-    assert_int_equal(grpc_status_from_http(404), GRPC_UNIMPLEMENTED);
-    assert_int_equal(grpc_status_from_http(429), GRPC_UNAVAILABLE);
-    assert_int_equal(grpc_status_from_http(502), GRPC_UNAVAILABLE);
-    assert_int_equal(grpc_status_from_http(503), GRPC_UNAVAILABLE);
-    assert_int_equal(grpc_status_from_http(504), GRPC_UNAVAILABLE);
-    assert_int_equal(grpc_status_from_http(500), GRPC_UNKNOWN);
-    assert_string_equal(grpc_status_name(GRPC_UNAVAILABLE), "UNAVAILABLE");
-    struct arena a;
-    arena_init(&a, 128);
-    size_t n;
-    char *m = grpc_message_encode(&a, "50% d\xc3\xa9j\xc3\xa0\n", &n);
-    assert_string_equal(m, "50%25 d%C3%A9j%C3%A0%0A");
-    assert_int_equal(n, strlen(m));
-    arena_free(&a);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,7 +119,6 @@ int main(void)
         cmocka_unit_test(buf_clear_returns_chunks),
         cmocka_unit_test(arena_aligns_and_handles_big_requests),
         cmocka_unit_test(header_list_and_hop_by_hop),
-        cmocka_unit_test(grpc_status_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
