@@ -112,6 +112,25 @@ size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len)
     return done;
 }
 
+size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len)
+{
+    size_t done = 0;
+    for (struct chunk *c = b->head; c != NULL && done < len; c = c->next) {
+        size_t avail = c->end - c->start;
+        if (offset >= avail) {
+            offset -= avail;
+            continue;
+        }
+        size_t n = avail - offset;
+        if (n > len - done)
+            n = len - done;
+        memcpy(out + done, c->data + c->start + offset, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
 int buf_peek_iov(const struct buf *b, struct iovec *iov, int max)
 {
     int n = 0;

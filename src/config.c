@@ -524,6 +524,82 @@ static const struct field match_fields[] = {
 static const struct schema match_schema = {"match", sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
                                            check_match};
 
+static void backoff_init(void *obj)
+{
+    struct gr_backoff_cfg *b = obj;
+    b->base_interval_ms = 25;
+    b->max_interval_ms = 250;
+}
+
+static int check_backoff(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_backoff_cfg *b = obj;
+    (void)seen;
+    if (b->max_interval_ms < b->base_interval_ms)
+        return fail_node(c, node, "backoff: 'max_interval' must not be less than 'base_interval'");
+    return GR_OK;
+}
+
+static const struct field backoff_fields[] = {
+    {.key = "base_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, base_interval_ms), .min = 1,
+     .max = 60000},
+    {.key = "max_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, max_interval_ms), .min = 1,
+     .max = 600000},
+    {0},
+};
+static const struct schema backoff_schema = {"backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields,
+                                             backoff_init, check_backoff};
+
+static const char *const status_names[] = {
+    "ok", "cancelled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
+    "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range",
+    "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated",
+};
+
+static void retry_init(void *obj)
+{
+    struct gr_retry_cfg *r = obj;
+    r->num_retries = 1;
+    backoff_init(&r->backoff);
+}
+
+static int check_retry(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_retry_cfg *r = obj;
+    (void)seen;
+    if (r->n_retry_on == 0)
+        return fail_node(c, node, "retry_policy needs 'retry_on' with at least one status");
+    for (size_t i = 0; i < r->n_retry_on; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s", r->retry_on[i]);
+        for (char *p = name; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        size_t k = 1;
+        while (k < GR_ARRAY_LEN(status_names) && strcmp(name, status_names[k]) != 0)
+            k++;
+        if (k == GR_ARRAY_LEN(status_names))
+            return fail_node(c, node,
+                             "retry_on: '%s' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
+                             "resource_exhausted, aborted, internal, unavailable, ...)",
+                             r->retry_on[i]);
+        r->retry_on_mask |= 1u << k;
+    }
+    return GR_OK;
+}
+
+static const struct field retry_fields[] = {
+    {.key = "retry_on", .type = F_STRLIST, .off = OFF(struct gr_retry_cfg, retry_on),
+     .count_off = OFF(struct gr_retry_cfg, n_retry_on), .flags = FL_LOWER},
+    {.key = "num_retries", .type = F_U32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0, .max = 10},
+    {.key = "per_try_timeout", .type = F_DURATION, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms), .min = 0,
+     .max = 86400000},
+    {.key = "backoff", .type = F_OBJ, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
+    {0},
+};
+static const struct schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
+                                           retry_init, check_retry};
+
 static const struct field route_fields[] = {
     {.key = "match", .type = F_OBJ, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
      .flags = FL_REQUIRED},
@@ -535,6 +611,7 @@ static const struct field route_fields[] = {
      .max = 86400000ull * 365},
     {.key = "grpc_timeout_offset", .type = F_DURATION, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
      .min = 0, .max = 3600000},
+    {.key = "retry_policy", .type = F_OBJ, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
     {0},
 };
 static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),

@@ -56,6 +56,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !u->ready) {
             u->ready = true;
             ev_timer_stop(u->io.w->loop, &u->connect_timer);
+            pool_connect_worked(u->pool);
             if (u->pool->failing) {
                 u->pool->failing = false;
                 log_info("upstream %s is reachable again", u->pool->ep->address.text);
@@ -105,6 +106,17 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
     return 0;
 }
 
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if (frame->hd.type == NGHTTP2_HEADERS) {
+        struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (s != NULL)
+            s->up_headers_sent = true;
+    }
+    return 0;
+}
+
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     (void)user_data;
@@ -131,6 +143,7 @@ int h2_client_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
     nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(*cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(*cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(*cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(*cbs, on_error);
     if (nghttp2_option_new(opt) != 0)
         return GR_ERR_NOMEM;
@@ -172,6 +185,8 @@ static void up_on_close(struct conn *c, int err, const char *why)
         snprintf(msg, sizeof(msg), "upstream %s: connection failed: %s", p->ep->address.text, why);
     else
         snprintf(msg, sizeof(msg), "upstream %s: connection lost: %s", p->ep->address.text, why);
+    if (!u->ready)
+        pool_connect_failed(p);
     if (!u->ready && !p->failing) {
         log_warn("%s (further failures of this endpoint are logged at debug level)", msg);
         p->failing = true;
@@ -184,7 +199,7 @@ static void up_on_close(struct conn *c, int err, const char *why)
     p->n_conns--;
     while (!gr_list_empty(&u->streams)) {
         struct stream *s = container_of(u->streams.next, struct stream, up_link);
-        stream_on_up_lost(s, msg);
+        stream_on_up_lost(s, msg, !u->ready || !s->up_headers_sent);
     }
     nghttp2_session_del(u->h2);
     u->h2 = NULL;

@@ -20,27 +20,52 @@ void pool_init(struct pool *p, struct worker *w, struct wcluster *wc, size_t ind
     p->n_conns = 0;
     p->n_waiting = 0;
     p->failing = false;
+    p->connect_failures = 0;
+    p->ejected_until_us = 0;
+}
+
+void pool_connect_failed(struct pool *p)
+{
+    uint32_t shift = p->connect_failures < 5 ? p->connect_failures : 5;
+    uint64_t backoff_us = 1000000ull << shift;
+    if (backoff_us > 30000000ull)
+        backoff_us = 30000000ull;
+    p->connect_failures++;
+    p->ejected_until_us = gr_now_us() + backoff_us;
+}
+
+void pool_connect_worked(struct pool *p)
+{
+    p->connect_failures = 0;
+    p->ejected_until_us = 0;
 }
 
 /* The first connection with a free slot; connections fill in order, so
- * streams pack onto as few connections as the peer allows. */
-static struct upconn *find_free(struct pool *p)
+ * streams pack onto as few connections as the peer allows. Sets *handshaking
+ * when a connection still waits for the peer's SETTINGS. */
+static struct upconn *find_free(struct pool *p, bool *handshaking)
 {
     struct gr_list *it, *tmp;
+    *handshaking = false;
     gr_list_for_each_safe(it, tmp, &p->conns)
     {
         struct upconn *u = container_of(it, struct upconn, link);
         if (upconn_free_slots(u) > 0)
             return u;
+        if (!u->ready)
+            *handshaking = true;
     }
     return NULL;
 }
 
 static struct upconn *find_or_open(struct pool *p, int *err)
 {
-    struct upconn *u = find_free(p);
+    bool handshaking;
+    struct upconn *u = find_free(p, &handshaking);
     *err = GR_OK;
-    if (u == NULL && p->n_conns < p->wc->cfg->max_connections && !p->w->stopping) {
+    /* While a connection is still handshaking its real stream limit is
+     * unknown (we assume 100): wait for its SETTINGS rather than open more. */
+    if (u == NULL && !handshaking && p->n_conns < p->wc->cfg->max_connections && !p->w->stopping) {
         u = upconn_open(p);
         if (u == NULL) {
             log_warn("upstream %s: cannot open a connection: %s", p->ep->address.text, strerror(errno));

@@ -23,15 +23,16 @@
 
 static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
 
-/* Monotonic microseconds: deadlines are absolute on this clock. */
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
-}
-
 static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents);
+static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents);
+static void start_attempt(struct stream *s, bool retry);
+
+/* How a failed attempt may be retried. */
+enum retry_kind {
+    RETRY_TRANSPARENT, /* nothing reached the application: always, within bounds */
+    RETRY_STATUS,      /* a status in the route's retry_on */
+    RETRY_PER_TRY,     /* the route's per-try timeout fired */
+};
 
 #define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
 
@@ -64,6 +65,8 @@ struct stream *stream_new(struct dconn *d, int32_t id)
     gr_list_init(&s->up_link);
     gr_list_insert_tail(&d->streams, &s->down_link);
     ev_timer_init(&s->deadline_timer, on_deadline, 0.0, 0.0);
+    ev_timer_init(&s->attempt_timer, on_attempt_timer, 0.0, 0.0);
+    s->replay = true;
     return s;
 }
 
@@ -199,6 +202,7 @@ static int set_status_trailers(struct stream *s, enum grpc_status status, const 
 
 void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
 {
+    ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     detach_up(s, true);
     if (s->resp_ended && s->resp_started)
         return; /* the client already has (or is getting) a complete answer */
@@ -266,7 +270,7 @@ void stream_on_req_headers_done(struct stream *s)
         timeout_us = s->route->timeout_ms * 1000;
     if (client_timeout || timeout_us > 0) {
         /* The deadline is fixed now; waiting for a connection counts against it. */
-        s->deadline_us = now_us() + timeout_us;
+        s->deadline_us = gr_now_us() + timeout_us;
         ev_timer_set(&s->deadline_timer, (double)timeout_us / 1e6, 0.0);
         ev_timer_start(w->loop, &s->deadline_timer);
         if (timeout_us == 0) {
@@ -274,11 +278,46 @@ void stream_on_req_headers_done(struct stream *s)
             return;
         }
     }
-    struct wcluster *wc = &w->clusters[s->route->cluster->index];
+    start_attempt(s, false);
+}
+
+/* The endpoint for an attempt: the balancer's pick, unless it is ejected or
+ * (on a retry) the one that just failed, when another will do. */
+static size_t pick_endpoint(struct stream *s, struct wcluster *wc, bool retry)
+{
+    size_t n = wc->cfg->n_endpoints;
+    uint64_t now = gr_now_us();
     size_t idx = balancer_pick(&wc->lb);
+    if (n == 1)
+        return idx;
+#define BAD(i) (pool_ejected(&wc->pools[i], now) || (retry && (i) == s->last_ep))
+    for (size_t tries = 1; tries < 2 * n && BAD(idx); tries++)
+        idx = balancer_pick(&wc->lb);
+    for (size_t k = 0; k < n && BAD(idx); k++)
+        idx = (idx + 1) % n;
+    if (retry && idx == s->last_ep)
+        idx = (idx + 1) % n; /* everything is ejected: at least try another */
+#undef BAD
+    return idx;
+}
+
+/* Sends the call to an endpoint (first attempt or retry). */
+static void start_attempt(struct stream *s, bool retry)
+{
+    struct worker *w = stream_worker(s);
+    struct wcluster *wc = &w->clusters[s->route->cluster->index];
+    size_t idx = pick_endpoint(s, wc, retry);
     struct pool *p = &wc->pools[idx];
+    char msg[256];
+    s->last_ep = idx;
     s->pool = p;
     balancer_started(&wc->lb, idx);
+    uint64_t per_try = s->route->retry.per_try_timeout_ms;
+    if (per_try > 0) {
+        s->backing_off = false;
+        ev_timer_set(&s->attempt_timer, (double)per_try / 1e3, 0.0);
+        ev_timer_start(w->loop, &s->attempt_timer);
+    }
     int rc = pool_acquire(p, s);
     if (rc == GR_ERR_LIMIT) {
         snprintf(msg, sizeof(msg), "upstream %s of cluster %s: too many calls waiting for a connection",
@@ -291,6 +330,91 @@ void stream_on_req_headers_done(struct stream *s)
     }
 }
 
+/* The request is no longer replayable: drop what was kept for a retry. */
+static void drop_replay(struct stream *s)
+{
+    if (!s->replay)
+        return;
+    s->replay = false;
+    buf_drain(&s->req, &stream_worker(s)->chunks, s->req_sent);
+    s->req_acked -= s->req_sent;
+    s->req_sent = 0;
+}
+
+/* Forgets the failed attempt's response so the next one starts clean. */
+static void reset_for_attempt(struct stream *s)
+{
+    s->up_closed = false;
+    s->up_id = 0;
+    s->up_headers_sent = false;
+    s->req_sent = 0;
+    s->req_deferred = false;
+    s->resp_status = 0;
+    s->resp_headers_done = false;
+    s->resp_ended = false;
+    hdr_list_init(&s->resp_hdrs);
+    hdr_list_init(&s->resp_trailers);
+    buf_clear(&s->resp, &stream_worker(s)->chunks);
+}
+
+/* After a failed attempt (already detached or about to be): starts another
+ * if the request is replayable, nothing reached the client, the kind of
+ * failure allows it, and the deadline leaves room. Returns true if so. */
+static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why)
+{
+    if (!s->replay || s->resp_started || s->route == NULL || stream_worker(s)->stopping)
+        return false;
+    const struct gr_retry_cfg *rp = &s->route->retry;
+    size_t n = s->route->cluster->n_endpoints;
+    uint64_t delay_us = 0;
+    if (kind == RETRY_TRANSPARENT && s->transparent_retries < (n > 2 ? n : 2)) {
+        s->transparent_retries++;
+    } else if (s->retries < rp->num_retries &&
+               (kind == RETRY_PER_TRY || (rp->retry_on_mask & (1u << (unsigned)st)))) {
+        /* Exponential backoff with full jitter: uniform in [0, base * 2^retries], capped. */
+        uint64_t cap = rp->backoff.base_interval_ms * 1000ull << (s->retries < 16 ? s->retries : 16);
+        if (cap > rp->backoff.max_interval_ms * 1000ull)
+            cap = rp->backoff.max_interval_ms * 1000ull;
+        delay_us = gr_rand(&stream_worker(s)->rng) % (cap + 1);
+        s->retries++;
+    } else {
+        return false;
+    }
+    if (s->deadline_us && gr_now_us() + delay_us + 1000 >= s->deadline_us)
+        return false;
+    log_debug("stream %d: %s; retrying (%s, %llu us backoff)", s->id, why,
+              kind == RETRY_TRANSPARENT ? "transparent" : "retry_policy", (unsigned long long)delay_us);
+    struct worker *w = stream_worker(s);
+    ev_timer_stop(w->loop, &s->attempt_timer);
+    detach_up(s, true);
+    reset_for_attempt(s);
+    if (delay_us == 0) {
+        start_attempt(s, true);
+    } else {
+        s->backing_off = true;
+        ev_timer_set(&s->attempt_timer, (double)delay_us / 1e6, 0.0);
+        ev_timer_start(w->loop, &s->attempt_timer);
+    }
+    return true;
+}
+
+static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = container_of(t, struct stream, attempt_timer);
+    if (s->backing_off) {
+        s->backing_off = false;
+        start_attempt(s, true);
+        return;
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "per-try timeout of %llums exceeded at grelay",
+             (unsigned long long)s->route->retry.per_try_timeout_ms);
+    if (!maybe_retry(s, GRPC_DEADLINE_EXCEEDED, RETRY_PER_TRY, msg))
+        stream_fail(s, GRPC_DEADLINE_EXCEEDED, msg);
+}
+
 int stream_attach_upstream(struct stream *s, struct upconn *u)
 {
     size_t n;
@@ -300,8 +424,10 @@ int stream_attach_upstream(struct stream *s, struct upconn *u)
         return GR_ERR_NOMEM;
     if (s->deadline_us) {
         /* The time actually left as the headers leave, minus the route's
-         * offset (for the way back), but never less than 1ms of what is left. */
-        uint64_t now = now_us();
+         * offset (for the way back), but never less than 1ms of what is left.
+         * The per-try timeout is grelay's to enforce (as in Envoy): sending it
+         * would let the backend race us with its own DEADLINE_EXCEEDED. */
+        uint64_t now = gr_now_us();
         uint64_t left = s->deadline_us > now ? s->deadline_us - now : 0;
         uint64_t offset = s->route->grpc_timeout_offset_ms * 1000;
         uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
@@ -374,10 +500,11 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
         log_debug("stream %d: client closed it (%s), cancelling upstream", s->id,
                   nghttp2_http2_strerror(error_code));
     ev_timer_stop(w->loop, &s->deadline_timer);
+    ev_timer_stop(w->loop, &s->attempt_timer);
     detach_up(s, true);
-    /* Request bytes never taken upstream still hold the client's window. */
-    if (s->req.len > 0 && s->down->h2 != NULL)
-        nghttp2_session_consume_connection(s->down->h2, s->req.len);
+    /* Request bytes never given back still hold the client's window. */
+    if (s->req.len > s->req_acked && s->down->h2 != NULL)
+        nghttp2_session_consume_connection(s->down->h2, s->req.len - s->req_acked);
     buf_clear(&s->req, &w->chunks);
     buf_clear(&s->resp, &w->chunks);
     gr_list_remove(&s->down_link);
@@ -418,7 +545,19 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
     s->resp_headers_done = true;
     if (s->resp_started)
         return;
-    if (hdr_list_find(&s->resp_hdrs, "grpc-status") == NULL) {
+    const struct gr_hdr *gs = hdr_list_find(&s->resp_hdrs, "grpc-status");
+    if (gs != NULL && end_stream && s->replay) {
+        /* Trailers-only failure: the status is known before anything went
+         * to the client, so the route's retry_on may apply. */
+        int code = 0;
+        for (uint32_t i = 0; i < gs->valuelen && i < 3; i++)
+            code = code * 10 + (gs->value[i] - '0');
+        char why[64];
+        snprintf(why, sizeof(why), "upstream answered %s", grpc_status_name((enum grpc_status)code));
+        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, why))
+            return;
+    }
+    if (gs == NULL) {
         /* Not a trailers-only gRPC answer: it must be HTTP 200 with a gRPC
          * content-type, or it is a plain HTTP error page from something
          * that is not a gRPC server. */
@@ -428,7 +567,9 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
             char msg[200];
             snprintf(msg, sizeof(msg), "upstream answered HTTP %d (%.60s), not gRPC", s->resp_status,
                      ct ? (const char *)ct->value : "no content-type");
-            stream_fail(s, s->resp_status != 200 ? grpc_status_from_http(s->resp_status) : GRPC_UNKNOWN, msg);
+            enum grpc_status st = s->resp_status != 200 ? grpc_status_from_http(s->resp_status) : GRPC_UNKNOWN;
+            if (!maybe_retry(s, st, RETRY_STATUS, msg))
+                stream_fail(s, st, msg);
             return;
         }
     }
@@ -456,6 +597,7 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
         return;
     }
     s->resp_started = true;
+    drop_replay(s); /* committed: the client has the headers */
     conn_want_flush(&s->down->io);
 }
 
@@ -483,26 +625,40 @@ void stream_on_resp_end(struct stream *s)
         return;
     }
     s->resp_ended = true;
+    if (!s->backing_off)
+        ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     resume_resp(s);
 }
 
 void stream_on_up_close(struct stream *s, uint32_t error_code)
 {
-    bool ended = s->resp_ended;
-    detach_up(s, false);
-    if (!ended) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(error_code));
-        stream_fail(s, grpc_status_from_h2_error(error_code), msg);
+    s->up_closed = true; /* nothing to reset: it is closed */
+    if (s->resp_ended) {
+        detach_up(s, false);
+        return;
     }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(error_code));
+    enum grpc_status st = grpc_status_from_h2_error(error_code);
+    /* REFUSED_STREAM (also what streams above a GOAWAY's last-stream-id get)
+     * promises the application never saw the request. */
+    if (maybe_retry(s, st, error_code == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS, msg))
+        return;
+    detach_up(s, false);
+    stream_fail(s, st, msg);
 }
 
-void stream_on_up_lost(struct stream *s, const char *why)
+void stream_on_up_lost(struct stream *s, const char *why, bool unsent)
 {
-    bool ended = s->resp_ended;
+    s->up_closed = true; /* the connection is gone: nothing to reset */
+    if (s->resp_ended) {
+        detach_up(s, false);
+        return;
+    }
+    if (maybe_retry(s, GRPC_UNAVAILABLE, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, why))
+        return;
     detach_up(s, false);
-    if (!ended)
-        stream_fail(s, GRPC_UNAVAILABLE, why);
+    stream_fail(s, GRPC_UNAVAILABLE, why);
 }
 
 static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
@@ -522,12 +678,33 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = buf_read(&s->req, &stream_worker(s)->chunks, out, length);
-    if (n > 0) {
-        nghttp2_session_consume(s->down->h2, s->id, n);
+    struct chunk_pool *pool = &stream_worker(s)->chunks;
+    size_t n, acked_now = 0;
+    if (s->replay) {
+        /* Keep what is sent, for a retry; the client's window still opens
+         * as bytes go upstream, so replay costs no backpressure. */
+        n = buf_copy_at(&s->req, s->req_sent, out, length);
+        s->req_sent += n;
+        if (s->req_sent > s->req_acked) {
+            acked_now = s->req_sent - s->req_acked;
+            s->req_acked = s->req_sent;
+        }
+        if (s->req_sent > s->down->cfg->stream_buffer)
+            drop_replay(s); /* too big to keep: this attempt is the last */
+    } else {
+        n = buf_read(&s->req, pool, out, length);
+        if (n > s->req_acked) {
+            acked_now = n - s->req_acked;
+            s->req_acked = 0;
+        } else {
+            s->req_acked -= n;
+        }
+    }
+    if (acked_now > 0) {
+        nghttp2_session_consume(s->down->h2, s->id, acked_now);
         conn_want_flush(&s->down->io);
     }
-    if (s->req.len == 0 && s->req_ended) {
+    if (s->req.len == s->req_sent && s->req_ended) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (s->req_trailers.n > 0) {
             size_t cnt;

@@ -125,6 +125,7 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
     }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    w->rng = ((uint64_t)ts.tv_nsec << 16) ^ ((uint64_t)(id + 1) * 0xbf58476d1ce4e5b9ull) ^ 0x94d049bb133111ebull;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         struct wcluster *wc = &w->clusters[i];
         const struct gr_cluster_cfg *cl = &cfg->clusters[i];

@@ -42,6 +42,9 @@ int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t 
 size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len);
 /* Fills up to max iovecs with queued bytes without draining; returns the count. */
 int buf_peek_iov(const struct buf *b, struct iovec *iov, int max);
+/* Copies up to len bytes starting offset bytes in, without draining;
+ * returns the count copied. */
+size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len);
 /* Drains len bytes (at most buf len). */
 void buf_drain(struct buf *b, struct chunk_pool *p, size_t len);
 /* Drops everything queued. */

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <time.h>
 
 #define GRELAY_VERSION "0.1.0"
 
@@ -28,6 +29,25 @@ enum gr_err {
 };
 
 const char *gr_strerror(int err);
+
+/* Monotonic microseconds: deadlines and ejections are absolute on this clock. */
+static inline uint64_t gr_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
+}
+
+/* xorshift64: fast, per-thread state, not for secrets. */
+static inline uint64_t gr_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
 
 /* Intrusive doubly linked list; an empty list points at itself. */
 struct gr_list {

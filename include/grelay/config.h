@@ -69,11 +69,26 @@ struct gr_match_cfg {
     size_t path_len;
 };
 
+struct gr_backoff_cfg {
+    uint64_t base_interval_ms; /* first retry waits up to this (full jitter) */
+    uint64_t max_interval_ms;  /* no wait is longer */
+};
+
+struct gr_retry_cfg {
+    const char **retry_on;      /* gRPC status names, as written */
+    size_t n_retry_on;
+    uint32_t retry_on_mask;     /* derived: bit N = retry on status N */
+    uint32_t num_retries;       /* retries after the first attempt */
+    uint64_t per_try_timeout_ms;/* 0 = none */
+    struct gr_backoff_cfg backoff;
+};
+
 struct gr_route_cfg {
     struct gr_match_cfg match;      /* when the route applies */
     uint64_t timeout_ms;            /* deadline when the client sends no grpc-timeout; 0 = none */
     uint64_t max_grpc_timeout_ms;   /* cap on the client's grpc-timeout; 0 = no cap */
     uint64_t grpc_timeout_offset_ms;/* subtracted from the grpc-timeout sent upstream */
+    struct gr_retry_cfg retry;      /* configured retries; num_retries 0 = none */
     const char *cluster_name;       /* where it sends calls */
     struct gr_pos cluster_pos;      /* where cluster is named */
     struct gr_cluster_cfg *cluster; /* resolved from cluster_name */

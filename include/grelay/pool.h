@@ -20,7 +20,15 @@ struct pool {
     struct gr_list waiting;             /* streams waiting for a slot, oldest first */
     uint32_t n_waiting;
     bool failing;                       /* last connection attempt failed (logged once) */
+    uint32_t connect_failures;          /* in a row; reset by a connection that works */
+    uint64_t ejected_until_us;          /* picks avoid it until then (gr_now_us clock) */
 };
+
+/* Passive health: an endpoint whose connects fail is avoided for 1 s,
+ * doubling per failure up to 30 s, unless nothing else is left. */
+static inline bool pool_ejected(const struct pool *p, uint64_t now_us) { return p->ejected_until_us > now_us; }
+void pool_connect_failed(struct pool *p);
+void pool_connect_worked(struct pool *p);
 
 void pool_init(struct pool *p, struct worker *w, struct wcluster *wc, size_t index);
 /* Closes every connection (their streams fail) and empties the line. */

@@ -36,7 +36,14 @@ struct stream {
     struct pool *pool;              /* pool of the chosen endpoint */
     struct upconn *up;              /* upstream connection while attached */
     int32_t up_id;                  /* upstream stream id, 0 before submit */
-    struct buf req;                 /* request bytes not yet taken upstream */
+    struct buf req;                 /* request bytes not yet taken upstream, and while
+                                       replayable also those already sent */
+    size_t req_sent;                /* bytes of req handed to the current attempt (replay mode) */
+    size_t req_acked;               /* bytes at the head of req already given back to the client's window */
+    ev_timer attempt_timer;         /* the backoff before the next attempt, or the per-try timeout */
+    size_t last_ep;                 /* endpoint index of the latest attempt */
+    uint8_t retries;                /* configured retries made */
+    uint8_t transparent_retries;    /* transparent retries made */
     struct buf resp;                /* response bytes not yet taken downstream */
     struct gr_list down_link;       /* in down->streams */
     struct gr_list up_link;         /* in up->streams, or pool->waiting */
@@ -51,6 +58,9 @@ struct stream {
     bool up_closed;                 /* upstream stream closed or never to be */
     bool headers_too_big;           /* request headers passed the listener's limit */
     bool waiting;                   /* in pool->waiting */
+    bool replay;                    /* the request can still be sent again (retries) */
+    bool backing_off;               /* attempt_timer is a backoff, not a per-try timeout */
+    bool up_headers_sent;           /* the current attempt's HEADERS went to the upstream */
 };
 
 struct stream *stream_new(struct dconn *d, int32_t id);
@@ -80,7 +90,8 @@ void stream_on_resp_data(struct stream *s, const uint8_t *data, size_t len);
 void stream_on_resp_end(struct stream *s);
 /* The upstream stream closed (error_code from RST_STREAM, or NO_ERROR). */
 void stream_on_up_close(struct stream *s, uint32_t error_code);
-/* The upstream connection is gone; why names the cause. */
-void stream_on_up_lost(struct stream *s, const char *why);
+/* The upstream connection is gone; why names the cause; unsent is true when
+ * the request cannot have reached the application (safe to retry). */
+void stream_on_up_lost(struct stream *s, const char *why, bool unsent);
 
 #endif

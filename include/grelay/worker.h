@@ -53,6 +53,7 @@ struct worker {
     nghttp2_option *server_opt;
     nghttp2_option *client_opt;
     bool stopping;                /* no new connections or streams */
+    uint64_t rng;                 /* jitter for retry backoff */
     uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
 };
 

@@ -12,7 +12,9 @@ Methods:
                            (UTF-8) as the status message; `x-barrier: N`
                            holds the call until N calls are in flight;
                            `x-hold: ID` never answers and records ID when
-                           cancelled; `x-time-remaining` reports the deadline seen.
+                           cancelled; `x-time-remaining` reports the deadline seen;
+                           `x-fail-on: NAME` / `x-hold-on: NAME` fail (trailers-only
+                           UNAVAILABLE) or hold only on the backend called NAME.
   /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id"}: sends
                            count messages of size bytes; with hold, waits after
                            the first message until the client cancels.
@@ -60,10 +62,16 @@ def initial_md(context):
 
 def unary(request, context):
     record("calls")
+    md0 = dict(context.invocation_metadata())
+    if NAME in md0.get("x-fail-on", "").split(","):
+        # Trailers-only failure (nothing sent before the status).
+        context.abort(grpc.StatusCode.UNAVAILABLE, "%s is failing on purpose" % NAME)
+    if NAME in md0.get("x-hold-on", "").split(","):
+        md0["x-hold"] = "hold-on-" + NAME
     with state_lock:
         if context.peer() not in events["peers"]:
             events["peers"].append(context.peer())
-    md = dict(context.invocation_metadata())
+    md = md0
     remaining = context.time_remaining()
     md_out = initial_md(context)
     if remaining is not None:

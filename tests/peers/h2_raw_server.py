@@ -8,10 +8,15 @@ The last path segment of a call picks the behaviour:
   Http503                                ":status 503" with an HTML body, no gRPC framing
   Ok                                     a proper gRPC answer echoing the request, with the
                                          grpc-timeout it received in trailer x-seen-grpc-timeout
+                                         and the connection's number in x-conn-id
+  Goaway                                 GOAWAY (last stream = this one), then a proper answer
+  GoawayRefuseOnce                       the first time: GOAWAY with last stream 0, no answer
+                                         (the client must treat the stream as refused); then Ok
 
 Usage: h2_raw_server.py HOST:PORT
 """
 import socket
+import struct
 import sys
 import threading
 
@@ -21,9 +26,14 @@ import h2.errors
 import h2.events
 
 HOST, PORT = sys.argv[1].rsplit(":", 1)
+counter_lock = threading.Lock()
+counters = {"conns": 0, "refused_once": False}
 
 
 def serve(sock):
+    with counter_lock:
+        counters["conns"] += 1
+        conn_id = counters["conns"]
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
@@ -44,15 +54,22 @@ def serve(sock):
                 bodies[ev.stream_id] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
-                act(conn, ev.stream_id, paths[ev.stream_id].rsplit("/", 1)[-1], bodies[ev.stream_id],
-                    timeouts[ev.stream_id])
+                extra = act(conn, ev.stream_id, paths[ev.stream_id].rsplit("/", 1)[-1], bodies[ev.stream_id],
+                            timeouts[ev.stream_id], conn_id)
+                if extra:
+                    sock.sendall(conn.data_to_send() + extra)
         sock.sendall(conn.data_to_send())
 
 
 GRPC = [(":status", "200"), ("content-type", "application/grpc")]
 
 
-def act(conn, sid, what, body, timeout):
+def goaway_frame(last_stream_id):
+    """A GOAWAY written by hand: h2 would refuse to send anything after its own."""
+    return struct.pack(">I", 8)[1:] + bytes([0x7, 0]) + struct.pack(">III", 0, last_stream_id, 0)
+
+
+def act(conn, sid, what, body, timeout, conn_id):
     codes = {"RstRefused": h2.errors.ErrorCodes.REFUSED_STREAM, "RstCancel": h2.errors.ErrorCodes.CANCEL,
              "RstProtocol": h2.errors.ErrorCodes.PROTOCOL_ERROR}
     if what in codes:
@@ -65,9 +82,17 @@ def act(conn, sid, what, body, timeout):
         conn.send_headers(sid, [(":status", "503"), ("content-type", "text/html")])
         conn.send_data(sid, b"<html><body>503 Service Unavailable</body></html>", end_stream=True)
     else:
+        if what == "GoawayRefuseOnce":
+            with counter_lock:
+                first, counters["refused_once"] = not counters["refused_once"], True
+            if first:
+                return goaway_frame(0)
+        prefix = goaway_frame(sid) if what == "Goaway" else b""
         conn.send_headers(sid, GRPC)
         conn.send_data(sid, body)
-        conn.send_headers(sid, [("grpc-status", "0"), ("x-seen-grpc-timeout", timeout)], end_stream=True)
+        conn.send_headers(sid, [("grpc-status", "0"), ("x-seen-grpc-timeout", timeout),
+                                ("x-conn-id", str(conn_id))], end_stream=True)
+        return prefix + conn.data_to_send() if prefix else None
 
 
 def main():

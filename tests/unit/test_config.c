@@ -108,6 +108,50 @@ static void values_sizes_durations_and_matchers(void **state)
     config_free(cfg);
 }
 
+static void retry_policy_and_deadlines(void **state)
+{
+    (void)state;
+    const char *yaml = "listeners:\n"
+                       "  - name: l\n"
+                       "    address: 127.0.0.1:1\n"
+                       "    virtual_hosts:\n"
+                       "      - name: v\n"
+                       "        domains: ['*']\n"
+                       "        routes:\n"
+                       "          - match: { prefix: / }\n"
+                       "            cluster: c\n"
+                       "            timeout: 2s\n"
+                       "            max_grpc_timeout: 30s\n"
+                       "            grpc_timeout_offset: 5ms\n"
+                       "            retry_policy:\n"
+                       "              retry_on: [unavailable, Resource-Exhausted, cancelled]\n"
+                       "              num_retries: 3\n"
+                       "              per_try_timeout: 250ms\n"
+                       "              backoff: { base_interval: 10ms, max_interval: 1s }\n"
+                       "          - match: { prefix: /x }\n"
+                       "            cluster: c\n"
+                       "clusters: [{name: c, endpoints: [{address: 127.0.0.1:3}]}]\n";
+    char err[512];
+    struct gr_config *cfg = load(yaml, err, sizeof(err));
+    if (cfg == NULL)
+        print_error("%s\n", err);
+    assert_non_null(cfg);
+    const struct gr_route_cfg *r = cfg->listeners[0].vhosts[0].routes;
+    assert_int_equal(r[0].timeout_ms, 2000);
+    assert_int_equal(r[0].max_grpc_timeout_ms, 30000);
+    assert_int_equal(r[0].grpc_timeout_offset_ms, 5);
+    assert_int_equal(r[0].retry.retry_on_mask, (1u << 14) | (1u << 8) | (1u << 1));
+    assert_int_equal(r[0].retry.num_retries, 3);
+    assert_int_equal(r[0].retry.per_try_timeout_ms, 250);
+    assert_int_equal(r[0].retry.backoff.base_interval_ms, 10);
+    assert_int_equal(r[0].retry.backoff.max_interval_ms, 1000);
+    /* No retry_policy: no configured retries (transparent ones still happen). */
+    assert_int_equal(r[1].retry.num_retries, 0);
+    assert_int_equal(r[1].retry.retry_on_mask, 0);
+    assert_int_equal(r[1].timeout_ms, 0);
+    config_free(cfg);
+}
+
 struct bad_case {
     const char *yaml;     /* the file */
     const char *expected; /* the whole error message, starting with t.yaml:line:col */
@@ -168,6 +212,19 @@ static const struct bad_case bad_cases[] = {
     {GOOD_HEAD "  - name: second\n    address: 127.0.0.1:8080\n    virtual_hosts:\n      - name: v\n"
      "        domains: ['*']\n        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
      "t.yaml:10:5: listener 'second' uses address 127.0.0.1:8080 of listener 'ingress'"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { retry_on: [unavailable, flaky] }\n" CLUSTERS,
+     "t.yaml:10:27: retry_on: 'flaky' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
+     "resource_exhausted, aborted, internal, unavailable, ...)"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { num_retries: 2 }\n" CLUSTERS,
+     "t.yaml:10:27: retry_policy needs 'retry_on' with at least one status"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            timeout: soon\n" CLUSTERS,
+     "t.yaml:10:22: 'timeout' must be a duration such as 5s, 250ms, 1.5s or 2m, got 'soon'"},
     {"log_level: loud\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: 'log_level' must be one of error, warn, info, debug, got 'loud'"},
 };
@@ -216,6 +273,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(issue_example_loads_with_defaults),
         cmocka_unit_test(values_sizes_durations_and_matchers),
+        cmocka_unit_test(retry_policy_and_deadlines),
         cmocka_unit_test(bad_files_say_where_and_what),
         cmocka_unit_test(shipped_configs_load),
         cmocka_unit_test(missing_file_says_so),
