@@ -598,6 +598,9 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
     }
     s->resp_started = true;
     drop_replay(s); /* committed: the client has the headers */
+    /* The per-try timeout bounds the wait for an answer; once one streams
+     * back no retry is possible, and the call's deadline governs the rest. */
+    ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     conn_want_flush(&s->down->io);
 }
 
@@ -625,8 +628,6 @@ void stream_on_resp_end(struct stream *s)
         return;
     }
     s->resp_ended = true;
-    if (!s->backing_off)
-        ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     resume_resp(s);
 }
 

@@ -167,3 +167,18 @@ def test_streams_above_goaway_last_stream_id_are_retried_transparently(raw, grel
     assert raw_call(g, "Ok")[1]["x-conn-id"] == "1"
     reply, trailers = raw_call(g, "GoawayRefuseOnce")
     assert reply == b"payload" and trailers["x-conn-id"] == "2"
+
+
+def test_per_try_timeout_does_not_cut_a_stream_that_answered(backends, grelay_factory):
+    port = free_port()
+    retry = {"retry_on": ["unavailable"], "num_retries": 1, "per_try_timeout": "200ms"}
+    g = grelay_factory(config(port, [backends[0].addr], retry=retry), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        it = ch.unary_stream("/test.Echo/ServerStream")(
+            json.dumps({"count": 2, "size": 8, "hold": True, "id": "long-stream"}).encode(), timeout=30)
+        next(it)
+        # Well past the per-try timeout: the stream is still open.
+        import time
+        time.sleep(0.6)
+        assert "long-stream" not in backends[0].events()["cancelled"]
+        it.cancel()
