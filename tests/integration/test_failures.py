@@ -210,3 +210,25 @@ def test_upstream_reset_after_data_delivers_the_data_then_a_status(raw_backend_p
 def test_raw_backend_proper_answer_passes(raw_backend_proxy):
     with grpc.insecure_channel(raw_backend_proxy.addr) as ch:
         assert ch.unary_unary("/raw.Svc/Ok")(b"fine", timeout=10) == b"fine"
+
+
+def test_client_disconnect_cancels_all_its_upstream_streams(backends, grelay_factory):
+    port = free_port()
+    g = grelay_factory(simple_config(port, [backends[1].addr]), port)
+    s, c = raw_h2(port)
+    ids = [1, 3, 5]
+    for sid in ids:
+        req = json.dumps({"count": 2, "size": 8, "hold": True, "id": "gone-%d" % sid}).encode()
+        c.send_headers(sid, grpc_headers("/test.Echo/ServerStream"))
+        c.send_data(sid, b"\x00" + len(req).to_bytes(4, "big") + req, end_stream=True)
+    s.sendall(c.data_to_send())
+    first = set()
+    deadline = time.monotonic() + 10
+    while len(first) < len(ids) and time.monotonic() < deadline:
+        for ev in c.receive_data(s.recv(65536)):
+            if isinstance(ev, h2.events.DataReceived):
+                first.add(ev.stream_id)
+    assert first == set(ids)  # all three are streaming
+    s.close()  # the client vanishes
+    want = {"gone-%d" % sid for sid in ids}
+    assert wait_for(lambda: want <= set(backends[1].events()["cancelled"])), backends[1].events()["cancelled"]

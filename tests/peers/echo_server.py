@@ -52,6 +52,20 @@ def record(key, value=None):
             events[key] += 1 if value is None else value
 
 
+def record_cancel_on_termination(context, call_id):
+    """Records call_id when the RPC ends without the handler finishing it.
+    grpcio runs termination callbacks however the RPC ends, even when it
+    never resumes a streaming handler that was cancelled mid-write."""
+    done = {"finished": False}
+
+    def on_end():
+        if not done["finished"]:
+            record("cancelled", call_id)
+
+    context.add_callback(on_end)
+    return done
+
+
 def initial_md(context):
     md = [("x-backend", NAME)]
     for k, v in context.invocation_metadata():
@@ -78,11 +92,10 @@ def unary(request, context):
         md_out.append(("x-time-remaining", "%.6f" % remaining))
     if "x-hold" in md:
         # Never answers: waits for the client (or grelay) to cancel.
+        record_cancel_on_termination(context, md["x-hold"])
         deadline = time.monotonic() + 30
         while context.is_active() and time.monotonic() < deadline:
             time.sleep(0.01)
-        if not context.is_active():
-            record("cancelled", md["x-hold"])
         return b""
     context.send_initial_metadata(md_out)
     trailers = []
@@ -112,6 +125,7 @@ def server_stream(request, context):
     req = json.loads(request or b"{}")
     context.send_initial_metadata(initial_md(context))
     count, size = int(req.get("count", 3)), int(req.get("size", 8))
+    done = record_cancel_on_termination(context, req.get("id", "")) if req.get("hold") else {}
     for i in range(count):
         yield (b"%08d" % i + b"x" * max(0, size - 8))[:max(size, 8)]
         if req.get("hold") and i == 0:
@@ -119,8 +133,8 @@ def server_stream(request, context):
             while context.is_active() and time.monotonic() < deadline:
                 time.sleep(0.01)
             if not context.is_active():
-                record("cancelled", req.get("id", ""))
                 return
+    done["finished"] = True
 
 
 def client_stream(request_iterator, context):
