@@ -136,3 +136,14 @@ def simple_config(port, endpoints, lb_policy="round_robin", routes=None, workers
     cluster = {"name": "backend", "lb_policy": lb_policy, "endpoints": eps}
     cluster.update(cluster_extra or {})
     return {"workers": workers, "listeners": [listener], "clusters": [cluster]}
+
+
+def concurrent_calls(addr, n, key):
+    """n unary calls on one connection that the echo backend holds until all
+    n are in flight at once (x-barrier); asserts every answer."""
+    import grpc
+    with grpc.insecure_channel(addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        md = [("x-barrier", str(n)), ("x-barrier-key", key)]
+        futs = [call.future(b"call %d" % i, metadata=md, timeout=30) for i in range(n)]
+        assert [f.result() for f in futs] == [b"call %d" % i for i in range(n)]

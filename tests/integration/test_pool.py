@@ -5,7 +5,7 @@ import json
 import grpc
 import pytest
 
-from harness import Backend, free_port, simple_config
+from harness import Backend, concurrent_calls, free_port, simple_config
 
 
 @pytest.fixture
@@ -18,22 +18,14 @@ def solo():
 def test_one_upstream_connection_carries_many_streams(solo, grelay_factory):
     port = free_port()
     g = grelay_factory(simple_config(port, [solo.addr]), port)
-    with grpc.insecure_channel(g.addr) as ch:
-        call = ch.unary_unary("/test.Echo/Unary")
-        md = [("x-barrier", "150"), ("x-barrier-key", "many")]
-        futs = [call.future(b"%d" % i, metadata=md, timeout=30) for i in range(150)]
-        assert [f.result() for f in futs] == [b"%d" % i for i in range(150)]
+    concurrent_calls(g.addr, 150, "many")
     assert len(solo.events()["peers"]) == 1
 
 
 def test_full_connections_make_the_pool_open_more(solo, grelay_factory):
     port = free_port()
     g = grelay_factory(simple_config(port, [solo.addr], cluster_extra={"max_streams_per_connection": 10}), port)
-    with grpc.insecure_channel(g.addr) as ch:
-        call = ch.unary_unary("/test.Echo/Unary")
-        md = [("x-barrier", "40"), ("x-barrier-key", "forty")]
-        futs = [call.future(b"%d" % i, metadata=md, timeout=30) for i in range(40)]
-        assert [f.result() for f in futs] == [b"%d" % i for i in range(40)]
+    concurrent_calls(g.addr, 40, "forty")
     assert len(solo.events()["peers"]) == 4
 
 

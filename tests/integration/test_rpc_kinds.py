@@ -6,7 +6,7 @@ import threading
 import grpc
 import pytest
 
-from harness import Backend, free_port, simple_config
+from harness import Backend, concurrent_calls, free_port, simple_config
 
 
 def test_unary_echo_with_custom_and_binary_metadata_both_ways(channel):
@@ -75,11 +75,7 @@ def test_200_concurrent_calls_on_one_connection(grelay_factory):
     try:
         port = free_port()
         g = grelay_factory(simple_config(port, [b.addr]), port)
-        with grpc.insecure_channel(g.addr) as ch:
-            call = ch.unary_unary("/test.Echo/Unary")
-            md = [("x-barrier", "200"), ("x-barrier-key", "c200")]
-            futs = [call.future(b"call %d" % i, metadata=md, timeout=30) for i in range(200)]
-            assert [f.result() for f in futs] == [b"call %d" % i for i in range(200)]
+        concurrent_calls(g.addr, 200, "c200")
     finally:
         b.stop()
 
