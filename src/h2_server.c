@@ -8,14 +8,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, io); }
+static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
+static inline struct dconn *dconn_from(struct downstream *d) { return container_of(d, struct dconn, base); }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    struct stream *s = stream_new(d, frame->hd.stream_id);
+    struct stream *s = stream_new(&d->base, frame->hd.stream_id);
     if (s == NULL) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
         return 0;
@@ -73,8 +74,10 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s != NULL)
-        stream_on_resp_sent(s);
+    /* The answer is complete but the client is still sending: tell it to
+     * stop, as RFC 9113 8.1 allows, so the stream can close. */
+    if (s != NULL && !s->req_ended)
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -141,16 +144,77 @@ static void d_on_close(struct conn *c, int err, const char *why)
     struct dconn *d = dconn_of(c);
     if (err != GR_OK && err != GR_ERR_CLOSED)
         log_debug("client connection closed: %s", why);
-    gr_list_remove(&d->link);
-    while (!gr_list_empty(&d->streams)) {
-        struct stream *s = container_of(d->streams.next, struct stream, down_link);
-        stream_on_down_close(s, NGHTTP2_CANCEL);
-    }
+    downstream_close_streams(&d->base);
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
 }
 
 static void d_destroy(struct conn *c) { free(dconn_of(c)); }
+
+/* Response body provider: pulls from the stream, then sends its trailers. */
+static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
+{
+    (void)src;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof;
+    size_t n = stream_pull_resp(s, out, length, &eof);
+    if (eof) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (stream_has_trailers(s)) {
+            size_t cnt;
+            nghttp2_nv *nva = stream_trailers_nv(s, &cnt);
+            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+    } else if (n == 0) {
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)
+{
+    struct dconn *d = dconn_from(base);
+    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = resp_read};
+    int rv = nghttp2_submit_response(d->h2, s->id, nva, n, end_stream ? NULL : &prd);
+    conn_want_flush(&base->io);
+    return rv == 0 ? GR_OK : GR_ERR_PROTO;
+}
+
+static void h2_resume(struct downstream *base, struct stream *s)
+{
+    nghttp2_session_resume_data(dconn_from(base)->h2, s->id);
+    conn_want_flush(&base->io);
+}
+
+static void h2_consume(struct downstream *base, struct stream *s, size_t n)
+{
+    struct dconn *d = dconn_from(base);
+    if (d->h2 == NULL)
+        return;
+    if (s != NULL)
+        nghttp2_session_consume(d->h2, s->id, n);
+    else
+        nghttp2_session_consume_connection(d->h2, n);
+    conn_want_flush(&base->io);
+}
+
+static void h2_reset(struct downstream *base, struct stream *s, uint32_t code)
+{
+    nghttp2_submit_rst_stream(dconn_from(base)->h2, NGHTTP2_FLAG_NONE, s->id, code);
+    conn_want_flush(&base->io);
+}
+
+static const struct downstream_ops h2_downstream_ops = {
+    .respond = h2_respond,
+    .resume = h2_resume,
+    .consume = h2_consume,
+    .reset = h2_reset,
+};
 
 static const struct conn_ops dconn_ops = {
     .on_read = d_on_read,
@@ -161,15 +225,14 @@ static const struct conn_ops dconn_ops = {
     .destroy = d_destroy,
 };
 
-struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd)
+struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early,
+                           size_t early_len)
 {
     struct dconn *d = calloc(1, sizeof(*d));
     if (d == NULL) {
         close(fd);
         return NULL;
     }
-    d->cfg = l;
-    gr_list_init(&d->streams);
     if (nghttp2_session_server_new2(&d->h2, w->server_cbs, d, w->server_opt) != 0) {
         free(d);
         close(fd);
@@ -182,8 +245,12 @@ struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, in
     };
     nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv));
     nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window);
-    conn_init_accepted(&d->io, w, fd, &dconn_ops);
-    gr_list_insert_tail(&w->dconns, &d->link);
-    conn_want_flush(&d->io);
+    downstream_init(&d->base, w, l, &h2_downstream_ops);
+    conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
+    if (early_len > 0 && d_on_read(&d->base.io, early, early_len) != GR_OK) {
+        conn_close(&d->base.io, GR_ERR_PROTO, "protocol error from peer");
+        return NULL;
+    }
+    conn_want_flush(&d->base.io);
     return d;
 }

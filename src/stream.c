@@ -7,7 +7,7 @@
  * bytes arrive. */
 #include "grelay/stream.h"
 #include "grelay/h2_client.h"
-#include "grelay/h2_server.h"
+#include "grelay/downstream.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
 #include "grelay/router.h"
@@ -48,7 +48,7 @@ static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit,
 }
 #define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
 
-struct stream *stream_new(struct dconn *d, int32_t id)
+struct stream *stream_new(struct downstream *d, int32_t id)
 {
     struct stream *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -131,8 +131,6 @@ static nghttp2_nv *nv_from_list(struct stream *s, const struct hdr_list *l, size
 
 static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
                         uint32_t *flags, nghttp2_data_source *src, void *user_data);
-static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *user_data);
 
 /* Lets go of the upstream side: leaves the pool's line, or resets (when
  * reset is set and the upstream stream is still open) and detaches from the
@@ -170,7 +168,7 @@ static void resume_resp(struct stream *s)
 {
     if (s->resp_deferred && s->resp_started) {
         s->resp_deferred = false;
-        nghttp2_session_resume_data(s->down->h2, s->id);
+        s->down->ops->resume(s->down, s);
     }
     conn_want_flush(&s->down->io);
 }
@@ -209,8 +207,7 @@ void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
               grpc_status_name(status), msg);
     if (set_status_trailers(s, status, msg) != GR_OK) {
-        nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-        conn_want_flush(&s->down->io);
+        s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     s->resp_ended = true;
@@ -219,13 +216,13 @@ void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
         size_t n;
         nghttp2_nv *nva = nv_from_list(s, &s->resp_trailers, 2, &n);
         if (nva == NULL) {
-            nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-        } else {
-            nva[0] = mknv(LIT(":status"), LIT("200"));
-            nva[1] = mknv(LIT("content-type"), LIT("application/grpc"));
-            s->resp_started = true;
-            nghttp2_submit_response(s->down->h2, s->id, nva, n, NULL);
+            s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
+            return;
         }
+        nva[0] = mknv(LIT(":status"), LIT("200"));
+        nva[1] = mknv(LIT("content-type"), LIT("application/grpc"));
+        s->resp_started = true;
+        s->down->ops->respond(s->down, s, nva, n, true);
         conn_want_flush(&s->down->io);
         return;
     }
@@ -465,11 +462,11 @@ void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
 {
     if (s->up_closed) {
         /* Nobody will take these bytes: drop them and reopen the window. */
-        nghttp2_session_consume(s->down->h2, s->id, len);
+        s->down->ops->consume(s->down, s, len);
         return;
     }
     if (buf_append(&s->req, &stream_worker(s)->chunks, data, len) != GR_OK) {
-        nghttp2_session_consume(s->down->h2, s->id, len);
+        s->down->ops->consume(s->down, s, len);
         stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
     }
@@ -483,16 +480,6 @@ void stream_on_req_end(struct stream *s)
         resume_req(s);
 }
 
-void stream_on_resp_sent(struct stream *s)
-{
-    /* The answer is complete but the client is still sending: tell it to
-     * stop, as RFC 9113 8.1 allows, so the stream can close. */
-    if (!s->req_ended) {
-        nghttp2_submit_rst_stream(s->down->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
-        conn_want_flush(&s->down->io);
-    }
-}
-
 void stream_on_down_close(struct stream *s, uint32_t error_code)
 {
     struct worker *w = stream_worker(s);
@@ -503,8 +490,8 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     ev_timer_stop(w->loop, &s->attempt_timer);
     detach_up(s, true);
     /* Request bytes never given back still hold the client's window. */
-    if (s->req.len > s->req_acked && s->down->h2 != NULL)
-        nghttp2_session_consume_connection(s->down->h2, s->req.len - s->req_acked);
+    if (s->req.len > s->req_acked)
+        s->down->ops->consume(s->down, NULL, s->req.len - s->req_acked);
     buf_clear(&s->req, &w->chunks);
     buf_clear(&s->resp, &w->chunks);
     gr_list_remove(&s->down_link);
@@ -589,10 +576,9 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
     nva[0] = mknv(LIT(":status"), (const uint8_t *)st, 3);
     if (end_stream)
         s->resp_ended = true;
-    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = resp_read};
-    int rv = nghttp2_submit_response(s->down->h2, s->id, nva, n, end_stream ? NULL : &prd);
+    int rv = s->down->ops->respond(s->down, s, nva, n, end_stream);
     if (rv != 0) {
-        log_debug("stream %d: cannot submit response: %s", s->id, nghttp2_strerror(rv));
+        log_debug("stream %d: cannot send the response headers", s->id);
         detach_up(s, true);
         return;
     }
@@ -702,7 +688,7 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
         }
     }
     if (acked_now > 0) {
-        nghttp2_session_consume(s->down->h2, s->id, acked_now);
+        s->down->ops->consume(s->down, s, acked_now);
         conn_want_flush(&s->down->io);
     }
     if (s->req.len == s->req_sent && s->req_ended) {
@@ -720,31 +706,23 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     return (ssize_t)n;
 }
 
-/* Downstream data provider: response bytes from s->resp. */
-static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
+size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
-    (void)src;
-    (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = buf_read(&s->resp, &stream_worker(s)->chunks, out, length);
+    size_t n = buf_read(&s->resp, &stream_worker(s)->chunks, out, len);
     if (n > 0 && s->up != NULL && !s->up_closed) {
         nghttp2_session_consume(s->up->h2, s->up_id, n);
         conn_want_flush(&s->up->io);
     }
-    if (s->resp.len == 0 && s->resp_ended) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp_trailers.n > 0) {
-            size_t cnt;
-            nghttp2_nv *nva = nv_from_list(s, &s->resp_trailers, 0, &cnt);
-            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
-    } else if (n == 0) {
+    *eof = s->resp.len == 0 && s->resp_ended;
+    if (n == 0 && !*eof)
         s->resp_deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    return n;
+}
+
+bool stream_has_trailers(const struct stream *s) { return s->resp_trailers.n > 0; }
+
+/* Response trailers as name/value pairs for nghttp2 (arena memory). */
+nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
+{
+    return nv_from_list(s, &s->resp_trailers, 0, n);
 }

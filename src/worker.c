@@ -2,6 +2,7 @@
  * dirty connections in one batch, then free closed ones). */
 #include "grelay/worker.h"
 #include "grelay/h2_client.h"
+#include "grelay/downstream.h"
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
@@ -28,7 +29,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
             return;
         }
-        dconn_accept(wl->w, wl->cfg, fd);
+        dconn_accept(wl->w, wl->cfg, fd, NULL, 0);
     }
 }
 
@@ -58,7 +59,7 @@ static void close_everything(struct worker *w)
         }
     }
     while (!gr_list_empty(&w->dconns)) {
-        struct dconn *d = container_of(w->dconns.next, struct dconn, link);
+        struct downstream *d = container_of(w->dconns.next, struct downstream, link);
         conn_close(&d->io, GR_OK, "shutting down");
     }
     for (size_t i = 0; i < w->cfg->n_clusters; i++)

@@ -4,20 +4,19 @@
 #define GRELAY_H2_SERVER_H
 
 #include "grelay/common.h"
-#include "grelay/conn.h"
+#include "grelay/downstream.h"
 
 #include <nghttp2/nghttp2.h>
 
 struct dconn {
-    struct conn io;                     /* transport; first member */
-    const struct gr_listener_cfg *cfg;  /* the listener it came in on */
+    struct downstream base;             /* transport, listener, streams; first member */
     nghttp2_session *h2;                /* server session */
-    struct gr_list streams;             /* its calls */
-    struct gr_list link;                /* in worker->dconns */
 };
 
 int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
-/* Takes an accepted socket; returns NULL (socket closed) on failure. */
-struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd);
+/* Takes an accepted socket and the bytes already read from it (a protocol
+ * sniffer's); returns NULL (socket closed) on failure. */
+struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early,
+                           size_t early_len);
 
 #endif

@@ -14,12 +14,12 @@
 #include <ev.h>
 #include <nghttp2/nghttp2.h>
 
-struct dconn;
+struct downstream;
 struct upconn;
 struct pool;
 
 struct stream {
-    struct dconn *down;             /* the client connection that owns it */
+    struct downstream *down;        /* the client connection that owns it */
     int32_t id;                     /* downstream stream id */
     struct arena arena;             /* headers and strings of this call */
     struct hdr_list req_hdrs;       /* regular request headers */
@@ -54,7 +54,7 @@ struct stream {
     bool resp_started;              /* response HEADERS submitted downstream */
     bool resp_headers_done;         /* upstream response HEADERS complete */
     bool resp_ended;                /* nothing more comes from upstream */
-    bool resp_deferred;             /* downstream data provider waits for bytes */
+    bool resp_deferred;             /* the downstream waits for a resume() */
     bool up_closed;                 /* upstream stream closed or never to be */
     bool headers_too_big;           /* request headers passed the listener's limit */
     bool waiting;                   /* in pool->waiting */
@@ -63,7 +63,7 @@ struct stream {
     bool up_headers_sent;           /* the current attempt's HEADERS went to the upstream */
 };
 
-struct stream *stream_new(struct dconn *d, int32_t id);
+struct stream *stream_new(struct downstream *d, int32_t id);
 
 /* Downstream events (from h2_server). */
 int stream_on_req_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
@@ -73,8 +73,15 @@ void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len);
 void stream_on_req_end(struct stream *s);
 /* The downstream stream closed: resets the upstream half and frees s. */
 void stream_on_down_close(struct stream *s, uint32_t error_code);
-/* The response's last frame (END_STREAM) went to the client. */
-void stream_on_resp_sent(struct stream *s);
+/* Copies up to len bytes of the response body into out (len >= 1). Sets
+ * *eof once the body is complete; HTTP trailers then follow if
+ * stream_has_trailers(). Returns 0 without eof when nothing is ready: the
+ * downstream waits for its resume(). */
+size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
+/* Whether trailers must follow the body as HTTP trailers. */
+bool stream_has_trailers(const struct stream *s);
+/* Those trailers as name/value pairs (memory of the stream's arena). */
+nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
 
 /* Pool events. */
 /* Sends the request on upconn u; returns 0 or a negative error. */

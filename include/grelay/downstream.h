@@ -1,0 +1,43 @@
+/* The client side of streams: an HTTP/2 session (h2_server) or an HTTP/1.1
+ * connection (h1_server, gRPC-Web from browsers). stream.c talks to its
+ * client only through these operations. Owned by the worker; owns its streams. */
+#ifndef GRELAY_DOWNSTREAM_H
+#define GRELAY_DOWNSTREAM_H
+
+#include "grelay/common.h"
+#include "grelay/conn.h"
+
+#include <nghttp2/nghttp2.h>
+
+struct downstream;
+struct stream;
+
+struct downstream_ops {
+    /* Sends response headers (nva[0] is :status). end_stream ends the
+     * response; otherwise its body is pulled with stream_pull_resp(). */
+    int (*respond)(struct downstream *d, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream);
+    /* More of the response body (or its end) can be pulled. */
+    void (*resume)(struct downstream *d, struct stream *s);
+    /* n request bytes, counted as they came on the wire, were taken: the
+     * client may send more. s == NULL: the stream is gone, only the
+     * connection's share comes back. */
+    void (*consume)(struct downstream *d, struct stream *s, size_t n);
+    /* Aborts the stream (RST_STREAM; an HTTP/1.1 connection just closes). */
+    void (*reset)(struct downstream *d, struct stream *s, uint32_t h2_error);
+};
+
+struct downstream {
+    struct conn io;                     /* transport; first member */
+    const struct downstream_ops *ops;
+    const struct gr_listener_cfg *cfg;  /* the listener it came in on */
+    struct gr_list streams;             /* its calls */
+    struct gr_list link;                /* in worker->dconns */
+};
+
+/* Sets up the common part and registers d with its worker. */
+void downstream_init(struct downstream *d, struct worker *w, const struct gr_listener_cfg *l,
+                     const struct downstream_ops *ops);
+/* Tells every stream of d that the client is gone (they reset upstream). */
+void downstream_close_streams(struct downstream *d);
+
+#endif
