@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh --test    + what the tests need (cmocka, grpcio, h2, pytest, clang for fuzzing)
 set -euo pipefail
 
-build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev)
+build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev)
 demo=(python3-grpcio)
 test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev)
 

@@ -600,6 +600,86 @@ static const struct field retry_fields[] = {
 static const struct schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
                                            retry_init, check_retry};
 
+/* The headers a gRPC-Web client sends, which every CORS policy allows. */
+static const char cors_default_headers[] =
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,keep-alive,user-agent,cache-control,"
+    "content-transfer-encoding,x-accept-content-transfer-encoding,x-accept-response-streaming";
+static const char cors_default_expose[] = "grpc-status,grpc-message,grpc-status-details-bin";
+
+static const char *join_list(struct arena *a, const char *first, const char **items, size_t n, const char *sep)
+{
+    size_t len = first ? strlen(first) : 0;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(items[i]) + strlen(sep);
+    char *out = arena_alloc(a, len + 1);
+    if (out == NULL)
+        return NULL;
+    out[0] = '\0';
+    if (first)
+        strcat(out, first);
+    for (size_t i = 0; i < n; i++) {
+        if (out[0] != '\0')
+            strcat(out, sep);
+        strcat(out, items[i]);
+    }
+    return out;
+}
+
+static void cors_init(void *obj)
+{
+    struct gr_cors_cfg *c = obj;
+    c->set = true;
+}
+
+static int check_cors(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_cors_cfg *cors = obj;
+    struct arena *a = &c->cfg->arena;
+    (void)seen;
+    if (cors->n_allow_origins == 0)
+        return fail_node(c, node, "cors needs 'allow_origins' with at least one origin (or \"*\")");
+    for (size_t i = 0; i < cors->n_allow_origins; i++) {
+        const char *o = cors->allow_origins[i];
+        const char *star = strchr(o, '*');
+        if (star != NULL && (strchr(star + 1, '*') != NULL || (strcmp(o, "*") != 0 && strstr(o, "://") == NULL)))
+            return fail_node(c, node, "cors: origin '%s' may hold one '*', as in \"*\" or \"https://*.example.com\"",
+                             o);
+    }
+    static const char *const default_methods[] = {"POST", "GET", "OPTIONS"};
+    if (cors->n_allow_methods == 0) {
+        cors->allow_methods = (const char **)default_methods;
+        cors->n_allow_methods = 3;
+    }
+    cors->methods_value = join_list(a, NULL, cors->allow_methods, cors->n_allow_methods, ", ");
+    cors->headers_value = join_list(a, cors_default_headers, cors->allow_headers, cors->n_allow_headers, ",");
+    cors->expose_value = join_list(a, cors_default_expose, cors->expose_headers, cors->n_expose_headers, ",");
+    if (cors->max_age > 0) {
+        char *v = arena_alloc(a, 12);
+        if (v != NULL)
+            snprintf(v, 12, "%u", cors->max_age);
+        cors->max_age_value = v;
+    }
+    if (cors->methods_value == NULL || cors->headers_value == NULL || cors->expose_value == NULL)
+        return fail_node(c, node, "out of memory");
+    return GR_OK;
+}
+
+static const struct field cors_fields[] = {
+    {.key = "allow_origins", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_origins),
+     .count_off = OFF(struct gr_cors_cfg, n_allow_origins)},
+    {.key = "allow_methods", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_methods),
+     .count_off = OFF(struct gr_cors_cfg, n_allow_methods)},
+    {.key = "allow_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_headers),
+     .count_off = OFF(struct gr_cors_cfg, n_allow_headers), .flags = FL_LOWER},
+    {.key = "expose_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, expose_headers),
+     .count_off = OFF(struct gr_cors_cfg, n_expose_headers), .flags = FL_LOWER},
+    {.key = "max_age", .type = F_U32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0, .max = 86400 * 365},
+    {.key = "allow_credentials", .type = F_BOOL, .off = OFF(struct gr_cors_cfg, allow_credentials)},
+    {0},
+};
+static const struct schema cors_schema = {"cors", sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
+                                          check_cors};
+
 static const struct field route_fields[] = {
     {.key = "match", .type = F_OBJ, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
      .flags = FL_REQUIRED},
@@ -612,6 +692,7 @@ static const struct field route_fields[] = {
     {.key = "grpc_timeout_offset", .type = F_DURATION, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
      .min = 0, .max = 3600000},
     {.key = "retry_policy", .type = F_OBJ, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
+    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
     {0},
 };
 static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
@@ -623,6 +704,7 @@ static const struct field vhost_fields[] = {
      .count_off = OFF(struct gr_vhost_cfg, n_domains), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
     {.key = "routes", .type = F_LIST, .off = OFF(struct gr_vhost_cfg, routes),
      .count_off = OFF(struct gr_vhost_cfg, n_routes), .sub = &route_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
     {0},
 };
 static const struct schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
@@ -635,6 +717,7 @@ static void listener_init(void *obj)
     l->stream_buffer = 64 * 1024;
     l->connection_window = 1024 * 1024;
     l->max_request_headers = 64 * 1024;
+    l->grpc_web_max_request = 4 * 1024 * 1024;
 }
 
 static const struct field listener_fields[] = {
@@ -650,6 +733,9 @@ static const struct field listener_fields[] = {
      .min = 65535, .max = (1u << 31) - 1},
     {.key = "max_request_headers", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, max_request_headers),
      .min = 1024, .max = 1u << 20},
+    {.key = "grpc_web", .type = F_BOOL, .off = OFF(struct gr_listener_cfg, grpc_web)},
+    {.key = "grpc_web_max_request", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
+     .min = 1024, .max = 1u << 30},
     {0},
 };
 static const struct schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),

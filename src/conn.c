@@ -56,6 +56,18 @@ int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, con
     return GR_OK;
 }
 
+void conn_pause_read(struct conn *c)
+{
+    if (c->state == CONN_OPEN)
+        ev_io_stop(c->w->loop, &c->rio);
+}
+
+void conn_resume_read(struct conn *c)
+{
+    if (c->state == CONN_OPEN)
+        ev_io_start(c->w->loop, &c->rio);
+}
+
 void conn_want_flush(struct conn *c)
 {
     if (c->state == CONN_CLOSED || gr_list_linked(&c->dirty_link))

@@ -34,6 +34,14 @@ int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_
     return GR_OK;
 }
 
+void hdr_list_remove(struct hdr_list *l, const char *name)
+{
+    size_t len = strlen(name);
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->v[i].namelen == len && memcmp(l->v[i].name, name, len) == 0)
+            l->v[i].namelen = 0;
+}
+
 const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name)
 {
     size_t len = strlen(name);

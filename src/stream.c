@@ -7,6 +7,7 @@
  * bytes arrive. */
 #include "grelay/stream.h"
 #include "grelay/h2_client.h"
+#include "grelay/cors.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
@@ -26,6 +27,8 @@ static inline struct worker *stream_worker(const struct stream *s) { return s->d
 static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents);
 static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents);
 static void start_attempt(struct stream *s, bool retry);
+static void detach_up(struct stream *s, bool reset);
+static bool web_request_bytes(struct stream *s, const uint8_t *data, size_t len, size_t wire);
 
 /* How a failed attempt may be retried. */
 enum retry_kind {
@@ -123,10 +126,100 @@ static nghttp2_nv *nv_from_list(struct stream *s, const struct hdr_list *l, size
     nghttp2_nv *nva = arena_alloc(&s->arena, (l->n + extra) * sizeof(*nva));
     if (nva == NULL)
         return NULL;
+    size_t k = extra;
     for (uint32_t i = 0; i < l->n; i++)
-        nva[extra + i] = mknv(l->v[i].name, l->v[i].namelen, l->v[i].value, l->v[i].valuelen);
-    *n = l->n + extra;
+        if (l->v[i].namelen > 0)
+            nva[k++] = mknv(l->v[i].name, l->v[i].namelen, l->v[i].value, l->v[i].valuelen);
+    *n = k;
     return nva;
+}
+
+/* Response headers for the client: :status, then (with add_ct) our
+ * content-type, then l, with gRPC-Web's content-type swapped back and
+ * content-length dropped, then the CORS grant. Arena memory. */
+static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
+{
+    nghttp2_nv *nva = arena_alloc(&s->arena, (l->n + 7) * sizeof(*nva));
+    if (nva == NULL)
+        return NULL;
+    const char *ct = s->web ? s->web->content_type : "application/grpc";
+    size_t k = 0;
+    nva[k++] = mknv(LIT(":status"), (const uint8_t *)status, strlen(status));
+    if (add_ct)
+        nva[k++] = mknv(LIT("content-type"), (const uint8_t *)ct, strlen(ct));
+    for (uint32_t i = 0; i < l->n; i++) {
+        const struct gr_hdr *h = &l->v[i];
+        if (h->namelen == 0)
+            continue;
+        if (s->web && name_is(h->name, h->namelen, "content-type", 12)) {
+            nva[k++] = mknv(LIT("content-type"), (const uint8_t *)ct, strlen(ct));
+            continue;
+        }
+        if (s->web && name_is(h->name, h->namelen, "content-length", 14))
+            continue;
+        nva[k++] = mknv(h->name, h->namelen, h->value, h->valuelen);
+    }
+    if (s->cors != NULL) {
+        nva[k++] = mknv(LIT("access-control-allow-origin"), s->origin.value, s->origin.valuelen);
+        nva[k++] = mknv(LIT("access-control-expose-headers"), (const uint8_t *)s->cors->expose_value,
+                        strlen(s->cors->expose_value));
+        if (s->cors->allow_credentials)
+            nva[k++] = mknv(LIT("access-control-allow-credentials"), LIT("true"));
+        nva[k++] = mknv(LIT("vary"), LIT("origin"));
+    }
+    *n = k;
+    return nva;
+}
+
+/* Answers with a plain HTTP status and text (CORS preflights, HTTP/1.1
+ * requests that are not gRPC-Web). extra are added headers. */
+static void reply_http(struct stream *s, const char *status, const char *text, const nghttp2_nv *extra,
+                       size_t n_extra)
+{
+    struct hdr_list none;
+    hdr_list_init(&none);
+    detach_up(s, true);
+    size_t n;
+    nghttp2_nv *base = resp_nv(s, status, &none, false, &n);
+    nghttp2_nv *nva = base ? arena_alloc(&s->arena, (n + n_extra + 1) * sizeof(*nva)) : NULL;
+    if (nva == NULL) {
+        s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    memcpy(nva, base, n * sizeof(*nva));
+    if (n_extra > 0)
+        memcpy(nva + n, extra, n_extra * sizeof(*nva));
+    n += n_extra;
+    bool body = text != NULL && text[0] != '\0';
+    if (body) {
+        nva[n++] = mknv(LIT("content-type"), LIT("text/plain; charset=utf-8"));
+        buf_append(&s->resp, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text));
+    }
+    s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
+    s->resp_started = true;
+    s->resp_ended = true;
+    s->down->ops->respond(s->down, s, nva, n, !body);
+    conn_want_flush(&s->down->io);
+}
+
+/* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
+static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, const struct gr_hdr *origin)
+{
+    if (!cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
+        s->cors = NULL;
+        reply_http(s, "403", "origin not allowed by the CORS policy\n", NULL, 0);
+        return;
+    }
+    nghttp2_nv extra[4];
+    size_t n = 0;
+    extra[n++] = mknv(LIT("access-control-allow-methods"), (const uint8_t *)pol->methods_value,
+                      strlen(pol->methods_value));
+    extra[n++] = mknv(LIT("access-control-allow-headers"), (const uint8_t *)pol->headers_value,
+                      strlen(pol->headers_value));
+    if (pol->max_age_value != NULL)
+        extra[n++] = mknv(LIT("access-control-max-age"), (const uint8_t *)pol->max_age_value,
+                          strlen(pol->max_age_value));
+    reply_http(s, "200", NULL, extra, n);
 }
 
 static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
@@ -214,13 +307,11 @@ void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     if (!s->resp_started) {
         /* Trailers-only: one HEADERS frame with END_STREAM. */
         size_t n;
-        nghttp2_nv *nva = nv_from_list(s, &s->resp_trailers, 2, &n);
+        nghttp2_nv *nva = resp_nv(s, "200", &s->resp_trailers, true, &n);
         if (nva == NULL) {
             s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
             return;
         }
-        nva[0] = mknv(LIT(":status"), LIT("200"));
-        nva[1] = mknv(LIT("content-type"), LIT("application/grpc"));
         s->resp_started = true;
         s->down->ops->respond(s->down, s, nva, n, true);
         conn_want_flush(&s->down->io);
@@ -229,11 +320,62 @@ void stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     resume_resp(s);
 }
 
+/* gRPC-Web: the request becomes native gRPC upstream. */
+static void web_rewrite_request(struct stream *s)
+{
+    for (uint32_t i = 0; i < s->req_hdrs.n; i++) {
+        struct gr_hdr *h = &s->req_hdrs.v[i];
+        if (name_is(h->name, h->namelen, "content-type", 12)) {
+            h->value = (const uint8_t *)s->web->upstream_type;
+            h->valuelen = (uint32_t)strlen(s->web->upstream_type);
+        }
+    }
+    /* The body changes length in -text mode; HTTP/1.1 framing is ours. */
+    hdr_list_remove(&s->req_hdrs, "content-length");
+    if (hdr_list_find(&s->req_hdrs, "te") == NULL)
+        hdr_list_add(&s->req_hdrs, &s->arena, LIT("te"), LIT("trailers"));
+}
+
 void stream_on_req_headers_done(struct stream *s)
 {
     struct worker *w = stream_worker(s);
+    const struct gr_listener_cfg *lc = s->down->cfg;
     char msg[512];
     s->req_headers_done = true;
+    const char *auth = s->authority.value ? (const char *)s->authority.value : "";
+    const char *path = s->path.value ? (const char *)s->path.value : "";
+    const struct gr_vhost_cfg *vh = router_find_vhost(lc, auth, s->authority.valuelen);
+    s->route = vh ? router_find_route(vh, path, s->path.valuelen, &s->req_hdrs) : NULL;
+    if (lc->grpc_web) {
+        const struct gr_hdr *ct = hdr_list_find(&s->req_hdrs, "content-type");
+        struct grpcweb *web = arena_alloc(&s->arena, sizeof(*web));
+        if (ct != NULL && web != NULL && grpcweb_detect(web, &s->arena, ct->value, ct->valuelen)) {
+            s->web = web;
+            web_rewrite_request(s);
+        }
+        const struct gr_hdr *origin = hdr_list_find(&s->req_hdrs, "origin");
+        const struct gr_cors_cfg *pol = cors_policy(vh, s->route);
+        if (origin != NULL && cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
+            s->cors = pol;
+            s->origin = *origin;
+        }
+        if (origin != NULL && s->method.value != NULL && s->method.valuelen == 7 &&
+            memcmp(s->method.value, "OPTIONS", 7) == 0 &&
+            hdr_list_find(&s->req_hdrs, "access-control-request-method") != NULL) {
+            if (pol == NULL)
+                reply_http(s, "403", "no CORS policy for this route\n", NULL, 0);
+            else
+                answer_preflight(s, pol, origin);
+            return;
+        }
+    }
+    if (s->down->http1 && s->web == NULL) {
+        reply_http(s, "415",
+                   "grelay takes gRPC-Web over HTTP/1.1 (content-type application/grpc-web...); "
+                   "native gRPC needs HTTP/2\n",
+                   NULL, 0);
+        return;
+    }
     if (s->headers_too_big) {
         snprintf(msg, sizeof(msg), "request headers exceed the listener's limit of %u bytes",
                  s->down->cfg->max_request_headers);
@@ -253,9 +395,6 @@ void stream_on_req_headers_done(struct stream *s)
         stream_fail(s, GRPC_INTERNAL, msg);
         return;
     }
-    const char *auth = s->authority.value ? (const char *)s->authority.value : "";
-    const char *path = s->path.value ? (const char *)s->path.value : "";
-    s->route = router_match(s->down->cfg, auth, s->authority.valuelen, path, s->path.valuelen, &s->req_hdrs);
     if (s->route == NULL) {
         snprintf(msg, sizeof(msg), "no route for %.200s%.200s", auth, path);
         stream_fail(s, GRPC_UNIMPLEMENTED, msg);
@@ -458,6 +597,34 @@ int stream_attach_upstream(struct stream *s, struct upconn *u)
     return GR_OK;
 }
 
+/* gRPC-Web request bytes (decoded): checks the frames and the size limit,
+ * then queues them. wire: what they took on the wire (binary mode gives
+ * that back to the client on failure; -text mode counts it in
+ * req_wire_unacked, given back with the stream). Returns false when the
+ * call failed. */
+static bool web_request_bytes(struct stream *s, const uint8_t *data, size_t len, size_t wire)
+{
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    char msg[160];
+    s->req_body_bytes += len;
+    int rc = grpcweb_check_frames(s->web, data, len, lc->grpc_web_max_request);
+    if (rc == GR_OK && s->req_body_bytes <= lc->grpc_web_max_request &&
+        buf_append(&s->req, &stream_worker(s)->chunks, data, len) == GR_OK)
+        return true;
+    if (!s->web->text)
+        s->down->ops->consume(s->down, s, wire);
+    if (rc == GR_ERR_PROTO) {
+        stream_fail(s, GRPC_INTERNAL, "malformed gRPC frame in the gRPC-Web request body");
+    } else if (rc == GR_OK && s->req_body_bytes <= lc->grpc_web_max_request) {
+        stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+    } else {
+        snprintf(msg, sizeof(msg), "gRPC-Web request larger than the listener's limit of %u bytes",
+                 lc->grpc_web_max_request);
+        stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    }
+    return false;
+}
+
 void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
 {
     if (s->up_closed) {
@@ -465,7 +632,27 @@ void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
         s->down->ops->consume(s->down, s, len);
         return;
     }
-    if (buf_append(&s->req, &stream_worker(s)->chunks, data, len) != GR_OK) {
+    if (s->web != NULL && s->web->text) {
+        /* Decode in slices that fit the scratch buffer. */
+        const size_t slice = sizeof(stream_worker(s)->scratch) / 4 * 3;
+        while (len > 0) {
+            size_t wire = len < slice ? len : slice, out_len;
+            uint8_t *out = stream_worker(s)->scratch;
+            if (grpcweb_decode(s->web, data, wire, out, &out_len) != GR_OK) {
+                s->down->ops->consume(s->down, s, len);
+                stream_fail(s, GRPC_INTERNAL, "grpc-web-text request body is not valid base64");
+                return;
+            }
+            s->req_wire_unacked += wire;
+            if (!web_request_bytes(s, out, out_len, wire))
+                return;
+            data += wire;
+            len -= wire;
+        }
+    } else if (s->web != NULL) {
+        if (!web_request_bytes(s, data, len, len))
+            return;
+    } else if (buf_append(&s->req, &stream_worker(s)->chunks, data, len) != GR_OK) {
         s->down->ops->consume(s->down, s, len);
         stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
@@ -490,8 +677,10 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     ev_timer_stop(w->loop, &s->attempt_timer);
     detach_up(s, true);
     /* Request bytes never given back still hold the client's window. */
-    if (s->req.len > s->req_acked)
-        s->down->ops->consume(s->down, NULL, s->req.len - s->req_acked);
+    size_t unacked = s->web && s->web->text ? s->req_wire_unacked
+                     : s->req.len > s->req_acked ? s->req.len - s->req_acked : 0;
+    if (unacked > 0)
+        s->down->ops->consume(s->down, NULL, unacked);
     buf_clear(&s->req, &w->chunks);
     buf_clear(&s->resp, &w->chunks);
     gr_list_remove(&s->down_link);
@@ -560,20 +749,17 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
             return;
         }
     }
-    char status[12];
-    snprintf(status, sizeof(status), "%03d", s->resp_status % 1000);
+    char *st = arena_alloc(&s->arena, 12);
     size_t n;
-    nghttp2_nv *nva = nv_from_list(s, &s->resp_hdrs, 1, &n);
+    nghttp2_nv *nva = NULL;
+    if (st != NULL) {
+        snprintf(st, 12, "%03d", s->resp_status % 1000);
+        nva = resp_nv(s, st, &s->resp_hdrs, false, &n);
+    }
     if (nva == NULL) {
         stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
         return;
     }
-    char *st = arena_strndup(&s->arena, status, 3);
-    if (st == NULL) {
-        stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
-        return;
-    }
-    nva[0] = mknv(LIT(":status"), (const uint8_t *)st, 3);
     if (end_stream)
         s->resp_ended = true;
     int rv = s->down->ops->respond(s->down, s, nva, n, end_stream);
@@ -687,6 +873,13 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
             s->req_acked -= n;
         }
     }
+    if (s->web && s->web->text) {
+        /* The wire carried base64: once everything decoded so far has gone
+         * upstream, the bytes that brought it are done with. */
+        size_t queued = s->replay ? s->req.len - s->req_sent : s->req.len;
+        acked_now = queued == 0 ? s->req_wire_unacked : 0;
+        s->req_wire_unacked -= acked_now;
+    }
     if (acked_now > 0) {
         s->down->ops->consume(s->down, s, acked_now);
         conn_want_flush(&s->down->io);
@@ -706,20 +899,75 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     return (ssize_t)n;
 }
 
-size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
+static void took_resp(struct stream *s, size_t n)
 {
-    size_t n = buf_read(&s->resp, &stream_worker(s)->chunks, out, len);
     if (n > 0 && s->up != NULL && !s->up_closed) {
         nghttp2_session_consume(s->up->h2, s->up_id, n);
         conn_want_flush(&s->up->io);
     }
-    *eof = s->resp.len == 0 && s->resp_ended;
+}
+
+/* gRPC-Web: the body, then the trailer frame; base64 in -text mode, each
+ * pull padded on its own (clients decode quantum by quantum). */
+static size_t pull_web(struct stream *s, uint8_t *out, size_t len, bool *eof)
+{
+    struct grpcweb *web = s->web;
+    size_t n = 0;
+    while (web->enc_off < web->enc_n && n < len)
+        out[n++] = web->enc[web->enc_off++];
+    size_t room = len - n;
+    uint8_t raw[12288];
+    size_t want = web->text ? (room >= 4 ? room / 4 * 3 : (room > 0 ? 3 : 0)) : room;
+    if (web->text && want > sizeof(raw))
+        want = sizeof(raw);
+    uint8_t *dst = web->text ? raw : out + n;
+    size_t got = buf_read(&s->resp, &stream_worker(s)->chunks, dst, want);
+    took_resp(s, got);
+    if (got < want && s->resp.len == 0 && s->resp_ended) {
+        if (!web->trailer_built && grpcweb_build_trailer(web, &s->arena, &s->resp_trailers) != GR_OK) {
+            web->trailer_built = true; /* out of memory: end without the frame */
+            web->trailer_len = web->trailer_off = 0;
+        }
+        size_t t = web->trailer_len - web->trailer_off;
+        if (t > want - got)
+            t = want - got;
+        memcpy(dst + got, web->trailer + web->trailer_off, t);
+        web->trailer_off += t;
+        got += t;
+    }
+    if (web->text && got > 0) {
+        if (room >= 4) {
+            n += grpcweb_base64(raw, got, out + n);
+        } else {
+            web->enc_n = (uint8_t)grpcweb_base64(raw, got, web->enc);
+            web->enc_off = 0;
+            while (web->enc_off < web->enc_n && n < len)
+                out[n++] = web->enc[web->enc_off++];
+        }
+    } else if (!web->text) {
+        n += got;
+    }
+    *eof = s->resp.len == 0 && s->resp_ended && web->trailer_built && web->trailer_off == web->trailer_len &&
+           web->enc_off == web->enc_n;
+    return n;
+}
+
+size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
+{
+    size_t n;
+    if (s->web != NULL) {
+        n = pull_web(s, out, len, eof);
+    } else {
+        n = buf_read(&s->resp, &stream_worker(s)->chunks, out, len);
+        took_resp(s, n);
+        *eof = s->resp.len == 0 && s->resp_ended;
+    }
     if (n == 0 && !*eof)
         s->resp_deferred = true;
     return n;
 }
 
-bool stream_has_trailers(const struct stream *s) { return s->resp_trailers.n > 0; }
+bool stream_has_trailers(const struct stream *s) { return s->web == NULL && s->resp_trailers.n > 0; }
 
 /* Response trailers as name/value pairs for nghttp2 (arena memory). */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)

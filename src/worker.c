@@ -6,6 +6,7 @@
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
+#include "grelay/sniff.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,7 +30,10 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
             return;
         }
-        dconn_accept(wl->w, wl->cfg, fd, NULL, 0);
+        if (wl->cfg->grpc_web)
+            sniff_accept(wl->w, wl->cfg, fd);
+        else
+            dconn_accept(wl->w, wl->cfg, fd, NULL, 0);
     }
 }
 

@@ -69,6 +69,26 @@ struct gr_match_cfg {
     size_t path_len;
 };
 
+/* CORS for browsers (gRPC-Web), per virtual host or per route. */
+struct gr_cors_cfg {
+    bool set;                    /* written in the file (a route's replaces its host's) */
+    const char **allow_origins;  /* exact origins, one-star patterns, or a lone star */
+    size_t n_allow_origins;
+    const char **allow_methods;  /* default POST, GET, OPTIONS */
+    size_t n_allow_methods;
+    const char **allow_headers;  /* added to the gRPC-Web defaults */
+    size_t n_allow_headers;
+    const char **expose_headers; /* added to grpc-status, grpc-message, grpc-status-details-bin */
+    size_t n_expose_headers;
+    uint32_t max_age;            /* seconds; 0 = not sent */
+    bool allow_credentials;
+    /* Derived at load time, ready to send: */
+    const char *methods_value;
+    const char *headers_value;
+    const char *expose_value;
+    const char *max_age_value;   /* NULL when max_age is 0 */
+};
+
 struct gr_backoff_cfg {
     uint64_t base_interval_ms; /* first retry waits up to this (full jitter) */
     uint64_t max_interval_ms;  /* no wait is longer */
@@ -89,6 +109,7 @@ struct gr_route_cfg {
     uint64_t max_grpc_timeout_ms;   /* cap on the client's grpc-timeout; 0 = no cap */
     uint64_t grpc_timeout_offset_ms;/* subtracted from the grpc-timeout sent upstream */
     struct gr_retry_cfg retry;      /* configured retries; num_retries 0 = none */
+    struct gr_cors_cfg cors;        /* overrides the virtual host's when set */
     const char *cluster_name;       /* where it sends calls */
     struct gr_pos cluster_pos;      /* where cluster is named */
     struct gr_cluster_cfg *cluster; /* resolved from cluster_name */
@@ -101,6 +122,7 @@ struct gr_vhost_cfg {
     size_t n_domains;
     struct gr_route_cfg *routes; /* first match wins */
     size_t n_routes;
+    struct gr_cors_cfg cors;     /* for routes without their own */
     struct gr_pos pos;
 };
 
@@ -113,6 +135,8 @@ struct gr_listener_cfg {
     uint32_t stream_buffer;          /* request bytes buffered per stream = downstream stream window */
     uint32_t connection_window;      /* downstream connection-level receive window */
     uint32_t max_request_headers;    /* bytes of request header names and values */
+    bool grpc_web;                   /* accept gRPC-Web (and HTTP/1.1) besides native gRPC */
+    uint32_t grpc_web_max_request;   /* largest gRPC-Web request body and message */
     struct gr_pos pos;
 };
 

@@ -51,6 +51,9 @@ struct conn {
 void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops);
 /* Starts a non-blocking connect. Returns 0 or GR_ERR_IO (errno set). */
 int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops);
+/* Stops and restarts reading (backpressure on an HTTP/1.1 request body). */
+void conn_pause_read(struct conn *c);
+void conn_resume_read(struct conn *c);
 /* Asks for a flush at the end of this loop iteration (writes are batched). */
 void conn_want_flush(struct conn *c);
 /* Writes what the protocol has now; closes on error or when done. */

@@ -30,6 +30,7 @@ struct downstream {
     struct conn io;                     /* transport; first member */
     const struct downstream_ops *ops;
     const struct gr_listener_cfg *cfg;  /* the listener it came in on */
+    bool http1;                         /* HTTP/1.1 (gRPC-Web only), not HTTP/2 */
     struct gr_list streams;             /* its calls */
     struct gr_list link;                /* in worker->dconns */
 };

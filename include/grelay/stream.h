@@ -9,6 +9,7 @@
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/grpc.h"
+#include "grelay/grpcweb.h"
 #include "grelay/headers.h"
 
 #include <ev.h>
@@ -33,6 +34,11 @@ struct stream {
     uint64_t deadline_us;           /* absolute, on now_us()'s clock; 0 = no deadline */
     ev_timer deadline_timer;        /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
+    struct grpcweb *web;            /* gRPC-Web codec, or NULL for native gRPC */
+    const struct gr_cors_cfg *cors; /* CORS policy granting this call's Origin, or NULL */
+    struct gr_hdr origin;           /* the granted Origin */
+    size_t req_wire_unacked;        /* -text: request bytes as sent, not yet given back */
+    uint64_t req_body_bytes;        /* gRPC-Web: request body bytes seen */
     struct pool *pool;              /* pool of the chosen endpoint */
     struct upconn *up;              /* upstream connection while attached */
     int32_t up_id;                  /* upstream stream id, 0 before submit */

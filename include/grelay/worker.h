@@ -55,6 +55,8 @@ struct worker {
     bool stopping;                /* no new connections or streams */
     uint64_t rng;                 /* jitter for retry backoff */
     uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
+    uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web request decoding */
+    uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed */
 };
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL

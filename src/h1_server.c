@@ -1,0 +1,421 @@
+/* HTTP/1.1 front end for gRPC-Web. http-parser reads requests; responses are
+ * written with chunked framing (the body's length is not known up front).
+ * One request at a time: bytes that arrive before the response ends wait in
+ * pending_in (browsers do not pipeline, but nothing is lost if one does). */
+#include "grelay/h1_server.h"
+#include "grelay/downstream.h"
+#include "grelay/log.h"
+#include "grelay/stream.h"
+#include "grelay/worker.h"
+
+#include <ctype.h>
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Bytes of a next request we hold while the current response is written. */
+#define MAX_PENDING_IN (64 * 1024)
+
+struct h1conn {
+    struct downstream base;   /* transport, listener, streams; first member */
+    http_parser parser;
+    struct stream *s;         /* the request in progress, or NULL */
+    int32_t next_id;          /* request number on this connection, for logs */
+    char *url;                /* request target, accumulated */
+    size_t url_len, url_cap;
+    char *field;              /* header name being read */
+    size_t field_len, field_cap;
+    char *value;              /* header value being read */
+    size_t value_len, value_cap;
+    bool in_value;            /* the parser is inside a header value */
+    struct buf out;           /* response head waiting for the socket */
+    struct buf pending_in;    /* bytes read past the current request */
+    size_t body_unacked;      /* request body handed to the stream, not yet taken upstream */
+    bool msg_complete;        /* the request was read to its end */
+    bool streaming;           /* response headers sent, body being pulled */
+    bool resp_done;           /* the response is complete */
+    bool body_paused;         /* reading stopped: the body waits for the upstream */
+    bool close_after;         /* close once the response is written */
+    bool broken;              /* close now, whatever is pending */
+};
+
+static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
+static inline struct h1conn *h1_from(struct downstream *d) { return container_of(d, struct h1conn, base); }
+
+static int append(char **p, size_t *len, size_t *cap, const char *at, size_t n, size_t max)
+{
+    if (*len + n > max)
+        return -1;
+    if (*len + n + 1 > *cap) {
+        size_t ncap = (*len + n + 1) * 2;
+        char *np = realloc(*p, ncap);
+        if (np == NULL)
+            return -1;
+        *p = np;
+        *cap = ncap;
+    }
+    memcpy(*p + *len, at, n);
+    *len += n;
+    (*p)[*len] = '\0';
+    return 0;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* A response grelay writes itself when the request cannot become a stream. */
+static void write_error(struct h1conn *h, int status, const char *text)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %zu\r\n"
+                     "connection: close\r\n\r\n",
+                     status, reason(status), strlen(text));
+    buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)head, (size_t)n);
+    buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)text, strlen(text));
+    h->resp_done = true;
+    h->close_after = true;
+    conn_want_flush(&h->base.io);
+}
+
+static int emit_header(struct h1conn *h)
+{
+    if (h->field_len == 0 || h->s == NULL)
+        return 0;
+    for (size_t i = 0; i < h->field_len; i++)
+        h->field[i] = (char)tolower((unsigned char)h->field[i]);
+    int rc = stream_on_req_header(h->s, (const uint8_t *)h->field, h->field_len,
+                                  (const uint8_t *)(h->value ? h->value : ""), h->value_len);
+    h->field_len = h->value_len = 0;
+    h->in_value = false;
+    return rc == GR_OK ? 0 : -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct h1conn *h = p->data;
+    h->url_len = h->field_len = h->value_len = 0;
+    h->in_value = false;
+    h->msg_complete = h->streaming = h->resp_done = false;
+    h->body_unacked = 0;
+    h->s = stream_new(&h->base, ++h->next_id);
+    return h->s == NULL ? -1 : 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *h = p->data;
+    return append(&h->url, &h->url_len, &h->url_cap, at, len, 16 * 1024);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *h = p->data;
+    if (h->in_value && emit_header(h) != 0)
+        return -1;
+    return append(&h->field, &h->field_len, &h->field_cap, at, len, 16 * 1024);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *h = p->data;
+    h->in_value = true;
+    return append(&h->value, &h->value_len, &h->value_cap, at, len, 64 * 1024);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct h1conn *h = p->data;
+    if (emit_header(h) != 0)
+        return -1;
+    const char *method = http_method_str((enum http_method)p->method);
+    if (stream_on_req_header(h->s, (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method)) ||
+        stream_on_req_header(h->s, (const uint8_t *)":path", 5, (const uint8_t *)h->url, h->url_len))
+        return -1;
+    if (!http_should_keep_alive(p))
+        h->close_after = true;
+    stream_on_req_headers_done(h->s);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct h1conn *h = p->data;
+    h->body_unacked += len;
+    stream_on_req_data(h->s, (const uint8_t *)at, len);
+    if (h->body_unacked >= h->base.cfg->stream_buffer && !h->body_paused) {
+        /* The upstream is slower: stop reading until it catches up. */
+        h->body_paused = true;
+        conn_pause_read(&h->base.io);
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct h1conn *h = p->data;
+    h->msg_complete = true;
+    stream_on_req_end(h->s);
+    http_parser_pause(p, 1); /* the next request waits for this response */
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Feeds bytes to the parser; what comes after a complete request waits. */
+static int feed(struct h1conn *h, const uint8_t *data, size_t len)
+{
+    struct chunk_pool *pool = &h->base.io.w->chunks;
+    if (h->msg_complete) {
+        if (h->pending_in.len + len > MAX_PENDING_IN)
+            return GR_ERR_LIMIT;
+        return buf_append(&h->pending_in, pool, data, len);
+    }
+    size_t done = http_parser_execute(&h->parser, &parser_settings, (const char *)data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
+    if (e == HPE_PAUSED) {
+        if (done < len && buf_append(&h->pending_in, pool, data + done, len - done) != GR_OK)
+            return GR_ERR_NOMEM;
+        return GR_OK;
+    }
+    if (e != HPE_OK) {
+        log_debug("HTTP/1.1 client: %s", http_errno_description(e));
+        if (h->s == NULL || !h->s->resp_started) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s\n", http_errno_description(e));
+            write_error(h, e == HPE_HEADER_OVERFLOW ? 431 : 400, msg);
+            h->broken = h->s != NULL; /* a half-read request cannot go on */
+            return GR_OK;
+        }
+        return GR_ERR_PROTO;
+    }
+    return GR_OK;
+}
+
+static int h1_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct h1conn *h = h1_of(c);
+    if (h->close_after && h->resp_done)
+        return GR_OK; /* we are closing: ignore what else comes */
+    return feed(h, data, len);
+}
+
+/* The response went out in full: free the call, go on to the next request. */
+static void finish_request(struct h1conn *h)
+{
+    struct chunk_pool *pool = &h->base.io.w->chunks;
+    if (!h->msg_complete)
+        h->close_after = true; /* the rest of its body would have to be read first */
+    if (h->s != NULL) {
+        struct stream *s = h->s;
+        h->s = NULL;
+        stream_on_down_close(s, NGHTTP2_NO_ERROR);
+    }
+    if (h->close_after)
+        return;
+    h->resp_done = false;
+    h->msg_complete = false;
+    http_parser_pause(&h->parser, 0);
+    if (h->pending_in.len > 0) {
+        uint8_t *tmp = malloc(h->pending_in.len);
+        if (tmp == NULL) {
+            h->broken = true;
+            return;
+        }
+        size_t n = buf_read(&h->pending_in, pool, tmp, h->pending_in.len);
+        if (feed(h, tmp, n) != GR_OK)
+            h->broken = true;
+        free(tmp);
+    }
+}
+
+static ssize_t h1_pull(struct conn *c, const uint8_t **data)
+{
+    struct h1conn *h = h1_of(c);
+    struct worker *w = c->w;
+    if (h->broken && h->out.len == 0)
+        return 0;
+    if (h->out.len > 0) {
+        size_t n = buf_read(&h->out, &w->chunks, w->outbuf, sizeof(w->outbuf));
+        *data = w->outbuf;
+        return (ssize_t)n;
+    }
+    if (h->streaming && h->s != NULL) {
+        /* One chunk: "<hex>\r\n" + body + "\r\n", and "0\r\n\r\n" at the end. */
+        const size_t head = 12;
+        bool eof;
+        size_t n = stream_pull_resp(h->s, w->outbuf + head, CHUNK_SIZE, &eof);
+        size_t start = head, end = head;
+        if (n > 0) {
+            char hex[16];
+            int hl = snprintf(hex, sizeof(hex), "%zx\r\n", n);
+            start = head - (size_t)hl;
+            memcpy(w->outbuf + start, hex, (size_t)hl);
+            end = head + n;
+            w->outbuf[end++] = '\r';
+            w->outbuf[end++] = '\n';
+        }
+        if (eof) {
+            memcpy(w->outbuf + end, "0\r\n\r\n", 5);
+            end += 5;
+            h->streaming = false;
+            h->resp_done = true;
+        }
+        *data = w->outbuf + start;
+        return (ssize_t)(end - start);
+    }
+    if (h->resp_done && h->s != NULL) {
+        finish_request(h);
+        if (h->out.len > 0 || h->streaming)
+            return h1_pull(c, data);
+    }
+    return 0;
+}
+
+static bool h1_done(struct conn *c)
+{
+    struct h1conn *h = h1_of(c);
+    return h->broken || (h->close_after && h->resp_done && h->out.len == 0 && !h->streaming);
+}
+
+static void h1_on_close(struct conn *c, int err, const char *why)
+{
+    struct h1conn *h = h1_of(c);
+    if (err != GR_OK && err != GR_ERR_CLOSED)
+        log_debug("HTTP/1.1 client connection closed: %s", why);
+    h->s = NULL;
+    downstream_close_streams(&h->base);
+    buf_clear(&h->out, &c->w->chunks);
+    buf_clear(&h->pending_in, &c->w->chunks);
+}
+
+static void h1_destroy(struct conn *c)
+{
+    struct h1conn *h = h1_of(c);
+    free(h->url);
+    free(h->field);
+    free(h->value);
+    free(h);
+}
+
+static const struct conn_ops h1_conn_ops = {
+    .on_read = h1_on_read,
+    .pull = h1_pull,
+    .done = h1_done,
+    .on_close = h1_on_close,
+    .destroy = h1_destroy,
+};
+
+static int h1_respond(struct downstream *d, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)
+{
+    struct h1conn *h = h1_from(d);
+    struct chunk_pool *pool = &d->io.w->chunks;
+    (void)s;
+    int status = 200;
+    char line[64];
+    for (size_t i = 0; i < n; i++)
+        if (nva[i].namelen == 7 && memcmp(nva[i].name, ":status", 7) == 0)
+            status = atoi((const char *)nva[i].value);
+    int ll = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason(status));
+    int rc = buf_append(&h->out, pool, (const uint8_t *)line, (size_t)ll);
+    for (size_t i = 0; i < n && rc == GR_OK; i++) {
+        if (nva[i].namelen == 0 || nva[i].name[0] == ':')
+            continue;
+        rc |= buf_append(&h->out, pool, nva[i].name, nva[i].namelen);
+        rc |= buf_append(&h->out, pool, (const uint8_t *)": ", 2);
+        rc |= buf_append(&h->out, pool, nva[i].value, nva[i].valuelen);
+        rc |= buf_append(&h->out, pool, (const uint8_t *)"\r\n", 2);
+    }
+    const char *framing = end_stream ? "content-length: 0\r\n" : "transfer-encoding: chunked\r\n";
+    rc |= buf_append(&h->out, pool, (const uint8_t *)framing, strlen(framing));
+    if (h->close_after)
+        rc |= buf_append(&h->out, pool, (const uint8_t *)"connection: close\r\n", 19);
+    rc |= buf_append(&h->out, pool, (const uint8_t *)"\r\n", 2);
+    if (end_stream)
+        h->resp_done = true;
+    else
+        h->streaming = true;
+    conn_want_flush(&d->io);
+    return rc == GR_OK ? GR_OK : GR_ERR_NOMEM;
+}
+
+static void h1_resume(struct downstream *d, struct stream *s)
+{
+    (void)s;
+    conn_want_flush(&d->io);
+}
+
+static void h1_consume(struct downstream *d, struct stream *s, size_t n)
+{
+    struct h1conn *h = h1_from(d);
+    (void)s;
+    h->body_unacked = n < h->body_unacked ? h->body_unacked - n : 0;
+    if (h->body_paused && h->body_unacked < d->cfg->stream_buffer / 2) {
+        h->body_paused = false;
+        conn_resume_read(&d->io);
+    }
+}
+
+static void h1_reset(struct downstream *d, struct stream *s, uint32_t code)
+{
+    (void)s;
+    (void)code;
+    /* HTTP/1.1 cannot abort one response and keep the connection: close it
+     * (from the flush, never under the caller's feet). */
+    h1_from(d)->broken = true;
+    conn_want_flush(&d->io);
+}
+
+static const struct downstream_ops h1_downstream_ops = {
+    .respond = h1_respond,
+    .resume = h1_resume,
+    .consume = h1_consume,
+    .reset = h1_reset,
+};
+
+void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early, size_t early_len)
+{
+    struct h1conn *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        close(fd);
+        return;
+    }
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+    buf_init(&h->out);
+    buf_init(&h->pending_in);
+    downstream_init(&h->base, w, l, &h1_downstream_ops);
+    h->base.http1 = true;
+    conn_init_accepted(&h->base.io, w, fd, &h1_conn_ops);
+    if (early_len > 0 && h1_on_read(&h->base.io, early, early_len) != GR_OK) {
+        conn_close(&h->base.io, GR_ERR_PROTO, "bad HTTP/1.1 request");
+        return;
+    }
+    conn_want_flush(&h->base.io);
+}
