@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds grelay, starts three demo backends and grelay on conf/grelay.yaml,
-# sends real gRPC calls through it, then keeps running until Ctrl-C.
+# serves a web page that calls them through grelay with gRPC-Web, sends real
+# gRPC and gRPC-Web calls through it, then keeps running until Ctrl-C.
 #   scripts/demo.sh          run, and leave it up for your own calls
 #   scripts/demo.sh --once   run the demo calls and stop (used by the tests)
 set -euo pipefail
@@ -11,10 +12,14 @@ once=false
 scripts/install-deps.sh --demo
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRELAY_TESTS=OFF >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
+scripts/npm-install.sh demo/web
+demo/web/node_modules/.bin/esbuild demo/web/app.js --bundle --format=iife --log-level=warning \
+  --outfile=demo/web/bundle.js
 
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # grelay (started last) first, so it does not see its backends vanish
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -32,6 +37,8 @@ for i in 1 2 3; do
 done
 for i in 1 2 3; do wait_ready "$logs/backend-$i.log"; done
 
+/usr/bin/python3 -m http.server --bind 127.0.0.1 3000 --directory demo/web >"$logs/web.log" 2>&1 &
+pids+=($!)
 build/grelay --config conf/grelay.yaml &
 pids+=($!)
 for _ in $(seq 1 50); do
@@ -40,9 +47,13 @@ for _ in $(seq 1 50); do
 done
 
 echo
-echo "== grelay listens on 127.0.0.1:8080 (h2c), backends on 127.0.0.1:50051-50053"
+echo "== grelay listens on 127.0.0.1:8080 (native gRPC and gRPC-Web), backends on 127.0.0.1:50051-50053"
 echo "== a gRPC client calling /demo.Greeter through grelay:"
 /usr/bin/python3 demo/client.py 127.0.0.1:8080
+echo "== the gRPC-Web call the browser page makes (HTTP/1.1, base64 text mode):"
+/usr/bin/python3 demo/web_client.py 127.0.0.1:8080
+echo
+echo "== open http://localhost:3000 in a browser: the page calls the backends through grelay with gRPC-Web"
 echo
 if $once; then
   exit 0
@@ -50,5 +61,5 @@ fi
 echo "Try it yourself:  /usr/bin/python3 demo/client.py 127.0.0.1:8080 YourName"
 echo "             or:  h2load -n 1000 -c 4 -m 16 -H 'content-type: application/grpc' -H 'te: trailers' \\"
 echo "                    -d <(printf '\\0\\0\\0\\0\\3Ada') http://127.0.0.1:8080/demo.Greeter/SayHello"
-echo "Ctrl-C stops grelay and the backends."
+echo "Ctrl-C stops grelay, the backends and the page server."
 wait "${pids[-1]}"

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Installs what grelay needs from Debian 12 packages, and only what is missing.
 #   scripts/install-deps.sh           build dependencies
-#   scripts/install-deps.sh --demo    + what the demo backend and client need
-#   scripts/install-deps.sh --test    + what the tests need (cmocka, grpcio, h2, pytest, clang for fuzzing)
+#   scripts/install-deps.sh --demo    + what the demo backend, client and web page need
+#   scripts/install-deps.sh --test    + what the tests need (cmocka, grpcio, h2, pytest, clang for
+#                                       fuzzing, chromium for gRPC-Web in a real browser)
 set -euo pipefail
 
 build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev chromium)
+web=()
 
 want=("${build[@]}")
 for arg in "$@"; do
   case "$arg" in
-    --demo) want+=("${demo[@]}") ;;
-    --test) want+=("${test[@]}" "${demo[@]}") ;;
+    --demo) want+=("${demo[@]}"); web=(nodejs npm) ;;
+    --test) want+=("${test[@]}" "${demo[@]}"); web=(nodejs npm) ;;
     *) echo "usage: $0 [--demo] [--test]" >&2; exit 2 ;;
   esac
 done
+
+# Node.js and npm (gRPC-Web pages, browser tests): Debian's, unless the
+# machine already has a node on PATH.
+if [ ${#web[@]} -gt 0 ] && ! command -v npm >/dev/null 2>&1; then
+  want+=("${web[@]}")
+fi
 
 missing=()
 for p in "${want[@]}"; do
@@ -31,3 +39,4 @@ sudo=""
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds grelay with AddressSanitizer + UndefinedBehaviorSanitizer and runs
 # every test: unit tests (cmocka, via ctest), fuzz targets for a bounded time
-# (libFuzzer), and integration tests against real gRPC peers (pytest).
+# (libFuzzer), and integration tests against real gRPC peers and a real
+# browser (pytest).
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 scripts/install-deps.sh --test
+scripts/npm-install.sh tests/browser
 
 echo "== build (ASan + UBSan)"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DGRELAY_SANITIZE=ON -DGRELAY_WERROR=ON >/dev/null

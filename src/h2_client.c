@@ -190,7 +190,7 @@ static void up_on_close(struct conn *c, int err, const char *why)
     if (!u->ready && !p->failing) {
         log_warn("%s (further failures of this endpoint are logged at debug level)", msg);
         p->failing = true;
-    } else if (u->ready && (err != GR_OK || u->n_streams > 0)) {
+    } else if (u->ready && u->n_streams > 0) {
         log_info("%s (%u call%s affected)", msg, u->n_streams, u->n_streams == 1 ? "" : "s");
     } else {
         log_debug("%s", msg);
