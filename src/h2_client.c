@@ -1,6 +1,7 @@
 /* Upstream HTTP/2 connections: nghttp2 client sessions whose callbacks map
  * onto the streams they carry (stream user data = struct stream). */
 #include "grelay/h2_client.h"
+#include "grelay/h2_data.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
 #include "grelay/stream.h"
@@ -32,6 +33,20 @@ void upconn_stream_detached(struct upconn *u)
     u->n_streams--;
     if (u->draining && u->n_streams == 0)
         conn_want_flush(&u->io); /* the flush sees done() and closes */
+}
+
+ssize_t upconn_req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
+                        nghttp2_data_source *src, void *user_data)
+{
+    (void)src;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof;
+    size_t n = stream_pull_req(s, out, length, &eof), cnt = 0;
+    nghttp2_nv *nva = eof ? stream_req_trailers_nv(s, &cnt) : NULL;
+    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,

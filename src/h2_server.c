@@ -1,5 +1,6 @@
 /* Downstream HTTP/2: nghttp2 server sessions whose callbacks map onto
  * streams (stream user data = struct stream). */
+#include "grelay/h2_data.h"
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/stream.h"
@@ -161,19 +162,9 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     bool eof;
-    size_t n = stream_pull_resp(s, out, length, &eof);
-    if (eof) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (stream_has_trailers(s)) {
-            size_t cnt;
-            nghttp2_nv *nva = stream_trailers_nv(s, &cnt);
-            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
-    } else if (n == 0) {
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
+    nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
+    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
 static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)

@@ -222,8 +222,6 @@ static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, co
     reply_http(s, "200", NULL, extra, n);
 }
 
-static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
-                        uint32_t *flags, nghttp2_data_source *src, void *user_data);
 
 /* Lets go of the upstream side: leaves the pool's line, or resets (when
  * reset is set and the upstream stream is still open) and detaches from the
@@ -582,7 +580,7 @@ int stream_attach_upstream(struct stream *s, struct upconn *u)
                                 : mknv(LIT(":authority"), (const uint8_t *)u->pool->ep->address.text,
                                        strlen(u->pool->ep->address.text));
     nva[3] = mknv(LIT(":path"), s->path.value, s->path.valuelen);
-    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = req_read};
+    nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = upconn_req_read};
     bool body = !s->req_ended || s->req.len > 0 || s->req_trailers.n > 0;
     int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, s);
     if (id < 0) {
@@ -842,21 +840,14 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded at grelay");
 }
 
-/* Upstream data provider: request bytes from s->req. */
-static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
-                        uint32_t *flags, nghttp2_data_source *src, void *user_data)
+size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
-    (void)src;
-    (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct chunk_pool *pool = &stream_worker(s)->chunks;
     size_t n, acked_now = 0;
     if (s->replay) {
         /* Keep what is sent, for a retry; the client's window still opens
          * as bytes go upstream, so replay costs no backpressure. */
-        n = buf_copy_at(&s->req, s->req_sent, out, length);
+        n = buf_copy_at(&s->req, s->req_sent, out, len);
         s->req_sent += n;
         if (s->req_sent > s->req_acked) {
             acked_now = s->req_sent - s->req_acked;
@@ -865,7 +856,7 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
         if (s->req_sent > s->down->cfg->stream_buffer)
             drop_replay(s); /* too big to keep: this attempt is the last */
     } else {
-        n = buf_read(&s->req, pool, out, length);
+        n = buf_read(&s->req, pool, out, len);
         if (n > s->req_acked) {
             acked_now = n - s->req_acked;
             s->req_acked = 0;
@@ -884,19 +875,19 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
         s->down->ops->consume(s->down, s, acked_now);
         conn_want_flush(&s->down->io);
     }
-    if (s->req.len == s->req_sent && s->req_ended) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->req_trailers.n > 0) {
-            size_t cnt;
-            nghttp2_nv *nva = nv_from_list(s, &s->req_trailers, 0, &cnt);
-            if (nva != NULL && nghttp2_submit_trailer(session, stream_id, nva, cnt) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
-    } else if (n == 0) {
+    *eof = s->req.len == s->req_sent && s->req_ended;
+    if (n == 0 && !*eof)
         s->req_deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
+    return n;
+}
+
+nghttp2_nv *stream_req_trailers_nv(struct stream *s, size_t *n)
+{
+    if (s->req_trailers.n == 0) {
+        *n = 0;
+        return NULL;
     }
-    return (ssize_t)n;
+    return nv_from_list(s, &s->req_trailers, 0, n);
 }
 
 static void took_resp(struct stream *s, size_t n)
@@ -972,5 +963,9 @@ bool stream_has_trailers(const struct stream *s) { return s->web == NULL && s->r
 /* Response trailers as name/value pairs for nghttp2 (arena memory). */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
 {
+    if (!stream_has_trailers(s)) {
+        *n = 0;
+        return NULL;
+    }
     return nv_from_list(s, &s->resp_trailers, 0, n);
 }

@@ -25,6 +25,9 @@ struct upconn {
 int h2_client_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
 /* Opens a connection for the pool; returns NULL (errno set) on failure. */
 struct upconn *upconn_open(struct pool *p);
+/* The nghttp2 data provider of request bodies going upstream. */
+ssize_t upconn_req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
+                        nghttp2_data_source *src, void *user_data);
 /* Streams it may still take. */
 uint32_t upconn_free_slots(const struct upconn *u);
 /* A stream left it: update counts, maybe close when draining. */

@@ -86,8 +86,17 @@ void stream_on_down_close(struct stream *s, uint32_t error_code);
 size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
 /* Whether trailers must follow the body as HTTP trailers. */
 bool stream_has_trailers(const struct stream *s);
-/* Those trailers as name/value pairs (memory of the stream's arena). */
+/* Those trailers as name/value pairs (memory of the stream's arena), or
+ * NULL with *n = 0 when there are none to send. */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
+
+/* Copies up to len bytes of the request body into out for the upstream,
+ * giving the client's window back as they go. Sets *eof once the body is
+ * complete (request trailers then follow, if any). 0 without eof: nothing
+ * ready; the upstream provider waits to be resumed. */
+size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
+/* Request trailers as name/value pairs, or NULL with *n = 0. */
+nghttp2_nv *stream_req_trailers_nv(struct stream *s, size_t *n);
 
 /* Pool events. */
 /* Sends the request on upconn u; returns 0 or a negative error. */
