@@ -6,7 +6,7 @@
 #                                       fuzzing, chromium for gRPC-Web in a real browser)
 set -euo pipefail
 
-build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev)
+build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev)
 demo=(python3-grpcio)
 test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev chromium)
 web=()

@@ -7,6 +7,7 @@
 #include "grelay/config.h"
 #include "grelay/common.h"
 #include "grelay/log.h"
+#include "grelay/tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -710,6 +711,63 @@ static const struct field vhost_fields[] = {
 static const struct schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
                                            OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
 
+static const struct field sni_fields[] = {
+    {.key = "names", .type = F_STRLIST, .off = OFF(struct gr_sni_cert_cfg, names),
+     .count_off = OFF(struct gr_sni_cert_cfg, n_names), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
+    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, cert_chain), .flags = FL_REQUIRED},
+    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, private_key), .flags = FL_REQUIRED},
+    {0},
+};
+static const struct schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields, NULL,
+                                         NULL};
+
+static void tls_server_init(void *obj)
+{
+    struct gr_tls_server_cfg *t = obj;
+    t->set = true;
+    t->handshake_timeout_ms = 10000;
+    t->session_tickets = true;
+}
+
+static const struct field tls_server_fields[] = {
+    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, cert_chain), .flags = FL_REQUIRED},
+    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, private_key),
+     .flags = FL_REQUIRED},
+    {.key = "alpn", .type = F_STRLIST, .off = OFF(struct gr_tls_server_cfg, alpn),
+     .count_off = OFF(struct gr_tls_server_cfg, n_alpn), .flags = FL_NONEMPTY},
+    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, min_version)},
+    {.key = "ciphers", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, ciphers)},
+    {.key = "client_ca", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, client_ca)},
+    {.key = "require_client_cert", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
+    {.key = "server_names", .type = F_LIST, .off = OFF(struct gr_tls_server_cfg, server_names),
+     .count_off = OFF(struct gr_tls_server_cfg, n_server_names), .sub = &sni_schema},
+    {.key = "handshake_timeout", .type = F_DURATION, .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms),
+     .min = 1, .max = 600000},
+    {.key = "session_tickets", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
+    {0},
+};
+static const struct schema tls_server_schema = {"tls", sizeof(struct gr_tls_server_cfg), NO_POS,
+                                                tls_server_fields, tls_server_init, NULL};
+
+static void tls_client_init(void *obj)
+{
+    struct gr_tls_client_cfg *t = obj;
+    t->set = true;
+    t->verify = true;
+}
+
+static const struct field tls_client_fields[] = {
+    {.key = "sni", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, sni)},
+    {.key = "ca", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, ca)},
+    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, cert_chain)},
+    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, private_key)},
+    {.key = "verify", .type = F_BOOL, .off = OFF(struct gr_tls_client_cfg, verify)},
+    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, min_version)},
+    {0},
+};
+static const struct schema tls_client_schema = {"tls", sizeof(struct gr_tls_client_cfg), NO_POS,
+                                                tls_client_fields, tls_client_init, NULL};
+
 static void listener_init(void *obj)
 {
     struct gr_listener_cfg *l = obj;
@@ -734,6 +792,8 @@ static const struct field listener_fields[] = {
     {.key = "max_request_headers", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, max_request_headers),
      .min = 1024, .max = 1u << 20},
     {.key = "grpc_web", .type = F_BOOL, .off = OFF(struct gr_listener_cfg, grpc_web)},
+    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
+     .pos_off = OFF(struct gr_listener_cfg, tls_pos)},
     {.key = "grpc_web_max_request", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
      .min = 1024, .max = 1u << 30},
     {0},
@@ -783,6 +843,8 @@ static const struct field cluster_fields[] = {
      .max = 16u << 20},
     {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, connection_window),
      .min = 65535, .max = (1u << 31) - 1},
+    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
+     .pos_off = OFF(struct gr_cluster_cfg, tls_pos)},
     {0},
 };
 static const struct schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
@@ -814,6 +876,23 @@ static const struct schema top_schema = {"the configuration", sizeof(struct gr_c
 static bool addr_equal(const struct gr_addr *a, const struct gr_addr *b)
 {
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static int build_tls(struct load_ctx *c)
+{
+    struct gr_config *cfg = c->cfg;
+    char err[400];
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct gr_listener_cfg *l = &cfg->listeners[i];
+        if (l->tls.set && tls_server_build(&l->tls, l->grpc_web, err, sizeof(err)) != GR_OK)
+            return fail_at(c, l->tls_pos, "listener '%s': tls: %s", l->name, err);
+    }
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        struct gr_cluster_cfg *cl = &cfg->clusters[i];
+        if (cl->tls.set && tls_client_build(&cl->tls, err, sizeof(err)) != GR_OK)
+            return fail_at(c, cl->tls_pos, "cluster '%s': tls: %s", cl->name, err);
+    }
+    return GR_OK;
 }
 
 static int validate(struct load_ctx *c)
@@ -921,6 +1000,8 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
     }
     if (rc == GR_OK)
         rc = validate(&c);
+    if (rc == GR_OK)
+        rc = build_tls(&c);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     if (rc != GR_OK) {
@@ -976,6 +1057,12 @@ void config_free(struct gr_config *cfg)
 {
     if (cfg == NULL)
         return;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls.set)
+            tls_server_free(&cfg->listeners[i].tls);
+    for (size_t i = 0; i < cfg->n_clusters; i++)
+        if (cfg->clusters[i].tls.set)
+            tls_client_free(&cfg->clusters[i].tls);
     arena_free(&cfg->arena);
     free(cfg);
 }

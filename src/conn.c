@@ -1,7 +1,10 @@
 /* Socket transport: batched writes, deferred frees. */
 #include "grelay/conn.h"
 #include "grelay/log.h"
+#include "grelay/tls.h"
 #include "grelay/worker.h"
+
+#include <openssl/err.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +25,7 @@ static void conn_setup(struct conn *c, struct worker *w, int fd, const struct co
     c->fd = fd;
     c->w = w;
     c->ops = ops;
+    c->ssl = NULL;
     buf_init(&c->wbuf);
     gr_list_init(&c->dirty_link);
     gr_list_init(&c->reap_link);
@@ -38,22 +42,75 @@ void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct c
     ev_io_start(w->loop, &c->rio);
 }
 
-int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops)
+int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops, SSL *ssl)
 {
     int fd = socket(to->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        SSL_free(ssl);
         return GR_ERR_IO;
+    }
     conn_setup(c, w, fd, ops);
     if (connect(fd, (const struct sockaddr *)&to->ss, to->len) != 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
         c->fd = -1;
+        SSL_free(ssl);
         errno = e;
         return GR_ERR_IO;
+    }
+    if (ssl != NULL) {
+        c->ssl = ssl;
+        SSL_set_fd(ssl, fd);
+        SSL_set_connect_state(ssl);
     }
     c->state = CONN_CONNECTING;
     ev_io_start(w->loop, &c->wio);
     return GR_OK;
+}
+
+/* One step of a TLS handshake; on_connect when it completes. */
+static void tls_step(struct conn *c)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        c->state = CONN_OPEN;
+        ev_io_stop(c->w->loop, &c->wio);
+        ev_io_start(c->w->loop, &c->rio);
+        if (c->ops->on_connect)
+            c->ops->on_connect(c);
+        if (c->state == CONN_OPEN)
+            conn_want_flush(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) {
+        ev_io_stop(c->w->loop, &c->wio);
+        ev_io_start(c->w->loop, &c->rio);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        ev_io_start(c->w->loop, &c->wio);
+        return;
+    }
+    char why[300];
+    conn_close(c, GR_ERR_IO, tls_error(c->ssl, rc, why, sizeof(why)));
+}
+
+void conn_start_tls(struct conn *c, SSL *ssl)
+{
+    c->ssl = ssl;
+    SSL_set_fd(ssl, c->fd);
+    SSL_set_accept_state(ssl);
+    c->state = CONN_HANDSHAKE;
+    tls_step(c);
+}
+
+void conn_adopt_tls(struct conn *c, SSL *ssl)
+{
+    c->ssl = ssl;
+    /* Whatever the handshake already read must not wait for the socket. */
+    ev_feed_event(c->w->loop, &c->rio, EV_READ);
 }
 
 void conn_pause_read(struct conn *c)
@@ -83,11 +140,17 @@ void conn_close(struct conn *c, int err, const char *why)
     ev_io_stop(c->w->loop, &c->rio);
     ev_io_stop(c->w->loop, &c->wio);
     gr_list_remove(&c->dirty_link);
+    if (c->ssl != NULL && c->fd >= 0 && err == GR_OK)
+        SSL_shutdown(c->ssl); /* best effort close_notify on a clean end */
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
     }
     buf_clear(&c->wbuf, &c->w->chunks);
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl); /* no close_notify: the socket is already gone */
+        c->ssl = NULL;
+    }
     c->ops->on_close(c, err, why);
     gr_list_insert_tail(&c->w->reap, &c->reap_link);
 }
@@ -117,8 +180,25 @@ void conn_flush(struct conn *c)
             break;
         struct iovec iov[16];
         int cnt = buf_peek_iov(&c->wbuf, iov, 16);
+        ssize_t w;
+        if (c->ssl != NULL) {
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, iov[0].iov_base, (int)iov[0].iov_len);
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_WRITE)
+                    ev_io_start(c->w->loop, &c->wio);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                    return;
+                char why[300];
+                conn_close(c, GR_ERR_IO, tls_error(c->ssl, r, why, sizeof(why)));
+                return;
+            }
+            buf_drain(&c->wbuf, pool, (size_t)r);
+            continue;
+        }
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 ev_io_start(c->w->loop, &c->wio);
@@ -141,12 +221,54 @@ void conn_flush(struct conn *c)
         conn_close(c, GR_OK, "finished");
 }
 
+/* Reads TLS records until the socket has nothing more (or a few rounds). */
+static void tls_read(struct conn *c)
+{
+    struct worker *w = c->w;
+    for (int i = 0; i < 8 && c->state == CONN_OPEN; i++) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, w->rbuf, (int)sizeof(w->rbuf));
+        if (n > 0) {
+            int rc = c->ops->on_read(c, w->rbuf, (size_t)n);
+            if (rc != GR_OK) {
+                conn_close(c, rc, "protocol error from peer");
+                return;
+            }
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            ev_io_start(w->loop, &c->wio);
+            break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            conn_close(c, GR_ERR_CLOSED, "peer closed the connection");
+            return;
+        }
+        char why[300];
+        conn_close(c, e == SSL_ERROR_SYSCALL ? GR_ERR_CLOSED : GR_ERR_IO, tls_error(c->ssl, n, why, sizeof(why)));
+        return;
+    }
+    if (c->state == CONN_OPEN)
+        conn_want_flush(c);
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
     struct conn *c = container_of(io, struct conn, rio);
     struct worker *w = c->w;
+    if (c->state == CONN_HANDSHAKE) {
+        tls_step(c);
+        return;
+    }
+    if (c->ssl != NULL) {
+        tls_read(c);
+        return;
+    }
     /* A few reads per event: fair to other connections, fewer wake-ups. */
     for (int i = 0; i < 4 && c->state == CONN_OPEN; i++) {
         ssize_t n = recv(c->fd, w->rbuf, sizeof(w->rbuf), 0);
@@ -186,11 +308,22 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
             conn_close(c, GR_ERR_IO, strerror(err));
             return;
         }
+        if (c->ssl != NULL) {
+            c->state = CONN_HANDSHAKE;
+            tls_step(c);
+            return;
+        }
         c->state = CONN_OPEN;
         ev_io_stop(loop, &c->wio);
         ev_io_start(loop, &c->rio);
         if (c->ops->on_connect)
             c->ops->on_connect(c);
     }
+    if (c->state == CONN_HANDSHAKE) {
+        tls_step(c);
+        return;
+    }
+    if (c->ssl != NULL && c->state == CONN_OPEN && c->wbuf.len == 0)
+        ev_feed_event(loop, &c->rio, EV_READ); /* TLS may have wanted to write for a read */
     conn_flush(c);
 }

@@ -399,10 +399,12 @@ static const struct downstream_ops h1_downstream_ops = {
     .reset = h1_reset,
 };
 
-void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early, size_t early_len)
+void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
+               size_t early_len)
 {
     struct h1conn *h = calloc(1, sizeof(*h));
     if (h == NULL) {
+        SSL_free(ssl);
         close(fd);
         return;
     }
@@ -413,6 +415,8 @@ void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const 
     downstream_init(&h->base, w, l, &h1_downstream_ops);
     h->base.http1 = true;
     conn_init_accepted(&h->base.io, w, fd, &h1_conn_ops);
+    if (ssl != NULL)
+        conn_adopt_tls(&h->base.io, ssl);
     if (early_len > 0 && h1_on_read(&h->base.io, early, early_len) != GR_OK) {
         conn_close(&h->base.io, GR_ERR_PROTO, "bad HTTP/1.1 request");
         return;

@@ -5,6 +5,7 @@
 #include "grelay/log.h"
 #include "grelay/pool.h"
 #include "grelay/stream.h"
+#include "grelay/tls.h"
 #include "grelay/worker.h"
 
 #include <errno.h>
@@ -223,7 +224,17 @@ static void up_on_close(struct conn *c, int err, const char *why)
 
 static void up_destroy(struct conn *c) { free(upconn_of(c)); }
 
-static void up_on_connect(struct conn *c) { (void)c; }
+static void up_on_connect(struct conn *c)
+{
+    if (c->ssl == NULL)
+        return;
+    /* Only HTTP/2 carries gRPC: the backend must have said so with ALPN. */
+    const unsigned char *proto = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(c->ssl, &proto, &len);
+    if (len != 2 || memcmp(proto, "h2", 2) != 0)
+        conn_close(c, GR_ERR_PROTO, "TLS: the upstream did not choose h2 with ALPN");
+}
 
 static const struct conn_ops upconn_ops = {
     .on_read = up_on_read,
@@ -265,7 +276,26 @@ struct upconn *upconn_open(struct pool *p)
     };
     nghttp2_submit_settings(u->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv));
     nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window);
-    if (conn_connect(&u->io, w, &p->ep->address, &upconn_ops) != GR_OK) {
+    SSL *ssl = NULL;
+    if (cl->tls.set) {
+        char host[64];
+        const char *text = p->ep->address.text;
+        const char *colon = strrchr(text, ':');
+        size_t hl = colon ? (size_t)(colon - text) : strlen(text);
+        if (hl > 0 && text[0] == '[') {
+            text++;
+            hl -= 2;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int)hl, text);
+        ssl = tls_client_new(&cl->tls, host);
+        if (ssl == NULL) {
+            nghttp2_session_del(u->h2);
+            free(u);
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    if (conn_connect(&u->io, w, &p->ep->address, &upconn_ops, ssl) != GR_OK) {
         int e = errno;
         nghttp2_session_del(u->h2);
         free(u);

@@ -216,16 +216,13 @@ static const struct conn_ops dconn_ops = {
     .destroy = d_destroy,
 };
 
-struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early,
-                           size_t early_len)
+struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl,
+                           const uint8_t *early, size_t early_len)
 {
     struct dconn *d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        close(fd);
-        return NULL;
-    }
-    if (nghttp2_session_server_new2(&d->h2, w->server_cbs, d, w->server_opt) != 0) {
+    if (d == NULL || nghttp2_session_server_new2(&d->h2, w->server_cbs, d, w->server_opt) != 0) {
         free(d);
+        SSL_free(ssl);
         close(fd);
         return NULL;
     }
@@ -238,6 +235,8 @@ struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, in
     nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window);
     downstream_init(&d->base, w, l, &h2_downstream_ops);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
+    if (ssl != NULL)
+        conn_adopt_tls(&d->base.io, ssl);
     if (early_len > 0 && d_on_read(&d->base.io, early, early_len) != GR_OK) {
         conn_close(&d->base.io, GR_ERR_PROTO, "protocol error from peer");
         return NULL;

@@ -1,6 +1,8 @@
-/* Tells HTTP/2 from HTTP/1.1 by the first bytes, then hands the socket over. */
+/* Tells HTTP/2 from HTTP/1.1 by TLS ALPN or by the first bytes, then hands
+ * the socket (and its TLS session) over. */
 #include "grelay/sniff.h"
 #include "grelay/conn.h"
+#include "grelay/log.h"
 #include "grelay/h1_server.h"
 #include "grelay/h2_server.h"
 #include "grelay/worker.h"
@@ -15,6 +17,8 @@ static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct sniff {
     struct conn io;                   /* first member */
     const struct gr_listener_cfg *cfg;
+    ev_timer handshake_timer;         /* TLS: bounds the handshake */
+    struct gr_list link;              /* in worker->sniffing */
     uint8_t seen[PREFACE_LEN];        /* bytes so far, while they could still be the preface */
     size_t n;
 };
@@ -38,10 +42,39 @@ static int sniff_on_read(struct conn *c, const uint8_t *data, size_t len)
     c->fd = -1; /* no longer ours to close */
     conn_close(c, GR_OK, "handed over");
     if (h2)
-        dconn_accept(w, sn->cfg, fd, all, sn->n + len);
+        dconn_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
     else
-        h1_accept(w, sn->cfg, fd, all, sn->n + len);
+        h1_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
     return GR_OK;
+}
+
+/* TLS is up: ALPN says which protocol takes the connection. */
+static void sniff_on_tls(struct conn *c)
+{
+    struct sniff *sn = container_of(c, struct sniff, io);
+    ev_timer_stop(c->w->loop, &sn->handshake_timer);
+    const unsigned char *proto = NULL;
+    unsigned int plen = 0;
+    SSL_get0_alpn_selected(c->ssl, &proto, &plen);
+    bool h1 = plen == 8 && memcmp(proto, "http/1.1", 8) == 0;
+    int fd = c->fd;
+    SSL *ssl = c->ssl;
+    struct worker *w = c->w;
+    c->fd = -1;
+    c->ssl = NULL; /* both go to the protocol */
+    conn_close(c, GR_OK, "handed over");
+    if (h1)
+        h1_accept(w, sn->cfg, fd, ssl, NULL, 0);
+    else
+        dconn_accept(w, sn->cfg, fd, ssl, NULL, 0); /* h2, or no ALPN at all */
+}
+
+static void on_handshake_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sniff *sn = container_of(t, struct sniff, handshake_timer);
+    conn_close(&sn->io, GR_ERR_IO, "TLS handshake timed out");
 }
 
 static ssize_t sniff_pull(struct conn *c, const uint8_t **data)
@@ -59,9 +92,11 @@ static bool sniff_done(struct conn *c)
 
 static void sniff_on_close(struct conn *c, int err, const char *why)
 {
-    (void)c;
-    (void)err;
-    (void)why;
+    struct sniff *sn = container_of(c, struct sniff, io);
+    ev_timer_stop(c->w->loop, &sn->handshake_timer);
+    gr_list_remove(&sn->link);
+    if (err != GR_OK)
+        log_debug("listener %s: client connection closed: %s", sn->cfg->name, why);
 }
 
 static void sniff_destroy(struct conn *c) { free(container_of(c, struct sniff, io)); }
@@ -70,6 +105,7 @@ static const struct conn_ops sniff_ops = {
     .on_read = sniff_on_read,
     .pull = sniff_pull,
     .done = sniff_done,
+    .on_connect = sniff_on_tls,
     .on_close = sniff_on_close,
     .destroy = sniff_destroy,
 };
@@ -82,5 +118,25 @@ void sniff_accept(struct worker *w, const struct gr_listener_cfg *l, int fd)
         return;
     }
     sn->cfg = l;
+    ev_timer_init(&sn->handshake_timer, on_handshake_timeout, 0.0, 0.0);
     conn_init_accepted(&sn->io, w, fd, &sniff_ops);
+    gr_list_insert_tail(&w->sniffing, &sn->link);
+    if (l->tls.set) {
+        SSL *ssl = SSL_new(l->tls.ctx);
+        if (ssl == NULL) {
+            conn_close(&sn->io, GR_ERR_NOMEM, "out of memory");
+            return;
+        }
+        ev_timer_set(&sn->handshake_timer, (double)l->tls.handshake_timeout_ms / 1e3, 0.0);
+        ev_timer_start(w->loop, &sn->handshake_timer);
+        conn_start_tls(&sn->io, ssl);
+    }
+}
+
+void sniff_close_all(struct worker *w)
+{
+    while (!gr_list_empty(&w->sniffing)) {
+        struct sniff *sn = container_of(w->sniffing.next, struct sniff, link);
+        conn_close(&sn->io, GR_OK, "shutting down");
+    }
 }

@@ -575,7 +575,8 @@ int stream_attach_upstream(struct stream *s, struct upconn *u)
     }
     nva[0] = s->method.value ? mknv(LIT(":method"), s->method.value, s->method.valuelen)
                              : mknv(LIT(":method"), LIT("POST"));
-    nva[1] = mknv(LIT(":scheme"), LIT("http"));
+    nva[1] = u->io.ssl != NULL || u->pool->wc->cfg->tls.set ? mknv(LIT(":scheme"), LIT("https"))
+                                                             : mknv(LIT(":scheme"), LIT("http"));
     nva[2] = s->authority.value ? mknv(LIT(":authority"), s->authority.value, s->authority.valuelen)
                                 : mknv(LIT(":authority"), (const uint8_t *)u->pool->ep->address.text,
                                        strlen(u->pool->ep->address.text));

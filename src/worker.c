@@ -30,10 +30,10 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
             return;
         }
-        if (wl->cfg->grpc_web)
+        if (wl->cfg->grpc_web || wl->cfg->tls.set)
             sniff_accept(wl->w, wl->cfg, fd);
         else
-            dconn_accept(wl->w, wl->cfg, fd, NULL, 0);
+            dconn_accept(wl->w, wl->cfg, fd, NULL, NULL, 0);
     }
 }
 
@@ -66,6 +66,7 @@ static void close_everything(struct worker *w)
         struct downstream *d = container_of(w->dconns.next, struct downstream, link);
         conn_close(&d->io, GR_OK, "shutting down");
     }
+    sniff_close_all(w);
     for (size_t i = 0; i < w->cfg->n_clusters; i++)
         for (size_t e = 0; e < w->clusters[i].cfg->n_endpoints; e++)
             pool_shutdown(&w->clusters[i].pools[e]);
@@ -112,6 +113,7 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
     w->id = id;
     w->cfg = cfg;
     gr_list_init(&w->dconns);
+    gr_list_init(&w->sniffing);
     gr_list_init(&w->dirty);
     gr_list_init(&w->reap);
     chunk_pool_init(&w->chunks, 1024);

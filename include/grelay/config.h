@@ -24,6 +24,45 @@ struct gr_addr {
     const char *text;           /* as written in the file */
 };
 
+/* A certificate chosen by SNI. */
+struct gr_sni_cert_cfg {
+    const char **names;          /* "api.example.com" or "*.example.com" */
+    size_t n_names;
+    const char *cert_chain;      /* PEM file */
+    const char *private_key;     /* PEM file */
+    void *ctx;                   /* SSL_CTX, built at load */
+};
+
+/* TLS on a listener. */
+struct gr_tls_server_cfg {
+    bool set;
+    const char *cert_chain;      /* PEM: the default certificate */
+    const char *private_key;
+    const char **alpn;           /* protocols offered, preferred first */
+    size_t n_alpn;
+    const char *min_version;     /* TLSv1.2 or TLSv1.3 */
+    const char *ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
+    const char *client_ca;       /* verify client certificates against this */
+    bool require_client_cert;
+    struct gr_sni_cert_cfg *server_names;
+    size_t n_server_names;
+    uint64_t handshake_timeout_ms;
+    bool session_tickets;
+    void *ctx;                   /* SSL_CTX for the default certificate, built at load */
+};
+
+/* TLS to a cluster's endpoints. */
+struct gr_tls_client_cfg {
+    bool set;
+    const char *sni;             /* name sent and verified; default: the endpoint's host */
+    const char *ca;              /* PEM bundle to verify the server; default: the system's */
+    const char *cert_chain;      /* client certificate, for mTLS */
+    const char *private_key;
+    bool verify;                 /* verify the server's certificate and name (default true) */
+    const char *min_version;
+    void *ctx;                   /* SSL_CTX, built at load */
+};
+
 enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
 
 struct gr_endpoint_cfg {
@@ -43,6 +82,8 @@ struct gr_cluster_cfg {
     uint32_t max_streams_per_connection; /* our cap on top of the peer's MAX_CONCURRENT_STREAMS; 0 = peer's */
     uint32_t stream_buffer;            /* response bytes buffered per stream = upstream stream window */
     uint32_t connection_window;        /* upstream connection-level receive window */
+    struct gr_tls_client_cfg tls;      /* TLS to the endpoints, when set */
+    struct gr_pos tls_pos;
     size_t index;                      /* position in gr_config.clusters */
     struct gr_pos pos;
 };
@@ -136,6 +177,8 @@ struct gr_listener_cfg {
     uint32_t connection_window;      /* downstream connection-level receive window */
     uint32_t max_request_headers;    /* bytes of request header names and values */
     bool grpc_web;                   /* accept gRPC-Web (and HTTP/1.1) besides native gRPC */
+    struct gr_tls_server_cfg tls;    /* TLS, when set */
+    struct gr_pos tls_pos;
     uint32_t grpc_web_max_request;   /* largest gRPC-Web request body and message */
     struct gr_pos pos;
 };

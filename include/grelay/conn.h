@@ -11,6 +11,7 @@
 #include "grelay/config.h"
 
 #include <ev.h>
+#include <openssl/ssl.h>
 #include <sys/types.h>
 
 struct conn;
@@ -24,7 +25,8 @@ struct conn_ops {
     ssize_t (*pull)(struct conn *c, const uint8_t **data);
     /* True when the protocol is finished and the connection may close. */
     bool (*done)(struct conn *c);
-    /* An outgoing connect completed (may be NULL for accepted sockets). */
+    /* The connection is ready: an outgoing connect completed, or a TLS
+     * handshake did (may be NULL when neither happens). */
     void (*on_connect)(struct conn *c);
     /* The connection is closing: err is GR_OK for a clean end, why says
      * what happened. Release protocol state and tell the streams. */
@@ -33,7 +35,7 @@ struct conn_ops {
     void (*destroy)(struct conn *c);
 };
 
-enum conn_state { CONN_CONNECTING = 0, CONN_OPEN = 1, CONN_CLOSED = 2 };
+enum conn_state { CONN_CONNECTING = 0, CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
 
 struct conn {
     int fd;                     /* the socket, -1 once closed */
@@ -42,6 +44,7 @@ struct conn {
     struct worker *w;           /* the worker whose loop drives it */
     const struct conn_ops *ops; /* the protocol on top */
     struct buf wbuf;            /* bytes pulled from the protocol but not yet written */
+    SSL *ssl;                   /* TLS, or NULL for cleartext */
     struct gr_list dirty_link;  /* in worker->dirty while a flush is due */
     struct gr_list reap_link;   /* in worker->reap once closed */
     enum conn_state state;
@@ -49,8 +52,15 @@ struct conn {
 
 /* Adopts an accepted, non-blocking socket and starts reading. */
 void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops);
-/* Starts a non-blocking connect. Returns 0 or GR_ERR_IO (errno set). */
-int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops);
+/* Starts a non-blocking connect; with ssl, a TLS handshake follows it
+ * (ssl is owned by c from now on, even on failure). Returns 0 or GR_ERR_IO
+ * (errno set). */
+int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops, SSL *ssl);
+/* Runs a server-side TLS handshake on an accepted connection; on_connect
+ * follows it. c owns ssl. */
+void conn_start_tls(struct conn *c, SSL *ssl);
+/* Takes over a TLS session whose handshake another conn finished. */
+void conn_adopt_tls(struct conn *c, SSL *ssl);
 /* Stops and restarts reading (backpressure on an HTTP/1.1 request body). */
 void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);

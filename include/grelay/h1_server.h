@@ -7,12 +7,15 @@
 
 #include "grelay/config.h"
 
+#include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct worker;
 
-/* Takes an accepted socket and the bytes already read from it. */
-void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early, size_t early_len);
+/* Takes an accepted socket, its TLS session (or NULL) and the bytes
+ * already read from it. */
+void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
+               size_t early_len);
 
 #endif

@@ -14,9 +14,10 @@ struct dconn {
 };
 
 int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
-/* Takes an accepted socket and the bytes already read from it (a protocol
- * sniffer's); returns NULL (socket closed) on failure. */
-struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, const uint8_t *early,
-                           size_t early_len);
+/* Takes an accepted socket, its TLS session (or NULL) and the bytes
+ * already read from it (a protocol sniffer's); returns NULL (socket
+ * closed) on failure. */
+struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl,
+                           const uint8_t *early, size_t early_len);
 
 #endif

@@ -43,6 +43,7 @@ struct worker {
     size_t n_listeners;
     struct wcluster *clusters;    /* one per configured cluster */
     struct gr_list dconns;        /* open downstream connections */
+    struct gr_list sniffing;      /* accepted, protocol not chosen yet (TLS handshake, first bytes) */
     struct gr_list dirty;         /* connections to flush before the loop sleeps */
     struct gr_list reap;          /* closed connections to free before the loop sleeps */
     ev_prepare prepare;           /* runs the flushes and frees */

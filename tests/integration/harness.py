@@ -55,13 +55,14 @@ class Backend:
     """One echo_server.py (a real grpcio server) on a loopback port; with
     raw=True, h2_raw_server.py (a misbehaving HTTP/2 server) instead."""
 
-    def __init__(self, name, port=None, raw=False):
+    def __init__(self, name, port=None, raw=False, tls=()):
         self.name = name
         self.port = port or free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.log = tempfile.TemporaryFile()
-        argv = [PY, RAW_SERVER, self.addr] if raw else [PY, ECHO_SERVER, name, self.addr]
+        argv = [PY, RAW_SERVER, self.addr] if raw else [PY, ECHO_SERVER, name, self.addr] + list(tls)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)
+        self.tls_channel = None
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":
             self.stop()
@@ -70,6 +71,10 @@ class Backend:
 
     def events(self):
         import grpc
+        if self.tls_channel is not None:
+            ch = self.tls_channel()
+            with ch:
+                return json.loads(ch.unary_unary("/test.Control/Events")(b"", timeout=5))
         with grpc.insecure_channel(self.addr) as ch:
             return json.loads(ch.unary_unary("/test.Control/Events")(b"", timeout=5))
 

@@ -12,7 +12,13 @@ def run(*args, timeout=30):
     return subprocess.run([GRELAY, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "conf", "*.yaml"))))
+def cleartext_configs():
+    """The shipped configs that name no certificate files (test_tls.py checks
+    the others with certificates it makes)."""
+    return [p for p in sorted(glob.glob(os.path.join(ROOT, "conf", "*.yaml"))) if "/etc/grelay/" not in open(p).read()]
+
+
+@pytest.mark.parametrize("path", cleartext_configs())
 def test_shipped_configs_pass_check(path):
     r = run("--check", "--config", path)
     assert r.returncode == 0, r.stderr

@@ -25,7 +25,8 @@ Methods:
   /test.Control/Events     JSON of what happened here: cancellations, flood count,
                            the connections (peers) unary calls came in on.
 
-Usage: echo_server.py NAME HOST:PORT
+Usage: echo_server.py NAME HOST:PORT [CERT KEY [CLIENT_CA]]
+  with CERT and KEY it serves TLS; with CLIENT_CA it requires client certificates.
 """
 import json
 import sys
@@ -186,7 +187,15 @@ def main():
         "Events": grpc.unary_unary_rpc_method_handler(control_events),
     })
     server.add_generic_rpc_handlers((echo, control))
-    if server.add_insecure_port(ADDR) == 0:
+    if len(sys.argv) > 4:
+        read = lambda p: open(p, "rb").read()
+        client_ca = read(sys.argv[5]) if len(sys.argv) > 5 else None
+        creds = grpc.ssl_server_credentials([(read(sys.argv[4]), read(sys.argv[3]))], root_certificates=client_ca,
+                                            require_client_auth=client_ca is not None)
+        port = server.add_secure_port(ADDR, creds)
+    else:
+        port = server.add_insecure_port(ADDR)
+    if port == 0:
         print("cannot listen on " + ADDR, file=sys.stderr, flush=True)
         sys.exit(1)
     server.start()

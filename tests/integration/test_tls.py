@@ -1,0 +1,257 @@
+"""TLS on both sides, with certificates this test makes (openssl CLI, a test CA)."""
+import base64
+import http.client
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from harness import Backend, free_port, simple_config
+
+
+def run(*args, cwd):
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d, name):
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", name + ".key", "-out", name + ".crt", "-subj", "/CN=" + name, "-days", "2", cwd=d)
+
+
+def make_cert(d, name, ca, sans, client=False):
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+        name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name, cwd=d)
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write("subjectAltName=%s\nextendedKeyUsage=%s\n" % (",".join(sans), "clientAuth" if client else "serverAuth"))
+    run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+        "-CAcreateserial", "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_cert(d, "grelay.test", "ca", ["DNS:grelay.test", "IP:127.0.0.1"])
+    make_cert(d, "second.test", "ca", ["DNS:second.test"])
+    make_cert(d, "backend.internal", "ca", ["DNS:backend.internal"])
+    make_cert(d, "wrong.internal", "ca", ["DNS:wrong.internal"])
+    make_cert(d, "client", "ca", ["DNS:client"], client=True)
+    make_cert(d, "stranger", "other-ca", ["DNS:stranger"], client=True)
+    return lambda name: os.path.join(d, name)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def tls_backend(pki, name="tls-backend", cert="backend.internal", client_ca=None):
+    args = [pki(cert + ".crt"), pki(cert + ".key")] + ([pki(client_ca)] if client_ca else [])
+    b = Backend(name, tls=args)
+    b.tls_channel = lambda: grpc.secure_channel(b.addr, grpc.ssl_channel_credentials(
+        read(pki("ca.crt")), read(pki("client.key")), read(pki("client.crt"))),
+        options=[("grpc.ssl_target_name_override", cert)])
+    return b
+
+
+def config(port, pki, backend, listener_tls=None, cluster_tls=None, grpc_web=False):
+    cfg = simple_config(port, [backend.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}])
+    lt = {"cert_chain": pki("grelay.test.crt"), "private_key": pki("grelay.test.key")}
+    lt.update(listener_tls or {})
+    cfg["listeners"][0]["tls"] = lt
+    if grpc_web:
+        cfg["listeners"][0]["grpc_web"] = True
+    ct = {"sni": "backend.internal", "ca": pki("ca.crt")}
+    ct.update(cluster_tls or {})
+    cfg["clusters"][0]["tls"] = ct
+    return cfg
+
+
+def channel(g, pki, client_cert=None):
+    key = read(pki(client_cert + ".key")) if client_cert else None
+    crt = read(pki(client_cert + ".crt")) if client_cert else None
+    creds = grpc.ssl_channel_credentials(read(pki("ca.crt")), key, crt)
+    return grpc.secure_channel(g.addr, creds, options=[("grpc.ssl_target_name_override", "grelay.test")])
+
+
+@pytest.fixture(scope="module")
+def backend(pki):
+    b = tls_backend(pki)
+    yield b
+    b.stop()
+
+
+def test_grpc_over_tls_to_a_tls_backend(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend), port)
+    with channel(g, pki) as ch:
+        reply, call = ch.unary_unary("/test.Echo/Unary").with_call(b"secret", timeout=10)
+    assert reply == b"secret"
+    assert dict(call.initial_metadata())["x-backend"] == "tls-backend"
+
+
+def test_mtls_listener_refuses_a_client_without_a_certificate(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend, {"client_ca": pki("ca.crt"), "require_client_cert": True}), port)
+    with channel(g, pki) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    with channel(g, pki, "stranger") as ch:  # a certificate from a CA grelay does not trust
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+    with channel(g, pki, "client") as ch:
+        assert ch.unary_unary("/test.Echo/Unary")(b"with cert", timeout=10) == b"with cert"
+
+
+def test_mtls_to_a_backend_that_requires_client_certificates(pki, grelay_factory):
+    b = tls_backend(pki, "strict-backend", client_ca="ca.crt")
+    try:
+        port = free_port()
+        g = grelay_factory(config(port, pki, b, cluster_tls={"cert_chain": pki("client.crt"),
+                                                              "private_key": pki("client.key")}), port)
+        with channel(g, pki) as ch:
+            assert ch.unary_unary("/test.Echo/Unary")(b"mutual", timeout=10) == b"mutual"
+        port2 = free_port()
+        g2 = grelay_factory(config(port2, pki, b), port2)  # no client certificate
+        with channel(g2, pki) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "TLS" in e.value.details()
+    finally:
+        b.stop()
+
+
+def test_a_backend_with_a_certificate_for_another_name_is_rejected(pki, grelay_factory):
+    b = tls_backend(pki, "impostor", cert="wrong.internal")
+    try:
+        port = free_port()
+        g = grelay_factory(config(port, pki, b), port)
+        with channel(g, pki) as ch:
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as e:
+                    ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "certificate verify failed: hostname mismatch" in e.value.details().lower()
+        assert g.log().count("certificate verify failed") == 1  # logged once, not per call
+    finally:
+        b.stop()
+
+
+def test_alpn_http11_serves_grpc_web(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend, grpc_web=True), port)
+    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        body = base64.b64encode(b"\x00" + struct.pack(">I", 3) + b"web")
+        conn.request("POST", "/test.Echo/Unary", body, {"content-type": "application/grpc-web-text"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        assert conn.sock.selected_alpn_protocol() == "http/1.1"
+    finally:
+        conn.close()
+    data = b"".join(base64.b64decode(raw[i:i + 4]) for i in range(0, len(raw), 4))
+    assert data.startswith(b"\x00\x00\x00\x00\x03web\x80")
+
+
+def tls_connect(port, pki, server_name, alpn=("h2",)):
+    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
+    ctx.set_alpn_protocols(list(alpn))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(s, server_hostname=server_name)
+
+
+def test_sni_chooses_between_certificates(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend, {"server_names": [
+        {"names": ["second.test"], "cert_chain": pki("second.test.crt"), "private_key": pki("second.test.key")}]}),
+        port)
+    for name in ("grelay.test", "second.test"):
+        s = tls_connect(port, pki, name)
+        try:
+            cn = dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+            assert cn == name
+        finally:
+            s.close()
+
+
+def test_a_client_offering_neither_protocol_is_refused(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend), port)
+    with pytest.raises(ssl.SSLError) as e:
+        tls_connect(port, pki, "grelay.test", alpn=("spdy/3.1",)).close()
+    assert "no application protocol" in str(e.value).lower()
+
+
+def test_a_stalled_handshake_times_out_and_frees_its_connection(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend, {"handshake_timeout": "300ms"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        assert s.recv(100) == b""  # grelay gives up and closes
+    finally:
+        s.close()
+
+
+def test_sessions_resume(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend), port)
+    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
+    ctx.set_alpn_protocols(["h2"])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # sessions are known after the handshake
+    first = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="grelay.test")
+    session = first.session
+    first.close()
+    again = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="grelay.test",
+                            session=session)
+    try:
+        assert again.session_reused
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("field,expected", [
+    ("cert_chain", "tls: cannot load cert_chain '/nonexistent/cert.pem'"),
+    ("private_key", "tls: cannot load private_key '/nonexistent/cert.pem'"),
+])
+def test_a_wrong_certificate_file_is_a_config_error(pki, tmp_path, field, expected):
+    from harness import GRELAY
+    import json
+    lt = {"cert_chain": pki("grelay.test.crt"), "private_key": pki("grelay.test.key")}
+    lt[field] = "/nonexistent/cert.pem"
+    path = tmp_path / "bad.yaml"
+    path.write_text("listeners:\n  - name: edge\n    address: 127.0.0.1:1\n    tls:\n"
+                    "      cert_chain: %s\n      private_key: %s\n"
+                    "    virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]\n"
+                    "clusters: [{name: c, endpoints: [{address: 127.0.0.1:2}]}]\n" % (lt["cert_chain"], lt["private_key"]))
+    r = subprocess.run([GRELAY, "--check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith(str(path) + ":5:7: listener 'edge': " + expected), r.stderr
+    assert "No such file" in r.stderr or "no such file" in r.stderr.lower() or "system lib" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["edge-tls.yaml", "sidecar-mtls.yaml"])
+def test_shipped_tls_configs_pass_check(pki, tmp_path, name):
+    """conf/ examples name /etc/grelay/...: check them with our test files there."""
+    from harness import GRELAY, ROOT
+    files = {"server": "grelay.test", "org": "second.test", "client": "client"}
+    text = open(os.path.join(ROOT, "conf", name)).read()
+    for short, real in files.items():
+        text = text.replace("/etc/grelay/%s.crt" % short, pki(real + ".crt"))
+        text = text.replace("/etc/grelay/%s.key" % short, pki(real + ".key"))
+    text = text.replace("/etc/grelay/backend-ca.crt", pki("ca.crt")).replace("/etc/grelay/clients-ca.crt",
+                                                                             pki("ca.crt"))
+    assert "/etc/grelay/" not in text
+    path = tmp_path / name
+    path.write_text(text)
+    r = subprocess.run([GRELAY, "--check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
