@@ -74,9 +74,9 @@ int balancer_init(struct balancer *b, enum lb_policy_kind kind, const uint32_t *
 {
     b->policy = &policies[kind];
     b->n = n;
-    b->weight = calloc(n, sizeof(*b->weight));
-    b->active = calloc(n, sizeof(*b->active));
-    b->current = calloc(n, sizeof(*b->current));
+    b->weight = calloc(n ? n : 1, sizeof(*b->weight));
+    b->active = calloc(n ? n : 1, sizeof(*b->active));
+    b->current = calloc(n ? n : 1, sizeof(*b->current));
     if (b->weight == NULL || b->active == NULL || b->current == NULL) {
         balancer_destroy(b);
         return GR_ERR_NOMEM;

@@ -803,20 +803,76 @@ static const struct schema listener_schema = {"listener", sizeof(struct gr_liste
 
 static void endpoint_init(void *obj) { ((struct gr_endpoint_cfg *)obj)->weight = 1; }
 
+/* "ip:port", "[ipv6]:port" or "host.name:port" (for DNS discovery). */
+static int check_endpoint(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_endpoint_cfg *ep = obj;
+    const char *why;
+    (void)seen;
+    if (config_parse_addr(ep->text, &ep->address, &why) == 0) {
+        const char *colon = strrchr(ep->text, ':');
+        size_t hl = (size_t)(colon - ep->text);
+        ep->port = (uint16_t)atoi(colon + 1);
+        ep->host = ep->text[0] == '[' ? arena_strndup(&c->cfg->arena, ep->text + 1, hl - 2)
+                                      : arena_strndup(&c->cfg->arena, ep->text, hl);
+        return ep->host ? GR_OK : fail_node(c, node, "out of memory");
+    }
+    const char *colon = strrchr(ep->text, ':');
+    uint64_t port;
+    size_t hl = colon ? (size_t)(colon - ep->text) : 0;
+    bool name_ok = hl > 0 && hl < 254 && ep->text[0] != '[', numeric = true;
+    for (size_t i = 0; name_ok && i < hl; i++) {
+        char ch = ep->text[i];
+        name_ok = isalnum((unsigned char)ch) || ch == '-' || ch == '.' || ch == '_';
+        numeric &= isdigit((unsigned char)ch) || ch == '.';
+    }
+    if (!name_ok || numeric) /* not a name; and digits and dots are a broken IPv4 address */
+        return fail_at(c, ep->text_pos, "bad address '%s' for 'address': %s", ep->text, why);
+    if (!parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535)
+        return fail_at(c, ep->text_pos, "bad address '%s' for 'address': port must be 1..65535", ep->text);
+    ep->is_name = true;
+    ep->port = (uint16_t)port;
+    ep->host = arena_strndup(&c->cfg->arena, ep->text, hl);
+    return ep->host ? GR_OK : fail_node(c, node, "out of memory");
+}
+
 static const struct field endpoint_fields[] = {
-    {.key = "address", .type = F_ADDR, .off = OFF(struct gr_endpoint_cfg, address), .flags = FL_REQUIRED},
+    {.key = "address", .type = F_STR, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
+     .pos_off = OFF(struct gr_endpoint_cfg, text_pos)},
     {.key = "weight", .type = F_U32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
     {0},
 };
 static const struct schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
-                                              OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init, NULL};
+                                              OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
+                                              check_endpoint};
 
 static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", NULL};
+static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns", NULL};
+
+static int check_cluster(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_cluster_cfg *cl = obj;
+    (void)seen;
+    for (size_t i = 0; i < cl->n_endpoints; i++) {
+        if (cl->endpoints[i].is_name && cl->discovery == DISCOVERY_STATIC)
+            return fail_at(c, cl->endpoints[i].text_pos,
+                           "endpoint '%s' is a host name: set discovery: strict_dns or logical_dns on cluster '%s'",
+                           cl->endpoints[i].text, cl->name);
+    }
+    for (size_t i = 0; i < cl->n_dns_resolvers; i++) {
+        struct gr_addr a;
+        const char *why;
+        if (config_parse_addr(cl->dns_resolvers[i], &a, &why) != 0)
+            return fail_node(c, node, "dns_resolvers: '%s' must be ip:port (%s)", cl->dns_resolvers[i], why);
+    }
+    return GR_OK;
+}
 
 static void cluster_init(void *obj)
 {
     struct gr_cluster_cfg *cl = obj;
     cl->lb_policy = LB_ROUND_ROBIN;
+    cl->dns_refresh_ms = 5000;
     cl->connect_timeout_ms = 5000;
     cl->max_connections = 8;
     cl->max_pending = 1024;
@@ -828,6 +884,11 @@ static void cluster_init(void *obj)
 static const struct field cluster_fields[] = {
     {.key = "name", .type = F_STR, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
     {.key = "lb_policy", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, lb_policy), .names = lb_policy_names},
+    {.key = "discovery", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, discovery), .names = discovery_names},
+    {.key = "dns_refresh", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms), .min = 1,
+     .max = 86400000},
+    {.key = "dns_resolvers", .type = F_STRLIST, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
+     .count_off = OFF(struct gr_cluster_cfg, n_dns_resolvers), .flags = FL_NONEMPTY},
     {.key = "endpoints", .type = F_LIST, .off = OFF(struct gr_cluster_cfg, endpoints),
      .count_off = OFF(struct gr_cluster_cfg, n_endpoints), .sub = &endpoint_schema,
      .flags = FL_REQUIRED | FL_NONEMPTY},
@@ -848,7 +909,8 @@ static const struct field cluster_fields[] = {
     {0},
 };
 static const struct schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
-                                             OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init, NULL};
+                                             OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init,
+                                             check_cluster};
 
 static const struct field top_fields[] = {
     {.key = "workers", .type = F_U32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},

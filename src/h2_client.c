@@ -32,6 +32,8 @@ uint32_t upconn_free_slots(const struct upconn *u)
 void upconn_stream_detached(struct upconn *u)
 {
     u->n_streams--;
+    if (u->pool->retired)
+        u->draining = true;
     if (u->draining && u->n_streams == 0)
         conn_want_flush(&u->io); /* the flush sees done() and closes */
 }
@@ -220,6 +222,7 @@ static void up_on_close(struct conn *c, int err, const char *why)
     nghttp2_session_del(u->h2);
     u->h2 = NULL;
     pool_dispatch(p);
+    pool_release_if_idle(p);
 }
 
 static void up_destroy(struct conn *c) { free(upconn_of(c)); }
@@ -278,16 +281,7 @@ struct upconn *upconn_open(struct pool *p)
     nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window);
     SSL *ssl = NULL;
     if (cl->tls.set) {
-        char host[64];
-        const char *text = p->ep->address.text;
-        const char *colon = strrchr(text, ':');
-        size_t hl = colon ? (size_t)(colon - text) : strlen(text);
-        if (hl > 0 && text[0] == '[') {
-            text++;
-            hl -= 2;
-        }
-        snprintf(host, sizeof(host), "%.*s", (int)hl, text);
-        ssl = tls_client_new(&cl->tls, host);
+        ssl = tls_client_new(&cl->tls, p->ep->host);
         if (ssl == NULL) {
             nghttp2_session_del(u->h2);
             free(u);

@@ -7,21 +7,55 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-void pool_init(struct pool *p, struct worker *w, struct wcluster *wc, size_t index)
+struct pool *pool_new(struct worker *w, struct wcluster *wc, size_t index, const struct endpoint *ep)
 {
+    struct pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
     p->w = w;
     p->wc = wc;
     p->index = index;
-    p->ep = &wc->cfg->endpoints[index];
+    p->own = *ep;
+    p->own.address.text = p->own.text;
+    p->ep = &p->own;
     gr_list_init(&p->conns);
     gr_list_init(&p->waiting);
-    p->n_conns = 0;
-    p->n_waiting = 0;
-    p->failing = false;
-    p->connect_failures = 0;
-    p->ejected_until_us = 0;
+    gr_list_init(&p->retired_link);
+    return p;
+}
+
+void pool_free(struct pool *p)
+{
+    gr_list_remove(&p->retired_link);
+    free(p);
+}
+
+void pool_retire(struct pool *p)
+{
+    p->retired = true;
+    gr_list_insert_tail(&p->wc->retired, &p->retired_link);
+    while (p->n_waiting > 0) {
+        struct stream *s = container_of(p->waiting.next, struct stream, up_link);
+        pool_leave(p, s);
+        stream_fail(s, GRPC_UNAVAILABLE, "the upstream left the cluster (DNS) before the call got a connection");
+    }
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe(it, tmp, &p->conns)
+    {
+        struct upconn *u = container_of(it, struct upconn, link);
+        u->draining = true;        /* streams in flight finish... */
+        conn_want_flush(&u->io);   /* ...and idle connections close */
+    }
+    pool_release_if_idle(p);
+}
+
+void pool_release_if_idle(struct pool *p)
+{
+    if (p->retired && p->n_conns == 0 && p->n_waiting == 0)
+        pool_free(p);
 }
 
 void pool_connect_failed(struct pool *p)
@@ -65,7 +99,7 @@ static struct upconn *find_or_open(struct pool *p, int *err)
     *err = GR_OK;
     /* While a connection is still handshaking its real stream limit is
      * unknown (we assume 100): wait for its SETTINGS rather than open more. */
-    if (u == NULL && !handshaking && p->n_conns < p->wc->cfg->max_connections && !p->w->stopping) {
+    if (u == NULL && !handshaking && !p->retired && p->n_conns < p->wc->cfg->max_connections && !p->w->stopping) {
         u = upconn_open(p);
         if (u == NULL) {
             log_warn("upstream %s: cannot open a connection: %s", p->ep->address.text, strerror(errno));

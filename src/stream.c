@@ -250,8 +250,10 @@ static void detach_up(struct stream *s, bool reset)
     if (s->pool != NULL) {
         struct pool *p = s->pool;
         s->pool = NULL;
-        balancer_finished(&p->wc->lb, p->index);
-        pool_dispatch(p);
+        if (!p->retired) {
+            balancer_finished(&p->wc->lb, p->index);
+            pool_dispatch(p);
+        }
     }
 }
 
@@ -419,12 +421,12 @@ void stream_on_req_headers_done(struct stream *s)
  * (on a retry) the one that just failed, when another will do. */
 static size_t pick_endpoint(struct stream *s, struct wcluster *wc, bool retry)
 {
-    size_t n = wc->cfg->n_endpoints;
+    size_t n = wc->n_pools;
     uint64_t now = gr_now_us();
     size_t idx = balancer_pick(&wc->lb);
     if (n == 1)
         return idx;
-#define BAD(i) (pool_ejected(&wc->pools[i], now) || (retry && (i) == s->last_ep))
+#define BAD(i) (pool_ejected(wc->pools[i], now) || (retry && (i) == s->last_ep))
     for (size_t tries = 1; tries < 2 * n && BAD(idx); tries++)
         idx = balancer_pick(&wc->lb);
     for (size_t k = 0; k < n && BAD(idx); k++)
@@ -440,8 +442,12 @@ static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
     struct wcluster *wc = &w->clusters[s->route->cluster->index];
+    if (wc->n_pools == 0) {
+        stream_fail(s, GRPC_UNAVAILABLE, wc->why_empty);
+        return;
+    }
     size_t idx = pick_endpoint(s, wc, retry);
-    struct pool *p = &wc->pools[idx];
+    struct pool *p = wc->pools[idx];
     char msg[256];
     s->last_ep = idx;
     s->pool = p;
@@ -499,7 +505,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!s->replay || s->resp_started || s->route == NULL || stream_worker(s)->stopping)
         return false;
     const struct gr_retry_cfg *rp = &s->route->retry;
-    size_t n = s->route->cluster->n_endpoints;
+    size_t n = stream_worker(s)->clusters[s->route->cluster->index].n_pools;
     uint64_t delay_us = 0;
     if (kind == RETRY_TRANSPARENT && s->transparent_retries < (n > 2 ? n : 2)) {
         s->transparent_retries++;

@@ -67,9 +67,16 @@ static void close_everything(struct worker *w)
         conn_close(&d->io, GR_OK, "shutting down");
     }
     sniff_close_all(w);
-    for (size_t i = 0; i < w->cfg->n_clusters; i++)
-        for (size_t e = 0; e < w->clusters[i].cfg->n_endpoints; e++)
-            pool_shutdown(&w->clusters[i].pools[e]);
+    for (size_t i = 0; i < w->cfg->n_clusters; i++) {
+        struct wcluster *wc = &w->clusters[i];
+        for (size_t e = 0; e < wc->n_pools; e++)
+            pool_shutdown(wc->pools[e]);
+        struct gr_list *it, *tmp;
+        gr_list_for_each_safe(it, tmp, &wc->retired)
+        {
+            pool_shutdown(container_of(it, struct pool, retired_link));
+        }
+    }
     on_prepare(w->loop, &w->prepare, 0);
 }
 
@@ -80,6 +87,100 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     w->stopping = true;
     close_everything(w);
     ev_break(loop, EVBREAK_ALL);
+}
+
+static bool same_endpoint(const struct endpoint *a, const struct endpoint *b)
+{
+    return a->address.len == b->address.len && memcmp(&a->address.ss, &b->address.ss, a->address.len) == 0 &&
+           strcmp(a->host, b->host) == 0;
+}
+
+/* Adopts an endpoint set: pools of endpoints that stay keep their
+ * connections, new endpoints get new pools, the others retire (their calls
+ * finish). The balancer is rebuilt, keeping the counts of calls in flight. */
+static int apply_set(struct worker *w, struct wcluster *wc, const struct endpoint_set *set)
+{
+    size_t n = set->n;
+    struct pool **np = calloc(n ? n : 1, sizeof(*np));
+    uint32_t *weights = calloc(n ? n : 1, sizeof(*weights));
+    bool *kept = calloc(wc->n_pools ? wc->n_pools : 1, sizeof(*kept));
+    struct balancer nb;
+    int rc = GR_ERR_NOMEM;
+    if (np == NULL || weights == NULL || kept == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        weights[i] = set->eps[i].weight;
+    if (balancer_init(&nb, wc->cfg->lb_policy, weights, n, gr_rand(&w->rng)) != GR_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < wc->n_pools && np[i] == NULL; j++) {
+            if (!kept[j] && same_endpoint(wc->pools[j]->ep, &set->eps[i])) {
+                kept[j] = true;
+                np[i] = wc->pools[j];
+                nb.active[i] = wc->lb.active[j];
+                np[i]->index = i;
+                np[i]->own.weight = set->eps[i].weight;
+            }
+        }
+        if (np[i] == NULL && (np[i] = pool_new(w, wc, i, &set->eps[i])) == NULL) {
+            /* Out of memory: undo, keep the old set. */
+            for (size_t k = 0; k < i; k++) {
+                bool old = false;
+                for (size_t j = 0; j < wc->n_pools; j++)
+                    old |= wc->pools[j] == np[k];
+                if (!old)
+                    pool_free(np[k]);
+                else
+                    np[k]->index = k; /* restored below */
+            }
+            for (size_t j = 0; j < wc->n_pools; j++)
+                wc->pools[j]->index = j;
+            balancer_destroy(&nb);
+            goto out;
+        }
+    }
+    for (size_t j = 0; j < wc->n_pools; j++) {
+        if (!kept[j]) {
+            log_info("cluster %s: endpoint %s left the set", wc->cfg->name, wc->pools[j]->ep->text);
+            pool_retire(wc->pools[j]);
+        }
+    }
+    balancer_destroy(&wc->lb);
+    wc->lb = nb;
+    free(wc->pools);
+    wc->pools = np;
+    np = NULL;
+    wc->n_pools = n;
+    snprintf(wc->why_empty, sizeof(wc->why_empty), "%s", set->why_empty);
+    rc = GR_OK;
+out:
+    free(np);
+    free(weights);
+    free(kept);
+    return rc;
+}
+
+void worker_publish(struct worker *w, size_t i, struct endpoint_set *set)
+{
+    endpoint_set_ref(set);
+    struct endpoint_set *old = atomic_exchange(&w->clusters[i].pending, set);
+    endpoint_set_unref(old);
+    ev_async_send(w->loop, &w->update);
+}
+
+static void on_update(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, update);
+    for (size_t i = 0; i < w->cfg->n_clusters; i++) {
+        struct endpoint_set *set = atomic_exchange(&w->clusters[i].pending, NULL);
+        if (set != NULL) {
+            if (apply_set(w, &w->clusters[i], set) != GR_OK)
+                log_error("cluster %s: out of memory adopting a new endpoint set", w->clusters[i].cfg->name);
+            endpoint_set_unref(set);
+        }
+    }
 }
 
 static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
@@ -137,18 +238,19 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
         struct wcluster *wc = &w->clusters[i];
         const struct gr_cluster_cfg *cl = &cfg->clusters[i];
         wc->cfg = cl;
-        uint32_t weights[cl->n_endpoints];
-        for (size_t e = 0; e < cl->n_endpoints; e++)
-            weights[e] = cl->endpoints[e].weight;
-        uint64_t seed = ((uint64_t)ts.tv_nsec << 20) ^ ((uint64_t)id * 0x9e3779b97f4a7c15ull) ^ (i + 1);
-        wc->pools = calloc(cl->n_endpoints, sizeof(*wc->pools));
-        if (wc->pools == NULL || balancer_init(&wc->lb, cl->lb_policy, weights, cl->n_endpoints, seed) != GR_OK) {
+        gr_list_init(&wc->retired);
+        atomic_init(&wc->pending, NULL);
+        struct endpoint_set *set = cluster_static_set(cl);
+        if (set != NULL && set->n == 0)
+            snprintf(set->why_empty, sizeof(set->why_empty),
+                     "cluster %s has no endpoint yet: %s has not been resolved", cl->name, cl->endpoints[0].text);
+        if (set == NULL || apply_set(w, wc, set) != GR_OK) {
+            endpoint_set_unref(set);
             snprintf(err, errlen, "out of memory");
             worker_free(w);
             return NULL;
         }
-        for (size_t e = 0; e < cl->n_endpoints; e++)
-            pool_init(&wc->pools[e], w, wc, e);
+        endpoint_set_unref(set);
     }
     w->listeners = calloc(cfg->n_listeners, sizeof(*w->listeners));
     if (w->listeners == NULL) {
@@ -170,6 +272,7 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
     }
     ev_prepare_init(&w->prepare, on_prepare);
     ev_async_init(&w->stop, on_stop);
+    ev_async_init(&w->update, on_update);
     return w;
 }
 
@@ -181,6 +284,7 @@ static void *worker_main(void *arg)
     log_set_thread_name(name);
     ev_prepare_start(w->loop, &w->prepare);
     ev_async_start(w->loop, &w->stop);
+    ev_async_start(w->loop, &w->update);
     for (size_t i = 0; i < w->n_listeners; i++)
         ev_io_start(w->loop, &w->listeners[i].io);
     ev_run(w->loop, 0);
@@ -212,8 +316,16 @@ void worker_free(struct worker *w)
     }
     if (w->clusters != NULL) {
         for (size_t i = 0; i < w->cfg->n_clusters; i++) {
-            balancer_destroy(&w->clusters[i].lb);
-            free(w->clusters[i].pools);
+            struct wcluster *wc = &w->clusters[i];
+            if (wc->cfg == NULL)
+                continue;
+            balancer_destroy(&wc->lb);
+            for (size_t e = 0; e < wc->n_pools; e++)
+                pool_free(wc->pools[e]);
+            free(wc->pools);
+            while (!gr_list_empty(&wc->retired))
+                pool_free(container_of(wc->retired.next, struct pool, retired_link));
+            endpoint_set_unref(atomic_exchange(&wc->pending, NULL));
         }
         free(w->clusters);
     }

@@ -64,9 +64,15 @@ struct gr_tls_client_cfg {
 };
 
 enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
+enum discovery_kind { DISCOVERY_STATIC = 0, DISCOVERY_STRICT_DNS = 1, DISCOVERY_LOGICAL_DNS = 2 };
 
 struct gr_endpoint_cfg {
-    struct gr_addr address; /* where the backend listens */
+    const char *text;       /* as written: "10.0.0.1:50051" or "backend.internal:50051" */
+    struct gr_pos text_pos; /* where */
+    struct gr_addr address; /* where the backend listens (IP literals only) */
+    bool is_name;           /* a host name, resolved by DNS discovery */
+    const char *host;       /* the host part, without brackets */
+    uint16_t port;
     uint32_t weight;        /* share for round_robin and random, 1..1000 */
     struct gr_pos pos;      /* where it is written */
 };
@@ -74,6 +80,10 @@ struct gr_endpoint_cfg {
 struct gr_cluster_cfg {
     const char *name;                  /* unique among clusters */
     enum lb_policy_kind lb_policy;     /* how each stream picks an endpoint */
+    enum discovery_kind discovery;     /* static, strict_dns or logical_dns */
+    uint64_t dns_refresh_ms;           /* re-resolve at least this often */
+    const char **dns_resolvers;        /* "ip:port" of DNS servers; none = the system's */
+    size_t n_dns_resolvers;
     struct gr_endpoint_cfg *endpoints; /* the backends */
     size_t n_endpoints;
     uint64_t connect_timeout_ms;       /* connect + HTTP/2 preface budget */

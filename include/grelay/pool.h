@@ -3,6 +3,7 @@
 #ifndef GRELAY_POOL_H
 #define GRELAY_POOL_H
 
+#include "grelay/cluster.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
 
@@ -13,8 +14,11 @@ struct stream;
 struct pool {
     struct worker *w;
     struct wcluster *wc;                /* the cluster it belongs to */
-    size_t index;                       /* endpoint index in the cluster */
-    const struct gr_endpoint_cfg *ep;   /* the endpoint */
+    size_t index;                       /* its place in wc->pools (and the balancer), unless retired */
+    const struct endpoint *ep;          /* the endpoint: &own */
+    struct endpoint own;                /* a copy: endpoint sets come and go */
+    bool retired;                       /* no longer in the cluster's set: drains, then is freed */
+    struct gr_list retired_link;        /* in wc->retired */
     struct gr_list conns;               /* upconns, open or connecting */
     uint32_t n_conns;
     struct gr_list waiting;             /* streams waiting for a slot, oldest first */
@@ -30,9 +34,15 @@ static inline bool pool_ejected(const struct pool *p, uint64_t now_us) { return 
 void pool_connect_failed(struct pool *p);
 void pool_connect_worked(struct pool *p);
 
-void pool_init(struct pool *p, struct worker *w, struct wcluster *wc, size_t index);
+struct pool *pool_new(struct worker *w, struct wcluster *wc, size_t index, const struct endpoint *ep);
 /* Closes every connection (their streams fail) and empties the line. */
 void pool_shutdown(struct pool *p);
+void pool_free(struct pool *p);
+/* The endpoint left the cluster's set: no new streams; calls in flight
+ * finish; the pool frees itself when its last connection closes. */
+void pool_retire(struct pool *p);
+/* Frees a retired pool that has nothing left. */
+void pool_release_if_idle(struct pool *p);
 /* Gives s a stream slot on a connection to this endpoint, opening one if
  * allowed, or puts s in line. Returns 0, or GR_ERR_LIMIT when the line is
  * full, or GR_ERR_IO when no connection could be started (s untouched). */

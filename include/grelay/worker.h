@@ -7,6 +7,7 @@
 
 #include "grelay/balancer.h"
 #include "grelay/buf.h"
+#include "grelay/cluster.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
 
@@ -25,11 +26,16 @@ struct wlistener {
     const struct gr_listener_cfg *cfg;
 };
 
-/* A cluster as this worker sees it: balancer state and one pool per endpoint. */
+/* A cluster as this worker sees it: balancer state and one pool per endpoint
+ * of its current endpoint set. */
 struct wcluster {
     const struct gr_cluster_cfg *cfg;
-    struct balancer lb;  /* picks the endpoint of each stream */
-    struct pool *pools;  /* one per endpoint, same order as cfg->endpoints */
+    struct balancer lb;            /* picks the endpoint of each stream */
+    struct pool **pools;           /* one per endpoint of the current set, in its order */
+    size_t n_pools;
+    struct gr_list retired;        /* pools whose endpoint left the set, draining */
+    char why_empty[200];           /* told to callers while there is no endpoint */
+    _Atomic(struct endpoint_set *) pending; /* a newer set, from the DNS thread */
 };
 
 #define WORKER_READ_BUF (64 * 1024)
@@ -48,6 +54,7 @@ struct worker {
     struct gr_list reap;          /* closed connections to free before the loop sleeps */
     ev_prepare prepare;           /* runs the flushes and frees */
     ev_async stop;                /* main thread asks the worker to stop */
+    ev_async update;              /* main thread published endpoint sets */
     struct chunk_pool chunks;     /* payload chunks of this worker */
     nghttp2_session_callbacks *server_cbs; /* downstream session callbacks */
     nghttp2_session_callbacks *client_cbs; /* upstream session callbacks */
@@ -63,6 +70,9 @@ struct worker {
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
  * with a message in err when a socket cannot be set up. */
 struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen);
+/* Hands a new endpoint set of cluster i to the worker (any thread; the
+ * worker adopts it between events). Takes a reference of its own. */
+void worker_publish(struct worker *w, size_t i, struct endpoint_set *set);
 /* Runs the worker on its own thread. Returns 0 or GR_ERR_IO. */
 int worker_start(struct worker *w);
 /* Asks the worker to stop (any thread) and waits for it. */

@@ -108,6 +108,34 @@ static void values_sizes_durations_and_matchers(void **state)
     config_free(cfg);
 }
 
+static void dns_discovery(void **state)
+{
+    (void)state;
+    const char *yaml = GOOD_HEAD "clusters:\n"
+                                 "  - name: backend\n"
+                                 "    discovery: strict_dns\n"
+                                 "    dns_refresh: 5s\n"
+                                 "    dns_resolvers: [\"127.0.0.1:5353\"]\n"
+                                 "    endpoints:\n"
+                                 "      - address: backend.internal:50051\n"
+                                 "      - address: 10.0.0.9:50052\n";
+    char err[512];
+    struct gr_config *cfg = load(yaml, err, sizeof(err));
+    if (cfg == NULL)
+        print_error("%s\n", err);
+    assert_non_null(cfg);
+    const struct gr_cluster_cfg *cl = &cfg->clusters[0];
+    assert_int_equal(cl->discovery, DISCOVERY_STRICT_DNS);
+    assert_int_equal(cl->dns_refresh_ms, 5000);
+    assert_int_equal(cl->n_dns_resolvers, 1);
+    assert_true(cl->endpoints[0].is_name);
+    assert_string_equal(cl->endpoints[0].host, "backend.internal");
+    assert_int_equal(cl->endpoints[0].port, 50051);
+    assert_false(cl->endpoints[1].is_name);
+    assert_string_equal(cl->endpoints[1].host, "10.0.0.9");
+    config_free(cfg);
+}
+
 static void retry_policy_and_deadlines(void **state)
 {
     (void)state;
@@ -225,6 +253,14 @@ static const struct bad_case bad_cases[] = {
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
      "            timeout: soon\n" CLUSTERS,
      "t.yaml:10:22: 'timeout' must be a duration such as 5s, 250ms, 1.5s or 2m, got 'soon'"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: backend.internal:50051}]\n",
+     "t.yaml:12:27: endpoint 'backend.internal:50051' is a host name: set discovery: strict_dns or logical_dns on "
+     "cluster 'backend'"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    discovery: strict_dns\n    dns_resolvers: [localhost]\n"
+     "    endpoints: [{address: backend.internal:50051}]\n",
+     "t.yaml:11:5: dns_resolvers: 'localhost' must be ip:port (expected ip:port)"},
+    {GOOD_HEAD "clusters:\n  - name: backend\n    discovery: dns\n    endpoints: [{address: a.b:1}]\n",
+     "t.yaml:12:16: 'discovery' must be one of static, strict_dns, logical_dns, got 'dns'"},
     {"log_level: loud\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: 'log_level' must be one of error, warn, info, debug, got 'loud'"},
 };
@@ -274,6 +310,7 @@ int main(void)
         cmocka_unit_test(issue_example_loads_with_defaults),
         cmocka_unit_test(values_sizes_durations_and_matchers),
         cmocka_unit_test(retry_policy_and_deadlines),
+        cmocka_unit_test(dns_discovery),
         cmocka_unit_test(bad_files_say_where_and_what),
         cmocka_unit_test(shipped_configs_load),
         cmocka_unit_test(missing_file_says_so),

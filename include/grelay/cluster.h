@@ -1,0 +1,39 @@
+/* Endpoint sets: the endpoints of a cluster at one moment, immutable and
+ * refcounted (shared across threads). Static clusters have one for their
+ * whole run; DNS-discovered ones get a new set from the main thread each
+ * time an answer changes, and every worker adopts it between events. */
+#ifndef GRELAY_CLUSTER_H
+#define GRELAY_CLUSTER_H
+
+#include "grelay/config.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One endpoint: an address to connect to. */
+struct endpoint {
+    struct gr_addr address; /* .text points at text */
+    char text[80];          /* "10.0.0.1:50051", "[::1]:50051" */
+    char host[256];         /* name for TLS SNI and :authority fallbacks: the DNS name, or the IP */
+    uint32_t weight;
+};
+
+struct endpoint_set {
+    atomic_int refs;
+    size_t n;
+    char why_empty[200];    /* with n == 0: what callers are told */
+    struct endpoint eps[];
+};
+
+struct endpoint_set *endpoint_set_new(size_t n);
+void endpoint_set_ref(struct endpoint_set *s);
+void endpoint_set_unref(struct endpoint_set *s);
+/* The endpoints written in the config that are IP addresses (all of a
+ * static cluster's). */
+struct endpoint_set *cluster_static_set(const struct gr_cluster_cfg *cl);
+/* Fills e from an address and port; host is the name to present (SNI). */
+void endpoint_fill(struct endpoint *e, const struct sockaddr *sa, socklen_t len, uint16_t port, const char *host,
+                   uint32_t weight);
+
+#endif
