@@ -6,9 +6,9 @@
 #                                       fuzzing, chromium for gRPC-Web in a real browser)
 set -euo pipefail
 
-build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev)
+build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev chromium)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang libclang-rt-14-dev chromium dnsmasq-base)
 web=()
 
 want=("${build[@]}")

@@ -1,6 +1,7 @@
 /* grelay: flags, signals, start and stop. */
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/dns.h"
 #include "grelay/log.h"
 #include "grelay/worker.h"
 
@@ -126,7 +127,9 @@ int main(int argc, char **argv)
         ev_signal_init(&sigterm, on_signal, SIGTERM);
         ev_signal_start(loop, &sigint);
         ev_signal_start(loop, &sigterm);
+        struct dns *dns = dns_start(cfg, workers, cfg->workers, loop);
         ev_run(loop, 0);
+        dns_stop(dns);
         ev_signal_stop(loop, &sigint);
         ev_signal_stop(loop, &sigterm);
         ev_loop_destroy(loop);

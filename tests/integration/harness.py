@@ -55,10 +55,10 @@ class Backend:
     """One echo_server.py (a real grpcio server) on a loopback port; with
     raw=True, h2_raw_server.py (a misbehaving HTTP/2 server) instead."""
 
-    def __init__(self, name, port=None, raw=False, tls=()):
+    def __init__(self, name, port=None, raw=False, tls=(), host="127.0.0.1"):
         self.name = name
         self.port = port or free_port()
-        self.addr = "127.0.0.1:%d" % self.port
+        self.addr = "%s:%d" % (host, self.port)
         self.log = tempfile.TemporaryFile()
         argv = [PY, RAW_SERVER, self.addr] if raw else [PY, ECHO_SERVER, name, self.addr] + list(tls)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)

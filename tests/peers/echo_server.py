@@ -15,9 +15,10 @@ Methods:
                            cancelled; `x-time-remaining` reports the deadline seen;
                            `x-fail-on: NAME` / `x-hold-on: NAME` fail (trailers-only
                            UNAVAILABLE) or hold only on the backend called NAME.
-  /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id"}: sends
-                           count messages of size bytes; with hold, waits after
-                           the first message until the client cancels.
+  /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id",
+                           "interval_ms"}: sends count messages of size bytes,
+                           interval_ms apart; with hold, waits after the first
+                           message until the client cancels.
   /test.Echo/ClientStream  answers JSON {"messages", "bytes"} after the last one.
   /test.Echo/Bidi          echoes each message as soon as it arrives.
   /test.Echo/Flood         streams 64 KiB messages (up to 4096) as fast as the
@@ -128,6 +129,8 @@ def server_stream(request, context):
     count, size = int(req.get("count", 3)), int(req.get("size", 8))
     done = record_cancel_on_termination(context, req.get("id", "")) if req.get("hold") else {}
     for i in range(count):
+        if i and req.get("interval_ms"):
+            time.sleep(req["interval_ms"] / 1000.0)
         yield (b"%08d" % i + b"x" * max(0, size - 8))[:max(size, 8)]
         if req.get("hold") and i == 0:
             deadline = time.monotonic() + 30

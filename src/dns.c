@@ -1,0 +1,354 @@
+/* DNS discovery with c-ares, driven by libev on the main thread. */
+#include "grelay/dns.h"
+#include "grelay/cluster.h"
+#include "grelay/log.h"
+#include "grelay/worker.h"
+
+#include <ares.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dns_cluster;
+
+/* One host name of a cluster and its last good answer. */
+struct dns_host {
+    struct dns_cluster *dc;
+    const struct gr_endpoint_cfg *ep; /* host, port, weight */
+    struct endpoint *last;            /* last good addresses (logical_dns: one) */
+    size_t n_last;
+    bool resolved;                    /* has had a good answer */
+    bool in_flight;                   /* a lookup is under way */
+    bool failing;                     /* the last lookup failed (logged once) */
+    char error[128];                  /* why the last lookup failed */
+    ev_timer refresh;                 /* next lookup */
+};
+
+/* A socket c-ares asked us to watch. */
+struct dns_sock {
+    struct dns_sock *next;
+    struct dns_cluster *dc;
+    ares_socket_t fd;
+    ev_io io;
+};
+
+struct dns_cluster {
+    struct dns *d;
+    const struct gr_cluster_cfg *cfg;
+    size_t index;                     /* in cfg->clusters and the workers' clusters */
+    ares_channel channel;
+    bool channel_ok;
+    struct dns_host *hosts;
+    size_t n_hosts;
+    struct dns_sock *socks;
+};
+
+struct dns {
+    struct ev_loop *loop;
+    struct worker **workers;
+    size_t n_workers;
+    struct dns_cluster *clusters;
+    size_t n_clusters;
+    ev_timer tick;                    /* drives c-ares' own timeouts */
+    bool stopping;
+};
+
+static void publish(struct dns_cluster *dc)
+{
+    const struct gr_cluster_cfg *cl = dc->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < cl->n_endpoints; i++)
+        n += !cl->endpoints[i].is_name;
+    for (size_t h = 0; h < dc->n_hosts; h++)
+        n += dc->hosts[h].n_last;
+    struct endpoint_set *set = endpoint_set_new(n);
+    if (set == NULL) {
+        log_error("dns: cluster %s: out of memory", cl->name);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < cl->n_endpoints; i++) {
+        const struct gr_endpoint_cfg *ep = &cl->endpoints[i];
+        if (!ep->is_name)
+            endpoint_fill(&set->eps[k++], (const struct sockaddr *)&ep->address.ss, ep->address.len, ep->port, NULL,
+                          ep->weight);
+    }
+    for (size_t h = 0; h < dc->n_hosts; h++)
+        for (size_t j = 0; j < dc->hosts[h].n_last; j++)
+            set->eps[k++] = dc->hosts[h].last[j];
+    if (n == 0) {
+        const struct dns_host *h = &dc->hosts[0];
+        snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint: %s %s%s", cl->name,
+                 h->ep->text, h->error[0] ? "did not resolve: " : "has not been resolved yet",
+                 h->error[0] ? h->error : "");
+    }
+    for (size_t i = 0; i < dc->d->n_workers; i++)
+        worker_publish(dc->d->workers[i], dc->index, set);
+    endpoint_set_unref(set);
+}
+
+static bool same_answer(const struct dns_host *h, const struct endpoint *eps, size_t n)
+{
+    if (n != h->n_last)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < n && !found; j++)
+            found = eps[i].address.len == h->last[j].address.len &&
+                    memcmp(&eps[i].address.ss, &h->last[j].address.ss, eps[i].address.len) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static void schedule(struct dns_host *h, uint64_t ms)
+{
+    ev_timer_stop(h->dc->d->loop, &h->refresh);
+    ev_timer_set(&h->refresh, (double)ms / 1e3, 0.0);
+    ev_timer_start(h->dc->d->loop, &h->refresh);
+}
+
+static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    (void)timeouts;
+    struct dns_host *h = arg;
+    struct dns_cluster *dc = h->dc;
+    h->in_flight = false;
+    if (status == ARES_EDESTRUCTION || dc->d->stopping) {
+        ares_freeaddrinfo(res);
+        return;
+    }
+    uint64_t next = dc->cfg->dns_refresh_ms;
+    size_t n = 0;
+    struct endpoint *eps = NULL;
+    if (status == ARES_SUCCESS && res != NULL) {
+        for (struct ares_addrinfo_node *a = res->nodes; a != NULL; a = a->ai_next)
+            n += a->ai_family == AF_INET || a->ai_family == AF_INET6;
+        if (dc->cfg->discovery == DISCOVERY_LOGICAL_DNS && n > 1)
+            n = 1; /* one address at a time: the name is behind its own balancer */
+        eps = calloc(n ? n : 1, sizeof(*eps));
+        size_t k = 0;
+        for (struct ares_addrinfo_node *a = res->nodes; eps != NULL && a != NULL && k < n; a = a->ai_next) {
+            if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
+                continue;
+            endpoint_fill(&eps[k++], a->ai_addr, a->ai_addrlen, h->ep->port, h->ep->host, h->ep->weight);
+            if (a->ai_ttl > 0 && (uint64_t)a->ai_ttl * 1000 < next)
+                next = (uint64_t)a->ai_ttl * 1000; /* the record says it changes sooner */
+        }
+        if (eps == NULL)
+            status = ARES_ENOMEM;
+    }
+    ares_freeaddrinfo(res);
+    if (status != ARES_SUCCESS || n == 0) {
+        snprintf(h->error, sizeof(h->error), "%s", status != ARES_SUCCESS ? ares_strerror(status) : "no address");
+        if (!h->failing)
+            log_warn("dns: cluster %s: %s: %s; %s", dc->cfg->name, h->ep->host, h->error,
+                     h->resolved ? "keeping the last good addresses" : "no endpoint from it yet");
+        h->failing = true;
+        free(eps);
+        if (!h->resolved)
+            publish(dc); /* callers learn why there is no endpoint */
+        schedule(h, next < 1000 ? next : 1000);
+        return;
+    }
+    if (h->failing)
+        log_info("dns: cluster %s: %s resolves again", dc->cfg->name, h->ep->host);
+    h->failing = false;
+    h->error[0] = '\0';
+    bool changed = !h->resolved || !same_answer(h, eps, n);
+    if (changed) {
+        free(h->last);
+        h->last = eps;
+        h->n_last = n;
+        h->resolved = true;
+        char list[256] = "";
+        for (size_t i = 0; i < n && strlen(list) < sizeof(list) - 80; i++) {
+            strcat(list, i ? ", " : "");
+            strcat(list, eps[i].text);
+        }
+        log_info("dns: cluster %s: %s -> %s", dc->cfg->name, h->ep->host, list);
+        publish(dc);
+    } else {
+        free(eps);
+    }
+    schedule(h, next);
+}
+
+static void resolve(struct dns_host *h)
+{
+    if (h->in_flight || !h->dc->channel_ok)
+        return;
+    struct ares_addrinfo_hints hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_flags = ARES_AI_NOSORT;
+    h->in_flight = true;
+    ares_getaddrinfo(h->dc->channel, h->ep->host, NULL, &hints, on_answer, h);
+}
+
+static void on_refresh(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    resolve(container_of(t, struct dns_host, refresh));
+}
+
+static void on_sock(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct dns_sock *s = container_of(io, struct dns_sock, io);
+    ares_process_fd(s->dc->channel, (revents & EV_READ) ? s->fd : ARES_SOCKET_BAD,
+                    (revents & EV_WRITE) ? s->fd : ARES_SOCKET_BAD);
+}
+
+/* c-ares says which sockets it needs watched, and for what. */
+static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct dns_cluster *dc = data;
+    struct dns_sock **pp = &dc->socks, *s;
+    while ((s = *pp) != NULL && s->fd != fd)
+        pp = &s->next;
+    if (!readable && !writable) {
+        if (s != NULL) {
+            ev_io_stop(dc->d->loop, &s->io);
+            *pp = s->next;
+            free(s);
+        }
+        return;
+    }
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return;
+        s->dc = dc;
+        s->fd = fd;
+        s->next = dc->socks;
+        dc->socks = s;
+    } else {
+        ev_io_stop(dc->d->loop, &s->io);
+    }
+    ev_io_init(&s->io, on_sock, fd, (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
+    ev_io_start(dc->d->loop, &s->io);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct dns *d = container_of(t, struct dns, tick);
+    for (size_t i = 0; i < d->n_clusters; i++)
+        if (d->clusters[i].channel_ok)
+            ares_process_fd(d->clusters[i].channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+}
+
+static int open_channel(struct dns_cluster *dc)
+{
+    struct ares_options opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.sock_state_cb = sock_state;
+    opts.sock_state_cb_data = dc;
+    opts.timeout = 2000;
+    opts.tries = 2;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    if (dc->cfg->n_dns_resolvers > 0) {
+        opts.lookups = (char *)"b"; /* the configured servers only, not /etc/hosts */
+        mask |= ARES_OPT_LOOKUPS;
+    }
+    int rc = ares_init_options(&dc->channel, &opts, mask);
+    if (rc != ARES_SUCCESS) {
+        log_error("dns: cluster %s: %s", dc->cfg->name, ares_strerror(rc));
+        return GR_ERR_IO;
+    }
+    dc->channel_ok = true;
+    if (dc->cfg->n_dns_resolvers > 0) {
+        char csv[512] = "";
+        for (size_t i = 0; i < dc->cfg->n_dns_resolvers && strlen(csv) < sizeof(csv) - 64; i++) {
+            strcat(csv, i ? "," : "");
+            strcat(csv, dc->cfg->dns_resolvers[i]);
+        }
+        rc = ares_set_servers_ports_csv(dc->channel, csv);
+        if (rc != ARES_SUCCESS) {
+            log_error("dns: cluster %s: dns_resolvers %s: %s", dc->cfg->name, csv, ares_strerror(rc));
+            return GR_ERR_CONFIG;
+        }
+    }
+    return GR_OK;
+}
+
+struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_clusters; i++)
+        n += cfg->clusters[i].discovery != DISCOVERY_STATIC;
+    if (n == 0)
+        return NULL;
+    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+        return NULL;
+    struct dns *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    d->loop = loop;
+    d->workers = workers;
+    d->n_workers = n_workers;
+    d->clusters = calloc(n, sizeof(*d->clusters));
+    if (d->clusters == NULL) {
+        free(d);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const struct gr_cluster_cfg *cl = &cfg->clusters[i];
+        if (cl->discovery == DISCOVERY_STATIC)
+            continue;
+        struct dns_cluster *dc = &d->clusters[d->n_clusters++];
+        dc->d = d;
+        dc->cfg = cl;
+        dc->index = i;
+        open_channel(dc);
+        for (size_t e = 0; e < cl->n_endpoints; e++)
+            dc->n_hosts += cl->endpoints[e].is_name;
+        dc->hosts = calloc(dc->n_hosts ? dc->n_hosts : 1, sizeof(*dc->hosts));
+        size_t k = 0;
+        for (size_t e = 0; dc->hosts != NULL && e < cl->n_endpoints; e++) {
+            if (!cl->endpoints[e].is_name)
+                continue;
+            struct dns_host *h = &dc->hosts[k++];
+            h->dc = dc;
+            h->ep = &cl->endpoints[e];
+            ev_timer_init(&h->refresh, on_refresh, 0.0, 0.0);
+            resolve(h);
+        }
+        if (dc->hosts == NULL)
+            dc->n_hosts = 0;
+    }
+    ev_timer_init(&d->tick, on_tick, 0.1, 0.1);
+    ev_timer_start(loop, &d->tick);
+    return d;
+}
+
+void dns_stop(struct dns *d)
+{
+    if (d == NULL)
+        return;
+    d->stopping = true;
+    ev_timer_stop(d->loop, &d->tick);
+    for (size_t i = 0; i < d->n_clusters; i++) {
+        struct dns_cluster *dc = &d->clusters[i];
+        for (size_t h = 0; h < dc->n_hosts; h++)
+            ev_timer_stop(d->loop, &dc->hosts[h].refresh);
+        if (dc->channel_ok)
+            ares_destroy(dc->channel); /* answers in flight come back as ARES_EDESTRUCTION */
+        while (dc->socks != NULL) {
+            struct dns_sock *s = dc->socks;
+            ev_io_stop(d->loop, &s->io);
+            dc->socks = s->next;
+            free(s);
+        }
+        for (size_t h = 0; h < dc->n_hosts; h++)
+            free(dc->hosts[h].last);
+        free(dc->hosts);
+    }
+    free(d->clusters);
+    free(d);
+    ares_library_cleanup();
+}

@@ -1,0 +1,157 @@
+"""DNS discovery against a real DNS server on loopback (Debian's dnsmasq,
+reading a hosts file the test rewrites). The machine's resolver is never used."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+import pytest
+
+from harness import Backend, free_port, simple_config, stop
+from test_failures import wait_for
+
+
+class Dnsmasq:
+    def __init__(self, tmp_path, records):
+        self.hosts = tmp_path / "hosts"
+        self.port = free_port()
+        self.set(records, reload=False)
+        self.proc = subprocess.Popen(
+            ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             "--addn-hosts=%s" % self.hosts, "--listen-address=127.0.0.1", "--bind-interfaces",
+             "--port=%d" % self.port, "--user=root", "--pid-file=", "--local-ttl=0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+        assert self.proc.poll() is None, "dnsmasq did not start"
+
+    def set(self, records, reload=True):
+        self.hosts.write_text("".join("%s %s\n" % (ip, name) for name, ip in records))
+        if reload:
+            self.proc.send_signal(signal.SIGHUP)  # dnsmasq re-reads its hosts files
+
+    def stop(self):
+        stop(self.proc)
+
+
+@pytest.fixture(scope="module")
+def dns_backends():
+    """Three backends on one port, at 127.0.0.21-23: DNS gives addresses, the port is the config's."""
+    port = free_port()
+    started = []
+    try:
+        for i in (1, 2, 3):
+            started.append(Backend("d%d" % i, port=port, host="127.0.0.%d" % (20 + i)))
+        yield started, port
+    finally:
+        for b in started:
+            b.stop()
+
+
+@pytest.fixture
+def dns(tmp_path):
+    d = Dnsmasq(tmp_path, [])
+    yield d
+    d.stop()
+
+
+def dns_config(port, dns, name, backend_port, discovery="strict_dns"):
+    cfg = simple_config(port, ["%s:%d" % (name, backend_port)], routes=[{"match": {"prefix": "/"},
+                                                                          "cluster": "backend"}])
+    cfg["clusters"][0].update({"discovery": discovery, "dns_refresh": "200ms",
+                               "dns_resolvers": ["127.0.0.1:%d" % dns.port]})
+    return cfg
+
+
+def spread(call, n):
+    seen, failed = collections.Counter(), []
+    for i in range(n):
+        try:
+            _, c = call.with_call(b"%d" % i, timeout=10)
+            seen[dict(c.initial_metadata())["x-backend"]] += 1
+        except grpc.RpcError as e:
+            failed.append((e.code(), e.details()))
+    return seen, failed
+
+
+def test_endpoints_follow_the_records_with_no_failed_calls(dns_backends, dns, grelay_factory):
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22")])
+    port = free_port()
+    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d2"})
+        dns.set([("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")])
+        failures = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # calls keep flowing while the set changes
+            seen, failed = spread(call, 6)
+            failures += failed
+            if set(seen) == {"d2", "d3"}:
+                break
+        assert failures == []
+        seen, failed = spread(call, 30)
+        assert failed == [] and set(seen) == {"d2", "d3"}
+    assert "left the set" in g.log()
+
+
+def test_a_stream_to_a_removed_endpoint_finishes(dns_backends, dns, grelay_factory):
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21")])
+    port = free_port()
+    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        assert wait_for(lambda: spread(ch.unary_unary("/test.Echo/Unary"), 1)[0] == {"d1": 1})
+        it = ch.unary_stream("/test.Echo/ServerStream")(
+            json.dumps({"count": 8, "size": 8, "interval_ms": 150}).encode(), timeout=30)
+        first = next(it)
+        dns.set([("backend.test", "127.0.0.22")])
+        assert wait_for(lambda: "left the set" in g.log())
+        rest = list(it)
+        assert [first] + rest == [b"%08d" % i for i in range(8)]
+        assert it.code() == grpc.StatusCode.OK
+        assert spread(ch.unary_unary("/test.Echo/Unary"), 4)[0] == {"d2": 4}
+
+
+def test_logical_dns_uses_one_address_at_a_time(dns_backends, dns, grelay_factory):
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")])
+    port = free_port()
+    g = grelay_factory(dns_config(port, dns, "backend.test", bport, "logical_dns"), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        assert wait_for(lambda: sum(spread(call, 1)[0].values()) == 1)
+        seen, failed = spread(call, 20)
+    assert failed == [] and len(seen) == 1
+
+
+def test_a_name_that_never_resolves_is_unavailable_naming_the_host(dns_backends, dns, grelay_factory):
+    _, bport = dns_backends
+    port = free_port()
+    g = grelay_factory(dns_config(port, dns, "nowhere.test", bport), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        def failure():
+            try:
+                ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+            except grpc.RpcError as e:
+                return e
+        e = wait_for(lambda: (lambda x: x if x and "did not resolve" in x.details() else None)(failure()))
+    assert e.code() == grpc.StatusCode.UNAVAILABLE
+    assert "nowhere.test:%d did not resolve" % bport in e.details()
+
+
+def test_a_resolver_that_goes_away_leaves_the_last_good_set(dns_backends, dns, grelay_factory):
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.23")])
+    port = free_port()
+    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d3"})
+        dns.stop()
+        assert wait_for(lambda: "keeping the last good addresses" in g.log(), seconds=15)
+        seen, failed = spread(call, 20)
+    assert failed == [] and set(seen) == {"d1", "d3"}
