@@ -1,0 +1,453 @@
+#!/usr/bin/python3
+"""grelay against the proxies users would pick instead, side by side, in one run.
+
+Every proxy runs as an h2c gRPC proxy with one worker, pinned to CPU 0, in
+front of the same C echo backend; the backend and h2load share CPU 1.
+Targets alternate round by round (A B C D ... A B C D ...) and the report
+gives medians, so drift hits all alike. The figure that matters is requests
+per proxy CPU-second (the load generator saturates before the proxies do).
+
+Usage: bench.py --grelay BIN --backend BIN [--rounds N] [--seconds S] [--out DIR]
+Prints a Markdown table, writes it and a PNG plot to --out.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TMP = tempfile.mkdtemp(prefix="grelay-bench-")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d never opened" % port)
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_ticks(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def write(name, text):
+    path = os.path.join(TMP, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+# ---- the targets: each returns (Popen, port) for a proxy in front of backend_port ----
+
+def t_direct(args, bport):
+    return None, bport
+
+
+def t_grelay(args, bport):
+    port = free_port()
+    cfg = {"workers": 1, "log_level": "warn",
+           "listeners": [{"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
+               {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}],
+           "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
+    path = write("grelay.yaml", json.dumps(cfg))
+    return subprocess.Popen(["taskset", "-c", "0", args.grelay, "--config", path],
+                            stderr=subprocess.DEVNULL), port
+
+
+def t_nghttpx(args, bport):
+    port = free_port()
+    return subprocess.Popen(["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
+                             "--frontend=127.0.0.1,%d;no-tls" % port, "--backend=127.0.0.1,%d;;proto=h2" % bport,
+                             "--no-ocsp", "--errorlog-file=/dev/null", "--accesslog-file=/dev/null"],
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port
+
+
+def t_haproxy(args, bport):
+    port = free_port()
+    path = write("haproxy.cfg", """global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:%d proto h2
+    default_backend be
+backend be
+    server s1 127.0.0.1:%d proto h2
+""" % (port, bport))
+    return subprocess.Popen(["taskset", "-c", "0", "haproxy", "-db", "-f", path], stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL), port
+
+
+def t_nginx(args, bport):
+    port = free_port()
+    d = tempfile.mkdtemp(dir=TMP)
+    path = write("nginx.conf", """worker_processes 1;
+daemon off;
+master_process off;
+error_log stderr crit;
+pid %s/nginx.pid;
+worker_rlimit_nofile 20000;
+events { worker_connections 10000; }
+http {
+    access_log off;
+    client_body_temp_path %s/body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+    keepalive_requests 100000000;   # default 1000 closes busy HTTP/2 connections
+    upstream be { server 127.0.0.1:%d; keepalive 64; keepalive_requests 100000000; }
+    server {
+        listen 127.0.0.1:%d http2;
+        http2_max_concurrent_streams 1024;
+        location / { grpc_pass grpc://be; }
+    }
+}
+""" % (d, d, d, d, d, d, bport, port))
+    return subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", path, "-p", d], stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL), port
+
+
+def t_caddy(args, bport):
+    port = free_port()
+    path = write("Caddyfile", """{
+    admin off
+    auto_https off
+    servers {
+        protocols h1 h2c
+    }
+}
+http://127.0.0.1:%d {
+    reverse_proxy h2c://127.0.0.1:%d
+}
+""" % (port, bport))
+    env = dict(os.environ, GOMAXPROCS="1", HOME=TMP, XDG_DATA_HOME=TMP, XDG_CONFIG_HOME=TMP)
+    return subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", path, "--adapter", "caddyfile"],
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
+
+
+TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("nghttpx", t_nghttpx), ("haproxy", t_haproxy),
+           ("nginx", t_nginx), ("caddy", t_caddy)]
+
+
+def available(name):
+    return name in ("direct", "grelay") or shutil.which(name) is not None
+
+
+# ---- load ----
+
+def _write_bytes(name, data):
+    path = os.path.join(TMP, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def h2load(port, body, conns, streams, seconds, rps=None):
+    log = os.path.join(TMP, "h2load.log")
+    if os.path.exists(log):
+        os.unlink(log)  # h2load appends
+    argv = ["taskset", "-c", "1", "h2load", "-c", str(conns), "-m", str(streams), "-D", str(seconds),
+            "--warm-up-time=1", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "--log-file=" + log, "http://127.0.0.1:%d/bench.Echo/Unary" % port]
+    if rps:
+        argv.insert(-1, "--rps=%d" % rps)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    out = r.stdout
+    done = ok = 0
+    for line in out.splitlines():
+        if line.startswith("requests:"):
+            parts = line.replace(",", "").split()
+            done = int(parts[parts.index("done") - 1])
+        if line.startswith("status codes:"):
+            ok = int(line.split()[2])
+    lat = []
+    with open(log) as f:
+        for line in f:
+            cols = line.split()
+            if len(cols) >= 3 and cols[1] == "200":
+                lat.append(int(cols[2]))
+    lat.sort()
+    pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
+    return {"requests": done, "ok": ok, "p50_us": pct(0.50), "p99_us": pct(0.99), "stdout": out}
+
+
+def measure(args, name, start, bport, scenario):
+    proc, port = start(args, bport)
+    try:
+        if proc is not None:
+            wait_port(port, proc)
+        h2load(port, scenario["body"], 1, 1, 1)  # warm: first connections, pools
+        pid = proc.pid if proc is not None else None
+        t0 = cpu_ticks(pid) if pid else 0
+        res = h2load(port, scenario["body"], scenario["conns"], scenario["streams"], args.seconds,
+                     scenario.get("rps"))
+        t1 = cpu_ticks(pid) if pid else 0
+        res["cpu_s"] = (t1 - t0) / CLK_TCK
+        res["rss_kib"] = rss_kib(pid) if pid else 0
+        res["rps"] = res["requests"] / args.seconds
+        res["req_per_cpu_s"] = res["requests"] / res["cpu_s"] if res["cpu_s"] > 0 else 0
+        if res["ok"] < res["requests"] * 0.99 or res["requests"] == 0:
+            res["error"] = "only %d of %d requests succeeded" % (res["ok"], res["requests"])
+            if os.environ.get("BENCH_DEBUG"):
+                print(res["stdout"], file=sys.stderr)
+        return res
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def idle_rss(args, name, start, bport, n=2000):
+    """RSS per idle HTTP/2 client connection after one call each."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    proc, port = start(args, bport)
+    socks = []
+    try:
+        wait_port(port, proc)
+        time.sleep(0.3)
+        before = rss_kib(proc.pid)
+        frame = b"\x00\x00\x00\x00\x05hello"
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            c.initiate_connection()
+            c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "b"),
+                               (":path", "/bench.Echo/Unary"), ("content-type", "application/grpc"),
+                               ("te", "trailers")])
+            c.send_data(1, frame, end_stream=True)
+            s.sendall(c.data_to_send())
+            done = False
+            while not done:  # until the call has ended
+                d = s.recv(65536)
+                if not d:
+                    raise RuntimeError("%s closed an idle connection" % name)
+                for ev in c.receive_data(d):
+                    done |= isinstance(ev, h2.events.StreamEnded)
+                s.sendall(c.data_to_send())
+            socks.append(s)
+        time.sleep(0.5)
+        after = rss_kib(proc.pid)
+        return {"rss_per_conn_kib": (after - before) / n, "rss_kib": after}
+    finally:
+        for s in socks:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SCENARIOS = [
+    {"id": "u100_4x16", "title": "unary 100 B, 4 conns x 16 streams", "size": 100, "conns": 4, "streams": 16},
+    {"id": "u100_16x64", "title": "unary 100 B, 16 conns x 64 streams", "size": 100, "conns": 16, "streams": 64},
+    {"id": "u100_100x1", "title": "unary 100 B, 100 conns x 1 stream", "size": 100, "conns": 100, "streams": 1},
+    {"id": "u100_1x1", "title": "unary 100 B, 1 conn x 1 stream (latency)", "size": 100, "conns": 1, "streams": 1},
+    {"id": "u16k_4x4", "title": "unary 16 KiB, 4 conns x 4 streams", "size": 16384, "conns": 4, "streams": 4},
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--grelay", required=True)
+    ap.add_argument("--backend", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    targets = [(n, f) for n, f in TARGETS if available(n) and (not args.only or n in args.only.split(",") or n == "direct")]
+    bport = free_port()
+    backend = subprocess.Popen(["taskset", "-c", "1", args.backend, "127.0.0.1", str(bport)], stdout=subprocess.PIPE)
+    assert backend.stdout.readline().strip() == b"ready"
+    results = {}
+    try:
+        for sc in SCENARIOS:
+            sc["body"] = _write_bytes("body-%d" % sc["size"],
+                                      b"\x00" + sc["size"].to_bytes(4, "big") + b"x" * sc["size"])
+            for rnd in range(args.rounds):
+                for name, start in targets:  # A B C D ... each round
+                    r = measure(args, name, start, bport, sc)
+                    results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
+                    print("%-12s round %d %-8s %8.0f req/s  %8.0f req/CPU-s  p50 %5d us  p99 %6d us%s" % (
+                        sc["id"], rnd + 1, name, r["rps"], r["req_per_cpu_s"], r["p50_us"], r["p99_us"],
+                        "  " + r["error"] if "error" in r else ""), flush=True)
+        # p99 at a fixed rate: half of the slowest proxy's maximum in the 4x16 scenario.
+        peak = results["u100_4x16"]
+        slowest = min(statistics.median(x["rps"] for x in peak[n]) for n, _ in targets if n != "direct")
+        rate = max(100, int(slowest / 2))
+        sc = {"id": "fixed_rate", "title": "p99 at %d req/s (half the slowest peak), 4 conns" % rate,
+              "size": 100, "conns": 4, "streams": 16, "rps": rate // 4, "body": SCENARIOS[0]["body"]}
+        SCENARIOS.append(sc)
+        for rnd in range(args.rounds):
+            for name, start in targets:
+                r = measure(args, name, start, bport, sc)
+                results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
+                print("%-12s round %d %-8s p50 %5d us  p99 %6d us" % (sc["id"], rnd + 1, name, r["p50_us"],
+                                                                       r["p99_us"]), flush=True)
+        idle = {}
+        for name, start in targets:
+            if name != "direct":
+                idle[name] = idle_rss(args, name, start, bport)
+                print("idle-rss     %-8s %.2f KiB per idle HTTP/2 connection" % (name, idle[name]["rss_per_conn_kib"]),
+                      flush=True)
+    finally:
+        backend.send_signal(signal.SIGTERM)
+        backend.wait(10)
+    report(args, targets, results, idle)
+
+
+def med(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+
+def report(args, targets, results, idle):
+    names = [n for n, _ in targets]
+    cpu = open("/proc/cpuinfo").read()
+    model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
+    lines = ["# grelay benchmark, %s" % datetime.date.today().isoformat(), "",
+             "Machine: %d cores (%s), %s, Linux %s. Proxies pinned to CPU 0 with one worker; backend (C, nghttp2) "
+             "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians."
+             % (os.cpu_count(), model, platform.machine(), platform.release(), args.rounds, args.seconds), "",
+             "Versions: " + versions(), ""]
+    for sc in SCENARIOS:
+        rs = results.get(sc["id"], {})
+        lines += ["## " + sc["title"], "",
+                  "| target | req/s | req per proxy CPU-s | proxy CPU-us/req | p50 us | p99 us | p50 added over direct | "
+                  "req/CPU-s vs grelay |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
+        d50 = med(rs["direct"], "p50_us") if "direct" in rs else 0
+        for n in names:
+            if n not in rs:
+                continue
+            rpc = med(rs[n], "req_per_cpu_s")
+            lines.append("| %s | %.0f | %s | %s | %.0f | %.0f | %s | %s |" % (
+                n, med(rs[n], "rps"), "%.0f" % rpc if n != "direct" else "-",
+                "%.1f" % (1e6 / rpc) if rpc and n != "direct" else "-", med(rs[n], "p50_us"), med(rs[n], "p99_us"),
+                "%+.0f" % (med(rs[n], "p50_us") - d50) if n != "direct" else "-",
+                "%.2fx" % (rpc / g) if g and n != "direct" else "-"))
+        lines.append("")
+    lines += ["## RSS per idle HTTP/2 client connection after one call (2,000 connections)", "",
+              "| target | KiB per connection | total RSS KiB |", "| --- | --- | --- |"]
+    for n in names:
+        if n in idle:
+            lines.append("| %s | %.2f | %d |" % (n, idle[n]["rss_per_conn_kib"], idle[n]["rss_kib"]))
+    lines += ["", "Rerun: `bench/run.sh` (see README, Benchmarks).", ""]
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    md = os.path.join(args.out, "%s.md" % stamp)
+    with open(md, "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(args.out, "%s.json" % stamp), "w") as f:
+        json.dump({k: {n: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for n, v in rs.items()}
+                   for k, rs in results.items()} | {"idle": idle}, f, indent=1)
+    plot(args, names, results, stamp)
+    print("\n".join(lines))
+
+
+def versions():
+    out = []
+    for cmd in (["nghttpx", "--version"], ["haproxy", "-v"], ["nginx", "-v"], ["caddy", "version"]):
+        if shutil.which(cmd[0]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            out.append((r.stdout + r.stderr).strip().splitlines()[0][:60])
+    return "; ".join(out)
+
+
+def plot(args, names, results, stamp):
+    if shutil.which("gnuplot") is None:
+        return
+    ids = ["u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4"]
+    proxies = [n for n in names if n != "direct"]
+    data = os.path.join(TMP, "plot.dat")
+    with open(data, "w") as f:
+        f.write("scenario " + " ".join(proxies) + "\n")
+        for i in ids:
+            f.write(i + " " + " ".join("%.0f" % med(results[i][n], "req_per_cpu_s") if n in results[i] else "0"
+                                       for n in proxies) + "\n")
+    png = os.path.join(args.out, "%s.png" % stamp)
+    script = """set terminal pngcairo size 1000,560 font ",10"
+set output '%s'
+set title 'Requests per proxy CPU-second (higher is better), one worker pinned to one core'
+set style data histograms
+set style histogram cluster gap 1
+set style fill solid 0.85 border -1
+set key top right
+set ylabel 'req / CPU-s'
+set grid ytics
+plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)
+""" % (png, len(proxies) + 1, data)
+    subprocess.run(["gnuplot"], input=script, text=True, check=False)
+
+
+if __name__ == "__main__":
+    main()
