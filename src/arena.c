@@ -15,11 +15,25 @@ void arena_init(struct arena *a, size_t block_size)
 {
     a->head = NULL;
     a->block_size = block_size;
+    a->first = NULL;
+    a->first_size = a->first_used = 0;
+}
+
+void arena_init_with(struct arena *a, size_t block_size, void *buf, size_t first_size)
+{
+    arena_init(a, block_size);
+    a->first = buf;
+    a->first_size = first_size;
 }
 
 void *arena_alloc(struct arena *a, size_t size)
 {
     size = (size + 7) & ~(size_t)7;
+    if (a->first != NULL && a->first_size - a->first_used >= size) {
+        void *p = a->first + a->first_used;
+        a->first_used += size;
+        return p;
+    }
     struct arena_block *b = a->head;
     if (b == NULL || b->size - b->used < size) {
         size_t bsize = size > a->block_size / 2 ? size : a->block_size;
@@ -62,4 +76,5 @@ void arena_free(struct arena *a)
         b = next;
     }
     a->head = NULL;
+    a->first_used = 0;
 }

@@ -166,6 +166,7 @@ int h2_client_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
     if (nghttp2_option_new(opt) != 0)
         return GR_ERR_NOMEM;
     nghttp2_option_set_no_auto_window_update(*opt, 1);
+    nghttp2_option_set_no_closed_streams(*opt, 1); /* we keep no priority tree: do not hold closed streams */
     nghttp2_option_set_peer_max_concurrent_streams(*opt, ASSUMED_PEER_STREAMS);
     return GR_OK;
 }

@@ -116,6 +116,7 @@ int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
     if (nghttp2_option_new(opt) != 0)
         return GR_ERR_NOMEM;
     nghttp2_option_set_no_auto_window_update(*opt, 1);
+    nghttp2_option_set_no_closed_streams(*opt, 1); /* we keep no priority tree: do not hold closed streams */
     return GR_OK;
 }
 

@@ -51,14 +51,23 @@ static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit,
 }
 #define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
 
+/* Freed streams a worker keeps for the next calls (no malloc per call). */
+#define MAX_FREE_STREAMS 256
+
 struct stream *stream_new(struct downstream *d, int32_t id)
 {
-    struct stream *s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    struct worker *w = d->io.w;
+    struct stream *s = w->free_streams;
+    if (s != NULL) {
+        w->free_streams = s->next_free;
+        w->n_free_streams--;
+        memset(s, 0, offsetof(struct stream, arena_first));
+    } else if ((s = calloc(1, sizeof(*s))) == NULL) {
         return NULL;
+    }
     s->down = d;
     s->id = id;
-    arena_init(&s->arena, 2048);
+    arena_init_with(&s->arena, 2048, s->arena_first, sizeof(s->arena_first));
     hdr_list_init(&s->req_hdrs);
     hdr_list_init(&s->req_trailers);
     hdr_list_init(&s->resp_hdrs);
@@ -690,7 +699,13 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     buf_clear(&s->resp, &w->chunks);
     gr_list_remove(&s->down_link);
     arena_free(&s->arena);
-    free(s);
+    if (w->n_free_streams < MAX_FREE_STREAMS) {
+        s->next_free = w->free_streams;
+        w->free_streams = s;
+        w->n_free_streams++;
+    } else {
+        free(s);
+    }
 }
 
 int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
@@ -754,11 +769,17 @@ void stream_on_resp_headers_done(struct stream *s, bool end_stream)
             return;
         }
     }
-    char *st = arena_alloc(&s->arena, 12);
+    char *st = s->resp_status == 200 ? (char *)"200" : arena_alloc(&s->arena, 4);
     size_t n;
     nghttp2_nv *nva = NULL;
     if (st != NULL) {
-        snprintf(st, 12, "%03d", s->resp_status % 1000);
+        if (s->resp_status != 200) {
+            int v = s->resp_status % 1000;
+            st[0] = (char)('0' + v / 100);
+            st[1] = (char)('0' + v / 10 % 10);
+            st[2] = (char)('0' + v % 10);
+            st[3] = '\0';
+        }
         nva = resp_nv(s, st, &s->resp_hdrs, false, &n);
     }
     if (nva == NULL) {

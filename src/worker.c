@@ -7,6 +7,7 @@
 #include "grelay/log.h"
 #include "grelay/pool.h"
 #include "grelay/sniff.h"
+#include "grelay/stream.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -282,9 +283,6 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "w%u", w->id);
     log_set_thread_name(name);
-    ev_prepare_start(w->loop, &w->prepare);
-    ev_async_start(w->loop, &w->stop);
-    ev_async_start(w->loop, &w->update);
     for (size_t i = 0; i < w->n_listeners; i++)
         ev_io_start(w->loop, &w->listeners[i].io);
     ev_run(w->loop, 0);
@@ -293,6 +291,12 @@ static void *worker_main(void *arg)
 
 int worker_start(struct worker *w)
 {
+    /* Started here, before the thread exists: ev_async_start() forgets any
+     * ev_async_send() made before it, and the main thread may publish an
+     * endpoint set (or ask to stop) the moment the thread is created. */
+    ev_prepare_start(w->loop, &w->prepare);
+    ev_async_start(w->loop, &w->stop);
+    ev_async_start(w->loop, &w->update);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return GR_ERR_IO;
     return GR_OK;
@@ -338,6 +342,11 @@ void worker_free(struct worker *w)
     if (w->client_opt)
         nghttp2_option_del(w->client_opt);
     chunk_pool_destroy(&w->chunks);
+    while (w->free_streams != NULL) {
+        void *s = w->free_streams;
+        w->free_streams = w->free_streams->next_free;
+        free(s);
+    }
     if (w->loop)
         ev_loop_destroy(w->loop);
     free(w);

@@ -10,9 +10,15 @@ struct arena_block;
 struct arena {
     struct arena_block *head; /* newest block; older ones follow */
     size_t block_size;        /* size of ordinary blocks */
+    unsigned char *first;     /* caller-provided first block (not freed), or NULL */
+    size_t first_size;
+    size_t first_used;
 };
 
 void arena_init(struct arena *a, size_t block_size);
+/* The same, with the first first_size bytes served from buf (memory the
+ * owner embeds, so most small owners never call malloc). */
+void arena_init_with(struct arena *a, size_t block_size, void *buf, size_t first_size);
 /* Returns size bytes aligned to 8, or NULL when out of memory. */
 void *arena_alloc(struct arena *a, size_t size);
 /* Copies len bytes and adds a NUL; returns NULL when out of memory. */

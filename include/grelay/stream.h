@@ -67,6 +67,8 @@ struct stream {
     bool replay;                    /* the request can still be sent again (retries) */
     bool backing_off;               /* attempt_timer is a backoff, not a per-try timeout */
     bool up_headers_sent;           /* the current attempt's HEADERS went to the upstream */
+    struct stream *next_free;       /* in the worker's cache of freed streams */
+    _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
 };
 
 struct stream *stream_new(struct downstream *d, int32_t id);

@@ -62,6 +62,8 @@ struct worker {
     nghttp2_option *client_opt;
     bool stopping;                /* no new connections or streams */
     uint64_t rng;                 /* jitter for retry backoff */
+    struct stream *free_streams;  /* freed streams kept for reuse */
+    size_t n_free_streams;
     uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
     uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web request decoding */
     uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed */

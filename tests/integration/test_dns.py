@@ -24,8 +24,25 @@ class Dnsmasq:
              "--addn-hosts=%s" % self.hosts, "--listen-address=127.0.0.1", "--bind-interfaces",
              "--port=%d" % self.port, "--user=root", "--pid-file=", "--local-ttl=0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.2)
-        assert self.proc.poll() is None, "dnsmasq did not start"
+        self.wait_ready()
+
+    def wait_ready(self, seconds=10):
+        """Until dnsmasq answers a query (before that, a SIGHUP would kill it)."""
+        import socket
+        import struct
+        query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x05ready\x04test\x00" + struct.pack(">HH", 1, 1)
+        deadline = time.monotonic() + seconds
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, "dnsmasq exited"
+                s.sendto(query, ("127.0.0.1", self.port))
+                try:
+                    if s.recv(512)[:2] == b"\x12\x34":
+                        return
+                except socket.timeout:
+                    pass
+        raise RuntimeError("dnsmasq does not answer")
 
     def set(self, records, reload=True):
         self.hosts.write_text("".join("%s %s\n" % (ip, name) for name, ip in records))
@@ -83,7 +100,7 @@ def test_endpoints_follow_the_records_with_no_failed_calls(dns_backends, dns, gr
     g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
     with grpc.insecure_channel(g.addr) as ch:
         call = ch.unary_unary("/test.Echo/Unary")
-        assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d2"})
+        assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d2"}), g.log()
         dns.set([("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")])
         failures = []
         deadline = time.monotonic() + 15
@@ -104,12 +121,12 @@ def test_a_stream_to_a_removed_endpoint_finishes(dns_backends, dns, grelay_facto
     port = free_port()
     g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
     with grpc.insecure_channel(g.addr) as ch:
-        assert wait_for(lambda: spread(ch.unary_unary("/test.Echo/Unary"), 1)[0] == {"d1": 1})
+        assert wait_for(lambda: spread(ch.unary_unary("/test.Echo/Unary"), 1)[0] == {"d1": 1}), g.log()
         it = ch.unary_stream("/test.Echo/ServerStream")(
             json.dumps({"count": 8, "size": 8, "interval_ms": 150}).encode(), timeout=30)
         first = next(it)
         dns.set([("backend.test", "127.0.0.22")])
-        assert wait_for(lambda: "left the set" in g.log())
+        assert wait_for(lambda: "left the set" in g.log()), g.log()
         rest = list(it)
         assert [first] + rest == [b"%08d" % i for i in range(8)]
         assert it.code() == grpc.StatusCode.OK
