@@ -419,7 +419,8 @@ def versions():
     for cmd in (["nghttpx", "--version"], ["haproxy", "-v"], ["nginx", "-v"], ["caddy", "version"]):
         if shutil.which(cmd[0]):
             r = subprocess.run(cmd, capture_output=True, text=True)
-            out.append((r.stdout + r.stderr).strip().splitlines()[0][:60])
+            line = (r.stdout + r.stderr).strip().splitlines()[0][:60]
+            out.append(line if cmd[0] in line.lower() else "%s %s" % (cmd[0], line))
     return "; ".join(out)
 
 
@@ -435,7 +436,7 @@ def plot(args, names, results, stamp):
             f.write(i + " " + " ".join("%.0f" % med(results[i][n], "req_per_cpu_s") if n in results[i] else "0"
                                        for n in proxies) + "\n")
     png = os.path.join(args.out, "%s.png" % stamp)
-    script = """set terminal pngcairo size 1000,560 font ",10"
+    script = """set terminal pngcairo size 1000,560 font ",10" noenhanced
 set output '%s'
 set title 'Requests per proxy CPU-second (higher is better), one worker pinned to one core'
 set style data histograms
