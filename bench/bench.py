@@ -61,29 +61,34 @@ def tree(pid):
     return out
 
 
-def cpu_ticks(pid):
+def proc_sum(pid, read):
+    """read(pid) summed over the process tree (a proxy may fork workers)."""
     total = 0
     for p in tree(pid):
         try:
-            with open("/proc/%d/stat" % p) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            total += read(p)
         except OSError:
-            pass
+            pass  # exited meanwhile
     return total
+
+
+def _ticks(p):
+    with open("/proc/%d/stat" % p) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _rss(p):
+    with open("/proc/%d/status" % p) as f:
+        return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+
+
+def cpu_ticks(pid):
+    return proc_sum(pid, _ticks)
 
 
 def rss_kib(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open("/proc/%d/status" % p) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return proc_sum(pid, _rss)
 
 
 def write(name, text):

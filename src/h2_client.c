@@ -43,13 +43,7 @@ ssize_t upconn_req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
 {
     (void)src;
     (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    bool eof;
-    size_t n = stream_pull_req(s, out, length, &eof), cnt = 0;
-    nghttp2_nv *nva = eof ? stream_req_trailers_nv(s, &cnt) : NULL;
-    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+    return h2_provide(session, stream_id, out, length, flags, stream_pull_req, stream_req_trailers_nv);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,

@@ -159,13 +159,7 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
 {
     (void)src;
     (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    bool eof;
-    size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
-    nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
-    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+    return h2_provide(session, stream_id, out, length, flags, stream_pull_resp, stream_trailers_nv);
 }
 
 static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)

@@ -23,4 +23,21 @@ static inline ssize_t h2_data_result(nghttp2_session *session, int32_t stream_id
     return (ssize_t)n;
 }
 
+struct stream;
+
+/* A body provider for either direction: looks the stream up, pulls with
+ * pull, and ends with trailers(). */
+static inline ssize_t h2_provide(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
+                                 uint32_t *flags, size_t (*pull)(struct stream *, uint8_t *, size_t, bool *),
+                                 nghttp2_nv *(*trailers)(struct stream *, size_t *))
+{
+    struct stream *s = (struct stream *)nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof;
+    size_t n = pull(s, out, length, &eof), cnt = 0;
+    nghttp2_nv *nva = eof ? trailers(s, &cnt) : NULL;
+    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+}
+
 #endif
