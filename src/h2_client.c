@@ -263,7 +263,7 @@ struct upconn *upconn_open(struct pool *p)
         return NULL;
     u->pool = p;
     gr_list_init(&u->streams);
-    if (nghttp2_session_client_new2(&u->h2, w->client_cbs, u, w->client_opt) != 0) {
+    if (nghttp2_session_client_new3(&u->h2, w->client_cbs, u, w->client_opt, &w->h2mem.mem) != 0) {
         free(u);
         errno = ENOMEM;
         return NULL;

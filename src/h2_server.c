@@ -215,7 +215,7 @@ struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, in
                            const uint8_t *early, size_t early_len)
 {
     struct dconn *d = calloc(1, sizeof(*d));
-    if (d == NULL || nghttp2_session_server_new2(&d->h2, w->server_cbs, d, w->server_opt) != 0) {
+    if (d == NULL || nghttp2_session_server_new3(&d->h2, w->server_cbs, d, w->server_opt, &w->h2mem.mem) != 0) {
         free(d);
         SSL_free(ssl);
         close(fd);

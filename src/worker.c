@@ -219,6 +219,7 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
     gr_list_init(&w->dirty);
     gr_list_init(&w->reap);
     chunk_pool_init(&w->chunks, 1024);
+    mem_pool_init(&w->h2mem);
     w->loop = ev_loop_new(EVFLAG_AUTO);
     if (w->loop == NULL || h2_server_setup(&w->server_cbs, &w->server_opt) != GR_OK ||
         h2_client_setup(&w->client_cbs, &w->client_opt) != GR_OK) {
@@ -342,6 +343,7 @@ void worker_free(struct worker *w)
     if (w->client_opt)
         nghttp2_option_del(w->client_opt);
     chunk_pool_destroy(&w->chunks);
+    mem_pool_destroy(&w->h2mem);
     while (w->free_streams != NULL) {
         void *s = w->free_streams;
         w->free_streams = w->free_streams->next_free;

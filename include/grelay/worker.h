@@ -10,6 +10,7 @@
 #include "grelay/cluster.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/mem.h"
 
 #include <ev.h>
 #include <nghttp2/nghttp2.h>
@@ -56,6 +57,7 @@ struct worker {
     ev_async stop;                /* main thread asks the worker to stop */
     ev_async update;              /* main thread published endpoint sets */
     struct chunk_pool chunks;     /* payload chunks of this worker */
+    struct mem_pool h2mem;        /* nghttp2's small objects, on this thread */
     nghttp2_session_callbacks *server_cbs; /* downstream session callbacks */
     nghttp2_session_callbacks *client_cbs; /* upstream session callbacks */
     nghttp2_option *server_opt;

@@ -1,0 +1,23 @@
+/* A per-worker allocator for nghttp2's sessions: free lists per size class
+ * on the worker's own thread (nghttp2 allocates and frees many small
+ * objects per call: stream objects, header copies, HPACK entries). Larger
+ * blocks go straight to malloc. Not thread-safe: one per worker. */
+#ifndef GRELAY_MEM_H
+#define GRELAY_MEM_H
+
+#include <nghttp2/nghttp2.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MEM_CLASSES 8 /* 32, 64, 128, 256, 512, 1024, 2048, 4096 bytes */
+
+struct mem_pool {
+    void *free[MEM_CLASSES];   /* free blocks of each class, linked through their first word */
+    uint32_t n_free[MEM_CLASSES];
+    nghttp2_mem mem;           /* what nghttp2 sessions are given */
+};
+
+void mem_pool_init(struct mem_pool *p);
+void mem_pool_destroy(struct mem_pool *p);
+
+#endif

@@ -1,0 +1,109 @@
+/* Size-class free lists behind nghttp2_mem. Every block has a 16-byte
+ * header holding its class (or MEM_CLASSES for a plain malloc'd block) and
+ * its usable size, so free and realloc need no lookup. */
+#include "grelay/mem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define HDR 16
+#define MAX_FREE_PER_CLASS 4096
+
+struct hdr {
+    uint32_t cls;   /* size class, or MEM_CLASSES */
+    uint32_t pad;
+    size_t size;    /* usable bytes */
+};
+
+static size_t class_size(unsigned c) { return (size_t)32 << c; }
+
+static unsigned class_of(size_t size)
+{
+    unsigned c = 0;
+    while (c < MEM_CLASSES && class_size(c) < size)
+        c++;
+    return c;
+}
+
+static void *pool_malloc(size_t size, void *ud)
+{
+    struct mem_pool *p = ud;
+    unsigned c = class_of(size);
+    struct hdr *h;
+    if (c < MEM_CLASSES && p->free[c] != NULL) {
+        h = p->free[c];
+        p->free[c] = *(void **)((char *)h + HDR);
+        p->n_free[c]--;
+    } else {
+        size_t usable = c < MEM_CLASSES ? class_size(c) : size;
+        h = malloc(HDR + usable);
+        if (h == NULL)
+            return NULL;
+        h->cls = c;
+        h->size = usable;
+    }
+    return (char *)h + HDR;
+}
+
+static void pool_free(void *ptr, void *ud)
+{
+    if (ptr == NULL)
+        return;
+    struct mem_pool *p = ud;
+    struct hdr *h = (struct hdr *)((char *)ptr - HDR);
+    unsigned c = h->cls;
+    if (c >= MEM_CLASSES || p->n_free[c] >= MAX_FREE_PER_CLASS) {
+        free(h);
+        return;
+    }
+    *(void **)ptr = p->free[c];
+    p->free[c] = h;
+    p->n_free[c]++;
+}
+
+static void *pool_calloc(size_t n, size_t size, void *ud)
+{
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    void *ptr = pool_malloc(n * size, ud);
+    if (ptr != NULL)
+        memset(ptr, 0, n * size);
+    return ptr;
+}
+
+static void *pool_realloc(void *ptr, size_t size, void *ud)
+{
+    if (ptr == NULL)
+        return pool_malloc(size, ud);
+    struct hdr *h = (struct hdr *)((char *)ptr - HDR);
+    if (size <= h->size)
+        return ptr;
+    void *np = pool_malloc(size, ud);
+    if (np == NULL)
+        return NULL;
+    memcpy(np, ptr, h->size);
+    pool_free(ptr, ud);
+    return np;
+}
+
+void mem_pool_init(struct mem_pool *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->mem.mem_user_data = p;
+    p->mem.malloc = pool_malloc;
+    p->mem.free = pool_free;
+    p->mem.calloc = pool_calloc;
+    p->mem.realloc = pool_realloc;
+}
+
+void mem_pool_destroy(struct mem_pool *p)
+{
+    for (unsigned c = 0; c < MEM_CLASSES; c++) {
+        while (p->free[c] != NULL) {
+            struct hdr *h = p->free[c];
+            p->free[c] = *(void **)((char *)h + HDR);
+            free(h);
+        }
+        p->n_free[c] = 0;
+    }
+}
