@@ -115,6 +115,16 @@ class H1:
         return status, headers, body
 
 
+def one_request(port, path, body=b"", headers=(), method="POST"):
+    """One request on a fresh HTTP/1.1 connection; -> (status, headers, body)."""
+    c = H1(port)
+    try:
+        c.request(path, body, list(headers), method=method)
+        return c.read_response()
+    finally:
+        c.close()
+
+
 def web_call(port, path, payload, text=False, headers=(), chunks=None):
     """One gRPC-Web unary call; -> (status, headers, messages, trailers)."""
     c = H1(port)

@@ -17,41 +17,38 @@ def spread(g, n):
     return counts
 
 
-def test_round_robin_spreads_one_connection_evenly(backends, grelay_factory):
+def spread_with(grelay_factory, endpoints, policy, n=300):
+    """grelay with this policy in front of endpoints; the spread of n calls on one connection."""
     port = free_port()
-    g = grelay_factory(simple_config(port, [b.addr for b in backends], "round_robin"), port)
-    assert spread(g, 300) == {"b1": 100, "b2": 100, "b3": 100}
+    return spread(grelay_factory(simple_config(port, endpoints, policy), port), n)
+
+
+def test_round_robin_spreads_one_connection_evenly(backends, grelay_factory):
+    counts = spread_with(grelay_factory, [b.addr for b in backends], "round_robin")
+    assert counts == {"b1": 100, "b2": 100, "b3": 100}
 
 
 def test_round_robin_honours_weights_exactly(backends, grelay_factory):
-    port = free_port()
     eps = [(backends[0].addr, 1), (backends[1].addr, 2), (backends[2].addr, 3)]
-    g = grelay_factory(simple_config(port, eps, "round_robin"), port)
-    assert spread(g, 300) == {"b1": 50, "b2": 100, "b3": 150}
+    assert spread_with(grelay_factory, eps, "round_robin") == {"b1": 50, "b2": 100, "b3": 150}
 
 
 def test_random_reaches_every_endpoint(backends, grelay_factory):
-    port = free_port()
-    g = grelay_factory(simple_config(port, [b.addr for b in backends], "random"), port)
-    counts = spread(g, 300)
+    counts = spread_with(grelay_factory, [b.addr for b in backends], "random")
     # Binomial(300, 1/3): mean 100, sd 8.2. Below 50 is ~6 sd away.
     assert set(counts) == {"b1", "b2", "b3"}
     assert min(counts.values()) >= 50, counts
 
 
 def test_random_honours_weights(backends, grelay_factory):
-    port = free_port()
     eps = [(backends[0].addr, 1), (backends[1].addr, 1), (backends[2].addr, 8)]
-    g = grelay_factory(simple_config(port, eps, "random"), port)
-    counts = spread(g, 300)
+    counts = spread_with(grelay_factory, eps, "random")
     # b3 expects 240 (sd 6.9); an unweighted pick would give it 100.
     assert counts["b3"] >= 180, counts
 
 
 def test_least_request_reaches_every_endpoint(backends, grelay_factory):
-    port = free_port()
-    g = grelay_factory(simple_config(port, [b.addr for b in backends], "least_request"), port)
-    counts = spread(g, 300)
+    counts = spread_with(grelay_factory, [b.addr for b in backends], "least_request")
     assert set(counts) == {"b1", "b2", "b3"}
     assert min(counts.values()) >= 50, counts
 

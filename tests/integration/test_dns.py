@@ -93,11 +93,16 @@ def spread(call, n):
     return seen, failed
 
 
+def grelay_on(dns, records, grelay_factory, bport, name="backend.test", discovery="strict_dns"):
+    """dnsmasq serves records; grelay resolves name through it."""
+    dns.set(records)
+    port = free_port()
+    return grelay_factory(dns_config(port, dns, name, bport, discovery), port)
+
+
 def test_endpoints_follow_the_records_with_no_failed_calls(dns_backends, dns, grelay_factory):
     (b1, b2, b3), bport = dns_backends
-    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22")])
-    port = free_port()
-    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    g = grelay_on(dns, [("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22")], grelay_factory, bport)
     with grpc.insecure_channel(g.addr) as ch:
         call = ch.unary_unary("/test.Echo/Unary")
         assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d2"}), g.log()
@@ -117,9 +122,7 @@ def test_endpoints_follow_the_records_with_no_failed_calls(dns_backends, dns, gr
 
 def test_a_stream_to_a_removed_endpoint_finishes(dns_backends, dns, grelay_factory):
     (b1, b2, b3), bport = dns_backends
-    dns.set([("backend.test", "127.0.0.21")])
-    port = free_port()
-    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    g = grelay_on(dns, [("backend.test", "127.0.0.21")], grelay_factory, bport)
     with grpc.insecure_channel(g.addr) as ch:
         assert wait_for(lambda: spread(ch.unary_unary("/test.Echo/Unary"), 1)[0] == {"d1": 1}), g.log()
         it = ch.unary_stream("/test.Echo/ServerStream")(
@@ -135,9 +138,7 @@ def test_a_stream_to_a_removed_endpoint_finishes(dns_backends, dns, grelay_facto
 
 def test_logical_dns_uses_one_address_at_a_time(dns_backends, dns, grelay_factory):
     (b1, b2, b3), bport = dns_backends
-    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")])
-    port = free_port()
-    g = grelay_factory(dns_config(port, dns, "backend.test", bport, "logical_dns"), port)
+    g = grelay_on(dns, [("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")], grelay_factory, bport, discovery="logical_dns")
     with grpc.insecure_channel(g.addr) as ch:
         call = ch.unary_unary("/test.Echo/Unary")
         assert wait_for(lambda: sum(spread(call, 1)[0].values()) == 1)
@@ -162,9 +163,7 @@ def test_a_name_that_never_resolves_is_unavailable_naming_the_host(dns_backends,
 
 def test_a_resolver_that_goes_away_leaves_the_last_good_set(dns_backends, dns, grelay_factory):
     (b1, b2, b3), bport = dns_backends
-    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.23")])
-    port = free_port()
-    g = grelay_factory(dns_config(port, dns, "backend.test", bport), port)
+    g = grelay_on(dns, [("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.23")], grelay_factory, bport)
     with grpc.insecure_channel(g.addr) as ch:
         call = ch.unary_unary("/test.Echo/Unary")
         assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d3"})

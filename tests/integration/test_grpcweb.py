@@ -9,7 +9,7 @@ import grpc
 import h2.events
 import pytest
 
-from grpcweb_client import H1, b64_segments, frame, parse_frames, web_call
+from grpcweb_client import H1, b64_segments, frame, one_request, parse_frames, web_call
 from harness import free_port, simple_config
 from test_failures import raw_h2, read_until_closed, wait_for
 
@@ -49,12 +49,7 @@ def test_unary_over_http1(web, text):
 @pytest.mark.parametrize("content_type,upstream", [("application/grpc-web", "application/grpc"),
                                                    ("application/grpc-web+json", "application/grpc+json")])
 def test_content_types_map_to_native_grpc_and_back(web, content_type, upstream):
-    c = H1(web.port)
-    try:
-        c.request("/test.Echo/Unary", frame(b"x"), [("content-type", content_type)])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/test.Echo/Unary", frame(b"x"), [("content-type", content_type)])
     assert status == 200 and h["content-type"] == content_type
     assert parse_frames(body)[0] == [b"x"]
 
@@ -86,13 +81,8 @@ def test_text_request_with_padding_between_messages(web):
 
 
 def test_trailers_only_error_puts_the_status_in_the_headers(web):
-    c = H1(web.port)
-    try:
-        c.request("/test.Echo/Unary", base64.b64encode(frame(b"x")), [("content-type", "application/grpc-web-text"),
-                                                                     ("x-fail-on", "b1")])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/test.Echo/Unary", base64.b64encode(frame(b"x")),
+                                  [("content-type", "application/grpc-web-text"), ("x-fail-on", "b1")])
     assert status == 200
     assert h["grpc-status"] == "14" and h["grpc-message"] == "b1 is failing on purpose"
     assert h["content-type"] == "application/grpc-web-text"
@@ -127,13 +117,8 @@ def test_server_stream_reaches_the_client_incrementally(backends, web):
 
 def test_deadline_from_the_browser_is_enforced(web):
     status, h, msgs, trailers = None, None, None, None
-    c = H1(web.port)
-    try:
-        c.request("/test.Echo/Unary", base64.b64encode(frame(b"x")), [("content-type", "application/grpc-web-text"),
-                                                                     ("grpc-timeout", "300m"), ("x-hold", "web-dl")])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/test.Echo/Unary", base64.b64encode(frame(b"x")),
+                                  [("content-type", "application/grpc-web-text"), ("grpc-timeout", "300m"), ("x-hold", "web-dl")])
     assert h["grpc-status"] == "4" and "deadline exceeded" in h["grpc-message"]
 
 
@@ -215,14 +200,9 @@ def test_native_grpc_shares_the_port(web):
 # ---- CORS ----
 
 def preflight(port, origin, path="/test.Echo/Unary"):
-    c = H1(port)
-    try:
-        c.request(path, b"", [("origin", origin), ("access-control-request-method", "POST"),
-                              ("access-control-request-headers", "content-type,x-grpc-web,x-custom-req")],
-                  method="OPTIONS")
-        return c.read_response()
-    finally:
-        c.close()
+    return one_request(port, path, b"", [("origin", origin), ("access-control-request-method", "POST"),
+                                         ("access-control-request-headers", "content-type,x-grpc-web,x-custom-req")],
+                       method="OPTIONS")
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:3000", "https://app.example.com"])
@@ -255,13 +235,8 @@ def test_actual_response_grants_and_exposes(web):
 
 
 def test_error_answers_carry_cors_too(web):
-    c = H1(web.port)
-    try:
-        c.request("/nowhere.Svc/M", frame(b""), [("content-type", "application/grpc-web"),
-                                                ("origin", "http://localhost:3000")])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/nowhere.Svc/M", frame(b""),
+                                  [("content-type", "application/grpc-web"), ("origin", "http://localhost:3000")])
     assert h["grpc-status"] == "12"
     assert h["access-control-allow-origin"] == "http://localhost:3000"
 
@@ -277,12 +252,8 @@ def test_route_cors_overrides_the_virtual_hosts(backends, grelay_factory):
 # ---- bad input ----
 
 def test_broken_base64_is_a_clear_error(web):
-    c = H1(web.port)
-    try:
-        c.request("/test.Echo/Unary", b"AAAA!!!!", [("content-type", "application/grpc-web-text")])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/test.Echo/Unary", b"AAAA!!!!",
+                                  [("content-type", "application/grpc-web-text")])
     assert h["grpc-status"] == "13" and "base64" in h["grpc-message"]
 
 
@@ -326,12 +297,8 @@ def test_malformed_http1_request_gets_400_and_a_close(web):
 
 
 def test_plain_http1_is_not_grpc(web):
-    c = H1(web.port)
-    try:
-        c.request("/test.Echo/Unary", frame(b"x"), [("content-type", "application/grpc")])
-        status, h, body = c.read_response()
-    finally:
-        c.close()
+    status, h, body = one_request(web.port, "/test.Echo/Unary", frame(b"x"),
+                                  [("content-type", "application/grpc")])
     assert status == 415 and b"gRPC-Web" in body
 
 
