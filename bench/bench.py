@@ -103,6 +103,19 @@ def rss_kib(pid):
     return proc_sum(pid, _rss)
 
 
+def thread_ticks(pid):
+    """CPU ticks of each thread of pid: {tid: ticks} (to see how workers share the load)."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(t)] = int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return out
+
+
 def write(name, text):
     path = os.path.join(TMP, name)
     with open(path, "w") as f:
@@ -111,32 +124,54 @@ def write(name, text):
 
 
 # ---- the targets: each returns (Popen, port) for a proxy in front of backend_port ----
+# With tls, the proxy terminates TLS (ALPN h2) with the bench's own certificate
+# and still speaks h2c to the backend.
 
-def t_direct(args, bport):
+def cert():
+    """A self-signed P-256 certificate for 127.0.0.1: (cert, key, both in one PEM)."""
+    crt, key, pem = (os.path.join(TMP, n) for n in ("bench.crt", "bench.key", "bench.pem"))
+    if not os.path.exists(pem):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(pem, "w") as f:
+            f.write(open(crt).read() + open(key).read())
+    return crt, key, pem
+
+
+def t_direct(args, bport, tls=False, workers=1):
     return None, bport
 
 
-def t_grelay(args, bport):
+def t_grelay(args, bport, tls=False, workers=1):
     port = free_port()
-    cfg = {"workers": 1, "log_level": "warn",
-           "listeners": [{"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
-               {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}],
+    listener = {"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
+        {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}
+    if tls:
+        crt, key, _ = cert()
+        listener["tls"] = {"cert_chain": crt, "private_key": key}
+    cfg = {"workers": workers, "log_level": "warn", "listeners": [listener],
            "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
     path = write("grelay.yaml", json.dumps(cfg))
-    return subprocess.Popen(["taskset", "-c", "0", args.grelay, "--config", path],
+    cpus = "0" if workers == 1 else "0-%d" % (workers - 1)
+    return subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
                             stderr=subprocess.DEVNULL), port
 
 
-def t_nghttpx(args, bport):
+def t_nghttpx(args, bport, tls=False, workers=1):
     port = free_port()
-    return subprocess.Popen(["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
-                             "--frontend=127.0.0.1,%d;no-tls" % port, "--backend=127.0.0.1,%d;;proto=h2" % bport,
-                             "--no-ocsp", "--errorlog-file=/dev/null", "--accesslog-file=/dev/null"],
-                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port
+    argv = ["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
+            "--frontend=127.0.0.1,%d%s" % (port, "" if tls else ";no-tls"), "--backend=127.0.0.1,%d;;proto=h2" % bport,
+            "--no-ocsp", "--errorlog-file=/dev/null", "--accesslog-file=/dev/null"]
+    if tls:
+        crt, key, _ = cert()
+        argv += [key, crt]
+    return subprocess.Popen(argv, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port
 
 
-def t_haproxy(args, bport):
+def t_haproxy(args, bport, tls=False, workers=1):
     port = free_port()
+    bind = "ssl crt %s alpn h2" % cert()[2] if tls else "proto h2"
     path = write("haproxy.cfg", """global
     nbthread 1
     maxconn 9000
@@ -146,18 +181,22 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:%d proto h2
+    bind 127.0.0.1:%d %s
     default_backend be
 backend be
     server s1 127.0.0.1:%d proto h2
-""" % (port, bport))
+""" % (port, bind, bport))
     return subprocess.Popen(["taskset", "-c", "0", "haproxy", "-db", "-f", path], stderr=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL), port
 
 
-def t_nginx(args, bport):
+def t_nginx(args, bport, tls=False, workers=1):
     port = free_port()
     d = tempfile.mkdtemp(dir=TMP)
+    ssl = ""
+    if tls:
+        crt, key, _ = cert()
+        ssl = " ssl;\n        ssl_certificate %s;\n        ssl_certificate_key %s" % (crt, key)
     path = write("nginx.conf", """worker_processes 1;
 daemon off;
 master_process off;
@@ -173,31 +212,36 @@ http {
     uwsgi_temp_path %s/uwsgi;
     scgi_temp_path %s/scgi;
     keepalive_requests 100000000;   # default 1000 closes busy HTTP/2 connections
+    client_max_body_size 0;         # default 1 MiB ends a long bidi stream
     upstream be { server 127.0.0.1:%d; keepalive 64; keepalive_requests 100000000; }
     server {
-        listen 127.0.0.1:%d http2;
+        listen 127.0.0.1:%d http2%s;
         http2_max_concurrent_streams 1024;
         location / { grpc_pass grpc://be; }
     }
 }
-""" % (d, d, d, d, d, d, bport, port))
+""" % (d, d, d, d, d, d, bport, port, ssl))
     return subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", path, "-p", d], stderr=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL), port
 
 
-def t_caddy(args, bport):
+def t_caddy(args, bport, tls=False, workers=1):
     port = free_port()
+    site = "http://127.0.0.1:%d {" % port
+    if tls:
+        crt, key, _ = cert()
+        site = "https://127.0.0.1:%d {\n    tls %s %s" % (port, crt, key)
     path = write("Caddyfile", """{
     admin off
     auto_https off
     servers {
-        protocols h1 h2c
+        protocols h1 h2 h2c
     }
 }
-http://127.0.0.1:%d {
+%s
     reverse_proxy h2c://127.0.0.1:%d
 }
-""" % (port, bport))
+""" % (site, bport))
     env = dict(os.environ, GOMAXPROCS="1", HOME=TMP, XDG_DATA_HOME=TMP, XDG_CONFIG_HOME=TMP)
     return subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", path, "--adapter", "caddyfile"],
                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
@@ -220,13 +264,13 @@ def _write_bytes(name, data):
     return path
 
 
-def h2load(port, body, conns, streams, seconds, rps=None):
+def h2load(port, body, conns, streams, seconds, rps=None, tls=False):
     log = os.path.join(TMP, "h2load.log")
     if os.path.exists(log):
         os.unlink(log)  # h2load appends
     argv = ["taskset", "-c", "1", "h2load", "-c", str(conns), "-m", str(streams), "-D", str(seconds),
             "--warm-up-time=1", "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
-            "--log-file=" + log, "http://127.0.0.1:%d/bench.Echo/Unary" % port]
+            "--log-file=" + log, "%s://127.0.0.1:%d/bench.Echo/Unary" % ("https" if tls else "http", port)]
     if rps:
         argv.insert(-1, "--rps=%d" % rps)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -249,17 +293,40 @@ def h2load(port, body, conns, streams, seconds, rps=None):
     return {"requests": done, "ok": ok, "p50_us": pct(0.50), "p99_us": pct(0.99), "stdout": out}
 
 
-def measure(args, name, start, bport, scenario):
-    proc, port = start(args, bport)
+def stream_load(args, port, sc, seconds):
+    """Bidi echo messages through the target (bench/load/stream_load.c)."""
+    argv = ["taskset", "-c", "1", args.stream_load, "127.0.0.1", str(port), str(sc["conns"]), str(sc["streams"]),
+            str(sc["size"]), str(seconds), str(sc["inflight"])]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    f = r.stdout.split()
+    if r.returncode != 0 or len(f) < 8:
+        return {"requests": 0, "ok": 0, "p50_us": 0, "p99_us": 0, "stdout": r.stdout + r.stderr}
+    n = int(f[1])
+    return {"requests": n, "ok": n, "p50_us": 0, "p99_us": 0, "mb_s": int(f[3]) / float(f[5]) / 1e6,
+            "stdout": r.stdout}
+
+
+def load(args, port, sc, seconds, warm=False):
+    if sc.get("kind") == "bidi":
+        return stream_load(args, port, sc, 1 if warm else seconds)
+    if warm:
+        return h2load(port, sc["body"], 1, 1, 1, tls=sc.get("tls", False))
+    return h2load(port, sc["body"], sc["conns"], sc["streams"], seconds, sc.get("rps"), sc.get("tls", False))
+
+
+def measure(args, name, start, bport, scenario, workers=1):
+    proc, port = start(args, bport, scenario.get("tls", False), workers)
     try:
         if proc is not None:
             wait_port(port, proc)
-        h2load(port, scenario["body"], 1, 1, 1)  # warm: first connections, pools
+        load(args, port, scenario, 1, warm=True)  # warm: first connections, pools
         pid = proc.pid if proc is not None else None
         t0 = cpu_ticks(pid) if pid else 0
-        res = h2load(port, scenario["body"], scenario["conns"], scenario["streams"], args.seconds,
-                     scenario.get("rps"))
+        th0 = thread_ticks(pid) if pid else {}
+        res = load(args, port, scenario, args.seconds)
         t1 = cpu_ticks(pid) if pid else 0
+        th1 = thread_ticks(pid) if pid else {}
+        res["thread_cpu_s"] = sorted(((th1[t] - th0.get(t, 0)) / CLK_TCK for t in th1), reverse=True)
         res["cpu_s"] = (t1 - t0) / CLK_TCK
         res["rss_kib"] = rss_kib(pid) if pid else 0
         res["rps"] = res["requests"] / args.seconds
@@ -320,18 +387,31 @@ SCENARIOS = [
     {"id": "u100_100x1", "title": "unary 100 B, 100 conns x 1 stream", "size": 100, "conns": 100, "streams": 1},
     {"id": "u100_1x1", "title": "unary 100 B, 1 conn x 1 stream (latency)", "size": 100, "conns": 1, "streams": 1},
     {"id": "u16k_4x4", "title": "unary 16 KiB, 4 conns x 4 streams", "size": 16384, "conns": 4, "streams": 4},
+    {"id": "bidi100_4x4", "title": "bidi streaming, 100 B messages, 4 conns x 4 streams, 16 messages in flight each",
+     "kind": "bidi", "size": 100, "conns": 4, "streams": 4, "inflight": 16},
+    {"id": "tls_u100_4x16", "title": "TLS front end: unary 100 B, 4 conns x 16 streams", "tls": True, "size": 100,
+     "conns": 4, "streams": 16},
+    {"id": "tls_u16k_4x4", "title": "TLS front end: unary 16 KiB, 4 conns x 4 streams", "tls": True, "size": 16384,
+     "conns": 4, "streams": 4},
 ]
+# workers: 2 against workers: 1, grelay alone (see scaling()).
+SCALING = {"id": "scaling", "size": 100, "conns": 16, "streams": 16}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--grelay", required=True)
     ap.add_argument("--backend", required=True)
+    ap.add_argument("--stream-load", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--out", default="bench/results")
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="targets, comma-separated (direct always runs)")
+    ap.add_argument("--scenarios", default="", help="scenario ids, comma-separated (default: all)")
     args = ap.parse_args()
+    if args.scenarios:
+        keep = args.scenarios.split(",")
+        SCENARIOS[:] = [sc for sc in SCENARIOS if sc["id"] in keep or sc["id"] == "u100_4x16"]
     targets = [(n, f) for n, f in TARGETS if available(n) and (not args.only or n in args.only.split(",") or n == "direct")]
     bport = free_port()
     backend = subprocess.Popen(["taskset", "-c", "1", args.backend, "127.0.0.1", str(bport)], stdout=subprocess.PIPE)
@@ -343,11 +423,14 @@ def main():
                                       b"\x00" + sc["size"].to_bytes(4, "big") + b"x" * sc["size"])
             for rnd in range(args.rounds):
                 for name, start in targets:  # A B C D ... each round
+                    if name == "direct" and sc.get("tls"):
+                        continue  # the backend speaks h2c only
                     r = measure(args, name, start, bport, sc)
                     results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
-                    print("%-12s round %d %-8s %8.0f req/s  %8.0f req/CPU-s  p50 %5d us  p99 %6d us%s" % (
-                        sc["id"], rnd + 1, name, r["rps"], r["req_per_cpu_s"], r["p50_us"], r["p99_us"],
-                        "  " + r["error"] if "error" in r else ""), flush=True)
+                    print("%-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s" % (
+                        sc["id"], rnd + 1, name, r["rps"], unit(sc), r["req_per_cpu_s"], unit(sc), r["p50_us"],
+                        r["p99_us"], "  " + r["error"] if "error" in r else ""), flush=True)
+        extra = lambda x: not args.scenarios or x in args.scenarios.split(",")
         # p99 at a fixed rate: half of the slowest proxy's maximum in the 4x16 scenario.
         peak = results["u100_4x16"]
         slowest = min(statistics.median(x["rps"] for x in peak[n]) for n, _ in targets if n != "direct")
@@ -355,29 +438,53 @@ def main():
         sc = {"id": "fixed_rate", "title": "p99 at %d req/s (half the slowest peak), 4 conns" % rate,
               "size": 100, "conns": 4, "streams": 16, "rps": rate // 4, "body": SCENARIOS[0]["body"]}
         SCENARIOS.append(sc)
-        for rnd in range(args.rounds):
+        for rnd in range(args.rounds if extra("fixed_rate") else 0):
             for name, start in targets:
                 r = measure(args, name, start, bport, sc)
                 results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
                 print("%-12s round %d %-8s p50 %5d us  p99 %6d us" % (sc["id"], rnd + 1, name, r["p50_us"],
                                                                        r["p99_us"]), flush=True)
+        scale = scaling(args, bport) if any(n == "grelay" for n, _ in targets) and extra("scaling") else {}
         idle = {}
         for name, start in targets:
-            if name != "direct":
+            if name != "direct" and extra("idle"):
                 idle[name] = idle_rss(args, name, start, bport)
                 print("idle-rss     %-8s %.2f KiB per idle HTTP/2 connection" % (name, idle[name]["rss_per_conn_kib"]),
                       flush=True)
     finally:
         backend.send_signal(signal.SIGTERM)
         backend.wait(10)
-    report(args, targets, results, idle)
+    report(args, targets, results, idle, scale)
+
+
+def unit(sc):
+    return "msg" if sc.get("kind") == "bidi" else "req"
+
+
+def scaling(args, bport):
+    """grelay with workers: 2 (CPUs 0-1) against workers: 1 (CPU 0), rounds alternating.
+
+    On a 2-core machine the load generator and the backend share those cores,
+    so req/s cannot double here; what this shows is whether the second
+    worker takes its share of the load (CPU seconds per thread) and whether
+    the cost per request stays the same."""
+    sc = dict(SCALING, body=_write_bytes("body-100", b"\x00\x00\x00\x00\x64" + b"x" * 100))
+    out = {1: [], 2: []}
+    for rnd in range(args.rounds):
+        for workers in (1, 2):
+            r = measure(args, "grelay", t_grelay, bport, sc, workers)
+            out[workers].append(r)
+            print("scaling       round %d workers %d %8.0f req/s  %8.0f req/CPU-s  thread CPU-s %s" % (
+                rnd + 1, workers, r["rps"], r["req_per_cpu_s"],
+                " ".join("%.2f" % t for t in r["thread_cpu_s"][:3])), flush=True)
+    return out
 
 
 def med(rs, key):
     return statistics.median(r[key] for r in rs)
 
 
-def report(args, targets, results, idle):
+def report(args, targets, results, idle, scale):
     names = [n for n, _ in targets]
     cpu = open("/proc/cpuinfo").read()
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
@@ -388,6 +495,11 @@ def report(args, targets, results, idle):
              "Versions: " + versions(), ""]
     for sc in SCENARIOS:
         rs = results.get(sc["id"], {})
+        if not rs:
+            continue
+        if sc.get("kind") == "bidi":
+            lines += bidi_table(sc, names, rs)
+            continue
         lines += ["## " + sc["title"], "",
                   "| target | req/s | req per proxy CPU-s | proxy CPU-us/req | p50 us | p99 us | p50 added over direct | "
                   "req/CPU-s vs grelay |",
@@ -401,8 +513,24 @@ def report(args, targets, results, idle):
             lines.append("| %s | %.0f | %s | %s | %.0f | %.0f | %s | %s |" % (
                 n, med(rs[n], "rps"), "%.0f" % rpc if n != "direct" else "-",
                 "%.1f" % (1e6 / rpc) if rpc and n != "direct" else "-", med(rs[n], "p50_us"), med(rs[n], "p99_us"),
-                "%+.0f" % (med(rs[n], "p50_us") - d50) if n != "direct" else "-",
+                "%+.0f" % (med(rs[n], "p50_us") - d50) if n != "direct" and "direct" in rs else "-",
                 "%.2fx" % (rpc / g) if g and n != "direct" else "-"))
+        lines.append("")
+    if scale:
+        lines += ["## grelay with workers: 2 against workers: 1 (unary 100 B, 16 conns x 16 streams)", "",
+                  "Workers 1 pinned to CPU 0, workers 2 to CPUs 0-1; h2load and the backend stay on CPU 1, so on "
+                  "this 2-core machine the second worker competes with the load generator and req/s cannot "
+                  "double. The split of CPU time between the worker threads shows whether both take load.", "",
+                  "| workers | req/s | req per proxy CPU-s | CPU-s of the busiest threads (median round) |",
+                  "| --- | --- | --- | --- |"]
+        for w in (1, 2):
+            rs = scale[w]
+            mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+            lines.append("| %d | %.0f | %.0f | %s |" % (w, med(rs, "rps"), med(rs, "req_per_cpu_s"),
+                                                        ", ".join("%.2f" % t for t in mid["thread_cpu_s"][:3])))
+        lines.append("")
+        lines.append("workers 2 / workers 1: %.2fx req/s, %.2fx req per CPU-s." % (
+            med(scale[2], "rps") / med(scale[1], "rps"), med(scale[2], "req_per_cpu_s") / med(scale[1], "req_per_cpu_s")))
         lines.append("")
     lines += ["## RSS per idle HTTP/2 client connection after one call (2,000 connections)", "",
               "| target | KiB per connection | total RSS KiB |", "| --- | --- | --- |"]
@@ -422,6 +550,23 @@ def report(args, targets, results, idle):
     print("\n".join(lines))
 
 
+def bidi_table(sc, names, rs):
+    lines = ["## " + sc["title"], "",
+             "| target | messages/s | MB/s (one way) | messages per proxy CPU-s | proxy CPU-us/message | "
+             "msg/CPU-s vs grelay |", "| --- | --- | --- | --- | --- | --- |"]
+    g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
+    for n in names:
+        if n not in rs:
+            continue
+        mpc = med(rs[n], "req_per_cpu_s")
+        proxy = n != "direct"
+        lines.append("| %s | %.0f | %.1f | %s | %s | %s |" % (
+            n, med(rs[n], "rps"), med(rs[n], "mb_s") if all("mb_s" in r for r in rs[n]) else 0,
+            "%.0f" % mpc if proxy else "-", "%.2f" % (1e6 / mpc) if mpc and proxy else "-",
+            "%.2fx" % (mpc / g) if g and proxy else "-"))
+    return lines + [""]
+
+
 def versions():
     out = []
     for cmd in (["nghttpx", "--version"], ["haproxy", "-v"], ["nginx", "-v"], ["caddy", "version"]):
@@ -435,7 +580,8 @@ def versions():
 def plot(args, names, results, stamp):
     if shutil.which("gnuplot") is None:
         return
-    ids = ["u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4"]
+    ids = [i for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "tls_u100_4x16", "tls_u16k_4x4")
+           if i in results]
     proxies = [n for n in names if n != "direct"]
     data = os.path.join(TMP, "plot.dat")
     with open(data, "w") as f:

@@ -10,4 +10,5 @@ scripts/install-deps.sh
 bench/install-peers.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
-exec /usr/bin/python3 bench/bench.py --grelay build-bench/grelay --backend build-bench/echo_backend "$@"
+exec /usr/bin/python3 bench/bench.py --grelay build-bench/grelay --backend build-bench/echo_backend \
+    --stream-load build-bench/stream_load "$@"
