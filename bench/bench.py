@@ -150,12 +150,12 @@ def t_grelay(args, bport, tls=False, workers=1):
     if tls:
         crt, key, _ = cert()
         listener["tls"] = {"cert_chain": crt, "private_key": key}
-    cfg = {"workers": workers, "log_level": "warn", "listeners": [listener],
+    cfg = {"workers": workers, "log_level": os.environ.get("BENCH_GRELAY_LOG", "warn"), "listeners": [listener],
            "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
     path = write("grelay.yaml", json.dumps(cfg))
     cpus = "0" if workers == 1 else "0-%d" % (workers - 1)
     return subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
-                            stderr=subprocess.DEVNULL), port
+                            stderr=open(os.path.join(TMP, "grelay.err"), "w")), port
 
 
 def t_nghttpx(args, bport, tls=False, workers=1):
@@ -342,13 +342,17 @@ def measure(args, name, start, bport, scenario, workers=1):
         stop(proc)
 
 
-def idle_rss(args, name, start, bport, n=2000):
-    """RSS per idle HTTP/2 client connection after one call each."""
+def idle_rss(args, name, start, bport, n=2000, idle_s=3.0):
+    """RSS per idle HTTP/2 client connection after one call each.
+
+    The clients stay idle but, like every real HTTP/2 client, keep reading
+    and answering what the proxy sends (SETTINGS ACKs, PINGs) for idle_s
+    seconds before the reading is taken."""
     import h2.config
     import h2.connection
     import h2.events
     proc, port = start(args, bport)
-    socks = []
+    conns = []
     try:
         wait_port(port, proc)
         time.sleep(0.3)
@@ -371,12 +375,24 @@ def idle_rss(args, name, start, bport, n=2000):
                 for ev in c.receive_data(d):
                     done |= isinstance(ev, h2.events.StreamEnded)
                 s.sendall(c.data_to_send())
-            socks.append(s)
-        time.sleep(0.5)
+            s.setblocking(False)
+            conns.append((s, c))
+        deadline = time.monotonic() + idle_s
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            for s, c in conns:  # answer whatever came meanwhile
+                try:
+                    d = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not d:
+                    raise RuntimeError("%s closed an idle connection" % name)
+                c.receive_data(d)
+                s.sendall(c.data_to_send())
         after = rss_kib(proc.pid)
         return {"rss_per_conn_kib": (after - before) / n, "rss_kib": after}
     finally:
-        for s in socks:
+        for s, _ in conns:
             s.close()
         stop(proc)
 
@@ -532,7 +548,7 @@ def report(args, targets, results, idle, scale):
         lines.append("workers 2 / workers 1: %.2fx req/s, %.2fx req per CPU-s." % (
             med(scale[2], "rps") / med(scale[1], "rps"), med(scale[2], "req_per_cpu_s") / med(scale[1], "req_per_cpu_s")))
         lines.append("")
-    lines += ["## RSS per idle HTTP/2 client connection after one call (2,000 connections)", "",
+    lines += ["## RSS per idle HTTP/2 client connection after one call (2,000 connections, 3 s idle)", "",
               "| target | KiB per connection | total RSS KiB |", "| --- | --- | --- |"]
     for n in names:
         if n in idle:

@@ -13,15 +13,20 @@ void chunk_pool_init(struct chunk_pool *p, size_t max_free)
     p->n_out = 0;
 }
 
-void chunk_pool_destroy(struct chunk_pool *p)
+size_t chunk_pool_trim(struct chunk_pool *p, size_t keep)
 {
-    while (p->free != NULL) {
+    size_t freed = 0;
+    while (p->n_free > keep) {
         struct chunk *c = p->free;
         p->free = c->next;
+        p->n_free--;
         free(c);
+        freed++;
     }
-    p->n_free = 0;
+    return freed;
 }
+
+void chunk_pool_destroy(struct chunk_pool *p) { chunk_pool_trim(p, 0); }
 
 static struct chunk *chunk_get(struct chunk_pool *p)
 {

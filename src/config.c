@@ -776,6 +776,7 @@ static void listener_init(void *obj)
     l->connection_window = 1024 * 1024;
     l->max_request_headers = 64 * 1024;
     l->grpc_web_max_request = 4 * 1024 * 1024;
+    l->hibernate_after_ms = 1000;
 }
 
 static const struct field listener_fields[] = {
@@ -796,6 +797,8 @@ static const struct field listener_fields[] = {
      .pos_off = OFF(struct gr_listener_cfg, tls_pos)},
     {.key = "grpc_web_max_request", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
      .min = 1024, .max = 1u << 30},
+    {.key = "hibernate_after", .type = F_DURATION, .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0,
+     .max = 24ull * 3600 * 1000},
     {0},
 };
 static const struct schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),

@@ -12,17 +12,31 @@
 static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
 static inline struct dconn *dconn_from(struct downstream *d) { return container_of(d, struct dconn, base); }
 
+/* A call began or ended: the connection is busy now. A client whose HPACK
+ * table we emptied for hibernation gets the default size back. */
+static void dconn_busy(struct dconn *d)
+{
+    if (!gr_list_linked(&d->lru_link))
+        return;
+    struct worker *w = d->base.io.w;
+    d->busy_at = ev_now(w->loop);
+    gr_list_remove(&d->lru_link);
+    gr_list_insert_tail(&w->h2_lru, &d->lru_link);
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST || d->reviving)
         return 0;
+    h2_table_on_request(d);
     struct stream *s = stream_new(&d->base, frame->hd.stream_id);
     if (s == NULL) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
         return 0;
     }
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+    dconn_busy(d);
     return 0;
 }
 
@@ -41,7 +55,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    (void)user_data;
+    if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        h2_table_on_ack(user_data);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -84,12 +101,12 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
-    (void)user_data;
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (s != NULL) {
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_on_down_close(s, error_code);
     }
+    dconn_busy(user_data);
     return 0;
 }
 
@@ -122,7 +139,15 @@ int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
 
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
-    ssize_t rv = nghttp2_session_mem_recv(dconn_of(c)->h2, data, len);
+    struct dconn *d = dconn_of(c);
+    if (d->h2 == NULL) {
+        int rc = h2_revive(d);
+        if (rc != GR_OK)
+            return rc;
+    }
+    if (gr_list_linked(&d->lru_link))
+        h2_frames_feed(&d->frames, data, len);
+    ssize_t rv = nghttp2_session_mem_recv(d->h2, data, len);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
@@ -132,13 +157,14 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 
 static ssize_t d_pull(struct conn *c, const uint8_t **data)
 {
-    return nghttp2_session_mem_send(dconn_of(c)->h2, data);
+    struct dconn *d = dconn_of(c);
+    return d->h2 != NULL ? nghttp2_session_mem_send(d->h2, data) : 0;
 }
 
 static bool d_done(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
-    return !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2);
+    return d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2);
 }
 
 static void d_on_close(struct conn *c, int err, const char *why)
@@ -146,12 +172,13 @@ static void d_on_close(struct conn *c, int err, const char *why)
     struct dconn *d = dconn_of(c);
     if (err != GR_OK && err != GR_ERR_CLOSED)
         log_debug("client connection closed: %s", why);
+    gr_list_remove(&d->lru_link);
     downstream_close_streams(&d->base);
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
 }
 
-static void d_destroy(struct conn *c) { free(dconn_of(c)); }
+static void d_destroy(struct conn *c) { slab_free(&c->w->dconn_slab, dconn_of(c)); }
 
 /* Response body provider: pulls from the stream, then sends its trailers. */
 static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
@@ -173,6 +200,7 @@ static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_n
 
 static void h2_resume(struct downstream *base, struct stream *s)
 {
+    /* Only streams call these, and a connection with streams is awake. */
     nghttp2_session_resume_data(dconn_from(base)->h2, s->id);
     conn_want_flush(&base->io);
 }
@@ -195,6 +223,28 @@ static void h2_reset(struct downstream *base, struct stream *s, uint32_t code)
     conn_want_flush(&base->io);
 }
 
+int dconn_new_session(struct dconn *d)
+{
+    struct worker *w = d->base.io.w;
+    const struct gr_listener_cfg *l = d->base.cfg;
+    if (nghttp2_session_server_new3(&d->h2, w->server_cbs, d, w->server_opt, &w->h2mem.mem) != 0) {
+        d->h2 = NULL;
+        return GR_ERR_NOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->stream_buffer},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->max_request_headers},
+    };
+    if (nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window) != 0) {
+        nghttp2_session_del(d->h2);
+        d->h2 = NULL;
+        return GR_ERR_NOMEM;
+    }
+    return GR_OK;
+}
+
 static const struct downstream_ops h2_downstream_ops = {
     .respond = h2_respond,
     .resume = h2_resume,
@@ -214,22 +264,26 @@ static const struct conn_ops dconn_ops = {
 struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl,
                            const uint8_t *early, size_t early_len)
 {
-    struct dconn *d = calloc(1, sizeof(*d));
-    if (d == NULL || nghttp2_session_server_new3(&d->h2, w->server_cbs, d, w->server_opt, &w->h2mem.mem) != 0) {
-        free(d);
+    struct dconn *d = slab_alloc(&w->dconn_slab);
+    if (d != NULL) {
+        d->base.io.w = w;
+        d->base.cfg = l;
+    }
+    if (d == NULL || dconn_new_session(d) != GR_OK) {
+        slab_free(&w->dconn_slab, d);
         SSL_free(ssl);
         close(fd);
         return NULL;
     }
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->stream_buffer},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->max_request_headers},
-    };
-    nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv));
-    nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window);
+    d->settings_unacked = 1;
     downstream_init(&d->base, w, l, &h2_downstream_ops);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
+    gr_list_init(&d->lru_link);
+    if (l->hibernate_after_ms > 0) {
+        h2_frames_init(&d->frames);
+        d->busy_at = ev_now(w->loop);
+        gr_list_insert_tail(&w->h2_lru, &d->lru_link);
+    }
     if (ssl != NULL)
         conn_adopt_tls(&d->base.io, ssl);
     if (early_len > 0 && d_on_read(&d->base.io, early, early_len) != GR_OK) {

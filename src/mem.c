@@ -96,6 +96,18 @@ void mem_pool_init(struct mem_pool *p)
     p->mem.realloc = pool_realloc;
 }
 
+void mem_pool_trim(struct mem_pool *p, uint32_t keep)
+{
+    for (unsigned c = 0; c < MEM_CLASSES; c++) {
+        while (p->n_free[c] > keep) {
+            struct hdr *h = p->free[c];
+            p->free[c] = *(void **)((char *)h + HDR);
+            p->n_free[c]--;
+            free(h);
+        }
+    }
+}
+
 void mem_pool_destroy(struct mem_pool *p)
 {
     for (unsigned c = 0; c < MEM_CLASSES; c++) {

@@ -3,6 +3,7 @@
 #include "grelay/worker.h"
 #include "grelay/h2_client.h"
 #include "grelay/downstream.h"
+#include "grelay/h2_hibernate.h"
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
@@ -81,11 +82,18 @@ static void close_everything(struct worker *w)
     on_prepare(w->loop, &w->prepare, 0);
 }
 
+static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    h2_hibernate_sweep(container_of(t, struct worker, hibernate), ev_now(loop));
+}
+
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct worker *w = container_of(a, struct worker, stop);
     w->stopping = true;
+    ev_timer_stop(loop, &w->hibernate);
     close_everything(w);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -215,11 +223,13 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
     w->id = id;
     w->cfg = cfg;
     gr_list_init(&w->dconns);
+    gr_list_init(&w->h2_lru);
     gr_list_init(&w->sniffing);
     gr_list_init(&w->dirty);
     gr_list_init(&w->reap);
     chunk_pool_init(&w->chunks, 1024);
     mem_pool_init(&w->h2mem);
+    slab_pool_init(&w->dconn_slab, sizeof(struct dconn), 64);
     w->loop = ev_loop_new(EVFLAG_AUTO);
     if (w->loop == NULL || h2_server_setup(&w->server_cbs, &w->server_opt) != GR_OK ||
         h2_client_setup(&w->client_cbs, &w->client_opt) != GR_OK) {
@@ -272,6 +282,14 @@ struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, s
             return NULL;
         }
     }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        ev_tstamp after = (ev_tstamp)cfg->listeners[i].hibernate_after_ms / 1000.0;
+        if (after > 0 && (w->hibernate_min == 0 || after < w->hibernate_min))
+            w->hibernate_min = after;
+    }
+    /* Twice per shortest hibernate_after: a connection sleeps within 1.5x of it
+     * (one pass asks the client to empty its HPACK table, the next one lets go). */
+    ev_timer_init(&w->hibernate, on_hibernate, w->hibernate_min / 2, w->hibernate_min / 2);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_async_init(&w->stop, on_stop);
     ev_async_init(&w->update, on_update);
@@ -298,6 +316,8 @@ int worker_start(struct worker *w)
     ev_prepare_start(w->loop, &w->prepare);
     ev_async_start(w->loop, &w->stop);
     ev_async_start(w->loop, &w->update);
+    if (w->hibernate_min > 0)
+        ev_timer_start(w->loop, &w->hibernate);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return GR_ERR_IO;
     return GR_OK;
@@ -344,6 +364,7 @@ void worker_free(struct worker *w)
         nghttp2_option_del(w->client_opt);
     chunk_pool_destroy(&w->chunks);
     mem_pool_destroy(&w->h2mem);
+    slab_pool_destroy(&w->dconn_slab);
     while (w->free_streams != NULL) {
         void *s = w->free_streams;
         w->free_streams = w->free_streams->next_free;

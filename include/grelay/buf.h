@@ -34,6 +34,8 @@ struct buf {
 
 void chunk_pool_init(struct chunk_pool *p, size_t max_free);
 void chunk_pool_destroy(struct chunk_pool *p);
+/* Frees all but keep free chunks; returns how many were freed. */
+size_t chunk_pool_trim(struct chunk_pool *p, size_t keep);
 
 static inline void buf_init(struct buf *b) { b->head = b->tail = NULL; b->len = 0; }
 /* Appends len bytes; returns 0 or GR_ERR_NOMEM. */

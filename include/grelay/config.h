@@ -190,6 +190,7 @@ struct gr_listener_cfg {
     struct gr_tls_server_cfg tls;    /* TLS, when set */
     struct gr_pos tls_pos;
     uint32_t grpc_web_max_request;   /* largest gRPC-Web request body and message */
+    uint64_t hibernate_after_ms;     /* an HTTP/2 connection with no call this long frees its session; 0: never */
     struct gr_pos pos;
 };
 

@@ -19,5 +19,7 @@ struct mem_pool {
 
 void mem_pool_init(struct mem_pool *p);
 void mem_pool_destroy(struct mem_pool *p);
+/* Frees all but keep free blocks of each class (after many sessions went away). */
+void mem_pool_trim(struct mem_pool *p, uint32_t keep);
 
 #endif

@@ -11,6 +11,7 @@
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/mem.h"
+#include "grelay/slab.h"
 
 #include <ev.h>
 #include <nghttp2/nghttp2.h>
@@ -50,6 +51,9 @@ struct worker {
     size_t n_listeners;
     struct wcluster *clusters;    /* one per configured cluster */
     struct gr_list dconns;        /* open downstream connections */
+    struct gr_list h2_lru;        /* HTTP/2 client connections that may hibernate, least recently busy first */
+    ev_timer hibernate;           /* the periodic pass over h2_lru */
+    ev_tstamp hibernate_min;      /* the shortest hibernate_after of the listeners (0: none hibernate) */
     struct gr_list sniffing;      /* accepted, protocol not chosen yet (TLS handshake, first bytes) */
     struct gr_list dirty;         /* connections to flush before the loop sleeps */
     struct gr_list reap;          /* closed connections to free before the loop sleeps */
@@ -58,6 +62,7 @@ struct worker {
     ev_async update;              /* main thread published endpoint sets */
     struct chunk_pool chunks;     /* payload chunks of this worker */
     struct mem_pool h2mem;        /* nghttp2's small objects, on this thread */
+    struct slab_pool dconn_slab;  /* HTTP/2 client connections (struct dconn), packed */
     nghttp2_session_callbacks *server_cbs; /* downstream session callbacks */
     nghttp2_session_callbacks *client_cbs; /* upstream session callbacks */
     nghttp2_option *server_opt;

@@ -255,3 +255,21 @@ def test_shipped_tls_configs_pass_check(pki, tmp_path, name):
     path.write_text(text)
     r = subprocess.run([GRELAY, "--check", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_tls_connection_hibernates_and_wakes(pki, backend, grelay_factory):
+    """Hibernation under TLS: the session swap happens above the TLS records
+    (the window top-up goes out through SSL_write)."""
+    from test_hibernate import wait_log
+    port = free_port()
+    cfg = config(port, pki, backend)
+    cfg["listeners"][0]["hibernate_after"] = "100ms"
+    cfg["log_level"] = "debug"
+    g = grelay_factory(cfg, port)
+    with channel(g, pki) as ch:
+        for i in range(3):
+            msg = b"s" * (20000 * (i + 1))
+            assert ch.unary_unary("/test.Echo/Unary")(msg, timeout=10) == msg
+            assert wait_log(g, "client connection hibernates", i + 1) == i + 1
+        assert ch.unary_unary("/test.Echo/Unary")(b"end", timeout=10) == b"end"
+    assert g.log().count("client connection wakes") == 3

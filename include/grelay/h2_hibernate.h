@@ -1,0 +1,88 @@
+/* Hibernation of idle HTTP/2 client connections.
+ *
+ * An idle nghttp2 server session costs about 25 KiB (its 16 KiB outbound
+ * frame buffer, HPACK tables, the stream map, the session itself). A
+ * connection with no call for the listener's `hibernate_after` gives all of
+ * it back and keeps only what the next session needs to carry on the same
+ * connection: the client's SETTINGS and our send window (~40 bytes). The
+ * first bytes the client sends afterwards build a new session and feed it
+ * that past (client preface, the client's SETTINGS, the ACK of ours, a
+ * WINDOW_UPDATE), with the new session's own output of that past dropped.
+ *
+ * What makes the swap invisible to the client:
+ * - HPACK decoding: before hibernating we advertise SETTINGS_HEADER_TABLE_SIZE
+ *   0 and wait for its ACK; the client's encoder then has an empty table and
+ *   may not refer to any entry, so a fresh decoder is in step. The first call
+ *   after waking advertises 4096 again, so busy connections keep compression.
+ * - HPACK encoding: a fresh encoder's table is a prefix (newest first) of the
+ *   client's decoder table; both insert at the front and evict the oldest
+ *   first, so they stay in step without any exchange.
+ * - Flow control: the client is given a full connection window before we let
+ *   go (a WINDOW_UPDATE for whatever it lacks), and the new session starts
+ *   with the same full window.
+ * - Framing: only at a frame boundary, outside a header block, with nothing
+ *   left to write and every SETTINGS of ours acknowledged.
+ * - Stream ids and our send window: the new session is fed the client's last
+ *   stream again as a GET that ends at once; its response (dropped) uses up
+ *   exactly the send window the client has not returned. The new session
+ *   then knows the old ids as closed ones, as the old session did. */
+#ifndef GRELAY_H2_HIBERNATE_H
+#define GRELAY_H2_HIBERNATE_H
+
+#include "grelay/common.h"
+
+#include <ev.h>
+
+struct dconn;
+struct worker;
+
+/* Where the client's byte stream stands between HTTP/2 frames. */
+struct h2_frames {
+    uint32_t left;       /* payload bytes of the current frame still to come */
+    uint8_t hdr[9];      /* a frame header split across reads */
+    uint8_t have;        /* bytes of hdr[] received */
+    uint8_t preface;     /* bytes of the 24-byte client preface still to come */
+    bool in_block;       /* a header block is open (no END_HEADERS yet) */
+};
+
+/* The state of a new connection: the preface comes first. */
+void h2_frames_init(struct h2_frames *t);
+/* Follows n more bytes of the client's stream. */
+void h2_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n);
+/* True when the next byte starts a frame and no header block is open. */
+bool h2_frames_at_boundary(const struct h2_frames *t);
+
+/* The client's HPACK encoder table, as our SETTINGS have shaped it.
+ * A grow is confirmed only by a header block after its ACK: a client that
+ * saw a grow and then a shrink with no block between may signal both sizes
+ * in its next block, and the larger one would break the limit then in force. */
+enum h2_table {
+    H2_TABLE_FULL,      /* default size: the client may index headers */
+    H2_TABLE_SHRINKING, /* size 0 sent, its ACK not in yet */
+    H2_TABLE_EMPTY,     /* size 0 acknowledged: the client's table is empty */
+    H2_TABLE_GROWING,   /* size 4096 sent again, its ACK not in yet */
+    H2_TABLE_GROWN,     /* acknowledged; FULL after the next header block */
+};
+/* Calls on a connection with an empty table, in one waking (between a
+ * wake-up and the next hibernation), before it asks for 4096 again: a
+ * connection busy enough for compression to pay, not one call a minute. */
+#define H2_TABLE_GROW_AFTER 16
+/* Called from the session's callbacks: a header block began, a SETTINGS ACK came. */
+void h2_table_on_request(struct dconn *d);
+void h2_table_on_ack(struct dconn *d);
+
+/* One step towards hibernation for a connection idle past its listener's
+ * hibernate_after. */
+enum h2_idle {
+    H2_IDLE_ASLEEP, /* hibernated: the session is gone */
+    H2_IDLE_WAIT,   /* on the way (an ACK or a write is due): ask again soon */
+    H2_IDLE_BUSY,   /* cannot hibernate now (a call is open, windows are odd) */
+};
+enum h2_idle h2_idle_step(struct dconn *d);
+/* Builds a new session for a hibernated connection about to read.
+ * Returns GR_OK or GR_ERR_NOMEM / GR_ERR_PROTO. */
+int h2_revive(struct dconn *d);
+/* The worker's periodic pass over its least recently busy connections. */
+void h2_hibernate_sweep(struct worker *w, ev_tstamp now);
+
+#endif
