@@ -200,7 +200,7 @@ static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_n
 
 static void h2_resume(struct downstream *base, struct stream *s)
 {
-    /* Only streams call these, and a connection with streams is awake. */
+    /* Streams call respond/resume/reset; a connection with streams is awake, so h2 is set. */
     nghttp2_session_resume_data(dconn_from(base)->h2, s->id);
     conn_want_flush(&base->io);
 }
