@@ -12,8 +12,8 @@
 static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
 static inline struct dconn *dconn_from(struct downstream *d) { return container_of(d, struct dconn, base); }
 
-/* A call began or ended: the connection is busy now. A client whose HPACK
- * table we emptied for hibernation gets the default size back. */
+/* A call began or ended: the connection goes to the busy end of the
+ * worker's hibernation list (h2_hibernate.c). */
 static void dconn_busy(struct dconn *d)
 {
     if (!gr_list_linked(&d->lru_link))
