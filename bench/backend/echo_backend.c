@@ -21,6 +21,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/h2_gather.h"
+
 struct call {
     uint8_t *data;     /* echo bytes not yet sent */
     size_t len, cap;
@@ -149,20 +151,24 @@ static int on_close(nghttp2_session *h2, int32_t id, uint32_t err, void *ud)
     return 0;
 }
 
+/* Sends what nghttp2 has queued, one send() per wake-up (h2_gather.h);
+ * what the socket does not take waits in s->out for EPOLLOUT. */
 static void flush(struct session *s)
 {
+    static uint8_t batch[65536];
     for (;;) {
         if (s->out_len == 0) {
-            const uint8_t *p;
-            ssize_t n = nghttp2_session_mem_send(s->h2, &p);
-            if (n < 0) {
+            const uint8_t *spill = NULL;
+            size_t spill_len;
+            ssize_t len = h2_gather(s->h2, batch, sizeof(batch), &spill, &spill_len);
+            if (len < 0) {
                 session_close(s);
                 return;
             }
-            if (n == 0)
+            if (len == 0 && spill_len == 0)
                 break;
-            ssize_t w = send(s->fd, p, (size_t)n, MSG_NOSIGNAL);
-            if (w == n)
+            ssize_t w = len > 0 ? send(s->fd, batch, (size_t)len, MSG_NOSIGNAL) : 0;
+            if (w == len && spill_len == 0)
                 continue;
             if (w < 0 && errno != EAGAIN) {
                 session_close(s);
@@ -170,9 +176,10 @@ static void flush(struct session *s)
             }
             if (w < 0)
                 w = 0;
-            s->out = malloc((size_t)(n - w));
-            memcpy(s->out, p + w, (size_t)(n - w));
-            s->out_len = (size_t)(n - w);
+            s->out_len = (size_t)(len - w) + spill_len;
+            s->out = malloc(s->out_len);
+            memcpy(s->out, batch + w, (size_t)(len - w));
+            memcpy(s->out + (len - w), spill, spill_len);
         }
         ssize_t w = send(s->fd, s->out, s->out_len, MSG_NOSIGNAL);
         if (w < 0 && errno != EAGAIN) {

@@ -30,6 +30,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/h2_gather.h"
+
 struct call {
     int32_t id;
     uint64_t queued;   /* messages the provider may still send */
@@ -149,36 +151,43 @@ static int on_close(nghttp2_session *h2, int32_t id, uint32_t err, void *ud)
     return 0;
 }
 
+/* Sends all of p, waiting for the socket if it is full: a load generator
+ * may block briefly (mem_send's chunk is only valid until its next call). */
+static bool send_all(struct client *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(c->fd, p + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EAGAIN) {
+            fd_set ws;
+            FD_ZERO(&ws);
+            FD_SET(c->fd, &ws);
+            select(c->fd + 1, NULL, &ws, NULL, NULL);
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+/* One send() per wake-up (h2_gather.h), not one per frame. */
 static void flush(struct client *c)
 {
+    static uint8_t batch[65536];
     for (;;) {
-        const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(c->h2, &p);
-        if (n < 0) {
+        const uint8_t *spill = NULL;
+        size_t spill_len;
+        ssize_t len = h2_gather(c->h2, batch, sizeof(batch), &spill, &spill_len);
+        if (len < 0 || !send_all(c, batch, (size_t)len) || !send_all(c, spill, spill_len)) {
             client_close(c);
             return;
         }
-        if (n == 0)
-            break;
-        ssize_t off = 0;
-        while (off < n) {
-            ssize_t w = send(c->fd, p + off, (size_t)(n - off), MSG_NOSIGNAL);
-            if (w > 0) {
-                off += w;
-                continue;
-            }
-            if (w < 0 && errno == EAGAIN) {
-                /* A load generator may block briefly: mem_send's buffer is
-                 * only valid until the next call, so finish this chunk. */
-                fd_set ws;
-                FD_ZERO(&ws);
-                FD_SET(c->fd, &ws);
-                select(c->fd + 1, NULL, &ws, NULL, NULL);
-                continue;
-            }
-            client_close(c);
+        if (spill_len == 0)
             return;
-        }
     }
 }
 
