@@ -2,6 +2,7 @@
 #include "grelay/h2_hibernate.h"
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
+#include "grelay/stream.h"
 #include "grelay/worker.h"
 
 #include <malloc.h>
@@ -259,7 +260,7 @@ void h2_hibernate_sweep(struct worker *w, ev_tstamp now)
 {
     /* Chunks a burst left in the free list (the last pass's SETTINGS and
      * WINDOW_UPDATEs, say) go back too. */
-    size_t slept = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS);
+    size_t slept = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + stream_cache_trim(w);
     struct gr_list *it, *tmp;
     gr_list_for_each_safe(it, tmp, &w->h2_lru)
     {

@@ -9,7 +9,7 @@ int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_
                  size_t valuelen)
 {
     if (l->n == l->cap) {
-        uint32_t ncap = l->cap ? l->cap * 2 : 16;
+        uint32_t ncap = l->cap ? l->cap * 2 : 4; /* most gRPC header sets fit; the stream arena holds them */
         struct gr_hdr *nv = arena_alloc(a, ncap * sizeof(*nv));
         if (nv == NULL)
             return GR_ERR_NOMEM;

@@ -51,8 +51,11 @@ static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit,
 }
 #define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
 
-/* Freed streams a worker keeps for the next calls (no malloc per call). */
-#define MAX_FREE_STREAMS 256
+/* Freed streams a worker keeps for the next calls (no calloc per call).
+ * With hundreds of calls in flight, a flush can end more calls at once than
+ * a small cache holds, and the next read then callocs them all again; the
+ * idle sweep gives back what went unused (stream_cache_trim). */
+#define MAX_FREE_STREAMS 1024
 
 struct stream *stream_new(struct downstream *d, int32_t id)
 {
@@ -60,7 +63,8 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     struct stream *s = w->free_streams;
     if (s != NULL) {
         w->free_streams = s->next_free;
-        w->n_free_streams--;
+        if (--w->n_free_streams < w->free_streams_low)
+            w->free_streams_low = w->n_free_streams;
         memset(s, 0, offsetof(struct stream, arena_first));
     } else if ((s = calloc(1, sizeof(*s))) == NULL) {
         return NULL;
@@ -706,6 +710,19 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     } else {
         free(s);
     }
+}
+
+size_t stream_cache_trim(struct worker *w)
+{
+    size_t n = w->free_streams_low;
+    for (size_t i = 0; i < n; i++) {
+        struct stream *s = w->free_streams;
+        w->free_streams = s->next_free;
+        free(s);
+    }
+    w->n_free_streams -= n;
+    w->free_streams_low = w->n_free_streams;
+    return n;
 }
 
 int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,

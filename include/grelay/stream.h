@@ -16,6 +16,7 @@
 #include <nghttp2/nghttp2.h>
 
 struct downstream;
+struct worker;
 struct upconn;
 struct pool;
 
@@ -105,6 +106,10 @@ nghttp2_nv *stream_req_trailers_nv(struct stream *s, size_t *n);
 int stream_attach_upstream(struct stream *s, struct upconn *u);
 /* No connection can be had: ends the call with status and message. */
 void stream_fail(struct stream *s, enum grpc_status status, const char *msg);
+
+/* Frees the worker's cached streams that no call used since the last trim
+ * (the idle sweep calls it); returns how many. */
+size_t stream_cache_trim(struct worker *w);
 
 /* Upstream events (from h2_client). */
 int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,

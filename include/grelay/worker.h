@@ -71,6 +71,7 @@ struct worker {
     uint64_t rng;                 /* jitter for retry backoff */
     struct stream *free_streams;  /* freed streams kept for reuse */
     size_t n_free_streams;
+    size_t free_streams_low;      /* fewest cached since the last trim */
     uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
     uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web request decoding */
     uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed */

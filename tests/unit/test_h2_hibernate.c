@@ -1,6 +1,7 @@
 /* The pieces of hibernation that stand alone: the frame-boundary tracker,
- * the slab pool and trimming the worker's free lists. The swap of sessions
- * itself is tested against real clients (tests/integration/test_hibernate.py). */
+ * the slab pool, and trimming the worker's free lists and stream cache. The
+ * swap of sessions itself is tested against real clients
+ * (tests/integration/test_hibernate.py). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +11,11 @@
 #include "grelay/h2_hibernate.h"
 #include "grelay/mem.h"
 #include "grelay/slab.h"
+#include "grelay/stream.h"
+#include "grelay/worker.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -163,6 +167,34 @@ static void pools_trim_to_what_they_keep(void **state)
     mem_pool_destroy(&mp);
 }
 
+/* The stream cache keeps what a burst needed and gives back, on each trim,
+ * only the streams no call took since the trim before. */
+static void stream_cache_gives_back_what_went_unused(void **state)
+{
+    (void)state;
+    struct worker *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    for (int i = 0; i < 10; i++) {
+        struct stream *s = calloc(1, sizeof(*s));
+        assert_non_null(s);
+        s->next_free = w->free_streams;
+        w->free_streams = s;
+    }
+    w->n_free_streams = 10;
+    w->free_streams_low = 4; /* a burst took six of them since the last trim */
+    assert_int_equal(stream_cache_trim(w), 4);
+    assert_int_equal(w->n_free_streams, 6);
+    assert_int_equal(w->free_streams_low, 6);
+    size_t left = 0;
+    for (struct stream *s = w->free_streams; s != NULL; s = s->next_free)
+        left++;
+    assert_int_equal(left, 6);
+    assert_int_equal(stream_cache_trim(w), 6); /* no call came: all go */
+    assert_null(w->free_streams);
+    assert_int_equal(stream_cache_trim(w), 0);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +202,7 @@ int main(void)
         cmocka_unit_test(frames_open_header_block_is_no_boundary),
         cmocka_unit_test(slab_reuses_and_zeroes),
         cmocka_unit_test(pools_trim_to_what_they_keep),
+        cmocka_unit_test(stream_cache_gives_back_what_went_unused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
