@@ -8,32 +8,39 @@
 void chunk_pool_init(struct chunk_pool *p, size_t max_free)
 {
     p->free = NULL;
-    p->n_free = 0;
+    p->n_free = p->n_free_low = 0;
     p->max_free = max_free;
     p->n_out = 0;
 }
 
-size_t chunk_pool_trim(struct chunk_pool *p, size_t keep)
+static size_t chunk_pool_free(struct chunk_pool *p, size_t n)
 {
-    size_t freed = 0;
-    while (p->n_free > keep) {
+    for (size_t i = 0; i < n; i++) {
         struct chunk *c = p->free;
         p->free = c->next;
-        p->n_free--;
         free(c);
-        freed++;
     }
+    p->n_free -= n;
+    return n;
+}
+
+size_t chunk_pool_trim(struct chunk_pool *p, size_t keep)
+{
+    size_t unused = p->n_free_low, over = p->n_free > keep ? p->n_free - keep : 0;
+    size_t freed = chunk_pool_free(p, unused < over ? unused : over);
+    p->n_free_low = p->n_free;
     return freed;
 }
 
-void chunk_pool_destroy(struct chunk_pool *p) { chunk_pool_trim(p, 0); }
+void chunk_pool_destroy(struct chunk_pool *p) { chunk_pool_free(p, p->n_free); }
 
 static struct chunk *chunk_get(struct chunk_pool *p)
 {
     struct chunk *c = p->free;
     if (c != NULL) {
         p->free = c->next;
-        p->n_free--;
+        if (--p->n_free < p->n_free_low)
+            p->n_free_low = p->n_free;
     } else {
         c = malloc(sizeof(*c));
         if (c == NULL)

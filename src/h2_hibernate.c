@@ -16,6 +16,7 @@
  * hibernated something (the rest goes back to malloc, then to the kernel). */
 #define KEEP_FREE_PER_CLASS 64
 #define KEEP_FREE_CHUNKS 32
+#define TRIM_AFTER_SLEEPS 256 /* sessions freed before malloc_trim runs under load */
 
 void h2_frames_init(struct h2_frames *t)
 {
@@ -258,9 +259,19 @@ int h2_revive(struct dconn *d)
 
 void h2_hibernate_sweep(struct worker *w, ev_tstamp now)
 {
-    /* Chunks a burst left in the free list (the last pass's SETTINGS and
-     * WINDOW_UPDATEs, say) go back too. */
-    size_t slept = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + stream_cache_trim(w);
+    /* Quiet: no call in flight and none began since the last pass. (No call
+     * in flight at one instant says little: under load every call of a
+     * burst may have ended just before the next burst arrives.) */
+    bool quiet = w->n_streams == 0 && w->streams_begun == w->streams_begun_swept;
+    w->streams_begun_swept = w->streams_begun;
+    /* Chunks and streams a burst left in the free lists go back too: those
+     * no call took since the last pass, or, when quiet, all. */
+    if (quiet) {
+        w->chunks.n_free_low = w->chunks.n_free;
+        w->free_streams_low = w->n_free_streams;
+    }
+    size_t freed = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + stream_cache_trim(w);
+    size_t slept = 0;
     struct gr_list *it, *tmp;
     gr_list_for_each_safe(it, tmp, &w->h2_lru)
     {
@@ -284,9 +295,15 @@ void h2_hibernate_sweep(struct worker *w, ev_tstamp now)
             break;
         }
     }
-    if (slept > 0) {
-        /* Give the freed memory back to the system, not just to free lists. */
+    w->slept_untrimmed += slept;
+    /* Give the freed memory back to the system, not just to free lists.
+     * malloc_trim walks the whole heap (tens of ms under load: a stall for
+     * every call in flight), so it runs when the worker is quiet, or under
+     * load once enough sessions (~25 KiB each) have gone to sleep to be
+     * worth it. */
+    if ((quiet && w->slept_untrimmed + freed > 0) || w->slept_untrimmed >= TRIM_AFTER_SLEEPS) {
         mem_pool_trim(&w->h2mem, KEEP_FREE_PER_CLASS);
         malloc_trim(0);
+        w->slept_untrimmed = 0;
     }
 }

@@ -71,6 +71,8 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     }
     s->down = d;
     s->id = id;
+    w->n_streams++;
+    w->streams_begun++;
     arena_init_with(&s->arena, 2048, s->arena_first, sizeof(s->arena_first));
     hdr_list_init(&s->req_hdrs);
     hdr_list_init(&s->req_trailers);
@@ -703,6 +705,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     buf_clear(&s->resp, &w->chunks);
     gr_list_remove(&s->down_link);
     arena_free(&s->arena);
+    w->n_streams--;
     if (w->n_free_streams < MAX_FREE_STREAMS) {
         s->next_free = w->free_streams;
         w->free_streams = s;

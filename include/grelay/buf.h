@@ -21,6 +21,7 @@ struct chunk {
 struct chunk_pool {
     struct chunk *free; /* free list */
     size_t n_free;      /* chunks on the free list */
+    size_t n_free_low;  /* fewest on the free list since the last trim */
     size_t max_free;    /* beyond this, released chunks go back to malloc */
     size_t n_out;       /* chunks handed out and not yet returned */
 };
@@ -34,7 +35,9 @@ struct buf {
 
 void chunk_pool_init(struct chunk_pool *p, size_t max_free);
 void chunk_pool_destroy(struct chunk_pool *p);
-/* Frees all but keep free chunks; returns how many were freed. */
+/* Frees the free chunks that no one took since the last trim, keeping at
+ * least keep; returns how many were freed. Chunks a steady load cycles
+ * through stay (freeing them would only fault them in again). */
 size_t chunk_pool_trim(struct chunk_pool *p, size_t keep);
 
 static inline void buf_init(struct buf *b) { b->head = b->tail = NULL; b->len = 0; }

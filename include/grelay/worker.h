@@ -53,6 +53,7 @@ struct worker {
     struct gr_list dconns;        /* open downstream connections */
     struct gr_list h2_lru;        /* HTTP/2 client connections that may hibernate, least recently busy first */
     ev_timer hibernate;           /* the periodic pass over h2_lru */
+    size_t slept_untrimmed;       /* hibernations since the last malloc_trim */
     ev_tstamp hibernate_min;      /* the shortest hibernate_after of the listeners (0: none hibernate) */
     struct gr_list sniffing;      /* accepted, protocol not chosen yet (TLS handshake, first bytes) */
     struct gr_list dirty;         /* connections to flush before the loop sleeps */
@@ -69,6 +70,9 @@ struct worker {
     nghttp2_option *client_opt;
     bool stopping;                /* no new connections or streams */
     uint64_t rng;                 /* jitter for retry backoff */
+    size_t n_streams;             /* calls in flight */
+    uint64_t streams_begun;       /* calls begun, ever */
+    uint64_t streams_begun_swept; /* streams_begun at the last hibernation pass */
     struct stream *free_streams;  /* freed streams kept for reuse */
     size_t n_free_streams;
     size_t free_streams_low;      /* fewest cached since the last trim */
