@@ -54,7 +54,8 @@ static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit,
 /* Freed streams a worker keeps for the next calls (no calloc per call).
  * With hundreds of calls in flight, a flush can end more calls at once than
  * a small cache holds, and the next read then callocs them all again; the
- * idle sweep gives back what went unused (stream_cache_trim). */
+ * idle sweep gives back what went unused (stream_cache_trim). With
+ * hibernate_after: 0 there is no sweep and the cap bounds it (~2 MiB). */
 #define MAX_FREE_STREAMS 1024
 
 struct stream *stream_new(struct downstream *d, int32_t id)
