@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../common/h2_gather.h"
+#include "../common/h2_io.h"
 
 struct call {
     uint8_t *data;     /* echo bytes not yet sent */
@@ -151,7 +151,7 @@ static int on_close(nghttp2_session *h2, int32_t id, uint32_t err, void *ud)
     return 0;
 }
 
-/* Sends what nghttp2 has queued, one send() per wake-up (h2_gather.h);
+/* Sends what nghttp2 has queued, one send() per wake-up (h2_io.h);
  * what the socket does not take waits in s->out for EPOLLOUT. */
 static void flush(struct session *s)
 {
@@ -208,19 +208,11 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct session *s = w->data;
-    uint8_t buf[65536];
-    ssize_t n = recv(s->fd, buf, sizeof(buf), 0);
-    if (n <= 0) {
-        if (n < 0 && errno == EAGAIN)
-            return;
+    int rc = h2_feed(s->h2, s->fd);
+    if (rc < 0)
         session_close(s);
-        return;
-    }
-    if (nghttp2_session_mem_recv(s->h2, buf, (size_t)n) < 0) {
-        session_close(s);
-        return;
-    }
-    flush(s);
+    else if (rc > 0)
+        flush(s);
 }
 
 static void on_writable(struct ev_loop *l, ev_io *w, int revents)

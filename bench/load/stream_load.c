@@ -30,7 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../common/h2_gather.h"
+#include "../common/h2_io.h"
 
 struct call {
     int32_t id;
@@ -174,7 +174,7 @@ static bool send_all(struct client *c, const uint8_t *p, size_t n)
     return true;
 }
 
-/* One send() per wake-up (h2_gather.h), not one per frame. */
+/* One send() per wake-up (h2_io.h), not one per frame. */
 static void flush(struct client *c)
 {
     static uint8_t batch[65536];
@@ -196,19 +196,11 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct client *c = w->data;
-    uint8_t buf[65536];
-    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-    if (n <= 0) {
-        if (n < 0 && errno == EAGAIN)
-            return;
+    int rc = h2_feed(c->h2, c->fd);
+    if (rc < 0)
         client_close(c);
-        return;
-    }
-    if (nghttp2_session_mem_recv(c->h2, buf, (size_t)n) < 0) {
-        client_close(c);
-        return;
-    }
-    flush(c);
+    else if (rc > 0)
+        flush(c);
 }
 
 static void on_timeout(struct ev_loop *l, ev_timer *t, int revents)
