@@ -2,7 +2,6 @@
 #include "grelay/conn.h"
 #include "grelay/log.h"
 #include "grelay/tls.h"
-#include "grelay/worker.h"
 
 #include <openssl/err.h>
 
@@ -20,6 +19,14 @@
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
 
+static void flush_task(struct gr_task *t) { conn_flush(container_of(t, struct conn, flush)); }
+
+static void reap_task(struct gr_task *t)
+{
+    struct conn *c = container_of(t, struct conn, reap);
+    c->ops->destroy(c);
+}
+
 static void conn_setup(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops)
 {
     c->fd = fd;
@@ -27,8 +34,10 @@ static void conn_setup(struct conn *c, struct worker *w, int fd, const struct co
     c->ops = ops;
     c->ssl = NULL;
     buf_init(&c->wbuf);
-    gr_list_init(&c->dirty_link);
-    gr_list_init(&c->reap_link);
+    gr_list_init(&c->flush.link);
+    c->flush.run = flush_task;
+    gr_list_init(&c->reap.link);
+    c->reap.run = reap_task;
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     int one = 1;
@@ -127,9 +136,8 @@ void conn_resume_read(struct conn *c)
 
 void conn_want_flush(struct conn *c)
 {
-    if (c->state == CONN_CLOSED || gr_list_linked(&c->dirty_link))
-        return;
-    gr_list_insert_tail(&c->w->dirty, &c->dirty_link);
+    if (c->state != CONN_CLOSED)
+        worker_defer(c->w, &c->flush, false);
 }
 
 void conn_close(struct conn *c, int err, const char *why)
@@ -139,7 +147,7 @@ void conn_close(struct conn *c, int err, const char *why)
     c->state = CONN_CLOSED;
     ev_io_stop(c->w->loop, &c->rio);
     ev_io_stop(c->w->loop, &c->wio);
-    gr_list_remove(&c->dirty_link);
+    gr_list_remove(&c->flush.link);
     if (c->ssl != NULL && c->fd >= 0 && err == GR_OK)
         SSL_shutdown(c->ssl); /* best effort close_notify on a clean end */
     if (c->fd >= 0) {
@@ -152,12 +160,12 @@ void conn_close(struct conn *c, int err, const char *why)
         c->ssl = NULL;
     }
     c->ops->on_close(c, err, why);
-    gr_list_insert_tail(&c->w->reap, &c->reap_link);
+    worker_defer(c->w, &c->reap, true);
 }
 
 void conn_flush(struct conn *c)
 {
-    gr_list_remove(&c->dirty_link);
+    gr_list_remove(&c->flush.link);
     if (c->state != CONN_OPEN)
         return;
     struct chunk_pool *pool = &c->w->chunks;
@@ -221,38 +229,42 @@ void conn_flush(struct conn *c)
         conn_close(c, GR_OK, "finished");
 }
 
-/* Reads TLS records until the socket has nothing more (or a few rounds). */
-static void tls_read(struct conn *c)
+/* One read, in clear or through TLS: returns the bytes read into the
+ * worker's buffer, 0 when the socket has nothing more now, or -1 after
+ * closing c (the peer left, or an error). */
+static ssize_t conn_recv(struct conn *c)
 {
     struct worker *w = c->w;
-    for (int i = 0; i < 8 && c->state == CONN_OPEN; i++) {
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, w->rbuf, (int)sizeof(w->rbuf));
-        if (n > 0) {
-            int rc = c->ops->on_read(c, w->rbuf, (size_t)n);
-            if (rc != GR_OK) {
-                conn_close(c, rc, "protocol error from peer");
-                return;
-            }
-            continue;
-        }
-        int e = SSL_get_error(c->ssl, n);
-        if (e == SSL_ERROR_WANT_READ)
-            break;
-        if (e == SSL_ERROR_WANT_WRITE) {
-            ev_io_start(w->loop, &c->wio);
-            break;
-        }
-        if (e == SSL_ERROR_ZERO_RETURN) {
+    if (c->ssl == NULL) {
+        ssize_t n = recv(c->fd, w->rbuf, sizeof(w->rbuf), 0);
+        if (n > 0)
+            return n;
+        if (n == 0)
             conn_close(c, GR_ERR_CLOSED, "peer closed the connection");
-            return;
-        }
-        char why[300];
-        conn_close(c, e == SSL_ERROR_SYSCALL ? GR_ERR_CLOSED : GR_ERR_IO, tls_error(c->ssl, n, why, sizeof(why)));
-        return;
+        else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 0;
+        else
+            conn_close(c, GR_ERR_IO, strerror(errno));
+        return -1;
     }
-    if (c->state == CONN_OPEN)
-        conn_want_flush(c);
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, w->rbuf, (int)sizeof(w->rbuf));
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ)
+        return 0;
+    if (e == SSL_ERROR_WANT_WRITE) {
+        ev_io_start(w->loop, &c->wio);
+        return 0;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN) {
+        conn_close(c, GR_ERR_CLOSED, "peer closed the connection");
+        return -1;
+    }
+    char why[300];
+    conn_close(c, e == SSL_ERROR_SYSCALL ? GR_ERR_CLOSED : GR_ERR_IO, tls_error(c->ssl, n, why, sizeof(why)));
+    return -1;
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -260,36 +272,24 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     struct conn *c = container_of(io, struct conn, rio);
-    struct worker *w = c->w;
     if (c->state == CONN_HANDSHAKE) {
         tls_step(c);
         return;
     }
-    if (c->ssl != NULL) {
-        tls_read(c);
-        return;
-    }
-    /* A few reads per event: fair to other connections, fewer wake-ups. */
-    for (int i = 0; i < 4 && c->state == CONN_OPEN; i++) {
-        ssize_t n = recv(c->fd, w->rbuf, sizeof(w->rbuf), 0);
-        if (n > 0) {
-            int rc = c->ops->on_read(c, w->rbuf, (size_t)n);
-            if (rc != GR_OK) {
-                conn_close(c, rc, "protocol error from peer");
-                return;
-            }
-            if ((size_t)n < sizeof(w->rbuf))
-                break;
-            continue;
-        }
-        if (n == 0) {
-            conn_close(c, GR_ERR_CLOSED, "peer closed the connection");
+    /* A few reads per event: fair to other connections, fewer wake-ups.
+     * TLS hands over one record (16 KiB at most) per read: more rounds. */
+    int rounds = c->ssl != NULL ? 8 : 4;
+    for (int i = 0; i < rounds && c->state == CONN_OPEN; i++) {
+        ssize_t n = conn_recv(c);
+        if (n <= 0)
+            break;
+        int rc = c->ops->on_read(c, c->w->rbuf, (size_t)n);
+        if (rc != GR_OK) {
+            conn_close(c, rc, rc == GR_ERR_PROTO ? "protocol error from peer" : gr_strerror(rc));
             return;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            break;
-        conn_close(c, GR_ERR_IO, strerror(errno));
-        return;
+        if (c->ssl == NULL && (size_t)n < sizeof(c->w->rbuf))
+            break; /* the socket is drained */
     }
     if (c->state == CONN_OPEN)
         conn_want_flush(c);

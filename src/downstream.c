@@ -1,6 +1,5 @@
-/* What both client-side protocols share: registration and teardown. */
+/* What both client-side protocols share: registration with the worker. */
 #include "grelay/downstream.h"
-#include "grelay/stream.h"
 #include "grelay/worker.h"
 
 void downstream_init(struct downstream *d, struct worker *w, const struct gr_listener_cfg *l,
@@ -12,11 +11,10 @@ void downstream_init(struct downstream *d, struct worker *w, const struct gr_lis
     gr_list_insert_tail(&w->dconns, &d->link);
 }
 
-void downstream_close_streams(struct downstream *d)
+void downstream_fini(struct downstream *d) { gr_list_remove(&d->link); }
+
+void downstream_break(struct downstream *d)
 {
-    gr_list_remove(&d->link);
-    while (!gr_list_empty(&d->streams)) {
-        struct stream *s = container_of(d->streams.next, struct stream, down_link);
-        stream_on_down_close(s, NGHTTP2_CANCEL);
-    }
+    d->broken = true;
+    conn_want_flush(&d->io);
 }

@@ -171,3 +171,78 @@ int grpcweb_build_trailer(struct grpcweb *w, struct arena *a, const struct hdr_l
     w->trailer_built = true;
     return GR_OK;
 }
+
+int grpcweb_request(struct grpcweb *w, const uint8_t *data, size_t len, uint64_t max, uint8_t *scratch,
+                    size_t scratch_len, int (*emit)(void *ctx, const uint8_t *p, size_t n, size_t wire), void *ctx,
+                    size_t *wire_done, const char **why)
+{
+    /* -text decodes in slices that fit the scratch buffer. */
+    const size_t slice = w->text ? scratch_len / 4 * 3 : len;
+    *wire_done = 0;
+    while (*wire_done < len) {
+        size_t wire = len - *wire_done < slice ? len - *wire_done : slice, n = wire;
+        const uint8_t *p = data + *wire_done;
+        if (w->text) {
+            if (grpcweb_decode(w, p, wire, scratch, &n) != GR_OK) {
+                *why = "grpc-web-text request body is not valid base64";
+                return GR_ERR_PROTO;
+            }
+            p = scratch;
+        }
+        w->req_bytes += n;
+        int rc = grpcweb_check_frames(w, p, n, max);
+        if (rc == GR_ERR_PROTO) {
+            *why = "malformed gRPC frame in the gRPC-Web request body";
+            return rc;
+        }
+        if (rc != GR_OK || w->req_bytes > max)
+            return GR_ERR_LIMIT;
+        if ((rc = emit(ctx, p, n, wire)) != GR_OK)
+            return rc;
+        *wire_done += wire;
+    }
+    return GR_OK;
+}
+
+size_t grpcweb_pull(struct grpcweb *w, struct buf *q, struct chunk_pool *cp, bool ended,
+                    const struct hdr_list *trailers, struct arena *a, uint8_t *out, size_t len, size_t *taken,
+                    bool *eof)
+{
+    size_t n = 0;
+    while (w->enc_off < w->enc_n && n < len)
+        out[n++] = w->enc[w->enc_off++];
+    size_t room = len - n;
+    uint8_t raw[12288];
+    size_t want = w->text ? (room >= 4 ? room / 4 * 3 : (room > 0 ? 3 : 0)) : room;
+    if (w->text && want > sizeof(raw))
+        want = sizeof(raw);
+    uint8_t *dst = w->text ? raw : out + n;
+    size_t got = buf_read(q, cp, dst, want);
+    *taken = got;
+    if (got < want && q->len == 0 && ended) {
+        if (!w->trailer_built && grpcweb_build_trailer(w, a, trailers) != GR_OK) {
+            w->trailer_built = true; /* out of memory: end without the frame */
+            w->trailer_len = w->trailer_off = 0;
+        }
+        size_t t = w->trailer_len - w->trailer_off;
+        if (t > want - got)
+            t = want - got;
+        memcpy(dst + got, w->trailer + w->trailer_off, t);
+        w->trailer_off += t;
+        got += t;
+    }
+    if (w->text && got > 0) {
+        if (room >= 4) {
+            n += grpcweb_base64(raw, got, out + n);
+        } else {
+            w->enc_n = (uint8_t)grpcweb_base64(raw, got, w->enc);
+            w->enc_off = 0;
+            while (w->enc_off < w->enc_n && n < len)
+                out[n++] = w->enc[w->enc_off++];
+        }
+    } else if (!w->text) {
+        n += got;
+    }
+    *eof = q->len == 0 && ended && w->trailer_built && w->trailer_off == w->trailer_len && w->enc_off == w->enc_n;
+    return n;
+}

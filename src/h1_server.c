@@ -5,6 +5,7 @@
 #include "grelay/h1_server.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
+#include "grelay/request.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
 
@@ -32,13 +33,11 @@ struct h1conn {
     bool in_value;            /* the parser is inside a header value */
     struct buf out;           /* response head waiting for the socket */
     struct buf pending_in;    /* bytes read past the current request */
-    size_t body_unacked;      /* request body handed to the stream, not yet taken upstream */
     bool msg_complete;        /* the request was read to its end */
     bool streaming;           /* response headers sent, body being pulled */
     bool resp_done;           /* the response is complete */
     bool body_paused;         /* reading stopped: the body waits for the upstream */
     bool close_after;         /* close once the response is written */
-    bool broken;              /* close now, whatever is pending */
 };
 
 static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
@@ -102,7 +101,7 @@ static int emit_header(struct h1conn *h)
         return 0;
     for (size_t i = 0; i < h->field_len; i++)
         h->field[i] = (char)tolower((unsigned char)h->field[i]);
-    int rc = stream_on_req_header(h->s, (const uint8_t *)h->field, h->field_len,
+    int rc = request_on_header(h->s, (const uint8_t *)h->field, h->field_len,
                                   (const uint8_t *)(h->value ? h->value : ""), h->value_len);
     h->field_len = h->value_len = 0;
     h->in_value = false;
@@ -115,7 +114,6 @@ static int on_message_begin(http_parser *p)
     h->url_len = h->field_len = h->value_len = 0;
     h->in_value = false;
     h->msg_complete = h->streaming = h->resp_done = false;
-    h->body_unacked = 0;
     h->s = stream_new(&h->base, ++h->next_id);
     return h->s == NULL ? -1 : 0;
 }
@@ -147,21 +145,20 @@ static int on_headers_complete(http_parser *p)
     if (emit_header(h) != 0)
         return -1;
     const char *method = http_method_str((enum http_method)p->method);
-    if (stream_on_req_header(h->s, (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method)) ||
-        stream_on_req_header(h->s, (const uint8_t *)":path", 5, (const uint8_t *)h->url, h->url_len))
+    if (request_on_header(h->s, (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method)) ||
+        request_on_header(h->s, (const uint8_t *)":path", 5, (const uint8_t *)h->url, h->url_len))
         return -1;
     if (!http_should_keep_alive(p))
         h->close_after = true;
-    stream_on_req_headers_done(h->s);
+    request_on_headers_done(h->s);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct h1conn *h = p->data;
-    h->body_unacked += len;
     stream_on_req_data(h->s, (const uint8_t *)at, len);
-    if (h->body_unacked >= h->base.cfg->stream_buffer && !h->body_paused) {
+    if (stream_req_unacked(h->s) >= h->base.cfg->stream_buffer && !h->body_paused) {
         /* The upstream is slower: stop reading until it catches up. */
         h->body_paused = true;
         conn_pause_read(&h->base.io);
@@ -206,11 +203,11 @@ static int feed(struct h1conn *h, const uint8_t *data, size_t len)
     }
     if (e != HPE_OK) {
         log_debug("HTTP/1.1 client: %s", http_errno_description(e));
-        if (h->s == NULL || !h->s->resp_started) {
+        if (h->s == NULL || !stream_resp_started(h->s)) {
             char msg[160];
             snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s\n", http_errno_description(e));
             write_error(h, e == HPE_HEADER_OVERFLOW ? 431 : 400, msg);
-            h->broken = h->s != NULL; /* a half-read request cannot go on */
+            h->base.broken = h->s != NULL; /* a half-read request cannot go on */
             return GR_OK;
         }
         return GR_ERR_PROTO;
@@ -245,12 +242,12 @@ static void finish_request(struct h1conn *h)
     if (h->pending_in.len > 0) {
         uint8_t *tmp = malloc(h->pending_in.len);
         if (tmp == NULL) {
-            h->broken = true;
+            h->base.broken = true;
             return;
         }
         size_t n = buf_read(&h->pending_in, pool, tmp, h->pending_in.len);
         if (feed(h, tmp, n) != GR_OK)
-            h->broken = true;
+            h->base.broken = true;
         free(tmp);
     }
 }
@@ -259,7 +256,7 @@ static ssize_t h1_pull(struct conn *c, const uint8_t **data)
 {
     struct h1conn *h = h1_of(c);
     struct worker *w = c->w;
-    if (h->broken && h->out.len == 0)
+    if (h->base.broken && h->out.len == 0)
         return 0;
     if (h->out.len > 0) {
         size_t n = buf_read(&h->out, &w->chunks, w->outbuf, sizeof(w->outbuf));
@@ -301,7 +298,7 @@ static ssize_t h1_pull(struct conn *c, const uint8_t **data)
 static bool h1_done(struct conn *c)
 {
     struct h1conn *h = h1_of(c);
-    return h->broken || (h->close_after && h->resp_done && h->out.len == 0 && !h->streaming);
+    return h->base.broken || (h->close_after && h->resp_done && h->out.len == 0 && !h->streaming);
 }
 
 static void h1_on_close(struct conn *c, int err, const char *why)
@@ -310,7 +307,8 @@ static void h1_on_close(struct conn *c, int err, const char *why)
     if (err != GR_OK && err != GR_ERR_CLOSED)
         log_debug("HTTP/1.1 client connection closed: %s", why);
     h->s = NULL;
-    downstream_close_streams(&h->base);
+    downstream_fini(&h->base);
+    stream_close_all(&h->base);
     buf_clear(&h->out, &c->w->chunks);
     buf_clear(&h->pending_in, &c->w->chunks);
 }
@@ -374,9 +372,10 @@ static void h1_resume(struct downstream *d, struct stream *s)
 static void h1_consume(struct downstream *d, struct stream *s, size_t n)
 {
     struct h1conn *h = h1_from(d);
-    (void)s;
-    h->body_unacked = n < h->body_unacked ? h->body_unacked - n : 0;
-    if (h->body_paused && h->body_unacked < d->cfg->stream_buffer / 2) {
+    (void)n;
+    /* The stream counts what it holds; a stream that is gone holds nothing. */
+    uint64_t unacked = s != NULL ? stream_req_unacked(s) : 0;
+    if (h->body_paused && unacked < d->cfg->stream_buffer / 2) {
         h->body_paused = false;
         conn_resume_read(&d->io);
     }
@@ -388,8 +387,7 @@ static void h1_reset(struct downstream *d, struct stream *s, uint32_t code)
     (void)code;
     /* HTTP/1.1 cannot abort one response and keep the connection: close it
      * (from the flush, never under the caller's feet). */
-    h1_from(d)->broken = true;
-    conn_want_flush(&d->io);
+    downstream_break(d);
 }
 
 static const struct downstream_ops h1_downstream_ops = {
@@ -399,7 +397,7 @@ static const struct downstream_ops h1_downstream_ops = {
     .reset = h1_reset,
 };
 
-void h1_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
+void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
                size_t early_len)
 {
     struct h1conn *h = calloc(1, sizeof(*h));

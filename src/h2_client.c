@@ -1,10 +1,8 @@
 /* Upstream HTTP/2 connections: nghttp2 client sessions whose callbacks map
- * onto the streams they carry (stream user data = struct stream). */
+ * onto the attempts they carry (stream user data = struct up_slot). */
 #include "grelay/h2_client.h"
-#include "grelay/h2_data.h"
+#include "grelay/h2_common.h"
 #include "grelay/log.h"
-#include "grelay/pool.h"
-#include "grelay/stream.h"
 #include "grelay/tls.h"
 #include "grelay/worker.h"
 
@@ -16,34 +14,114 @@
 /* What we assume of a peer's MAX_CONCURRENT_STREAMS before its SETTINGS. */
 #define ASSUMED_PEER_STREAMS 100
 
+/* The worker's share of upstream HTTP/2 (w->h2c). */
+struct h2_client_state {
+    nghttp2_session_callbacks *cbs; /* client session callbacks */
+    nghttp2_option *opt;            /* client session options (h2_common_options + the peer's assumed limit) */
+};
+
 static inline struct upconn *upconn_of(struct conn *c) { return container_of(c, struct upconn, io); }
+static inline struct up_slot *slot_of(nghttp2_session *h2, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(h2, id);
+}
 
 uint32_t upconn_free_slots(const struct upconn *u)
 {
     if (u->draining || u->io.state == CONN_CLOSED || u->h2 == NULL)
         return 0;
     uint32_t cap = nghttp2_session_get_remote_settings(u->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-    uint32_t ours = u->pool->wc->cfg->max_streams_per_connection;
+    uint32_t ours = u->cl->max_streams_per_connection;
     if (ours != 0 && ours < cap)
         cap = ours;
     return cap > u->n_streams ? cap - u->n_streams : 0;
 }
 
-void upconn_stream_detached(struct upconn *u)
+void upconn_drain(struct upconn *u)
 {
-    u->n_streams--;
-    if (u->pool->retired)
-        u->draining = true;
-    if (u->draining && u->n_streams == 0)
-        conn_want_flush(&u->io); /* the flush sees done() and closes */
+    u->draining = true;
+    conn_want_flush(&u->io); /* the flush sees done() and closes an idle one */
 }
 
-ssize_t upconn_req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
+static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
                         nghttp2_data_source *src, void *user_data)
 {
-    (void)src;
     (void)user_data;
-    return h2_provide(session, stream_id, out, length, flags, stream_pull_req, stream_req_trailers_nv);
+    struct up_slot *sl = src->ptr;
+    if (slot_of(session, stream_id) != sl)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof;
+    size_t n = sl->ev->pull(sl, out, length, &eof), cnt = 0;
+    nghttp2_nv *nva = eof ? sl->ev->trailers(sl, &cnt) : NULL;
+    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+}
+
+/* upstream_ops, on the slot's connection. */
+static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body)
+{
+    struct upconn *u = sl->conn;
+    nghttp2_data_provider prd = {.source = {.ptr = sl}, .read_callback = req_read};
+    int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, sl);
+    if (id < 0) {
+        log_warn("upstream %s: cannot submit request: %s", u->ep->address.text, nghttp2_strerror(id));
+        return GR_ERR_PROTO;
+    }
+    sl->id = id;
+    conn_want_flush(&u->io);
+    return GR_OK;
+}
+
+static void op_resume(struct up_slot *sl)
+{
+    nghttp2_session_resume_data(sl->conn->h2, sl->id);
+    conn_want_flush(&sl->conn->io);
+}
+
+static void op_consume(struct up_slot *sl, size_t n)
+{
+    nghttp2_session_consume(sl->conn->h2, sl->id, n);
+    conn_want_flush(&sl->conn->io);
+}
+
+static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
+{
+    struct upconn *u = sl->conn;
+    if (u == NULL)
+        return;
+    if (sl->id > 0 && u->h2 != NULL) {
+        /* Also reaches a request still queued (nghttp2 opens the stream
+         * when its HEADERS go out); a closed stream has no user data left. */
+        nghttp2_session_set_stream_user_data(u->h2, sl->id, NULL);
+        if (reset)
+            nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_CANCEL);
+    }
+    /* Response bytes the call still holds hold the connection's window:
+     * give it back now that the stream no longer counts. */
+    if (unconsumed > 0 && u->h2 != NULL)
+        nghttp2_session_consume_connection(u->h2, unconsumed);
+    gr_list_remove(&sl->link);
+    sl->conn = NULL;
+    sl->ops = NULL;
+    u->n_streams--;
+    if (u->draining && u->n_streams == 0)
+        conn_want_flush(&u->io); /* the flush sees done() and closes */
+    conn_want_flush(&u->io);
+}
+
+static const struct upstream_ops h2_upstream_ops = {
+    .submit = op_submit,
+    .resume = op_resume,
+    .consume = op_consume,
+    .detach = op_detach,
+};
+
+void upconn_attach(struct upconn *u, struct up_slot *sl)
+{
+    sl->conn = u;
+    sl->ops = &h2_upstream_ops;
+    sl->id = 0;
+    gr_list_insert_tail(&u->streams, &sl->link);
+    u->n_streams++;
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -51,10 +129,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 {
     (void)flags;
     (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s == NULL)
+    struct up_slot *sl = slot_of(session, frame->hd.stream_id);
+    if (sl == NULL)
         return 0;
-    if (stream_on_resp_header(s, name, namelen, value, valuelen) != GR_OK)
+    if (sl->ev->header(sl, name, namelen, value, valuelen) != GR_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
 }
@@ -62,41 +140,31 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct upconn *u = user_data;
-    struct stream *s;
+    struct up_slot *sl;
     switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
-        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !u->ready) {
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            break;
+        bool first = !u->ready;
+        if (first) {
             u->ready = true;
             ev_timer_stop(u->io.w->loop, &u->connect_timer);
-            pool_connect_worked(u->pool);
-            if (u->pool->failing) {
-                u->pool->failing = false;
-                log_info("upstream %s is reachable again", u->pool->ep->address.text);
-            }
         }
-        pool_dispatch(u->pool); /* the peer's stream limit may have grown */
+        u->ev->settings(u->owner, u, first);
         break;
     case NGHTTP2_GOAWAY:
         u->draining = true;
-        log_info("upstream %s sent GOAWAY (%s, last stream %d)", u->pool->ep->address.text,
+        log_info("upstream %s sent GOAWAY (%s, last stream %d)", u->ep->address.text,
                  nghttp2_http2_strerror(frame->goaway.error_code), frame->goaway.last_stream_id);
         conn_want_flush(&u->io);
         break;
     case NGHTTP2_HEADERS:
-        s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-        if (s == NULL)
-            break;
-        if (!s->resp_headers_done)
-            stream_on_resp_headers_done(s, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
-        else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
-            stream_on_resp_end(s);
+        if ((sl = slot_of(session, frame->hd.stream_id)) != NULL)
+            sl->ev->headers_done(sl, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
         break;
     case NGHTTP2_DATA:
-        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-            s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-            if (s != NULL)
-                stream_on_resp_end(s);
-        }
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && (sl = slot_of(session, frame->hd.stream_id)) != NULL)
+            sl->ev->end(sl);
         break;
     default:
         break;
@@ -109,32 +177,30 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 {
     (void)flags;
     (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL) {
+    struct up_slot *sl = slot_of(session, stream_id);
+    if (sl == NULL) {
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
-    stream_on_resp_data(s, data, len);
+    sl->ev->data(sl, data, len);
     return 0;
 }
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     (void)user_data;
-    if (frame->hd.type == NGHTTP2_HEADERS) {
-        struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-        if (s != NULL)
-            s->up_headers_sent = true;
-    }
+    struct up_slot *sl;
+    if (frame->hd.type == NGHTTP2_HEADERS && (sl = slot_of(session, frame->hd.stream_id)) != NULL)
+        sl->ev->sent(sl);
     return 0;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
     (void)user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s != NULL)
-        stream_on_up_close(s, error_code);
+    struct up_slot *sl = slot_of(session, stream_id);
+    if (sl != NULL)
+        sl->ev->closed(sl, error_code);
     return 0;
 }
 
@@ -143,26 +209,39 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
     (void)session;
     (void)lib_error_code;
     struct upconn *u = user_data;
-    log_debug("upstream %s: %.*s", u->pool->ep->address.text, (int)len, msg);
+    log_debug("upstream %s: %.*s", u->ep->address.text, (int)len, msg);
     return 0;
 }
 
-int h2_client_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
+int h2_client_worker_init(struct worker *w)
 {
-    if (nghttp2_session_callbacks_new(cbs) != 0)
+    struct h2_client_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
         return GR_ERR_NOMEM;
-    nghttp2_session_callbacks_set_on_header_callback(*cbs, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(*cbs, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(*cbs, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(*cbs, on_frame_send);
-    nghttp2_session_callbacks_set_error_callback2(*cbs, on_error);
-    if (nghttp2_option_new(opt) != 0)
+    w->h2c = st;
+    if (nghttp2_session_callbacks_new(&st->cbs) != 0 || h2_common_options(&st->opt) != GR_OK)
         return GR_ERR_NOMEM;
-    nghttp2_option_set_no_auto_window_update(*opt, 1);
-    nghttp2_option_set_no_closed_streams(*opt, 1); /* we keep no priority tree: do not hold closed streams */
-    nghttp2_option_set_peer_max_concurrent_streams(*opt, ASSUMED_PEER_STREAMS);
+    nghttp2_session_callbacks_set_on_header_callback(st->cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(st->cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(st->cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
+    nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
+    nghttp2_option_set_peer_max_concurrent_streams(st->opt, ASSUMED_PEER_STREAMS);
     return GR_OK;
+}
+
+void h2_client_worker_destroy(struct worker *w)
+{
+    struct h2_client_state *st = w->h2c;
+    if (st == NULL)
+        return;
+    if (st->cbs != NULL)
+        nghttp2_session_callbacks_del(st->cbs);
+    if (st->opt != NULL)
+        nghttp2_option_del(st->opt);
+    free(st);
+    w->h2c = NULL;
 }
 
 static int up_on_read(struct conn *c, const uint8_t *data, size_t len)
@@ -170,7 +249,7 @@ static int up_on_read(struct conn *c, const uint8_t *data, size_t len)
     struct upconn *u = upconn_of(c);
     ssize_t rv = nghttp2_session_mem_recv(u->h2, data, len);
     if (rv < 0) {
-        log_warn("upstream %s: %s", u->pool->ep->address.text, nghttp2_strerror((int)rv));
+        log_warn("upstream %s: %s", u->ep->address.text, nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
     }
     return GR_OK;
@@ -190,34 +269,24 @@ static bool up_done(struct conn *c)
 
 static void up_on_close(struct conn *c, int err, const char *why)
 {
+    (void)err;
     struct upconn *u = upconn_of(c);
-    struct pool *p = u->pool;
     char msg[256];
     ev_timer_stop(c->w->loop, &u->connect_timer);
-    if (!u->ready)
-        snprintf(msg, sizeof(msg), "upstream %s: connection failed: %s", p->ep->address.text, why);
-    else
-        snprintf(msg, sizeof(msg), "upstream %s: connection lost: %s", p->ep->address.text, why);
-    if (!u->ready)
-        pool_connect_failed(p);
-    if (!u->ready && !p->failing) {
-        log_warn("%s (further failures of this endpoint are logged at debug level)", msg);
-        p->failing = true;
-    } else if (u->ready && u->n_streams > 0) {
-        log_info("%s (%u call%s affected)", msg, u->n_streams, u->n_streams == 1 ? "" : "s");
-    } else {
-        log_debug("%s", msg);
-    }
-    gr_list_remove(&u->link);
-    p->n_conns--;
+    snprintf(msg, sizeof(msg), "upstream %s: connection %s: %s", u->ep->address.text,
+             u->ready ? "lost" : "failed", why);
+    u->ev->closing(u->owner, u, msg);
     while (!gr_list_empty(&u->streams)) {
-        struct stream *s = container_of(u->streams.next, struct stream, up_link);
-        stream_on_up_lost(s, msg, !u->ready || !s->up_headers_sent);
+        struct up_slot *sl = container_of(u->streams.next, struct up_slot, link);
+        gr_list_remove(&sl->link);
+        sl->conn = NULL;
+        sl->ops = NULL;
+        u->n_streams--;
+        sl->ev->lost(sl, msg, !u->ready);
     }
     nghttp2_session_del(u->h2);
     u->h2 = NULL;
-    pool_dispatch(p);
-    pool_release_if_idle(p);
+    u->ev->closed(u->owner, u);
 }
 
 static void up_destroy(struct conn *c) { free(upconn_of(c)); }
@@ -234,7 +303,7 @@ static void up_on_connect(struct conn *c)
         conn_close(c, GR_ERR_PROTO, "TLS: the upstream did not choose h2 with ALPN");
 }
 
-static const struct conn_ops upconn_ops = {
+static const struct conn_ops upconn_conn_ops = {
     .on_read = up_on_read,
     .pull = up_pull,
     .done = up_done,
@@ -249,51 +318,57 @@ static void on_connect_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct upconn *u = container_of(t, struct upconn, connect_timer);
     char why[64];
-    snprintf(why, sizeof(why), "no HTTP/2 SETTINGS within %llums",
-             (unsigned long long)u->pool->wc->cfg->connect_timeout_ms);
+    snprintf(why, sizeof(why), "no HTTP/2 SETTINGS within %llums", (unsigned long long)u->cl->connect_timeout_ms);
     conn_close(&u->io, GR_ERR_IO, why);
 }
 
-struct upconn *upconn_open(struct pool *p)
+/* The client session with our SETTINGS and connection window queued. */
+static int new_session(struct upconn *u, struct worker *w)
 {
-    struct worker *w = p->w;
-    const struct gr_cluster_cfg *cl = p->wc->cfg;
-    struct upconn *u = calloc(1, sizeof(*u));
-    if (u == NULL)
-        return NULL;
-    u->pool = p;
-    gr_list_init(&u->streams);
-    if (nghttp2_session_client_new3(&u->h2, w->client_cbs, u, w->client_opt, &w->h2mem.mem) != 0) {
-        free(u);
-        errno = ENOMEM;
-        return NULL;
+    const struct gr_cluster_cfg *cl = u->cl;
+    if (nghttp2_session_client_new3(&u->h2, w->h2c->cbs, u, w->h2c->opt, &w->h2mem.mem) != 0) {
+        u->h2 = NULL;
+        return GR_ERR_NOMEM;
     }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->stream_buffer},
     };
-    nghttp2_submit_settings(u->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv));
-    nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window);
-    SSL *ssl = NULL;
-    if (cl->tls.set) {
-        ssl = tls_client_new(&cl->tls, p->ep->host);
-        if (ssl == NULL) {
-            nghttp2_session_del(u->h2);
-            free(u);
-            errno = ENOMEM;
-            return NULL;
-        }
-    }
-    if (conn_connect(&u->io, w, &p->ep->address, &upconn_ops, ssl) != GR_OK) {
-        int e = errno;
+    if (nghttp2_submit_settings(u->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window) != 0) {
         nghttp2_session_del(u->h2);
-        free(u);
-        errno = e;
+        u->h2 = NULL;
+        return GR_ERR_NOMEM;
+    }
+    return GR_OK;
+}
+
+struct upconn *upconn_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
+                           const struct upconn_events *ev, void *owner)
+{
+    struct upconn *u = calloc(1, sizeof(*u));
+    if (u == NULL)
         return NULL;
+    u->cl = cl;
+    u->ep = ep;
+    u->ev = ev;
+    u->owner = owner;
+    gr_list_init(&u->streams);
+    gr_list_init(&u->link);
+    SSL *ssl = NULL;
+    int e = ENOMEM;
+    if (new_session(u, w) != GR_OK || (cl->tls.set && (ssl = tls_client_new(&cl->tls, ep->host)) == NULL))
+        goto fail;
+    if (conn_connect(&u->io, w, &ep->address, &upconn_conn_ops, ssl) != GR_OK) {
+        e = errno;
+        goto fail;
     }
     ev_timer_init(&u->connect_timer, on_connect_timeout, (double)cl->connect_timeout_ms / 1000.0, 0.0);
     ev_timer_start(w->loop, &u->connect_timer);
-    gr_list_insert_tail(&p->conns, &u->link);
-    p->n_conns++;
     return u;
+fail:
+    nghttp2_session_del(u->h2);
+    free(u);
+    errno = e;
+    return NULL;
 }

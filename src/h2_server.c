@@ -1,19 +1,43 @@
 /* Downstream HTTP/2: nghttp2 server sessions whose callbacks map onto
- * streams (stream user data = struct stream). */
-#include "grelay/h2_data.h"
+ * streams (stream user data = struct stream), and the worker's pass that
+ * hibernates idle ones. */
 #include "grelay/h2_server.h"
+#include "grelay/downstream.h"
+#include "grelay/h2_common.h"
+#include "grelay/h2_hibernate.h"
 #include "grelay/log.h"
+#include "grelay/request.h"
+#include "grelay/slab.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
 
 #include <stdlib.h>
 #include <unistd.h>
 
+/* One HTTP/2 client connection. */
+struct dconn {
+    struct downstream base;             /* transport, listener, streams; first member */
+    nghttp2_session *h2;                /* server session; NULL while hibernating */
+    struct gr_list lru_link;            /* in the hibernation list (least recently busy first) if it may hibernate */
+    ev_tstamp busy_at;                  /* when a call last began or ended */
+    struct h2_sleep sleep;              /* what hibernating and waking up need */
+};
+
+/* The worker's share of downstream HTTP/2. */
+struct h2_server_state {
+    nghttp2_session_callbacks *cbs;     /* server session callbacks */
+    nghttp2_option *opt;                /* server session options (h2_common_options) */
+    struct slab_pool slab;              /* struct dconn, packed (idle ones free their session) */
+    struct gr_list lru;                 /* dconns that may hibernate, least recently busy first */
+    ev_timer hibernate;                 /* the periodic pass over lru */
+    ev_tstamp hibernate_min;            /* the shortest hibernate_after of the listeners (0: none hibernate) */
+};
+
 static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
 static inline struct dconn *dconn_from(struct downstream *d) { return container_of(d, struct dconn, base); }
 
 /* A call began or ended: the connection goes to the busy end of the
- * worker's hibernation list (h2_hibernate.c). */
+ * worker's hibernation list. */
 static void dconn_busy(struct dconn *d)
 {
     if (!gr_list_linked(&d->lru_link))
@@ -21,15 +45,15 @@ static void dconn_busy(struct dconn *d)
     struct worker *w = d->base.io.w;
     d->busy_at = ev_now(w->loop);
     gr_list_remove(&d->lru_link);
-    gr_list_insert_tail(&w->h2_lru, &d->lru_link);
+    gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
 }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST || d->reviving)
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST || d->sleep.reviving)
         return 0;
-    h2_table_on_request(d);
+    h2_hibernate_on_request(&d->sleep, session);
     struct stream *s = stream_new(&d->base, frame->hd.stream_id);
     if (s == NULL) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
@@ -48,7 +72,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
-    if (stream_on_req_header(s, name, namelen, value, valuelen) != GR_OK)
+    if (request_on_header(s, name, namelen, value, valuelen) != GR_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
 }
@@ -56,7 +80,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-        h2_table_on_ack(user_data);
+        h2_hibernate_on_ack(&((struct dconn *)user_data)->sleep);
         return 0;
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
@@ -65,7 +89,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s == NULL)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
-        stream_on_req_headers_done(s);
+        request_on_headers_done(s);
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         stream_on_req_end(s);
     return 0;
@@ -94,7 +118,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     /* The answer is complete but the client is still sending: tell it to
      * stop, as RFC 9113 8.1 allows, so the stream can close. */
-    if (s != NULL && !s->req_ended)
+    if (s != NULL && !stream_req_ended(s))
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
@@ -119,34 +143,121 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
     return 0;
 }
 
-int h2_server_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
+/* Creates d's nghttp2 session and queues our SETTINGS and connection
+ * window (the listener's). Returns GR_OK or GR_ERR_NOMEM. */
+static int new_session(struct dconn *d)
 {
-    if (nghttp2_session_callbacks_new(cbs) != 0)
+    struct worker *w = d->base.io.w;
+    const struct gr_listener_cfg *l = d->base.cfg;
+    if (nghttp2_session_server_new3(&d->h2, w->h2s->cbs, d, w->h2s->opt, &w->h2mem.mem) != 0) {
+        d->h2 = NULL;
         return GR_ERR_NOMEM;
-    nghttp2_session_callbacks_set_on_begin_headers_callback(*cbs, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(*cbs, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(*cbs, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(*cbs, on_frame_send);
-    nghttp2_session_callbacks_set_on_stream_close_callback(*cbs, on_stream_close);
-    nghttp2_session_callbacks_set_error_callback2(*cbs, on_error);
-    if (nghttp2_option_new(opt) != 0)
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->stream_buffer},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->max_request_headers},
+    };
+    if (nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window) != 0) {
+        nghttp2_session_del(d->h2);
+        d->h2 = NULL;
         return GR_ERR_NOMEM;
-    nghttp2_option_set_no_auto_window_update(*opt, 1);
-    nghttp2_option_set_no_closed_streams(*opt, 1); /* we keep no priority tree: do not hold closed streams */
+    }
     return GR_OK;
+}
+
+/* A hibernated connection is about to read: a new session that carries on
+ * where the old one stopped. */
+static int wake(struct dconn *d)
+{
+    int rc = new_session(d);
+    if (rc != GR_OK)
+        return rc;
+    rc = h2_hibernate_revive(&d->sleep, d->h2);
+    if (rc != GR_OK) {
+        nghttp2_session_del(d->h2);
+        d->h2 = NULL;
+        return rc;
+    }
+    struct worker *w = d->base.io.w;
+    d->busy_at = ev_now(w->loop);
+    gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
+    log_debug("client connection wakes (new HTTP/2 session)");
+    return GR_OK;
+}
+
+/* One step towards hibernation of an idle connection. */
+static enum h2_idle idle_step(struct dconn *d)
+{
+    struct conn *c = &d->base.io;
+    if (d->h2 == NULL)
+        return H2_IDLE_ASLEEP;
+    if (!gr_list_empty(&d->base.streams))
+        return H2_IDLE_BUSY;
+    if (c->state != CONN_OPEN || c->wbuf.len > 0)
+        return H2_IDLE_WAIT;
+    uint8_t wu[H2_WINDOW_UPDATE_LEN];
+    size_t wu_len;
+    enum h2_idle st = h2_hibernate_step(&d->sleep, d->h2, (int32_t)d->base.cfg->connection_window, wu, &wu_len);
+    if (st == H2_IDLE_WAIT || st == H2_IDLE_BUSY) {
+        conn_want_flush(c); /* a SETTINGS may be queued */
+        return st;
+    }
+    nghttp2_session_del(d->h2);
+    d->h2 = NULL;
+    if (wu_len > 0) {
+        if (buf_append(&c->wbuf, &c->w->chunks, wu, wu_len) != GR_OK) {
+            conn_close(c, GR_ERR_NOMEM, "out of memory");
+            return H2_IDLE_ASLEEP;
+        }
+        conn_want_flush(c);
+    }
+    log_debug("client connection hibernates (idle, HTTP/2 session freed)");
+    return H2_IDLE_ASLEEP;
+}
+
+/* The worker's periodic pass over its least recently busy connections. */
+static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct h2_server_state *st = container_of(t, struct h2_server_state, hibernate);
+    ev_tstamp now = ev_now(loop);
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe(it, tmp, &st->lru)
+    {
+        struct dconn *d = container_of(it, struct dconn, lru_link);
+        ev_tstamp idle = now - d->busy_at;
+        if (idle < st->hibernate_min)
+            break; /* the rest are busier still */
+        if (idle < (ev_tstamp)d->base.cfg->hibernate_after_ms / 1000.0)
+            continue;
+        switch (idle_step(d)) {
+        case H2_IDLE_ASLEEP:
+            gr_list_remove(&d->lru_link);
+            d->base.io.w->sessions_freed++;
+            break;
+        case H2_IDLE_BUSY:
+            d->busy_at = now; /* look again after another hibernate_after */
+            gr_list_remove(&d->lru_link);
+            gr_list_insert_tail(&st->lru, &d->lru_link);
+            break;
+        case H2_IDLE_WAIT:
+            break;
+        }
+    }
 }
 
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
     if (d->h2 == NULL) {
-        int rc = h2_revive(d);
+        int rc = wake(d);
         if (rc != GR_OK)
             return rc;
     }
     if (gr_list_linked(&d->lru_link))
-        h2_frames_feed(&d->frames, data, len);
+        h2_hibernate_frames_feed(&d->sleep.frames, data, len);
     ssize_t rv = nghttp2_session_mem_recv(d->h2, data, len);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
@@ -164,7 +275,8 @@ static ssize_t d_pull(struct conn *c, const uint8_t **data)
 static bool d_done(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
-    return d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2);
+    return d->base.broken ||
+           (d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2));
 }
 
 static void d_on_close(struct conn *c, int err, const char *why)
@@ -173,12 +285,13 @@ static void d_on_close(struct conn *c, int err, const char *why)
     if (err != GR_OK && err != GR_ERR_CLOSED)
         log_debug("client connection closed: %s", why);
     gr_list_remove(&d->lru_link);
-    downstream_close_streams(&d->base);
+    downstream_fini(&d->base);
+    stream_close_all(&d->base);
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
 }
 
-static void d_destroy(struct conn *c) { slab_free(&c->w->dconn_slab, dconn_of(c)); }
+static void d_destroy(struct conn *c) { slab_free(&c->w->h2s->slab, dconn_of(c)); }
 
 /* Response body provider: pulls from the stream, then sends its trailers. */
 static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
@@ -186,22 +299,29 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
 {
     (void)src;
     (void)user_data;
-    return h2_provide(session, stream_id, out, length, flags, stream_pull_resp, stream_trailers_nv);
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    bool eof;
+    size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
+    nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
+    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
+/* downstream_ops. Streams call respond/resume/reset only while they are
+ * open, and a connection with open streams is awake, so h2 is set. */
 static int h2_respond(struct downstream *base, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)
 {
     struct dconn *d = dconn_from(base);
     nghttp2_data_provider prd = {.source = {.ptr = s}, .read_callback = resp_read};
-    int rv = nghttp2_submit_response(d->h2, s->id, nva, n, end_stream ? NULL : &prd);
+    int rv = nghttp2_submit_response(d->h2, stream_id(s), nva, n, end_stream ? NULL : &prd);
     conn_want_flush(&base->io);
     return rv == 0 ? GR_OK : GR_ERR_PROTO;
 }
 
 static void h2_resume(struct downstream *base, struct stream *s)
 {
-    /* Streams call respond/resume/reset; a connection with streams is awake, so h2 is set. */
-    nghttp2_session_resume_data(dconn_from(base)->h2, s->id);
+    nghttp2_session_resume_data(dconn_from(base)->h2, stream_id(s));
     conn_want_flush(&base->io);
 }
 
@@ -211,7 +331,7 @@ static void h2_consume(struct downstream *base, struct stream *s, size_t n)
     if (d->h2 == NULL)
         return;
     if (s != NULL)
-        nghttp2_session_consume(d->h2, s->id, n);
+        nghttp2_session_consume(d->h2, stream_id(s), n);
     else
         nghttp2_session_consume_connection(d->h2, n);
     conn_want_flush(&base->io);
@@ -219,30 +339,9 @@ static void h2_consume(struct downstream *base, struct stream *s, size_t n)
 
 static void h2_reset(struct downstream *base, struct stream *s, uint32_t code)
 {
-    nghttp2_submit_rst_stream(dconn_from(base)->h2, NGHTTP2_FLAG_NONE, s->id, code);
+    if (nghttp2_submit_rst_stream(dconn_from(base)->h2, NGHTTP2_FLAG_NONE, stream_id(s), code) != 0)
+        downstream_break(base); /* out of memory even for that */
     conn_want_flush(&base->io);
-}
-
-int dconn_new_session(struct dconn *d)
-{
-    struct worker *w = d->base.io.w;
-    const struct gr_listener_cfg *l = d->base.cfg;
-    if (nghttp2_session_server_new3(&d->h2, w->server_cbs, d, w->server_opt, &w->h2mem.mem) != 0) {
-        d->h2 = NULL;
-        return GR_ERR_NOMEM;
-    }
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->stream_buffer},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->max_request_headers},
-    };
-    if (nghttp2_submit_settings(d->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
-        nghttp2_session_set_local_window_size(d->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)l->connection_window) != 0) {
-        nghttp2_session_del(d->h2);
-        d->h2 = NULL;
-        return GR_ERR_NOMEM;
-    }
-    return GR_OK;
 }
 
 static const struct downstream_ops h2_downstream_ops = {
@@ -261,35 +360,82 @@ static const struct conn_ops dconn_ops = {
     .destroy = d_destroy,
 };
 
-struct dconn *dconn_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl,
-                           const uint8_t *early, size_t early_len)
+bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
+                      size_t early_len)
 {
-    struct dconn *d = slab_alloc(&w->dconn_slab);
+    struct h2_server_state *st = w->h2s;
+    struct dconn *d = slab_alloc(&st->slab);
     if (d != NULL) {
         d->base.io.w = w;
         d->base.cfg = l;
     }
-    if (d == NULL || dconn_new_session(d) != GR_OK) {
-        slab_free(&w->dconn_slab, d);
+    if (d == NULL || new_session(d) != GR_OK) {
+        if (d != NULL)
+            slab_free(&st->slab, d);
         SSL_free(ssl);
         close(fd);
-        return NULL;
+        return false;
     }
-    d->settings_unacked = 1;
+    h2_hibernate_init(&d->sleep);
     downstream_init(&d->base, w, l, &h2_downstream_ops);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     gr_list_init(&d->lru_link);
     if (l->hibernate_after_ms > 0) {
-        h2_frames_init(&d->frames);
         d->busy_at = ev_now(w->loop);
-        gr_list_insert_tail(&w->h2_lru, &d->lru_link);
+        gr_list_insert_tail(&st->lru, &d->lru_link);
     }
     if (ssl != NULL)
         conn_adopt_tls(&d->base.io, ssl);
     if (early_len > 0 && d_on_read(&d->base.io, early, early_len) != GR_OK) {
         conn_close(&d->base.io, GR_ERR_PROTO, "protocol error from peer");
-        return NULL;
+        return false;
     }
     conn_want_flush(&d->base.io);
-    return d;
+    return true;
+}
+
+int h2_server_worker_init(struct worker *w)
+{
+    struct h2_server_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return GR_ERR_NOMEM;
+    w->h2s = st;
+    slab_pool_init(&st->slab, sizeof(struct dconn), 64);
+    gr_list_init(&st->lru);
+    if (nghttp2_session_callbacks_new(&st->cbs) != 0 || h2_common_options(&st->opt) != GR_OK)
+        return GR_ERR_NOMEM;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(st->cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(st->cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(st->cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(st->cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
+    nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
+    for (size_t i = 0; i < w->cfg->n_listeners; i++) {
+        ev_tstamp after = (ev_tstamp)w->cfg->listeners[i].hibernate_after_ms / 1000.0;
+        if (after > 0 && (st->hibernate_min == 0 || after < st->hibernate_min))
+            st->hibernate_min = after;
+    }
+    /* Twice per shortest hibernate_after: a connection sleeps within 1.5x of it
+     * (one pass asks the client to empty its HPACK table, the next one lets go). */
+    ev_timer_init(&st->hibernate, on_hibernate, st->hibernate_min / 2, st->hibernate_min / 2);
+    if (st->hibernate_min > 0)
+        ev_timer_start(w->loop, &st->hibernate);
+    return GR_OK;
+}
+
+void h2_server_worker_destroy(struct worker *w)
+{
+    struct h2_server_state *st = w->h2s;
+    if (st == NULL)
+        return;
+    if (w->loop != NULL)
+        ev_timer_stop(w->loop, &st->hibernate);
+    if (st->cbs != NULL)
+        nghttp2_session_callbacks_del(st->cbs);
+    if (st->opt != NULL)
+        nghttp2_option_del(st->opt);
+    slab_pool_destroy(&st->slab);
+    free(st);
+    w->h2s = NULL;
 }

@@ -3,7 +3,7 @@
 #include "grelay/config.h"
 #include "grelay/dns.h"
 #include "grelay/log.h"
-#include "grelay/worker.h"
+#include "grelay/proxy.h"
 
 #include <ev.h>
 #include <getopt.h>
@@ -36,21 +36,28 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct args {
+    const char *config_path; /* --config FILE */
+    const char *level;       /* --log-level, or NULL */
+    bool check;              /* --check: validate and exit */
+};
+
+/* Parses argv; returns -1 to go on, or the exit status (help, version,
+ * usage errors). */
+static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
         {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *level = NULL;
-    bool check = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config_path = optarg; break;
-        case 'k': check = true; break;
-        case 'l': level = optarg; break;
+        case 'c': a->config_path = optarg; break;
+        case 'k': a->check = true; break;
+        case 'l': a->level = optarg; break;
         case 'V':
             printf("grelay %s (nghttp2 %s, libev %d.%d)\n", GRELAY_VERSION, nghttp2_version(0)->version_str,
                    ev_version_major(), ev_version_minor());
@@ -64,29 +71,42 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_path == NULL) {
+    if (a->config_path == NULL) {
         fprintf(stderr, "grelay: --config FILE is required\n");
         usage(stderr);
         return 2;
     }
-    char err[1024];
-    struct gr_config *cfg = config_load_file(config_path, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    if (check) {
-        printf("%s: OK (%zu listener%s, %zu cluster%s, %u worker%s)\n", config_path, cfg->n_listeners,
-               cfg->n_listeners == 1 ? "" : "s", cfg->n_clusters, cfg->n_clusters == 1 ? "" : "s", cfg->workers,
-               cfg->workers == 1 ? "" : "s");
-        config_free(cfg);
-        return 0;
-    }
-    if (log_level_parse(level ? level : cfg->log_level, &log_threshold) != GR_OK) {
-        fprintf(stderr, "grelay: bad --log-level '%s'\n", level);
-        config_free(cfg);
-        return 2;
-    }
+    return -1;
+}
+
+/* Runs the main loop (signals, DNS) until SIGINT or SIGTERM. The signal
+ * watchers start while the signals are still blocked, so no signal can
+ * arrive before grelay is ready to stop cleanly. */
+static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const sigset_t *old)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_signal sigint, sigterm;
+    ev_signal_init(&sigint, on_signal, SIGINT);
+    ev_signal_init(&sigterm, on_signal, SIGTERM);
+    ev_signal_start(loop, &sigint);
+    ev_signal_start(loop, &sigterm);
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        log_info("listener %s on %s", cfg->listeners[i].name, cfg->listeners[i].address.text);
+    log_info("grelay %s running with %u worker%s", GRELAY_VERSION, cfg->workers, cfg->workers == 1 ? "" : "s");
+    size_t n;
+    struct worker **workers = proxy_workers(p, &n);
+    struct dns *dns = dns_start(cfg, workers, n, loop);
+    ev_run(loop, 0);
+    dns_stop(dns);
+    ev_signal_stop(loop, &sigint);
+    ev_signal_stop(loop, &sigterm);
+    ev_loop_destroy(loop);
+}
+
+/* Starts the workers and serves until a signal stops it. Returns the exit status. */
+static int serve(const struct gr_config *cfg)
+{
     signal(SIGPIPE, SIG_IGN);
     /* Workers never see SIGINT/SIGTERM: the main loop handles them. */
     sigset_t set, old;
@@ -94,53 +114,53 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, &old);
-
-    struct worker **workers = calloc(cfg->workers, sizeof(*workers));
+    char err[1024];
+    struct proxy *p = proxy_new(cfg, err, sizeof(err));
     int rc = 0;
-    uint32_t started = 0;
-    for (uint32_t i = 0; workers && i < cfg->workers; i++) {
-        workers[i] = worker_new(i, cfg, err, sizeof(err));
-        if (workers[i] == NULL) {
-            log_error("%s", err);
-            rc = 1;
-            break;
-        }
-    }
-    if (workers == NULL)
+    if (p == NULL) {
+        log_error("%s", err);
         rc = 1;
-    for (uint32_t i = 0; rc == 0 && i < cfg->workers; i++) {
-        if (worker_start(workers[i]) != GR_OK) {
-            log_error("cannot start worker %u", i);
-            rc = 1;
-            break;
-        }
-        started++;
+    } else if (proxy_start(p) != GR_OK) {
+        rc = 1;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc == 0) {
-        for (size_t i = 0; i < cfg->n_listeners; i++)
-            log_info("listener %s on %s", cfg->listeners[i].name, cfg->listeners[i].address.text);
-        log_info("grelay %s running with %u worker%s", GRELAY_VERSION, cfg->workers, cfg->workers == 1 ? "" : "s");
-        struct ev_loop *loop = ev_default_loop(0);
-        ev_signal sigint, sigterm;
-        ev_signal_init(&sigint, on_signal, SIGINT);
-        ev_signal_init(&sigterm, on_signal, SIGTERM);
-        ev_signal_start(loop, &sigint);
-        ev_signal_start(loop, &sigterm);
-        struct dns *dns = dns_start(cfg, workers, cfg->workers, loop);
-        ev_run(loop, 0);
-        dns_stop(dns);
-        ev_signal_stop(loop, &sigint);
-        ev_signal_stop(loop, &sigterm);
-        ev_loop_destroy(loop);
+    if (rc == 0)
+        run_main_loop(cfg, p, &old);
+    else
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (p != NULL) {
+        proxy_stop(p);
+        proxy_free(p);
     }
-    for (uint32_t i = 0; i < started; i++)
-        worker_stop_and_join(workers[i]);
-    for (uint32_t i = 0; workers && i < cfg->workers; i++)
-        worker_free(workers[i]);
-    free(workers);
-    config_free(cfg);
     if (rc == 0)
         log_info("stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    char err[1024];
+    struct gr_config *cfg = config_load_file(a.config_path, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (a.check) {
+        printf("%s: OK (%zu listener%s, %zu cluster%s, %u worker%s)\n", a.config_path, cfg->n_listeners,
+               cfg->n_listeners == 1 ? "" : "s", cfg->n_clusters, cfg->n_clusters == 1 ? "" : "s", cfg->workers,
+               cfg->workers == 1 ? "" : "s");
+        config_free(cfg);
+        return 0;
+    }
+    if (log_level_parse(a.level ? a.level : cfg->log_level, &log_threshold) != GR_OK) {
+        fprintf(stderr, "grelay: bad --log-level '%s'\n", a.level);
+        config_free(cfg);
+        return 2;
+    }
+    rc = serve(cfg);
+    config_free(cfg);
     return rc;
 }

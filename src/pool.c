@@ -1,22 +1,26 @@
-/* Per-endpoint upstream connections and the line of waiting streams. */
+/* Per-endpoint upstream connections and the line of waiting calls. */
 #include "grelay/pool.h"
 #include "grelay/h2_client.h"
 #include "grelay/log.h"
-#include "grelay/stream.h"
-#include "grelay/worker.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct pool *pool_new(struct worker *w, struct wcluster *wc, size_t index, const struct endpoint *ep)
+static void pool_dispatch(struct pool *p);
+
+static void free_task(struct gr_task *t) { pool_free(container_of(t, struct pool, free_task)); }
+
+struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct balancer *lb, size_t index,
+                      const struct endpoint *ep)
 {
     struct pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     p->w = w;
-    p->wc = wc;
+    p->cl = cl;
+    p->lb = lb;
     p->index = index;
     p->own = *ep;
     p->own.address.text = p->own.text;
@@ -24,41 +28,64 @@ struct pool *pool_new(struct worker *w, struct wcluster *wc, size_t index, const
     gr_list_init(&p->conns);
     gr_list_init(&p->waiting);
     gr_list_init(&p->retired_link);
+    gr_list_init(&p->free_task.link);
+    p->free_task.run = free_task;
     return p;
 }
 
 void pool_free(struct pool *p)
 {
     gr_list_remove(&p->retired_link);
+    gr_list_remove(&p->free_task.link);
     free(p);
+}
+
+/* A retired pool with nothing left is freed at the end of the iteration:
+ * never under the feet of the connection callback that emptied it. */
+static void release_if_idle(struct pool *p)
+{
+    if (p->retired && p->n_conns == 0 && p->n_waiting == 0)
+        worker_defer(p->w, &p->free_task, true);
+}
+
+/* Takes the oldest call out of the line. */
+static struct up_slot *leave_line(struct pool *p)
+{
+    struct up_slot *sl = container_of(p->waiting.next, struct up_slot, link);
+    sl->queued = false;
+    gr_list_remove(&sl->link);
+    p->n_waiting--;
+    return sl;
+}
+
+/* Tells a call in line that it gets no slot; the pool lets go of it first. */
+static void refuse(struct pool *p, struct up_slot *sl, const char *why)
+{
+    if (!p->retired)
+        balancer_finished(p->lb, p->index);
+    sl->pool = NULL;
+    sl->ev->refused(sl, why);
+}
+
+static void refuse_line(struct pool *p, const char *why)
+{
+    while (p->n_waiting > 0)
+        refuse(p, leave_line(p), why);
 }
 
 void pool_retire(struct pool *p)
 {
     p->retired = true;
-    gr_list_insert_tail(&p->wc->retired, &p->retired_link);
-    while (p->n_waiting > 0) {
-        struct stream *s = container_of(p->waiting.next, struct stream, up_link);
-        pool_leave(p, s);
-        stream_fail(s, GRPC_UNAVAILABLE, "the upstream left the cluster (DNS) before the call got a connection");
-    }
+    refuse_line(p, "the upstream left the cluster (DNS) before the call got a connection");
     struct gr_list *it, *tmp;
     gr_list_for_each_safe(it, tmp, &p->conns)
     {
-        struct upconn *u = container_of(it, struct upconn, link);
-        u->draining = true;        /* streams in flight finish... */
-        conn_want_flush(&u->io);   /* ...and idle connections close */
+        upconn_drain(container_of(it, struct upconn, link)); /* calls in flight finish, idle ones close */
     }
-    pool_release_if_idle(p);
+    release_if_idle(p);
 }
 
-void pool_release_if_idle(struct pool *p)
-{
-    if (p->retired && p->n_conns == 0 && p->n_waiting == 0)
-        pool_free(p);
-}
-
-void pool_connect_failed(struct pool *p)
+static void connect_failed(struct pool *p)
 {
     uint32_t shift = p->connect_failures < 5 ? p->connect_failures : 5;
     uint64_t backoff_us = 1000000ull << shift;
@@ -68,11 +95,51 @@ void pool_connect_failed(struct pool *p)
     p->ejected_until_us = gr_now_us() + backoff_us;
 }
 
-void pool_connect_worked(struct pool *p)
+static void on_settings(void *owner, struct upconn *u, bool first)
 {
-    p->connect_failures = 0;
-    p->ejected_until_us = 0;
+    struct pool *p = owner;
+    (void)u;
+    if (first) {
+        p->connect_failures = 0;
+        p->ejected_until_us = 0;
+        if (p->failing) {
+            p->failing = false;
+            log_info("upstream %s is reachable again", p->ep->address.text);
+        }
+    }
+    pool_dispatch(p); /* the peer's stream limit may have grown */
 }
+
+static void on_closing(void *owner, struct upconn *u, const char *why)
+{
+    struct pool *p = owner;
+    if (!u->ready)
+        connect_failed(p);
+    if (!u->ready && !p->failing) {
+        log_warn("%s (further failures of this endpoint are logged at debug level)", why);
+        p->failing = true;
+    } else if (u->ready && u->n_streams > 0) {
+        log_info("%s (%u call%s affected)", why, u->n_streams, u->n_streams == 1 ? "" : "s");
+    } else {
+        log_debug("%s", why);
+    }
+    gr_list_remove(&u->link);
+    p->n_conns--;
+}
+
+static void on_closed(void *owner, struct upconn *u)
+{
+    struct pool *p = owner;
+    (void)u;
+    pool_dispatch(p);
+    release_if_idle(p);
+}
+
+static const struct upconn_events pool_upconn_events = {
+    .settings = on_settings,
+    .closing = on_closing,
+    .closed = on_closed,
+};
 
 /* The first connection with a free slot; connections fill in order, so
  * streams pack onto as few connections as the peer allows. Sets *handshaking
@@ -99,67 +166,86 @@ static struct upconn *find_or_open(struct pool *p, int *err)
     *err = GR_OK;
     /* While a connection is still handshaking its real stream limit is
      * unknown (we assume 100): wait for its SETTINGS rather than open more. */
-    if (u == NULL && !handshaking && !p->retired && p->n_conns < p->wc->cfg->max_connections && !p->w->stopping) {
-        u = upconn_open(p);
+    if (u == NULL && !handshaking && !p->retired && p->n_conns < p->cl->max_connections && !p->w->stopping) {
+        u = upconn_open(p->w, p->cl, p->ep, &pool_upconn_events, p);
         if (u == NULL) {
             log_warn("upstream %s: cannot open a connection: %s", p->ep->address.text, strerror(errno));
             *err = GR_ERR_IO;
+        } else {
+            gr_list_insert_tail(&p->conns, &u->link);
+            p->n_conns++;
         }
     }
     return u;
 }
 
-int pool_acquire(struct pool *p, struct stream *s)
+int pool_acquire(struct pool *p, struct up_slot *sl)
 {
     int err;
     struct upconn *u = find_or_open(p, &err);
-    if (u != NULL)
-        return stream_attach_upstream(s, u);
-    if (err != GR_OK)
+    if (u == NULL && err != GR_OK)
         return err;
-    if (p->n_waiting >= p->wc->cfg->max_pending)
+    if (u == NULL && p->n_waiting >= p->cl->max_pending)
         return GR_ERR_LIMIT;
-    s->waiting = true;
-    gr_list_insert_tail(&p->waiting, &s->up_link);
+    sl->pool = p;
+    if (!p->retired)
+        balancer_started(p->lb, p->index);
+    if (u != NULL) {
+        upconn_attach(u, sl);
+        return GR_OK;
+    }
+    sl->queued = true;
+    gr_list_insert_tail(&p->waiting, &sl->link);
     p->n_waiting++;
     return GR_OK;
 }
 
-void pool_leave(struct pool *p, struct stream *s)
+void pool_release(struct up_slot *sl)
 {
-    if (!s->waiting)
+    struct pool *p = sl->pool;
+    if (p == NULL)
         return;
-    s->waiting = false;
-    gr_list_remove(&s->up_link);
-    p->n_waiting--;
+    sl->pool = NULL;
+    if (sl->queued) {
+        sl->queued = false;
+        gr_list_remove(&sl->link);
+        p->n_waiting--;
+    }
+    if (!p->retired) {
+        balancer_finished(p->lb, p->index);
+        pool_dispatch(p);
+    }
+    release_if_idle(p);
 }
 
-void pool_dispatch(struct pool *p)
+/* Serves the line from free slots (or new connections). Not re-entered: a
+ * call that fails here releases its slot, which asks for a dispatch that
+ * the running loop already does (no recursion as deep as the line). */
+static void pool_dispatch(struct pool *p)
 {
-    /* Bounded: every turn takes one stream out of the line. */
+    if (p->dispatching)
+        return;
+    p->dispatching = true;
+    /* Bounded: every turn takes one call out of the line. */
     while (p->n_waiting > 0) {
         int err;
         struct upconn *u = find_or_open(p, &err);
-        struct stream *s = container_of(p->waiting.next, struct stream, up_link);
         if (u == NULL && err == GR_OK)
-            return; /* all connections busy: wait for the next free slot */
-        pool_leave(p, s);
+            break; /* all connections busy: wait for the next free slot */
+        struct up_slot *sl = leave_line(p);
         if (u == NULL) {
-            stream_fail(s, GRPC_UNAVAILABLE, "cannot open a connection to the upstream");
+            refuse(p, sl, "cannot open a connection to the upstream");
             continue;
         }
-        if (stream_attach_upstream(s, u) != GR_OK)
-            stream_fail(s, GRPC_INTERNAL, "cannot send the request upstream");
+        upconn_attach(u, sl);
+        sl->ev->granted(sl);
     }
+    p->dispatching = false;
 }
 
 void pool_shutdown(struct pool *p)
 {
-    while (p->n_waiting > 0) {
-        struct stream *s = container_of(p->waiting.next, struct stream, up_link);
-        pool_leave(p, s);
-        stream_fail(s, GRPC_UNAVAILABLE, "grelay is shutting down");
-    }
+    refuse_line(p, "grelay is shutting down");
     while (!gr_list_empty(&p->conns)) {
         struct upconn *u = container_of(p->conns.next, struct upconn, link);
         conn_close(&u->io, GR_OK, "shutting down");

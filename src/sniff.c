@@ -4,6 +4,7 @@
 #include "grelay/conn.h"
 #include "grelay/log.h"
 #include "grelay/h1_server.h"
+#include "grelay/h2_common.h"
 #include "grelay/h2_server.h"
 #include "grelay/worker.h"
 
@@ -11,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-#define PREFACE_LEN (sizeof(preface) - 1)
+static const char preface[] = H2_PREFACE;
+#define PREFACE_LEN H2_PREFACE_LEN
 
 struct sniff {
     struct conn io;                   /* first member */
@@ -42,9 +43,9 @@ static int sniff_on_read(struct conn *c, const uint8_t *data, size_t len)
     c->fd = -1; /* no longer ours to close */
     conn_close(c, GR_OK, "handed over");
     if (h2)
-        dconn_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
+        h2_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
     else
-        h1_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
+        h1_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
     return GR_OK;
 }
 
@@ -64,9 +65,9 @@ static void sniff_on_tls(struct conn *c)
     c->ssl = NULL; /* both go to the protocol */
     conn_close(c, GR_OK, "handed over");
     if (h1)
-        h1_accept(w, sn->cfg, fd, ssl, NULL, 0);
+        h1_server_accept(w, sn->cfg, fd, ssl, NULL, 0);
     else
-        dconn_accept(w, sn->cfg, fd, ssl, NULL, 0); /* h2, or no ALPN at all */
+        h2_server_accept(w, sn->cfg, fd, ssl, NULL, 0); /* h2, or no ALPN at all */
 }
 
 static void on_handshake_timeout(struct ev_loop *loop, ev_timer *t, int revents)

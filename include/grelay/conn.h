@@ -1,21 +1,23 @@
-/* A non-blocking socket transport shared by both sides: reading into the
- * worker's buffer, a bounded write queue, connect for upstreams, and a close
- * that defers the free to the end of the loop iteration. The protocol on top
- * (an nghttp2 session today; TLS and HTTP/1.1 slot in here later) plugs in
- * through conn_ops. Owned by the struct that embeds it (dconn or upconn). */
+/* A non-blocking socket transport shared by both sides: reading (in clear
+ * or through TLS, one loop) into the worker's buffer, a bounded write
+ * queue flushed once per loop iteration, connect for upstreams, and a close
+ * that defers the free to the end of the loop iteration. The protocol on
+ * top (an nghttp2 session, HTTP/1.1, the protocol sniffer) plugs in through
+ * conn_ops. Owned by the struct that embeds it (dconn, h1conn, upconn,
+ * sniff). */
 #ifndef GRELAY_CONN_H
 #define GRELAY_CONN_H
 
 #include "grelay/buf.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/worker.h"
 
 #include <ev.h>
 #include <openssl/ssl.h>
 #include <sys/types.h>
 
 struct conn;
-struct worker;
 
 struct conn_ops {
     /* Bytes arrived. Returns 0, or a negative error to close the connection. */
@@ -35,7 +37,13 @@ struct conn_ops {
     void (*destroy)(struct conn *c);
 };
 
-enum conn_state { CONN_CONNECTING = 0, CONN_HANDSHAKE = 1, CONN_OPEN = 2, CONN_CLOSED = 3 };
+/* Where a connection stands; it only moves forward (CLOSED is final). */
+enum conn_state {
+    CONN_CONNECTING = 0, /* outgoing connect() in progress */
+    CONN_HANDSHAKE = 1,  /* TLS handshake in progress */
+    CONN_OPEN = 2,       /* reading and writing through the protocol */
+    CONN_CLOSED = 3,     /* socket closed, on_close called, destroy queued */
+};
 
 struct conn {
     int fd;                     /* the socket, -1 once closed */
@@ -45,9 +53,9 @@ struct conn {
     const struct conn_ops *ops; /* the protocol on top */
     struct buf wbuf;            /* bytes pulled from the protocol but not yet written */
     SSL *ssl;                   /* TLS, or NULL for cleartext */
-    struct gr_list dirty_link;  /* in worker->dirty while a flush is due */
-    struct gr_list reap_link;   /* in worker->reap once closed */
-    enum conn_state state;
+    struct gr_task flush;       /* in worker->dirty while a flush is due */
+    struct gr_task reap;        /* in worker->reap once closed: destroy */
+    enum conn_state state;      /* see enum conn_state */
 };
 
 /* Adopts an accepted, non-blocking socket and starts reading. */

@@ -1,6 +1,8 @@
 /* The client side of streams: an HTTP/2 session (h2_server) or an HTTP/1.1
  * connection (h1_server, gRPC-Web from browsers). stream.c talks to its
- * client only through these operations. Owned by the worker; owns its streams. */
+ * client only through these operations; the connection tells its streams
+ * through stream.h. Owned by the worker; owns its streams.
+ * (Downstream is the client side, as in Envoy; nghttpx says the opposite.) */
 #ifndef GRELAY_DOWNSTREAM_H
 #define GRELAY_DOWNSTREAM_H
 
@@ -22,15 +24,19 @@ struct downstream_ops {
      * client may send more. s == NULL: the stream is gone, only the
      * connection's share comes back. */
     void (*consume)(struct downstream *d, struct stream *s, size_t n);
-    /* Aborts the stream (RST_STREAM; an HTTP/1.1 connection just closes). */
+    /* Aborts the stream (RST_STREAM; an HTTP/1.1 connection just closes).
+     * Never fails: when even that cannot be queued, the connection closes
+     * at the end of the loop iteration (broken), so no client is left
+     * waiting in silence. */
     void (*reset)(struct downstream *d, struct stream *s, uint32_t h2_error);
 };
 
 struct downstream {
     struct conn io;                     /* transport; first member */
-    const struct downstream_ops *ops;
+    const struct downstream_ops *ops;   /* the protocol's operations (HTTP/2 or HTTP/1.1) */
     const struct gr_listener_cfg *cfg;  /* the listener it came in on */
     bool http1;                         /* HTTP/1.1 (gRPC-Web only), not HTTP/2 */
+    bool broken;                        /* close at the next flush, whatever is pending */
     struct gr_list streams;             /* its calls */
     struct gr_list link;                /* in worker->dconns */
 };
@@ -38,7 +44,10 @@ struct downstream {
 /* Sets up the common part and registers d with its worker. */
 void downstream_init(struct downstream *d, struct worker *w, const struct gr_listener_cfg *l,
                      const struct downstream_ops *ops);
-/* Tells every stream of d that the client is gone (they reset upstream). */
-void downstream_close_streams(struct downstream *d);
+/* The connection closed: it leaves the worker's list (its streams are
+ * closed by stream_close_all). */
+void downstream_fini(struct downstream *d);
+/* Asks for d to close at its next flush. */
+void downstream_break(struct downstream *d);
 
 #endif

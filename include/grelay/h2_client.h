@@ -1,36 +1,59 @@
 /* Upstream HTTP/2: one connection to an endpoint and its nghttp2 client
- * session. Owned by its pool; refers to the streams it carries. */
+ * session, and the upstream_ops a call uses on the streams it carries.
+ * Owned by its pool, which it tells about its life through upconn_events
+ * (it never includes pool.h); the calls it carries hear from it through
+ * their up_slot's events (it never includes stream.h). */
 #ifndef GRELAY_H2_CLIENT_H
 #define GRELAY_H2_CLIENT_H
 
+#include "grelay/cluster.h"
 #include "grelay/common.h"
+#include "grelay/config.h"
 #include "grelay/conn.h"
+#include "grelay/upstream.h"
 
 #include <nghttp2/nghttp2.h>
 
-struct pool;
+struct upconn;
 
-struct upconn {
-    struct conn io;        /* transport; first member */
-    struct pool *pool;     /* owner */
-    nghttp2_session *h2;   /* client session */
-    struct gr_list link;   /* in pool->conns */
-    struct gr_list streams;/* streams attached to it */
-    uint32_t n_streams;    /* attached streams */
-    ev_timer connect_timer;/* bounds connect + SETTINGS */
-    bool ready;            /* the peer's SETTINGS arrived */
-    bool draining;         /* GOAWAY received or sent: no new streams */
+/* What an upconn tells its owner (the pool). */
+struct upconn_events {
+    /* The peer's SETTINGS arrived (first: the connection works; later: its
+     * stream limit may have changed). first is true the first time. */
+    void (*settings)(void *owner, struct upconn *u, bool first);
+    /* The connection is closing, before its streams are told (why: the
+     * message they get). */
+    void (*closing)(void *owner, struct upconn *u, const char *why);
+    /* The connection closed and its streams were told. */
+    void (*closed)(void *owner, struct upconn *u);
 };
 
-int h2_client_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
-/* Opens a connection for the pool; returns NULL (errno set) on failure. */
-struct upconn *upconn_open(struct pool *p);
-/* The nghttp2 data provider of request bodies going upstream. */
-ssize_t upconn_req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
-                        nghttp2_data_source *src, void *user_data);
+struct upconn {
+    struct conn io;                       /* transport; first member */
+    const struct gr_cluster_cfg *cl;      /* its cluster's settings (limits, timeouts, TLS) */
+    const struct endpoint *ep;            /* where it goes (owned by the pool) */
+    const struct upconn_events *ev;       /* the owner's handlers */
+    void *owner;                          /* their first argument (the pool) */
+    nghttp2_session *h2;                  /* client session; NULL once closed */
+    struct gr_list link;                  /* in the owner's list of connections */
+    struct gr_list streams;               /* up_slots attached to it */
+    uint32_t n_streams;                   /* entries of streams */
+    ev_timer connect_timer;               /* bounds connect + SETTINGS */
+    bool ready;                           /* the peer's SETTINGS arrived */
+    bool draining;                        /* GOAWAY received or sent, or the pool retired: no new streams */
+};
+
+/* The worker's callbacks and options for client sessions (w->h2c). */
+int h2_client_worker_init(struct worker *w);
+void h2_client_worker_destroy(struct worker *w);
+/* Opens a connection to ep; returns NULL (errno set) on failure. */
+struct upconn *upconn_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
+                           const struct upconn_events *ev, void *owner);
 /* Streams it may still take. */
 uint32_t upconn_free_slots(const struct upconn *u);
-/* A stream left it: update counts, maybe close when draining. */
-void upconn_stream_detached(struct upconn *u);
+/* Attaches sl to u (sl->conn, sl->ops set; linked; counted). */
+void upconn_attach(struct upconn *u, struct up_slot *sl);
+/* No new streams; closes once the last stream is gone. */
+void upconn_drain(struct upconn *u);
 
 #endif

@@ -31,10 +31,7 @@
 
 #include "grelay/common.h"
 
-#include <ev.h>
-
-struct dconn;
-struct worker;
+#include <nghttp2/nghttp2.h>
 
 /* Where the client's byte stream stands between HTTP/2 frames. */
 struct h2_frames {
@@ -46,11 +43,11 @@ struct h2_frames {
 };
 
 /* The state of a new connection: the preface comes first. */
-void h2_frames_init(struct h2_frames *t);
+void h2_hibernate_frames_init(struct h2_frames *t);
 /* Follows n more bytes of the client's stream. */
-void h2_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n);
+void h2_hibernate_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n);
 /* True when the next byte starts a frame and no header block is open. */
-bool h2_frames_at_boundary(const struct h2_frames *t);
+bool h2_hibernate_frames_at_boundary(const struct h2_frames *t);
 
 /* The client's HPACK encoder table, as our SETTINGS have shaped it.
  * A grow is confirmed only by a header block after its ACK: a client that
@@ -67,22 +64,48 @@ enum h2_table {
  * wake-up and the next hibernation), before it asks for 4096 again: a
  * connection busy enough for compression to pay, not one call a minute. */
 #define H2_TABLE_GROW_AFTER 16
-/* Called from the session's callbacks: a header block began, a SETTINGS ACK came. */
-void h2_table_on_request(struct dconn *d);
-void h2_table_on_ack(struct dconn *d);
+
+/* What one connection keeps to hibernate and wake up. */
+struct h2_sleep {
+    struct h2_frames frames;     /* where the client's bytes stand between frames */
+    uint16_t settings_unacked;   /* our SETTINGS frames the client has not acknowledged */
+    uint16_t table_acks;         /* ACKs still due up to the one that changes the HPACK table size */
+    uint16_t calls_empty;        /* calls begun since waking while the client's HPACK table is empty */
+    uint8_t table;               /* enum h2_table: the client's HPACK encoder table */
+    bool reviving;               /* a new session is being fed the connection's past */
+    uint32_t remote_settings[6]; /* while hibernating: the client's SETTINGS 1..6 */
+    int32_t remote_window;       /* while hibernating: our connection-level send window */
+    int32_t last_stream;         /* while hibernating: the last stream id the client used */
+    uint32_t debt;               /* while reviving: send window to use up (below 65535) */
+};
+
+/* A new connection whose session has just queued our first SETTINGS. */
+void h2_hibernate_init(struct h2_sleep *sl);
+/* Called from the session's callbacks: a request's header block began on
+ * h2 (may queue a SETTINGS that grows the client's table again), a
+ * SETTINGS ACK came. */
+void h2_hibernate_on_request(struct h2_sleep *sl, nghttp2_session *h2);
+void h2_hibernate_on_ack(struct h2_sleep *sl);
 
 /* One step towards hibernation for a connection idle past its listener's
  * hibernate_after. */
 enum h2_idle {
-    H2_IDLE_ASLEEP, /* hibernated: the session is gone */
+    H2_IDLE_ASLEEP, /* hibernated: the caller frees the session */
     H2_IDLE_WAIT,   /* on the way (an ACK or a write is due): ask again soon */
     H2_IDLE_BUSY,   /* cannot hibernate now (a call is open, windows are odd) */
 };
-enum h2_idle h2_idle_step(struct dconn *d);
-/* Builds a new session for a hibernated connection about to read.
- * Returns GR_OK or GR_ERR_NOMEM / GR_ERR_PROTO. */
-int h2_revive(struct dconn *d);
-/* The worker's periodic pass over its least recently busy connections. */
-void h2_hibernate_sweep(struct worker *w, ev_tstamp now);
+/* The bytes of a WINDOW_UPDATE frame on stream 0. */
+#define H2_WINDOW_UPDATE_LEN 13
+/* For an idle session h2 (no stream, nothing queued on the socket: the
+ * caller checks) whose connection window is full_window. On ASLEEP the
+ * session's needs for later are recorded in sl; the caller frees h2 and
+ * sends the *wu_len bytes of wu (a WINDOW_UPDATE topping the client up
+ * to a full window; none when *wu_len is 0). */
+enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full_window,
+                           uint8_t wu[H2_WINDOW_UPDATE_LEN], size_t *wu_len);
+/* Feeds h2, a new session that has just queued our SETTINGS and window,
+ * the connection's past. GR_OK, or GR_ERR_NOMEM / GR_ERR_PROTO (the caller
+ * frees h2). */
+int h2_hibernate_revive(struct h2_sleep *sl, nghttp2_session *h2);
 
 #endif

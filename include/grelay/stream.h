@@ -1,6 +1,32 @@
 /* One call: the state machine joining a downstream stream to an upstream one.
- * Owned by its dconn; refers to (never owns) its upconn. Freed when the
- * downstream half closes; the upstream half is reset and detached first. */
+ * Owned by its downstream connection; refers to (never owns) the upstream
+ * stream of its current attempt, through an up_slot. Freed when the
+ * downstream half closes; the upstream half is reset and detached first.
+ *
+ * Three halves, each an enum with one transition function that asserts the
+ * legal moves:
+ * - the request (from the client): HEADERS -> BODY -> ENDED;
+ * - the response (to the client): WAITING -> BODY -> ENDED, or WAITING ->
+ *   ENDED for an answer in one HEADERS frame (trailers-only, local replies);
+ *   a retry takes BODY's precondition away, so a response never goes back;
+ * - the attempt (upstream): IDLE -> QUEUED | SUBMITTED -> SENT -> CLOSED,
+ *   with BACKOFF between attempts, and DONE when no attempt will follow.
+ *
+ * Flow control, the invariant that matters most. Each direction has a
+ * struct flow. Bytes received from the sending peer are counted as they
+ * were on the wire and wait in q until the other side takes them; only
+ * then are they given back to the sender's window, by flow_give_back(), the
+ * one place that calls the downstream's (HTTP/2 or HTTP/1.1) or the
+ * upstream's consume. At every moment:
+ *
+ *     received = unacked + given_back
+ *
+ * where unacked are bytes still queued (request: not yet sent upstream by
+ * the current attempt; response: not yet taken downstream) or, for a
+ * -text request, base64 whose decoded bytes are not all sent yet. While a
+ * request is replayable, bytes already sent stay in q behind the `sent`
+ * cursor (counted in given_back: replay costs the client no window). When
+ * the call ends, whatever is unacked is given back at connection level. */
 #ifndef GRELAY_STREAM_H
 #define GRELAY_STREAM_H
 
@@ -11,116 +37,134 @@
 #include "grelay/grpc.h"
 #include "grelay/grpcweb.h"
 #include "grelay/headers.h"
+#include "grelay/upstream.h"
 
 #include <ev.h>
 #include <nghttp2/nghttp2.h>
 
 struct downstream;
 struct worker;
-struct upconn;
-struct pool;
+
+/* The request half, as the client sends it. */
+enum stream_req {
+    REQ_HEADERS, /* the request's header block is being read */
+    REQ_BODY,    /* headers complete; DATA (and trailers) may come */
+    REQ_ENDED,   /* the client sent END_STREAM */
+};
+
+/* The response half, as the client gets it. */
+enum stream_resp {
+    RESP_WAITING, /* nothing sent to the client yet */
+    RESP_BODY,    /* response headers sent; body bytes flow */
+    RESP_ENDED,   /* the answer is complete here (the client may still be reading it) */
+};
+
+/* The current attempt upstream. */
+enum stream_attempt {
+    ATT_IDLE,      /* no attempt yet (routing), or between a failure and the next try */
+    ATT_QUEUED,    /* in a pool's line, waiting for a stream slot */
+    ATT_SUBMITTED, /* on an upstream connection; HEADERS queued there */
+    ATT_SENT,      /* the request HEADERS left for the backend */
+    ATT_BACKOFF,   /* waiting out a retry backoff (attempt_timer) */
+    ATT_CLOSED,    /* the upstream stream closed or the connection went: detach pending */
+    ATT_DONE,      /* detached, and no attempt will follow */
+};
+
+/* One direction of body bytes and its flow-control credit (see above). */
+struct flow {
+    struct buf q;            /* bytes the other side has not taken yet (request: plus, while
+                                replayable, the first `sent` bytes already sent) */
+    size_t sent;             /* request, replayable: bytes of q handed to the current attempt */
+    size_t acked;            /* bytes at the head of q already given back to the sender */
+    size_t wire_unacked;     /* -text request: base64 bytes received, not given back */
+    uint64_t received;       /* bytes received from the sender, as on the wire */
+    uint64_t given_back;     /* bytes given back to the sender's window */
+    bool parked;             /* the taking side's data provider waits for a resume */
+    bool replay;             /* request: kept for a retry (bytes sent stay in q) */
+};
 
 struct stream {
     struct downstream *down;        /* the client connection that owns it */
     int32_t id;                     /* downstream stream id */
+    enum stream_req req_state;      /* see enum stream_req */
+    enum stream_resp resp_state;    /* see enum stream_resp */
+    enum stream_attempt att;        /* see enum stream_attempt */
     struct arena arena;             /* headers and strings of this call */
     struct hdr_list req_hdrs;       /* regular request headers */
     struct hdr_list req_trailers;   /* request trailers (rare in gRPC) */
     struct hdr_list resp_hdrs;      /* response headers from upstream */
     struct hdr_list resp_trailers;  /* response trailers, from upstream or made here */
     struct gr_hdr method;           /* pseudo headers (value NULL when absent), in the arena */
-    struct gr_hdr path;
+    struct gr_hdr path;             /* :path */
     struct gr_hdr authority;        /* :authority, or host when absent */
     struct gr_hdr grpc_timeout;     /* the client's grpc-timeout, replaced upstream by the time left */
-    uint64_t deadline_us;           /* absolute, on now_us()'s clock; 0 = no deadline */
+    uint32_t req_header_bytes;      /* request header bytes kept, counted against the listener's
+                                       limit; REQ_HEADERS_OVER once past it (the rest are dropped) */
+    uint64_t deadline_us;           /* absolute, on gr_now_us()'s clock; 0 = no deadline */
     ev_timer deadline_timer;        /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
     struct grpcweb *web;            /* gRPC-Web codec, or NULL for native gRPC */
     const struct gr_cors_cfg *cors; /* CORS policy granting this call's Origin, or NULL */
     struct gr_hdr origin;           /* the granted Origin */
-    size_t req_wire_unacked;        /* -text: request bytes as sent, not yet given back */
-    uint64_t req_body_bytes;        /* gRPC-Web: request body bytes seen */
-    struct pool *pool;              /* pool of the chosen endpoint */
-    struct upconn *up;              /* upstream connection while attached */
-    int32_t up_id;                  /* upstream stream id, 0 before submit */
-    struct buf req;                 /* request bytes not yet taken upstream, and while
-                                       replayable also those already sent */
-    size_t req_sent;                /* bytes of req handed to the current attempt (replay mode) */
-    size_t req_acked;               /* bytes at the head of req already given back to the client's window */
-    ev_timer attempt_timer;         /* the backoff before the next attempt, or the per-try timeout */
+    struct flow req;                /* request body, client -> upstream */
+    struct flow resp;               /* response body, upstream -> client */
+    struct up_slot up;              /* the current attempt's upstream stream (or place in line) */
+    ev_timer attempt_timer;         /* ATT_BACKOFF: the backoff; otherwise the per-try timeout */
     size_t last_ep;                 /* endpoint index of the latest attempt */
-    uint8_t retries;                /* configured retries made */
-    uint8_t transparent_retries;    /* transparent retries made */
-    struct buf resp;                /* response bytes not yet taken downstream */
-    struct gr_list down_link;       /* in down->streams */
-    struct gr_list up_link;         /* in up->streams, or pool->waiting */
+    uint32_t retries;               /* configured retries made */
+    uint32_t transparent_retries;   /* transparent retries made (bounded by the endpoint count: may pass 255) */
     int resp_status;                /* upstream :status */
-    bool req_headers_done;          /* request HEADERS complete */
-    bool req_ended;                 /* client sent END_STREAM */
-    bool req_deferred;              /* upstream data provider waits for bytes */
-    bool resp_started;              /* response HEADERS submitted downstream */
-    bool resp_headers_done;         /* upstream response HEADERS complete */
-    bool resp_ended;                /* nothing more comes from upstream */
-    bool resp_deferred;             /* the downstream waits for a resume() */
-    bool up_closed;                 /* upstream stream closed or never to be */
-    bool headers_too_big;           /* request headers passed the listener's limit */
-    bool waiting;                   /* in pool->waiting */
-    bool replay;                    /* the request can still be sent again (retries) */
-    bool backing_off;               /* attempt_timer is a backoff, not a per-try timeout */
-    bool up_headers_sent;           /* the current attempt's HEADERS went to the upstream */
-    struct stream *next_free;       /* in the worker's cache of freed streams */
+    struct gr_list down_link;       /* in down->streams */
     _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
 };
 
-struct stream *stream_new(struct downstream *d, int32_t id);
+#define REQ_HEADERS_OVER UINT32_MAX
 
-/* Downstream events (from h2_server). */
-int stream_on_req_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
-                         size_t valuelen);
-void stream_on_req_headers_done(struct stream *s);
+/* The worker's stream cache holds struct streams. */
+void stream_cache_init(struct worker *w);
+struct stream *stream_new(struct downstream *d, int32_t id);
+static inline int32_t stream_id(const struct stream *s) { return s->id; }
+static inline bool stream_req_ended(const struct stream *s) { return s->req_state == REQ_ENDED; }
+static inline bool stream_resp_started(const struct stream *s) { return s->resp_state != RESP_WAITING; }
+/* Request bytes received and not yet given back to the client's window
+ * (an HTTP/1.1 connection stops reading past its stream_buffer). */
+static inline uint64_t stream_req_unacked(const struct stream *s) { return s->req.received - s->req.given_back; }
+
+/* Downstream events (from h2_server, h1_server); the request head goes
+ * to request.h first. */
 void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len);
 void stream_on_req_end(struct stream *s);
 /* The downstream stream closed: resets the upstream half and frees s. */
 void stream_on_down_close(struct stream *s, uint32_t error_code);
+/* The client connection is gone: every stream of d closes (and resets
+ * upstream). */
+void stream_close_all(struct downstream *d);
 /* Copies up to len bytes of the response body into out (len >= 1). Sets
  * *eof once the body is complete; HTTP trailers then follow if
- * stream_has_trailers(). Returns 0 without eof when nothing is ready: the
- * downstream waits for its resume(). */
+ * stream_trailers_nv() gives any. Returns 0 without eof when nothing is
+ * ready: the downstream waits for its resume(). */
 size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
-/* Whether trailers must follow the body as HTTP trailers. */
-bool stream_has_trailers(const struct stream *s);
-/* Those trailers as name/value pairs (memory of the stream's arena), or
- * NULL with *n = 0 when there are none to send. */
+/* The trailers to send after the body as name/value pairs (memory of the
+ * stream's arena), or NULL with *n = 0 when there are none to send. */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
 
-/* Copies up to len bytes of the request body into out for the upstream,
- * giving the client's window back as they go. Sets *eof once the body is
- * complete (request trailers then follow, if any). 0 without eof: nothing
- * ready; the upstream provider waits to be resumed. */
-size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
-/* Request trailers as name/value pairs, or NULL with *n = 0. */
-nghttp2_nv *stream_req_trailers_nv(struct stream *s, size_t *n);
-
-/* Pool events. */
-/* Sends the request on upconn u; returns 0 or a negative error. */
-int stream_attach_upstream(struct stream *s, struct upconn *u);
-/* No connection can be had: ends the call with status and message. */
-void stream_fail(struct stream *s, enum grpc_status status, const char *msg);
-
-/* Frees the worker's cached streams that no call used since the last trim
- * (the idle sweep calls it); returns how many. */
-size_t stream_cache_trim(struct worker *w);
-
-/* Upstream events (from h2_client). */
-int stream_on_resp_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
-                          size_t valuelen);
-void stream_on_resp_headers_done(struct stream *s, bool end_stream);
-void stream_on_resp_data(struct stream *s, const uint8_t *data, size_t len);
-void stream_on_resp_end(struct stream *s);
-/* The upstream stream closed (error_code from RST_STREAM, or NO_ERROR). */
-void stream_on_up_close(struct stream *s, uint32_t error_code);
-/* The upstream connection is gone; why names the cause; unsent is true when
- * the request cannot have reached the application (safe to retry). */
-void stream_on_up_lost(struct stream *s, const char *why, bool unsent);
+/* For request.c: the request's header block is complete (REQ_BODY). */
+void stream_headers_read(struct stream *s);
+/* For request.c: the call is admitted (route and deadline_us set): the
+ * deadline timer starts, and the first attempt. */
+void stream_start(struct stream *s);
+/* Ends the call with a gRPC status and message: trailers-only if nothing
+ * was sent, trailers after the data otherwise; nothing if the answer is
+ * already complete. Returns true when the client gets a status, false when
+ * it could not be built and the stream was reset instead (the client sees
+ * RST_STREAM, or its connection close: never silence). */
+bool stream_fail(struct stream *s, enum grpc_status status, const char *msg);
+/* Answers with a plain HTTP status and text (CORS preflights, HTTP/1.1
+ * requests that are not gRPC-Web); extra are added headers. Same return. */
+bool stream_reply_http(struct stream *s, const char *status, const char *text, const nghttp2_nv *extra,
+                       size_t n_extra);
+/* Name/value pairs of l for nghttp2, after `extra` free leading entries
+ * (arena memory; *n counts all). NULL when out of memory. */
+nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, size_t *n);
 
 #endif

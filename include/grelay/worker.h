@@ -1,96 +1,127 @@
-/* A worker: one thread, one libev loop, its own SO_REUSEPORT listeners, its
- * downstream connections, upstream pools and chunk pool. A call never leaves
- * the worker that accepted it, so nothing here is locked.
- * Ownership: worker -> dconn -> stream; worker -> wcluster -> pool -> upconn. */
+/* A worker: one thread's event loop and what every object on that thread
+ * shares: its allocators, the work deferred to the end of each loop
+ * iteration (flushes, then frees), scratch buffers, and the housekeeping
+ * timer that gives idle memory back. A call never leaves the worker that
+ * accepted it, so nothing here is locked.
+ *
+ * This is the bottom of the module graph: every module that runs on a
+ * worker may include it, and it includes none of them. Module state that
+ * is per worker sits behind an opaque pointer the module owns (h2s, h2c,
+ * clusters) or in a generic container (the caches). The worker's thread,
+ * listeners and clusters are built, run and stopped by proxy.c, at the top.
+ *
+ * Ownership: worker -> downstream conn -> stream; worker -> wcluster ->
+ * pool -> upconn. */
 #ifndef GRELAY_WORKER_H
 #define GRELAY_WORKER_H
 
-#include "grelay/balancer.h"
 #include "grelay/buf.h"
 #include "grelay/cluster.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/mem.h"
-#include "grelay/slab.h"
 
 #include <ev.h>
-#include <nghttp2/nghttp2.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
-struct worker;
-struct pool;
+struct wcluster;
+struct wlistener;
+struct h2_server_state;
+struct h2_client_state;
 
-/* One listening socket of one worker. */
-struct wlistener {
-    int fd;                             /* bound, listening, non-blocking */
-    ev_io io;                           /* readable = connections to accept */
-    struct worker *w;
-    const struct gr_listener_cfg *cfg;
+/* Work deferred to the end of the loop iteration, before the loop sleeps:
+ * a flush (worker->dirty) or a free (worker->reap). Embedded in its owner. */
+struct gr_task {
+    struct gr_list link;             /* in worker->dirty or worker->reap while due */
+    void (*run)(struct gr_task *t);  /* what to do; the task is unlinked first */
 };
 
-/* A cluster as this worker sees it: balancer state and one pool per endpoint
- * of its current endpoint set. */
-struct wcluster {
-    const struct gr_cluster_cfg *cfg;
-    struct balancer lb;            /* picks the endpoint of each stream */
-    struct pool **pools;           /* one per endpoint of the current set, in its order */
-    size_t n_pools;
-    struct gr_list retired;        /* pools whose endpoint left the set, draining */
-    char why_empty[200];           /* told to callers while there is no endpoint */
-    _Atomic(struct endpoint_set *) pending; /* a newer set, from the DNS thread */
+/* Freed objects of one size kept for reuse (no calloc per call). The
+ * housekeeping pass frees those nobody took since the previous pass. */
+struct gr_cache {
+    void *head;      /* free objects, linked through their first word */
+    size_t n;        /* objects cached */
+    size_t low;      /* fewest cached since the last trim */
+    size_t max;      /* beyond this, objects go back to free() */
+    size_t size;     /* object size (poisoned under AddressSanitizer while cached) */
 };
 
 #define WORKER_READ_BUF (64 * 1024)
 
 struct worker {
-    uint32_t id;
-    pthread_t thread;
-    struct ev_loop *loop;
-    const struct gr_config *cfg;
-    struct wlistener *listeners;  /* one per configured listener */
-    size_t n_listeners;
-    struct wcluster *clusters;    /* one per configured cluster */
-    struct gr_list dconns;        /* open downstream connections */
-    struct gr_list h2_lru;        /* HTTP/2 client connections that may hibernate, least recently busy first */
-    ev_timer hibernate;           /* the periodic pass over h2_lru */
-    size_t slept_untrimmed;       /* hibernations since the last malloc_trim */
-    ev_tstamp hibernate_min;      /* the shortest hibernate_after of the listeners (0: none hibernate) */
-    struct gr_list sniffing;      /* accepted, protocol not chosen yet (TLS handshake, first bytes) */
-    struct gr_list dirty;         /* connections to flush before the loop sleeps */
-    struct gr_list reap;          /* closed connections to free before the loop sleeps */
-    ev_prepare prepare;           /* runs the flushes and frees */
-    ev_async stop;                /* main thread asks the worker to stop */
-    ev_async update;              /* main thread published endpoint sets */
+    uint32_t id;                  /* 0 .. workers-1: thread name and logs */
+    pthread_t thread;             /* its thread (proxy.c) */
+    struct ev_loop *loop;         /* this thread's libev loop */
+    const struct gr_config *cfg;  /* the configuration it runs (immutable) */
+    struct wlistener *listeners;  /* its listening sockets, one per configured listener (proxy.c) */
+    size_t n_listeners;           /* entries of listeners */
+    struct wcluster *clusters;    /* per configured cluster, same index: balancer and pools (wcluster.h) */
+    _Atomic(struct endpoint_set *) *pending; /* per cluster: a newer endpoint set from the main thread */
+    ev_async stop;                /* the main thread asks the worker to stop (proxy.c) */
+    ev_async update;              /* the main thread published endpoint sets in pending */
+    struct gr_list dconns;        /* open downstream connections (struct downstream) */
+    struct gr_list sniffing;      /* accepted, protocol not chosen yet (sniff.c) */
+    struct gr_list dirty;         /* struct gr_task: flushes due before the loop sleeps */
+    struct gr_list reap;          /* struct gr_task: frees due after the flushes */
+    ev_prepare prepare;           /* runs dirty, then reap, once per iteration */
+    ev_timer housekeeping;        /* the periodic memory pass (worker_housekeep) */
+    struct h2_server_state *h2s;  /* downstream HTTP/2: callbacks, options, connection slab, hibernation */
+    struct h2_client_state *h2c;  /* upstream HTTP/2: callbacks and options */
     struct chunk_pool chunks;     /* payload chunks of this worker */
     struct mem_pool h2mem;        /* nghttp2's small objects, on this thread */
-    struct slab_pool dconn_slab;  /* HTTP/2 client connections (struct dconn), packed */
-    nghttp2_session_callbacks *server_cbs; /* downstream session callbacks */
-    nghttp2_session_callbacks *client_cbs; /* upstream session callbacks */
-    nghttp2_option *server_opt;
-    nghttp2_option *client_opt;
+    struct gr_cache streams;      /* freed struct stream kept for the next calls */
     bool stopping;                /* no new connections or streams */
-    uint64_t rng;                 /* jitter for retry backoff */
+    uint64_t rng;                 /* xorshift state: retry jitter, balancer seeds */
     size_t n_streams;             /* calls in flight */
     uint64_t streams_begun;       /* calls begun, ever */
-    uint64_t streams_begun_swept; /* streams_begun at the last hibernation pass */
-    struct stream *free_streams;  /* freed streams kept for reuse */
-    size_t n_free_streams;
-    size_t free_streams_low;      /* fewest cached since the last trim */
-    uint8_t rbuf[WORKER_READ_BUF]; /* socket reads land here */
-    uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web request decoding */
-    uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed */
+    uint64_t streams_begun_swept; /* streams_begun at the last housekeeping pass */
+    size_t sessions_freed;        /* large frees (hibernated sessions) since the last malloc_trim */
+    uint8_t rbuf[WORKER_READ_BUF];    /* socket reads land here (conn.c) */
+    uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web -text request decoding (grpcweb.c) */
+    uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed (h1_server.c) */
 };
 
-/* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
- * with a message in err when a socket cannot be set up. */
-struct worker *worker_new(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen);
+/* Sets up the loop, allocators and timers of w (zeroed by the caller).
+ * Returns GR_OK or GR_ERR_NOMEM. */
+int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg);
+/* Starts the watchers worker_init made; before the thread runs. */
+void worker_start_watchers(struct worker *w);
+/* Frees what worker_init made (the loop last). */
+void worker_destroy(struct worker *w);
+
+/* Queues t to run before the loop sleeps: flushes first (dirty), then
+ * frees (reap). Queuing a queued task again does nothing. */
+static inline void worker_defer(struct worker *w, struct gr_task *t, bool reap)
+{
+    if (gr_list_linked(&t->link))
+        return;
+    gr_list_insert_tail(reap ? &w->reap : &w->dirty, &t->link);
+}
+/* Runs every due task: all flushes (tasks a flush queues run too), then
+ * all frees. The prepare watcher calls it; shutdown calls it directly. */
+void worker_run_deferred(struct worker *w);
+
 /* Hands a new endpoint set of cluster i to the worker (any thread; the
  * worker adopts it between events). Takes a reference of its own. */
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set);
-/* Runs the worker on its own thread. Returns 0 or GR_ERR_IO. */
-int worker_start(struct worker *w);
-/* Asks the worker to stop (any thread) and waits for it. */
-void worker_stop_and_join(struct worker *w);
-void worker_free(struct worker *w);
+
+/* The cache of objects of one size: get returns NULL when empty. */
+void gr_cache_init(struct gr_cache *c, size_t size, size_t max);
+void *gr_cache_get(struct gr_cache *c);
+/* Keeps obj for reuse, or frees it when the cache is full. */
+void gr_cache_put(struct gr_cache *c, void *obj);
+/* Frees the objects nobody took since the last trim (all with all);
+ * returns how many. */
+size_t gr_cache_trim(struct gr_cache *c, bool all);
+void gr_cache_destroy(struct gr_cache *c);
+
+/* The housekeeping pass: gives back free chunks, cached streams and
+ * nghttp2 blocks that went unused since the previous pass (all of them
+ * when the worker is quiet), and returns freed memory to the kernel when
+ * that is worth it. Runs every WORKER_HOUSEKEEPING_S whether or not any
+ * listener hibernates; tests may call it directly. */
+#define WORKER_HOUSEKEEPING_S 0.5
+void worker_housekeep(struct worker *w);
 
 #endif

@@ -67,22 +67,22 @@ static void frames_boundary_at_every_split(void **state)
      * is at a boundary exactly after the listed offsets. */
     for (size_t cut = 0; cut <= len; cut++) {
         struct h2_frames t;
-        h2_frames_init(&t);
-        assert_false(h2_frames_at_boundary(&t));
-        h2_frames_feed(&t, buf, cut);
+        h2_hibernate_frames_init(&t);
+        assert_false(h2_hibernate_frames_at_boundary(&t));
+        h2_hibernate_frames_feed(&t, buf, cut);
         bool want = false;
         for (size_t i = 0; i < n_ends; i++)
             want |= ends[i] == cut;
-        assert_int_equal(h2_frames_at_boundary(&t), want);
-        h2_frames_feed(&t, buf + cut, len - cut);
-        assert_true(h2_frames_at_boundary(&t));
+        assert_int_equal(h2_hibernate_frames_at_boundary(&t), want);
+        h2_hibernate_frames_feed(&t, buf + cut, len - cut);
+        assert_true(h2_hibernate_frames_at_boundary(&t));
     }
     struct h2_frames t;
-    h2_frames_init(&t);
+    h2_hibernate_frames_init(&t);
     size_t seen = 0;
     for (size_t i = 0; i < len; i++) {
-        h2_frames_feed(&t, buf + i, 1);
-        seen += h2_frames_at_boundary(&t);
+        h2_hibernate_frames_feed(&t, buf + i, 1);
+        seen += h2_hibernate_frames_at_boundary(&t);
     }
     assert_int_equal(seen, n_ends);
 }
@@ -92,23 +92,23 @@ static void frames_open_header_block_is_no_boundary(void **state)
     (void)state;
     uint8_t buf[256];
     struct h2_frames t;
-    h2_frames_init(&t);
-    h2_frames_feed(&t, (const uint8_t *)PREFACE, 24);
-    assert_true(h2_frames_at_boundary(&t));
+    h2_hibernate_frames_init(&t);
+    h2_hibernate_frames_feed(&t, (const uint8_t *)PREFACE, 24);
+    assert_true(h2_hibernate_frames_at_boundary(&t));
     size_t n = frame(buf, 5, NGHTTP2_HEADERS, 0, 3);
-    h2_frames_feed(&t, buf, n);
-    assert_false(h2_frames_at_boundary(&t)); /* a CONTINUATION must follow */
+    h2_hibernate_frames_feed(&t, buf, n);
+    assert_false(h2_hibernate_frames_at_boundary(&t)); /* a CONTINUATION must follow */
     n = frame(buf, 5, NGHTTP2_CONTINUATION, 0, 3);
-    h2_frames_feed(&t, buf, n);
-    assert_false(h2_frames_at_boundary(&t));
+    h2_hibernate_frames_feed(&t, buf, n);
+    assert_false(h2_hibernate_frames_at_boundary(&t));
     n = frame(buf, 0, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 3);
-    h2_frames_feed(&t, buf, n);
-    assert_true(h2_frames_at_boundary(&t));
+    h2_hibernate_frames_feed(&t, buf, n);
+    assert_true(h2_hibernate_frames_at_boundary(&t));
     /* A 16 MiB frame's header alone leaves its payload to come. */
     n = frame(buf, 0, NGHTTP2_DATA, 0, 3);
     buf[0] = 0xff;
-    h2_frames_feed(&t, buf, 9);
-    assert_false(h2_frames_at_boundary(&t));
+    h2_hibernate_frames_feed(&t, buf, 9);
+    assert_false(h2_hibernate_frames_at_boundary(&t));
     assert_int_equal(t.left, 0xff0000u);
 }
 
@@ -179,24 +179,24 @@ static void stream_cache_gives_back_what_went_unused(void **state)
     (void)state;
     struct worker *w = calloc(1, sizeof(*w));
     assert_non_null(w);
+    stream_cache_init(w);
     for (int i = 0; i < 10; i++) {
         struct stream *s = calloc(1, sizeof(*s));
         assert_non_null(s);
-        s->next_free = w->free_streams;
-        w->free_streams = s;
+        gr_cache_put(&w->streams, s);
     }
-    w->n_free_streams = 10;
-    w->free_streams_low = 4; /* a burst took six of them since the last trim */
-    assert_int_equal(stream_cache_trim(w), 4);
-    assert_int_equal(w->n_free_streams, 6);
-    assert_int_equal(w->free_streams_low, 6);
+    assert_int_equal(w->streams.n, 10);
+    w->streams.low = 4; /* a burst took six of them since the last trim */
+    assert_int_equal(gr_cache_trim(&w->streams, false), 4);
+    assert_int_equal(w->streams.n, 6);
+    assert_int_equal(w->streams.low, 6);
     size_t left = 0;
-    for (struct stream *s = w->free_streams; s != NULL; s = s->next_free)
+    for (void *o = w->streams.head; o != NULL; o = *(void **)o) /* the link word stays readable */
         left++;
     assert_int_equal(left, 6);
-    assert_int_equal(stream_cache_trim(w), 6); /* no call came: all go */
-    assert_null(w->free_streams);
-    assert_int_equal(stream_cache_trim(w), 0);
+    assert_int_equal(gr_cache_trim(&w->streams, false), 6); /* no call came: all go */
+    assert_null(w->streams.head);
+    assert_int_equal(gr_cache_trim(&w->streams, false), 0);
     free(w);
 }
 

@@ -1,0 +1,77 @@
+/* The interface between a call and the upstream stream that carries one
+ * attempt of it, mirroring downstream.h on the client side.
+ *
+ * - upstream_ops: what the call asks of its upstream stream (submit the
+ *   request, resume its body, give response bytes back, let go). h2_client.c
+ *   implements them over an nghttp2 client session.
+ * - upstream_events: what the pool and the upstream session tell the call
+ *   (a slot is granted or refused, response headers, data, the end, a
+ *   reset, a lost connection) and what they pull from it (the request
+ *   body and trailers). stream.c implements them.
+ *
+ * Neither side includes the other: the call owns a struct up_slot, the
+ * pool and the connection reach the call only through slot->ev. */
+#ifndef GRELAY_UPSTREAM_H
+#define GRELAY_UPSTREAM_H
+
+#include "grelay/common.h"
+
+#include <nghttp2/nghttp2.h>
+
+struct up_slot;
+struct upconn;
+struct pool;
+
+struct upstream_ops {
+    /* Sends the request headers (nva[0..n)) as a new stream on sl->conn.
+     * With body the request body follows, pulled with ev->pull. Sets sl->id.
+     * Returns GR_OK, or GR_ERR_PROTO when the connection cannot take it. */
+    int (*submit)(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body);
+    /* More of the request body (or its end) can be pulled. */
+    void (*resume)(struct up_slot *sl);
+    /* n response bytes were taken downstream: the backend may send more. */
+    void (*consume)(struct up_slot *sl, size_t n);
+    /* Lets go of the stream: with reset (and the stream still open) sends
+     * RST_STREAM(CANCEL); unconsumed response bytes still held by the call
+     * are given back to the connection's window. Unlinks sl (sl->conn NULL). */
+    void (*detach)(struct up_slot *sl, bool reset, size_t unconsumed);
+};
+
+struct upstream_events {
+    /* The pool has a stream slot for sl (sl->conn, sl->ops set): submit. */
+    void (*granted)(struct up_slot *sl);
+    /* The pool cannot give sl a slot (sl->pool is already NULL). */
+    void (*refused)(struct up_slot *sl, const char *why);
+    /* A response header field (final headers, 1xx or trailers: the call
+     * knows which). Returns GR_OK, or an error to reset the stream. */
+    int (*header)(struct up_slot *sl, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+    /* A HEADERS frame of the response is complete. */
+    void (*headers_done)(struct up_slot *sl, bool end_stream);
+    void (*data)(struct up_slot *sl, const uint8_t *data, size_t len);
+    /* END_STREAM on DATA. */
+    void (*end)(struct up_slot *sl);
+    /* The request HEADERS left for the backend. */
+    void (*sent)(struct up_slot *sl);
+    /* The upstream stream closed (h2_error from RST_STREAM, or NO_ERROR). */
+    void (*closed)(struct up_slot *sl, uint32_t h2_error);
+    /* The connection is gone (sl already unlinked, sl->conn NULL); why names
+     * the cause; never_ready: it never finished its handshake. */
+    void (*lost)(struct up_slot *sl, const char *why, bool never_ready);
+    /* The request body: as stream_pull_resp() on the other side. */
+    size_t (*pull)(struct up_slot *sl, uint8_t *out, size_t len, bool *eof);
+    /* Request trailers to end the body with, or NULL (*n = 0). */
+    nghttp2_nv *(*trailers)(struct up_slot *sl, size_t *n);
+};
+
+/* What a call holds of its current attempt. Embedded in struct stream. */
+struct up_slot {
+    const struct upstream_events *ev; /* the call's handlers (set once) */
+    struct pool *pool;                /* the pool accounting for the attempt (queued or attached), or NULL */
+    const struct upstream_ops *ops;   /* the connection's operations, while attached */
+    struct upconn *conn;              /* the connection carrying the attempt, or NULL */
+    int32_t id;                       /* upstream stream id, 0 before submit */
+    bool queued;                      /* in the pool's line (link is in pool->waiting) */
+    struct gr_list link;              /* in the pool's line, or in the connection's streams */
+};
+
+#endif

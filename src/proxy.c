@@ -1,0 +1,269 @@
+/* The worker threads: building, running, feeding and stopping them (see
+ * include/grelay/proxy.h). */
+#include "grelay/proxy.h"
+#include "grelay/conn.h"
+#include "grelay/downstream.h"
+#include "grelay/h2_client.h"
+#include "grelay/h2_server.h"
+#include "grelay/log.h"
+#include "grelay/sniff.h"
+#include "grelay/stream.h"
+#include "grelay/wcluster.h"
+#include "grelay/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* One listening socket of one worker. */
+struct wlistener {
+    int fd;                             /* bound, listening, non-blocking; -1 once closed */
+    ev_io io;                           /* readable = connections to accept */
+    struct worker *w;                   /* the worker that accepts on it */
+    const struct gr_listener_cfg *cfg;  /* what it serves */
+};
+
+struct proxy {
+    const struct gr_config *cfg;        /* the configuration every worker runs */
+    struct worker **workers;            /* cfg->workers of them */
+    size_t n_workers;                   /* workers created (all of them unless proxy_new failed) */
+    size_t n_started;                   /* workers whose thread runs */
+};
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct wlistener *wl = container_of(io, struct wlistener, io);
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
+            return;
+        }
+        if (wl->cfg->grpc_web || wl->cfg->tls.set)
+            sniff_accept(wl->w, wl->cfg, fd);
+        else
+            (void)h2_server_accept(wl->w, wl->cfg, fd, NULL, NULL, 0);
+    }
+}
+
+static void close_listeners(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].fd >= 0) {
+            ev_io_stop(w->loop, &w->listeners[i].io);
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+}
+
+/* Shutdown: every connection closes (calls are cancelled upstream), then
+ * the deferred frees run. */
+static void close_everything(struct worker *w)
+{
+    close_listeners(w);
+    while (!gr_list_empty(&w->dconns)) {
+        struct downstream *d = container_of(w->dconns.next, struct downstream, link);
+        conn_close(&d->io, GR_OK, "shutting down");
+    }
+    sniff_close_all(w);
+    for (size_t i = 0; i < w->cfg->n_clusters; i++)
+        wcluster_shutdown(&w->clusters[i]);
+    worker_run_deferred(w);
+}
+
+static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, stop);
+    w->stopping = true;
+    close_everything(w);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_update(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, update);
+    for (size_t i = 0; i < w->cfg->n_clusters; i++) {
+        struct endpoint_set *set = atomic_exchange(&w->pending[i], NULL);
+        if (set != NULL) {
+            if (wcluster_adopt(&w->clusters[i], set) != GR_OK)
+                log_error("cluster %s: out of memory adopting a new endpoint set", w->clusters[i].cfg->name);
+            endpoint_set_unref(set);
+        }
+    }
+}
+
+static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
+{
+    const struct gr_addr *a = &wl->cfg->address;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listener %s: socket: %s", wl->cfg->name, strerror(errno));
+        return GR_ERR_IO;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "listener %s: cannot listen on %s: %s", wl->cfg->name, a->text, strerror(errno));
+        close(fd);
+        return GR_ERR_IO;
+    }
+    wl->fd = fd;
+    ev_io_init(&wl->io, on_accept, fd, EV_READ);
+    return GR_OK;
+}
+
+static int bind_listeners(struct worker *w, char *err, size_t errlen)
+{
+    const struct gr_config *cfg = w->cfg;
+    w->listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*w->listeners));
+    if (w->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return GR_ERR_NOMEM;
+    }
+    w->n_listeners = cfg->n_listeners;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        w->listeners[i].fd = -1;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct wlistener *wl = &w->listeners[i];
+        wl->w = w;
+        wl->cfg = &cfg->listeners[i];
+        if (bind_listener(wl, err, errlen) != GR_OK)
+            return GR_ERR_IO;
+    }
+    return GR_OK;
+}
+
+static void worker_free_all(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->listeners != NULL) {
+        close_listeners(w);
+        free(w->listeners);
+    }
+    if (w->clusters != NULL) {
+        for (size_t i = 0; i < w->cfg->n_clusters; i++)
+            wcluster_destroy(&w->clusters[i]);
+        free(w->clusters);
+    }
+    h2_server_worker_destroy(w);
+    h2_client_worker_destroy(w);
+    worker_destroy(w);
+    free(w);
+}
+
+/* One worker with its loop, sessions' callbacks, clusters and listeners. */
+static struct worker *worker_build(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (w == NULL || worker_init(w, id, cfg) != GR_OK || h2_server_worker_init(w) != GR_OK ||
+        h2_client_worker_init(w) != GR_OK ||
+        (w->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->clusters))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        worker_free_all(w);
+        return NULL;
+    }
+    stream_cache_init(w);
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        if (wcluster_init(&w->clusters[i], w, &cfg->clusters[i]) != GR_OK) {
+            snprintf(err, errlen, "out of memory");
+            worker_free_all(w);
+            return NULL;
+        }
+    }
+    if (bind_listeners(w, err, errlen) != GR_OK) {
+        worker_free_all(w);
+        return NULL;
+    }
+    ev_async_init(&w->stop, on_stop);
+    ev_async_init(&w->update, on_update);
+    return w;
+}
+
+struct proxy *proxy_new(const struct gr_config *cfg, char *err, size_t errlen)
+{
+    struct proxy *p = calloc(1, sizeof(*p));
+    if (p == NULL || (p->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*p->workers))) == NULL) {
+        free(p);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    for (uint32_t i = 0; i < cfg->workers; i++) {
+        if ((p->workers[i] = worker_build(i, cfg, err, errlen)) == NULL) {
+            proxy_free(p);
+            return NULL;
+        }
+        p->n_workers++;
+    }
+    return p;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "w%u", w->id);
+    log_set_thread_name(name);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        ev_io_start(w->loop, &w->listeners[i].io);
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int proxy_start(struct proxy *p)
+{
+    for (size_t i = 0; i < p->n_workers; i++) {
+        struct worker *w = p->workers[i];
+        /* Started here, before the thread exists: ev_async_start() forgets any
+         * ev_async_send() made before it, and the main thread may publish an
+         * endpoint set (or ask to stop) the moment the thread is created. */
+        worker_start_watchers(w);
+        ev_async_start(w->loop, &w->stop);
+        ev_async_start(w->loop, &w->update);
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            log_error("cannot start worker %u", w->id);
+            return GR_ERR_IO;
+        }
+        p->n_started++;
+    }
+    return GR_OK;
+}
+
+struct worker **proxy_workers(struct proxy *p, size_t *n)
+{
+    *n = p->n_workers;
+    return p->workers;
+}
+
+void proxy_stop(struct proxy *p)
+{
+    for (size_t i = 0; i < p->n_started; i++) {
+        ev_async_send(p->workers[i]->loop, &p->workers[i]->stop);
+        pthread_join(p->workers[i]->thread, NULL);
+    }
+    p->n_started = 0;
+}
+
+void proxy_free(struct proxy *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n_workers; i++)
+        worker_free_all(p->workers[i]);
+    free(p->workers);
+    free(p);
+}

@@ -1,0 +1,225 @@
+/* The request head of a call: collected, checked, routed, admitted (see
+ * include/grelay/request.h). */
+#include "grelay/request.h"
+#include "grelay/cors.h"
+#include "grelay/downstream.h"
+#include "grelay/router.h"
+#include "grelay/worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
+
+static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit, size_t litlen)
+{
+    return namelen == litlen && memcmp(name, lit, litlen) == 0;
+}
+#define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
+
+static inline nghttp2_nv mknv(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, namelen, valuelen, NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, size_t len)
+{
+    char *v = arena_strndup(&s->arena, (const char *)value, len);
+    if (v == NULL)
+        return GR_ERR_NOMEM;
+    h->value = (const uint8_t *)v;
+    h->valuelen = (uint32_t)len;
+    return GR_OK;
+}
+
+/* Stores a field's value in h (a pseudo header) or adds it to l, counting
+ * what is kept against the listener's limit (for a list, name and value). */
+static int keep(struct stream *s, struct gr_hdr *h, struct hdr_list *l, const uint8_t *name, size_t namelen,
+                const uint8_t *value, size_t valuelen)
+{
+    int rc = h != NULL ? set_pseudo(s, h, value, valuelen)
+                       : hdr_list_add(l, &s->arena, name, namelen, value, valuelen);
+    if (rc == GR_OK)
+        s->req_header_bytes += (uint32_t)(valuelen + (h != NULL ? 0 : namelen));
+    return rc;
+}
+
+int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    /* The limit counts what is kept (and the field at hand, whole); past
+     * it every later field is dropped and the call fails. */
+    if (s->req_header_bytes == REQ_HEADERS_OVER)
+        return GR_OK;
+    if ((uint64_t)s->req_header_bytes + namelen + valuelen > s->down->cfg->max_request_headers) {
+        s->req_header_bytes = REQ_HEADERS_OVER;
+        return GR_OK;
+    }
+    if (s->req_state != REQ_HEADERS) {
+        if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+            return GR_OK;
+        return keep(s, NULL, &s->req_trailers, name, namelen, value, valuelen);
+    }
+    if (name[0] == ':') {
+        if (NAME_IS(":path"))
+            return keep(s, &s->path, NULL, name, namelen, value, valuelen);
+        if (NAME_IS(":authority"))
+            return keep(s, &s->authority, NULL, name, namelen, value, valuelen);
+        if (NAME_IS(":method"))
+            return set_pseudo(s, &s->method, value, valuelen);
+        return GR_OK; /* :scheme is rewritten for the upstream */
+    }
+    if (NAME_IS("grpc-timeout"))
+        return set_pseudo(s, &s->grpc_timeout, value, valuelen);
+    if (NAME_IS("host")) {
+        if (s->authority.value == NULL)
+            return keep(s, &s->authority, NULL, name, namelen, value, valuelen);
+        return GR_OK;
+    }
+    if (hdr_is_hop_by_hop(name, namelen, value, valuelen))
+        return GR_OK;
+    return keep(s, NULL, &s->req_hdrs, name, namelen, value, valuelen);
+}
+
+/* gRPC-Web: the request becomes native gRPC upstream. */
+static int web_rewrite_request(struct stream *s)
+{
+    for (uint32_t i = 0; i < s->req_hdrs.n; i++) {
+        struct gr_hdr *h = &s->req_hdrs.v[i];
+        if (name_is(h->name, h->namelen, "content-type", 12)) {
+            h->value = (const uint8_t *)s->web->upstream_type;
+            h->valuelen = (uint32_t)strlen(s->web->upstream_type);
+        }
+    }
+    /* The body changes length in -text mode; HTTP/1.1 framing is ours. */
+    hdr_list_remove(&s->req_hdrs, "content-length");
+    if (hdr_list_find(&s->req_hdrs, "te") == NULL)
+        return hdr_list_add(&s->req_hdrs, &s->arena, LIT("te"), LIT("trailers"));
+    return GR_OK;
+}
+
+/* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
+static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, const struct gr_hdr *origin)
+{
+    if (pol == NULL) {
+        (void)stream_reply_http(s, "403", "no CORS policy for this route\n", NULL, 0);
+        return;
+    }
+    if (!cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
+        s->cors = NULL;
+        (void)stream_reply_http(s, "403", "origin not allowed by the CORS policy\n", NULL, 0);
+        return;
+    }
+    nghttp2_nv extra[4];
+    size_t n = 0;
+    extra[n++] = mknv(LIT("access-control-allow-methods"), (const uint8_t *)pol->methods_value,
+                      strlen(pol->methods_value));
+    extra[n++] = mknv(LIT("access-control-allow-headers"), (const uint8_t *)pol->headers_value,
+                      strlen(pol->headers_value));
+    if (pol->max_age_value != NULL)
+        extra[n++] = mknv(LIT("access-control-max-age"), (const uint8_t *)pol->max_age_value,
+                          strlen(pol->max_age_value));
+    (void)stream_reply_http(s, "200", NULL, extra, n);
+}
+
+/* On a grpc_web listener: the codec for gRPC-Web content types, the CORS
+ * grant for the Origin. Returns false when the call was answered here (a
+ * preflight) or failed. */
+static bool web_and_cors(struct stream *s, const struct gr_vhost_cfg *vh)
+{
+    const struct gr_hdr *ct = hdr_list_find(&s->req_hdrs, "content-type");
+    struct grpcweb *web = arena_alloc(&s->arena, sizeof(*web));
+    if (ct != NULL && web != NULL && grpcweb_detect(web, &s->arena, ct->value, ct->valuelen)) {
+        s->web = web;
+        if (web_rewrite_request(s) != GR_OK) {
+            (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+            return false;
+        }
+    }
+    const struct gr_hdr *origin = hdr_list_find(&s->req_hdrs, "origin");
+    const struct gr_cors_cfg *pol = cors_policy(vh, s->route);
+    if (origin != NULL && cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
+        s->cors = pol;
+        s->origin = *origin;
+    }
+    if (origin != NULL && s->method.value != NULL && s->method.valuelen == 7 &&
+        memcmp(s->method.value, "OPTIONS", 7) == 0 &&
+        hdr_list_find(&s->req_hdrs, "access-control-request-method") != NULL) {
+        answer_preflight(s, pol, origin);
+        return false;
+    }
+    return true;
+}
+
+/* The deadline: the client's grpc-timeout capped by the route's
+ * max_grpc_timeout, or the route's timeout when the client sent none; fixed
+ * now, so that waiting for a connection counts. False when the call failed. */
+static bool set_deadline(struct stream *s, bool client_timeout, uint64_t timeout_us)
+{
+    const struct gr_route_cfg *r = s->route;
+    if (client_timeout && r->max_grpc_timeout_ms && timeout_us > r->max_grpc_timeout_ms * 1000)
+        timeout_us = r->max_grpc_timeout_ms * 1000;
+    if (!client_timeout)
+        timeout_us = r->timeout_ms * 1000;
+    if (!client_timeout && timeout_us == 0)
+        return true;
+    s->deadline_us = gr_now_us() + timeout_us;
+    if (timeout_us == 0) {
+        (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started (grpc-timeout 0)");
+        return false;
+    }
+    return true;
+}
+
+/* Whether the call may start (the answer is sent here otherwise). */
+static bool admit(struct stream *s, const char *auth, const char *path, bool *client_timeout, uint64_t *timeout_us)
+{
+    char msg[512];
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    if (s->down->http1 && s->web == NULL) {
+        (void)stream_reply_http(s, "415",
+                                "grelay takes gRPC-Web over HTTP/1.1 (content-type application/grpc-web...); "
+                                "native gRPC needs HTTP/2\n",
+                                NULL, 0);
+        return false;
+    }
+    if (s->req_header_bytes == REQ_HEADERS_OVER) {
+        snprintf(msg, sizeof(msg), "request headers exceed the listener's limit of %u bytes", lc->max_request_headers);
+        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+        return false;
+    }
+    if (s->down->io.w->stopping) {
+        (void)stream_fail(s, GRPC_UNAVAILABLE, "grelay is shutting down");
+        return false;
+    }
+    *client_timeout = s->grpc_timeout.value != NULL;
+    if (*client_timeout && grpc_timeout_parse(s->grpc_timeout.value, s->grpc_timeout.valuelen, timeout_us) != GR_OK) {
+        snprintf(msg, sizeof(msg), "malformed grpc-timeout header '%.40s': want 1-8 digits and one of H M S m u n",
+                 (const char *)s->grpc_timeout.value);
+        (void)stream_fail(s, GRPC_INTERNAL, msg);
+        return false;
+    }
+    if (s->route == NULL) {
+        snprintf(msg, sizeof(msg), "no route for %.200s%.200s", auth, path);
+        (void)stream_fail(s, GRPC_UNIMPLEMENTED, msg);
+        return false;
+    }
+    return true;
+}
+
+void request_on_headers_done(struct stream *s)
+{
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    stream_headers_read(s);
+    const char *auth = s->authority.value ? (const char *)s->authority.value : "";
+    const char *path = s->path.value ? (const char *)s->path.value : "";
+    const struct gr_vhost_cfg *vh = router_find_vhost(lc, auth, s->authority.valuelen);
+    s->route = vh ? router_find_route(vh, path, s->path.valuelen, &s->req_hdrs) : NULL;
+    if (lc->grpc_web && !web_and_cors(s, vh))
+        return;
+    bool client_timeout = false;
+    uint64_t timeout_us = 0;
+    if (!admit(s, auth, path, &client_timeout, &timeout_us) || !set_deadline(s, client_timeout, timeout_us))
+        return;
+    stream_start(s);
+}

@@ -1,0 +1,147 @@
+/* A worker's view of one cluster (see include/grelay/wcluster.h). */
+#include "grelay/wcluster.h"
+#include "grelay/log.h"
+#include "grelay/pool.h"
+#include "grelay/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool same_endpoint(const struct endpoint *a, const struct endpoint *b)
+{
+    return a->address.len == b->address.len && memcmp(&a->address.ss, &b->address.ss, a->address.len) == 0 &&
+           strcmp(a->host, b->host) == 0;
+}
+
+/* The pool of wc that serves ep, if any not taken yet (kept[]). */
+static size_t find_pool(const struct wcluster *wc, const bool *kept, const struct endpoint *ep)
+{
+    for (size_t j = 0; j < wc->n_pools; j++)
+        if (!kept[j] && same_endpoint(wc->pools[j]->ep, ep))
+            return j;
+    return SIZE_MAX;
+}
+
+/* Out of memory half way: frees the new pools of np[0..n), keeps the old. */
+static void undo(struct wcluster *wc, struct pool **np, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        bool old = false;
+        for (size_t j = 0; j < wc->n_pools; j++)
+            old |= wc->pools[j] == np[k];
+        if (!old)
+            pool_free(np[k]);
+    }
+    for (size_t j = 0; j < wc->n_pools; j++)
+        wc->pools[j]->index = j;
+}
+
+int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
+{
+    size_t n = set->n;
+    struct pool **np = calloc(n ? n : 1, sizeof(*np));
+    uint32_t *weights = calloc(n ? n : 1, sizeof(*weights));
+    bool *kept = calloc(wc->n_pools ? wc->n_pools : 1, sizeof(*kept));
+    struct balancer nb;
+    int rc = GR_ERR_NOMEM;
+    if (np == NULL || weights == NULL || kept == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        weights[i] = set->eps[i].weight;
+    if (balancer_init(&nb, wc->cfg->lb_policy, weights, n, gr_rand(&wc->w->rng)) != GR_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = find_pool(wc, kept, &set->eps[i]);
+        if (j != SIZE_MAX) {
+            kept[j] = true;
+            np[i] = wc->pools[j];
+            nb.active[i] = wc->lb.active[j];
+            np[i]->index = i;
+            np[i]->own.weight = set->eps[i].weight;
+        } else if ((np[i] = pool_new(wc->w, wc->cfg, &wc->lb, i, &set->eps[i])) == NULL) {
+            undo(wc, np, i);
+            balancer_destroy(&nb);
+            goto out;
+        }
+    }
+    for (size_t j = 0; j < wc->n_pools; j++) {
+        if (!kept[j]) {
+            log_info("cluster %s: endpoint %s left the set", wc->cfg->name, wc->pools[j]->ep->text);
+            gr_list_insert_tail(&wc->retired, &wc->pools[j]->retired_link);
+            pool_retire(wc->pools[j]);
+        }
+    }
+    balancer_destroy(&wc->lb);
+    wc->lb = nb;
+    free(wc->pools);
+    wc->pools = np;
+    np = NULL;
+    wc->n_pools = n;
+    snprintf(wc->why_empty, sizeof(wc->why_empty), "%s", set->why_empty);
+    rc = GR_OK;
+out:
+    free(np);
+    free(weights);
+    free(kept);
+    return rc;
+}
+
+int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster_cfg *cl)
+{
+    wc->cfg = cl;
+    wc->w = w;
+    gr_list_init(&wc->retired);
+    struct endpoint_set *set = cluster_static_set(cl);
+    if (set == NULL)
+        return GR_ERR_NOMEM;
+    if (set->n == 0)
+        snprintf(set->why_empty, sizeof(set->why_empty),
+                 "cluster %s has no endpoint yet: %s has not been resolved", cl->name, cl->endpoints[0].text);
+    int rc = wcluster_adopt(wc, set);
+    endpoint_set_unref(set);
+    return rc;
+}
+
+struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx_out)
+{
+    size_t n = wc->n_pools;
+    uint64_t now = gr_now_us();
+    size_t idx = balancer_pick(&wc->lb);
+    if (n > 1) {
+#define BAD(i) (pool_ejected(wc->pools[i], now) || (retry && (i) == last))
+        for (size_t tries = 1; tries < 2 * n && BAD(idx); tries++)
+            idx = balancer_pick(&wc->lb);
+        for (size_t k = 0; k < n && BAD(idx); k++)
+            idx = (idx + 1) % n;
+        if (retry && idx == last)
+            idx = (idx + 1) % n; /* everything is ejected: at least try another */
+#undef BAD
+    }
+    *idx_out = idx;
+    return wc->pools[idx];
+}
+
+void wcluster_shutdown(struct wcluster *wc)
+{
+    for (size_t e = 0; e < wc->n_pools; e++)
+        pool_shutdown(wc->pools[e]);
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe(it, tmp, &wc->retired)
+    {
+        pool_shutdown(container_of(it, struct pool, retired_link));
+    }
+}
+
+void wcluster_destroy(struct wcluster *wc)
+{
+    if (wc->cfg == NULL)
+        return;
+    balancer_destroy(&wc->lb);
+    for (size_t e = 0; e < wc->n_pools; e++)
+        pool_free(wc->pools[e]);
+    free(wc->pools);
+    wc->pools = NULL;
+    while (!gr_list_empty(&wc->retired))
+        pool_free(container_of(wc->retired.next, struct pool, retired_link));
+}
