@@ -3,25 +3,19 @@
 #include "grelay/request.h"
 #include "grelay/cors.h"
 #include "grelay/downstream.h"
+#include "grelay/nv.h"
 #include "grelay/router.h"
 #include "grelay/worker.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
 
 static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit, size_t litlen)
 {
     return namelen == litlen && memcmp(name, lit, litlen) == 0;
 }
 #define NAME_IS(lit) name_is(name, namelen, lit, sizeof(lit) - 1)
-
-static inline nghttp2_nv mknv(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
-{
-    nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, namelen, valuelen, NGHTTP2_NV_FLAG_NONE};
-    return nv;
-}
 
 static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, size_t len)
 {
@@ -94,7 +88,7 @@ static int web_rewrite_request(struct stream *s)
     /* The body changes length in -text mode; HTTP/1.1 framing is ours. */
     hdr_list_remove(&s->req_hdrs, "content-length");
     if (hdr_list_find(&s->req_hdrs, "te") == NULL)
-        return hdr_list_add(&s->req_hdrs, &s->arena, LIT("te"), LIT("trailers"));
+        return hdr_list_add(&s->req_hdrs, &s->arena, NV_LIT("te"), NV_LIT("trailers"));
     return GR_OK;
 }
 
@@ -112,12 +106,12 @@ static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, co
     }
     nghttp2_nv extra[4];
     size_t n = 0;
-    extra[n++] = mknv(LIT("access-control-allow-methods"), (const uint8_t *)pol->methods_value,
+    extra[n++] = nv_make(NV_LIT("access-control-allow-methods"), (const uint8_t *)pol->methods_value,
                       strlen(pol->methods_value));
-    extra[n++] = mknv(LIT("access-control-allow-headers"), (const uint8_t *)pol->headers_value,
+    extra[n++] = nv_make(NV_LIT("access-control-allow-headers"), (const uint8_t *)pol->headers_value,
                       strlen(pol->headers_value));
     if (pol->max_age_value != NULL)
-        extra[n++] = mknv(LIT("access-control-max-age"), (const uint8_t *)pol->max_age_value,
+        extra[n++] = nv_make(NV_LIT("access-control-max-age"), (const uint8_t *)pol->max_age_value,
                           strlen(pol->max_age_value));
     (void)stream_reply_http(s, "200", NULL, extra, n);
 }
@@ -131,6 +125,7 @@ static bool web_and_cors(struct stream *s, const struct gr_vhost_cfg *vh)
     struct grpcweb *web = arena_alloc(&s->arena, sizeof(*web));
     if (ct != NULL && web != NULL && grpcweb_detect(web, &s->arena, ct->value, ct->valuelen)) {
         s->web = web;
+        s->req.text = web->text;
         if (web_rewrite_request(s) != GR_OK) {
             (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
             return false;

@@ -5,6 +5,7 @@
 #include "grelay/stream.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
+#include "grelay/nv.h"
 #include "grelay/pool.h"
 #include "grelay/retry.h"
 #include "grelay/wcluster.h"
@@ -20,16 +21,9 @@
 /* Streams a worker keeps for reuse (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
-#define LIT(s) (const uint8_t *)(s), sizeof(s) - 1
 
 static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
 static inline struct stream *stream_of(struct up_slot *sl) { return container_of(sl, struct stream, up); }
-
-static inline nghttp2_nv mknv(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
-{
-    nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, namelen, valuelen, NGHTTP2_NV_FLAG_NONE};
-    return nv;
-}
 
 static void start_attempt(struct stream *s, bool retry);
 static const struct upstream_events stream_upstream_events;
@@ -87,9 +81,8 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     hdr_list_init(&s->req_trailers);
     hdr_list_init(&s->resp_hdrs);
     hdr_list_init(&s->resp_trailers);
-    buf_init(&s->req.q);
-    buf_init(&s->resp.q);
-    s->req.replay = true;
+    flow_init(&s->req, true);
+    flow_init(&s->resp, false);
     s->up.ev = &stream_upstream_events;
     gr_list_init(&s->up.link);
     gr_list_insert_tail(&d->streams, &s->down_link);
@@ -100,54 +93,15 @@ struct stream *stream_new(struct downstream *d, int32_t id)
 
 nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, size_t *n)
 {
-    nghttp2_nv *nva = arena_alloc(&s->arena, (l->n + extra) * sizeof(*nva));
-    if (nva == NULL)
-        return NULL;
-    size_t k = extra;
-    for (uint32_t i = 0; i < l->n; i++)
-        if (l->v[i].namelen > 0)
-            nva[k++] = mknv(l->v[i].name, l->v[i].namelen, l->v[i].value, l->v[i].valuelen);
-    *n = k;
-    return nva;
+    return nv_from_list(&s->arena, l, extra, n);
 }
 
-static bool name_is(const struct gr_hdr *h, const char *lit, size_t len)
-{
-    return h->namelen == len && memcmp(h->name, lit, len) == 0;
-}
-
-/* Response headers for the client: :status, then (with add_ct) our
- * content-type, then l, with gRPC-Web's content-type swapped back and
- * content-length dropped, then the CORS grant. Arena memory. */
+/* Response headers for the client (nv_response with this call's shape). */
 static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
 {
-    nghttp2_nv *nva = arena_alloc(&s->arena, (l->n + 7) * sizeof(*nva));
-    if (nva == NULL)
-        return NULL;
-    const char *ct = s->web ? s->web->content_type : "application/grpc";
-    size_t k = 0;
-    nva[k++] = mknv(LIT(":status"), (const uint8_t *)status, strlen(status));
-    if (add_ct)
-        nva[k++] = mknv(LIT("content-type"), (const uint8_t *)ct, strlen(ct));
-    for (uint32_t i = 0; i < l->n; i++) {
-        const struct gr_hdr *h = &l->v[i];
-        if (h->namelen == 0 || (s->web && name_is(h, "content-length", 14)))
-            continue;
-        if (s->web && name_is(h, "content-type", 12))
-            nva[k++] = mknv(LIT("content-type"), (const uint8_t *)ct, strlen(ct));
-        else
-            nva[k++] = mknv(h->name, h->namelen, h->value, h->valuelen);
-    }
-    if (s->cors != NULL) {
-        nva[k++] = mknv(LIT("access-control-allow-origin"), s->origin.value, s->origin.valuelen);
-        nva[k++] = mknv(LIT("access-control-expose-headers"), (const uint8_t *)s->cors->expose_value,
-                        strlen(s->cors->expose_value));
-        if (s->cors->allow_credentials)
-            nva[k++] = mknv(LIT("access-control-allow-credentials"), LIT("true"));
-        nva[k++] = mknv(LIT("vary"), LIT("origin"));
-    }
-    *n = k;
-    return nva;
+    struct nv_resp r = {.content_type = s->web ? s->web->content_type : "application/grpc",
+                        .web = s->web != NULL, .cors = s->cors, .origin = &s->origin};
+    return nv_response(&s->arena, status, l, add_ct, &r, n);
 }
 
 /* ---- Flow control: the one place bytes are given back. ---- */
@@ -156,9 +110,7 @@ static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hd
  * to their sender's window, as far as they are not given back already. */
 static void flow_give_back(struct stream *s, struct flow *f, size_t n)
 {
-    uint64_t due = f->received - f->given_back;
-    if (n > due)
-        n = (size_t)due;
+    n = flow_due(f, n);
     if (n == 0)
         return;
     f->given_back += n;
@@ -203,7 +155,7 @@ static void resume_req(struct stream *s)
 static void detach_up(struct stream *s, bool reset)
 {
     if (s->up.conn != NULL) {
-        size_t held = (size_t)(s->resp.received - s->resp.given_back);
+        size_t held = (size_t)flow_unacked(&s->resp);
         s->resp.given_back = s->resp.received;
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED, held);
     }
@@ -239,9 +191,9 @@ static int set_status_trailers(struct stream *s, enum grpc_status status, const 
     if (enc == NULL)
         return GR_ERR_NOMEM;
     hdr_list_init(&s->resp_trailers);
-    int rc = hdr_list_add(&s->resp_trailers, &s->arena, LIT("grpc-status"), (const uint8_t *)code, (size_t)n);
+    int rc = hdr_list_add(&s->resp_trailers, &s->arena, NV_LIT("grpc-status"), (const uint8_t *)code, (size_t)n);
     if (rc == GR_OK)
-        rc = hdr_list_add(&s->resp_trailers, &s->arena, LIT("grpc-message"), (const uint8_t *)enc, mlen);
+        rc = hdr_list_add(&s->resp_trailers, &s->arena, NV_LIT("grpc-message"), (const uint8_t *)enc, mlen);
     return rc;
 }
 
@@ -287,7 +239,7 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, c
     bool body = text != NULL && text[0] != '\0' &&
                 buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
     if (body)
-        nva[n++] = mknv(LIT("content-type"), LIT("text/plain; charset=utf-8"));
+        nva[n++] = nv_make(NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8"));
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     if (s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
         return abort_stream(s);
@@ -306,23 +258,11 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded at grelay");
 }
 
-/* The request is no longer replayable: drop what was kept for a retry. */
-static void drop_replay(struct stream *s)
-{
-    if (!s->req.replay)
-        return;
-    s->req.replay = false;
-    buf_drain(&s->req.q, &stream_worker(s)->chunks, s->req.sent);
-    s->req.acked -= s->req.sent;
-    s->req.sent = 0;
-}
-
 /* Forgets the failed attempt's response so the next one starts clean. */
 static void reset_for_attempt(struct stream *s)
 {
     s->up.id = 0;
-    s->req.sent = 0;
-    s->req.parked = false;
+    flow_rewind(&s->req);
     s->resp_status = 0;
     hdr_list_init(&s->resp_hdrs);
     hdr_list_init(&s->resp_trailers);
@@ -377,37 +317,23 @@ static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
         (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
-/* The request headers for the upstream: pseudo headers, the client's
- * headers, and the time actually left as grpc-timeout. */
+/* The request headers for the upstream, with the time actually left as
+ * grpc-timeout as the headers leave, minus the route's offset (for the way
+ * back), but never less than 1ms of what is left. The per-try timeout is
+ * grelay's to enforce (as in Envoy): sending it would let the backend race
+ * us with its own DEADLINE_EXCEEDED. */
 static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
 {
-    size_t extra = s->deadline_us ? 5 : 4;
-    nghttp2_nv *nva = stream_nv(s, &s->req_hdrs, extra, n);
-    if (nva == NULL)
-        return NULL;
+    struct nv_req r = {.method = &s->method, .authority = &s->authority, .fallback = pool_address(s->up.pool),
+                       .path = &s->path, .https = s->route->cluster->tls.set};
     if (s->deadline_us) {
-        /* The time left as the headers leave, minus the route's offset (for
-         * the way back), but never less than 1ms of what is left. The
-         * per-try timeout is grelay's to enforce (as in Envoy): sending it
-         * would let the backend race us with its own DEADLINE_EXCEEDED. */
         uint64_t now = gr_now_us();
         uint64_t left = s->deadline_us > now ? s->deadline_us - now : 0;
         uint64_t offset = s->route->grpc_timeout_offset_ms * 1000;
         uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
-        char *v = arena_alloc(&s->arena, 16);
-        if (v == NULL)
-            return NULL;
-        size_t vlen = grpc_timeout_format(send == 0 ? 1 : send, v);
-        nva[4] = mknv(LIT("grpc-timeout"), (const uint8_t *)v, vlen);
+        r.timeout_us = send == 0 ? 1 : send;
     }
-    const char *fallback = pool_address(s->up.pool);
-    nva[0] = s->method.value ? mknv(LIT(":method"), s->method.value, s->method.valuelen)
-                             : mknv(LIT(":method"), LIT("POST"));
-    nva[1] = s->route->cluster->tls.set ? mknv(LIT(":scheme"), LIT("https")) : mknv(LIT(":scheme"), LIT("http"));
-    nva[2] = s->authority.value ? mknv(LIT(":authority"), s->authority.value, s->authority.valuelen)
-                                : mknv(LIT(":authority"), (const uint8_t *)fallback, strlen(fallback));
-    nva[3] = mknv(LIT(":path"), s->path.value, s->path.valuelen);
-    return nva;
+    return nv_request(&s->arena, &s->req_hdrs, &r, n);
 }
 
 /* The attempt has a connection: send the request. from_line: it waited in
@@ -475,11 +401,7 @@ void stream_start(struct stream *s)
 static int queue_web_slice(void *ctx, const uint8_t *p, size_t n, size_t wire)
 {
     struct stream *s = ctx;
-    if (buf_append(&s->req.q, &stream_worker(s)->chunks, p, n) != GR_OK)
-        return GR_ERR_NOMEM;
-    if (s->web->text)
-        s->req.wire_unacked += wire;
-    return GR_OK;
+    return flow_queue(&s->req, &stream_worker(s)->chunks, p, n, wire);
 }
 
 /* gRPC-Web request bytes: decoded, checked, queued. False when the call failed. */
@@ -513,7 +435,7 @@ void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
     if (s->web != NULL) {
         if (!web_request(s, data, len))
             return;
-    } else if (buf_append(&s->req.q, &stream_worker(s)->chunks, data, len) != GR_OK) {
+    } else if (flow_queue(&s->req, &stream_worker(s)->chunks, data, len, len) != GR_OK) {
         flow_give_back(s, &s->req, len);
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
@@ -540,7 +462,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     ev_timer_stop(w->loop, &s->deadline_timer);
     finish_attempts(s);
     /* Request bytes never given back still hold the client's window. */
-    uint64_t unacked = s->req.received - s->req.given_back;
+    uint64_t unacked = flow_unacked(&s->req);
     if (unacked > 0)
         s->down->ops->consume(s->down, NULL, (size_t)unacked);
     buf_clear(&s->req.q, &w->chunks);
@@ -564,35 +486,12 @@ void stream_close_all(struct downstream *d)
 /* The upstream provider pulls the request body. */
 static size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
-    struct flow *f = &s->req;
-    size_t n, acked_now = 0;
-    if (f->replay) {
-        /* Keep what is sent, for a retry; the client's window still opens
-         * as bytes go upstream, so replay costs no backpressure. */
-        n = buf_copy_at(&f->q, f->sent, out, len);
-        f->sent += n;
-        if (f->sent > f->acked) {
-            acked_now = f->sent - f->acked;
-            f->acked = f->sent;
-        }
-        if (f->sent > s->down->cfg->stream_buffer)
-            drop_replay(s); /* too big to keep: this attempt is the last */
-    } else {
-        n = buf_read(&f->q, &stream_worker(s)->chunks, out, len);
-        acked_now = n > f->acked ? n - f->acked : 0;
-        f->acked = n > f->acked ? 0 : f->acked - n;
-    }
-    if (s->web && s->web->text) {
-        /* The wire carried base64: once everything decoded so far has gone
-         * upstream, the bytes that brought it are done with. */
-        size_t queued = f->replay ? f->q.len - f->sent : f->q.len;
-        acked_now = queued == 0 ? f->wire_unacked : 0;
-        f->wire_unacked -= acked_now;
-    }
-    flow_give_back(s, f, acked_now);
-    *eof = f->q.len == f->sent && s->req_state == REQ_ENDED;
+    size_t due;
+    size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, s->down->cfg->stream_buffer, &due);
+    flow_give_back(s, &s->req, due);
+    *eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
     if (n == 0 && !*eof)
-        f->parked = true;
+        s->req.parked = true;
     return n;
 }
 
@@ -699,7 +598,7 @@ static void on_resp_headers(struct stream *s, bool end_stream)
         return;
     }
     set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
-    drop_replay(s); /* committed: the client has the headers */
+    flow_drop_replay(&s->req, &stream_worker(s)->chunks); /* committed: the client has the headers */
     /* The per-try timeout bounds the wait for an answer; once one streams
      * back no retry is possible, and the call's deadline governs the rest. */
     ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
@@ -746,7 +645,7 @@ static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
         return;
     }
     s->resp.received += len;
-    if (buf_append(&s->resp.q, &stream_worker(s)->chunks, data, len) != GR_OK) {
+    if (flow_queue(&s->resp, &stream_worker(s)->chunks, data, len, len) != GR_OK) {
         flow_give_back(s, &s->resp, len);
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;

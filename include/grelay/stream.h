@@ -12,21 +12,11 @@
  * - the attempt (upstream): IDLE -> QUEUED | SUBMITTED -> SENT -> CLOSED,
  *   with BACKOFF between attempts, and DONE when no attempt will follow.
  *
- * Flow control, the invariant that matters most. Each direction has a
- * struct flow. Bytes received from the sending peer are counted as they
- * were on the wire and wait in q until the other side takes them; only
- * then are they given back to the sender's window, by flow_give_back(), the
- * one place that calls the downstream's (HTTP/2 or HTTP/1.1) or the
- * upstream's consume. At every moment:
- *
- *     received = unacked + given_back
- *
- * where unacked are bytes still queued (request: not yet sent upstream by
- * the current attempt; response: not yet taken downstream) or, for a
- * -text request, base64 whose decoded bytes are not all sent yet. While a
- * request is replayable, bytes already sent stay in q behind the `sent`
- * cursor (counted in given_back: replay costs the client no window). When
- * the call ends, whatever is unacked is given back at connection level. */
+ * Flow control, the invariant that matters most: each direction's bytes
+ * and credit are a struct flow (flow.h, where the invariant
+ * received = unacked + given_back is written down); flow_give_back() in
+ * stream.c is the one place credit goes back to either peer, through the
+ * downstream's (HTTP/2 or HTTP/1.1) or the upstream's consume. */
 #ifndef GRELAY_STREAM_H
 #define GRELAY_STREAM_H
 
@@ -34,6 +24,7 @@
 #include "grelay/buf.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/flow.h"
 #include "grelay/grpc.h"
 #include "grelay/grpcweb.h"
 #include "grelay/headers.h"
@@ -68,19 +59,6 @@ enum stream_attempt {
     ATT_BACKOFF,   /* waiting out a retry backoff (attempt_timer) */
     ATT_CLOSED,    /* the upstream stream closed or the connection went: detach pending */
     ATT_DONE,      /* detached, and no attempt will follow */
-};
-
-/* One direction of body bytes and its flow-control credit (see above). */
-struct flow {
-    struct buf q;            /* bytes the other side has not taken yet (request: plus, while
-                                replayable, the first `sent` bytes already sent) */
-    size_t sent;             /* request, replayable: bytes of q handed to the current attempt */
-    size_t acked;            /* bytes at the head of q already given back to the sender */
-    size_t wire_unacked;     /* -text request: base64 bytes received, not given back */
-    uint64_t received;       /* bytes received from the sender, as on the wire */
-    uint64_t given_back;     /* bytes given back to the sender's window */
-    bool parked;             /* the taking side's data provider waits for a resume */
-    bool replay;             /* request: kept for a retry (bytes sent stay in q) */
 };
 
 struct stream {
@@ -128,7 +106,7 @@ static inline bool stream_req_ended(const struct stream *s) { return s->req_stat
 static inline bool stream_resp_started(const struct stream *s) { return s->resp_state != RESP_WAITING; }
 /* Request bytes received and not yet given back to the client's window
  * (an HTTP/1.1 connection stops reading past its stream_buffer). */
-static inline uint64_t stream_req_unacked(const struct stream *s) { return s->req.received - s->req.given_back; }
+static inline uint64_t stream_req_unacked(const struct stream *s) { return flow_unacked(&s->req); }
 
 /* Downstream events (from h2_server, h1_server); the request head goes
  * to request.h first. */
