@@ -27,6 +27,13 @@ static void reap_task(struct gr_task *t)
     c->ops->destroy(c);
 }
 
+static void on_deadline(struct conn_timer *ct, enum conn_timer_kind kind)
+{
+    struct conn *c = container_of(ct, struct conn, timer);
+    if (c->state != CONN_CLOSED && c->ops->on_deadline != NULL)
+        c->ops->on_deadline(c, kind);
+}
+
 static void conn_setup(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops)
 {
     c->fd = fd;
@@ -38,6 +45,7 @@ static void conn_setup(struct conn *c, struct worker *w, int fd, const struct co
     c->flush.run = flush_task;
     gr_list_init(&c->reap.link);
     c->reap.run = reap_task;
+    conn_timer_init(&c->timer, w->loop, on_deadline);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     int one = 1;
@@ -147,6 +155,7 @@ void conn_close(struct conn *c, int err, const char *why)
     c->state = CONN_CLOSED;
     ev_io_stop(c->w->loop, &c->rio);
     ev_io_stop(c->w->loop, &c->wio);
+    conn_timer_stop(&c->timer);
     gr_list_remove(&c->flush.link);
     if (c->ssl != NULL && c->fd >= 0 && err == GR_OK)
         SSL_shutdown(c->ssl); /* best effort close_notify on a clean end */

@@ -11,6 +11,7 @@
 #include "grelay/buf.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/conn_timer.h"
 #include "grelay/worker.h"
 
 #include <ev.h>
@@ -35,6 +36,9 @@ struct conn_ops {
     void (*on_close)(struct conn *c, int err, const char *why);
     /* Free the owner. Called at the end of the loop iteration. */
     void (*destroy)(struct conn *c);
+    /* One of the connection's deadlines (c->timer) passed (NULL for a
+     * protocol that sets none). */
+    void (*on_deadline)(struct conn *c, enum conn_timer_kind kind);
 };
 
 /* Where a connection stands; it only moves forward (CLOSED is final). */
@@ -55,6 +59,7 @@ struct conn {
     SSL *ssl;                   /* TLS, or NULL for cleartext */
     struct gr_task flush;       /* in worker->dirty while a flush is due */
     struct gr_task reap;        /* in worker->reap once closed: destroy */
+    struct conn_timer timer;    /* its deadlines (idle, headers, write, keepalive); stopped on close */
     enum conn_state state;      /* see enum conn_state */
 };
 
