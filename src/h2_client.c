@@ -88,12 +88,11 @@ static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
     struct upconn *u = sl->conn;
     if (u == NULL)
         return;
-    if (sl->id > 0 && u->h2 != NULL) {
+    if (reset && sl->id > 0 && u->h2 != NULL) {
         /* Also reaches a request still queued (nghttp2 opens the stream
-         * when its HEADERS go out); a closed stream has no user data left. */
+         * when its HEADERS go out). */
         nghttp2_session_set_stream_user_data(u->h2, sl->id, NULL);
-        if (reset)
-            nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_CANCEL);
+        nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_CANCEL);
     }
     /* Response bytes the call still holds hold the connection's window:
      * give it back now that the stream no longer counts. */

@@ -57,6 +57,7 @@ static void set_att(struct stream *s, enum stream_attempt to)
     };
 #undef B
     assert(legal[s->att] & (1u << to));
+    (void)legal;
     s->att = to;
 }
 
@@ -300,6 +301,12 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     return true;
 }
 
+static void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
+{
+    if (!maybe_retry(s, st, kind, msg))
+        (void)stream_fail(s, st, msg);
+}
+
 static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -313,8 +320,7 @@ static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
     char msg[128];
     snprintf(msg, sizeof(msg), "per-try timeout of %llums exceeded at grelay",
              (unsigned long long)s->route->retry.per_try_timeout_ms);
-    if (!maybe_retry(s, GRPC_DEADLINE_EXCEEDED, RETRY_PER_TRY, msg))
-        (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, msg);
+    retry_or_fail(s, RETRY_PER_TRY, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
 /* The request headers for the upstream, with the time actually left as
@@ -556,8 +562,7 @@ static bool not_grpc(struct stream *s)
     snprintf(msg, sizeof(msg), "upstream answered HTTP %d (%.60s), not gRPC", s->resp_status,
              ct ? (const char *)ct->value : "no content-type");
     enum grpc_status st = s->resp_status != 200 ? grpc_status_from_http(s->resp_status) : GRPC_UNKNOWN;
-    if (!maybe_retry(s, st, RETRY_STATUS, msg))
-        (void)stream_fail(s, st, msg);
+    retry_or_fail(s, RETRY_STATUS, st, msg);
     return true;
 }
 
@@ -660,35 +665,38 @@ static void ev_sent(struct up_slot *sl)
         set_att(s, ATT_SENT);
 }
 
-/* The attempt's upstream stream ended (closed, or its connection lost):
- * retried if kind allows, failed with st and msg otherwise. */
-static void attempt_over(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
+/* The attempt's upstream stream ended (closed, or its connection lost).
+ * Returns true when the call was already answered in full (then nothing
+ * more is to be done); otherwise the caller retries or fails it. */
+static bool attempt_over(struct stream *s)
 {
     set_att(s, ATT_CLOSED); /* nothing to reset: it is closed */
-    if (s->resp_state == RESP_ENDED) {
-        detach_up(s, false);
-        set_att(s, ATT_DONE);
-        return;
-    }
-    if (!maybe_retry(s, st, kind, msg))
-        (void)stream_fail(s, st, msg);
+    if (s->resp_state != RESP_ENDED)
+        return false;
+    detach_up(s, false);
+    set_att(s, ATT_DONE);
+    return true;
 }
 
 static void ev_closed(struct up_slot *sl, uint32_t h2_error)
 {
+    struct stream *s = stream_of(sl);
+    if (attempt_over(s))
+        return;
     char msg[160];
     snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(h2_error));
     /* REFUSED_STREAM (also what streams above a GOAWAY's last-stream-id get)
      * promises the application never saw the request. */
-    attempt_over(stream_of(sl), h2_error == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS,
-                 grpc_status_from_h2_error(h2_error), msg);
+    retry_or_fail(s, h2_error == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS,
+                  grpc_status_from_h2_error(h2_error), msg);
 }
 
 static void ev_lost(struct up_slot *sl, const char *why, bool never_ready)
 {
     struct stream *s = stream_of(sl);
     bool unsent = never_ready || s->att != ATT_SENT;
-    attempt_over(s, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, GRPC_UNAVAILABLE, why);
+    if (!attempt_over(s))
+        retry_or_fail(s, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, GRPC_UNAVAILABLE, why);
 }
 
 static size_t ev_pull(struct up_slot *sl, uint8_t *out, size_t len, bool *eof)

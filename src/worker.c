@@ -28,8 +28,12 @@
  * that gives memory back (the rest goes to malloc, then to the kernel). */
 #define KEEP_FREE_CHUNKS 32
 #define KEEP_FREE_PER_CLASS 64
-/* Sessions freed (~25 KiB each) before a busy worker trims the heap too. */
-#define TRIM_AFTER_SESSIONS 256
+/* Workers whose last housekeeping pass found them busy, process-wide.
+ * malloc_trim locks every malloc arena in turn, the busy workers' too
+ * (measured on glibc 2.36: 0.2-0.45 ms per trim, up to 7.5 ms, for a
+ * worker on another arena; the whole trim, 10-89 ms, on a shared one), so
+ * it runs only when every worker is quiet. */
+static atomic_uint busy_workers;
 /* Streams a worker keeps for reuse: with hundreds of calls in flight a
  * flush can end more at once than a small cache holds (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
@@ -114,16 +118,24 @@ void worker_housekeep(struct worker *w)
      * burst may have ended just before the next burst arrives.) */
     bool quiet = w->n_streams == 0 && w->streams_begun == w->streams_begun_swept;
     w->streams_begun_swept = w->streams_begun;
+    if (quiet == w->busy) {
+        w->busy = !quiet;
+        if (w->busy)
+            atomic_fetch_add(&busy_workers, 1);
+        else
+            atomic_fetch_sub(&busy_workers, 1);
+    }
     /* What a burst left in the free lists goes back: what no call took
      * since the last pass, or, when quiet, all of it. */
     if (quiet)
         w->chunks.n_free_low = w->chunks.n_free;
     size_t freed = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + gr_cache_trim(&w->streams, quiet);
     /* Give the freed memory back to the system, not just to free lists.
-     * malloc_trim walks the whole heap (tens of ms under load: a stall for
-     * every call in flight), so it runs when the worker is quiet, or under
-     * load once enough sessions have been freed to be worth it. */
-    if ((quiet && w->sessions_freed + freed > 0) || w->sessions_freed >= TRIM_AFTER_SESSIONS) {
+     * malloc_trim walks the whole heap under every arena's lock (tens of ms
+     * under load: a stall for every call in flight, on every worker), so it
+     * runs only when no worker is busy. Until then freed memory stays in
+     * malloc's free lists, where the next calls take it. */
+    if (quiet && w->sessions_freed + freed > 0 && atomic_load(&busy_workers) == 0) {
         mem_pool_trim(&w->h2mem, KEEP_FREE_PER_CLASS);
         malloc_trim(0);
         w->sessions_freed = 0;
@@ -178,6 +190,9 @@ void worker_publish(struct worker *w, size_t i, struct endpoint_set *set)
 
 void worker_destroy(struct worker *w)
 {
+    if (w->busy)
+        atomic_fetch_sub(&busy_workers, 1);
+    w->busy = false;
     if (w->pending != NULL) {
         for (size_t i = 0; i < w->cfg->n_clusters; i++)
             endpoint_set_unref(atomic_exchange(&w->pending[i], NULL));

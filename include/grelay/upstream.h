@@ -31,9 +31,11 @@ struct upstream_ops {
     void (*resume)(struct up_slot *sl);
     /* n response bytes were taken downstream: the backend may send more. */
     void (*consume)(struct up_slot *sl, size_t n);
-    /* Lets go of the stream: with reset (and the stream still open) sends
-     * RST_STREAM(CANCEL); unconsumed response bytes still held by the call
-     * are given back to the connection's window. Unlinks sl (sl->conn NULL). */
+    /* Lets go of the stream. reset: it may still be open, so it is reset
+     * with RST_STREAM(CANCEL) and forgets the call; without, the stream is
+     * known to be closed already. Unconsumed response bytes still held by
+     * the call are given back to the connection's window. Unlinks sl
+     * (sl->conn NULL). */
     void (*detach)(struct up_slot *sl, bool reset, size_t unconsumed);
 };
 

@@ -77,6 +77,7 @@ struct worker {
     uint64_t streams_begun;       /* calls begun, ever */
     uint64_t streams_begun_swept; /* streams_begun at the last housekeeping pass */
     size_t sessions_freed;        /* large frees (hibernated sessions) since the last malloc_trim */
+    bool busy;                    /* the last housekeeping pass found calls (counted process-wide) */
     uint8_t rbuf[WORKER_READ_BUF];    /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed (h1_server.c) */
@@ -118,8 +119,8 @@ void gr_cache_destroy(struct gr_cache *c);
 
 /* The housekeeping pass: gives back free chunks, cached streams and
  * nghttp2 blocks that went unused since the previous pass (all of them
- * when the worker is quiet), and returns freed memory to the kernel when
- * that is worth it. Runs every WORKER_HOUSEKEEPING_S whether or not any
+ * when the worker is quiet), and returns freed memory to the kernel
+ * (malloc_trim) when it is worth it and no worker at all is busy. Runs every WORKER_HOUSEKEEPING_S whether or not any
  * listener hibernates; tests may call it directly. */
 #define WORKER_HOUSEKEEPING_S 0.5
 void worker_housekeep(struct worker *w);
