@@ -95,6 +95,7 @@ class Grelay:
         self.stderr_path = os.path.join(self.dir.name, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([GRELAY, "--config", self.config_path], stderr=self.stderr)
+        self.stopped = False
         wait_port(self.port, self.proc)
 
     def log(self):
@@ -109,7 +110,11 @@ class Grelay:
         return 0
 
     def stop(self):
-        """Stops grelay and fails the test on a bad exit or a sanitizer report."""
+        """Stops grelay and fails the test on a bad exit or a sanitizer report.
+        Only the first call checks; later ones (the fixture's) do nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         code = stop(self.proc)
         self.stderr.close()
         log = self.log()
