@@ -26,7 +26,7 @@ static inline struct up_slot *slot_of(nghttp2_session *h2, int32_t id)
     return nghttp2_session_get_stream_user_data(h2, id);
 }
 
-uint32_t upconn_free_slots(const struct upconn *u)
+uint32_t h2_client_free_slots(const struct upconn *u)
 {
     if (u->draining || u->io.state == CONN_CLOSED || u->h2 == NULL)
         return 0;
@@ -37,7 +37,7 @@ uint32_t upconn_free_slots(const struct upconn *u)
     return cap > u->n_streams ? cap - u->n_streams : 0;
 }
 
-void upconn_drain(struct upconn *u)
+void h2_client_drain(struct upconn *u)
 {
     u->draining = true;
     conn_want_flush(&u->io); /* the flush sees done() and closes an idle one */
@@ -53,7 +53,7 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     bool eof;
     size_t n = sl->ev->pull(sl, out, length, &eof), cnt = 0;
     nghttp2_nv *nva = eof ? sl->ev->trailers(sl, &cnt) : NULL;
-    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+    return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
 /* upstream_ops, on the slot's connection. */
@@ -114,7 +114,7 @@ static const struct upstream_ops h2_upstream_ops = {
     .detach = op_detach,
 };
 
-void upconn_attach(struct upconn *u, struct up_slot *sl)
+void h2_client_attach(struct upconn *u, struct up_slot *sl)
 {
     sl->conn = u;
     sl->ops = &h2_upstream_ops;
@@ -342,7 +342,7 @@ static int new_session(struct upconn *u, struct worker *w)
     return GR_OK;
 }
 
-struct upconn *upconn_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
+struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
                            const struct upconn_events *ev, void *owner)
 {
     struct upconn *u = calloc(1, sizeof(*u));

@@ -305,7 +305,7 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
     bool eof;
     size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
     nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
-    return h2_data_result(session, stream_id, n, eof, nva, cnt, flags);
+    return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
 /* downstream_ops. Streams call respond/resume/reset only while they are

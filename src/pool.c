@@ -80,7 +80,7 @@ void pool_retire(struct pool *p)
     struct gr_list *it, *tmp;
     gr_list_for_each_safe(it, tmp, &p->conns)
     {
-        upconn_drain(container_of(it, struct upconn, link)); /* calls in flight finish, idle ones close */
+        h2_client_drain(container_of(it, struct upconn, link)); /* calls in flight finish, idle ones close */
     }
     release_if_idle(p);
 }
@@ -151,7 +151,7 @@ static struct upconn *find_free(struct pool *p, bool *handshaking)
     gr_list_for_each_safe(it, tmp, &p->conns)
     {
         struct upconn *u = container_of(it, struct upconn, link);
-        if (upconn_free_slots(u) > 0)
+        if (h2_client_free_slots(u) > 0)
             return u;
         if (!u->ready)
             *handshaking = true;
@@ -167,7 +167,7 @@ static struct upconn *find_or_open(struct pool *p, int *err)
     /* While a connection is still handshaking its real stream limit is
      * unknown (we assume 100): wait for its SETTINGS rather than open more. */
     if (u == NULL && !handshaking && !p->retired && p->n_conns < p->cl->max_connections && !p->w->stopping) {
-        u = upconn_open(p->w, p->cl, p->ep, &pool_upconn_events, p);
+        u = h2_client_open(p->w, p->cl, p->ep, &pool_upconn_events, p);
         if (u == NULL) {
             log_warn("upstream %s: cannot open a connection: %s", p->ep->address.text, strerror(errno));
             *err = GR_ERR_IO;
@@ -191,7 +191,7 @@ int pool_acquire(struct pool *p, struct up_slot *sl)
     if (!p->retired)
         balancer_started(p->lb, p->index);
     if (u != NULL) {
-        upconn_attach(u, sl);
+        h2_client_attach(u, sl);
         return GR_OK;
     }
     sl->queued = true;
@@ -237,7 +237,7 @@ static void pool_dispatch(struct pool *p)
             refuse(p, sl, "cannot open a connection to the upstream");
             continue;
         }
-        upconn_attach(u, sl);
+        h2_client_attach(u, sl);
         sl->ev->granted(sl);
     }
     p->dispatching = false;

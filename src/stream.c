@@ -63,12 +63,12 @@ static void set_att(struct stream *s, enum stream_attempt to)
 
 /* ---- The stream object. ---- */
 
-void stream_cache_init(struct worker *w) { gr_cache_init(&w->streams, sizeof(struct stream), MAX_FREE_STREAMS); }
+void stream_cache_init(struct worker *w) { worker_cache_init(&w->streams, sizeof(struct stream), MAX_FREE_STREAMS); }
 
 struct stream *stream_new(struct downstream *d, int32_t id)
 {
     struct worker *w = d->io.w;
-    struct stream *s = gr_cache_get(&w->streams);
+    struct stream *s = worker_cache_get(&w->streams);
     if (s != NULL)
         memset(s, 0, offsetof(struct stream, arena_first));
     else if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -476,7 +476,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     gr_list_remove(&s->down_link);
     arena_free(&s->arena);
     w->n_streams--;
-    gr_cache_put(&w->streams, s);
+    worker_cache_put(&w->streams, s);
 }
 
 void stream_close_all(struct downstream *d)

@@ -38,14 +38,14 @@ static atomic_uint busy_workers;
  * flush can end more at once than a small cache holds (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
-void gr_cache_init(struct gr_cache *c, size_t size, size_t max)
+void worker_cache_init(struct worker_cache *c, size_t size, size_t max)
 {
     memset(c, 0, sizeof(*c));
     c->size = size;
     c->max = max;
 }
 
-void *gr_cache_get(struct gr_cache *c)
+void *worker_cache_get(struct worker_cache *c)
 {
     void *obj = c->head;
     if (obj == NULL)
@@ -57,7 +57,7 @@ void *gr_cache_get(struct gr_cache *c)
     return obj;
 }
 
-void gr_cache_put(struct gr_cache *c, void *obj)
+void worker_cache_put(struct worker_cache *c, void *obj)
 {
     if (c->n >= c->max) {
         free(obj);
@@ -70,7 +70,7 @@ void gr_cache_put(struct gr_cache *c, void *obj)
     POISON((char *)obj + sizeof(void *), c->size - sizeof(void *));
 }
 
-static void *cache_pop(struct gr_cache *c)
+static void *cache_pop(struct worker_cache *c)
 {
     void *obj = c->head;
     c->head = *(void **)obj;
@@ -79,7 +79,7 @@ static void *cache_pop(struct gr_cache *c)
     return obj;
 }
 
-size_t gr_cache_trim(struct gr_cache *c, bool all)
+size_t worker_cache_trim(struct worker_cache *c, bool all)
 {
     size_t n = all ? c->n : c->low;
     for (size_t i = 0; i < n; i++)
@@ -88,7 +88,7 @@ size_t gr_cache_trim(struct gr_cache *c, bool all)
     return n;
 }
 
-void gr_cache_destroy(struct gr_cache *c) { gr_cache_trim(c, true); }
+void worker_cache_destroy(struct worker_cache *c) { worker_cache_trim(c, true); }
 
 void worker_run_deferred(struct worker *w)
 {
@@ -129,7 +129,7 @@ void worker_housekeep(struct worker *w)
      * since the last pass, or, when quiet, all of it. */
     if (quiet)
         w->chunks.n_free_low = w->chunks.n_free;
-    size_t freed = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + gr_cache_trim(&w->streams, quiet);
+    size_t freed = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + worker_cache_trim(&w->streams, quiet);
     /* Give the freed memory back to the system, not just to free lists.
      * malloc_trim walks the whole heap under every arena's lock (tens of ms
      * under load: a stall for every call in flight, on every worker), so it
@@ -159,7 +159,7 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     gr_list_init(&w->reap);
     chunk_pool_init(&w->chunks, 1024);
     mem_pool_init(&w->h2mem);
-    gr_cache_init(&w->streams, 0, MAX_FREE_STREAMS);
+    worker_cache_init(&w->streams, 0, MAX_FREE_STREAMS);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     w->rng = ((uint64_t)ts.tv_nsec << 16) ^ ((uint64_t)(id + 1) * 0xbf58476d1ce4e5b9ull) ^ 0x94d049bb133111ebull;
@@ -201,7 +201,7 @@ void worker_destroy(struct worker *w)
     }
     chunk_pool_destroy(&w->chunks);
     mem_pool_destroy(&w->h2mem);
-    gr_cache_destroy(&w->streams);
+    worker_cache_destroy(&w->streams);
     if (w->loop != NULL) {
         ev_timer_stop(w->loop, &w->housekeeping);
         ev_prepare_stop(w->loop, &w->prepare);

@@ -47,13 +47,13 @@ struct upconn {
 int h2_client_worker_init(struct worker *w);
 void h2_client_worker_destroy(struct worker *w);
 /* Opens a connection to ep; returns NULL (errno set) on failure. */
-struct upconn *upconn_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
+struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
                            const struct upconn_events *ev, void *owner);
 /* Streams it may still take. */
-uint32_t upconn_free_slots(const struct upconn *u);
+uint32_t h2_client_free_slots(const struct upconn *u);
 /* Attaches sl to u (sl->conn, sl->ops set; linked; counted). */
-void upconn_attach(struct upconn *u, struct up_slot *sl);
+void h2_client_attach(struct upconn *u, struct up_slot *sl);
 /* No new streams; closes once the last stream is gone. */
-void upconn_drain(struct upconn *u);
+void h2_client_drain(struct upconn *u);
 
 #endif

@@ -39,7 +39,7 @@ struct gr_task {
 
 /* Freed objects of one size kept for reuse (no calloc per call). The
  * housekeeping pass frees those nobody took since the previous pass. */
-struct gr_cache {
+struct worker_cache {
     void *head;      /* free objects, linked through their first word */
     size_t n;        /* objects cached */
     size_t low;      /* fewest cached since the last trim */
@@ -70,7 +70,7 @@ struct worker {
     struct h2_client_state *h2c;  /* upstream HTTP/2: callbacks and options */
     struct chunk_pool chunks;     /* payload chunks of this worker */
     struct mem_pool h2mem;        /* nghttp2's small objects, on this thread */
-    struct gr_cache streams;      /* freed struct stream kept for the next calls */
+    struct worker_cache streams;      /* freed struct stream kept for the next calls */
     bool stopping;                /* no new connections or streams */
     uint64_t rng;                 /* xorshift state: retry jitter, balancer seeds */
     size_t n_streams;             /* calls in flight */
@@ -108,14 +108,14 @@ void worker_run_deferred(struct worker *w);
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set);
 
 /* The cache of objects of one size: get returns NULL when empty. */
-void gr_cache_init(struct gr_cache *c, size_t size, size_t max);
-void *gr_cache_get(struct gr_cache *c);
+void worker_cache_init(struct worker_cache *c, size_t size, size_t max);
+void *worker_cache_get(struct worker_cache *c);
 /* Keeps obj for reuse, or frees it when the cache is full. */
-void gr_cache_put(struct gr_cache *c, void *obj);
+void worker_cache_put(struct worker_cache *c, void *obj);
 /* Frees the objects nobody took since the last trim (all with all);
  * returns how many. */
-size_t gr_cache_trim(struct gr_cache *c, bool all);
-void gr_cache_destroy(struct gr_cache *c);
+size_t worker_cache_trim(struct worker_cache *c, bool all);
+void worker_cache_destroy(struct worker_cache *c);
 
 /* The housekeeping pass: gives back free chunks, cached streams and
  * nghttp2 blocks that went unused since the previous pass (all of them

@@ -183,20 +183,20 @@ static void stream_cache_gives_back_what_went_unused(void **state)
     for (int i = 0; i < 10; i++) {
         struct stream *s = calloc(1, sizeof(*s));
         assert_non_null(s);
-        gr_cache_put(&w->streams, s);
+        worker_cache_put(&w->streams, s);
     }
     assert_int_equal(w->streams.n, 10);
     w->streams.low = 4; /* a burst took six of them since the last trim */
-    assert_int_equal(gr_cache_trim(&w->streams, false), 4);
+    assert_int_equal(worker_cache_trim(&w->streams, false), 4);
     assert_int_equal(w->streams.n, 6);
     assert_int_equal(w->streams.low, 6);
     size_t left = 0;
     for (void *o = w->streams.head; o != NULL; o = *(void **)o) /* the link word stays readable */
         left++;
     assert_int_equal(left, 6);
-    assert_int_equal(gr_cache_trim(&w->streams, false), 6); /* no call came: all go */
+    assert_int_equal(worker_cache_trim(&w->streams, false), 6); /* no call came: all go */
     assert_null(w->streams.head);
-    assert_int_equal(gr_cache_trim(&w->streams, false), 0);
+    assert_int_equal(worker_cache_trim(&w->streams, false), 0);
     free(w);
 }
 
