@@ -5,6 +5,7 @@
 #define GRELAY_CONFIG_H
 
 #include "grelay/arena.h"
+#include "grelay/tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,45 +23,6 @@ struct gr_addr {
     struct sockaddr_storage ss; /* the address */
     socklen_t len;              /* its length */
     const char *text;           /* as written in the file */
-};
-
-/* A certificate chosen by SNI. */
-struct gr_sni_cert_cfg {
-    const char **names;          /* "api.example.com" or "*.example.com" */
-    size_t n_names;
-    const char *cert_chain;      /* PEM file */
-    const char *private_key;     /* PEM file */
-    void *ctx;                   /* SSL_CTX, built at load */
-};
-
-/* TLS on a listener. */
-struct gr_tls_server_cfg {
-    bool set;
-    const char *cert_chain;      /* PEM: the default certificate */
-    const char *private_key;
-    const char **alpn;           /* protocols offered, preferred first */
-    size_t n_alpn;
-    const char *min_version;     /* TLSv1.2 or TLSv1.3 */
-    const char *ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
-    const char *client_ca;       /* verify client certificates against this */
-    bool require_client_cert;
-    struct gr_sni_cert_cfg *server_names;
-    size_t n_server_names;
-    uint64_t handshake_timeout_ms;
-    bool session_tickets;
-    void *ctx;                   /* SSL_CTX for the default certificate, built at load */
-};
-
-/* TLS to a cluster's endpoints. */
-struct gr_tls_client_cfg {
-    bool set;
-    const char *sni;             /* name sent and verified; default: the endpoint's host */
-    const char *ca;              /* PEM bundle to verify the server; default: the system's */
-    const char *cert_chain;      /* client certificate, for mTLS */
-    const char *private_key;
-    bool verify;                 /* verify the server's certificate and name (default true) */
-    const char *min_version;
-    void *ctx;                   /* SSL_CTX, built at load */
 };
 
 enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
