@@ -6,6 +6,7 @@
  * line and column of the node at fault. */
 #include "grelay/config.h"
 #include "grelay/common.h"
+#include "grelay/grpc.h"
 #include "grelay/log.h"
 #include "grelay/tls.h"
 
@@ -551,12 +552,6 @@ static const struct field backoff_fields[] = {
 static const struct schema backoff_schema = {"backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields,
                                              backoff_init, check_backoff};
 
-static const char *const status_names[] = {
-    "ok", "cancelled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
-    "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range",
-    "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated",
-};
-
 static void retry_init(void *obj)
 {
     struct gr_retry_cfg *r = obj;
@@ -571,20 +566,13 @@ static int check_retry(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t
     if (r->n_retry_on == 0)
         return fail_node(c, node, "retry_policy needs 'retry_on' with at least one status");
     for (size_t i = 0; i < r->n_retry_on; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "%s", r->retry_on[i]);
-        for (char *p = name; *p; p++)
-            if (*p == '-')
-                *p = '_';
-        size_t k = 1;
-        while (k < GR_ARRAY_LEN(status_names) && strcmp(name, status_names[k]) != 0)
-            k++;
-        if (k == GR_ARRAY_LEN(status_names))
+        enum grpc_status st;
+        if (grpc_status_from_name(r->retry_on[i], &st) != GR_OK || st == GRPC_OK) /* OK is no failure */
             return fail_node(c, node,
                              "retry_on: '%s' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
                              "resource_exhausted, aborted, internal, unavailable, ...)",
                              r->retry_on[i]);
-        r->retry_on_mask |= 1u << k;
+        r->retry_on_mask |= 1u << (unsigned)st;
     }
     return GR_OK;
 }

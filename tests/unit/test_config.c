@@ -247,6 +247,16 @@ static const struct bad_case bad_cases[] = {
      "resource_exhausted, aborted, internal, unavailable, ...)"},
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { retry_on: [OK] }\n" CLUSTERS,
+     "t.yaml:10:27: retry_on: 'ok' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
+     "resource_exhausted, aborted, internal, unavailable, ...)"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { retry_on: [Deadline Exceeded] }\n" CLUSTERS,
+     "t.yaml:10:27: retry_on: 'deadline exceeded' is not a gRPC status name (cancelled, unknown, "
+     "deadline_exceeded, resource_exhausted, aborted, internal, unavailable, ...)"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
      "            retry_policy: { num_retries: 2 }\n" CLUSTERS,
      "t.yaml:10:27: retry_policy needs 'retry_on' with at least one status"},
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
