@@ -201,9 +201,7 @@ static int parse_duration_ms(const char *s, uint64_t *out)
     return 0;
 }
 
-int config_parse_addr(const char *text, struct gr_addr *out, const char **why);
-
-/* Parses "a.b.c.d:port" or "[v6]:port". Host names arrive with DNS discovery. */
+/* Host names arrive with DNS discovery (check_endpoint), not here. */
 int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
 {
     char host[64];
@@ -215,7 +213,7 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         const char *close = strchr(text, ']');
         if (close == NULL || close[1] != ':') {
             *why = "expected [ipv6]:port";
-            return -1;
+            return GR_ERR_CONFIG;
         }
         h = text + 1;
         hlen = (size_t)(close - h);
@@ -224,20 +222,20 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         colon = strrchr(text, ':');
         if (colon == NULL) {
             *why = "expected ip:port";
-            return -1;
+            return GR_ERR_CONFIG;
         }
         hlen = (size_t)(colon - text);
     }
     if (hlen == 0 || hlen >= sizeof(host)) {
         *why = "missing or overlong host";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     uint64_t port;
     if (!parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535) {
         *why = "port must be 1..65535";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     struct sockaddr_in *v4 = (struct sockaddr_in *)&out->ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->ss;
@@ -251,10 +249,10 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         out->len = sizeof(*v6);
     } else {
         *why = "host must be an IPv4 address or a bracketed IPv6 address";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     out->text = text;
-    return 0;
+    return GR_OK;
 }
 
 static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj);

@@ -173,5 +173,9 @@ struct gr_config *config_load_file(const char *path, char *err, size_t errlen);
 /* The same from memory; name is used in error messages. */
 struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen);
 void config_free(struct gr_config *cfg);
+/* Parses an IP literal with a port, "a.b.c.d:port" or "[ipv6]:port", into
+ * out; out->text points at text (not copied). Returns 0, or GR_ERR_CONFIG
+ * with *why saying what is wrong ("port must be 1..65535", ...). */
+int config_parse_addr(const char *text, struct gr_addr *out, const char **why);
 
 #endif
