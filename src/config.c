@@ -21,38 +21,27 @@
 #include <unistd.h>
 #include <yaml.h>
 
-enum ftype {
-    F_STR,      /* const char * */
-    F_U32,      /* uint32_t within [min, max] */
-    F_SIZE,     /* uint32_t bytes, "64KiB" style suffixes allowed */
-    F_DURATION, /* uint64_t milliseconds, "5s", "250ms", "1.5s", "2m", "1h" */
-    F_BOOL,     /* bool */
-    F_ENUM,     /* int index into names */
-    F_ADDR,     /* struct gr_addr */
-    F_STRLIST,  /* const char ** + size_t count */
-    F_LIST,     /* array of sub objects + size_t count */
-    F_OBJ,      /* one sub object stored inline */
-};
-
 #define FL_REQUIRED 1u /* the key must be present */
 #define FL_LOWER 2u    /* lower-case the string */
 #define FL_NONEMPTY 4u /* lists need at least one element */
 
 struct schema;
+struct field;
+struct load_ctx;
 
+/* One key of a mapping: what it is called, how its value is read and where
+ * it is stored. */
 struct field {
-    const char *key;
-    enum ftype type;
+    const char *key;  /* the YAML key */
+    int (*set)(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj); /* a set_* setter below */
     size_t off;       /* where the value is stored */
-    size_t count_off; /* F_STRLIST, F_LIST: where the count is stored */
-    const struct schema *sub; /* F_LIST, F_OBJ */
-    uint64_t min, max;        /* F_U32, F_SIZE, F_DURATION bounds */
-    const char *const *names; /* F_ENUM: NULL-terminated */
+    size_t count_off; /* set_strlist, set_list: where the count is stored */
+    const struct schema *sub; /* set_list, set_obj: the schema of the sub objects */
+    uint64_t min, max;        /* set_u32, set_size, set_duration: bounds */
+    const char *const *names; /* set_enum: NULL-terminated */
     unsigned flags;
     size_t pos_off;           /* if nonzero: store the value's struct gr_pos here */
 };
-
-struct load_ctx;
 
 struct schema {
     const char *what;   /* "listener", "route", ... for messages */
@@ -257,148 +246,202 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
 
 static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj);
 
-static int parse_field(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+/* ---- typed setters ----
+ * One per kind of value, as nginx's ngx_conf_set_*_slot: each checks the
+ * value node v of field f and stores it at obj + f->off, or writes the
+ * error and returns GR_ERR_CONFIG. */
+
+#define FIELD_PTR(obj, off) ((char *)(obj) + (off))
+
+static void lower_case(char *s)
 {
-    char *dst = (char *)obj + f->off;
-    struct arena *a = &c->cfg->arena;
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+/* const char *: the scalar, copied into the arena. */
+static int set_str(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    if (want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    char *s = arena_strndup(&c->cfg->arena, scalar(v), v->data.scalar.length);
+    if (s == NULL)
+        return fail_node(c, v, "out of memory");
+    if (strlen(s) != v->data.scalar.length)
+        return fail_node(c, v, "'%s' contains a NUL byte", f->key);
+    if (f->flags & FL_LOWER)
+        lower_case(s);
+    if (s[0] == '\0' && (f->flags & FL_REQUIRED))
+        return fail_node(c, v, "'%s' must not be empty", f->key);
+    *(const char **)FIELD_PTR(obj, f->off) = s;
+    return GR_OK;
+}
+
+static int parse_whole(const char *s, uint64_t *out) { return parse_u64(s, strlen(s), out) ? 0 : -1; }
+
+/* The number in v as parse reads it (expect says what it wanted), within
+ * [f->min, f->max]. */
+static int number(struct load_ctx *c, const struct field *f, yaml_node_t *v, int (*parse)(const char *, uint64_t *),
+                  const char *expect, uint64_t *out)
+{
+    if (want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    const char *s = scalar(v);
+    if (parse(s, out) != 0)
+        return fail_node(c, v, "'%s' must be %s, got '%s'", f->key, expect, s);
+    if (*out < f->min || *out > f->max)
+        return fail_node(c, v, "'%s' must be between %llu and %llu, got '%s'", f->key, (unsigned long long)f->min,
+                         (unsigned long long)f->max, s);
+    return GR_OK;
+}
+
+/* uint32_t: a whole number within [min, max]. */
+static int set_u32(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
     uint64_t u;
-    switch (f->type) {
-    case F_STR: {
-        if (want_scalar(c, v, f->key))
+    if (number(c, f, v, parse_whole, "a whole number", &u))
+        return GR_ERR_CONFIG;
+    *(uint32_t *)FIELD_PTR(obj, f->off) = (uint32_t)u;
+    return GR_OK;
+}
+
+/* uint32_t bytes within [min, max]: "65536", "64KiB", "1MiB" (see parse_size). */
+static int set_size(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    uint64_t u;
+    if (number(c, f, v, parse_size, "a size such as 65536, 64KiB or 1MiB", &u))
+        return GR_ERR_CONFIG;
+    *(uint32_t *)FIELD_PTR(obj, f->off) = (uint32_t)u;
+    return GR_OK;
+}
+
+/* uint64_t milliseconds within [min, max]: "5s", "250ms", "1.5s", "2m", "1h". */
+static int set_duration(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    uint64_t u;
+    if (number(c, f, v, parse_duration_ms, "a duration such as 5s, 250ms, 1.5s or 2m", &u))
+        return GR_ERR_CONFIG;
+    *(uint64_t *)FIELD_PTR(obj, f->off) = u;
+    return GR_OK;
+}
+
+/* bool: true or false. */
+static int set_bool(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    if (want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    const char *s = scalar(v);
+    if (strcmp(s, "true") == 0)
+        *(bool *)FIELD_PTR(obj, f->off) = true;
+    else if (strcmp(s, "false") == 0)
+        *(bool *)FIELD_PTR(obj, f->off) = false;
+    else
+        return fail_node(c, v, "'%s' must be true or false, got '%s'", f->key, s);
+    return GR_OK;
+}
+
+/* int: the index of the scalar in f->names. */
+static int set_enum(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    if (want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    for (int i = 0; f->names[i] != NULL; i++) {
+        if (strcmp(scalar(v), f->names[i]) == 0) {
+            *(int *)FIELD_PTR(obj, f->off) = i;
+            return GR_OK;
+        }
+    }
+    char list[256] = "";
+    for (int i = 0; f->names[i] != NULL; i++) {
+        strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
+        strncat(list, f->names[i], sizeof(list) - strlen(list) - 1);
+    }
+    return fail_node(c, v, "'%s' must be one of %s, got '%s'", f->key, list, scalar(v));
+}
+
+/* struct gr_addr: an IP literal and port (config_parse_addr). */
+static int set_addr(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    if (want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    const char *why;
+    char *text = arena_strndup(&c->cfg->arena, scalar(v), v->data.scalar.length);
+    if (text == NULL)
+        return fail_node(c, v, "out of memory");
+    if (config_parse_addr(text, (struct gr_addr *)FIELD_PTR(obj, f->off), &why) != 0)
+        return fail_node(c, v, "bad address '%s' for '%s': %s", text, f->key, why);
+    return GR_OK;
+}
+
+/* The number of items of a sequence node, which must not be empty with
+ * FL_NONEMPTY; GR_ERR_CONFIG when v is no sequence or breaks that rule. */
+static int sequence(struct load_ctx *c, const struct field *f, yaml_node_t *v, size_t *n)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
+    *n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (*n == 0 && (f->flags & FL_NONEMPTY))
+        return fail_node(c, v, "'%s' must not be empty", f->key);
+    return GR_OK;
+}
+
+/* const char ** at off and its size_t count at count_off: a list of scalars. */
+static int set_strlist(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    size_t n;
+    if (sequence(c, f, v, &n))
+        return GR_ERR_CONFIG;
+    const char **arr = arena_alloc(&c->cfg->arena, (n ? n : 1) * sizeof(*arr));
+    if (arr == NULL)
+        return fail_node(c, v, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+        if (want_scalar(c, it, f->key))
             return GR_ERR_CONFIG;
-        char *s = arena_strndup(a, scalar(v), v->data.scalar.length);
+        char *s = arena_strndup(&c->cfg->arena, scalar(it), it->data.scalar.length);
         if (s == NULL)
             return fail_node(c, v, "out of memory");
-        if (strlen(s) != v->data.scalar.length)
-            return fail_node(c, v, "'%s' contains a NUL byte", f->key);
         if (f->flags & FL_LOWER)
-            for (char *p = s; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-        if (s[0] == '\0' && (f->flags & FL_REQUIRED))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        *(const char **)dst = s;
-        break;
+            lower_case(s);
+        arr[i] = s;
     }
-    case F_U32:
-    case F_SIZE:
-    case F_DURATION: {
-        if (want_scalar(c, v, f->key))
+    *(const char ***)FIELD_PTR(obj, f->off) = arr;
+    *(size_t *)FIELD_PTR(obj, f->count_off) = n;
+    return GR_OK;
+}
+
+/* An array of f->sub objects at off and its size_t count at count_off. */
+static int set_list(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    size_t n;
+    if (sequence(c, f, v, &n))
+        return GR_ERR_CONFIG;
+    char *arr = arena_alloc(&c->cfg->arena, (n ? n : 1) * f->sub->size);
+    if (arr == NULL)
+        return fail_node(c, v, "out of memory");
+    memset(arr, 0, (n ? n : 1) * f->sub->size);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+        if (parse_object(c, f->sub, it, arr + i * f->sub->size))
             return GR_ERR_CONFIG;
-        const char *s = scalar(v);
-        int bad;
-        const char *expect;
-        if (f->type == F_U32) {
-            bad = !parse_u64(s, strlen(s), &u);
-            expect = "a whole number";
-        } else if (f->type == F_SIZE) {
-            bad = parse_size(s, &u) != 0;
-            expect = "a size such as 65536, 64KiB or 1MiB";
-        } else {
-            bad = parse_duration_ms(s, &u) != 0;
-            expect = "a duration such as 5s, 250ms, 1.5s or 2m";
-        }
-        if (bad)
-            return fail_node(c, v, "'%s' must be %s, got '%s'", f->key, expect, s);
-        if (u < f->min || u > f->max)
-            return fail_node(c, v, "'%s' must be between %llu and %llu, got '%s'", f->key,
-                             (unsigned long long)f->min, (unsigned long long)f->max, s);
-        if (f->type == F_DURATION)
-            *(uint64_t *)dst = u;
-        else
-            *(uint32_t *)dst = (uint32_t)u;
-        break;
     }
-    case F_BOOL: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        const char *s = scalar(v);
-        if (strcmp(s, "true") == 0)
-            *(bool *)dst = true;
-        else if (strcmp(s, "false") == 0)
-            *(bool *)dst = false;
-        else
-            return fail_node(c, v, "'%s' must be true or false, got '%s'", f->key, s);
-        break;
-    }
-    case F_ENUM: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        for (int i = 0; f->names[i] != NULL; i++) {
-            if (strcmp(scalar(v), f->names[i]) == 0) {
-                *(int *)dst = i;
-                goto done;
-            }
-        }
-        char list[256] = "";
-        for (int i = 0; f->names[i] != NULL; i++) {
-            strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
-            strncat(list, f->names[i], sizeof(list) - strlen(list) - 1);
-        }
-        return fail_node(c, v, "'%s' must be one of %s, got '%s'", f->key, list, scalar(v));
-    }
-    case F_ADDR: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        const char *why;
-        char *text = arena_strndup(a, scalar(v), v->data.scalar.length);
-        if (text == NULL)
-            return fail_node(c, v, "out of memory");
-        if (config_parse_addr(text, (struct gr_addr *)dst, &why) != 0)
-            return fail_node(c, v, "bad address '%s' for '%s': %s", text, f->key, why);
-        break;
-    }
-    case F_STRLIST: {
-        if (v->type != YAML_SEQUENCE_NODE)
-            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
-        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-        if (n == 0 && (f->flags & FL_NONEMPTY))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        const char **arr = arena_alloc(a, (n ? n : 1) * sizeof(*arr));
-        if (arr == NULL)
-            return fail_node(c, v, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
-            if (want_scalar(c, it, f->key))
-                return GR_ERR_CONFIG;
-            char *s = arena_strndup(a, scalar(it), it->data.scalar.length);
-            if (s == NULL)
-                return fail_node(c, v, "out of memory");
-            if (f->flags & FL_LOWER)
-                for (char *p = s; *p; p++)
-                    *p = (char)tolower((unsigned char)*p);
-            arr[i] = s;
-        }
-        *(const char ***)dst = arr;
-        *(size_t *)((char *)obj + f->count_off) = n;
-        break;
-    }
-    case F_LIST: {
-        if (v->type != YAML_SEQUENCE_NODE)
-            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
-        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-        if (n == 0 && (f->flags & FL_NONEMPTY))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        char *arr = arena_alloc(a, (n ? n : 1) * f->sub->size);
-        if (arr == NULL)
-            return fail_node(c, v, "out of memory");
-        memset(arr, 0, (n ? n : 1) * f->sub->size);
-        for (size_t i = 0; i < n; i++) {
-            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
-            if (parse_object(c, f->sub, it, arr + i * f->sub->size))
-                return GR_ERR_CONFIG;
-        }
-        *(void **)dst = arr;
-        *(size_t *)((char *)obj + f->count_off) = n;
-        break;
-    }
-    case F_OBJ:
-        if (parse_object(c, f->sub, v, dst))
-            return GR_ERR_CONFIG;
-        break;
-    }
-done:
+    *(void **)FIELD_PTR(obj, f->off) = arr;
+    *(size_t *)FIELD_PTR(obj, f->count_off) = n;
+    return GR_OK;
+}
+
+/* One f->sub object stored inline at off. */
+static int set_obj(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    return parse_object(c, f->sub, v, FIELD_PTR(obj, f->off));
+}
+
+static int parse_field(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
+{
+    if (f->set(c, f, v, obj))
+        return GR_ERR_CONFIG;
     if (f->pos_off)
-        *(struct gr_pos *)((char *)obj + f->pos_off) = node_pos(v);
+        *(struct gr_pos *)FIELD_PTR(obj, f->pos_off) = node_pos(v);
     return GR_OK;
 }
 
@@ -460,9 +503,9 @@ static int check_header_match(struct load_ctx *c, void *obj, uint32_t seen, yaml
 }
 
 static const struct field header_match_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_header_match_cfg, name), .flags = FL_REQUIRED | FL_LOWER},
-    {.key = "exact", .type = F_STR, .off = OFF(struct gr_header_match_cfg, exact)},
-    {.key = "present", .type = F_BOOL, .off = OFF(struct gr_header_match_cfg, present)},
+    {.key = "name", .set = set_str, .off = OFF(struct gr_header_match_cfg, name), .flags = FL_REQUIRED | FL_LOWER},
+    {.key = "exact", .set = set_str, .off = OFF(struct gr_header_match_cfg, exact)},
+    {.key = "present", .set = set_bool, .off = OFF(struct gr_header_match_cfg, present)},
     {0},
 };
 static const struct schema header_match_schema = {"header matcher", sizeof(struct gr_header_match_cfg), NO_POS,
@@ -512,12 +555,12 @@ static int check_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t
 }
 
 static const struct field match_fields[] = {
-    {.key = "prefix", .type = F_STR, .off = OFF(struct gr_match_cfg, prefix)},
-    {.key = "exact", .type = F_STR, .off = OFF(struct gr_match_cfg, exact)},
-    {.key = "path", .type = F_STR, .off = OFF(struct gr_match_cfg, path_alias)},
-    {.key = "service", .type = F_STR, .off = OFF(struct gr_match_cfg, service)},
-    {.key = "method", .type = F_STR, .off = OFF(struct gr_match_cfg, method)},
-    {.key = "headers", .type = F_LIST, .off = OFF(struct gr_match_cfg, headers),
+    {.key = "prefix", .set = set_str, .off = OFF(struct gr_match_cfg, prefix)},
+    {.key = "exact", .set = set_str, .off = OFF(struct gr_match_cfg, exact)},
+    {.key = "path", .set = set_str, .off = OFF(struct gr_match_cfg, path_alias)},
+    {.key = "service", .set = set_str, .off = OFF(struct gr_match_cfg, service)},
+    {.key = "method", .set = set_str, .off = OFF(struct gr_match_cfg, method)},
+    {.key = "headers", .set = set_list, .off = OFF(struct gr_match_cfg, headers),
      .count_off = OFF(struct gr_match_cfg, n_headers), .sub = &header_match_schema},
     {0},
 };
@@ -541,9 +584,9 @@ static int check_backoff(struct load_ctx *c, void *obj, uint32_t seen, yaml_node
 }
 
 static const struct field backoff_fields[] = {
-    {.key = "base_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, base_interval_ms), .min = 1,
+    {.key = "base_interval", .set = set_duration, .off = OFF(struct gr_backoff_cfg, base_interval_ms), .min = 1,
      .max = 60000},
-    {.key = "max_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, max_interval_ms), .min = 1,
+    {.key = "max_interval", .set = set_duration, .off = OFF(struct gr_backoff_cfg, max_interval_ms), .min = 1,
      .max = 600000},
     {0},
 };
@@ -576,12 +619,12 @@ static int check_retry(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t
 }
 
 static const struct field retry_fields[] = {
-    {.key = "retry_on", .type = F_STRLIST, .off = OFF(struct gr_retry_cfg, retry_on),
+    {.key = "retry_on", .set = set_strlist, .off = OFF(struct gr_retry_cfg, retry_on),
      .count_off = OFF(struct gr_retry_cfg, n_retry_on), .flags = FL_LOWER},
-    {.key = "num_retries", .type = F_U32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0, .max = 10},
-    {.key = "per_try_timeout", .type = F_DURATION, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms), .min = 0,
+    {.key = "num_retries", .set = set_u32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0, .max = 10},
+    {.key = "per_try_timeout", .set = set_duration, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms), .min = 0,
      .max = 86400000},
-    {.key = "backoff", .type = F_OBJ, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
+    {.key = "backoff", .set = set_obj, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
     {0},
 };
 static const struct schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
@@ -652,56 +695,56 @@ static int check_cors(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t 
 }
 
 static const struct field cors_fields[] = {
-    {.key = "allow_origins", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_origins),
+    {.key = "allow_origins", .set = set_strlist, .off = OFF(struct gr_cors_cfg, allow_origins),
      .count_off = OFF(struct gr_cors_cfg, n_allow_origins)},
-    {.key = "allow_methods", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_methods),
+    {.key = "allow_methods", .set = set_strlist, .off = OFF(struct gr_cors_cfg, allow_methods),
      .count_off = OFF(struct gr_cors_cfg, n_allow_methods)},
-    {.key = "allow_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_headers),
+    {.key = "allow_headers", .set = set_strlist, .off = OFF(struct gr_cors_cfg, allow_headers),
      .count_off = OFF(struct gr_cors_cfg, n_allow_headers), .flags = FL_LOWER},
-    {.key = "expose_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, expose_headers),
+    {.key = "expose_headers", .set = set_strlist, .off = OFF(struct gr_cors_cfg, expose_headers),
      .count_off = OFF(struct gr_cors_cfg, n_expose_headers), .flags = FL_LOWER},
-    {.key = "max_age", .type = F_U32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0, .max = 86400 * 365},
-    {.key = "allow_credentials", .type = F_BOOL, .off = OFF(struct gr_cors_cfg, allow_credentials)},
+    {.key = "max_age", .set = set_u32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0, .max = 86400 * 365},
+    {.key = "allow_credentials", .set = set_bool, .off = OFF(struct gr_cors_cfg, allow_credentials)},
     {0},
 };
 static const struct schema cors_schema = {"cors", sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
                                           check_cors};
 
 static const struct field route_fields[] = {
-    {.key = "match", .type = F_OBJ, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
+    {.key = "match", .set = set_obj, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
      .flags = FL_REQUIRED},
-    {.key = "cluster", .type = F_STR, .off = OFF(struct gr_route_cfg, cluster_name), .flags = FL_REQUIRED,
+    {.key = "cluster", .set = set_str, .off = OFF(struct gr_route_cfg, cluster_name), .flags = FL_REQUIRED,
      .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
-    {.key = "timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
+    {.key = "timeout", .set = set_duration, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
      .max = 86400000ull * 365},
-    {.key = "max_grpc_timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms), .min = 0,
+    {.key = "max_grpc_timeout", .set = set_duration, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms), .min = 0,
      .max = 86400000ull * 365},
-    {.key = "grpc_timeout_offset", .type = F_DURATION, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
+    {.key = "grpc_timeout_offset", .set = set_duration, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
      .min = 0, .max = 3600000},
-    {.key = "retry_policy", .type = F_OBJ, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
-    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
+    {.key = "retry_policy", .set = set_obj, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
+    {.key = "cors", .set = set_obj, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
     {0},
 };
 static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
                                            route_fields, NULL, NULL};
 
 static const struct field vhost_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
-    {.key = "domains", .type = F_STRLIST, .off = OFF(struct gr_vhost_cfg, domains),
+    {.key = "name", .set = set_str, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
+    {.key = "domains", .set = set_strlist, .off = OFF(struct gr_vhost_cfg, domains),
      .count_off = OFF(struct gr_vhost_cfg, n_domains), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "routes", .type = F_LIST, .off = OFF(struct gr_vhost_cfg, routes),
+    {.key = "routes", .set = set_list, .off = OFF(struct gr_vhost_cfg, routes),
      .count_off = OFF(struct gr_vhost_cfg, n_routes), .sub = &route_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
+    {.key = "cors", .set = set_obj, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
     {0},
 };
 static const struct schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
                                            OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
 
 static const struct field sni_fields[] = {
-    {.key = "names", .type = F_STRLIST, .off = OFF(struct gr_sni_cert_cfg, names),
+    {.key = "names", .set = set_strlist, .off = OFF(struct gr_sni_cert_cfg, names),
      .count_off = OFF(struct gr_sni_cert_cfg, n_names), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, cert_chain), .flags = FL_REQUIRED},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, private_key), .flags = FL_REQUIRED},
+    {.key = "cert_chain", .set = set_str, .off = OFF(struct gr_sni_cert_cfg, cert_chain), .flags = FL_REQUIRED},
+    {.key = "private_key", .set = set_str, .off = OFF(struct gr_sni_cert_cfg, private_key), .flags = FL_REQUIRED},
     {0},
 };
 static const struct schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields, NULL,
@@ -716,20 +759,20 @@ static void tls_server_init(void *obj)
 }
 
 static const struct field tls_server_fields[] = {
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, cert_chain), .flags = FL_REQUIRED},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, private_key),
+    {.key = "cert_chain", .set = set_str, .off = OFF(struct gr_tls_server_cfg, cert_chain), .flags = FL_REQUIRED},
+    {.key = "private_key", .set = set_str, .off = OFF(struct gr_tls_server_cfg, private_key),
      .flags = FL_REQUIRED},
-    {.key = "alpn", .type = F_STRLIST, .off = OFF(struct gr_tls_server_cfg, alpn),
+    {.key = "alpn", .set = set_strlist, .off = OFF(struct gr_tls_server_cfg, alpn),
      .count_off = OFF(struct gr_tls_server_cfg, n_alpn), .flags = FL_NONEMPTY},
-    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, min_version)},
-    {.key = "ciphers", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, ciphers)},
-    {.key = "client_ca", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, client_ca)},
-    {.key = "require_client_cert", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
-    {.key = "server_names", .type = F_LIST, .off = OFF(struct gr_tls_server_cfg, server_names),
+    {.key = "min_version", .set = set_str, .off = OFF(struct gr_tls_server_cfg, min_version)},
+    {.key = "ciphers", .set = set_str, .off = OFF(struct gr_tls_server_cfg, ciphers)},
+    {.key = "client_ca", .set = set_str, .off = OFF(struct gr_tls_server_cfg, client_ca)},
+    {.key = "require_client_cert", .set = set_bool, .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
+    {.key = "server_names", .set = set_list, .off = OFF(struct gr_tls_server_cfg, server_names),
      .count_off = OFF(struct gr_tls_server_cfg, n_server_names), .sub = &sni_schema},
-    {.key = "handshake_timeout", .type = F_DURATION, .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms),
+    {.key = "handshake_timeout", .set = set_duration, .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms),
      .min = 1, .max = 600000},
-    {.key = "session_tickets", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
+    {.key = "session_tickets", .set = set_bool, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
     {0},
 };
 static const struct schema tls_server_schema = {"tls", sizeof(struct gr_tls_server_cfg), NO_POS,
@@ -743,12 +786,12 @@ static void tls_client_init(void *obj)
 }
 
 static const struct field tls_client_fields[] = {
-    {.key = "sni", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, sni)},
-    {.key = "ca", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, ca)},
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, cert_chain)},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, private_key)},
-    {.key = "verify", .type = F_BOOL, .off = OFF(struct gr_tls_client_cfg, verify)},
-    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, min_version)},
+    {.key = "sni", .set = set_str, .off = OFF(struct gr_tls_client_cfg, sni)},
+    {.key = "ca", .set = set_str, .off = OFF(struct gr_tls_client_cfg, ca)},
+    {.key = "cert_chain", .set = set_str, .off = OFF(struct gr_tls_client_cfg, cert_chain)},
+    {.key = "private_key", .set = set_str, .off = OFF(struct gr_tls_client_cfg, private_key)},
+    {.key = "verify", .set = set_bool, .off = OFF(struct gr_tls_client_cfg, verify)},
+    {.key = "min_version", .set = set_str, .off = OFF(struct gr_tls_client_cfg, min_version)},
     {0},
 };
 static const struct schema tls_client_schema = {"tls", sizeof(struct gr_tls_client_cfg), NO_POS,
@@ -766,24 +809,24 @@ static void listener_init(void *obj)
 }
 
 static const struct field listener_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
-    {.key = "address", .type = F_ADDR, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
-    {.key = "virtual_hosts", .type = F_LIST, .off = OFF(struct gr_listener_cfg, vhosts),
+    {.key = "name", .set = set_str, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
+    {.key = "address", .set = set_addr, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
+    {.key = "virtual_hosts", .set = set_list, .off = OFF(struct gr_listener_cfg, vhosts),
      .count_off = OFF(struct gr_listener_cfg, n_vhosts), .sub = &vhost_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "max_concurrent_streams", .type = F_U32, .off = OFF(struct gr_listener_cfg, max_concurrent_streams),
+    {.key = "max_concurrent_streams", .set = set_u32, .off = OFF(struct gr_listener_cfg, max_concurrent_streams),
      .min = 1, .max = 1u << 20},
-    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, stream_buffer), .min = 1024,
+    {.key = "stream_buffer", .set = set_size, .off = OFF(struct gr_listener_cfg, stream_buffer), .min = 1024,
      .max = 16u << 20},
-    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, connection_window),
+    {.key = "connection_window", .set = set_size, .off = OFF(struct gr_listener_cfg, connection_window),
      .min = 65535, .max = (1u << 31) - 1},
-    {.key = "max_request_headers", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, max_request_headers),
+    {.key = "max_request_headers", .set = set_size, .off = OFF(struct gr_listener_cfg, max_request_headers),
      .min = 1024, .max = 1u << 20},
-    {.key = "grpc_web", .type = F_BOOL, .off = OFF(struct gr_listener_cfg, grpc_web)},
-    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
+    {.key = "grpc_web", .set = set_bool, .off = OFF(struct gr_listener_cfg, grpc_web)},
+    {.key = "tls", .set = set_obj, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
      .pos_off = OFF(struct gr_listener_cfg, tls_pos)},
-    {.key = "grpc_web_max_request", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
+    {.key = "grpc_web_max_request", .set = set_size, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
      .min = 1024, .max = 1u << 30},
-    {.key = "hibernate_after", .type = F_DURATION, .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0,
+    {.key = "hibernate_after", .set = set_duration, .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0,
      .max = 24ull * 3600 * 1000},
     {0},
 };
@@ -826,9 +869,9 @@ static int check_endpoint(struct load_ctx *c, void *obj, uint32_t seen, yaml_nod
 }
 
 static const struct field endpoint_fields[] = {
-    {.key = "address", .type = F_STR, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
+    {.key = "address", .set = set_str, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
      .pos_off = OFF(struct gr_endpoint_cfg, text_pos)},
-    {.key = "weight", .type = F_U32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
+    {.key = "weight", .set = set_u32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
     {0},
 };
 static const struct schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
@@ -871,29 +914,29 @@ static void cluster_init(void *obj)
 }
 
 static const struct field cluster_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
-    {.key = "lb_policy", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, lb_policy), .names = lb_policy_names},
-    {.key = "discovery", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, discovery), .names = discovery_names},
-    {.key = "dns_refresh", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms), .min = 1,
+    {.key = "name", .set = set_str, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
+    {.key = "lb_policy", .set = set_enum, .off = OFF(struct gr_cluster_cfg, lb_policy), .names = lb_policy_names},
+    {.key = "discovery", .set = set_enum, .off = OFF(struct gr_cluster_cfg, discovery), .names = discovery_names},
+    {.key = "dns_refresh", .set = set_duration, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms), .min = 1,
      .max = 86400000},
-    {.key = "dns_resolvers", .type = F_STRLIST, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
+    {.key = "dns_resolvers", .set = set_strlist, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
      .count_off = OFF(struct gr_cluster_cfg, n_dns_resolvers), .flags = FL_NONEMPTY},
-    {.key = "endpoints", .type = F_LIST, .off = OFF(struct gr_cluster_cfg, endpoints),
+    {.key = "endpoints", .set = set_list, .off = OFF(struct gr_cluster_cfg, endpoints),
      .count_off = OFF(struct gr_cluster_cfg, n_endpoints), .sub = &endpoint_schema,
      .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "connect_timeout", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms), .min = 1,
+    {.key = "connect_timeout", .set = set_duration, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms), .min = 1,
      .max = 3600000},
-    {.key = "max_connections", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_connections), .min = 1,
+    {.key = "max_connections", .set = set_u32, .off = OFF(struct gr_cluster_cfg, max_connections), .min = 1,
      .max = 1024},
-    {.key = "max_pending", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
+    {.key = "max_pending", .set = set_u32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
      .max = 1u << 20},
-    {.key = "max_streams_per_connection", .type = F_U32,
+    {.key = "max_streams_per_connection", .set = set_u32,
      .off = OFF(struct gr_cluster_cfg, max_streams_per_connection), .min = 0, .max = 1u << 20},
-    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, stream_buffer), .min = 1024,
+    {.key = "stream_buffer", .set = set_size, .off = OFF(struct gr_cluster_cfg, stream_buffer), .min = 1024,
      .max = 16u << 20},
-    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, connection_window),
+    {.key = "connection_window", .set = set_size, .off = OFF(struct gr_cluster_cfg, connection_window),
      .min = 65535, .max = (1u << 31) - 1},
-    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
+    {.key = "tls", .set = set_obj, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
      .pos_off = OFF(struct gr_cluster_cfg, tls_pos)},
     {0},
 };
@@ -902,11 +945,11 @@ static const struct schema cluster_schema = {"cluster", sizeof(struct gr_cluster
                                              check_cluster};
 
 static const struct field top_fields[] = {
-    {.key = "workers", .type = F_U32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
-    {.key = "log_level", .type = F_STR, .off = OFF(struct gr_config, log_level)},
-    {.key = "listeners", .type = F_LIST, .off = OFF(struct gr_config, listeners),
+    {.key = "workers", .set = set_u32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
+    {.key = "log_level", .set = set_str, .off = OFF(struct gr_config, log_level)},
+    {.key = "listeners", .set = set_list, .off = OFF(struct gr_config, listeners),
      .count_off = OFF(struct gr_config, n_listeners), .sub = &listener_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "clusters", .type = F_LIST, .off = OFF(struct gr_config, clusters),
+    {.key = "clusters", .set = set_list, .off = OFF(struct gr_config, clusters),
      .count_off = OFF(struct gr_config, n_clusters), .sub = &cluster_schema},
     {0},
 };
