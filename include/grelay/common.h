@@ -1,4 +1,4 @@
-/* Shared basics: error codes, container_of, intrusive lists. */
+/* Shared basics: error codes, container_of, intrusive lists, file positions. */
 #ifndef GRELAY_COMMON_H
 #define GRELAY_COMMON_H
 
@@ -29,6 +29,13 @@ enum gr_err {
 };
 
 const char *gr_strerror(int err);
+
+/* A place in a configuration file, 1-based (config.h stores them, the YAML
+ * walker in config_yaml.h writes them and quotes them in messages). */
+struct gr_pos {
+    uint32_t line; /* line, from 1 */
+    uint32_t col;  /* column, from 1 */
+};
 
 /* Monotonic microseconds: deadlines and ejections are absolute on this clock. */
 static inline uint64_t gr_now_us(void)

@@ -5,18 +5,13 @@
 #define GRELAY_CONFIG_H
 
 #include "grelay/arena.h"
+#include "grelay/common.h"
 #include "grelay/tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-
-/* A place in the YAML file, 1-based. */
-struct gr_pos {
-    uint32_t line;
-    uint32_t col;
-};
 
 /* A socket address written as "ip:port" or "[ipv6]:port". */
 struct gr_addr {
