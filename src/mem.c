@@ -11,7 +11,7 @@
 
 struct hdr {
     uint32_t cls;   /* size class, or MEM_CLASSES */
-    uint32_t pad;
+    uint32_t pad;   /* unused: keeps size at offset 8 and the header 16 bytes */
     size_t size;    /* usable bytes */
 };
 

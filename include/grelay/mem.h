@@ -13,7 +13,7 @@
 
 struct mem_pool {
     void *free[MEM_CLASSES];   /* free blocks of each class, linked through their first word */
-    uint32_t n_free[MEM_CLASSES];
+    uint32_t n_free[MEM_CLASSES]; /* blocks on each free list, at most MAX_FREE_PER_CLASS (mem.c) */
     nghttp2_mem mem;           /* what nghttp2 sessions are given */
 };
 
