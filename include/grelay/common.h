@@ -17,6 +17,27 @@
 #define gr_likely(x) __builtin_expect(!!(x), 1)
 #define gr_unlikely(x) __builtin_expect(!!(x), 0)
 
+/* AddressSanitizer sees only malloc and free. Memory a free list of ours
+ * keeps for reuse is marked with GR_POISON while it waits, so any access
+ * is reported (use-after-poison), and GR_UNPOISON before it is handed out
+ * again. Without ASan both are no-ops. GCC and clang define
+ * __SANITIZE_ADDRESS__; older clang only answers __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define GR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GR_ASAN 1
+#endif
+#endif
+#if defined(GR_ASAN)
+#include <sanitizer/asan_interface.h>
+#define GR_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define GR_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define GR_POISON(p, n) ((void)(p), (void)(n))
+#define GR_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* Errors returned by functions that can fail: 0 or one of these. */
 enum gr_err {
     GR_OK = 0,
