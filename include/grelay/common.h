@@ -38,7 +38,8 @@
 #define GR_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Errors returned by functions that can fail: 0 or one of these. */
+/* Errors returned by functions that can fail: 0 or one of these. A new one
+ * needs its name in gr_strerror (log.c), or -Wswitch fails the build. */
 enum gr_err {
     GR_OK = 0,
     GR_ERR_NOMEM = -1,  /* allocation failed */
@@ -49,6 +50,8 @@ enum gr_err {
     GR_ERR_CLOSED = -6, /* the other side is gone */
 };
 
+/* What an error code means, for messages ("out of memory"); "unknown
+ * error" for a value that is not an enum gr_err. Never NULL, never freed. */
 const char *gr_strerror(int err);
 
 /* A place in a configuration file, 1-based (config.h stores them, the YAML
