@@ -1,11 +1,15 @@
 /* YAML -> validated config snapshot.
  *
- * Every key is declared once in a table (struct field): its type, bounds,
- * whether it is required and where it is stored. One generic walker applies
- * the tables to libyaml's document tree, so every error can name the file,
- * line and column of the node at fault. */
+ * Every key is declared once in a table (struct config_field): its setter,
+ * bounds, whether it is required and where it is stored. The walker in
+ * config_yaml.c applies the tables to libyaml's document tree, so every
+ * error can name the file, line and column of the node at fault; this file
+ * holds the tables, the checks across keys and the checks across the whole
+ * file, and builds the TLS contexts. */
 #include "grelay/config.h"
 #include "grelay/common.h"
+#include "grelay/config_yaml.h"
+#include "grelay/grpc.h"
 #include "grelay/log.h"
 #include "grelay/tls.h"
 
@@ -13,196 +17,17 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <yaml.h>
 
-enum ftype {
-    F_STR,      /* const char * */
-    F_U32,      /* uint32_t within [min, max] */
-    F_SIZE,     /* uint32_t bytes, "64KiB" style suffixes allowed */
-    F_DURATION, /* uint64_t milliseconds, "5s", "250ms", "1.5s", "2m", "1h" */
-    F_BOOL,     /* bool */
-    F_ENUM,     /* int index into names */
-    F_ADDR,     /* struct gr_addr */
-    F_STRLIST,  /* const char ** + size_t count */
-    F_LIST,     /* array of sub objects + size_t count */
-    F_OBJ,      /* one sub object stored inline */
-};
+/* Short spellings of the walker's error helpers, used by nearly every check. */
+#define fail_at config_yaml_fail_at
+#define fail_node config_yaml_fail_node
 
-#define FL_REQUIRED 1u /* the key must be present */
-#define FL_LOWER 2u    /* lower-case the string */
-#define FL_NONEMPTY 4u /* lists need at least one element */
-
-struct schema;
-
-struct field {
-    const char *key;
-    enum ftype type;
-    size_t off;       /* where the value is stored */
-    size_t count_off; /* F_STRLIST, F_LIST: where the count is stored */
-    const struct schema *sub; /* F_LIST, F_OBJ */
-    uint64_t min, max;        /* F_U32, F_SIZE, F_DURATION bounds */
-    const char *const *names; /* F_ENUM: NULL-terminated */
-    unsigned flags;
-    size_t pos_off;           /* if nonzero: store the value's struct gr_pos here */
-};
-
-struct load_ctx;
-
-struct schema {
-    const char *what;   /* "listener", "route", ... for messages */
-    size_t size;        /* sizeof the struct */
-    size_t pos_off;     /* where the object's struct gr_pos goes, or (size_t)-1 */
-    const struct field *fields;
-    void (*init)(void *obj);                       /* defaults */
-    int (*check)(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node); /* after keys */
-};
-
-struct load_ctx {
-    yaml_document_t *doc;
-    struct gr_config *cfg;
-    const char *name; /* file name for messages */
-    char *err;
-    size_t errlen;
-    bool failed;
-};
-
-#define NO_POS ((size_t)-1)
-
-static struct gr_pos node_pos(const yaml_node_t *n)
-{
-    struct gr_pos p = {(uint32_t)n->start_mark.line + 1, (uint32_t)n->start_mark.column + 1};
-    return p;
-}
-
-__attribute__((format(printf, 3, 4))) static int fail_at(struct load_ctx *c, struct gr_pos p, const char *fmt, ...)
-{
-    if (c->failed)
-        return GR_ERR_CONFIG;
-    c->failed = true;
-    int n = snprintf(c->err, c->errlen, "%s:%u:%u: ", c->name, p.line, p.col);
-    if (n < 0 || (size_t)n >= c->errlen)
-        return GR_ERR_CONFIG;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-    return GR_ERR_CONFIG;
-}
-
-#define fail_node(c, node, ...) fail_at((c), node_pos(node), __VA_ARGS__)
-
-static const char *node_kind(const yaml_node_t *n)
-{
-    switch (n->type) {
-    case YAML_SCALAR_NODE: return "a scalar";
-    case YAML_SEQUENCE_NODE: return "a list";
-    case YAML_MAPPING_NODE: return "a mapping";
-    default: return "nothing";
-    }
-}
-
-static const char *scalar(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
-
-static int want_scalar(struct load_ctx *c, yaml_node_t *n, const char *key)
-{
-    if (n->type != YAML_SCALAR_NODE)
-        return fail_node(c, n, "'%s' must be a scalar, got %s", key, node_kind(n));
-    return GR_OK;
-}
-
-/* Parses an unsigned decimal (no sign, no spaces); returns false on junk or overflow. */
-static bool parse_u64(const char *s, size_t len, uint64_t *out)
-{
-    if (len == 0)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        if (v > (UINT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-static int parse_size(const char *s, uint64_t *out)
-{
-    size_t len = strlen(s), i = 0;
-    while (i < len && isdigit((unsigned char)s[i]))
-        i++;
-    uint64_t v;
-    if (!parse_u64(s, i, &v))
-        return -1;
-    const char *suf = s + i;
-    uint64_t mul;
-    if (*suf == '\0' || strcmp(suf, "B") == 0)
-        mul = 1;
-    else if (strcmp(suf, "K") == 0 || strcmp(suf, "KiB") == 0 || strcmp(suf, "Ki") == 0)
-        mul = 1024;
-    else if (strcmp(suf, "M") == 0 || strcmp(suf, "MiB") == 0 || strcmp(suf, "Mi") == 0)
-        mul = 1024 * 1024;
-    else
-        return -1;
-    if (v > UINT64_MAX / mul)
-        return -1;
-    *out = v * mul;
-    return 0;
-}
-
-/* "1.5s", "250ms", "100us", "2m", "1h", "0" -> milliseconds (sub-ms rounds up). */
-static int parse_duration_ms(const char *s, uint64_t *out)
-{
-    size_t len = strlen(s), i = 0;
-    while (i < len && isdigit((unsigned char)s[i]))
-        i++;
-    uint64_t whole;
-    if (!parse_u64(s, i, &whole))
-        return -1;
-    uint64_t frac = 0, frac_div = 1;
-    if (s[i] == '.') {
-        i++;
-        size_t fs = i;
-        while (i < len && isdigit((unsigned char)s[i]) && i - fs < 6) {
-            frac = frac * 10 + (uint64_t)(s[i] - '0');
-            frac_div *= 10;
-            i++;
-        }
-        if (i == fs || isdigit((unsigned char)s[i]))
-            return -1;
-    }
-    const char *u = s + i;
-    uint64_t unit_us;
-    if (strcmp(u, "h") == 0)
-        unit_us = 3600000000ull;
-    else if (strcmp(u, "m") == 0)
-        unit_us = 60000000ull;
-    else if (strcmp(u, "s") == 0)
-        unit_us = 1000000ull;
-    else if (strcmp(u, "ms") == 0)
-        unit_us = 1000ull;
-    else if (strcmp(u, "us") == 0)
-        unit_us = 1ull;
-    else if (*u == '\0' && whole == 0 && frac == 0)
-        unit_us = 1ull;
-    else
-        return -1;
-    if (whole > UINT64_MAX / unit_us / 2)
-        return -1;
-    uint64_t us = whole * unit_us + frac * unit_us / frac_div;
-    *out = (us + 999) / 1000;
-    return 0;
-}
-
-int config_parse_addr(const char *text, struct gr_addr *out, const char **why);
-
-/* Parses "a.b.c.d:port" or "[v6]:port". Host names arrive with DNS discovery. */
+/* Host names arrive with DNS discovery (check_endpoint), not here. */
 int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
 {
     char host[64];
@@ -214,7 +39,7 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         const char *close = strchr(text, ']');
         if (close == NULL || close[1] != ':') {
             *why = "expected [ipv6]:port";
-            return -1;
+            return GR_ERR_CONFIG;
         }
         h = text + 1;
         hlen = (size_t)(close - h);
@@ -223,20 +48,20 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         colon = strrchr(text, ':');
         if (colon == NULL) {
             *why = "expected ip:port";
-            return -1;
+            return GR_ERR_CONFIG;
         }
         hlen = (size_t)(colon - text);
     }
     if (hlen == 0 || hlen >= sizeof(host)) {
         *why = "missing or overlong host";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     uint64_t port;
-    if (!parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535) {
+    if (!config_yaml_parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535) {
         *why = "port must be 1..65535";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     struct sockaddr_in *v4 = (struct sockaddr_in *)&out->ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->ss;
@@ -250,200 +75,23 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
         out->len = sizeof(*v6);
     } else {
         *why = "host must be an IPv4 address or a bracketed IPv6 address";
-        return -1;
+        return GR_ERR_CONFIG;
     }
     out->text = text;
-    return 0;
-}
-
-static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj);
-
-static int parse_field(struct load_ctx *c, const struct field *f, yaml_node_t *v, void *obj)
-{
-    char *dst = (char *)obj + f->off;
-    struct arena *a = &c->cfg->arena;
-    uint64_t u;
-    switch (f->type) {
-    case F_STR: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        char *s = arena_strndup(a, scalar(v), v->data.scalar.length);
-        if (s == NULL)
-            return fail_node(c, v, "out of memory");
-        if (strlen(s) != v->data.scalar.length)
-            return fail_node(c, v, "'%s' contains a NUL byte", f->key);
-        if (f->flags & FL_LOWER)
-            for (char *p = s; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-        if (s[0] == '\0' && (f->flags & FL_REQUIRED))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        *(const char **)dst = s;
-        break;
-    }
-    case F_U32:
-    case F_SIZE:
-    case F_DURATION: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        const char *s = scalar(v);
-        int bad;
-        const char *expect;
-        if (f->type == F_U32) {
-            bad = !parse_u64(s, strlen(s), &u);
-            expect = "a whole number";
-        } else if (f->type == F_SIZE) {
-            bad = parse_size(s, &u) != 0;
-            expect = "a size such as 65536, 64KiB or 1MiB";
-        } else {
-            bad = parse_duration_ms(s, &u) != 0;
-            expect = "a duration such as 5s, 250ms, 1.5s or 2m";
-        }
-        if (bad)
-            return fail_node(c, v, "'%s' must be %s, got '%s'", f->key, expect, s);
-        if (u < f->min || u > f->max)
-            return fail_node(c, v, "'%s' must be between %llu and %llu, got '%s'", f->key,
-                             (unsigned long long)f->min, (unsigned long long)f->max, s);
-        if (f->type == F_DURATION)
-            *(uint64_t *)dst = u;
-        else
-            *(uint32_t *)dst = (uint32_t)u;
-        break;
-    }
-    case F_BOOL: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        const char *s = scalar(v);
-        if (strcmp(s, "true") == 0)
-            *(bool *)dst = true;
-        else if (strcmp(s, "false") == 0)
-            *(bool *)dst = false;
-        else
-            return fail_node(c, v, "'%s' must be true or false, got '%s'", f->key, s);
-        break;
-    }
-    case F_ENUM: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        for (int i = 0; f->names[i] != NULL; i++) {
-            if (strcmp(scalar(v), f->names[i]) == 0) {
-                *(int *)dst = i;
-                goto done;
-            }
-        }
-        char list[256] = "";
-        for (int i = 0; f->names[i] != NULL; i++) {
-            strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
-            strncat(list, f->names[i], sizeof(list) - strlen(list) - 1);
-        }
-        return fail_node(c, v, "'%s' must be one of %s, got '%s'", f->key, list, scalar(v));
-    }
-    case F_ADDR: {
-        if (want_scalar(c, v, f->key))
-            return GR_ERR_CONFIG;
-        const char *why;
-        char *text = arena_strndup(a, scalar(v), v->data.scalar.length);
-        if (text == NULL)
-            return fail_node(c, v, "out of memory");
-        if (config_parse_addr(text, (struct gr_addr *)dst, &why) != 0)
-            return fail_node(c, v, "bad address '%s' for '%s': %s", text, f->key, why);
-        break;
-    }
-    case F_STRLIST: {
-        if (v->type != YAML_SEQUENCE_NODE)
-            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
-        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-        if (n == 0 && (f->flags & FL_NONEMPTY))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        const char **arr = arena_alloc(a, (n ? n : 1) * sizeof(*arr));
-        if (arr == NULL)
-            return fail_node(c, v, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
-            if (want_scalar(c, it, f->key))
-                return GR_ERR_CONFIG;
-            char *s = arena_strndup(a, scalar(it), it->data.scalar.length);
-            if (s == NULL)
-                return fail_node(c, v, "out of memory");
-            if (f->flags & FL_LOWER)
-                for (char *p = s; *p; p++)
-                    *p = (char)tolower((unsigned char)*p);
-            arr[i] = s;
-        }
-        *(const char ***)dst = arr;
-        *(size_t *)((char *)obj + f->count_off) = n;
-        break;
-    }
-    case F_LIST: {
-        if (v->type != YAML_SEQUENCE_NODE)
-            return fail_node(c, v, "'%s' must be a list, got %s", f->key, node_kind(v));
-        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-        if (n == 0 && (f->flags & FL_NONEMPTY))
-            return fail_node(c, v, "'%s' must not be empty", f->key);
-        char *arr = arena_alloc(a, (n ? n : 1) * f->sub->size);
-        if (arr == NULL)
-            return fail_node(c, v, "out of memory");
-        memset(arr, 0, (n ? n : 1) * f->sub->size);
-        for (size_t i = 0; i < n; i++) {
-            yaml_node_t *it = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
-            if (parse_object(c, f->sub, it, arr + i * f->sub->size))
-                return GR_ERR_CONFIG;
-        }
-        *(void **)dst = arr;
-        *(size_t *)((char *)obj + f->count_off) = n;
-        break;
-    }
-    case F_OBJ:
-        if (parse_object(c, f->sub, v, dst))
-            return GR_ERR_CONFIG;
-        break;
-    }
-done:
-    if (f->pos_off)
-        *(struct gr_pos *)((char *)obj + f->pos_off) = node_pos(v);
     return GR_OK;
 }
 
-static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t *node, void *obj)
+/* struct gr_addr: an IP literal and port (config_parse_addr). */
+static int set_addr(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
-    if (node->type != YAML_MAPPING_NODE)
-        return fail_node(c, node, "%s must be a mapping, got %s", s->what, node_kind(node));
-    if (s->init)
-        s->init(obj);
-    if (s->pos_off != NO_POS)
-        *(struct gr_pos *)((char *)obj + s->pos_off) = node_pos(node);
-    uint32_t seen = 0;
-    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-        yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
-        if (k->type != YAML_SCALAR_NODE)
-            return fail_node(c, k, "keys of %s must be scalars", s->what);
-        int idx = -1;
-        for (int i = 0; s->fields[i].key != NULL; i++) {
-            if (strcmp(s->fields[i].key, scalar(k)) == 0) {
-                idx = i;
-                break;
-            }
-        }
-        if (idx < 0) {
-            char list[512] = "";
-            for (int i = 0; s->fields[i].key != NULL; i++) {
-                strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
-                strncat(list, s->fields[i].key, sizeof(list) - strlen(list) - 1);
-            }
-            return fail_node(c, k, "unknown key '%s' in %s (expected one of: %s)", scalar(k), s->what, list);
-        }
-        if (seen & (1u << idx))
-            return fail_node(c, k, "duplicate key '%s' in %s", scalar(k), s->what);
-        seen |= 1u << idx;
-        if (parse_field(c, &s->fields[idx], v, obj))
-            return GR_ERR_CONFIG;
-    }
-    for (int i = 0; s->fields[i].key != NULL; i++) {
-        if ((s->fields[i].flags & FL_REQUIRED) && !(seen & (1u << i)))
-            return fail_node(c, node, "%s needs '%s'", s->what, s->fields[i].key);
-    }
-    if (s->check)
-        return s->check(c, obj, seen, node);
+    if (config_yaml_want_scalar(c, v, f->key))
+        return GR_ERR_CONFIG;
+    const char *why;
+    char *text = arena_strndup(c->arena, config_yaml_scalar(v), v->data.scalar.length);
+    if (text == NULL)
+        return fail_node(c, v, "out of memory");
+    if (config_parse_addr(text, (struct gr_addr *)((char *)obj + f->off), &why) != 0)
+        return fail_node(c, v, "bad address '%s' for '%s': %s", text, f->key, why);
     return GR_OK;
 }
 
@@ -451,7 +99,7 @@ static int parse_object(struct load_ctx *c, const struct schema *s, yaml_node_t 
 
 #define OFF(T, m) offsetof(T, m)
 
-static int check_header_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_header_match(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_header_match_cfg *h = obj;
     bool has_exact = seen & 2u, has_present = seen & 4u;
@@ -460,16 +108,17 @@ static int check_header_match(struct load_ctx *c, void *obj, uint32_t seen, yaml
     return GR_OK;
 }
 
-static const struct field header_match_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_header_match_cfg, name), .flags = FL_REQUIRED | FL_LOWER},
-    {.key = "exact", .type = F_STR, .off = OFF(struct gr_header_match_cfg, exact)},
-    {.key = "present", .type = F_BOOL, .off = OFF(struct gr_header_match_cfg, present)},
+static const struct config_field header_match_fields[] = {
+    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_header_match_cfg, name),
+     .flags = FL_REQUIRED | FL_LOWER},
+    {.key = "exact", .set = config_yaml_set_str, .off = OFF(struct gr_header_match_cfg, exact)},
+    {.key = "present", .set = config_yaml_set_bool, .off = OFF(struct gr_header_match_cfg, present)},
     {0},
 };
-static const struct schema header_match_schema = {"header matcher", sizeof(struct gr_header_match_cfg), NO_POS,
-                                                  header_match_fields, NULL, check_header_match};
+static const struct config_schema header_match_schema = {"header matcher", sizeof(struct gr_header_match_cfg), NO_POS,
+                                                         header_match_fields, NULL, check_header_match};
 
-static int check_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_match(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_match_cfg *m = obj;
     (void)seen;
@@ -478,7 +127,7 @@ static int check_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t
         return fail_node(c, node, "match needs exactly one of 'prefix', 'exact' (or 'path') or 'service'");
     if (m->method != NULL && m->service == NULL)
         return fail_node(c, node, "match: 'method' needs 'service'");
-    struct arena *a = &c->cfg->arena;
+    struct arena *a = c->arena;
     if (m->path_alias != NULL)
         m->exact = m->path_alias;
     if (m->prefix != NULL) {
@@ -512,18 +161,18 @@ static int check_match(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t
     return GR_OK;
 }
 
-static const struct field match_fields[] = {
-    {.key = "prefix", .type = F_STR, .off = OFF(struct gr_match_cfg, prefix)},
-    {.key = "exact", .type = F_STR, .off = OFF(struct gr_match_cfg, exact)},
-    {.key = "path", .type = F_STR, .off = OFF(struct gr_match_cfg, path_alias)},
-    {.key = "service", .type = F_STR, .off = OFF(struct gr_match_cfg, service)},
-    {.key = "method", .type = F_STR, .off = OFF(struct gr_match_cfg, method)},
-    {.key = "headers", .type = F_LIST, .off = OFF(struct gr_match_cfg, headers),
+static const struct config_field match_fields[] = {
+    {.key = "prefix", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, prefix)},
+    {.key = "exact", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, exact)},
+    {.key = "path", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, path_alias)},
+    {.key = "service", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, service)},
+    {.key = "method", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, method)},
+    {.key = "headers", .set = config_yaml_set_list, .off = OFF(struct gr_match_cfg, headers),
      .count_off = OFF(struct gr_match_cfg, n_headers), .sub = &header_match_schema},
     {0},
 };
-static const struct schema match_schema = {"match", sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
-                                           check_match};
+static const struct config_schema match_schema = {"match", sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
+                                                  check_match};
 
 static void backoff_init(void *obj)
 {
@@ -532,7 +181,7 @@ static void backoff_init(void *obj)
     b->max_interval_ms = 250;
 }
 
-static int check_backoff(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_backoff(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_backoff_cfg *b = obj;
     (void)seen;
@@ -541,21 +190,15 @@ static int check_backoff(struct load_ctx *c, void *obj, uint32_t seen, yaml_node
     return GR_OK;
 }
 
-static const struct field backoff_fields[] = {
-    {.key = "base_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, base_interval_ms), .min = 1,
-     .max = 60000},
-    {.key = "max_interval", .type = F_DURATION, .off = OFF(struct gr_backoff_cfg, max_interval_ms), .min = 1,
-     .max = 600000},
+static const struct config_field backoff_fields[] = {
+    {.key = "base_interval", .set = config_yaml_set_duration, .off = OFF(struct gr_backoff_cfg, base_interval_ms),
+     .min = 1, .max = 60000},
+    {.key = "max_interval", .set = config_yaml_set_duration, .off = OFF(struct gr_backoff_cfg, max_interval_ms),
+     .min = 1, .max = 600000},
     {0},
 };
-static const struct schema backoff_schema = {"backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields,
-                                             backoff_init, check_backoff};
-
-static const char *const status_names[] = {
-    "ok", "cancelled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
-    "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range",
-    "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated",
-};
+static const struct config_schema backoff_schema = {"backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields,
+                                                    backoff_init, check_backoff};
 
 static void retry_init(void *obj)
 {
@@ -564,42 +207,36 @@ static void retry_init(void *obj)
     backoff_init(&r->backoff);
 }
 
-static int check_retry(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_retry(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_retry_cfg *r = obj;
     (void)seen;
     if (r->n_retry_on == 0)
         return fail_node(c, node, "retry_policy needs 'retry_on' with at least one status");
     for (size_t i = 0; i < r->n_retry_on; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "%s", r->retry_on[i]);
-        for (char *p = name; *p; p++)
-            if (*p == '-')
-                *p = '_';
-        size_t k = 1;
-        while (k < GR_ARRAY_LEN(status_names) && strcmp(name, status_names[k]) != 0)
-            k++;
-        if (k == GR_ARRAY_LEN(status_names))
+        enum grpc_status st;
+        if (grpc_status_from_name(r->retry_on[i], &st) != GR_OK || st == GRPC_OK) /* OK is no failure */
             return fail_node(c, node,
                              "retry_on: '%s' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
                              "resource_exhausted, aborted, internal, unavailable, ...)",
                              r->retry_on[i]);
-        r->retry_on_mask |= 1u << k;
+        r->retry_on_mask |= 1u << (unsigned)st;
     }
     return GR_OK;
 }
 
-static const struct field retry_fields[] = {
-    {.key = "retry_on", .type = F_STRLIST, .off = OFF(struct gr_retry_cfg, retry_on),
+static const struct config_field retry_fields[] = {
+    {.key = "retry_on", .set = config_yaml_set_strlist, .off = OFF(struct gr_retry_cfg, retry_on),
      .count_off = OFF(struct gr_retry_cfg, n_retry_on), .flags = FL_LOWER},
-    {.key = "num_retries", .type = F_U32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0, .max = 10},
-    {.key = "per_try_timeout", .type = F_DURATION, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms), .min = 0,
-     .max = 86400000},
-    {.key = "backoff", .type = F_OBJ, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
+    {.key = "num_retries", .set = config_yaml_set_u32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0,
+     .max = 10},
+    {.key = "per_try_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms),
+     .min = 0, .max = 86400000},
+    {.key = "backoff", .set = config_yaml_set_obj, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
     {0},
 };
-static const struct schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
-                                           retry_init, check_retry};
+static const struct config_schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
+                                                  retry_init, check_retry};
 
 /* The headers a gRPC-Web client sends, which every CORS policy allows. */
 static const char cors_default_headers[] =
@@ -632,10 +269,10 @@ static void cors_init(void *obj)
     c->set = true;
 }
 
-static int check_cors(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_cors(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_cors_cfg *cors = obj;
-    struct arena *a = &c->cfg->arena;
+    struct arena *a = c->arena;
     (void)seen;
     if (cors->n_allow_origins == 0)
         return fail_node(c, node, "cors needs 'allow_origins' with at least one origin (or \"*\")");
@@ -665,61 +302,64 @@ static int check_cors(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t 
     return GR_OK;
 }
 
-static const struct field cors_fields[] = {
-    {.key = "allow_origins", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_origins),
+static const struct config_field cors_fields[] = {
+    {.key = "allow_origins", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_origins),
      .count_off = OFF(struct gr_cors_cfg, n_allow_origins)},
-    {.key = "allow_methods", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_methods),
+    {.key = "allow_methods", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_methods),
      .count_off = OFF(struct gr_cors_cfg, n_allow_methods)},
-    {.key = "allow_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, allow_headers),
+    {.key = "allow_headers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_headers),
      .count_off = OFF(struct gr_cors_cfg, n_allow_headers), .flags = FL_LOWER},
-    {.key = "expose_headers", .type = F_STRLIST, .off = OFF(struct gr_cors_cfg, expose_headers),
+    {.key = "expose_headers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, expose_headers),
      .count_off = OFF(struct gr_cors_cfg, n_expose_headers), .flags = FL_LOWER},
-    {.key = "max_age", .type = F_U32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0, .max = 86400 * 365},
-    {.key = "allow_credentials", .type = F_BOOL, .off = OFF(struct gr_cors_cfg, allow_credentials)},
+    {.key = "max_age", .set = config_yaml_set_u32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0,
+     .max = 86400 * 365},
+    {.key = "allow_credentials", .set = config_yaml_set_bool, .off = OFF(struct gr_cors_cfg, allow_credentials)},
     {0},
 };
-static const struct schema cors_schema = {"cors", sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
-                                          check_cors};
+static const struct config_schema cors_schema = {"cors", sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
+                                                 check_cors};
 
-static const struct field route_fields[] = {
-    {.key = "match", .type = F_OBJ, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
+static const struct config_field route_fields[] = {
+    {.key = "match", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
      .flags = FL_REQUIRED},
-    {.key = "cluster", .type = F_STR, .off = OFF(struct gr_route_cfg, cluster_name), .flags = FL_REQUIRED,
-     .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
-    {.key = "timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
+    {.key = "cluster", .set = config_yaml_set_str, .off = OFF(struct gr_route_cfg, cluster_name),
+     .flags = FL_REQUIRED, .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
+    {.key = "timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
      .max = 86400000ull * 365},
-    {.key = "max_grpc_timeout", .type = F_DURATION, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms), .min = 0,
-     .max = 86400000ull * 365},
-    {.key = "grpc_timeout_offset", .type = F_DURATION, .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
-     .min = 0, .max = 3600000},
-    {.key = "retry_policy", .type = F_OBJ, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
-    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
+    {.key = "max_grpc_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms),
+     .min = 0, .max = 86400000ull * 365},
+    {.key = "grpc_timeout_offset", .set = config_yaml_set_duration,
+     .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms), .min = 0, .max = 3600000},
+    {.key = "retry_policy", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
+    {.key = "cors", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
     {0},
 };
-static const struct schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
-                                           route_fields, NULL, NULL};
+static const struct config_schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
+                                                  route_fields, NULL, NULL};
 
-static const struct field vhost_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
-    {.key = "domains", .type = F_STRLIST, .off = OFF(struct gr_vhost_cfg, domains),
+static const struct config_field vhost_fields[] = {
+    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
+    {.key = "domains", .set = config_yaml_set_strlist, .off = OFF(struct gr_vhost_cfg, domains),
      .count_off = OFF(struct gr_vhost_cfg, n_domains), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "routes", .type = F_LIST, .off = OFF(struct gr_vhost_cfg, routes),
+    {.key = "routes", .set = config_yaml_set_list, .off = OFF(struct gr_vhost_cfg, routes),
      .count_off = OFF(struct gr_vhost_cfg, n_routes), .sub = &route_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "cors", .type = F_OBJ, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
+    {.key = "cors", .set = config_yaml_set_obj, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
     {0},
 };
-static const struct schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
-                                           OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
+static const struct config_schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
+                                                  OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
 
-static const struct field sni_fields[] = {
-    {.key = "names", .type = F_STRLIST, .off = OFF(struct gr_sni_cert_cfg, names),
+static const struct config_field sni_fields[] = {
+    {.key = "names", .set = config_yaml_set_strlist, .off = OFF(struct gr_sni_cert_cfg, names),
      .count_off = OFF(struct gr_sni_cert_cfg, n_names), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, cert_chain), .flags = FL_REQUIRED},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_sni_cert_cfg, private_key), .flags = FL_REQUIRED},
+    {.key = "cert_chain", .set = config_yaml_set_str, .off = OFF(struct gr_sni_cert_cfg, cert_chain),
+     .flags = FL_REQUIRED},
+    {.key = "private_key", .set = config_yaml_set_str, .off = OFF(struct gr_sni_cert_cfg, private_key),
+     .flags = FL_REQUIRED},
     {0},
 };
-static const struct schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields, NULL,
-                                         NULL};
+static const struct config_schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields,
+                                                NULL, NULL};
 
 static void tls_server_init(void *obj)
 {
@@ -729,25 +369,27 @@ static void tls_server_init(void *obj)
     t->session_tickets = true;
 }
 
-static const struct field tls_server_fields[] = {
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, cert_chain), .flags = FL_REQUIRED},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, private_key),
+static const struct config_field tls_server_fields[] = {
+    {.key = "cert_chain", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, cert_chain),
      .flags = FL_REQUIRED},
-    {.key = "alpn", .type = F_STRLIST, .off = OFF(struct gr_tls_server_cfg, alpn),
+    {.key = "private_key", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, private_key),
+     .flags = FL_REQUIRED},
+    {.key = "alpn", .set = config_yaml_set_strlist, .off = OFF(struct gr_tls_server_cfg, alpn),
      .count_off = OFF(struct gr_tls_server_cfg, n_alpn), .flags = FL_NONEMPTY},
-    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, min_version)},
-    {.key = "ciphers", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, ciphers)},
-    {.key = "client_ca", .type = F_STR, .off = OFF(struct gr_tls_server_cfg, client_ca)},
-    {.key = "require_client_cert", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
-    {.key = "server_names", .type = F_LIST, .off = OFF(struct gr_tls_server_cfg, server_names),
+    {.key = "min_version", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, min_version)},
+    {.key = "ciphers", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, ciphers)},
+    {.key = "client_ca", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, client_ca)},
+    {.key = "require_client_cert", .set = config_yaml_set_bool,
+     .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
+    {.key = "server_names", .set = config_yaml_set_list, .off = OFF(struct gr_tls_server_cfg, server_names),
      .count_off = OFF(struct gr_tls_server_cfg, n_server_names), .sub = &sni_schema},
-    {.key = "handshake_timeout", .type = F_DURATION, .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms),
-     .min = 1, .max = 600000},
-    {.key = "session_tickets", .type = F_BOOL, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
+    {.key = "handshake_timeout", .set = config_yaml_set_duration,
+     .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms), .min = 1, .max = 600000},
+    {.key = "session_tickets", .set = config_yaml_set_bool, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
     {0},
 };
-static const struct schema tls_server_schema = {"tls", sizeof(struct gr_tls_server_cfg), NO_POS,
-                                                tls_server_fields, tls_server_init, NULL};
+static const struct config_schema tls_server_schema = {"tls", sizeof(struct gr_tls_server_cfg), NO_POS,
+                                                       tls_server_fields, tls_server_init, NULL};
 
 static void tls_client_init(void *obj)
 {
@@ -756,17 +398,17 @@ static void tls_client_init(void *obj)
     t->verify = true;
 }
 
-static const struct field tls_client_fields[] = {
-    {.key = "sni", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, sni)},
-    {.key = "ca", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, ca)},
-    {.key = "cert_chain", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, cert_chain)},
-    {.key = "private_key", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, private_key)},
-    {.key = "verify", .type = F_BOOL, .off = OFF(struct gr_tls_client_cfg, verify)},
-    {.key = "min_version", .type = F_STR, .off = OFF(struct gr_tls_client_cfg, min_version)},
+static const struct config_field tls_client_fields[] = {
+    {.key = "sni", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, sni)},
+    {.key = "ca", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, ca)},
+    {.key = "cert_chain", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, cert_chain)},
+    {.key = "private_key", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, private_key)},
+    {.key = "verify", .set = config_yaml_set_bool, .off = OFF(struct gr_tls_client_cfg, verify)},
+    {.key = "min_version", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, min_version)},
     {0},
 };
-static const struct schema tls_client_schema = {"tls", sizeof(struct gr_tls_client_cfg), NO_POS,
-                                                tls_client_fields, tls_client_init, NULL};
+static const struct config_schema tls_client_schema = {"tls", sizeof(struct gr_tls_client_cfg), NO_POS,
+                                                       tls_client_fields, tls_client_init, NULL};
 
 static void listener_init(void *obj)
 {
@@ -779,35 +421,36 @@ static void listener_init(void *obj)
     l->hibernate_after_ms = 1000;
 }
 
-static const struct field listener_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
-    {.key = "address", .type = F_ADDR, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
-    {.key = "virtual_hosts", .type = F_LIST, .off = OFF(struct gr_listener_cfg, vhosts),
+static const struct config_field listener_fields[] = {
+    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
+    {.key = "address", .set = set_addr, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
+    {.key = "virtual_hosts", .set = config_yaml_set_list, .off = OFF(struct gr_listener_cfg, vhosts),
      .count_off = OFF(struct gr_listener_cfg, n_vhosts), .sub = &vhost_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "max_concurrent_streams", .type = F_U32, .off = OFF(struct gr_listener_cfg, max_concurrent_streams),
-     .min = 1, .max = 1u << 20},
-    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, stream_buffer), .min = 1024,
-     .max = 16u << 20},
-    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, connection_window),
+    {.key = "max_concurrent_streams", .set = config_yaml_set_u32,
+     .off = OFF(struct gr_listener_cfg, max_concurrent_streams), .min = 1, .max = 1u << 20},
+    {.key = "stream_buffer", .set = config_yaml_set_size, .off = OFF(struct gr_listener_cfg, stream_buffer),
+     .min = 1024, .max = 16u << 20},
+    {.key = "connection_window", .set = config_yaml_set_size, .off = OFF(struct gr_listener_cfg, connection_window),
      .min = 65535, .max = (1u << 31) - 1},
-    {.key = "max_request_headers", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, max_request_headers),
-     .min = 1024, .max = 1u << 20},
-    {.key = "grpc_web", .type = F_BOOL, .off = OFF(struct gr_listener_cfg, grpc_web)},
-    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
+    {.key = "max_request_headers", .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, max_request_headers), .min = 1024, .max = 1u << 20},
+    {.key = "grpc_web", .set = config_yaml_set_bool, .off = OFF(struct gr_listener_cfg, grpc_web)},
+    {.key = "tls", .set = config_yaml_set_obj, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
      .pos_off = OFF(struct gr_listener_cfg, tls_pos)},
-    {.key = "grpc_web_max_request", .type = F_SIZE, .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
-     .min = 1024, .max = 1u << 30},
-    {.key = "hibernate_after", .type = F_DURATION, .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0,
-     .max = 24ull * 3600 * 1000},
+    {.key = "grpc_web_max_request", .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, grpc_web_max_request), .min = 1024, .max = 1u << 30},
+    {.key = "hibernate_after", .set = config_yaml_set_duration,
+     .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0, .max = 24ull * 3600 * 1000},
     {0},
 };
-static const struct schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),
-                                              OFF(struct gr_listener_cfg, pos), listener_fields, listener_init, NULL};
+static const struct config_schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),
+                                                     OFF(struct gr_listener_cfg, pos), listener_fields, listener_init,
+                                                     NULL};
 
 static void endpoint_init(void *obj) { ((struct gr_endpoint_cfg *)obj)->weight = 1; }
 
 /* "ip:port", "[ipv6]:port" or "host.name:port" (for DNS discovery). */
-static int check_endpoint(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_endpoint(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_endpoint_cfg *ep = obj;
     const char *why;
@@ -816,8 +459,8 @@ static int check_endpoint(struct load_ctx *c, void *obj, uint32_t seen, yaml_nod
         const char *colon = strrchr(ep->text, ':');
         size_t hl = (size_t)(colon - ep->text);
         ep->port = (uint16_t)atoi(colon + 1);
-        ep->host = ep->text[0] == '[' ? arena_strndup(&c->cfg->arena, ep->text + 1, hl - 2)
-                                      : arena_strndup(&c->cfg->arena, ep->text, hl);
+        ep->host = ep->text[0] == '[' ? arena_strndup(c->arena, ep->text + 1, hl - 2)
+                                      : arena_strndup(c->arena, ep->text, hl);
         return ep->host ? GR_OK : fail_node(c, node, "out of memory");
     }
     const char *colon = strrchr(ep->text, ':');
@@ -831,28 +474,28 @@ static int check_endpoint(struct load_ctx *c, void *obj, uint32_t seen, yaml_nod
     }
     if (!name_ok || numeric) /* not a name; and digits and dots are a broken IPv4 address */
         return fail_at(c, ep->text_pos, "bad address '%s' for 'address': %s", ep->text, why);
-    if (!parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535)
+    if (!config_yaml_parse_u64(colon + 1, strlen(colon + 1), &port) || port == 0 || port > 65535)
         return fail_at(c, ep->text_pos, "bad address '%s' for 'address': port must be 1..65535", ep->text);
     ep->is_name = true;
     ep->port = (uint16_t)port;
-    ep->host = arena_strndup(&c->cfg->arena, ep->text, hl);
+    ep->host = arena_strndup(c->arena, ep->text, hl);
     return ep->host ? GR_OK : fail_node(c, node, "out of memory");
 }
 
-static const struct field endpoint_fields[] = {
-    {.key = "address", .type = F_STR, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
+static const struct config_field endpoint_fields[] = {
+    {.key = "address", .set = config_yaml_set_str, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
      .pos_off = OFF(struct gr_endpoint_cfg, text_pos)},
-    {.key = "weight", .type = F_U32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
+    {.key = "weight", .set = config_yaml_set_u32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
     {0},
 };
-static const struct schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
-                                              OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
-                                              check_endpoint};
+static const struct config_schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
+                                                     OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
+                                                     check_endpoint};
 
 static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", NULL};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns", NULL};
 
-static int check_cluster(struct load_ctx *c, void *obj, uint32_t seen, yaml_node_t *node)
+static int check_cluster(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
     struct gr_cluster_cfg *cl = obj;
     (void)seen;
@@ -884,43 +527,45 @@ static void cluster_init(void *obj)
     cl->connection_window = 1024 * 1024;
 }
 
-static const struct field cluster_fields[] = {
-    {.key = "name", .type = F_STR, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
-    {.key = "lb_policy", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, lb_policy), .names = lb_policy_names},
-    {.key = "discovery", .type = F_ENUM, .off = OFF(struct gr_cluster_cfg, discovery), .names = discovery_names},
-    {.key = "dns_refresh", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms), .min = 1,
-     .max = 86400000},
-    {.key = "dns_resolvers", .type = F_STRLIST, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
+static const struct config_field cluster_fields[] = {
+    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
+    {.key = "lb_policy", .set = config_yaml_set_enum, .off = OFF(struct gr_cluster_cfg, lb_policy),
+     .names = lb_policy_names},
+    {.key = "discovery", .set = config_yaml_set_enum, .off = OFF(struct gr_cluster_cfg, discovery),
+     .names = discovery_names},
+    {.key = "dns_refresh", .set = config_yaml_set_duration, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms),
+     .min = 1, .max = 86400000},
+    {.key = "dns_resolvers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
      .count_off = OFF(struct gr_cluster_cfg, n_dns_resolvers), .flags = FL_NONEMPTY},
-    {.key = "endpoints", .type = F_LIST, .off = OFF(struct gr_cluster_cfg, endpoints),
+    {.key = "endpoints", .set = config_yaml_set_list, .off = OFF(struct gr_cluster_cfg, endpoints),
      .count_off = OFF(struct gr_cluster_cfg, n_endpoints), .sub = &endpoint_schema,
      .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "connect_timeout", .type = F_DURATION, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms), .min = 1,
-     .max = 3600000},
-    {.key = "max_connections", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_connections), .min = 1,
-     .max = 1024},
-    {.key = "max_pending", .type = F_U32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
+    {.key = "connect_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms),
+     .min = 1, .max = 3600000},
+    {.key = "max_connections", .set = config_yaml_set_u32, .off = OFF(struct gr_cluster_cfg, max_connections),
+     .min = 1, .max = 1024},
+    {.key = "max_pending", .set = config_yaml_set_u32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
      .max = 1u << 20},
-    {.key = "max_streams_per_connection", .type = F_U32,
+    {.key = "max_streams_per_connection", .set = config_yaml_set_u32,
      .off = OFF(struct gr_cluster_cfg, max_streams_per_connection), .min = 0, .max = 1u << 20},
-    {.key = "stream_buffer", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, stream_buffer), .min = 1024,
-     .max = 16u << 20},
-    {.key = "connection_window", .type = F_SIZE, .off = OFF(struct gr_cluster_cfg, connection_window),
+    {.key = "stream_buffer", .set = config_yaml_set_size, .off = OFF(struct gr_cluster_cfg, stream_buffer),
+     .min = 1024, .max = 16u << 20},
+    {.key = "connection_window", .set = config_yaml_set_size, .off = OFF(struct gr_cluster_cfg, connection_window),
      .min = 65535, .max = (1u << 31) - 1},
-    {.key = "tls", .type = F_OBJ, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
+    {.key = "tls", .set = config_yaml_set_obj, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
      .pos_off = OFF(struct gr_cluster_cfg, tls_pos)},
     {0},
 };
-static const struct schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
-                                             OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init,
-                                             check_cluster};
+static const struct config_schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
+                                                    OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init,
+                                                    check_cluster};
 
-static const struct field top_fields[] = {
-    {.key = "workers", .type = F_U32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
-    {.key = "log_level", .type = F_STR, .off = OFF(struct gr_config, log_level)},
-    {.key = "listeners", .type = F_LIST, .off = OFF(struct gr_config, listeners),
+static const struct config_field top_fields[] = {
+    {.key = "workers", .set = config_yaml_set_u32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
+    {.key = "log_level", .set = config_yaml_set_str, .off = OFF(struct gr_config, log_level)},
+    {.key = "listeners", .set = config_yaml_set_list, .off = OFF(struct gr_config, listeners),
      .count_off = OFF(struct gr_config, n_listeners), .sub = &listener_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "clusters", .type = F_LIST, .off = OFF(struct gr_config, clusters),
+    {.key = "clusters", .set = config_yaml_set_list, .off = OFF(struct gr_config, clusters),
      .count_off = OFF(struct gr_config, n_clusters), .sub = &cluster_schema},
     {0},
 };
@@ -933,8 +578,8 @@ static void top_init(void *obj)
     cfg->log_level = "info";
 }
 
-static const struct schema top_schema = {"the configuration", sizeof(struct gr_config), NO_POS, top_fields,
-                                         top_init, NULL};
+static const struct config_schema top_schema = {"the configuration", sizeof(struct gr_config), NO_POS, top_fields,
+                                                top_init, NULL};
 
 /* ---- cross checks after the tree is parsed ---- */
 
@@ -943,9 +588,8 @@ static bool addr_equal(const struct gr_addr *a, const struct gr_addr *b)
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-static int build_tls(struct load_ctx *c)
+static int build_tls(struct config_yaml *c, struct gr_config *cfg)
 {
-    struct gr_config *cfg = c->cfg;
     char err[400];
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct gr_listener_cfg *l = &cfg->listeners[i];
@@ -960,9 +604,8 @@ static int build_tls(struct load_ctx *c)
     return GR_OK;
 }
 
-static int validate(struct load_ctx *c)
+static int validate(struct config_yaml *c, struct gr_config *cfg)
 {
-    struct gr_config *cfg = c->cfg;
     enum log_level lvl;
     if (log_level_parse(cfg->log_level, &lvl) != 0)
         return fail_at(c, (struct gr_pos){1, 1}, "'log_level' must be one of error, warn, info, debug, got '%s'",
@@ -1026,11 +669,6 @@ static int validate(struct load_ctx *c)
     return GR_OK;
 }
 
-static const char *yaml_problem(const yaml_parser_t *p)
-{
-    return p->problem ? p->problem : "malformed YAML";
-}
-
 struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen)
 {
     struct gr_config *cfg = calloc(1, sizeof(*cfg));
@@ -1039,37 +677,9 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
         return NULL;
     }
     arena_init(&cfg->arena, 4096);
-    struct load_ctx c = {.cfg = cfg, .name = name, .err = err, .errlen = errlen};
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) {
-        snprintf(err, errlen, "%s: out of memory", name);
-        free(cfg);
-        return NULL;
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        fail_at(&c, (struct gr_pos){(uint32_t)parser.problem_mark.line + 1, (uint32_t)parser.problem_mark.column + 1},
-                "%s%s%s", yaml_problem(&parser), parser.context ? " " : "", parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        config_free(cfg);
-        return NULL;
-    }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    c.doc = &doc;
-    int rc;
-    if (root == NULL) {
-        rc = fail_at(&c, (struct gr_pos){1, 1}, "the file is empty");
-    } else {
-        rc = parse_object(&c, &top_schema, root, cfg);
-    }
-    if (rc == GR_OK)
-        rc = validate(&c);
-    if (rc == GR_OK)
-        rc = build_tls(&c);
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    if (rc != GR_OK) {
+    struct config_yaml c = {.arena = &cfg->arena, .name = name, .err = err, .errlen = errlen};
+    if (config_yaml_load(&c, data, len, &top_schema, cfg) != GR_OK || validate(&c, cfg) != GR_OK ||
+        build_tls(&c, cfg) != GR_OK) {
         config_free(cfg);
         return NULL;
     }

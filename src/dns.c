@@ -13,10 +13,10 @@ struct dns_cluster;
 
 /* One host name of a cluster and its last good answer. */
 struct dns_host {
-    struct dns_cluster *dc;
+    struct dns_cluster *dc;           /* the cluster it belongs to */
     const struct gr_endpoint_cfg *ep; /* host, port, weight */
-    struct endpoint *last;            /* last good addresses (logical_dns: one) */
-    size_t n_last;
+    struct endpoint *last;            /* last good addresses (logical_dns: one); malloc'd, owned */
+    size_t n_last;                    /* entries in last */
     bool resolved;                    /* has had a good answer */
     bool in_flight;                   /* a lookup is under way */
     bool failing;                     /* the last lookup failed (logged once) */
@@ -26,31 +26,33 @@ struct dns_host {
 
 /* A socket c-ares asked us to watch. */
 struct dns_sock {
-    struct dns_sock *next;
-    struct dns_cluster *dc;
-    ares_socket_t fd;
-    ev_io io;
+    struct dns_sock *next;            /* next in dc->socks */
+    struct dns_cluster *dc;           /* whose channel opened the socket */
+    ares_socket_t fd;                 /* the socket; c-ares owns and closes it */
+    ev_io io;                         /* watches fd for what c-ares asked (read, write or both) */
 };
 
+/* The DNS state of one cluster with strict_dns or logical_dns discovery. */
 struct dns_cluster {
-    struct dns *d;
-    const struct gr_cluster_cfg *cfg;
+    struct dns *d;                    /* the resolver it belongs to */
+    const struct gr_cluster_cfg *cfg; /* the cluster's config: endpoints, resolvers, refresh */
     size_t index;                     /* in cfg->clusters and the workers' clusters */
-    ares_channel channel;
-    bool channel_ok;
-    struct dns_host *hosts;
-    size_t n_hosts;
-    struct dns_sock *socks;
+    ares_channel channel;             /* this cluster's c-ares channel (its own dns_resolvers) */
+    bool channel_ok;                  /* channel was created: lookups are made and it must be destroyed */
+    struct dns_host *hosts;           /* one per host-name endpoint, in the order written */
+    size_t n_hosts;                   /* entries in hosts (0 if they could not be allocated) */
+    struct dns_sock *socks;           /* the sockets the channel has open, most recent first */
 };
 
+/* The resolver: every DNS-discovered cluster, on the main thread's loop. */
 struct dns {
-    struct ev_loop *loop;
-    struct worker **workers;
-    size_t n_workers;
-    struct dns_cluster *clusters;
-    size_t n_clusters;
+    struct ev_loop *loop;             /* the main thread's loop */
+    struct worker **workers;          /* every changed endpoint set is published to each; not owned */
+    size_t n_workers;                 /* entries in workers */
+    struct dns_cluster *clusters;     /* the clusters with DNS discovery only (see dns_cluster.index) */
+    size_t n_clusters;                /* entries in clusters */
     ev_timer tick;                    /* drives c-ares' own timeouts */
-    bool stopping;
+    bool stopping;                    /* dns_stop is under way: late answers are dropped */
 };
 
 static void publish(struct dns_cluster *dc)

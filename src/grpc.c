@@ -4,9 +4,11 @@
 #include "grelay/common.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+/* The one table of status names (gRPC's own spelling), indexed by status. */
 static const char *const status_names[] = {
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
@@ -16,6 +18,33 @@ static const char *const status_names[] = {
 const char *grpc_status_name(enum grpc_status s)
 {
     return (unsigned)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "UNKNOWN";
+}
+
+/* Whether written spells canonical: ASCII case ignored, '-' taken for '_'. */
+static bool same_name(const char *written, const char *canonical)
+{
+    for (;; written++, canonical++) {
+        char ch = *written;
+        if (ch >= 'a' && ch <= 'z')
+            ch = (char)(ch - 'a' + 'A');
+        else if (ch == '-')
+            ch = '_';
+        if (ch != *canonical)
+            return false;
+        if (ch == '\0')
+            return true;
+    }
+}
+
+int grpc_status_from_name(const char *name, enum grpc_status *out)
+{
+    for (size_t i = 0; i < GR_ARRAY_LEN(status_names); i++) {
+        if (same_name(name, status_names[i])) {
+            *out = (enum grpc_status)i;
+            return GR_OK;
+        }
+    }
+    return GR_ERR_CONFIG;
 }
 
 enum grpc_status grpc_status_from_http(int http_status)

@@ -1,7 +1,14 @@
 /* Size-class free lists behind nghttp2_mem. Every block has a 16-byte
  * header holding its class (or MEM_CLASSES for a plain malloc'd block) and
- * its usable size, so free and realloc need no lookup. */
+ * its usable size, so free and realloc need no lookup.
+ *
+ * A block on a free list is linked through the first word after its
+ * header. Under AddressSanitizer the whole block, header and link
+ * included, is poisoned while it waits there (review F14): a use after
+ * nghttp2 freed it, or a second free, is reported. The list's own reads
+ * unpoison the block first; its size is known from the list's class. */
 #include "grelay/mem.h"
+#include "grelay/common.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +18,7 @@
 
 struct hdr {
     uint32_t cls;   /* size class, or MEM_CLASSES */
-    uint32_t pad;
+    uint32_t pad;   /* unused: keeps size at offset 8 and the header 16 bytes */
     size_t size;    /* usable bytes */
 };
 
@@ -25,15 +32,23 @@ static unsigned class_of(size_t size)
     return c;
 }
 
+/* Takes the first block off free list c (which is not empty). */
+static struct hdr *pop_free(struct mem_pool *p, unsigned c)
+{
+    struct hdr *h = p->free[c];
+    GR_UNPOISON(h, HDR + class_size(c));
+    p->free[c] = *(void **)((char *)h + HDR);
+    p->n_free[c]--;
+    return h;
+}
+
 static void *pool_malloc(size_t size, void *ud)
 {
     struct mem_pool *p = ud;
     unsigned c = class_of(size);
     struct hdr *h;
     if (c < MEM_CLASSES && p->free[c] != NULL) {
-        h = p->free[c];
-        p->free[c] = *(void **)((char *)h + HDR);
-        p->n_free[c]--;
+        h = pop_free(p, c);
     } else {
         size_t usable = c < MEM_CLASSES ? class_size(c) : size;
         h = malloc(HDR + usable);
@@ -59,6 +74,7 @@ static void pool_free(void *ptr, void *ud)
     *(void **)ptr = p->free[c];
     p->free[c] = h;
     p->n_free[c]++;
+    GR_POISON(h, HDR + class_size(c));
 }
 
 static void *pool_calloc(size_t n, size_t size, void *ud)
@@ -98,24 +114,14 @@ void mem_pool_init(struct mem_pool *p)
 
 void mem_pool_trim(struct mem_pool *p, uint32_t keep)
 {
-    for (unsigned c = 0; c < MEM_CLASSES; c++) {
-        while (p->n_free[c] > keep) {
-            struct hdr *h = p->free[c];
-            p->free[c] = *(void **)((char *)h + HDR);
-            p->n_free[c]--;
-            free(h);
-        }
-    }
+    for (unsigned c = 0; c < MEM_CLASSES; c++)
+        while (p->n_free[c] > keep)
+            free(pop_free(p, c));
 }
 
 void mem_pool_destroy(struct mem_pool *p)
 {
-    for (unsigned c = 0; c < MEM_CLASSES; c++) {
-        while (p->free[c] != NULL) {
-            struct hdr *h = p->free[c];
-            p->free[c] = *(void **)((char *)h + HDR);
-            free(h);
-        }
-        p->n_free[c] = 0;
-    }
+    for (unsigned c = 0; c < MEM_CLASSES; c++)
+        while (p->free[c] != NULL)
+            free(pop_free(p, c));
 }

@@ -1,5 +1,6 @@
 /* Fixed-size objects in slabs (see slab.h). */
 #include "grelay/slab.h"
+#include "grelay/common.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -8,14 +9,6 @@
 
 /* Under AddressSanitizer a free object is poisoned (but its link word), so
  * a use after free is still reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 #define LINK sizeof(void *)
 
 void slab_pool_init(struct slab_pool *p, size_t size, size_t per_slab)
@@ -38,12 +31,12 @@ void *slab_alloc(struct slab_pool *p)
             void *obj = slab + SLAB_HDR + i * p->size;
             *(void **)obj = p->free;
             p->free = obj;
-            POISON((char *)obj + LINK, p->size - LINK);
+            GR_POISON((char *)obj + LINK, p->size - LINK);
         }
     }
     void *obj = p->free;
     p->free = *(void **)obj;
-    UNPOISON(obj, p->size);
+    GR_UNPOISON(obj, p->size);
     memset(obj, 0, p->size);
     return obj;
 }
@@ -54,13 +47,13 @@ void slab_free(struct slab_pool *p, void *obj)
         return;
     *(void **)obj = p->free;
     p->free = obj;
-    POISON((char *)obj + LINK, p->size - LINK);
+    GR_POISON((char *)obj + LINK, p->size - LINK);
 }
 
 void slab_pool_destroy(struct slab_pool *p)
 {
     while (p->slabs != NULL) {
-        UNPOISON(p->slabs, SLAB_HDR + p->size * p->per_slab);
+        GR_UNPOISON(p->slabs, SLAB_HDR + p->size * p->per_slab);
         void *next = *(void **)p->slabs;
         free(p->slabs);
         p->slabs = next;

@@ -8,21 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#endif
-#endif
-#ifndef POISON
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 /* Free chunks and nghttp2 blocks of each size class kept through a pass
  * that gives memory back (the rest goes to malloc, then to the kernel). */
@@ -50,7 +35,7 @@ void *worker_cache_get(struct worker_cache *c)
     void *obj = c->head;
     if (obj == NULL)
         return NULL;
-    UNPOISON(obj, c->size);
+    GR_UNPOISON(obj, c->size);
     c->head = *(void **)obj;
     if (--c->n < c->low)
         c->low = c->n;
@@ -67,7 +52,7 @@ void worker_cache_put(struct worker_cache *c, void *obj)
     c->head = obj;
     c->n++;
     /* The link word stays readable for the list; the rest is off limits. */
-    POISON((char *)obj + sizeof(void *), c->size - sizeof(void *));
+    GR_POISON((char *)obj + sizeof(void *), c->size - sizeof(void *));
 }
 
 static void *cache_pop(struct worker_cache *c)
@@ -75,7 +60,7 @@ static void *cache_pop(struct worker_cache *c)
     void *obj = c->head;
     c->head = *(void **)obj;
     c->n--;
-    UNPOISON(obj, c->size);
+    GR_UNPOISON(obj, c->size);
     return obj;
 }
 

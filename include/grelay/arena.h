@@ -11,8 +11,8 @@ struct arena {
     struct arena_block *head; /* newest block; older ones follow */
     size_t block_size;        /* size of ordinary blocks */
     unsigned char *first;     /* caller-provided first block (not freed), or NULL */
-    size_t first_size;
-    size_t first_used;
+    size_t first_size;        /* bytes at first */
+    size_t first_used;        /* bytes of first handed out */
 };
 
 void arena_init(struct arena *a, size_t block_size);

@@ -16,7 +16,7 @@ struct lb_policy {
 };
 
 struct balancer {
-    const struct lb_policy *policy;
+    const struct lb_policy *policy; /* the cluster's lb_policy, from the table in balancer.c */
     size_t n;          /* endpoints */
     uint32_t *weight;  /* per endpoint, >= 1 */
     uint32_t *active;  /* streams in flight per endpoint (least_request) */

@@ -14,7 +14,7 @@ struct chunk {
     struct chunk *next; /* next chunk in a buffer or in the free list */
     uint32_t start;     /* first unread byte */
     uint32_t end;       /* one past the last written byte */
-    uint8_t data[CHUNK_SIZE];
+    uint8_t data[CHUNK_SIZE]; /* the bytes: [start, end) are queued */
 };
 
 /* Free chunks of one worker; not shared between threads. */

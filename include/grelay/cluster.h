@@ -16,14 +16,15 @@ struct endpoint {
     struct gr_addr address; /* .text points at text */
     char text[80];          /* "10.0.0.1:50051", "[::1]:50051" */
     char host[256];         /* name for TLS SNI and :authority fallbacks: the DNS name, or the IP */
-    uint32_t weight;
+    uint32_t weight;        /* share for round_robin and random, 1..1000 (the config's) */
 };
 
+/* The endpoints of a cluster at one moment; never changed once published. */
 struct endpoint_set {
-    atomic_int refs;
-    size_t n;
+    atomic_int refs;        /* holders on any thread (main, workers); the last unref frees the set */
+    size_t n;               /* entries in eps; may be 0 (a name that has not resolved) */
     char why_empty[200];    /* with n == 0: what callers are told */
-    struct endpoint eps[];
+    struct endpoint eps[];  /* the endpoints: IP literals as written, then each name's addresses */
 };
 
 struct endpoint_set *endpoint_set_new(size_t n);

@@ -1,4 +1,4 @@
-/* Shared basics: error codes, container_of, intrusive lists. */
+/* Shared basics: error codes, container_of, intrusive lists, file positions. */
 #ifndef GRELAY_COMMON_H
 #define GRELAY_COMMON_H
 
@@ -17,7 +17,29 @@
 #define gr_likely(x) __builtin_expect(!!(x), 1)
 #define gr_unlikely(x) __builtin_expect(!!(x), 0)
 
-/* Errors returned by functions that can fail: 0 or one of these. */
+/* AddressSanitizer sees only malloc and free. Memory a free list of ours
+ * keeps for reuse is marked with GR_POISON while it waits, so any access
+ * is reported (use-after-poison), and GR_UNPOISON before it is handed out
+ * again. Without ASan both are no-ops. GCC and clang define
+ * __SANITIZE_ADDRESS__; older clang only answers __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define GR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GR_ASAN 1
+#endif
+#endif
+#if defined(GR_ASAN)
+#include <sanitizer/asan_interface.h>
+#define GR_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define GR_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define GR_POISON(p, n) ((void)(p), (void)(n))
+#define GR_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Errors returned by functions that can fail: 0 or one of these. A new one
+ * needs its name in gr_strerror (log.c), or -Wswitch fails the build. */
 enum gr_err {
     GR_OK = 0,
     GR_ERR_NOMEM = -1,  /* allocation failed */
@@ -28,7 +50,16 @@ enum gr_err {
     GR_ERR_CLOSED = -6, /* the other side is gone */
 };
 
+/* What an error code means, for messages ("out of memory"); "unknown
+ * error" for a value that is not an enum gr_err. Never NULL, never freed. */
 const char *gr_strerror(int err);
+
+/* A place in a configuration file, 1-based (config.h stores them, the YAML
+ * walker in config_yaml.h writes them and quotes them in messages). */
+struct gr_pos {
+    uint32_t line; /* line, from 1 */
+    uint32_t col;  /* column, from 1 */
+};
 
 /* Monotonic microseconds: deadlines and ejections are absolute on this clock. */
 static inline uint64_t gr_now_us(void)

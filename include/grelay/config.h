@@ -5,17 +5,13 @@
 #define GRELAY_CONFIG_H
 
 #include "grelay/arena.h"
+#include "grelay/common.h"
+#include "grelay/tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-
-/* A place in the YAML file, 1-based. */
-struct gr_pos {
-    uint32_t line;
-    uint32_t col;
-};
 
 /* A socket address written as "ip:port" or "[ipv6]:port". */
 struct gr_addr {
@@ -24,68 +20,32 @@ struct gr_addr {
     const char *text;           /* as written in the file */
 };
 
-/* A certificate chosen by SNI. */
-struct gr_sni_cert_cfg {
-    const char **names;          /* "api.example.com" or "*.example.com" */
-    size_t n_names;
-    const char *cert_chain;      /* PEM file */
-    const char *private_key;     /* PEM file */
-    void *ctx;                   /* SSL_CTX, built at load */
-};
-
-/* TLS on a listener. */
-struct gr_tls_server_cfg {
-    bool set;
-    const char *cert_chain;      /* PEM: the default certificate */
-    const char *private_key;
-    const char **alpn;           /* protocols offered, preferred first */
-    size_t n_alpn;
-    const char *min_version;     /* TLSv1.2 or TLSv1.3 */
-    const char *ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax) */
-    const char *client_ca;       /* verify client certificates against this */
-    bool require_client_cert;
-    struct gr_sni_cert_cfg *server_names;
-    size_t n_server_names;
-    uint64_t handshake_timeout_ms;
-    bool session_tickets;
-    void *ctx;                   /* SSL_CTX for the default certificate, built at load */
-};
-
-/* TLS to a cluster's endpoints. */
-struct gr_tls_client_cfg {
-    bool set;
-    const char *sni;             /* name sent and verified; default: the endpoint's host */
-    const char *ca;              /* PEM bundle to verify the server; default: the system's */
-    const char *cert_chain;      /* client certificate, for mTLS */
-    const char *private_key;
-    bool verify;                 /* verify the server's certificate and name (default true) */
-    const char *min_version;
-    void *ctx;                   /* SSL_CTX, built at load */
-};
-
 enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
 enum discovery_kind { DISCOVERY_STATIC = 0, DISCOVERY_STRICT_DNS = 1, DISCOVERY_LOGICAL_DNS = 2 };
 
+/* One endpoint as written in a cluster: an IP literal, or a host name for
+ * DNS discovery to resolve. */
 struct gr_endpoint_cfg {
     const char *text;       /* as written: "10.0.0.1:50051" or "backend.internal:50051" */
-    struct gr_pos text_pos; /* where */
-    struct gr_addr address; /* where the backend listens (IP literals only) */
-    bool is_name;           /* a host name, resolved by DNS discovery */
-    const char *host;       /* the host part, without brackets */
-    uint16_t port;
-    uint32_t weight;        /* share for round_robin and random, 1..1000 */
+    struct gr_pos text_pos; /* where the address value is (quoted by address errors) */
+    struct gr_addr address; /* where the backend listens; filled only when !is_name */
+    bool is_name;           /* a host name, for DNS discovery (the cluster must be strict_dns or logical_dns) */
+    const char *host;       /* the host part, without brackets: the IP literal or the name */
+    uint16_t port;          /* the port part, 1..65535 */
+    uint32_t weight;        /* share for round_robin and random, 1..1000; default 1 */
     struct gr_pos pos;      /* where it is written */
 };
 
+/* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
     const char *name;                  /* unique among clusters */
     enum lb_policy_kind lb_policy;     /* how each stream picks an endpoint */
     enum discovery_kind discovery;     /* static, strict_dns or logical_dns */
     uint64_t dns_refresh_ms;           /* re-resolve at least this often */
     const char **dns_resolvers;        /* "ip:port" of DNS servers; none = the system's */
-    size_t n_dns_resolvers;
+    size_t n_dns_resolvers;            /* entries in dns_resolvers; 0 when not written */
     struct gr_endpoint_cfg *endpoints; /* the backends */
-    size_t n_endpoints;
+    size_t n_endpoints;                /* entries in endpoints, at least 1 */
     uint64_t connect_timeout_ms;       /* connect + HTTP/2 preface budget */
     uint32_t max_connections;          /* upstream connections per endpoint per worker */
     uint32_t max_pending;              /* streams that may wait for a slot, per endpoint per worker */
@@ -93,11 +53,12 @@ struct gr_cluster_cfg {
     uint32_t stream_buffer;            /* response bytes buffered per stream = upstream stream window */
     uint32_t connection_window;        /* upstream connection-level receive window */
     struct gr_tls_client_cfg tls;      /* TLS to the endpoints, when set */
-    struct gr_pos tls_pos;
-    size_t index;                      /* position in gr_config.clusters */
-    struct gr_pos pos;
+    struct gr_pos tls_pos;             /* where tls: is written (quoted by TLS build errors) */
+    size_t index;                      /* position in gr_config.clusters (= in the workers' cluster arrays) */
+    struct gr_pos pos;                 /* where the cluster is written */
 };
 
+/* One header condition of a route match: exactly one of exact or present. */
 struct gr_header_match_cfg {
     const char *name;  /* lower-case header name */
     const char *exact; /* required value, or NULL */
@@ -106,54 +67,59 @@ struct gr_header_match_cfg {
 
 enum route_path_kind { ROUTE_PREFIX = 1, ROUTE_EXACT = 2, ROUTE_SERVICE = 3 };
 
+/* When a route applies: exactly one of prefix, exact (or path) and service,
+ * and every header condition. */
 struct gr_match_cfg {
-    const char *prefix;  /* path prefix */
-    const char *exact;   /* whole path */
+    const char *prefix;     /* path prefix */
+    const char *exact;      /* whole path; set from path_alias when that is written */
     const char *path_alias; /* "path:", Envoy's spelling of exact */
-    const char *service; /* "package.Service" */
-    const char *method;  /* with service: one method */
+    const char *service;    /* "package.Service" */
+    const char *method;     /* with service: one method */
     struct gr_header_match_cfg *headers; /* all must match */
-    size_t n_headers;
+    size_t n_headers;       /* entries in headers; 0: no header condition */
     /* Derived at load time: */
-    enum route_path_kind kind; /* which path matcher is set */
-    const char *path;          /* the string compared against :path */
-    size_t path_len;
+    enum route_path_kind kind; /* how path is compared: ROUTE_PREFIX or ROUTE_EXACT (service maps to these) */
+    const char *path;          /* the string compared against :path (its query is ignored) */
+    size_t path_len;           /* strlen(path) */
 };
 
 /* CORS for browsers (gRPC-Web), per virtual host or per route. */
 struct gr_cors_cfg {
     bool set;                    /* written in the file (a route's replaces its host's) */
     const char **allow_origins;  /* exact origins, one-star patterns, or a lone star */
-    size_t n_allow_origins;
+    size_t n_allow_origins;      /* entries in allow_origins, at least 1 */
     const char **allow_methods;  /* default POST, GET, OPTIONS */
-    size_t n_allow_methods;
-    const char **allow_headers;  /* added to the gRPC-Web defaults */
-    size_t n_allow_headers;
-    const char **expose_headers; /* added to grpc-status, grpc-message, grpc-status-details-bin */
-    size_t n_expose_headers;
-    uint32_t max_age;            /* seconds; 0 = not sent */
-    bool allow_credentials;
+    size_t n_allow_methods;      /* entries in allow_methods (3 for the default) */
+    const char **allow_headers;  /* added to the gRPC-Web defaults; lower-cased */
+    size_t n_allow_headers;      /* entries in allow_headers */
+    const char **expose_headers; /* added to grpc-status, grpc-message, grpc-status-details-bin; lower-cased */
+    size_t n_expose_headers;     /* entries in expose_headers */
+    uint32_t max_age;            /* seconds a preflight answer may be cached; 0 = not sent */
+    bool allow_credentials;      /* send access-control-allow-credentials: true (cookies, client certificates) */
     /* Derived at load time, ready to send: */
-    const char *methods_value;
-    const char *headers_value;
-    const char *expose_value;
-    const char *max_age_value;   /* NULL when max_age is 0 */
+    const char *methods_value;   /* access-control-allow-methods, ", "-separated */
+    const char *headers_value;   /* access-control-allow-headers: the defaults, then allow_headers */
+    const char *expose_value;    /* access-control-expose-headers: the gRPC trailers, then expose_headers */
+    const char *max_age_value;   /* access-control-max-age; NULL when max_age is 0 */
 };
 
+/* The wait before each configured retry. */
 struct gr_backoff_cfg {
     uint64_t base_interval_ms; /* first retry waits up to this (full jitter) */
     uint64_t max_interval_ms;  /* no wait is longer */
 };
 
+/* A route's retry_policy. */
 struct gr_retry_cfg {
-    const char **retry_on;      /* gRPC status names, as written */
-    size_t n_retry_on;
-    uint32_t retry_on_mask;     /* derived: bit N = retry on status N */
-    uint32_t num_retries;       /* retries after the first attempt */
-    uint64_t per_try_timeout_ms;/* 0 = none */
-    struct gr_backoff_cfg backoff;
+    const char **retry_on;         /* gRPC status names, lower-cased (see grpc_status_from_name) */
+    size_t n_retry_on;             /* entries in retry_on, at least 1 when the policy is written */
+    uint32_t retry_on_mask;        /* derived: bit N = retry on status N (never OK) */
+    uint32_t num_retries;          /* retries after the first attempt, 0..10; 1 when the policy is written */
+    uint64_t per_try_timeout_ms;   /* budget of each attempt, retried whatever retry_on says; 0 = none */
+    struct gr_backoff_cfg backoff; /* the wait between attempts */
 };
 
+/* One route of a virtual host: a match and where matching calls go. */
 struct gr_route_cfg {
     struct gr_match_cfg match;      /* when the route applies */
     uint64_t timeout_ms;            /* deadline when the client sends no grpc-timeout; 0 = none */
@@ -164,45 +130,49 @@ struct gr_route_cfg {
     const char *cluster_name;       /* where it sends calls */
     struct gr_pos cluster_pos;      /* where cluster is named */
     struct gr_cluster_cfg *cluster; /* resolved from cluster_name */
-    struct gr_pos pos;
+    struct gr_pos pos;              /* where the route is written */
 };
 
+/* A virtual host: the routes for the :authority values it serves. */
 struct gr_vhost_cfg {
-    const char *name;
-    const char **domains; /* "host", "*.suffix", "prefix.*" or "*" */
-    size_t n_domains;
+    const char *name;            /* unique within its listener; for messages */
+    const char **domains;        /* "host", "*.suffix", "prefix.*" or "*"; lower-cased, unique within the listener */
+    size_t n_domains;            /* entries in domains, at least 1 */
     struct gr_route_cfg *routes; /* first match wins */
-    size_t n_routes;
+    size_t n_routes;             /* entries in routes, at least 1 */
     struct gr_cors_cfg cors;     /* for routes without their own */
-    struct gr_pos pos;
+    struct gr_pos pos;           /* where the virtual host is written */
 };
 
+/* An address clients connect to, and what it serves. */
 struct gr_listener_cfg {
-    const char *name;
-    struct gr_addr address;
-    struct gr_vhost_cfg *vhosts;
-    size_t n_vhosts;
-    uint32_t max_concurrent_streams; /* advertised to clients */
+    const char *name;                /* unique among listeners; for messages */
+    struct gr_addr address;          /* where to listen (an IP literal); unique among listeners */
+    struct gr_vhost_cfg *vhosts;     /* chosen by :authority (router_find_vhost) */
+    size_t n_vhosts;                 /* entries in vhosts, at least 1 */
+    uint32_t max_concurrent_streams; /* advertised to clients (SETTINGS_MAX_CONCURRENT_STREAMS) */
     uint32_t stream_buffer;          /* request bytes buffered per stream = downstream stream window */
     uint32_t connection_window;      /* downstream connection-level receive window */
-    uint32_t max_request_headers;    /* bytes of request header names and values */
+    uint32_t max_request_headers;    /* bytes of request header names and values (no per-field overhead);
+                                      * also sent as SETTINGS_MAX_HEADER_LIST_SIZE */
     bool grpc_web;                   /* accept gRPC-Web (and HTTP/1.1) besides native gRPC */
     struct gr_tls_server_cfg tls;    /* TLS, when set */
-    struct gr_pos tls_pos;
+    struct gr_pos tls_pos;           /* where tls: is written (quoted by TLS build errors) */
     uint32_t grpc_web_max_request;   /* largest gRPC-Web request body and message */
     uint64_t hibernate_after_ms;     /* an HTTP/2 connection with no call this long frees its session; 0: never */
-    struct gr_pos pos;
+    struct gr_pos pos;               /* where the listener is written */
 };
 
+/* One loaded file: the root of the snapshot. */
 struct gr_config {
-    struct arena arena;               /* owns everything below */
-    const char *path;                 /* file it came from */
-    uint32_t workers;                 /* worker threads */
-    const char *log_level;            /* error, warn, info, debug */
-    struct gr_listener_cfg *listeners;
-    size_t n_listeners;
-    struct gr_cluster_cfg *clusters;
-    size_t n_clusters;
+    struct arena arena;                /* owns everything below (not the SSL_CTXs: config_free frees those) */
+    const char *path;                  /* file it came from (the name given to config_load_buffer) */
+    uint32_t workers;                  /* worker threads, 1..256 when written; default: the CPUs online */
+    const char *log_level;             /* error, warn, info or debug (any case), as written; default info */
+    struct gr_listener_cfg *listeners; /* names and addresses unique */
+    size_t n_listeners;                /* entries in listeners, at least 1 */
+    struct gr_cluster_cfg *clusters;   /* names unique; every route's cluster is one of them */
+    size_t n_clusters;                 /* entries in clusters; at least 1 once loaded, as every route needs one */
 };
 
 /* Loads and validates a file. On failure returns NULL and writes
@@ -211,5 +181,9 @@ struct gr_config *config_load_file(const char *path, char *err, size_t errlen);
 /* The same from memory; name is used in error messages. */
 struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen);
 void config_free(struct gr_config *cfg);
+/* Parses an IP literal with a port, "a.b.c.d:port" or "[ipv6]:port", into
+ * out; out->text points at text (not copied). Returns 0, or GR_ERR_CONFIG
+ * with *why saying what is wrong ("port must be 1..65535", ...). */
+int config_parse_addr(const char *text, struct gr_addr *out, const char **why);
 
 #endif

@@ -28,7 +28,15 @@ enum grpc_status {
     GRPC_UNAUTHENTICATED = 16,
 };
 
+/* The status's name as gRPC spells it ("UNAVAILABLE"); "UNKNOWN" for a
+ * value that is not a status. */
 const char *grpc_status_name(enum grpc_status s);
+/* The status a name stands for: grpc_status_name's spelling in any ASCII
+ * case, with '-' or '_' between words ("UNAVAILABLE", "unavailable",
+ * "deadline-exceeded", "Resource_Exhausted"). Writes it to out and returns
+ * 0, or returns GR_ERR_CONFIG for anything else. "OK" is a name too:
+ * callers that cannot use it (retry_on) refuse it themselves. */
+int grpc_status_from_name(const char *name, enum grpc_status *out);
 /* The status for a non-gRPC HTTP answer, per gRPC's http-grpc-status-mapping. */
 enum grpc_status grpc_status_from_http(int http_status);
 /* The status for a stream an upstream peer reset with this HTTP/2 error code. */

@@ -8,13 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* One header field. */
 struct gr_hdr {
     const uint8_t *name;  /* lower-case, NUL-terminated */
     const uint8_t *value; /* NUL-terminated */
-    uint32_t namelen;
-    uint32_t valuelen;
+    uint32_t namelen;     /* bytes in name, without the NUL; 0 for a removed entry */
+    uint32_t valuelen;    /* bytes in value, without the NUL */
 };
 
+/* The header fields of one message, in arrival order. */
 struct hdr_list {
     struct gr_hdr *v; /* entries in arrival order */
     uint32_t n;       /* entries used */

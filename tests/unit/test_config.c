@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "grelay/common.h"
 #include "grelay/config.h"
 
 #include <arpa/inet.h>
@@ -247,6 +248,16 @@ static const struct bad_case bad_cases[] = {
      "resource_exhausted, aborted, internal, unavailable, ...)"},
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { retry_on: [OK] }\n" CLUSTERS,
+     "t.yaml:10:27: retry_on: 'ok' is not a gRPC status name (cancelled, unknown, deadline_exceeded, "
+     "resource_exhausted, aborted, internal, unavailable, ...)"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
+     "            retry_policy: { retry_on: [Deadline Exceeded] }\n" CLUSTERS,
+     "t.yaml:10:27: retry_on: 'deadline exceeded' is not a gRPC status name (cancelled, unknown, "
+     "deadline_exceeded, resource_exhausted, aborted, internal, unavailable, ...)"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
+     "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
      "            retry_policy: { num_retries: 2 }\n" CLUSTERS,
      "t.yaml:10:27: retry_policy needs 'retry_on' with at least one status"},
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
@@ -304,6 +315,40 @@ static void missing_file_says_so(void **state)
     assert_string_equal(err, "/nonexistent.yaml: cannot open: No such file or directory");
 }
 
+static void parse_addr_takes_ip_literals(void **state)
+{
+    (void)state;
+    struct gr_addr a;
+    const char *why = NULL;
+    assert_int_equal(config_parse_addr("127.0.0.1:8080", &a, &why), 0);
+    assert_int_equal(a.ss.ss_family, AF_INET);
+    assert_int_equal(a.len, sizeof(struct sockaddr_in));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&a.ss)->sin_port), 8080);
+    assert_string_equal(a.text, "127.0.0.1:8080");
+    assert_int_equal(config_parse_addr("[::1]:443", &a, &why), 0);
+    assert_int_equal(a.ss.ss_family, AF_INET6);
+    assert_int_equal(a.len, sizeof(struct sockaddr_in6));
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port), 443);
+    static const struct {
+        const char *text;
+        const char *why;
+    } bad[] = {
+        {"localhost", "expected ip:port"},
+        {"[::1]443", "expected [ipv6]:port"},
+        {":80", "missing or overlong host"},
+        {"127.0.0.1:0", "port must be 1..65535"},
+        {"127.0.0.1:65536", "port must be 1..65535"},
+        {"::1:80", "host must be an IPv4 address or a bracketed IPv6 address"},
+        {"[127.0.0.1]:80", "host must be an IPv4 address or a bracketed IPv6 address"},
+        {"backend.internal:80", "host must be an IPv4 address or a bracketed IPv6 address"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        assert_int_equal(config_parse_addr(bad[i].text, &a, &why), GR_ERR_CONFIG);
+        assert_string_equal(why, bad[i].why);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +359,7 @@ int main(void)
         cmocka_unit_test(bad_files_say_where_and_what),
         cmocka_unit_test(shipped_configs_load),
         cmocka_unit_test(missing_file_says_so),
+        cmocka_unit_test(parse_addr_takes_ip_literals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

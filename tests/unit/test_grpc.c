@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "grelay/common.h"
 #include "grelay/grpc.h"
 
 #include <string.h>
@@ -85,10 +86,46 @@ static void grpc_timeout_format_keeps_precision(void **state)
     }
 }
 
+static void grpc_status_names_both_ways(void **state)
+{
+    (void)state;
+    for (int i = GRPC_OK; i <= GRPC_UNAUTHENTICATED; i++) {
+        enum grpc_status st = GRPC_UNKNOWN;
+        assert_int_equal(grpc_status_from_name(grpc_status_name((enum grpc_status)i), &st), 0);
+        assert_int_equal(st, i);
+    }
+    assert_string_equal(grpc_status_name((enum grpc_status)17), "UNKNOWN");
+    /* The spellings a config file may use: any case, '-' or '_'. */
+    static const struct {
+        const char *name;
+        enum grpc_status st;
+    } good[] = {
+        {"unavailable", GRPC_UNAVAILABLE},
+        {"Resource-Exhausted", GRPC_RESOURCE_EXHAUSTED},
+        {"deadline_exceeded", GRPC_DEADLINE_EXCEEDED},
+        {"DEADLINE-exceeded", GRPC_DEADLINE_EXCEEDED},
+        {"ok", GRPC_OK},
+        {"data_loss", GRPC_DATA_LOSS},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        enum grpc_status st = GRPC_UNKNOWN;
+        assert_int_equal(grpc_status_from_name(good[i].name, &st), 0);
+        assert_int_equal(st, good[i].st);
+    }
+    static const char *const bad[] = {"", "flaky", "unavailable ", " unavailable", "unavailabl", "unavailablee",
+                                      "deadline exceeded", "deadlineexceeded", "14", "UNAVAILABLE\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        enum grpc_status st = GRPC_UNKNOWN;
+        assert_int_equal(grpc_status_from_name(bad[i], &st), GR_ERR_CONFIG);
+        assert_int_equal(st, GRPC_UNKNOWN); /* untouched */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(grpc_status_tables),
+        cmocka_unit_test(grpc_status_names_both_ways),
         cmocka_unit_test(grpc_timeout_grammar),
         cmocka_unit_test(grpc_timeout_format_keeps_precision),
     };

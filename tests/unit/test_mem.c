@@ -1,0 +1,88 @@
+/* nghttp2's allocator: size classes, reuse, realloc, trimming, and under
+ * AddressSanitizer the poisoning of blocks on the free lists (review F14). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "grelay/common.h"
+#include "grelay/mem.h"
+
+#include <string.h>
+
+static void *m_alloc(struct mem_pool *p, size_t n) { return p->mem.malloc(n, p->mem.mem_user_data); }
+static void m_free(struct mem_pool *p, void *ptr) { p->mem.free(ptr, p->mem.mem_user_data); }
+
+static void blocks_are_reused_by_class(void **state)
+{
+    (void)state;
+    struct mem_pool p;
+    mem_pool_init(&p);
+    char *a = m_alloc(&p, 100); /* the 128-byte class */
+    assert_non_null(a);
+    memset(a, 1, 128);
+    m_free(&p, a);
+    assert_int_equal(p.n_free[2], 1);
+    assert_ptr_equal(m_alloc(&p, 65), a); /* same class: the same block */
+    assert_int_equal(p.n_free[2], 0);
+    memset(a, 2, 128);
+    char *big = m_alloc(&p, 10000); /* past the classes: plain malloc */
+    assert_non_null(big);
+    m_free(&p, big);
+    for (unsigned c = 0; c < MEM_CLASSES; c++)
+        assert_int_equal(p.n_free[c], 0);
+    char *z = p.mem.calloc(4, 8, p.mem.mem_user_data);
+    for (size_t i = 0; i < 32; i++)
+        assert_int_equal(z[i], 0);
+    char *r = p.mem.realloc(a, 120, p.mem.mem_user_data); /* fits: unchanged */
+    assert_ptr_equal(r, a);
+    r = p.mem.realloc(a, 300, p.mem.mem_user_data); /* the 512 class; the old block is freed */
+    assert_ptr_not_equal(r, a);
+    assert_int_equal(r[127], 2);
+    assert_int_equal(p.n_free[2], 1);
+    m_free(&p, r);
+    m_free(&p, z);
+    mem_pool_trim(&p, 0);
+    for (unsigned c = 0; c < MEM_CLASSES; c++)
+        assert_int_equal(p.n_free[c], 0);
+    mem_pool_destroy(&p);
+}
+
+static void free_blocks_are_poisoned(void **state)
+{
+    (void)state;
+    struct mem_pool p;
+    mem_pool_init(&p);
+    char *a = m_alloc(&p, 200); /* the 256-byte class */
+    char *b = m_alloc(&p, 200);
+    m_free(&p, a);
+    m_free(&p, b); /* b's link word points at a */
+    assert_int_equal(p.n_free[3], 2);
+#if defined(GR_ASAN)
+    assert_true(__asan_address_is_poisoned(a - 16)); /* the header */
+    assert_true(__asan_address_is_poisoned(a));      /* the link word */
+    assert_true(__asan_address_is_poisoned(a + 255));
+    assert_true(__asan_address_is_poisoned(b));
+#endif
+    assert_ptr_equal(m_alloc(&p, 256), b); /* last in, first out */
+#if defined(GR_ASAN)
+    assert_false(__asan_address_is_poisoned(b - 16));
+    assert_false(__asan_address_is_poisoned(b + 255));
+    assert_true(__asan_address_is_poisoned(a));
+#endif
+    memset(b, 3, 256);
+    mem_pool_trim(&p, 0); /* frees a (unpoisoned first, or free() would trip) */
+    assert_int_equal(p.n_free[3], 0);
+    m_free(&p, b);
+    mem_pool_destroy(&p);
+    assert_int_equal(p.n_free[3], 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(blocks_are_reused_by_class),
+        cmocka_unit_test(free_blocks_are_poisoned),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
