@@ -142,3 +142,46 @@ size_t grpc_timeout_format(uint64_t us, char *out)
     }
     return (size_t)snprintf(out, 16, "%lluH", (unsigned long long)max);
 }
+
+int grpc_status_trailers(struct arena *a, struct hdr_list *l, enum grpc_status st, const char *msg)
+{
+    char code[8];
+    int n = snprintf(code, sizeof(code), "%d", (int)st);
+    size_t mlen = 0;
+    char *enc = grpc_message_encode(a, msg, &mlen);
+    if (enc == NULL)
+        return GR_ERR_NOMEM;
+    hdr_list_init(l);
+    int rc = hdr_list_add(l, a, (const uint8_t *)"grpc-status", 11, (const uint8_t *)code, (size_t)n);
+    if (rc == GR_OK)
+        rc = hdr_list_add(l, a, (const uint8_t *)"grpc-message", 12, (const uint8_t *)enc, mlen);
+    return rc;
+}
+
+int grpc_status_value(const uint8_t *v, size_t len)
+{
+    int code = 0;
+    for (size_t i = 0; i < len && i < 3; i++)
+        code = code * 10 + (v[i] - '0');
+    return code;
+}
+
+bool grpc_response_ok(int http_status, const struct gr_hdr *ct, enum grpc_status *st, char *msg, size_t msglen)
+{
+    bool grpc_ct = ct != NULL && ct->valuelen >= 16 && memcmp(ct->value, "application/grpc", 16) == 0;
+    if (http_status == 200 && grpc_ct)
+        return true;
+    snprintf(msg, msglen, "upstream answered HTTP %d (%.60s), not gRPC", http_status,
+             ct ? (const char *)ct->value : "no content-type");
+    *st = http_status != 200 ? grpc_status_from_http(http_status) : GRPC_UNKNOWN;
+    return false;
+}
+
+void grpc_http_status_text(int http_status, char out[4])
+{
+    int v = http_status % 1000;
+    out[0] = (char)('0' + v / 100);
+    out[1] = (char)('0' + v / 10 % 10);
+    out[2] = (char)('0' + v % 10);
+    out[3] = '\0';
+}

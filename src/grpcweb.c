@@ -221,8 +221,12 @@ size_t grpcweb_pull(struct grpcweb *w, struct buf *q, struct chunk_pool *cp, boo
     *taken = got;
     if (got < want && q->len == 0 && ended) {
         if (!w->trailer_built && grpcweb_build_trailer(w, a, trailers) != GR_OK) {
-            w->trailer_built = true; /* out of memory: end without the frame */
-            w->trailer_len = w->trailer_off = 0;
+            /* Out of memory: a fixed frame, so the client still gets a status. */
+            static const uint8_t oom[] = "\x80\0\0\0\x38grpc-status: 13\r\ngrpc-message: grelay is out of memory\r\n";
+            w->trailer = (uint8_t *)oom;
+            w->trailer_len = sizeof(oom) - 1;
+            w->trailer_off = 0;
+            w->trailer_built = true;
         }
         size_t t = w->trailer_len - w->trailer_off;
         if (t > want - got)

@@ -92,28 +92,34 @@ static int web_rewrite_request(struct stream *s)
     return GR_OK;
 }
 
+static int add_str(struct stream *s, struct hdr_list *l, const char *name, const char *value)
+{
+    return hdr_list_add(l, &s->arena, (const uint8_t *)name, strlen(name), (const uint8_t *)value, strlen(value));
+}
+
 /* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
 static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, const struct gr_hdr *origin)
 {
     if (pol == NULL) {
-        (void)stream_reply_http(s, "403", "no CORS policy for this route\n", NULL, 0);
+        (void)stream_reply_http(s, "403", "no CORS policy for this route\n", NULL);
         return;
     }
     if (!cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
         s->cors = NULL;
-        (void)stream_reply_http(s, "403", "origin not allowed by the CORS policy\n", NULL, 0);
+        (void)stream_reply_http(s, "403", "origin not allowed by the CORS policy\n", NULL);
         return;
     }
-    nghttp2_nv extra[4];
-    size_t n = 0;
-    extra[n++] = nv_make(NV_LIT("access-control-allow-methods"), (const uint8_t *)pol->methods_value,
-                      strlen(pol->methods_value));
-    extra[n++] = nv_make(NV_LIT("access-control-allow-headers"), (const uint8_t *)pol->headers_value,
-                      strlen(pol->headers_value));
-    if (pol->max_age_value != NULL)
-        extra[n++] = nv_make(NV_LIT("access-control-max-age"), (const uint8_t *)pol->max_age_value,
-                          strlen(pol->max_age_value));
-    (void)stream_reply_http(s, "200", NULL, extra, n);
+    struct hdr_list extra;
+    hdr_list_init(&extra);
+    int rc = add_str(s, &extra, "access-control-allow-methods", pol->methods_value);
+    if (rc == GR_OK)
+        rc = add_str(s, &extra, "access-control-allow-headers", pol->headers_value);
+    if (rc == GR_OK && pol->max_age_value != NULL)
+        rc = add_str(s, &extra, "access-control-max-age", pol->max_age_value);
+    if (rc != GR_OK)
+        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+    else
+        (void)stream_reply_http(s, "200", NULL, &extra);
 }
 
 /* On a grpc_web listener: the codec for gRPC-Web content types, the CORS
@@ -175,7 +181,7 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
         (void)stream_reply_http(s, "415",
                                 "grelay takes gRPC-Web over HTTP/1.1 (content-type application/grpc-web...); "
                                 "native gRPC needs HTTP/2\n",
-                                NULL, 0);
+                                NULL);
         return false;
     }
     if (s->req_header_bytes == REQ_HEADERS_OVER) {

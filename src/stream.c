@@ -182,22 +182,6 @@ static bool abort_stream(struct stream *s)
     return false;
 }
 
-/* Replaces resp_trailers with a gRPC status. */
-static int set_status_trailers(struct stream *s, enum grpc_status status, const char *msg)
-{
-    char code[8];
-    int n = snprintf(code, sizeof(code), "%d", (int)status);
-    size_t mlen = 0;
-    char *enc = grpc_message_encode(&s->arena, msg, &mlen);
-    if (enc == NULL)
-        return GR_ERR_NOMEM;
-    hdr_list_init(&s->resp_trailers);
-    int rc = hdr_list_add(&s->resp_trailers, &s->arena, NV_LIT("grpc-status"), (const uint8_t *)code, (size_t)n);
-    if (rc == GR_OK)
-        rc = hdr_list_add(&s->resp_trailers, &s->arena, NV_LIT("grpc-message"), (const uint8_t *)enc, mlen);
-    return rc;
-}
-
 bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
 {
     finish_attempts(s);
@@ -205,7 +189,7 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
         return true; /* the client already has (or is getting) a complete answer */
     log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
               grpc_status_name(status), msg);
-    if (set_status_trailers(s, status, msg) != GR_OK)
+    if (grpc_status_trailers(&s->arena, &s->resp_trailers, status, msg) != GR_OK)
         return abort_stream(s);
     if (s->resp_state == RESP_BODY) {
         set_resp(s, RESP_ENDED); /* trailers after the data */
@@ -222,27 +206,19 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     return true;
 }
 
-bool stream_reply_http(struct stream *s, const char *status, const char *text, const nghttp2_nv *extra,
-                       size_t n_extra)
+bool stream_reply_http(struct stream *s, const char *status, const char *text, struct hdr_list *extra)
 {
     struct hdr_list none;
     hdr_list_init(&none);
+    struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
-    size_t n;
-    nghttp2_nv *base = resp_nv(s, status, &none, false, &n);
-    nghttp2_nv *nva = base ? arena_alloc(&s->arena, (n + n_extra + 1) * sizeof(*nva)) : NULL;
-    if (nva == NULL)
-        return abort_stream(s);
-    memcpy(nva, base, n * sizeof(*nva));
-    if (n_extra > 0)
-        memcpy(nva + n, extra, n_extra * sizeof(*nva));
-    n += n_extra;
-    bool body = text != NULL && text[0] != '\0' &&
-                buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
-    if (body)
-        nva[n++] = nv_make(NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8"));
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
-    if (s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
+    bool body = text != NULL && text[0] != '\0' &&
+                hdr_list_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
+                buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
+    size_t n;
+    nghttp2_nv *nva = resp_nv(s, status, l, false, &n);
+    if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
         return abort_stream(s);
     set_resp(s, RESP_ENDED);
     conn_want_flush(&s->down->io);
@@ -539,10 +515,7 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
         return GR_ERR_LIMIT;
     bool trailers = s->resp_state != RESP_WAITING;
     if (!trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        int st = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            st = st * 10 + (value[i] - '0');
-        s->resp_status = st;
+        s->resp_status = grpc_status_value(value, valuelen);
         return GR_OK;
     }
     if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
@@ -550,48 +523,29 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
     return hdr_list_add(trailers ? &s->resp_trailers : &s->resp_hdrs, &s->arena, name, namelen, value, valuelen);
 }
 
-/* Whether a final response that is not gRPC (no grpc-status, not HTTP 200
- * with a gRPC content-type) ended the attempt: then it is retried or failed. */
-static bool not_grpc(struct stream *s)
-{
-    const struct gr_hdr *ct = hdr_list_find(&s->resp_hdrs, "content-type");
-    bool grpc_ct = ct != NULL && ct->valuelen >= 16 && memcmp(ct->value, "application/grpc", 16) == 0;
-    if (s->resp_status == 200 && grpc_ct)
-        return false;
-    char msg[200];
-    snprintf(msg, sizeof(msg), "upstream answered HTTP %d (%.60s), not gRPC", s->resp_status,
-             ct ? (const char *)ct->value : "no content-type");
-    enum grpc_status st = s->resp_status != 200 ? grpc_status_from_http(s->resp_status) : GRPC_UNKNOWN;
-    retry_or_fail(s, RETRY_STATUS, st, msg);
-    return true;
-}
-
 /* The final response HEADERS from upstream. */
 static void on_resp_headers(struct stream *s, bool end_stream)
 {
     const struct gr_hdr *gs = hdr_list_find(&s->resp_hdrs, "grpc-status");
+    char msg[200];
+    enum grpc_status st;
     if (gs != NULL && end_stream && s->req.replay) {
         /* Trailers-only failure: the status is known before anything went
          * to the client, so the route's retry_on may apply. */
-        int code = 0;
-        for (uint32_t i = 0; i < gs->valuelen && i < 3; i++)
-            code = code * 10 + (gs->value[i] - '0');
-        char why[64];
-        snprintf(why, sizeof(why), "upstream answered %s", grpc_status_name((enum grpc_status)code));
-        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, why))
+        int code = grpc_status_value(gs->value, gs->valuelen);
+        snprintf(msg, sizeof(msg), "upstream answered %s", grpc_status_name((enum grpc_status)code));
+        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
             return;
     }
-    if (gs == NULL && not_grpc(s))
+    if (gs == NULL && !grpc_response_ok(s->resp_status, hdr_list_find(&s->resp_hdrs, "content-type"), &st, msg,
+                                        sizeof(msg))) {
+        retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
         return;
-    char st[4] = "200";
-    if (s->resp_status != 200) {
-        int v = s->resp_status % 1000;
-        st[0] = (char)('0' + v / 100);
-        st[1] = (char)('0' + v / 10 % 10);
-        st[2] = (char)('0' + v % 10);
     }
+    char text[4];
+    grpc_http_status_text(s->resp_status, text);
     size_t n;
-    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, st, 3);
+    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
     nghttp2_nv *nva = status ? resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
     if (nva == NULL) {
         (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");

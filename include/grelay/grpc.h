@@ -3,6 +3,7 @@
 #define GRELAY_GRPC_H
 
 #include "grelay/arena.h"
+#include "grelay/headers.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,20 @@ enum grpc_status grpc_status_from_h2_error(uint32_t error_code);
 /* Percent-encodes msg for grpc-message (bytes outside 0x20..0x7e, and '%').
  * Returns the encoded string in the arena, or NULL when out of memory. */
 char *grpc_message_encode(struct arena *a, const char *msg, size_t *out_len);
+
+/* Replaces l with the trailers of a status: grpc-status and the encoded
+ * grpc-message (arena memory). GR_OK or GR_ERR_NOMEM. */
+int grpc_status_trailers(struct arena *a, struct hdr_list *l, enum grpc_status st, const char *msg);
+/* The value of a grpc-status (or :status) field, 0..999 (digits past the third are
+ * ignored; not a number: 0). */
+int grpc_status_value(const uint8_t *v, size_t len);
+/* Whether a final response that carries no grpc-status is a gRPC one:
+ * HTTP 200 with an application/grpc content-type (ct may be NULL). When
+ * it is not, *st is the status gRPC's HTTP table gives it and msg says
+ * what the upstream answered. */
+bool grpc_response_ok(int http_status, const struct gr_hdr *ct, enum grpc_status *st, char *msg, size_t msglen);
+/* An HTTP status (100..999) as three digits and a NUL. */
+void grpc_http_status_text(int http_status, char out[4]);
 
 /* Parses a grpc-timeout value: 1 to 8 ASCII digits, then one of H M S m u n.
  * Writes microseconds (nanoseconds round up) and returns 0, or returns

@@ -138,9 +138,9 @@ void stream_start(struct stream *s);
  * RST_STREAM, or its connection close: never silence). */
 bool stream_fail(struct stream *s, enum grpc_status status, const char *msg);
 /* Answers with a plain HTTP status and text (CORS preflights, HTTP/1.1
- * requests that are not gRPC-Web); extra are added headers. Same return. */
-bool stream_reply_http(struct stream *s, const char *status, const char *text, const nghttp2_nv *extra,
-                       size_t n_extra);
+ * requests that are not gRPC-Web); extra (or NULL) are added headers, in
+ * the arena. Same return. */
+bool stream_reply_http(struct stream *s, const char *status, const char *text, struct hdr_list *extra);
 /* Name/value pairs of l for nghttp2, after `extra` free leading entries
  * (arena memory; *n counts all). NULL when out of memory. */
 nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, size_t *n);
