@@ -563,9 +563,9 @@ static void report_and_abort(const char *what, const struct gp_census *c)
 {
     fprintf(stderr,
             "fuzz driver: %s: streams %zu, downstream conns %zu, sniffing %zu, upstream conns %zu, waiting %zu, "
-            "dirty %zu, reap %zu, chunks out %zu (allocation %u of this input failed: %s)\n",
+            "dirty %zu, reap %zu, chunks out %zu (failmalloc at %u%s: %u allocations failed)\n",
             what, c->streams, c->downstream_conns, c->sniffing, c->upstream_conns, c->waiting, c->dirty, c->reap,
-            c->chunks_out, fm.fail_at, fm.failed ? "yes" : "no");
+            c->chunks_out, fm.fail_at, fm.sticky ? " and after" : " only", fm.failed);
     abort();
 }
 

@@ -31,7 +31,8 @@
  *             HTTP/2 connection preface first, these bytes follow it.
  *
  * Environment: GRELAY_FUZZ_STATS=1 prints totals at exit (upstream requests
- * seen and answered, allocations failed); =2 also one line per input.
+ * seen and answered, allocations failed); =2 also one line per input; =3
+ * also what is still open when the client is about to leave.
  * GRELAY_FUZZ_DEBUG=1 turns grelay's debug log on. GRELAY_FUZZ_FM_STACK=1
  * prints the stack of the first allocation made to fail in each input. */
 #ifndef GRELAY_FUZZ_DRIVER_H
