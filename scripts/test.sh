@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds grelay with AddressSanitizer + UndefinedBehaviorSanitizer and runs
-# every test: unit tests (cmocka, via ctest), fuzz targets for a bounded time
-# (libFuzzer), and integration tests against real gRPC peers and a real
+# Checks the tree's shape and style, builds grelay with AddressSanitizer +
+# UndefinedBehaviorSanitizer and runs every test: unit tests (cmocka, via
+# ctest), fuzz targets for a bounded time (libFuzzer) and the inputs they
+# once crashed on, and integration tests against real gRPC peers and a real
 # browser (pytest).
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
@@ -10,6 +11,10 @@ root=$PWD
 
 scripts/install-deps.sh --test
 scripts/npm-install.sh tests/browser
+
+echo "== structure and style"
+/usr/bin/python3 scripts/check-structure.py
+scripts/format.sh --check
 
 echo "== build (ASan + UBSan)"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DGRELAY_SANITIZE=ON -DGRELAY_WERROR=ON >/dev/null
@@ -32,6 +37,12 @@ for target in build-fuzz/tests/fuzz/fuzz_*; do
   (cd "$work" && "$root/$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=0 . 2>&1 | tail -n 2)
   rm -rf "$work"
+done
+echo "-- inputs that once crashed a target (tests/fuzz/crashes-found/)"
+for input in tests/fuzz/crashes-found/*-*; do
+  name=${input##*/}
+  "build-fuzz/tests/fuzz/fuzz_${name%%-*}" "$input" >/dev/null 2>&1 ||
+    { echo "fuzz_${name%%-*} fails on $input again" >&2; exit 1; }
 done
 
 echo "== integration tests"

@@ -439,3 +439,13 @@ void h2_server_worker_destroy(struct worker *w)
     free(st);
     w->h2s = NULL;
 }
+
+void h2_server_worker_trim(struct worker *w)
+{
+    struct h2_server_state *st = w->h2s;
+    if (!gr_list_empty(&w->dconns))
+        return;
+    size_t per_slab = st->slab.per_slab;
+    slab_pool_destroy(&st->slab);
+    slab_pool_init(&st->slab, sizeof(struct dconn), per_slab);
+}

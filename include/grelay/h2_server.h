@@ -18,6 +18,9 @@ struct worker;
  * pass. Returns GR_OK or GR_ERR_NOMEM. */
 int h2_server_worker_init(struct worker *w);
 void h2_server_worker_destroy(struct worker *w);
+/* With no client connection left, gives the connection slabs back (tests
+ * and fuzzing use it between inputs, for allocations that repeat). */
+void h2_server_worker_trim(struct worker *w);
 /* Takes an accepted socket, its TLS session (or NULL) and the bytes
  * already read from it (a protocol sniffer's); false (socket closed) on
  * failure. */

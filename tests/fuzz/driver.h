@@ -79,8 +79,5 @@ void gp_census(struct gp_census *c);
  * allocates in the same order: failmalloc inputs then reproduce. Only
  * between inputs, when gp_census is all zero. */
 void gp_trim(void);
-/* Makes grpcweb_build_trailer() allocate once from malloc (the driver
- * learns where that allocation comes from, to spare it: see driver.c). */
-void gp_probe_trailer_alloc(void);
 
 #endif

@@ -3,32 +3,30 @@
  * of worker/conn/pool means adapting only here. driver.c sees only
  * driver.h. What is used:
  *   config_load_buffer                  the YAML string
- *   worker_new, w->loop, w->prepare     the worker, without its thread
+ *   proxy_new, proxy_workers            the worker, without its thread
+ *   worker_start_watchers               its end-of-iteration flush and reap
  *   log_threshold                       quiet unless GRELAY_FUZZ_DEBUG
- *   h1_accept, sniff_accept             the front ends
+ *   h1_server_accept, sniff_accept      the front ends
  *   w->n_streams, w->dconns, w->sniffing, w->dirty, w->reap, w->chunks.n_out,
  *   w->clusters[].pools[]->n_conns/n_waiting, wc->retired   the census
- *   stream_cache_trim, chunk_pool_trim, mem_pool_trim, slab_pool_destroy/init
- *                                       emptying the caches between inputs
- *   arena_init, hdr_list_init, grpcweb_build_trailer, arena_free
- *                                       the probe for a spared allocation */
+ *   worker_cache_trim, chunk_pool_trim, mem_pool_trim, h2_server_worker_trim
+ *                                       emptying the caches between inputs */
 #include "driver.h"
 
-#include "grelay/arena.h"
 #include "grelay/config.h"
-#include "grelay/grpcweb.h"
-#include "grelay/headers.h"
 #include "grelay/h1_server.h"
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/pool.h"
+#include "grelay/proxy.h"
 #include "grelay/sniff.h"
-#include "grelay/stream.h"
+#include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
 #include <string.h>
 
 static struct gr_config *cfg; /* lives for the whole process */
+static struct proxy *proxy;   /* likewise: one worker, never started as a thread */
 static struct worker *w;
 
 int gp_start(const char *yaml, bool debug_log, char *err, size_t errlen)
@@ -37,14 +35,16 @@ int gp_start(const char *yaml, bool debug_log, char *err, size_t errlen)
     if (cfg == NULL)
         return -1;
     log_threshold = debug_log ? LOG_DEBUG : LOG_ERROR; /* main.c sets it from log_level */
-    w = worker_new(0, cfg, err, errlen);
-    if (w == NULL)
+    proxy = proxy_new(cfg, err, errlen);
+    if (proxy == NULL)
         return -1;
-    /* worker_start() would start this (and the async watchers) and a thread.
-     * We run the loop ourselves and need only the end-of-iteration flush and
-     * reap. The listener socket worker_new() bound stays unused: sockets are
-     * handed to the front end directly. */
-    ev_prepare_start(w->loop, &w->prepare);
+    size_t n;
+    w = proxy_workers(proxy, &n)[0];
+    /* proxy_start() would start these (and the async watchers) and a
+     * thread. We run the loop ourselves and need only the end-of-iteration
+     * flush and reap. The listener socket proxy_new() bound stays unused:
+     * sockets are handed to the front end directly. */
+    worker_start_watchers(w);
     return 0;
 }
 
@@ -54,9 +54,9 @@ void gp_accept(enum fuzz_front front, int fd)
 {
     const struct gr_listener_cfg *l = &cfg->listeners[0];
     if (front == FUZZ_FRONT_H1)
-        h1_accept(w, l, fd, NULL, NULL, 0);
+        h1_server_accept(w, l, fd, NULL, NULL, 0);
     else
-        sniff_accept(w, l, fd); /* what a grpc_web listener does; sees the preface, calls dconn_accept */
+        sniff_accept(w, l, fd); /* what a grpc_web listener does; sees the preface, calls h2_server_accept */
 }
 
 static size_t list_len(const struct gr_list *head)
@@ -92,25 +92,9 @@ void gp_census(struct gp_census *c)
 
 void gp_trim(void)
 {
-    w->free_streams_low = w->n_free_streams; /* stream_cache_trim frees that many */
-    stream_cache_trim(w);
-    w->chunks.n_free_low = w->chunks.n_free; /* likewise for chunks */
+    worker_cache_trim(&w->streams, true);
+    w->chunks.n_free_low = w->chunks.n_free; /* chunk_pool_trim frees that many */
     chunk_pool_trim(&w->chunks, 0);
     mem_pool_trim(&w->h2mem, 0);
-    /* No dconn is alive between inputs, so the slab can go and come back. */
-    size_t per_slab = w->dconn_slab.per_slab;
-    slab_pool_destroy(&w->dconn_slab);
-    slab_pool_init(&w->dconn_slab, sizeof(struct dconn), per_slab);
-}
-
-void gp_probe_trailer_alloc(void)
-{
-    struct arena a;
-    struct hdr_list l;
-    struct grpcweb web;
-    memset(&web, 0, sizeof(web));
-    arena_init(&a, 64); /* empty: the frame is its first malloc */
-    hdr_list_init(&l);  /* no trailers: the frame is all the probe allocates */
-    grpcweb_build_trailer(&web, &a, &l);
-    arena_free(&a);
+    h2_server_worker_trim(w); /* no connection is alive between inputs */
 }
