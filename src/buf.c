@@ -166,7 +166,4 @@ int buf_peek_iov(const struct buf *b, struct iovec *iov, int max)
     return n;
 }
 
-void buf_clear(struct buf *b, struct chunk_pool *p)
-{
-    buf_drain(b, p, b->len);
-}
+void buf_clear(struct buf *b, struct chunk_pool *p) { buf_drain(b, p, b->len); }

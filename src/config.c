@@ -109,14 +109,16 @@ static int check_header_match(struct config_yaml *c, void *obj, uint32_t seen, y
 }
 
 static const struct config_field header_match_fields[] = {
-    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_header_match_cfg, name),
+    {.key = "name",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_header_match_cfg, name),
      .flags = FL_REQUIRED | FL_LOWER},
     {.key = "exact", .set = config_yaml_set_str, .off = OFF(struct gr_header_match_cfg, exact)},
     {.key = "present", .set = config_yaml_set_bool, .off = OFF(struct gr_header_match_cfg, present)},
     {0},
 };
-static const struct config_schema header_match_schema = {"header matcher", sizeof(struct gr_header_match_cfg), NO_POS,
-                                                         header_match_fields, NULL, check_header_match};
+static const struct config_schema header_match_schema = {
+    "header matcher", sizeof(struct gr_header_match_cfg), NO_POS, header_match_fields, NULL, check_header_match};
 
 static int check_match(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
 {
@@ -140,8 +142,7 @@ static int check_match(struct config_yaml *c, void *obj, uint32_t seen, yaml_nod
         m->path = m->exact;
     } else {
         if (m->service[0] == '\0' || strchr(m->service, '/') != NULL)
-            return fail_node(c, node, "match: 'service' must be 'package.Service' without '/', got '%s'",
-                             m->service);
+            return fail_node(c, node, "match: 'service' must be 'package.Service' without '/', got '%s'", m->service);
         size_t n = strlen(m->service) + (m->method ? strlen(m->method) : 0) + 3;
         char *p = arena_alloc(a, n);
         if (p == NULL)
@@ -167,11 +168,14 @@ static const struct config_field match_fields[] = {
     {.key = "path", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, path_alias)},
     {.key = "service", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, service)},
     {.key = "method", .set = config_yaml_set_str, .off = OFF(struct gr_match_cfg, method)},
-    {.key = "headers", .set = config_yaml_set_list, .off = OFF(struct gr_match_cfg, headers),
-     .count_off = OFF(struct gr_match_cfg, n_headers), .sub = &header_match_schema},
+    {.key = "headers",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_match_cfg, headers),
+     .count_off = OFF(struct gr_match_cfg, n_headers),
+     .sub = &header_match_schema},
     {0},
 };
-static const struct config_schema match_schema = {"match", sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
+static const struct config_schema match_schema = {"match",    sizeof(struct gr_match_cfg), NO_POS, match_fields, NULL,
                                                   check_match};
 
 static void backoff_init(void *obj)
@@ -191,14 +195,20 @@ static int check_backoff(struct config_yaml *c, void *obj, uint32_t seen, yaml_n
 }
 
 static const struct config_field backoff_fields[] = {
-    {.key = "base_interval", .set = config_yaml_set_duration, .off = OFF(struct gr_backoff_cfg, base_interval_ms),
-     .min = 1, .max = 60000},
-    {.key = "max_interval", .set = config_yaml_set_duration, .off = OFF(struct gr_backoff_cfg, max_interval_ms),
-     .min = 1, .max = 600000},
+    {.key = "base_interval",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_backoff_cfg, base_interval_ms),
+     .min = 1,
+     .max = 60000},
+    {.key = "max_interval",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_backoff_cfg, max_interval_ms),
+     .min = 1,
+     .max = 600000},
     {0},
 };
-static const struct config_schema backoff_schema = {"backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields,
-                                                    backoff_init, check_backoff};
+static const struct config_schema backoff_schema = {
+    "backoff", sizeof(struct gr_backoff_cfg), NO_POS, backoff_fields, backoff_init, check_backoff};
 
 static void retry_init(void *obj)
 {
@@ -226,17 +236,26 @@ static int check_retry(struct config_yaml *c, void *obj, uint32_t seen, yaml_nod
 }
 
 static const struct config_field retry_fields[] = {
-    {.key = "retry_on", .set = config_yaml_set_strlist, .off = OFF(struct gr_retry_cfg, retry_on),
-     .count_off = OFF(struct gr_retry_cfg, n_retry_on), .flags = FL_LOWER},
-    {.key = "num_retries", .set = config_yaml_set_u32, .off = OFF(struct gr_retry_cfg, num_retries), .min = 0,
+    {.key = "retry_on",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_retry_cfg, retry_on),
+     .count_off = OFF(struct gr_retry_cfg, n_retry_on),
+     .flags = FL_LOWER},
+    {.key = "num_retries",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_retry_cfg, num_retries),
+     .min = 0,
      .max = 10},
-    {.key = "per_try_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_retry_cfg, per_try_timeout_ms),
-     .min = 0, .max = 86400000},
+    {.key = "per_try_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_retry_cfg, per_try_timeout_ms),
+     .min = 0,
+     .max = 86400000},
     {.key = "backoff", .set = config_yaml_set_obj, .off = OFF(struct gr_retry_cfg, backoff), .sub = &backoff_schema},
     {0},
 };
-static const struct config_schema retry_schema = {"retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields,
-                                                  retry_init, check_retry};
+static const struct config_schema retry_schema = {
+    "retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields, retry_init, check_retry};
 
 /* The headers a gRPC-Web client sends, which every CORS policy allows. */
 static const char cors_default_headers[] =
@@ -303,63 +322,105 @@ static int check_cors(struct config_yaml *c, void *obj, uint32_t seen, yaml_node
 }
 
 static const struct config_field cors_fields[] = {
-    {.key = "allow_origins", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_origins),
+    {.key = "allow_origins",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_cors_cfg, allow_origins),
      .count_off = OFF(struct gr_cors_cfg, n_allow_origins)},
-    {.key = "allow_methods", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_methods),
+    {.key = "allow_methods",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_cors_cfg, allow_methods),
      .count_off = OFF(struct gr_cors_cfg, n_allow_methods)},
-    {.key = "allow_headers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, allow_headers),
-     .count_off = OFF(struct gr_cors_cfg, n_allow_headers), .flags = FL_LOWER},
-    {.key = "expose_headers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cors_cfg, expose_headers),
-     .count_off = OFF(struct gr_cors_cfg, n_expose_headers), .flags = FL_LOWER},
-    {.key = "max_age", .set = config_yaml_set_u32, .off = OFF(struct gr_cors_cfg, max_age), .min = 0,
+    {.key = "allow_headers",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_cors_cfg, allow_headers),
+     .count_off = OFF(struct gr_cors_cfg, n_allow_headers),
+     .flags = FL_LOWER},
+    {.key = "expose_headers",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_cors_cfg, expose_headers),
+     .count_off = OFF(struct gr_cors_cfg, n_expose_headers),
+     .flags = FL_LOWER},
+    {.key = "max_age",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_cors_cfg, max_age),
+     .min = 0,
      .max = 86400 * 365},
     {.key = "allow_credentials", .set = config_yaml_set_bool, .off = OFF(struct gr_cors_cfg, allow_credentials)},
     {0},
 };
-static const struct config_schema cors_schema = {"cors", sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
+static const struct config_schema cors_schema = {"cors",    sizeof(struct gr_cors_cfg), NO_POS, cors_fields, cors_init,
                                                  check_cors};
 
 static const struct config_field route_fields[] = {
-    {.key = "match", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, match), .sub = &match_schema,
+    {.key = "match",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_route_cfg, match),
+     .sub = &match_schema,
      .flags = FL_REQUIRED},
-    {.key = "cluster", .set = config_yaml_set_str, .off = OFF(struct gr_route_cfg, cluster_name),
-     .flags = FL_REQUIRED, .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
-    {.key = "timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_route_cfg, timeout_ms), .min = 0,
+    {.key = "cluster",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_route_cfg, cluster_name),
+     .flags = FL_REQUIRED,
+     .pos_off = OFF(struct gr_route_cfg, cluster_pos)},
+    {.key = "timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_route_cfg, timeout_ms),
+     .min = 0,
      .max = 86400000ull * 365},
-    {.key = "max_grpc_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms),
-     .min = 0, .max = 86400000ull * 365},
-    {.key = "grpc_timeout_offset", .set = config_yaml_set_duration,
-     .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms), .min = 0, .max = 3600000},
+    {.key = "max_grpc_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_route_cfg, max_grpc_timeout_ms),
+     .min = 0,
+     .max = 86400000ull * 365},
+    {.key = "grpc_timeout_offset",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_route_cfg, grpc_timeout_offset_ms),
+     .min = 0,
+     .max = 3600000},
     {.key = "retry_policy", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
     {.key = "cors", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
     {0},
 };
-static const struct config_schema route_schema = {"route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos),
-                                                  route_fields, NULL, NULL};
+static const struct config_schema route_schema = {
+    "route", sizeof(struct gr_route_cfg), OFF(struct gr_route_cfg, pos), route_fields, NULL, NULL};
 
 static const struct config_field vhost_fields[] = {
     {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_vhost_cfg, name), .flags = FL_REQUIRED},
-    {.key = "domains", .set = config_yaml_set_strlist, .off = OFF(struct gr_vhost_cfg, domains),
-     .count_off = OFF(struct gr_vhost_cfg, n_domains), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "routes", .set = config_yaml_set_list, .off = OFF(struct gr_vhost_cfg, routes),
-     .count_off = OFF(struct gr_vhost_cfg, n_routes), .sub = &route_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "domains",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_vhost_cfg, domains),
+     .count_off = OFF(struct gr_vhost_cfg, n_domains),
+     .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
+    {.key = "routes",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_vhost_cfg, routes),
+     .count_off = OFF(struct gr_vhost_cfg, n_routes),
+     .sub = &route_schema,
+     .flags = FL_REQUIRED | FL_NONEMPTY},
     {.key = "cors", .set = config_yaml_set_obj, .off = OFF(struct gr_vhost_cfg, cors), .sub = &cors_schema},
     {0},
 };
-static const struct config_schema vhost_schema = {"virtual host", sizeof(struct gr_vhost_cfg),
-                                                  OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
+static const struct config_schema vhost_schema = {
+    "virtual host", sizeof(struct gr_vhost_cfg), OFF(struct gr_vhost_cfg, pos), vhost_fields, NULL, NULL};
 
 static const struct config_field sni_fields[] = {
-    {.key = "names", .set = config_yaml_set_strlist, .off = OFF(struct gr_sni_cert_cfg, names),
-     .count_off = OFF(struct gr_sni_cert_cfg, n_names), .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
-    {.key = "cert_chain", .set = config_yaml_set_str, .off = OFF(struct gr_sni_cert_cfg, cert_chain),
+    {.key = "names",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_sni_cert_cfg, names),
+     .count_off = OFF(struct gr_sni_cert_cfg, n_names),
+     .flags = FL_REQUIRED | FL_NONEMPTY | FL_LOWER},
+    {.key = "cert_chain",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_sni_cert_cfg, cert_chain),
      .flags = FL_REQUIRED},
-    {.key = "private_key", .set = config_yaml_set_str, .off = OFF(struct gr_sni_cert_cfg, private_key),
+    {.key = "private_key",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_sni_cert_cfg, private_key),
      .flags = FL_REQUIRED},
     {0},
 };
-static const struct config_schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields,
-                                                NULL, NULL};
+static const struct config_schema sni_schema = {"server name", sizeof(struct gr_sni_cert_cfg), NO_POS, sni_fields, NULL,
+                                                NULL};
 
 static void tls_server_init(void *obj)
 {
@@ -370,26 +431,40 @@ static void tls_server_init(void *obj)
 }
 
 static const struct config_field tls_server_fields[] = {
-    {.key = "cert_chain", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, cert_chain),
+    {.key = "cert_chain",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_tls_server_cfg, cert_chain),
      .flags = FL_REQUIRED},
-    {.key = "private_key", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, private_key),
+    {.key = "private_key",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_tls_server_cfg, private_key),
      .flags = FL_REQUIRED},
-    {.key = "alpn", .set = config_yaml_set_strlist, .off = OFF(struct gr_tls_server_cfg, alpn),
-     .count_off = OFF(struct gr_tls_server_cfg, n_alpn), .flags = FL_NONEMPTY},
+    {.key = "alpn",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_tls_server_cfg, alpn),
+     .count_off = OFF(struct gr_tls_server_cfg, n_alpn),
+     .flags = FL_NONEMPTY},
     {.key = "min_version", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, min_version)},
     {.key = "ciphers", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, ciphers)},
     {.key = "client_ca", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, client_ca)},
-    {.key = "require_client_cert", .set = config_yaml_set_bool,
+    {.key = "require_client_cert",
+     .set = config_yaml_set_bool,
      .off = OFF(struct gr_tls_server_cfg, require_client_cert)},
-    {.key = "server_names", .set = config_yaml_set_list, .off = OFF(struct gr_tls_server_cfg, server_names),
-     .count_off = OFF(struct gr_tls_server_cfg, n_server_names), .sub = &sni_schema},
-    {.key = "handshake_timeout", .set = config_yaml_set_duration,
-     .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms), .min = 1, .max = 600000},
+    {.key = "server_names",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_tls_server_cfg, server_names),
+     .count_off = OFF(struct gr_tls_server_cfg, n_server_names),
+     .sub = &sni_schema},
+    {.key = "handshake_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_tls_server_cfg, handshake_timeout_ms),
+     .min = 1,
+     .max = 600000},
     {.key = "session_tickets", .set = config_yaml_set_bool, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
     {0},
 };
-static const struct config_schema tls_server_schema = {"tls", sizeof(struct gr_tls_server_cfg), NO_POS,
-                                                       tls_server_fields, tls_server_init, NULL};
+static const struct config_schema tls_server_schema = {
+    "tls", sizeof(struct gr_tls_server_cfg), NO_POS, tls_server_fields, tls_server_init, NULL};
 
 static void tls_client_init(void *obj)
 {
@@ -407,8 +482,8 @@ static const struct config_field tls_client_fields[] = {
     {.key = "min_version", .set = config_yaml_set_str, .off = OFF(struct gr_tls_client_cfg, min_version)},
     {0},
 };
-static const struct config_schema tls_client_schema = {"tls", sizeof(struct gr_tls_client_cfg), NO_POS,
-                                                       tls_client_fields, tls_client_init, NULL};
+static const struct config_schema tls_client_schema = {
+    "tls", sizeof(struct gr_tls_client_cfg), NO_POS, tls_client_fields, tls_client_init, NULL};
 
 static void listener_init(void *obj)
 {
@@ -424,28 +499,52 @@ static void listener_init(void *obj)
 static const struct config_field listener_fields[] = {
     {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
     {.key = "address", .set = set_addr, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
-    {.key = "virtual_hosts", .set = config_yaml_set_list, .off = OFF(struct gr_listener_cfg, vhosts),
-     .count_off = OFF(struct gr_listener_cfg, n_vhosts), .sub = &vhost_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "max_concurrent_streams", .set = config_yaml_set_u32,
-     .off = OFF(struct gr_listener_cfg, max_concurrent_streams), .min = 1, .max = 1u << 20},
-    {.key = "stream_buffer", .set = config_yaml_set_size, .off = OFF(struct gr_listener_cfg, stream_buffer),
-     .min = 1024, .max = 16u << 20},
-    {.key = "connection_window", .set = config_yaml_set_size, .off = OFF(struct gr_listener_cfg, connection_window),
-     .min = 65535, .max = (1u << 31) - 1},
-    {.key = "max_request_headers", .set = config_yaml_set_size,
-     .off = OFF(struct gr_listener_cfg, max_request_headers), .min = 1024, .max = 1u << 20},
+    {.key = "virtual_hosts",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_listener_cfg, vhosts),
+     .count_off = OFF(struct gr_listener_cfg, n_vhosts),
+     .sub = &vhost_schema,
+     .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "max_concurrent_streams",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_listener_cfg, max_concurrent_streams),
+     .min = 1,
+     .max = 1u << 20},
+    {.key = "stream_buffer",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, stream_buffer),
+     .min = 1024,
+     .max = 16u << 20},
+    {.key = "connection_window",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, connection_window),
+     .min = 65535,
+     .max = (1u << 31) - 1},
+    {.key = "max_request_headers",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, max_request_headers),
+     .min = 1024,
+     .max = 1u << 20},
     {.key = "grpc_web", .set = config_yaml_set_bool, .off = OFF(struct gr_listener_cfg, grpc_web)},
-    {.key = "tls", .set = config_yaml_set_obj, .off = OFF(struct gr_listener_cfg, tls), .sub = &tls_server_schema,
+    {.key = "tls",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_listener_cfg, tls),
+     .sub = &tls_server_schema,
      .pos_off = OFF(struct gr_listener_cfg, tls_pos)},
-    {.key = "grpc_web_max_request", .set = config_yaml_set_size,
-     .off = OFF(struct gr_listener_cfg, grpc_web_max_request), .min = 1024, .max = 1u << 30},
-    {.key = "hibernate_after", .set = config_yaml_set_duration,
-     .off = OFF(struct gr_listener_cfg, hibernate_after_ms), .min = 0, .max = 24ull * 3600 * 1000},
+    {.key = "grpc_web_max_request",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, grpc_web_max_request),
+     .min = 1024,
+     .max = 1u << 30},
+    {.key = "hibernate_after",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_listener_cfg, hibernate_after_ms),
+     .min = 0,
+     .max = 24ull * 3600 * 1000},
     {0},
 };
-static const struct config_schema listener_schema = {"listener", sizeof(struct gr_listener_cfg),
-                                                     OFF(struct gr_listener_cfg, pos), listener_fields, listener_init,
-                                                     NULL};
+static const struct config_schema listener_schema = {
+    "listener", sizeof(struct gr_listener_cfg), OFF(struct gr_listener_cfg, pos), listener_fields, listener_init, NULL};
 
 static void endpoint_init(void *obj) { ((struct gr_endpoint_cfg *)obj)->weight = 1; }
 
@@ -459,8 +558,8 @@ static int check_endpoint(struct config_yaml *c, void *obj, uint32_t seen, yaml_
         const char *colon = strrchr(ep->text, ':');
         size_t hl = (size_t)(colon - ep->text);
         ep->port = (uint16_t)atoi(colon + 1);
-        ep->host = ep->text[0] == '[' ? arena_strndup(c->arena, ep->text + 1, hl - 2)
-                                      : arena_strndup(c->arena, ep->text, hl);
+        ep->host =
+            ep->text[0] == '[' ? arena_strndup(c->arena, ep->text + 1, hl - 2) : arena_strndup(c->arena, ep->text, hl);
         return ep->host ? GR_OK : fail_node(c, node, "out of memory");
     }
     const char *colon = strrchr(ep->text, ':');
@@ -483,14 +582,17 @@ static int check_endpoint(struct config_yaml *c, void *obj, uint32_t seen, yaml_
 }
 
 static const struct config_field endpoint_fields[] = {
-    {.key = "address", .set = config_yaml_set_str, .off = OFF(struct gr_endpoint_cfg, text), .flags = FL_REQUIRED,
+    {.key = "address",
+     .set = config_yaml_set_str,
+     .off = OFF(struct gr_endpoint_cfg, text),
+     .flags = FL_REQUIRED,
      .pos_off = OFF(struct gr_endpoint_cfg, text_pos)},
     {.key = "weight", .set = config_yaml_set_u32, .off = OFF(struct gr_endpoint_cfg, weight), .min = 1, .max = 1000},
     {0},
 };
-static const struct config_schema endpoint_schema = {"endpoint", sizeof(struct gr_endpoint_cfg),
-                                                     OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
-                                                     check_endpoint};
+static const struct config_schema endpoint_schema = {
+    "endpoint",    sizeof(struct gr_endpoint_cfg), OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
+    check_endpoint};
 
 static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", NULL};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns", NULL};
@@ -529,44 +631,85 @@ static void cluster_init(void *obj)
 
 static const struct config_field cluster_fields[] = {
     {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_cluster_cfg, name), .flags = FL_REQUIRED},
-    {.key = "lb_policy", .set = config_yaml_set_enum, .off = OFF(struct gr_cluster_cfg, lb_policy),
+    {.key = "lb_policy",
+     .set = config_yaml_set_enum,
+     .off = OFF(struct gr_cluster_cfg, lb_policy),
      .names = lb_policy_names},
-    {.key = "discovery", .set = config_yaml_set_enum, .off = OFF(struct gr_cluster_cfg, discovery),
+    {.key = "discovery",
+     .set = config_yaml_set_enum,
+     .off = OFF(struct gr_cluster_cfg, discovery),
      .names = discovery_names},
-    {.key = "dns_refresh", .set = config_yaml_set_duration, .off = OFF(struct gr_cluster_cfg, dns_refresh_ms),
-     .min = 1, .max = 86400000},
-    {.key = "dns_resolvers", .set = config_yaml_set_strlist, .off = OFF(struct gr_cluster_cfg, dns_resolvers),
-     .count_off = OFF(struct gr_cluster_cfg, n_dns_resolvers), .flags = FL_NONEMPTY},
-    {.key = "endpoints", .set = config_yaml_set_list, .off = OFF(struct gr_cluster_cfg, endpoints),
-     .count_off = OFF(struct gr_cluster_cfg, n_endpoints), .sub = &endpoint_schema,
+    {.key = "dns_refresh",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_cluster_cfg, dns_refresh_ms),
+     .min = 1,
+     .max = 86400000},
+    {.key = "dns_resolvers",
+     .set = config_yaml_set_strlist,
+     .off = OFF(struct gr_cluster_cfg, dns_resolvers),
+     .count_off = OFF(struct gr_cluster_cfg, n_dns_resolvers),
+     .flags = FL_NONEMPTY},
+    {.key = "endpoints",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_cluster_cfg, endpoints),
+     .count_off = OFF(struct gr_cluster_cfg, n_endpoints),
+     .sub = &endpoint_schema,
      .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "connect_timeout", .set = config_yaml_set_duration, .off = OFF(struct gr_cluster_cfg, connect_timeout_ms),
-     .min = 1, .max = 3600000},
-    {.key = "max_connections", .set = config_yaml_set_u32, .off = OFF(struct gr_cluster_cfg, max_connections),
-     .min = 1, .max = 1024},
-    {.key = "max_pending", .set = config_yaml_set_u32, .off = OFF(struct gr_cluster_cfg, max_pending), .min = 0,
+    {.key = "connect_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_cluster_cfg, connect_timeout_ms),
+     .min = 1,
+     .max = 3600000},
+    {.key = "max_connections",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_cluster_cfg, max_connections),
+     .min = 1,
+     .max = 1024},
+    {.key = "max_pending",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_cluster_cfg, max_pending),
+     .min = 0,
      .max = 1u << 20},
-    {.key = "max_streams_per_connection", .set = config_yaml_set_u32,
-     .off = OFF(struct gr_cluster_cfg, max_streams_per_connection), .min = 0, .max = 1u << 20},
-    {.key = "stream_buffer", .set = config_yaml_set_size, .off = OFF(struct gr_cluster_cfg, stream_buffer),
-     .min = 1024, .max = 16u << 20},
-    {.key = "connection_window", .set = config_yaml_set_size, .off = OFF(struct gr_cluster_cfg, connection_window),
-     .min = 65535, .max = (1u << 31) - 1},
-    {.key = "tls", .set = config_yaml_set_obj, .off = OFF(struct gr_cluster_cfg, tls), .sub = &tls_client_schema,
+    {.key = "max_streams_per_connection",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_cluster_cfg, max_streams_per_connection),
+     .min = 0,
+     .max = 1u << 20},
+    {.key = "stream_buffer",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_cluster_cfg, stream_buffer),
+     .min = 1024,
+     .max = 16u << 20},
+    {.key = "connection_window",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_cluster_cfg, connection_window),
+     .min = 65535,
+     .max = (1u << 31) - 1},
+    {.key = "tls",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, tls),
+     .sub = &tls_client_schema,
      .pos_off = OFF(struct gr_cluster_cfg, tls_pos)},
     {0},
 };
-static const struct config_schema cluster_schema = {"cluster", sizeof(struct gr_cluster_cfg),
-                                                    OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init,
-                                                    check_cluster};
+static const struct config_schema cluster_schema = {
+    "cluster",    sizeof(struct gr_cluster_cfg), OFF(struct gr_cluster_cfg, pos), cluster_fields, cluster_init,
+    check_cluster};
 
 static const struct config_field top_fields[] = {
     {.key = "workers", .set = config_yaml_set_u32, .off = OFF(struct gr_config, workers), .min = 1, .max = 256},
     {.key = "log_level", .set = config_yaml_set_str, .off = OFF(struct gr_config, log_level)},
-    {.key = "listeners", .set = config_yaml_set_list, .off = OFF(struct gr_config, listeners),
-     .count_off = OFF(struct gr_config, n_listeners), .sub = &listener_schema, .flags = FL_REQUIRED | FL_NONEMPTY},
-    {.key = "clusters", .set = config_yaml_set_list, .off = OFF(struct gr_config, clusters),
-     .count_off = OFF(struct gr_config, n_clusters), .sub = &cluster_schema},
+    {.key = "listeners",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_config, listeners),
+     .count_off = OFF(struct gr_config, n_listeners),
+     .sub = &listener_schema,
+     .flags = FL_REQUIRED | FL_NONEMPTY},
+    {.key = "clusters",
+     .set = config_yaml_set_list,
+     .off = OFF(struct gr_config, clusters),
+     .count_off = OFF(struct gr_config, n_clusters),
+     .sub = &cluster_schema},
     {0},
 };
 
@@ -578,8 +721,8 @@ static void top_init(void *obj)
     cfg->log_level = "info";
 }
 
-static const struct config_schema top_schema = {"the configuration", sizeof(struct gr_config), NO_POS, top_fields,
-                                                top_init, NULL};
+static const struct config_schema top_schema = {
+    "the configuration", sizeof(struct gr_config), NO_POS, top_fields, top_init, NULL};
 
 /* ---- cross checks after the tree is parsed ---- */
 
@@ -624,15 +767,14 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
                 return fail_at(c, l->pos, "duplicate listener name '%s' (first at line %u)", l->name,
                                cfg->listeners[j].pos.line);
             if (addr_equal(&l->address, &cfg->listeners[j].address))
-                return fail_at(c, l->pos, "listener '%s' uses address %s of listener '%s'", l->name,
-                               l->address.text, cfg->listeners[j].name);
+                return fail_at(c, l->pos, "listener '%s' uses address %s of listener '%s'", l->name, l->address.text,
+                               cfg->listeners[j].name);
         }
         for (size_t v = 0; v < l->n_vhosts; v++) {
             struct gr_vhost_cfg *vh = &l->vhosts[v];
             for (size_t w = 0; w < v; w++)
                 if (strcmp(vh->name, l->vhosts[w].name) == 0)
-                    return fail_at(c, vh->pos, "duplicate virtual host name '%s' in listener '%s'", vh->name,
-                                   l->name);
+                    return fail_at(c, vh->pos, "duplicate virtual host name '%s' in listener '%s'", vh->name, l->name);
             for (size_t d = 0; d < vh->n_domains; d++) {
                 const char *dom = vh->domains[d];
                 size_t dl = strlen(dom);
@@ -640,13 +782,12 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
                     return fail_at(c, vh->pos, "virtual host '%s': empty domain", vh->name);
                 const char *star = strchr(dom, '*');
                 if (star != NULL && !(dl == 1 || (star == dom && dom[1] == '.') ||
-                                      (star == dom + dl - 1 && dl > 1 && dom[dl - 2] == '.')) )
+                                      (star == dom + dl - 1 && dl > 1 && dom[dl - 2] == '.')))
                     return fail_at(c, vh->pos,
                                    "virtual host '%s': domain '%s' must be 'host', '*.suffix', 'prefix.*' or '*'",
                                    vh->name, dom);
                 if (star != NULL && strchr(star + 1, '*') != NULL)
-                    return fail_at(c, vh->pos, "virtual host '%s': domain '%s' has more than one '*'", vh->name,
-                                   dom);
+                    return fail_at(c, vh->pos, "virtual host '%s': domain '%s' has more than one '*'", vh->name, dom);
                 for (size_t w = 0; w <= v; w++) {
                     struct gr_vhost_cfg *o = &l->vhosts[w];
                     size_t lim = w == v ? d : o->n_domains;

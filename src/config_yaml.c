@@ -359,13 +359,9 @@ int config_yaml_parse_object(struct config_yaml *c, const struct config_schema *
     return GR_OK;
 }
 
-static const char *yaml_problem(const yaml_parser_t *p)
-{
-    return p->problem ? p->problem : "malformed YAML";
-}
+static const char *yaml_problem(const yaml_parser_t *p) { return p->problem ? p->problem : "malformed YAML"; }
 
-int config_yaml_load(struct config_yaml *c, const char *data, size_t len, const struct config_schema *top,
-                     void *obj)
+int config_yaml_load(struct config_yaml *c, const char *data, size_t len, const struct config_schema *top, void *obj)
 {
     yaml_parser_t parser;
     yaml_document_t doc;

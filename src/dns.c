@@ -26,10 +26,10 @@ struct dns_host {
 
 /* A socket c-ares asked us to watch. */
 struct dns_sock {
-    struct dns_sock *next;            /* next in dc->socks */
-    struct dns_cluster *dc;           /* whose channel opened the socket */
-    ares_socket_t fd;                 /* the socket; c-ares owns and closes it */
-    ev_io io;                         /* watches fd for what c-ares asked (read, write or both) */
+    struct dns_sock *next;  /* next in dc->socks */
+    struct dns_cluster *dc; /* whose channel opened the socket */
+    ares_socket_t fd;       /* the socket; c-ares owns and closes it */
+    ev_io io;               /* watches fd for what c-ares asked (read, write or both) */
 };
 
 /* The DNS state of one cluster with strict_dns or logical_dns discovery. */
@@ -46,13 +46,13 @@ struct dns_cluster {
 
 /* The resolver: every DNS-discovered cluster, on the main thread's loop. */
 struct dns {
-    struct ev_loop *loop;             /* the main thread's loop */
-    struct worker **workers;          /* every changed endpoint set is published to each; not owned */
-    size_t n_workers;                 /* entries in workers */
-    struct dns_cluster *clusters;     /* the clusters with DNS discovery only (see dns_cluster.index) */
-    size_t n_clusters;                /* entries in clusters */
-    ev_timer tick;                    /* drives c-ares' own timeouts */
-    bool stopping;                    /* dns_stop is under way: late answers are dropped */
+    struct ev_loop *loop;         /* the main thread's loop */
+    struct worker **workers;      /* every changed endpoint set is published to each; not owned */
+    size_t n_workers;             /* entries in workers */
+    struct dns_cluster *clusters; /* the clusters with DNS discovery only (see dns_cluster.index) */
+    size_t n_clusters;            /* entries in clusters */
+    ev_timer tick;                /* drives c-ares' own timeouts */
+    bool stopping;                /* dns_stop is under way: late answers are dropped */
 };
 
 static void publish(struct dns_cluster *dc)
@@ -80,9 +80,8 @@ static void publish(struct dns_cluster *dc)
             set->eps[k++] = dc->hosts[h].last[j];
     if (n == 0) {
         const struct dns_host *h = &dc->hosts[0];
-        snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint: %s %s%s", cl->name,
-                 h->ep->text, h->error[0] ? "did not resolve: " : "has not been resolved yet",
-                 h->error[0] ? h->error : "");
+        snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint: %s %s%s", cl->name, h->ep->text,
+                 h->error[0] ? "did not resolve: " : "has not been resolved yet", h->error[0] ? h->error : "");
     }
     for (size_t i = 0; i < dc->d->n_workers; i++)
         worker_publish(dc->d->workers[i], dc->index, set);

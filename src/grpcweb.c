@@ -131,8 +131,8 @@ int grpcweb_check_frames(struct grpcweb *w, const uint8_t *data, size_t len, uin
         w->fhdr_n = 0;
         if (w->fhdr[0] > 1)
             return GR_ERR_PROTO;
-        uint64_t flen = (uint64_t)w->fhdr[1] << 24 | (uint64_t)w->fhdr[2] << 16 | (uint64_t)w->fhdr[3] << 8 |
-                        w->fhdr[4];
+        uint64_t flen =
+            (uint64_t)w->fhdr[1] << 24 | (uint64_t)w->fhdr[2] << 16 | (uint64_t)w->fhdr[3] << 8 | w->fhdr[4];
         if (flen > max)
             return GR_ERR_LIMIT;
         w->fskip = flen;

@@ -20,24 +20,24 @@
 #define MAX_PENDING_IN (64 * 1024)
 
 struct h1conn {
-    struct downstream base;   /* transport, listener, streams; first member */
+    struct downstream base; /* transport, listener, streams; first member */
     http_parser parser;
-    struct stream *s;         /* the request in progress, or NULL */
-    int32_t next_id;          /* request number on this connection, for logs */
-    char *url;                /* request target, accumulated */
+    struct stream *s; /* the request in progress, or NULL */
+    int32_t next_id;  /* request number on this connection, for logs */
+    char *url;        /* request target, accumulated */
     size_t url_len, url_cap;
-    char *field;              /* header name being read */
+    char *field; /* header name being read */
     size_t field_len, field_cap;
-    char *value;              /* header value being read */
+    char *value; /* header value being read */
     size_t value_len, value_cap;
-    bool in_value;            /* the parser is inside a header value */
-    struct buf out;           /* response head waiting for the socket */
-    struct buf pending_in;    /* bytes read past the current request */
-    bool msg_complete;        /* the request was read to its end */
-    bool streaming;           /* response headers sent, body being pulled */
-    bool resp_done;           /* the response is complete */
-    bool body_paused;         /* reading stopped: the body waits for the upstream */
-    bool close_after;         /* close once the response is written */
+    bool in_value;         /* the parser is inside a header value */
+    struct buf out;        /* response head waiting for the socket */
+    struct buf pending_in; /* bytes read past the current request */
+    bool msg_complete;     /* the request was read to its end */
+    bool streaming;        /* response headers sent, body being pulled */
+    bool resp_done;        /* the response is complete */
+    bool body_paused;      /* reading stopped: the body waits for the upstream */
+    bool close_after;      /* close once the response is written */
 };
 
 static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
@@ -102,7 +102,7 @@ static int emit_header(struct h1conn *h)
     for (size_t i = 0; i < h->field_len; i++)
         h->field[i] = (char)tolower((unsigned char)h->field[i]);
     int rc = request_on_header(h->s, (const uint8_t *)h->field, h->field_len,
-                                  (const uint8_t *)(h->value ? h->value : ""), h->value_len);
+                               (const uint8_t *)(h->value ? h->value : ""), h->value_len);
     h->field_len = h->value_len = 0;
     h->in_value = false;
     return rc == GR_OK ? 0 : -1;
@@ -398,7 +398,7 @@ static const struct downstream_ops h1_downstream_ops = {
 };
 
 void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
-               size_t early_len)
+                      size_t early_len)
 {
     struct h1conn *h = calloc(1, sizeof(*h));
     if (h == NULL) {

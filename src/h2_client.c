@@ -165,8 +165,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && (sl = slot_of(session, frame->hd.stream_id)) != NULL)
             sl->ev->end(sl);
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
@@ -272,8 +271,8 @@ static void up_on_close(struct conn *c, int err, const char *why)
     struct upconn *u = upconn_of(c);
     char msg[256];
     ev_timer_stop(c->w->loop, &u->connect_timer);
-    snprintf(msg, sizeof(msg), "upstream %s: connection %s: %s", u->ep->address.text,
-             u->ready ? "lost" : "failed", why);
+    snprintf(msg, sizeof(msg), "upstream %s: connection %s: %s", u->ep->address.text, u->ready ? "lost" : "failed",
+             why);
     u->ev->closing(u->owner, u, msg);
     while (!gr_list_empty(&u->streams)) {
         struct up_slot *sl = container_of(u->streams.next, struct up_slot, link);
@@ -343,7 +342,7 @@ static int new_session(struct upconn *u, struct worker *w)
 }
 
 struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
-                           const struct upconn_events *ev, void *owner)
+                              const struct upconn_events *ev, void *owner)
 {
     struct upconn *u = calloc(1, sizeof(*u));
     if (u == NULL)

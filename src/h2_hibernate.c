@@ -112,8 +112,8 @@ void h2_hibernate_on_ack(struct h2_sleep *sl)
     }
 }
 
-enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full,
-                           uint8_t wu[H2_WINDOW_UPDATE_LEN], size_t *wu_len)
+enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full, uint8_t wu[H2_WINDOW_UPDATE_LEN],
+                               size_t *wu_len)
 {
     *wu_len = 0;
     if (nghttp2_session_want_write(h2) || !h2_hibernate_frames_at_boundary(&sl->frames))
@@ -227,4 +227,3 @@ int h2_hibernate_revive(struct h2_sleep *sl, nghttp2_session *h2)
     sl->calls_empty = 0; /* counts calls of this waking only */
     return rc;
 }
-

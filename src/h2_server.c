@@ -16,21 +16,21 @@
 
 /* One HTTP/2 client connection. */
 struct dconn {
-    struct downstream base;             /* transport, listener, streams; first member */
-    nghttp2_session *h2;                /* server session; NULL while hibernating */
-    struct gr_list lru_link;            /* in the hibernation list (least recently busy first) if it may hibernate */
-    ev_tstamp busy_at;                  /* when a call last began or ended */
-    struct h2_sleep sleep;              /* what hibernating and waking up need */
+    struct downstream base;  /* transport, listener, streams; first member */
+    nghttp2_session *h2;     /* server session; NULL while hibernating */
+    struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
+    ev_tstamp busy_at;       /* when a call last began or ended */
+    struct h2_sleep sleep;   /* what hibernating and waking up need */
 };
 
 /* The worker's share of downstream HTTP/2. */
 struct h2_server_state {
-    nghttp2_session_callbacks *cbs;     /* server session callbacks */
-    nghttp2_option *opt;                /* server session options (h2_common_options) */
-    struct slab_pool slab;              /* struct dconn, packed (idle ones free their session) */
-    struct gr_list lru;                 /* dconns that may hibernate, least recently busy first */
-    ev_timer hibernate;                 /* the periodic pass over lru */
-    ev_tstamp hibernate_min;            /* the shortest hibernate_after of the listeners (0: none hibernate) */
+    nghttp2_session_callbacks *cbs; /* server session callbacks */
+    nghttp2_option *opt;            /* server session options (h2_common_options) */
+    struct slab_pool slab;          /* struct dconn, packed (idle ones free their session) */
+    struct gr_list lru;             /* dconns that may hibernate, least recently busy first */
+    ev_timer hibernate;             /* the periodic pass over lru */
+    ev_tstamp hibernate_min;        /* the shortest hibernate_after of the listeners (0: none hibernate) */
 };
 
 static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
@@ -224,8 +224,7 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
     struct h2_server_state *st = container_of(t, struct h2_server_state, hibernate);
     ev_tstamp now = ev_now(loop);
     struct gr_list *it, *tmp;
-    gr_list_for_each_safe(it, tmp, &st->lru)
-    {
+    gr_list_for_each_safe (it, tmp, &st->lru) {
         struct dconn *d = container_of(it, struct dconn, lru_link);
         ev_tstamp idle = now - d->busy_at;
         if (idle < st->hibernate_min)
@@ -242,8 +241,7 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
             gr_list_remove(&d->lru_link);
             gr_list_insert_tail(&st->lru, &d->lru_link);
             break;
-        case H2_IDLE_WAIT:
-            break;
+        case H2_IDLE_WAIT: break;
         }
     }
 }
@@ -275,8 +273,7 @@ static ssize_t d_pull(struct conn *c, const uint8_t **data)
 static bool d_done(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
-    return d->base.broken ||
-           (d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2));
+    return d->base.broken || (d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2));
 }
 
 static void d_on_close(struct conn *c, int err, const char *why)
@@ -294,8 +291,8 @@ static void d_on_close(struct conn *c, int err, const char *why)
 static void d_destroy(struct conn *c) { slab_free(&c->w->h2s->slab, dconn_of(c)); }
 
 /* Response body provider: pulls from the stream, then sends its trailers. */
-static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *user_data)
+static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *user_data)
 {
     (void)src;
     (void)user_data;

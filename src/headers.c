@@ -57,6 +57,5 @@ bool hdr_is_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value
 {
     if (IS("te"))
         return !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0);
-    return IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("transfer-encoding") ||
-           IS("upgrade");
+    return IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("transfer-encoding") || IS("upgrade");
 }

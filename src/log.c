@@ -41,10 +41,7 @@ int log_level_parse(const char *s, enum log_level *out)
     return GR_ERR_CONFIG;
 }
 
-void log_set_thread_name(const char *name)
-{
-    snprintf(thread_name, sizeof(thread_name), "%s", name);
-}
+void log_set_thread_name(const char *name) { snprintf(thread_name, sizeof(thread_name), "%s", name); }
 
 void log_write(enum log_level lvl, const char *fmt, ...)
 {
@@ -53,9 +50,9 @@ void log_write(enum log_level lvl, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s: ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                     level_names[lvl], thread_name);
+    int n =
+        snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] %s: ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[lvl], thread_name);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

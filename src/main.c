@@ -15,18 +15,17 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: grelay --config FILE [--check] [--log-level LEVEL]\n"
-            "\n"
-            "An HTTP/2 gRPC proxy and load balancer.\n"
-            "\n"
-            "  -c, --config FILE     YAML configuration (see conf/ and README.md)\n"
-            "      --check           validate FILE, print what is wrong, exit 0 (valid) or 1\n"
-            "  -l, --log-level LVL   error, warn, info or debug (overrides log_level in FILE)\n"
-            "  -V, --version         print the version and exit\n"
-            "  -h, --help            print this help and exit\n"
-            "\n"
-            "SIGINT or SIGTERM stops it.\n");
+    fprintf(out, "Usage: grelay --config FILE [--check] [--log-level LEVEL]\n"
+                 "\n"
+                 "An HTTP/2 gRPC proxy and load balancer.\n"
+                 "\n"
+                 "  -c, --config FILE     YAML configuration (see conf/ and README.md)\n"
+                 "      --check           validate FILE, print what is wrong, exit 0 (valid) or 1\n"
+                 "  -l, --log-level LVL   error, warn, info or debug (overrides log_level in FILE)\n"
+                 "  -V, --version         print the version and exit\n"
+                 "  -h, --help            print this help and exit\n"
+                 "\n"
+                 "SIGINT or SIGTERM stops it.\n");
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -48,9 +47,12 @@ struct args {
 static int parse_args(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
-        {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {

@@ -17,9 +17,9 @@
 #define MAX_FREE_PER_CLASS 4096
 
 struct hdr {
-    uint32_t cls;   /* size class, or MEM_CLASSES */
-    uint32_t pad;   /* unused: keeps size at offset 8 and the header 16 bytes */
-    size_t size;    /* usable bytes */
+    uint32_t cls; /* size class, or MEM_CLASSES */
+    uint32_t pad; /* unused: keeps size at offset 8 and the header 16 bytes */
+    size_t size;  /* usable bytes */
 };
 
 static size_t class_size(unsigned c) { return (size_t)32 << c; }

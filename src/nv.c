@@ -70,9 +70,8 @@ nghttp2_nv *nv_request(struct arena *a, const struct hdr_list *hdrs, const struc
     nva[0] = r->method->value ? nv_make(NV_LIT(":method"), r->method->value, r->method->valuelen)
                               : nv_make(NV_LIT(":method"), NV_LIT("POST"));
     nva[1] = r->https ? nv_make(NV_LIT(":scheme"), NV_LIT("https")) : nv_make(NV_LIT(":scheme"), NV_LIT("http"));
-    nva[2] = r->authority->value
-                 ? nv_make(NV_LIT(":authority"), r->authority->value, r->authority->valuelen)
-                 : nv_make(NV_LIT(":authority"), (const uint8_t *)r->fallback, strlen(r->fallback));
+    nva[2] = r->authority->value ? nv_make(NV_LIT(":authority"), r->authority->value, r->authority->valuelen)
+                                 : nv_make(NV_LIT(":authority"), (const uint8_t *)r->fallback, strlen(r->fallback));
     nva[3] = nv_make(NV_LIT(":path"), r->path->value, r->path->valuelen);
     return nva;
 }

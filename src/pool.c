@@ -78,8 +78,7 @@ void pool_retire(struct pool *p)
     p->retired = true;
     refuse_line(p, "the upstream left the cluster (DNS) before the call got a connection");
     struct gr_list *it, *tmp;
-    gr_list_for_each_safe(it, tmp, &p->conns)
-    {
+    gr_list_for_each_safe (it, tmp, &p->conns) {
         h2_client_drain(container_of(it, struct upconn, link)); /* calls in flight finish, idle ones close */
     }
     release_if_idle(p);
@@ -148,8 +147,7 @@ static struct upconn *find_free(struct pool *p, bool *handshaking)
 {
     struct gr_list *it, *tmp;
     *handshaking = false;
-    gr_list_for_each_safe(it, tmp, &p->conns)
-    {
+    gr_list_for_each_safe (it, tmp, &p->conns) {
         struct upconn *u = container_of(it, struct upconn, link);
         if (h2_client_free_slots(u) > 0)
             return u;

@@ -20,17 +20,17 @@
 
 /* One listening socket of one worker. */
 struct wlistener {
-    int fd;                             /* bound, listening, non-blocking; -1 once closed */
-    ev_io io;                           /* readable = connections to accept */
-    struct worker *w;                   /* the worker that accepts on it */
-    const struct gr_listener_cfg *cfg;  /* what it serves */
+    int fd;                            /* bound, listening, non-blocking; -1 once closed */
+    ev_io io;                          /* readable = connections to accept */
+    struct worker *w;                  /* the worker that accepts on it */
+    const struct gr_listener_cfg *cfg; /* what it serves */
 };
 
 struct proxy {
-    const struct gr_config *cfg;        /* the configuration every worker runs */
-    struct worker **workers;            /* cfg->workers of them */
-    size_t n_workers;                   /* workers created (all of them unless proxy_new failed) */
-    size_t n_started;                   /* workers whose thread runs */
+    const struct gr_config *cfg; /* the configuration every worker runs */
+    struct worker **workers;     /* cfg->workers of them */
+    size_t n_workers;            /* workers created (all of them unless proxy_new failed) */
+    size_t n_started;            /* workers whose thread runs */
 };
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)

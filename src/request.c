@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 static inline bool name_is(const uint8_t *name, size_t namelen, const char *lit, size_t litlen)
 {
     return namelen == litlen && memcmp(name, lit, litlen) == 0;
@@ -32,8 +31,7 @@ static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, 
 static int keep(struct stream *s, struct gr_hdr *h, struct hdr_list *l, const uint8_t *name, size_t namelen,
                 const uint8_t *value, size_t valuelen)
 {
-    int rc = h != NULL ? set_pseudo(s, h, value, valuelen)
-                       : hdr_list_add(l, &s->arena, name, namelen, value, valuelen);
+    int rc = h != NULL ? set_pseudo(s, h, value, valuelen) : hdr_list_add(l, &s->arena, name, namelen, value, valuelen);
     if (rc == GR_OK)
         s->req_header_bytes += (uint32_t)(valuelen + (h != NULL ? 0 : namelen));
     return rc;

@@ -21,7 +21,6 @@
 /* Streams a worker keeps for reuse (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
-
 static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
 static inline struct stream *stream_of(struct up_slot *sl) { return container_of(sl, struct stream, up); }
 
@@ -101,7 +100,9 @@ nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, 
 static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
 {
     struct nv_resp r = {.content_type = s->web ? s->web->content_type : "application/grpc",
-                        .web = s->web != NULL, .cors = s->cors, .origin = &s->origin};
+                        .web = s->web != NULL,
+                        .cors = s->cors,
+                        .origin = &s->origin};
     return nv_response(&s->arena, status, l, add_ct, &r, n);
 }
 
@@ -256,8 +257,8 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
         return false;
     struct retry_state rs = {.configured = s->retries, .transparent = s->transparent_retries};
     uint64_t delay_us;
-    if (!retry_decide(&s->route->retry, &rs, kind, st, w->clusters[s->route->cluster->index].n_pools,
-                      s->deadline_us, gr_now_us(), &w->rng, &delay_us))
+    if (!retry_decide(&s->route->retry, &rs, kind, st, w->clusters[s->route->cluster->index].n_pools, s->deadline_us,
+                      gr_now_us(), &w->rng, &delay_us))
         return false;
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
@@ -306,8 +307,11 @@ static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
  * us with its own DEADLINE_EXCEEDED. */
 static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
 {
-    struct nv_req r = {.method = &s->method, .authority = &s->authority, .fallback = pool_address(s->up.pool),
-                       .path = &s->path, .https = s->route->cluster->tls.set};
+    struct nv_req r = {.method = &s->method,
+                       .authority = &s->authority,
+                       .fallback = pool_address(s->up.pool),
+                       .path = &s->path,
+                       .https = s->route->cluster->tls.set};
     if (s->deadline_us) {
         uint64_t now = gr_now_us();
         uint64_t left = s->deadline_us > now ? s->deadline_us - now : 0;
@@ -403,7 +407,9 @@ static bool web_request(struct stream *s, const uint8_t *data, size_t len)
         snprintf(msg, sizeof(msg), "gRPC-Web request larger than the listener's limit of %u bytes",
                  lc->grpc_web_max_request);
     (void)stream_fail(s, rc == GR_ERR_PROTO ? GRPC_INTERNAL : GRPC_RESOURCE_EXHAUSTED,
-                      rc == GR_ERR_PROTO ? why : rc == GR_ERR_LIMIT ? msg : "grelay is out of memory");
+                      rc == GR_ERR_PROTO   ? why
+                      : rc == GR_ERR_LIMIT ? msg
+                                           : "grelay is out of memory");
     return false;
 }
 
@@ -537,8 +543,8 @@ static void on_resp_headers(struct stream *s, bool end_stream)
         if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
             return;
     }
-    if (gs == NULL && !grpc_response_ok(s->resp_status, hdr_list_find(&s->resp_hdrs, "content-type"), &st, msg,
-                                        sizeof(msg))) {
+    if (gs == NULL &&
+        !grpc_response_ok(s->resp_status, hdr_list_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
         retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
         return;
     }

@@ -89,8 +89,7 @@ static int select_cert(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *server_ctx(struct gr_tls_server_cfg *t, const char *cert, const char *key, char *err,
-                           size_t errlen)
+static SSL_CTX *server_ctx(struct gr_tls_server_cfg *t, const char *cert, const char *key, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
@@ -123,11 +122,10 @@ static SSL_CTX *server_ctx(struct gr_tls_server_cfg *t, const char *cert, const 
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
         if (names != NULL)
             SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (t->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     }
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  (t->session_tickets ? 0 : SSL_OP_NO_TICKET));
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"grelay", 6);
@@ -200,8 +198,8 @@ int tls_client_build(struct gr_tls_client_cfg *t, char *err, size_t errlen)
     }
     static const unsigned char h2[] = {2, 'h', '2'};
     SSL_CTX_set_alpn_protos(ctx, h2, sizeof(h2));
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
     return GR_OK;
 }

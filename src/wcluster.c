@@ -96,8 +96,8 @@ int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster
     if (set == NULL)
         return GR_ERR_NOMEM;
     if (set->n == 0)
-        snprintf(set->why_empty, sizeof(set->why_empty),
-                 "cluster %s has no endpoint yet: %s has not been resolved", cl->name, cl->endpoints[0].text);
+        snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint yet: %s has not been resolved",
+                 cl->name, cl->endpoints[0].text);
     int rc = wcluster_adopt(wc, set);
     endpoint_set_unref(set);
     return rc;
@@ -127,8 +127,7 @@ void wcluster_shutdown(struct wcluster *wc)
     for (size_t e = 0; e < wc->n_pools; e++)
         pool_shutdown(wc->pools[e]);
     struct gr_list *it, *tmp;
-    gr_list_for_each_safe(it, tmp, &wc->retired)
-    {
+    gr_list_for_each_safe (it, tmp, &wc->retired) {
         pool_shutdown(container_of(it, struct pool, retired_link));
     }
 }

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-
 /* Free chunks and nghttp2 blocks of each size class kept through a pass
  * that gives memory back (the rest goes to malloc, then to the kernel). */
 #define KEEP_FREE_CHUNKS 32

@@ -24,11 +24,11 @@
 #include "../common/h2_io.h"
 
 struct call {
-    uint8_t *data;     /* echo bytes not yet sent */
+    uint8_t *data; /* echo bytes not yet sent */
     size_t len, cap;
     size_t off;
-    bool ended;        /* request END_STREAM seen */
-    bool started;      /* response headers submitted */
+    bool ended;   /* request END_STREAM seen */
+    bool started; /* response headers submitted */
     bool deferred;
 };
 
@@ -36,7 +36,7 @@ struct session {
     int fd;
     ev_io rio, wio;
     nghttp2_session *h2;
-    uint8_t *out;      /* bytes nghttp2 gave us that the socket did not take */
+    uint8_t *out; /* bytes nghttp2 gave us that the socket did not take */
     size_t out_len;
 };
 

@@ -21,8 +21,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-static inline ssize_t h2_gather(nghttp2_session *h2, uint8_t *buf, size_t cap, const uint8_t **spill,
-                                size_t *spill_len)
+static inline ssize_t h2_gather(nghttp2_session *h2, uint8_t *buf, size_t cap, const uint8_t **spill, size_t *spill_len)
 {
     size_t len = 0;
     *spill_len = 0;

@@ -34,10 +34,10 @@
 
 struct call {
     int32_t id;
-    uint64_t queued;   /* messages the provider may still send */
-    size_t tx_off;     /* offset inside the message being sent */
-    size_t rx_off;     /* offset inside the message being received */
-    bool deferred;     /* provider returned NGHTTP2_ERR_DEFERRED */
+    uint64_t queued; /* messages the provider may still send */
+    size_t tx_off;   /* offset inside the message being sent */
+    size_t rx_off;   /* offset inside the message being received */
+    bool deferred;   /* provider returned NGHTTP2_ERR_DEFERRED */
 };
 
 struct client {
@@ -228,9 +228,12 @@ static int client_open(struct client *c, const struct sockaddr_in *to, const cha
     nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
     const nghttp2_nv req[] = {
 #define NV(n, v) {(uint8_t *)n, (uint8_t *)v, sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
-        NV(":method", "POST"), NV(":scheme", "http"),
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
         {(uint8_t *)":authority", (uint8_t *)authority, 10, strlen(authority), NGHTTP2_NV_FLAG_NONE},
-        NV(":path", "/bench.Echo/Bidi"), NV("content-type", "application/grpc"), NV("te", "trailers"),
+        NV(":path", "/bench.Echo/Bidi"),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
 #undef NV
     };
     c->calls = calloc((size_t)streams, sizeof(*c->calls));

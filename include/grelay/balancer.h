@@ -11,20 +11,20 @@
 struct balancer;
 
 struct lb_policy {
-    const char *name;                    /* as written in YAML */
-    size_t (*pick)(struct balancer *b);  /* index of the chosen endpoint */
+    const char *name;                   /* as written in YAML */
+    size_t (*pick)(struct balancer *b); /* index of the chosen endpoint */
 };
 
 struct balancer {
     const struct lb_policy *policy; /* the cluster's lb_policy, from the table in balancer.c */
-    size_t n;          /* endpoints */
-    uint32_t *weight;  /* per endpoint, >= 1 */
-    uint32_t *active;  /* streams in flight per endpoint (least_request) */
-    int64_t *current;  /* smooth weighted round robin state */
-    int64_t total;     /* sum of weights */
-    bool weighted;     /* weights differ */
-    size_t next;       /* plain round robin cursor */
-    uint64_t rng;      /* xorshift state */
+    size_t n;                       /* endpoints */
+    uint32_t *weight;               /* per endpoint, >= 1 */
+    uint32_t *active;               /* streams in flight per endpoint (least_request) */
+    int64_t *current;               /* smooth weighted round robin state */
+    int64_t total;                  /* sum of weights */
+    bool weighted;                  /* weights differ */
+    size_t next;                    /* plain round robin cursor */
+    uint64_t rng;                   /* xorshift state */
 };
 
 /* Sets up state for n endpoints; returns 0 or GR_ERR_NOMEM. */

@@ -11,9 +11,9 @@
 #define CHUNK_SIZE (16 * 1024)
 
 struct chunk {
-    struct chunk *next; /* next chunk in a buffer or in the free list */
-    uint32_t start;     /* first unread byte */
-    uint32_t end;       /* one past the last written byte */
+    struct chunk *next;       /* next chunk in a buffer or in the free list */
+    uint32_t start;           /* first unread byte */
+    uint32_t end;             /* one past the last written byte */
     uint8_t data[CHUNK_SIZE]; /* the bytes: [start, end) are queued */
 };
 
@@ -40,7 +40,11 @@ void chunk_pool_destroy(struct chunk_pool *p);
  * through stay (freeing them would only fault them in again). */
 size_t chunk_pool_trim(struct chunk_pool *p, size_t keep);
 
-static inline void buf_init(struct buf *b) { b->head = b->tail = NULL; b->len = 0; }
+static inline void buf_init(struct buf *b)
+{
+    b->head = b->tail = NULL;
+    b->len = 0;
+}
 /* Appends len bytes; returns 0 or GR_ERR_NOMEM. */
 int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t len);
 /* Copies up to len bytes out and drains them; returns the count copied. */

@@ -21,10 +21,10 @@ struct endpoint {
 
 /* The endpoints of a cluster at one moment; never changed once published. */
 struct endpoint_set {
-    atomic_int refs;        /* holders on any thread (main, workers); the last unref frees the set */
-    size_t n;               /* entries in eps; may be 0 (a name that has not resolved) */
-    char why_empty[200];    /* with n == 0: what callers are told */
-    struct endpoint eps[];  /* the endpoints: IP literals as written, then each name's addresses */
+    atomic_int refs;       /* holders on any thread (main, workers); the last unref frees the set */
+    size_t n;              /* entries in eps; may be 0 (a name that has not resolved) */
+    char why_empty[200];   /* with n == 0: what callers are told */
+    struct endpoint eps[]; /* the endpoints: IP literals as written, then each name's addresses */
 };
 
 struct endpoint_set *endpoint_set_new(size_t n);

@@ -9,8 +9,7 @@
 
 #define GRELAY_VERSION "0.1.0"
 
-#define container_of(ptr, type, member) \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define GR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -108,7 +107,7 @@ static inline void gr_list_remove(struct gr_list *e)
     e->prev = e->next = e;
 }
 
-#define gr_list_for_each_safe(pos, tmp, head) \
+#define gr_list_for_each_safe(pos, tmp, head)                                                                          \
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -38,24 +38,24 @@ struct gr_endpoint_cfg {
 
 /* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
-    const char *name;                  /* unique among clusters */
-    enum lb_policy_kind lb_policy;     /* how each stream picks an endpoint */
-    enum discovery_kind discovery;     /* static, strict_dns or logical_dns */
-    uint64_t dns_refresh_ms;           /* re-resolve at least this often */
-    const char **dns_resolvers;        /* "ip:port" of DNS servers; none = the system's */
-    size_t n_dns_resolvers;            /* entries in dns_resolvers; 0 when not written */
-    struct gr_endpoint_cfg *endpoints; /* the backends */
-    size_t n_endpoints;                /* entries in endpoints, at least 1 */
-    uint64_t connect_timeout_ms;       /* connect + HTTP/2 preface budget */
-    uint32_t max_connections;          /* upstream connections per endpoint per worker */
-    uint32_t max_pending;              /* streams that may wait for a slot, per endpoint per worker */
+    const char *name;                    /* unique among clusters */
+    enum lb_policy_kind lb_policy;       /* how each stream picks an endpoint */
+    enum discovery_kind discovery;       /* static, strict_dns or logical_dns */
+    uint64_t dns_refresh_ms;             /* re-resolve at least this often */
+    const char **dns_resolvers;          /* "ip:port" of DNS servers; none = the system's */
+    size_t n_dns_resolvers;              /* entries in dns_resolvers; 0 when not written */
+    struct gr_endpoint_cfg *endpoints;   /* the backends */
+    size_t n_endpoints;                  /* entries in endpoints, at least 1 */
+    uint64_t connect_timeout_ms;         /* connect + HTTP/2 preface budget */
+    uint32_t max_connections;            /* upstream connections per endpoint per worker */
+    uint32_t max_pending;                /* streams that may wait for a slot, per endpoint per worker */
     uint32_t max_streams_per_connection; /* our cap on top of the peer's MAX_CONCURRENT_STREAMS; 0 = peer's */
-    uint32_t stream_buffer;            /* response bytes buffered per stream = upstream stream window */
-    uint32_t connection_window;        /* upstream connection-level receive window */
-    struct gr_tls_client_cfg tls;      /* TLS to the endpoints, when set */
-    struct gr_pos tls_pos;             /* where tls: is written (quoted by TLS build errors) */
-    size_t index;                      /* position in gr_config.clusters (= in the workers' cluster arrays) */
-    struct gr_pos pos;                 /* where the cluster is written */
+    uint32_t stream_buffer;              /* response bytes buffered per stream = upstream stream window */
+    uint32_t connection_window;          /* upstream connection-level receive window */
+    struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
+    struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
+    size_t index;                        /* position in gr_config.clusters (= in the workers' cluster arrays) */
+    struct gr_pos pos;                   /* where the cluster is written */
 };
 
 /* One header condition of a route match: exactly one of exact or present. */
@@ -70,13 +70,13 @@ enum route_path_kind { ROUTE_PREFIX = 1, ROUTE_EXACT = 2, ROUTE_SERVICE = 3 };
 /* When a route applies: exactly one of prefix, exact (or path) and service,
  * and every header condition. */
 struct gr_match_cfg {
-    const char *prefix;     /* path prefix */
-    const char *exact;      /* whole path; set from path_alias when that is written */
-    const char *path_alias; /* "path:", Envoy's spelling of exact */
-    const char *service;    /* "package.Service" */
-    const char *method;     /* with service: one method */
+    const char *prefix;                  /* path prefix */
+    const char *exact;                   /* whole path; set from path_alias when that is written */
+    const char *path_alias;              /* "path:", Envoy's spelling of exact */
+    const char *service;                 /* "package.Service" */
+    const char *method;                  /* with service: one method */
     struct gr_header_match_cfg *headers; /* all must match */
-    size_t n_headers;       /* entries in headers; 0: no header condition */
+    size_t n_headers;                    /* entries in headers; 0: no header condition */
     /* Derived at load time: */
     enum route_path_kind kind; /* how path is compared: ROUTE_PREFIX or ROUTE_EXACT (service maps to these) */
     const char *path;          /* the string compared against :path (its query is ignored) */
@@ -97,10 +97,10 @@ struct gr_cors_cfg {
     uint32_t max_age;            /* seconds a preflight answer may be cached; 0 = not sent */
     bool allow_credentials;      /* send access-control-allow-credentials: true (cookies, client certificates) */
     /* Derived at load time, ready to send: */
-    const char *methods_value;   /* access-control-allow-methods, ", "-separated */
-    const char *headers_value;   /* access-control-allow-headers: the defaults, then allow_headers */
-    const char *expose_value;    /* access-control-expose-headers: the gRPC trailers, then expose_headers */
-    const char *max_age_value;   /* access-control-max-age; NULL when max_age is 0 */
+    const char *methods_value; /* access-control-allow-methods, ", "-separated */
+    const char *headers_value; /* access-control-allow-headers: the defaults, then allow_headers */
+    const char *expose_value;  /* access-control-expose-headers: the gRPC trailers, then expose_headers */
+    const char *max_age_value; /* access-control-max-age; NULL when max_age is 0 */
 };
 
 /* The wait before each configured retry. */
@@ -121,16 +121,16 @@ struct gr_retry_cfg {
 
 /* One route of a virtual host: a match and where matching calls go. */
 struct gr_route_cfg {
-    struct gr_match_cfg match;      /* when the route applies */
-    uint64_t timeout_ms;            /* deadline when the client sends no grpc-timeout; 0 = none */
-    uint64_t max_grpc_timeout_ms;   /* cap on the client's grpc-timeout; 0 = no cap */
-    uint64_t grpc_timeout_offset_ms;/* subtracted from the grpc-timeout sent upstream */
-    struct gr_retry_cfg retry;      /* configured retries; num_retries 0 = none */
-    struct gr_cors_cfg cors;        /* overrides the virtual host's when set */
-    const char *cluster_name;       /* where it sends calls */
-    struct gr_pos cluster_pos;      /* where cluster is named */
-    struct gr_cluster_cfg *cluster; /* resolved from cluster_name */
-    struct gr_pos pos;              /* where the route is written */
+    struct gr_match_cfg match;       /* when the route applies */
+    uint64_t timeout_ms;             /* deadline when the client sends no grpc-timeout; 0 = none */
+    uint64_t max_grpc_timeout_ms;    /* cap on the client's grpc-timeout; 0 = no cap */
+    uint64_t grpc_timeout_offset_ms; /* subtracted from the grpc-timeout sent upstream */
+    struct gr_retry_cfg retry;       /* configured retries; num_retries 0 = none */
+    struct gr_cors_cfg cors;         /* overrides the virtual host's when set */
+    const char *cluster_name;        /* where it sends calls */
+    struct gr_pos cluster_pos;       /* where cluster is named */
+    struct gr_cluster_cfg *cluster;  /* resolved from cluster_name */
+    struct gr_pos pos;               /* where the route is written */
 };
 
 /* A virtual host: the routes for the :authority values it serves. */

@@ -75,8 +75,7 @@ struct config_yaml {
 /* Parses data (len bytes of YAML) and fills obj from the root mapping by
  * schema top. Returns 0, or GR_ERR_CONFIG with the error in c->err (a YAML
  * syntax error, an empty file, or the first bad key or value). */
-int config_yaml_load(struct config_yaml *c, const char *data, size_t len, const struct config_schema *top,
-                     void *obj);
+int config_yaml_load(struct config_yaml *c, const char *data, size_t len, const struct config_schema *top, void *obj);
 /* Fills obj (size s->size, zeroed by the caller) from a mapping node. */
 int config_yaml_parse_object(struct config_yaml *c, const struct config_schema *s, yaml_node_t *node, void *obj);
 

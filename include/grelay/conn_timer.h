@@ -28,12 +28,12 @@ struct conn_timer;
 typedef void (*conn_timer_cb)(struct conn_timer *ct, enum conn_timer_kind kind);
 
 struct conn_timer {
-    ev_timer t;                    /* the one libev timer, armed for `armed` */
-    struct ev_loop *loop;          /* the loop it runs on */
-    conn_timer_cb expired;         /* the owner's handler */
-    ev_tstamp at[CONN_TIMER_KINDS];/* each deadline, on ev_now's clock; 0 = none */
-    ev_tstamp armed;               /* when t fires; 0 = stopped */
-    bool firing;                   /* inside conn_timer_fire: it re-arms at the end */
+    ev_timer t;                     /* the one libev timer, armed for `armed` */
+    struct ev_loop *loop;           /* the loop it runs on */
+    conn_timer_cb expired;          /* the owner's handler */
+    ev_tstamp at[CONN_TIMER_KINDS]; /* each deadline, on ev_now's clock; 0 = none */
+    ev_tstamp armed;                /* when t fires; 0 = stopped */
+    bool firing;                    /* inside conn_timer_fire: it re-arms at the end */
 };
 
 void conn_timer_init(struct conn_timer *ct, struct ev_loop *loop, conn_timer_cb expired);

@@ -15,8 +15,7 @@ struct worker;
 
 /* Starts resolving (the first lookups go out at once). NULL when no
  * cluster uses DNS, or on failure (logged). */
-struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers,
-                      struct ev_loop *loop);
+struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop);
 void dns_stop(struct dns *d);
 
 #endif

@@ -32,13 +32,13 @@ struct downstream_ops {
 };
 
 struct downstream {
-    struct conn io;                     /* transport; first member */
-    const struct downstream_ops *ops;   /* the protocol's operations (HTTP/2 or HTTP/1.1) */
-    const struct gr_listener_cfg *cfg;  /* the listener it came in on */
-    bool http1;                         /* HTTP/1.1 (gRPC-Web only), not HTTP/2 */
-    bool broken;                        /* close at the next flush, whatever is pending */
-    struct gr_list streams;             /* its calls */
-    struct gr_list link;                /* in worker->dconns */
+    struct conn io;                    /* transport; first member */
+    const struct downstream_ops *ops;  /* the protocol's operations (HTTP/2 or HTTP/1.1) */
+    const struct gr_listener_cfg *cfg; /* the listener it came in on */
+    bool http1;                        /* HTTP/1.1 (gRPC-Web only), not HTTP/2 */
+    bool broken;                       /* close at the next flush, whatever is pending */
+    struct gr_list streams;            /* its calls */
+    struct gr_list link;               /* in worker->dconns */
 };
 
 /* Sets up the common part and registers d with its worker. */

@@ -23,16 +23,16 @@
 #include "grelay/common.h"
 
 struct flow {
-    struct buf q;            /* bytes the other side has not taken yet (request: plus, while
+    struct buf q;        /* bytes the other side has not taken yet (request: plus, while
                                 replayable, the first `sent` bytes already sent) */
-    size_t sent;             /* replayable request: bytes of q handed to the current attempt */
-    size_t acked;            /* bytes at the head of q already given back to the sender */
-    size_t wire_unacked;     /* -text request: base64 bytes received, not given back */
-    uint64_t received;       /* bytes received from the sender, as on the wire */
-    uint64_t given_back;     /* bytes given back to the sender's window */
-    bool parked;             /* the taking side's data provider waits for a resume */
-    bool replay;             /* request: kept for a retry (bytes sent stay in q) */
-    bool text;               /* request: the wire carries base64 (gRPC-Web -text) */
+    size_t sent;         /* replayable request: bytes of q handed to the current attempt */
+    size_t acked;        /* bytes at the head of q already given back to the sender */
+    size_t wire_unacked; /* -text request: base64 bytes received, not given back */
+    uint64_t received;   /* bytes received from the sender, as on the wire */
+    uint64_t given_back; /* bytes given back to the sender's window */
+    bool parked;         /* the taking side's data provider waits for a resume */
+    bool replay;         /* request: kept for a retry (bytes sent stay in q) */
+    bool text;           /* request: the wire carries base64 (gRPC-Web -text) */
 };
 
 static inline void flow_init(struct flow *f, bool replay)

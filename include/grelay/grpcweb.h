@@ -14,22 +14,22 @@
 #include <stdint.h>
 
 struct grpcweb {
-    bool text;                   /* application/grpc-web-text: base64 both ways */
-    const char *content_type;    /* what the client sent; the response says it back */
-    const char *upstream_type;   /* application/grpc[+proto|+json] */
-    uint8_t quad[4];             /* request: a base64 quantum split across reads */
-    uint8_t quad_n;              /* bytes of quad[] held */
-    uint8_t fhdr[5];             /* request: a gRPC frame header split across reads */
-    uint8_t fhdr_n;              /* bytes of fhdr[] held */
-    uint64_t fskip;              /* request: payload bytes left in the current frame */
-    uint64_t req_bytes;          /* request: decoded body bytes seen (against the listener's limit) */
-    uint8_t *trailer;            /* response: the final 0x80 frame, raw (arena) */
-    size_t trailer_len;          /* its length */
-    size_t trailer_off;          /* bytes of it already emitted */
-    bool trailer_built;          /* trailer is final (built, or given up for want of memory) */
-    uint8_t enc[4];              /* response: base64 output not yet emitted (tiny pulls) */
-    uint8_t enc_n;               /* bytes of enc[] held */
-    uint8_t enc_off;             /* bytes of enc[] already emitted */
+    bool text;                 /* application/grpc-web-text: base64 both ways */
+    const char *content_type;  /* what the client sent; the response says it back */
+    const char *upstream_type; /* application/grpc[+proto|+json] */
+    uint8_t quad[4];           /* request: a base64 quantum split across reads */
+    uint8_t quad_n;            /* bytes of quad[] held */
+    uint8_t fhdr[5];           /* request: a gRPC frame header split across reads */
+    uint8_t fhdr_n;            /* bytes of fhdr[] held */
+    uint64_t fskip;            /* request: payload bytes left in the current frame */
+    uint64_t req_bytes;        /* request: decoded body bytes seen (against the listener's limit) */
+    uint8_t *trailer;          /* response: the final 0x80 frame, raw (arena) */
+    size_t trailer_len;        /* its length */
+    size_t trailer_off;        /* bytes of it already emitted */
+    bool trailer_built;        /* trailer is final (built, or given up for want of memory) */
+    uint8_t enc[4];            /* response: base64 output not yet emitted (tiny pulls) */
+    uint8_t enc_n;             /* bytes of enc[] held */
+    uint8_t enc_off;           /* bytes of enc[] already emitted */
 };
 
 /* If value is a gRPC-Web content type, fills w's type fields and returns

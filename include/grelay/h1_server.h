@@ -16,6 +16,6 @@ struct worker;
 /* Takes an accepted socket, its TLS session (or NULL) and the bytes
  * already read from it. */
 void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
-               size_t early_len);
+                      size_t early_len);
 
 #endif

@@ -29,18 +29,18 @@ struct upconn_events {
 };
 
 struct upconn {
-    struct conn io;                       /* transport; first member */
-    const struct gr_cluster_cfg *cl;      /* its cluster's settings (limits, timeouts, TLS) */
-    const struct endpoint *ep;            /* where it goes (owned by the pool) */
-    const struct upconn_events *ev;       /* the owner's handlers */
-    void *owner;                          /* their first argument (the pool) */
-    nghttp2_session *h2;                  /* client session; NULL once closed */
-    struct gr_list link;                  /* in the owner's list of connections */
-    struct gr_list streams;               /* up_slots attached to it */
-    uint32_t n_streams;                   /* entries of streams */
-    ev_timer connect_timer;               /* bounds connect + SETTINGS */
-    bool ready;                           /* the peer's SETTINGS arrived */
-    bool draining;                        /* GOAWAY received or sent, or the pool retired: no new streams */
+    struct conn io;                  /* transport; first member */
+    const struct gr_cluster_cfg *cl; /* its cluster's settings (limits, timeouts, TLS) */
+    const struct endpoint *ep;       /* where it goes (owned by the pool) */
+    const struct upconn_events *ev;  /* the owner's handlers */
+    void *owner;                     /* their first argument (the pool) */
+    nghttp2_session *h2;             /* client session; NULL once closed */
+    struct gr_list link;             /* in the owner's list of connections */
+    struct gr_list streams;          /* up_slots attached to it */
+    uint32_t n_streams;              /* entries of streams */
+    ev_timer connect_timer;          /* bounds connect + SETTINGS */
+    bool ready;                      /* the peer's SETTINGS arrived */
+    bool draining;                   /* GOAWAY received or sent, or the pool retired: no new streams */
 };
 
 /* The worker's callbacks and options for client sessions (w->h2c). */
@@ -48,7 +48,7 @@ int h2_client_worker_init(struct worker *w);
 void h2_client_worker_destroy(struct worker *w);
 /* Opens a connection to ep; returns NULL (errno set) on failure. */
 struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
-                           const struct upconn_events *ev, void *owner);
+                              const struct upconn_events *ev, void *owner);
 /* Streams it may still take. */
 uint32_t h2_client_free_slots(const struct upconn *u);
 /* Attaches sl to u (sl->conn, sl->ops set; linked; counted). */

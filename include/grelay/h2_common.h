@@ -23,7 +23,7 @@ int h2_common_options(nghttp2_option **opt);
  * when there was nothing, or a failure that resets the stream when the
  * trailers cannot be queued. */
 static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t stream_id, size_t n, bool eof,
-                                     const nghttp2_nv *nva, size_t cnt, uint32_t *flags)
+                                            const nghttp2_nv *nva, size_t cnt, uint32_t *flags)
 {
     if (eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;

@@ -35,11 +35,11 @@
 
 /* Where the client's byte stream stands between HTTP/2 frames. */
 struct h2_frames {
-    uint32_t left;       /* payload bytes of the current frame still to come */
-    uint8_t hdr[9];      /* a frame header split across reads */
-    uint8_t have;        /* bytes of hdr[] received */
-    uint8_t preface;     /* bytes of the 24-byte client preface still to come */
-    bool in_block;       /* a header block is open (no END_HEADERS yet) */
+    uint32_t left;   /* payload bytes of the current frame still to come */
+    uint8_t hdr[9];  /* a frame header split across reads */
+    uint8_t have;    /* bytes of hdr[] received */
+    uint8_t preface; /* bytes of the 24-byte client preface still to come */
+    bool in_block;   /* a header block is open (no END_HEADERS yet) */
 };
 
 /* The state of a new connection: the preface comes first. */
@@ -102,7 +102,7 @@ enum h2_idle {
  * sends the *wu_len bytes of wu (a WINDOW_UPDATE topping the client up
  * to a full window; none when *wu_len is 0). */
 enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full_window,
-                           uint8_t wu[H2_WINDOW_UPDATE_LEN], size_t *wu_len);
+                               uint8_t wu[H2_WINDOW_UPDATE_LEN], size_t *wu_len);
 /* Feeds h2, a new session that has just queued our SETTINGS and window,
  * the connection's past. GR_OK, or GR_ERR_NOMEM / GR_ERR_PROTO (the caller
  * frees h2). */

@@ -24,7 +24,12 @@ struct hdr_list {
     size_t bytes;     /* sum of name and value lengths */
 };
 
-static inline void hdr_list_init(struct hdr_list *l) { l->v = NULL; l->n = l->cap = 0; l->bytes = 0; }
+static inline void hdr_list_init(struct hdr_list *l)
+{
+    l->v = NULL;
+    l->n = l->cap = 0;
+    l->bytes = 0;
+}
 /* Copies name and value into the arena; returns 0 or GR_ERR_NOMEM. */
 int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
                  size_t valuelen);

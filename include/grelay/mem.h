@@ -12,9 +12,9 @@
 #define MEM_CLASSES 8 /* 32, 64, 128, 256, 512, 1024, 2048, 4096 bytes */
 
 struct mem_pool {
-    void *free[MEM_CLASSES];   /* free blocks of each class (headers), linked via the word after the header */
+    void *free[MEM_CLASSES];      /* free blocks of each class (headers), linked via the word after the header */
     uint32_t n_free[MEM_CLASSES]; /* blocks on each free list, at most MAX_FREE_PER_CLASS (mem.c) */
-    nghttp2_mem mem;           /* what nghttp2 sessions are given */
+    nghttp2_mem mem;              /* what nghttp2 sessions are given */
 };
 
 void mem_pool_init(struct mem_pool *p);

@@ -26,10 +26,10 @@ nghttp2_nv *nv_from_list(struct arena *a, const struct hdr_list *l, size_t extra
 
 /* How a response's fields are shaped for the client. */
 struct nv_resp {
-    const char *content_type;        /* gRPC-Web: the client's type, said back; native: application/grpc */
-    bool web;                        /* gRPC-Web: swap content-type, drop content-length */
-    const struct gr_cors_cfg *cors;  /* the CORS policy that granted the Origin, or NULL */
-    const struct gr_hdr *origin;     /* the granted Origin (with cors) */
+    const char *content_type;       /* gRPC-Web: the client's type, said back; native: application/grpc */
+    bool web;                       /* gRPC-Web: swap content-type, drop content-length */
+    const struct gr_cors_cfg *cors; /* the CORS policy that granted the Origin, or NULL */
+    const struct gr_hdr *origin;    /* the granted Origin (with cors) */
 };
 /* :status, then (with add_ct) our content-type, then l as r says, then the
  * CORS grant. */
@@ -38,12 +38,12 @@ nghttp2_nv *nv_response(struct arena *a, const char *status, const struct hdr_li
 
 /* The pseudo headers and timeout of a request going upstream. */
 struct nv_req {
-    const struct gr_hdr *method;     /* :method (value NULL: POST) */
-    const struct gr_hdr *authority;  /* :authority (value NULL: fallback) */
-    const char *fallback;            /* the endpoint's address */
-    const struct gr_hdr *path;       /* :path */
-    bool https;                      /* :scheme https (TLS to the upstream) */
-    uint64_t timeout_us;             /* grpc-timeout to send; 0: none */
+    const struct gr_hdr *method;    /* :method (value NULL: POST) */
+    const struct gr_hdr *authority; /* :authority (value NULL: fallback) */
+    const char *fallback;           /* the endpoint's address */
+    const struct gr_hdr *path;      /* :path */
+    bool https;                     /* :scheme https (TLS to the upstream) */
+    uint64_t timeout_us;            /* grpc-timeout to send; 0: none */
 };
 /* :method, :scheme, :authority, :path, grpc-timeout (when set), then hdrs. */
 nghttp2_nv *nv_request(struct arena *a, const struct hdr_list *hdrs, const struct nv_req *r, size_t *n);

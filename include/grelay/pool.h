@@ -15,23 +15,23 @@
 #include "grelay/worker.h"
 
 struct pool {
-    struct worker *w;                   /* the worker it runs on */
-    const struct gr_cluster_cfg *cl;    /* its cluster's configuration */
-    struct balancer *lb;                /* its cluster's balancer (calls in flight per endpoint) */
-    size_t index;                       /* its place in the cluster's pools and the balancer, unless retired */
-    const struct endpoint *ep;          /* the endpoint: &own */
-    struct endpoint own;                /* a copy: endpoint sets come and go */
-    bool retired;                       /* no longer in the cluster's set: drains, then is freed */
-    struct gr_list retired_link;        /* in the cluster's retired list */
-    struct gr_list conns;               /* upconns, open or connecting */
-    uint32_t n_conns;                   /* entries of conns: a retired pool is freed when it reaches 0 */
-    struct gr_list waiting;             /* up_slots waiting for a stream slot, oldest first */
-    uint32_t n_waiting;                 /* entries of waiting, at most cl->max_pending */
-    bool dispatching;                   /* pool_dispatch is running (it is not re-entered) */
-    bool failing;                       /* last connection attempt failed (logged once) */
-    uint32_t connect_failures;          /* in a row; reset by a connection that works */
-    uint64_t ejected_until_us;          /* picks avoid it until then (gr_now_us clock) */
-    struct gr_task free_task;           /* the deferred free of a retired pool (worker->reap) */
+    struct worker *w;                /* the worker it runs on */
+    const struct gr_cluster_cfg *cl; /* its cluster's configuration */
+    struct balancer *lb;             /* its cluster's balancer (calls in flight per endpoint) */
+    size_t index;                    /* its place in the cluster's pools and the balancer, unless retired */
+    const struct endpoint *ep;       /* the endpoint: &own */
+    struct endpoint own;             /* a copy: endpoint sets come and go */
+    bool retired;                    /* no longer in the cluster's set: drains, then is freed */
+    struct gr_list retired_link;     /* in the cluster's retired list */
+    struct gr_list conns;            /* upconns, open or connecting */
+    uint32_t n_conns;                /* entries of conns: a retired pool is freed when it reaches 0 */
+    struct gr_list waiting;          /* up_slots waiting for a stream slot, oldest first */
+    uint32_t n_waiting;              /* entries of waiting, at most cl->max_pending */
+    bool dispatching;                /* pool_dispatch is running (it is not re-entered) */
+    bool failing;                    /* last connection attempt failed (logged once) */
+    uint32_t connect_failures;       /* in a row; reset by a connection that works */
+    uint64_t ejected_until_us;       /* picks avoid it until then (gr_now_us clock) */
+    struct gr_task free_task;        /* the deferred free of a retired pool (worker->reap) */
 };
 
 /* Passive health: an endpoint whose connects fail is avoided for 1 s,

@@ -9,10 +9,10 @@
 #include <stddef.h>
 
 struct slab_pool {
-    size_t size;       /* object size, rounded up to 16 bytes */
-    size_t per_slab;   /* objects per slab */
-    void *free;        /* free objects, linked through their first word */
-    void *slabs;       /* all slabs, linked through their first word */
+    size_t size;     /* object size, rounded up to 16 bytes */
+    size_t per_slab; /* objects per slab */
+    void *free;      /* free objects, linked through their first word */
+    void *slabs;     /* all slabs, linked through their first word */
 };
 
 void slab_pool_init(struct slab_pool *p, size_t size, size_t per_slab);

@@ -62,37 +62,37 @@ enum stream_attempt {
 };
 
 struct stream {
-    struct downstream *down;        /* the client connection that owns it */
-    int32_t id;                     /* downstream stream id */
-    enum stream_req req_state;      /* see enum stream_req */
-    enum stream_resp resp_state;    /* see enum stream_resp */
-    enum stream_attempt att;        /* see enum stream_attempt */
-    struct arena arena;             /* headers and strings of this call */
-    struct hdr_list req_hdrs;       /* regular request headers */
-    struct hdr_list req_trailers;   /* request trailers (rare in gRPC) */
-    struct hdr_list resp_hdrs;      /* response headers from upstream */
-    struct hdr_list resp_trailers;  /* response trailers, from upstream or made here */
-    struct gr_hdr method;           /* pseudo headers (value NULL when absent), in the arena */
-    struct gr_hdr path;             /* :path */
-    struct gr_hdr authority;        /* :authority, or host when absent */
-    struct gr_hdr grpc_timeout;     /* the client's grpc-timeout, replaced upstream by the time left */
-    uint32_t req_header_bytes;      /* request header bytes kept, counted against the listener's
+    struct downstream *down;          /* the client connection that owns it */
+    int32_t id;                       /* downstream stream id */
+    enum stream_req req_state;        /* see enum stream_req */
+    enum stream_resp resp_state;      /* see enum stream_resp */
+    enum stream_attempt att;          /* see enum stream_attempt */
+    struct arena arena;               /* headers and strings of this call */
+    struct hdr_list req_hdrs;         /* regular request headers */
+    struct hdr_list req_trailers;     /* request trailers (rare in gRPC) */
+    struct hdr_list resp_hdrs;        /* response headers from upstream */
+    struct hdr_list resp_trailers;    /* response trailers, from upstream or made here */
+    struct gr_hdr method;             /* pseudo headers (value NULL when absent), in the arena */
+    struct gr_hdr path;               /* :path */
+    struct gr_hdr authority;          /* :authority, or host when absent */
+    struct gr_hdr grpc_timeout;       /* the client's grpc-timeout, replaced upstream by the time left */
+    uint32_t req_header_bytes;        /* request header bytes kept, counted against the listener's
                                        limit; REQ_HEADERS_OVER once past it (the rest are dropped) */
-    uint64_t deadline_us;           /* absolute, on gr_now_us()'s clock; 0 = no deadline */
-    ev_timer deadline_timer;        /* fires at the deadline */
+    uint64_t deadline_us;             /* absolute, on gr_now_us()'s clock; 0 = no deadline */
+    ev_timer deadline_timer;          /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
-    struct grpcweb *web;            /* gRPC-Web codec, or NULL for native gRPC */
-    const struct gr_cors_cfg *cors; /* CORS policy granting this call's Origin, or NULL */
-    struct gr_hdr origin;           /* the granted Origin */
-    struct flow req;                /* request body, client -> upstream */
-    struct flow resp;               /* response body, upstream -> client */
-    struct up_slot up;              /* the current attempt's upstream stream (or place in line) */
-    ev_timer attempt_timer;         /* ATT_BACKOFF: the backoff; otherwise the per-try timeout */
-    size_t last_ep;                 /* endpoint index of the latest attempt */
-    uint32_t retries;               /* configured retries made */
-    uint32_t transparent_retries;   /* transparent retries made (bounded by the endpoint count: may pass 255) */
-    int resp_status;                /* upstream :status */
-    struct gr_list down_link;       /* in down->streams */
+    struct grpcweb *web;              /* gRPC-Web codec, or NULL for native gRPC */
+    const struct gr_cors_cfg *cors;   /* CORS policy granting this call's Origin, or NULL */
+    struct gr_hdr origin;             /* the granted Origin */
+    struct flow req;                  /* request body, client -> upstream */
+    struct flow resp;                 /* response body, upstream -> client */
+    struct up_slot up;                /* the current attempt's upstream stream (or place in line) */
+    ev_timer attempt_timer;           /* ATT_BACKOFF: the backoff; otherwise the per-try timeout */
+    size_t last_ep;                   /* endpoint index of the latest attempt */
+    uint32_t retries;                 /* configured retries made */
+    uint32_t transparent_retries;     /* transparent retries made (bounded by the endpoint count: may pass 255) */
+    int resp_status;                  /* upstream :status */
+    struct gr_list down_link;         /* in down->streams */
     _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
 };
 

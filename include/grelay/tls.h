@@ -14,42 +14,42 @@
 
 /* A certificate chosen by SNI. */
 struct gr_sni_cert_cfg {
-    const char **names;          /* "api.example.com" or "*.example.com" (one label); lower-cased */
-    size_t n_names;              /* entries in names, at least 1 */
-    const char *cert_chain;      /* PEM file */
-    const char *private_key;     /* PEM file */
-    void *ctx;                   /* SSL_CTX, built at load */
+    const char **names;      /* "api.example.com" or "*.example.com" (one label); lower-cased */
+    size_t n_names;          /* entries in names, at least 1 */
+    const char *cert_chain;  /* PEM file */
+    const char *private_key; /* PEM file */
+    void *ctx;               /* SSL_CTX, built at load */
 };
 
 /* TLS on a listener. */
 struct gr_tls_server_cfg {
-    bool set;                    /* a tls: block is written: the listener speaks TLS */
-    const char *cert_chain;      /* PEM: the default certificate */
-    const char *private_key;     /* PEM: the key of cert_chain */
-    const char **alpn;           /* protocols offered, preferred first; default h2 (+ http/1.1 with grpc_web) */
-    size_t n_alpn;               /* entries in alpn (filled with the default by tls_server_build) */
-    const char *min_version;     /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
-    const char *ciphers;         /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's default */
-    const char *client_ca;       /* verify client certificates against this; NULL: none is asked for */
-    bool require_client_cert;    /* only with client_ca: refuse a client that sends no certificate (without
+    bool set;                 /* a tls: block is written: the listener speaks TLS */
+    const char *cert_chain;   /* PEM: the default certificate */
+    const char *private_key;  /* PEM: the key of cert_chain */
+    const char **alpn;        /* protocols offered, preferred first; default h2 (+ http/1.1 with grpc_web) */
+    size_t n_alpn;            /* entries in alpn (filled with the default by tls_server_build) */
+    const char *min_version;  /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
+    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's default */
+    const char *client_ca;    /* verify client certificates against this; NULL: none is asked for */
+    bool require_client_cert; /* only with client_ca: refuse a client that sends no certificate (without
                                   * client_ca it does nothing, so no certificate is required) */
     struct gr_sni_cert_cfg *server_names; /* certificates by SNI, first match wins; others get cert_chain */
-    size_t n_server_names;       /* entries in server_names */
-    uint64_t handshake_timeout_ms; /* the client has this long to finish the handshake; default 10 s */
-    bool session_tickets;        /* issue TLS session tickets (resumption); default true */
-    void *ctx;                   /* SSL_CTX for the default certificate, built at load */
+    size_t n_server_names;                /* entries in server_names */
+    uint64_t handshake_timeout_ms;        /* the client has this long to finish the handshake; default 10 s */
+    bool session_tickets;                 /* issue TLS session tickets (resumption); default true */
+    void *ctx;                            /* SSL_CTX for the default certificate, built at load */
 };
 
 /* TLS to a cluster's endpoints. */
 struct gr_tls_client_cfg {
-    bool set;                    /* a tls: block is written: connect to the endpoints with TLS */
-    const char *sni;             /* name sent and verified; default: the endpoint's host */
-    const char *ca;              /* PEM bundle to verify the server; default: the system's */
-    const char *cert_chain;      /* client certificate, for mTLS */
-    const char *private_key;     /* PEM: the key of cert_chain (needed with it) */
-    bool verify;                 /* verify the server's certificate and name (default true) */
-    const char *min_version;     /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
-    void *ctx;                   /* SSL_CTX, built at load */
+    bool set;                /* a tls: block is written: connect to the endpoints with TLS */
+    const char *sni;         /* name sent and verified; default: the endpoint's host */
+    const char *ca;          /* PEM bundle to verify the server; default: the system's */
+    const char *cert_chain;  /* client certificate, for mTLS */
+    const char *private_key; /* PEM: the key of cert_chain (needed with it) */
+    bool verify;             /* verify the server's certificate and name (default true) */
+    const char *min_version; /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
+    void *ctx;               /* SSL_CTX, built at load */
 };
 
 /* Builds t->ctx (and one per server_names entry). alpn defaults to h2, plus

@@ -33,54 +33,54 @@ struct h2_client_state;
 /* Work deferred to the end of the loop iteration, before the loop sleeps:
  * a flush (worker->dirty) or a free (worker->reap). Embedded in its owner. */
 struct gr_task {
-    struct gr_list link;             /* in worker->dirty or worker->reap while due */
-    void (*run)(struct gr_task *t);  /* what to do; the task is unlinked first */
+    struct gr_list link;            /* in worker->dirty or worker->reap while due */
+    void (*run)(struct gr_task *t); /* what to do; the task is unlinked first */
 };
 
 /* Freed objects of one size kept for reuse (no calloc per call). The
  * housekeeping pass frees those nobody took since the previous pass. */
 struct worker_cache {
-    void *head;      /* free objects, linked through their first word */
-    size_t n;        /* objects cached */
-    size_t low;      /* fewest cached since the last trim */
-    size_t max;      /* beyond this, objects go back to free() */
-    size_t size;     /* object size (poisoned under AddressSanitizer while cached) */
+    void *head;  /* free objects, linked through their first word */
+    size_t n;    /* objects cached */
+    size_t low;  /* fewest cached since the last trim */
+    size_t max;  /* beyond this, objects go back to free() */
+    size_t size; /* object size (poisoned under AddressSanitizer while cached) */
 };
 
 #define WORKER_READ_BUF (64 * 1024)
 
 struct worker {
-    uint32_t id;                  /* 0 .. workers-1: thread name and logs */
-    pthread_t thread;             /* its thread (proxy.c) */
-    struct ev_loop *loop;         /* this thread's libev loop */
-    const struct gr_config *cfg;  /* the configuration it runs (immutable) */
-    struct wlistener *listeners;  /* its listening sockets, one per configured listener (proxy.c) */
-    size_t n_listeners;           /* entries of listeners */
-    struct wcluster *clusters;    /* per configured cluster, same index: balancer and pools (wcluster.h) */
+    uint32_t id;                             /* 0 .. workers-1: thread name and logs */
+    pthread_t thread;                        /* its thread (proxy.c) */
+    struct ev_loop *loop;                    /* this thread's libev loop */
+    const struct gr_config *cfg;             /* the configuration it runs (immutable) */
+    struct wlistener *listeners;             /* its listening sockets, one per configured listener (proxy.c) */
+    size_t n_listeners;                      /* entries of listeners */
+    struct wcluster *clusters;               /* per configured cluster, same index: balancer and pools (wcluster.h) */
     _Atomic(struct endpoint_set *) *pending; /* per cluster: a newer endpoint set from the main thread */
-    ev_async stop;                /* the main thread asks the worker to stop (proxy.c) */
-    ev_async update;              /* the main thread published endpoint sets in pending */
-    struct gr_list dconns;        /* open downstream connections (struct downstream) */
-    struct gr_list sniffing;      /* accepted, protocol not chosen yet (sniff.c) */
-    struct gr_list dirty;         /* struct gr_task: flushes due before the loop sleeps */
-    struct gr_list reap;          /* struct gr_task: frees due after the flushes */
-    ev_prepare prepare;           /* runs dirty, then reap, once per iteration */
-    ev_timer housekeeping;        /* the periodic memory pass (worker_housekeep) */
-    struct h2_server_state *h2s;  /* downstream HTTP/2: callbacks, options, connection slab, hibernation */
-    struct h2_client_state *h2c;  /* upstream HTTP/2: callbacks and options */
-    struct chunk_pool chunks;     /* payload chunks of this worker */
-    struct mem_pool h2mem;        /* nghttp2's small objects, on this thread */
-    struct worker_cache streams;      /* freed struct stream kept for the next calls */
-    bool stopping;                /* no new connections or streams */
-    uint64_t rng;                 /* xorshift state: retry jitter, balancer seeds */
-    size_t n_streams;             /* calls in flight */
-    uint64_t streams_begun;       /* calls begun, ever */
-    uint64_t streams_begun_swept; /* streams_begun at the last housekeeping pass */
-    size_t sessions_freed;        /* large frees (hibernated sessions) since the last malloc_trim */
-    bool busy;                    /* the last housekeeping pass found calls (counted process-wide) */
-    uint8_t rbuf[WORKER_READ_BUF];    /* socket reads land here (conn.c) */
-    uint8_t scratch[WORKER_READ_BUF]; /* gRPC-Web -text request decoding (grpcweb.c) */
-    uint8_t outbuf[CHUNK_SIZE + 64];  /* HTTP/1.1 output being framed (h1_server.c) */
+    ev_async stop;                           /* the main thread asks the worker to stop (proxy.c) */
+    ev_async update;                         /* the main thread published endpoint sets in pending */
+    struct gr_list dconns;                   /* open downstream connections (struct downstream) */
+    struct gr_list sniffing;                 /* accepted, protocol not chosen yet (sniff.c) */
+    struct gr_list dirty;                    /* struct gr_task: flushes due before the loop sleeps */
+    struct gr_list reap;                     /* struct gr_task: frees due after the flushes */
+    ev_prepare prepare;                      /* runs dirty, then reap, once per iteration */
+    ev_timer housekeeping;                   /* the periodic memory pass (worker_housekeep) */
+    struct h2_server_state *h2s;             /* downstream HTTP/2: callbacks, options, connection slab, hibernation */
+    struct h2_client_state *h2c;             /* upstream HTTP/2: callbacks and options */
+    struct chunk_pool chunks;                /* payload chunks of this worker */
+    struct mem_pool h2mem;                   /* nghttp2's small objects, on this thread */
+    struct worker_cache streams;             /* freed struct stream kept for the next calls */
+    bool stopping;                           /* no new connections or streams */
+    uint64_t rng;                            /* xorshift state: retry jitter, balancer seeds */
+    size_t n_streams;                        /* calls in flight */
+    uint64_t streams_begun;                  /* calls begun, ever */
+    uint64_t streams_begun_swept;            /* streams_begun at the last housekeeping pass */
+    size_t sessions_freed;                   /* large frees (hibernated sessions) since the last malloc_trim */
+    bool busy;                               /* the last housekeeping pass found calls (counted process-wide) */
+    uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
+    uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
+    uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */
 };
 
 /* Sets up the loop, allocators and timers of w (zeroed by the caller).

@@ -22,15 +22,15 @@
 
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define PREFACE_LEN (sizeof(PREFACE) - 1)
-#define HEADER_LEN 5      /* input bytes before the client's */
-#define MAX_PIECES 16     /* the client's bytes go in at most this many writes */
-#define SETTLE_TURNS 32   /* loop turns per settle() at most */
-#define DRAIN_TURNS 256   /* turns allowed for reaping everything at the end */
-#define MAX_UP 8          /* fake backend connections at once */
-#define MAX_FS 64         /* fake backend streams at once */
-#define ECHO_MAX 256      /* request bytes a fake stream keeps to echo */
-#define ECHO_NORMAL 64    /* what a normal answer echoes */
-#define BIG_BODY 5000     /* K_BIG's response body: more than a 2 KiB window */
+#define HEADER_LEN 5    /* input bytes before the client's */
+#define MAX_PIECES 16   /* the client's bytes go in at most this many writes */
+#define SETTLE_TURNS 32 /* loop turns per settle() at most */
+#define DRAIN_TURNS 256 /* turns allowed for reaping everything at the end */
+#define MAX_UP 8        /* fake backend connections at once */
+#define MAX_FS 64       /* fake backend streams at once */
+#define ECHO_MAX 256    /* request bytes a fake stream keeps to echo */
+#define ECHO_NORMAL 64  /* what a normal answer echoes */
+#define BIG_BODY 5000   /* K_BIG's response body: more than a 2 KiB window */
 
 /* ------------------------------------------------------------------------
  * failmalloc: the targets link with -Wl,--wrap=malloc,--wrap=calloc,
@@ -105,9 +105,9 @@ static void print_stats(void)
             "%s: %llu inputs; upstream: %llu connections, %llu requests, %llu answered, %llu resets; "
             "%llu bytes to clients; %llu allocations failed in %llu inputs\n",
             target_name, (unsigned long long)tot.inputs, (unsigned long long)tot.up_conns,
-            (unsigned long long)tot.up_requests, (unsigned long long)tot.up_answered,
-            (unsigned long long)tot.up_resets, (unsigned long long)tot.client_bytes,
-            (unsigned long long)tot.alloc_failed, (unsigned long long)tot.fm_inputs);
+            (unsigned long long)tot.up_requests, (unsigned long long)tot.up_answered, (unsigned long long)tot.up_resets,
+            (unsigned long long)tot.client_bytes, (unsigned long long)tot.alloc_failed,
+            (unsigned long long)tot.fm_inputs);
 }
 
 /* ------------------------------------------------------------------------
@@ -115,24 +115,24 @@ static void print_stats(void)
  * request as the input's byte 3 says. */
 
 enum up_kind {
-    K_NORMAL = 0,     /* 0-3: at the request's end: headers, one DATA echoing it, grpc-status 0 */
-    K_BIG = 4,        /* the same with a body of BIG_BODY bytes (flow control both ways) */
-    K_STATUS = 5,     /* the same with grpc-status 3 and a message */
-    K_BIDI = 6,       /* 6-7: headers at once, echo each DATA as it comes, trailers at the end */
-    K_REFUSE = 8,     /* RST_STREAM REFUSED_STREAM (a transparent retry) */
-    K_RESET = 9,      /* RST_STREAM INTERNAL_ERROR */
-    K_UNAVAIL = 10,   /* trailers-only grpc-status 14 (retry_on: unavailable) */
-    K_HTTP503 = 11,   /* not gRPC: :status 503, text/html body */
-    K_CLOSE = 12,     /* closes the TCP connection (FIN) */
-    K_GOAWAY = 13,    /* GOAWAY below this stream: grelay sees it refused */
-    K_HANG = 14,      /* never answers */
-    K_RST_DATA = 15,  /* headers and DATA, then RST_STREAM instead of trailers */
+    K_NORMAL = 0,    /* 0-3: at the request's end: headers, one DATA echoing it, grpc-status 0 */
+    K_BIG = 4,       /* the same with a body of BIG_BODY bytes (flow control both ways) */
+    K_STATUS = 5,    /* the same with grpc-status 3 and a message */
+    K_BIDI = 6,      /* 6-7: headers at once, echo each DATA as it comes, trailers at the end */
+    K_REFUSE = 8,    /* RST_STREAM REFUSED_STREAM (a transparent retry) */
+    K_RESET = 9,     /* RST_STREAM INTERNAL_ERROR */
+    K_UNAVAIL = 10,  /* trailers-only grpc-status 14 (retry_on: unavailable) */
+    K_HTTP503 = 11,  /* not gRPC: :status 503, text/html body */
+    K_CLOSE = 12,    /* closes the TCP connection (FIN) */
+    K_GOAWAY = 13,   /* GOAWAY below this stream: grelay sees it refused */
+    K_HANG = 14,     /* never answers */
+    K_RST_DATA = 15, /* headers and DATA, then RST_STREAM instead of trailers */
 };
 
 struct fake_conn {
-    int fd;               /* -1: slot free */
+    int fd; /* -1: slot free */
     nghttp2_session *h2;
-    bool close_now;       /* close after this service pass */
+    bool close_now; /* close after this service pass */
 };
 
 struct fake_stream {
@@ -140,26 +140,29 @@ struct fake_stream {
     struct fake_conn *fc;
     int32_t id;
     uint8_t kind;
-    bool req_ended;       /* the request's END_STREAM arrived */
-    bool responded;       /* response submitted */
-    uint8_t buf[ECHO_MAX];/* the request body's first bytes (K_BIDI: all, up to ECHO_MAX) */
+    bool req_ended;        /* the request's END_STREAM arrived */
+    bool responded;        /* response submitted */
+    uint8_t buf[ECHO_MAX]; /* the request body's first bytes (K_BIDI: all, up to ECHO_MAX) */
     size_t have, sent;
 };
 
 static struct {
-    int listen_fd;                 /* the cluster's endpoint */
+    int listen_fd; /* the cluster's endpoint */
     struct fake_conn conns[MAX_UP];
     struct fake_stream streams[MAX_FS];
     nghttp2_session_callbacks *cbs;
-    uint8_t kinds;                 /* input byte 3 */
-    bool small_limit;              /* advertise MAX_CONCURRENT_STREAMS 1 */
-    bool refuse;                   /* reset every new connection (end of input) */
-    bool io;                       /* bytes moved this turn */
-    uint32_t requests;             /* request HEADERS seen this input */
+    uint8_t kinds;     /* input byte 3 */
+    bool small_limit;  /* advertise MAX_CONCURRENT_STREAMS 1 */
+    bool refuse;       /* reset every new connection (end of input) */
+    bool io;           /* bytes moved this turn */
+    uint32_t requests; /* request HEADERS seen this input */
     uint32_t answered;
 } up;
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                                       \
+    {                                                                                                                  \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE                             \
+    }
 
 static ssize_t up_send_cb(nghttp2_session *session, const uint8_t *data, size_t len, int flags, void *user_data)
 {
@@ -183,10 +186,10 @@ static ssize_t fs_read(nghttp2_session *session, int32_t id, uint8_t *out, size_
 {
     (void)user_data;
     struct fake_stream *fs = src->ptr;
-    size_t total = fs->kind == K_BIG               ? BIG_BODY
+    size_t total = fs->kind == K_BIG                            ? BIG_BODY
                    : is_bidi(fs->kind) || fs->kind == K_HTTP503 ? fs->have
-                   : fs->have < ECHO_NORMAL        ? fs->have
-                                                   : ECHO_NORMAL;
+                   : fs->have < ECHO_NORMAL                     ? fs->have
+                                                                : ECHO_NORMAL;
     size_t n = total - fs->sent < length ? total - fs->sent : length;
     for (size_t i = 0; i < n; i++) {
         size_t at = fs->sent + i;
@@ -249,20 +252,14 @@ static void on_request(nghttp2_session *session, struct fake_conn *fc, struct fa
         nghttp2_submit_response(session, fs->id, h, 2, &prd);
         break;
     }
-    case K_CLOSE:
-        fc->close_now = true;
-        break;
+    case K_CLOSE: fc->close_now = true; break;
     case K_GOAWAY:
         fs->responded = true;
-        nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, fs->id - 2 > 0 ? fs->id - 2 : 0, NGHTTP2_NO_ERROR, NULL,
-                              0);
+        nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, fs->id - 2 > 0 ? fs->id - 2 : 0, NGHTTP2_NO_ERROR, NULL, 0);
         break;
     case K_BIDI:
-    case K_BIDI + 1:
-        respond(session, fs);
-        break;
-    default:
-        break;
+    case K_BIDI + 1: respond(session, fs); break;
+    default: break;
     }
 }
 
@@ -535,10 +532,10 @@ static size_t piece_len(uint8_t split, unsigned k, size_t left)
         return left;
     size_t base = (size_t)(split & 0x3f) + 1, n;
     switch (split >> 6) {
-    case 0: n = base; break;                              /* even pieces */
-    case 1: n = k % 2 ? base * 8 : base; break;           /* short, long, short... */
-    case 2: n = base << (k < 6 ? k : 6); break;           /* growing */
-    default: n = k == 0 ? base : left; break;             /* one cut */
+    case 0: n = base; break;                    /* even pieces */
+    case 1: n = k % 2 ? base * 8 : base; break; /* short, long, short... */
+    case 2: n = base << (k < 6 ? k : 6); break; /* growing */
+    default: n = k == 0 ? base : left; break;   /* one cut */
     }
     return n < left ? n : left;
 }
@@ -559,49 +556,48 @@ static bool census_clean(const struct gp_census *c)
            c->waiting == 0 && c->dirty == 0 && c->reap == 0 && c->chunks_out == 0;
 }
 
-static const char *config_template =
-    "workers: 1\n"
-    "log_level: error\n"
-    "listeners:\n"
-    "  - name: fuzz\n"
-    "    address: 127.0.0.1:%u\n"
-    "    grpc_web: true\n"
-    "    grpc_web_max_request: 2KiB\n"
-    "    max_concurrent_streams: 8\n"
-    "    stream_buffer: 2KiB\n"
-    "    connection_window: 64KiB\n"
-    "    max_request_headers: 2KiB\n"
-    "    hibernate_after: 0s\n"
-    "    virtual_hosts:\n"
-    "      - name: default\n"
-    "        domains: [\"*\"]\n"
-    "        cors:\n"
-    "          allow_origins: [\"http://localhost:3000\"]\n"
-    "          allow_headers: [x-user-id]\n"
-    "          expose_headers: [x-backend]\n"
-    "          max_age: 600\n"
-    "        routes:\n"
-    "          - match: { service: demo.Greeter }\n"
-    "            cluster: fake\n"
-    "            timeout: 10s\n"
-    "            max_grpc_timeout: 30s\n"
-    "            grpc_timeout_offset: 1ms\n"
-    "            retry_policy:\n"
-    "              retry_on: [unavailable]\n"
-    "              num_retries: 2\n"
-    "              backoff: { base_interval: 1ms, max_interval: 1ms }\n"
-    "          - match: { prefix: \"/\" }\n"
-    "            cluster: fake\n"
-    "clusters:\n"
-    "  - name: fake\n"
-    "    connect_timeout: 2s\n"
-    "    max_connections: 2\n"
-    "    max_pending: 4\n"
-    "    max_streams_per_connection: 4\n"
-    "    stream_buffer: 2KiB\n"
-    "    connection_window: 64KiB\n"
-    "    endpoints:\n"
-    "      - address: 127.0.0.1:%u\n";
+static const char *config_template = "workers: 1\n"
+                                     "log_level: error\n"
+                                     "listeners:\n"
+                                     "  - name: fuzz\n"
+                                     "    address: 127.0.0.1:%u\n"
+                                     "    grpc_web: true\n"
+                                     "    grpc_web_max_request: 2KiB\n"
+                                     "    max_concurrent_streams: 8\n"
+                                     "    stream_buffer: 2KiB\n"
+                                     "    connection_window: 64KiB\n"
+                                     "    max_request_headers: 2KiB\n"
+                                     "    hibernate_after: 0s\n"
+                                     "    virtual_hosts:\n"
+                                     "      - name: default\n"
+                                     "        domains: [\"*\"]\n"
+                                     "        cors:\n"
+                                     "          allow_origins: [\"http://localhost:3000\"]\n"
+                                     "          allow_headers: [x-user-id]\n"
+                                     "          expose_headers: [x-backend]\n"
+                                     "          max_age: 600\n"
+                                     "        routes:\n"
+                                     "          - match: { service: demo.Greeter }\n"
+                                     "            cluster: fake\n"
+                                     "            timeout: 10s\n"
+                                     "            max_grpc_timeout: 30s\n"
+                                     "            grpc_timeout_offset: 1ms\n"
+                                     "            retry_policy:\n"
+                                     "              retry_on: [unavailable]\n"
+                                     "              num_retries: 2\n"
+                                     "              backoff: { base_interval: 1ms, max_interval: 1ms }\n"
+                                     "          - match: { prefix: \"/\" }\n"
+                                     "            cluster: fake\n"
+                                     "clusters:\n"
+                                     "  - name: fake\n"
+                                     "    connect_timeout: 2s\n"
+                                     "    max_connections: 2\n"
+                                     "    max_pending: 4\n"
+                                     "    max_streams_per_connection: 4\n"
+                                     "    stream_buffer: 2KiB\n"
+                                     "    connection_window: 64KiB\n"
+                                     "    endpoints:\n"
+                                     "      - address: 127.0.0.1:%u\n";
 
 /* A loopback socket on an ephemeral port; listening or (for the proxy's
  * listener, which worker_new binds again with SO_REUSEPORT) only bound. */
@@ -744,8 +740,7 @@ int fuzz_drive(enum fuzz_front front, const uint8_t *data, size_t size)
     tot.fm_inputs += fm.failed > 0;
     if (stats_level >= 2)
         fprintf(stderr, "%s: input of %zu bytes: %u upstream requests, %u answered, %zu bytes back, %u allocations%s\n",
-                target_name, size, up.requests, up.answered, client_got, fm.count,
-                fm.failed ? " (some failed)" : "");
+                target_name, size, up.requests, up.answered, client_got, fm.count, fm.failed ? " (some failed)" : "");
     fm.fail_at = 0;
     return 0;
 }

@@ -112,12 +112,9 @@ static void single_endpoint(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(round_robin_cycles),
-        cmocka_unit_test(weighted_round_robin_is_smooth_and_exact),
-        cmocka_unit_test(random_honours_weights),
-        cmocka_unit_test(least_request_never_picks_the_busiest),
-        cmocka_unit_test(least_request_weighs_load),
-        cmocka_unit_test(single_endpoint),
+        cmocka_unit_test(round_robin_cycles),        cmocka_unit_test(weighted_round_robin_is_smooth_and_exact),
+        cmocka_unit_test(random_honours_weights),    cmocka_unit_test(least_request_never_picks_the_busiest),
+        cmocka_unit_test(least_request_weighs_load), cmocka_unit_test(single_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -152,10 +152,8 @@ static void free_chunks_are_poisoned(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(buf_keeps_order_across_chunks),
-        cmocka_unit_test(buf_clear_returns_chunks),
-        cmocka_unit_test(free_chunks_are_poisoned),
-        cmocka_unit_test(arena_aligns_and_handles_big_requests),
+        cmocka_unit_test(buf_keeps_order_across_chunks), cmocka_unit_test(buf_clear_returns_chunks),
+        cmocka_unit_test(free_chunks_are_poisoned),      cmocka_unit_test(arena_aligns_and_handles_big_requests),
         cmocka_unit_test(header_list_and_hop_by_hop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,15 +17,15 @@ static struct gr_config *load(const char *yaml, char *err, size_t errlen)
     return config_load_buffer("t.yaml", yaml, strlen(yaml), err, errlen);
 }
 
-#define GOOD_HEAD                                                                                            \
-    "listeners:\n"                                                                                           \
-    "  - name: ingress\n"                                                                                    \
-    "    address: 127.0.0.1:8080\n"                                                                          \
-    "    virtual_hosts:\n"                                                                                   \
-    "      - name: default\n"                                                                                \
-    "        domains: [\"*\"]\n"                                                                             \
-    "        routes:\n"                                                                                      \
-    "          - match: { prefix: \"/\" }\n"                                                                 \
+#define GOOD_HEAD                                                                                                      \
+    "listeners:\n"                                                                                                     \
+    "  - name: ingress\n"                                                                                              \
+    "    address: 127.0.0.1:8080\n"                                                                                    \
+    "    virtual_hosts:\n"                                                                                             \
+    "      - name: default\n"                                                                                          \
+    "        domains: [\"*\"]\n"                                                                                       \
+    "        routes:\n"                                                                                                \
+    "          - match: { prefix: \"/\" }\n"                                                                           \
     "            cluster: backend\n"
 
 static void issue_example_loads_with_defaults(void **state)
@@ -213,7 +213,8 @@ static const struct bad_case bad_cases[] = {
      "address"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    lb_policy: fastest\n    endpoints: [{address: 127.0.0.1:1}]\n",
      "t.yaml:12:16: 'lb_policy' must be one of round_robin, least_request, random, got 'fastest'"},
-    {GOOD_HEAD "clusters:\n  - name: backend\n    connect_timeout: 5 seconds\n    endpoints: [{address: 127.0.0.1:1}]\n",
+    {GOOD_HEAD
+     "clusters:\n  - name: backend\n    connect_timeout: 5 seconds\n    endpoints: [{address: 127.0.0.1:1}]\n",
      "t.yaml:12:22: 'connect_timeout' must be a duration such as 5s, 250ms, 1.5s or 2m, got '5 seconds'"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints:\n      - address: 127.0.0.1:1\n        weight: 0\n",
      "t.yaml:14:17: 'weight' must be between 1 and 1000, got '0'"},
@@ -228,10 +229,12 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
      "        routes:\n          - match: { prefix: /, headers: [{name: x}] }\n            cluster: backend\n" CLUSTERS,
      "t.yaml:8:43: header matcher 'x' needs exactly one of 'exact' or 'present'"},
-    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['a*b']\n"
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: "
+     "['a*b']\n"
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n" CLUSTERS,
      "t.yaml:5:9: virtual host 'v': domain 'a*b' must be 'host', '*.suffix', 'prefix.*' or '*'"},
-    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*', x]\n"
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*', "
+     "x]\n"
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
      "      - name: w\n        domains: [x]\n        routes:\n          - match: { prefix: / }\n"
      "            cluster: backend\n" CLUSTERS,
@@ -239,7 +242,7 @@ static const struct bad_case bad_cases[] = {
     {GOOD_HEAD "  - name: ingress\n    address: 127.0.0.1:8081\n    virtual_hosts: []\n" CLUSTERS,
      "t.yaml:12:20: 'virtual_hosts' must not be empty"},
     {GOOD_HEAD "  - name: second\n    address: 127.0.0.1:8080\n    virtual_hosts:\n      - name: v\n"
-     "        domains: ['*']\n        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
+               "        domains: ['*']\n        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
      "t.yaml:10:5: listener 'second' uses address 127.0.0.1:8080 of listener 'ingress'"},
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n"
      "        routes:\n          - match: { prefix: / }\n            cluster: backend\n"
@@ -268,7 +271,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:12:27: endpoint 'backend.internal:50051' is a host name: set discovery: strict_dns or logical_dns on "
      "cluster 'backend'"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    discovery: strict_dns\n    dns_resolvers: [localhost]\n"
-     "    endpoints: [{address: backend.internal:50051}]\n",
+               "    endpoints: [{address: backend.internal:50051}]\n",
      "t.yaml:11:5: dns_resolvers: 'localhost' must be ip:port (expected ip:port)"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    discovery: dns\n    endpoints: [{address: a.b:1}]\n",
      "t.yaml:12:16: 'discovery' must be one of static, strict_dns, logical_dns, got 'dns'"},

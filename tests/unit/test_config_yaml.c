@@ -54,8 +54,8 @@ static const struct config_field item_fields[] = {
     {.key = "n", .set = config_yaml_set_u32, .off = offsetof(struct item, n), .min = 1, .max = 9},
     {0},
 };
-static const struct config_schema item_schema = {"item", sizeof(struct item), offsetof(struct item, pos),
-                                                 item_fields, item_init, NULL};
+static const struct config_schema item_schema = {"item",      sizeof(struct item), offsetof(struct item, pos),
+                                                 item_fields, item_init,           NULL};
 
 static const char *const colors[] = {"red", "green", NULL};
 
@@ -69,24 +69,31 @@ static int check_top(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_
 }
 
 static const struct config_field top_fields[] = {
-    {.key = "name", .set = config_yaml_set_str, .off = offsetof(struct top, name), .flags = FL_LOWER,
+    {.key = "name",
+     .set = config_yaml_set_str,
+     .off = offsetof(struct top, name),
+     .flags = FL_LOWER,
      .pos_off = offsetof(struct top, name_pos)},
     {.key = "count", .set = config_yaml_set_u32, .off = offsetof(struct top, count), .min = 0, .max = 100},
     {.key = "bytes", .set = config_yaml_set_size, .off = offsetof(struct top, bytes), .min = 0, .max = 1u << 30},
-    {.key = "wait", .set = config_yaml_set_duration, .off = offsetof(struct top, wait_ms), .min = 0,
-     .max = 3600000},
+    {.key = "wait", .set = config_yaml_set_duration, .off = offsetof(struct top, wait_ms), .min = 0, .max = 3600000},
     {.key = "on", .set = config_yaml_set_bool, .off = offsetof(struct top, on)},
     {.key = "color", .set = config_yaml_set_enum, .off = offsetof(struct top, color), .names = colors},
-    {.key = "tags", .set = config_yaml_set_strlist, .off = offsetof(struct top, tags),
-     .count_off = offsetof(struct top, n_tags), .flags = FL_LOWER | FL_NONEMPTY},
-    {.key = "items", .set = config_yaml_set_list, .off = offsetof(struct top, items),
-     .count_off = offsetof(struct top, n_items), .sub = &item_schema},
+    {.key = "tags",
+     .set = config_yaml_set_strlist,
+     .off = offsetof(struct top, tags),
+     .count_off = offsetof(struct top, n_tags),
+     .flags = FL_LOWER | FL_NONEMPTY},
+    {.key = "items",
+     .set = config_yaml_set_list,
+     .off = offsetof(struct top, items),
+     .count_off = offsetof(struct top, n_items),
+     .sub = &item_schema},
     {.key = "one", .set = config_yaml_set_obj, .off = offsetof(struct top, one), .sub = &item_schema},
     {.key = "doubled", .set = set_doubled, .off = offsetof(struct top, doubled)},
     {0},
 };
-static const struct config_schema top_schema = {"the file", sizeof(struct top), NO_POS, top_fields, NULL,
-                                                check_top};
+static const struct config_schema top_schema = {"the file", sizeof(struct top), NO_POS, top_fields, NULL, check_top};
 
 /* Loads yaml into *t; returns the error text, or "" on success. */
 static const char *load(const char *yaml, struct top *t, struct arena *a)
@@ -176,8 +183,8 @@ static void sizes_and_durations(void **state)
     for (size_t i = 0; i < sizeof(bad_waits) / sizeof(bad_waits[0]); i++) {
         char yaml[64], want[160];
         snprintf(yaml, sizeof(yaml), "wait: %s\n", bad_waits[i]);
-        snprintf(want, sizeof(want),
-                 "y.yaml:1:7: 'wait' must be a duration such as 5s, 250ms, 1.5s or 2m, got '%s'", bad_waits[i]);
+        snprintf(want, sizeof(want), "y.yaml:1:7: 'wait' must be a duration such as 5s, 250ms, 1.5s or 2m, got '%s'",
+                 bad_waits[i]);
         assert_string_equal(load(yaml, &t, &a), want);
     }
     assert_string_equal(load("bytes: 2GiB\n", &t, &a),

@@ -12,10 +12,10 @@
 
 struct probe {
     struct conn_timer ct;
-    int fired[8];           /* kinds in the order they fired */
-    int n;                  /* entries of fired */
-    bool stop_on_fire;      /* the handler stops the timer (as a close does) */
-    int rearm_kind;         /* the handler sets this kind again, 10 s on (-1: none) */
+    int fired[8];      /* kinds in the order they fired */
+    int n;             /* entries of fired */
+    bool stop_on_fire; /* the handler stops the timer (as a close does) */
+    int rearm_kind;    /* the handler sets this kind again, 10 s on (-1: none) */
 };
 
 static void on_expired(struct conn_timer *ct, enum conn_timer_kind kind)
@@ -72,9 +72,9 @@ static void later_is_free_earlier_rearms(void **state)
     conn_timer_set_at(&p.ct, CONN_TIMER_IDLE, now + 10);
     assert_true(p.ct.armed == now + 10);
     conn_timer_set_at(&p.ct, CONN_TIMER_IDLE, now + 20); /* pushed back, as on every read */
-    assert_true(p.ct.armed == now + 10);                /* still armed for the old time */
+    assert_true(p.ct.armed == now + 10);                 /* still armed for the old time */
     conn_timer_set_at(&p.ct, CONN_TIMER_KEEPALIVE, now + 2);
-    assert_true(p.ct.armed == now + 2);                 /* earlier: re-armed */
+    assert_true(p.ct.armed == now + 2); /* earlier: re-armed */
     /* The early expiry at now + 10 finds nothing due and re-arms for now + 20. */
     conn_timer_clear(&p.ct, CONN_TIMER_KEEPALIVE);
     conn_timer_fire(&p.ct, now + 10);

@@ -71,9 +71,16 @@ static void grpc_timeout_format_keeps_precision(void **state)
         uint64_t us;
         const char *want;
     } cases[] = {
-        {3600000000ull, "1H"},  {7200000000ull, "2H"},   {60000000ull, "1M"},       {5000000ull, "5S"},
-        {4900000ull, "4900m"},  {4987654ull, "4987654u"}, {1ull, "1u"},             {99999999ull, "99999999u"},
-        {100000000ull, "100S"}, {150123456ull, "150123m"}, /* 9 digits of u: finest unit that fits, rounded down */
+        {3600000000ull, "1H"},
+        {7200000000ull, "2H"},
+        {60000000ull, "1M"},
+        {5000000ull, "5S"},
+        {4900000ull, "4900m"},
+        {4987654ull, "4987654u"},
+        {1ull, "1u"},
+        {99999999ull, "99999999u"},
+        {100000000ull, "100S"},
+        {150123456ull, "150123m"}, /* 9 digits of u: finest unit that fits, rounded down */
         {99999999ull * 3600000000ull, "99999999H"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -112,8 +119,9 @@ static void grpc_status_names_both_ways(void **state)
         assert_int_equal(grpc_status_from_name(good[i].name, &st), 0);
         assert_int_equal(st, good[i].st);
     }
-    static const char *const bad[] = {"", "flaky", "unavailable ", " unavailable", "unavailabl", "unavailablee",
-                                      "deadline exceeded", "deadlineexceeded", "14", "UNAVAILABLE\n"};
+    static const char *const bad[] = {"",           "flaky",        "unavailable ",      " unavailable",
+                                      "unavailabl", "unavailablee", "deadline exceeded", "deadlineexceeded",
+                                      "14",         "UNAVAILABLE\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         enum grpc_status st = GRPC_UNKNOWN;
         assert_int_equal(grpc_status_from_name(bad[i], &st), GR_ERR_CONFIG);

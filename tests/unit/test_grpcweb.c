@@ -148,12 +148,9 @@ static void cors_origins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(content_types),
-        cmocka_unit_test(base64_split_anywhere_and_padding_between),
-        cmocka_unit_test(base64_rejects_junk),
-        cmocka_unit_test(frames_are_checked_across_reads),
-        cmocka_unit_test(trailer_frame),
-        cmocka_unit_test(cors_origins),
+        cmocka_unit_test(content_types),       cmocka_unit_test(base64_split_anywhere_and_padding_between),
+        cmocka_unit_test(base64_rejects_junk), cmocka_unit_test(frames_are_checked_across_reads),
+        cmocka_unit_test(trailer_frame),       cmocka_unit_test(cors_origins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,13 +98,13 @@ static void routes_in_order(void **state)
     assert_int_equal(hdr_list_add(&old, &a, (const uint8_t *)"x-old", 5, (const uint8_t *)"1", 1), 0);
 
     assert_int_equal(route_index("/pkg.A/Get", &none), 0);
-    assert_int_equal(route_index("/pkg.A/Get?x=1", &none), 0);  /* query ignored */
+    assert_int_equal(route_index("/pkg.A/Get?x=1", &none), 0); /* query ignored */
     assert_int_equal(route_index("/pkg.A/GetMore", &blue), 3); /* not Get; x-old absent */
     assert_int_equal(route_index("/pkg.A/Put", &blue), 1);
     assert_int_equal(route_index("/pkg.A/Put", &canary), 2);
-    assert_int_equal(route_index("/pkg.A/Put", &none), 3);     /* x-old absent */
-    assert_int_equal(route_index("/pkg.A/Put", &old), 4);      /* x-old present: prefix route */
-    assert_int_equal(route_index("/pkg.AB/Put", &old), 4);     /* service match needs the slash */
+    assert_int_equal(route_index("/pkg.A/Put", &none), 3); /* x-old absent */
+    assert_int_equal(route_index("/pkg.A/Put", &old), 4);  /* x-old present: prefix route */
+    assert_int_equal(route_index("/pkg.AB/Put", &old), 4); /* service match needs the slash */
     assert_int_equal(route_index("/other/Put", &none), -1);
     arena_free(&a);
 }

@@ -15,38 +15,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *yaml =
-    "listeners:\n"
-    "  - name: l\n"
-    "    address: 127.0.0.1:1\n"
-    "    virtual_hosts:\n"
-    "      - name: any\n"
-    "        domains: ['*']\n"
-    "        routes:\n"
-    "          - match: { service: retry.S }\n"
-    "            cluster: c\n"
-    "            retry_policy: { retry_on: [unavailable], num_retries: 2, per_try_timeout: 5s,\n"
-    "                            backoff: { base_interval: 1ms, max_interval: 1ms } }\n"
-    "          - { match: { prefix: / }, cluster: c }\n"
-    "clusters: [{name: c, endpoints: [{address: 127.0.0.1:7001}, {address: 127.0.0.1:7002}]}]\n";
+static const char *yaml = "listeners:\n"
+                          "  - name: l\n"
+                          "    address: 127.0.0.1:1\n"
+                          "    virtual_hosts:\n"
+                          "      - name: any\n"
+                          "        domains: ['*']\n"
+                          "        routes:\n"
+                          "          - match: { service: retry.S }\n"
+                          "            cluster: c\n"
+                          "            retry_policy: { retry_on: [unavailable], num_retries: 2, per_try_timeout: 5s,\n"
+                          "                            backoff: { base_interval: 1ms, max_interval: 1ms } }\n"
+                          "          - { match: { prefix: / }, cluster: c }\n"
+                          "clusters: [{name: c, endpoints: [{address: 127.0.0.1:7001}, {address: 127.0.0.1:7002}]}]\n";
 
 /* ---- The fake pool and upstream. ---- */
 
 enum acquire_mode { GRANT, QUEUE, LIMIT };
 
 static struct {
-    enum acquire_mode mode;    /* what pool_acquire does */
-    int acquired;              /* successful acquires */
-    int released;              /* pool_release calls that let a slot go */
-    int submits;               /* requests submitted */
-    int submit_rc;             /* what submit returns */
-    bool timeout_sent;         /* the last request carried grpc-timeout */
-    int detaches;              /* detach calls */
-    bool last_reset;           /* the last detach reset the stream */
-    size_t up_consumed;        /* response bytes given back upstream (stream level) */
-    size_t up_unconsumed;      /* response bytes given back at detach (connection level) */
-    int resumes;               /* request body resumes */
-    size_t last_ep;            /* the endpoint of the last pick */
+    enum acquire_mode mode; /* what pool_acquire does */
+    int acquired;           /* successful acquires */
+    int released;           /* pool_release calls that let a slot go */
+    int submits;            /* requests submitted */
+    int submit_rc;          /* what submit returns */
+    bool timeout_sent;      /* the last request carried grpc-timeout */
+    int detaches;           /* detach calls */
+    bool last_reset;        /* the last detach reset the stream */
+    size_t up_consumed;     /* response bytes given back upstream (stream level) */
+    size_t up_unconsumed;   /* response bytes given back at detach (connection level) */
+    int resumes;            /* request body resumes */
+    size_t last_ep;         /* the endpoint of the last pick */
 } up;
 
 static int fake_conn; /* stands for an upconn: only its address is used */
@@ -62,8 +61,16 @@ static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool b
     sl->id = 2 * up.submits + 1;
     return up.submit_rc;
 }
-static void op_resume(struct up_slot *sl) { (void)sl; up.resumes++; }
-static void op_consume(struct up_slot *sl, size_t n) { (void)sl; up.up_consumed += n; }
+static void op_resume(struct up_slot *sl)
+{
+    (void)sl;
+    up.resumes++;
+}
+static void op_consume(struct up_slot *sl, size_t n)
+{
+    (void)sl;
+    up.up_consumed += n;
+}
 static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
 {
     up.detaches++;
@@ -113,15 +120,15 @@ struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t 
 /* ---- The fake client. ---- */
 
 static struct {
-    int responds;              /* respond calls */
-    int respond_rc;            /* what respond returns */
-    bool ended;                /* the last respond ended the stream */
-    int grpc_status;           /* grpc-status of a trailers-only respond, -1 otherwise */
-    char status[4];            /* :status of the last respond */
-    int resumes;               /* response body resumes */
-    size_t consumed;           /* request bytes given back on the stream */
-    size_t conn_consumed;      /* request bytes given back at connection level */
-    int resets;                /* RST_STREAMs */
+    int responds;         /* respond calls */
+    int respond_rc;       /* what respond returns */
+    bool ended;           /* the last respond ended the stream */
+    int grpc_status;      /* grpc-status of a trailers-only respond, -1 otherwise */
+    char status[4];       /* :status of the last respond */
+    int resumes;          /* response body resumes */
+    size_t consumed;      /* request bytes given back on the stream */
+    size_t conn_consumed; /* request bytes given back at connection level */
+    int resets;           /* RST_STREAMs */
 } down;
 
 static int d_respond(struct downstream *d, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)
@@ -207,7 +214,7 @@ static int reset_fakes(void **state)
     memset(&client, 0, sizeof(client));
     client.io.w = w;
     w->rng = 0x9e3779b97f4a7c15ull; /* the same backoffs every run */
-    client.io.state = CONN_CLOSED; /* conn_want_flush does nothing */
+    client.io.state = CONN_CLOSED;  /* conn_want_flush does nothing */
     client.ops = &fake_down_ops;
     client.cfg = &cfg->listeners[0];
     gr_list_init(&client.streams);
@@ -241,9 +248,8 @@ static struct stream *call(const char *path, bool end, const char *timeout)
 
 static void resp_header(struct stream *s, const char *name, const char *value)
 {
-    assert_int_equal(s->up.ev->header(&s->up, (const uint8_t *)name, strlen(name), (const uint8_t *)value,
-                                      strlen(value)),
-                     GR_OK);
+    assert_int_equal(
+        s->up.ev->header(&s->up, (const uint8_t *)name, strlen(name), (const uint8_t *)value, strlen(value)), GR_OK);
 }
 
 /* The upstream answers HEADERS 200 application/grpc. */
@@ -381,7 +387,7 @@ static void retry_after_each_failure_kind(void **state)
     resp_header(s, "grpc-status", "14");
     s->up.ev->headers_done(&s->up, true);
     assert_int_equal(s->att, ATT_BACKOFF);
-    assert_int_equal(down.responds, 0); /* nothing reached the client */
+    assert_int_equal(down.responds, 0);              /* nothing reached the client */
     on_attempt_timer(w->loop, &s->attempt_timer, 0); /* the backoff ends */
     assert_int_equal(up.submits, 2);
     assert_int_equal(s->att, ATT_SUBMITTED);
@@ -458,7 +464,7 @@ static void failures_always_answer(void **state)
     assert_true(up.last_reset);
     assert_int_equal(s->att, ATT_DONE);
     const uint8_t late[] = {1, 2, 3};
-    stream_on_req_data(s, late, sizeof(late));   /* nobody takes it: given back at once */
+    stream_on_req_data(s, late, sizeof(late)); /* nobody takes it: given back at once */
     assert_int_equal(down.consumed, sizeof(late));
     stream_on_down_close(s, NGHTTP2_NO_ERROR);
     assert_int_equal(up.released, up.acquired);
