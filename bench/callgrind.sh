@@ -45,8 +45,11 @@ backend=$build/echo_backend
 for f in "$grelay" "$backend"; do
   [ -x "$f" ] || { echo "$f not found: build it first (see $0 --help)" >&2; exit 1; }
 done
+for t in valgrind h2load; do
+  command -v "$t" >/dev/null || bash bench/install-peers.sh # Debian's valgrind and nghttp2-client, once
+done
 for t in valgrind h2load python3 timeout; do
-  command -v "$t" >/dev/null || { echo "$t not found (apt-get install valgrind nghttp2-client python3)" >&2; exit 1; }
+  command -v "$t" >/dev/null || { echo "$t not found" >&2; exit 1; }
 done
 IFS=, read -r -a scens <<<"$scenarios"
 for sc in "${scens[@]}"; do
