@@ -53,18 +53,24 @@ class Dnsmasq:
         stop(self.proc)
 
 
-@pytest.fixture(scope="module")
-def dns_backends():
-    """Three backends on one port, at 127.0.0.21-23: DNS gives addresses, the port is the config's."""
+def backends_on_one_port(n, name, first_host):
+    """n backends on one port at 127.0.0.<first_host>, ...: DNS gives the
+    addresses, the port is the config's. A generator for fixtures."""
     port = free_port()
     started = []
     try:
-        for i in (1, 2, 3):
-            started.append(Backend("d%d" % i, port=port, host="127.0.0.%d" % (20 + i)))
+        for i in range(1, n + 1):
+            started.append(Backend("%s%d" % (name, i), port=port, host="127.0.0.%d" % (first_host + i - 1)))
         yield started, port
     finally:
         for b in started:
             b.stop()
+
+
+@pytest.fixture(scope="module")
+def dns_backends():
+    """Three backends on one port, at 127.0.0.21-23."""
+    yield from backends_on_one_port(3, "d", 21)
 
 
 @pytest.fixture

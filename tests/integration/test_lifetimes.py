@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from harness import Backend, free_port, simple_config
-from test_dns import Dnsmasq, dns_config, spread
+from test_dns import backends_on_one_port, dns, dns_config, spread  # noqa: F401 (dns is a fixture)
 from test_failures import wait_for
 
 NAME = "lifetimes.test"
@@ -50,22 +50,8 @@ class Bidi:
 @pytest.fixture
 def two_backends():
     """Backends at 127.0.0.31 and 127.0.0.32, on one port (DNS gives the address)."""
-    port = free_port()
-    started = []
-    try:
-        for i in (1, 2):
-            started.append(Backend("l%d" % i, port=port, host="127.0.0.%d" % (30 + i)))
-        yield started, port
-    finally:
-        for b in started:
-            b.stop()
+    yield from backends_on_one_port(2, "l", 31)
 
-
-@pytest.fixture
-def dns(tmp_path):
-    d = Dnsmasq(tmp_path, [])
-    yield d
-    d.stop()
 
 
 def test_sigterm_with_a_stream_open_on_an_endpoint_dns_removed(two_backends, dns, grelay_factory):
