@@ -157,7 +157,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct h1conn *h = p->data;
-    stream_on_req_data(h->s, (const uint8_t *)at, len);
+    request_on_data(h->s, (const uint8_t *)at, len);
     if (stream_req_unacked(h->s) >= h->base.cfg->stream_buffer && !h->body_paused) {
         /* The upstream is slower: stop reading until it catches up. */
         h->body_paused = true;

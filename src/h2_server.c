@@ -105,7 +105,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
-    stream_on_req_data(s, data, len);
+    request_on_data(s, data, len);
     return 0;
 }
 

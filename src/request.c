@@ -222,3 +222,52 @@ void request_on_headers_done(struct stream *s)
         return;
     stream_start(s);
 }
+
+/* ---- The request body. ---- */
+
+static int queue_web_slice(void *ctx, const uint8_t *p, size_t n, size_t wire)
+{
+    struct stream *s = ctx;
+    return flow_queue(&s->req, &s->down->io.w->chunks, p, n, wire);
+}
+
+/* gRPC-Web request bytes: decoded, checked, queued. False when the call failed. */
+static bool web_request(struct stream *s, const uint8_t *data, size_t len)
+{
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    const char *why = NULL;
+    size_t done;
+    struct worker *w = s->down->io.w;
+    int rc = grpcweb_request(s->web, data, len, lc->grpc_web_max_request, w->scratch, sizeof(w->scratch),
+                             queue_web_slice, s, &done, &why);
+    if (rc == GR_OK)
+        return true;
+    stream_give_back_req(s, len - done); /* what was not queued */
+    char msg[160];
+    if (rc == GR_ERR_LIMIT)
+        snprintf(msg, sizeof(msg), "gRPC-Web request larger than the listener's limit of %u bytes",
+                 lc->grpc_web_max_request);
+    (void)stream_fail(s, rc == GR_ERR_PROTO ? GRPC_INTERNAL : GRPC_RESOURCE_EXHAUSTED,
+                      rc == GR_ERR_PROTO   ? why
+                      : rc == GR_ERR_LIMIT ? msg
+                                           : "grelay is out of memory");
+    return false;
+}
+
+void request_on_data(struct stream *s, const uint8_t *data, size_t len)
+{
+    s->req.received += len;
+    if (s->att == ATT_DONE) {
+        stream_give_back_req(s, len); /* nobody will take these bytes */
+        return;
+    }
+    if (s->web != NULL) {
+        if (!web_request(s, data, len))
+            return;
+    } else if (flow_queue(&s->req, &s->down->io.w->chunks, data, len, len) != GR_OK) {
+        stream_give_back_req(s, len);
+        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+        return;
+    }
+    stream_req_queued(s);
+}

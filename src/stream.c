@@ -384,51 +384,12 @@ void stream_start(struct stream *s)
 
 /* ---- Request body, from the client. ---- */
 
-static int queue_web_slice(void *ctx, const uint8_t *p, size_t n, size_t wire)
-{
-    struct stream *s = ctx;
-    return flow_queue(&s->req, &stream_worker(s)->chunks, p, n, wire);
-}
+void stream_give_back_req(struct stream *s, size_t n) { flow_give_back(s, &s->req, n); }
 
-/* gRPC-Web request bytes: decoded, checked, queued. False when the call failed. */
-static bool web_request(struct stream *s, const uint8_t *data, size_t len)
+void stream_req_queued(struct stream *s)
 {
-    const struct gr_listener_cfg *lc = s->down->cfg;
-    const char *why = NULL;
-    size_t done;
-    struct worker *w = stream_worker(s);
-    int rc = grpcweb_request(s->web, data, len, lc->grpc_web_max_request, w->scratch, sizeof(w->scratch),
-                             queue_web_slice, s, &done, &why);
-    if (rc == GR_OK)
-        return true;
-    flow_give_back(s, &s->req, len - done); /* what was not queued */
-    char msg[160];
-    if (rc == GR_ERR_LIMIT)
-        snprintf(msg, sizeof(msg), "gRPC-Web request larger than the listener's limit of %u bytes",
-                 lc->grpc_web_max_request);
-    (void)stream_fail(s, rc == GR_ERR_PROTO ? GRPC_INTERNAL : GRPC_RESOURCE_EXHAUSTED,
-                      rc == GR_ERR_PROTO   ? why
-                      : rc == GR_ERR_LIMIT ? msg
-                                           : "grelay is out of memory");
-    return false;
-}
-
-void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len)
-{
-    if (s->att == ATT_DONE) {
-        flow_drop(s, &s->req, len); /* nobody will take these bytes */
-        return;
-    }
-    s->req.received += len;
-    if (s->web != NULL) {
-        if (!web_request(s, data, len))
-            return;
-    } else if (flow_queue(&s->req, &stream_worker(s)->chunks, data, len, len) != GR_OK) {
-        flow_give_back(s, &s->req, len);
-        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
-        return;
-    }
-    resume_req(s);
+    if (s->att != ATT_DONE)
+        resume_req(s);
 }
 
 void stream_headers_read(struct stream *s) { set_req(s, REQ_BODY); }
@@ -436,8 +397,7 @@ void stream_headers_read(struct stream *s) { set_req(s, REQ_BODY); }
 void stream_on_req_end(struct stream *s)
 {
     set_req(s, REQ_ENDED);
-    if (s->att != ATT_DONE)
-        resume_req(s);
+    stream_req_queued(s);
 }
 
 /* ---- The end of the downstream stream. ---- */

@@ -1,9 +1,9 @@
-/* The head of a call's request: its header fields collected into the
+/* What the client sends of a call: its header fields collected into the
  * stream (pseudo headers, hop-by-hop ones dropped, the listener's size
  * limit), then, once complete, the call admitted or answered here: the
  * route, gRPC-Web detection, CORS (a preflight is answered here), the
  * HTTP/1.1-needs-gRPC-Web rule, the deadline from grpc-timeout and the
- * route. Sits above stream.c: the client sides call it, it calls the
+ * route; then its body, queued for the upstream. Sits above stream.c: the client sides call it, it calls the
  * stream. */
 #ifndef GRELAY_REQUEST_H
 #define GRELAY_REQUEST_H
@@ -16,5 +16,9 @@ int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, con
 /* The request's header block is complete: route and start the call, or
  * answer it. */
 void request_on_headers_done(struct stream *s);
+/* Request body bytes, as on the wire: gRPC-Web decoded and checked, then
+ * queued for the upstream (or given back at once when no attempt will
+ * take them). */
+void request_on_data(struct stream *s, const uint8_t *data, size_t len);
 
 #endif

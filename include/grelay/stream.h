@@ -108,9 +108,8 @@ static inline bool stream_resp_started(const struct stream *s) { return s->resp_
  * (an HTTP/1.1 connection stops reading past its stream_buffer). */
 static inline uint64_t stream_req_unacked(const struct stream *s) { return flow_unacked(&s->req); }
 
-/* Downstream events (from h2_server, h1_server); the request head goes
- * to request.h first. */
-void stream_on_req_data(struct stream *s, const uint8_t *data, size_t len);
+/* Downstream events (from h2_server, h1_server); what the client sends
+ * (head and body) goes to request.h first. */
 void stream_on_req_end(struct stream *s);
 /* The downstream stream closed: resets the upstream half and frees s. */
 void stream_on_down_close(struct stream *s, uint32_t error_code);
@@ -126,6 +125,12 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
  * stream's arena), or NULL with *n = 0 when there are none to send. */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
 
+/* For request.c: n request bytes were dropped or not queued: their credit
+ * goes back to the client. */
+void stream_give_back_req(struct stream *s, size_t n);
+/* For request.c: request bytes were queued (or the request ended): the
+ * upstream may pull them. */
+void stream_req_queued(struct stream *s);
 /* For request.c: the request's header block is complete (REQ_BODY). */
 void stream_headers_read(struct stream *s);
 /* For request.c: the call is admitted (route and deadline_us set): the

@@ -277,7 +277,7 @@ static void unary_call_succeeds(void **state)
     assert_int_equal(up.submits, 1);
     assert_true(up.timeout_sent);
     const uint8_t body[] = {0, 0, 0, 0, 3, 'a', 'b', 'c'};
-    stream_on_req_data(s, body, sizeof(body));
+    request_on_data(s, body, sizeof(body));
     stream_on_req_end(s);
     assert_int_equal(s->req_state, REQ_ENDED);
     uint8_t out[64];
@@ -326,7 +326,7 @@ static void cancel_in_every_state(void **state)
         up.mode = states[i] == ATT_QUEUED ? QUEUE : GRANT;
         struct stream *s = call(states[i] == ATT_BACKOFF ? "/retry.S/M" : "/pkg.S/M", false, NULL);
         const uint8_t body[] = {0, 0, 0, 0, 1, 'x'};
-        stream_on_req_data(s, body, sizeof(body));
+        request_on_data(s, body, sizeof(body));
         if (states[i] == ATT_SENT || states[i] == ATT_BACKOFF)
             s->up.ev->sent(&s->up);
         if (states[i] == ATT_BACKOFF) {
@@ -464,7 +464,7 @@ static void failures_always_answer(void **state)
     assert_true(up.last_reset);
     assert_int_equal(s->att, ATT_DONE);
     const uint8_t late[] = {1, 2, 3};
-    stream_on_req_data(s, late, sizeof(late)); /* nobody takes it: given back at once */
+    request_on_data(s, late, sizeof(late)); /* nobody takes it: given back at once */
     assert_int_equal(down.consumed, sizeof(late));
     stream_on_down_close(s, NGHTTP2_NO_ERROR);
     assert_int_equal(up.released, up.acquired);
