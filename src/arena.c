@@ -5,10 +5,10 @@
 #include <string.h>
 
 struct arena_block {
-    struct arena_block *next; /* older block */
-    size_t used;              /* bytes handed out */
-    size_t size;              /* bytes in data */
-    _Alignas(16) unsigned char data[];
+    struct arena_block *next;          /* older block */
+    size_t used;                       /* bytes handed out */
+    size_t size;                       /* bytes in data */
+    _Alignas(16) unsigned char data[]; /* the block's bytes (size of them) */
 };
 
 void arena_init(struct arena *a, size_t block_size)

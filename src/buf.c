@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void chunk_pool_init(struct chunk_pool *p, size_t max_free)
+void buf_pool_init(struct chunk_pool *p, size_t max_free)
 {
     p->free = NULL;
     p->n_free = p->n_free_low = 0;
@@ -35,7 +35,7 @@ static size_t chunk_pool_free(struct chunk_pool *p, size_t n)
     return n;
 }
 
-size_t chunk_pool_trim(struct chunk_pool *p, size_t keep)
+size_t buf_pool_trim(struct chunk_pool *p, size_t keep)
 {
     size_t unused = p->n_free_low, over = p->n_free > keep ? p->n_free - keep : 0;
     size_t freed = chunk_pool_free(p, unused < over ? unused : over);
@@ -43,7 +43,7 @@ size_t chunk_pool_trim(struct chunk_pool *p, size_t keep)
     return freed;
 }
 
-void chunk_pool_destroy(struct chunk_pool *p) { chunk_pool_free(p, p->n_free); }
+void buf_pool_destroy(struct chunk_pool *p) { chunk_pool_free(p, p->n_free); }
 
 static struct chunk *chunk_get(struct chunk_pool *p)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct endpoint_set *endpoint_set_new(size_t n)
+struct endpoint_set *cluster_set_new(size_t n)
 {
     struct endpoint_set *s = calloc(1, sizeof(*s) + n * sizeof(s->eps[0]));
     if (s == NULL)
@@ -17,16 +17,16 @@ struct endpoint_set *endpoint_set_new(size_t n)
     return s;
 }
 
-void endpoint_set_ref(struct endpoint_set *s) { atomic_fetch_add(&s->refs, 1); }
+void cluster_set_ref(struct endpoint_set *s) { atomic_fetch_add(&s->refs, 1); }
 
-void endpoint_set_unref(struct endpoint_set *s)
+void cluster_set_unref(struct endpoint_set *s)
 {
     if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
         free(s);
 }
 
-void endpoint_fill(struct endpoint *e, const struct sockaddr *sa, socklen_t len, uint16_t port, const char *host,
-                   uint32_t weight)
+void cluster_endpoint_fill(struct endpoint *e, const struct sockaddr *sa, socklen_t len, uint16_t port,
+                           const char *host, uint32_t weight)
 {
     char ip[INET6_ADDRSTRLEN] = "";
     memset(&e->address.ss, 0, sizeof(e->address.ss));
@@ -53,7 +53,7 @@ struct endpoint_set *cluster_static_set(const struct gr_cluster_cfg *cl)
     size_t n = 0;
     for (size_t i = 0; i < cl->n_endpoints; i++)
         n += !cl->endpoints[i].is_name;
-    struct endpoint_set *s = endpoint_set_new(n);
+    struct endpoint_set *s = cluster_set_new(n);
     if (s == NULL)
         return NULL;
     size_t k = 0;
@@ -61,8 +61,8 @@ struct endpoint_set *cluster_static_set(const struct gr_cluster_cfg *cl)
         const struct gr_endpoint_cfg *ep = &cl->endpoints[i];
         if (ep->is_name)
             continue;
-        endpoint_fill(&s->eps[k++], (const struct sockaddr *)&ep->address.ss, ep->address.len, ep->port, NULL,
-                      ep->weight);
+        cluster_endpoint_fill(&s->eps[k++], (const struct sockaddr *)&ep->address.ss, ep->address.len, ep->port, NULL,
+                              ep->weight);
     }
     return s;
 }

@@ -294,7 +294,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             break;
         int rc = c->ops->on_read(c, c->w->rbuf, (size_t)n);
         if (rc != GR_OK) {
-            conn_close(c, rc, rc == GR_ERR_PROTO ? "protocol error from peer" : gr_strerror(rc));
+            conn_close(c, rc, rc == GR_ERR_PROTO ? "protocol error from peer" : log_strerror(rc));
             return;
         }
         if (c->ssl == NULL && (size_t)n < sizeof(c->w->rbuf))

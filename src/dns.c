@@ -63,7 +63,7 @@ static void publish(struct dns_cluster *dc)
         n += !cl->endpoints[i].is_name;
     for (size_t h = 0; h < dc->n_hosts; h++)
         n += dc->hosts[h].n_last;
-    struct endpoint_set *set = endpoint_set_new(n);
+    struct endpoint_set *set = cluster_set_new(n);
     if (set == NULL) {
         log_error("dns: cluster %s: out of memory", cl->name);
         return;
@@ -72,8 +72,8 @@ static void publish(struct dns_cluster *dc)
     for (size_t i = 0; i < cl->n_endpoints; i++) {
         const struct gr_endpoint_cfg *ep = &cl->endpoints[i];
         if (!ep->is_name)
-            endpoint_fill(&set->eps[k++], (const struct sockaddr *)&ep->address.ss, ep->address.len, ep->port, NULL,
-                          ep->weight);
+            cluster_endpoint_fill(&set->eps[k++], (const struct sockaddr *)&ep->address.ss, ep->address.len, ep->port,
+                                  NULL, ep->weight);
     }
     for (size_t h = 0; h < dc->n_hosts; h++)
         for (size_t j = 0; j < dc->hosts[h].n_last; j++)
@@ -85,7 +85,7 @@ static void publish(struct dns_cluster *dc)
     }
     for (size_t i = 0; i < dc->d->n_workers; i++)
         worker_publish(dc->d->workers[i], dc->index, set);
-    endpoint_set_unref(set);
+    cluster_set_unref(set);
 }
 
 static bool same_answer(const struct dns_host *h, const struct endpoint *eps, size_t n)
@@ -133,7 +133,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         for (struct ares_addrinfo_node *a = res->nodes; eps != NULL && a != NULL && k < n; a = a->ai_next) {
             if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
                 continue;
-            endpoint_fill(&eps[k++], a->ai_addr, a->ai_addrlen, h->ep->port, h->ep->host, h->ep->weight);
+            cluster_endpoint_fill(&eps[k++], a->ai_addr, a->ai_addrlen, h->ep->port, h->ep->host, h->ep->weight);
             if (a->ai_ttl > 0 && (uint64_t)a->ai_ttl * 1000 < next)
                 next = (uint64_t)a->ai_ttl * 1000; /* the record says it changes sooner */
         }

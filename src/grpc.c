@@ -152,10 +152,10 @@ int grpc_status_trailers(struct arena *a, struct hdr_list *l, enum grpc_status s
     char *enc = grpc_message_encode(a, msg, &mlen);
     if (enc == NULL)
         return GR_ERR_NOMEM;
-    hdr_list_init(l);
-    int rc = hdr_list_add(l, a, (const uint8_t *)"grpc-status", 11, (const uint8_t *)code, (size_t)n);
+    headers_init(l);
+    int rc = headers_add(l, a, (const uint8_t *)"grpc-status", 11, (const uint8_t *)code, (size_t)n);
     if (rc == GR_OK)
-        rc = hdr_list_add(l, a, (const uint8_t *)"grpc-message", 12, (const uint8_t *)enc, mlen);
+        rc = headers_add(l, a, (const uint8_t *)"grpc-message", 12, (const uint8_t *)enc, mlen);
     return rc;
 }
 

@@ -20,24 +20,24 @@
 #define MAX_PENDING_IN (64 * 1024)
 
 struct h1conn {
-    struct downstream base; /* transport, listener, streams; first member */
-    http_parser parser;
-    struct stream *s; /* the request in progress, or NULL */
-    int32_t next_id;  /* request number on this connection, for logs */
-    char *url;        /* request target, accumulated */
-    size_t url_len, url_cap;
-    char *field; /* header name being read */
-    size_t field_len, field_cap;
-    char *value; /* header value being read */
-    size_t value_len, value_cap;
-    bool in_value;         /* the parser is inside a header value */
-    struct buf out;        /* response head waiting for the socket */
-    struct buf pending_in; /* bytes read past the current request */
-    bool msg_complete;     /* the request was read to its end */
-    bool streaming;        /* response headers sent, body being pulled */
-    bool resp_done;        /* the response is complete */
-    bool body_paused;      /* reading stopped: the body waits for the upstream */
-    bool close_after;      /* close once the response is written */
+    struct downstream base;      /* transport, listener, streams; first member */
+    http_parser parser;          /* http-parser's state for this connection's requests */
+    struct stream *s;            /* the request in progress, or NULL */
+    int32_t next_id;             /* request number on this connection, for logs */
+    char *url;                   /* request target, accumulated */
+    size_t url_len, url_cap;     /* bytes of url used, and allocated */
+    char *field;                 /* header name being read */
+    size_t field_len, field_cap; /* bytes of field used, and allocated */
+    char *value;                 /* header value being read */
+    size_t value_len, value_cap; /* bytes of value used, and allocated */
+    bool in_value;               /* the parser is inside a header value */
+    struct buf out;              /* response head waiting for the socket */
+    struct buf pending_in;       /* bytes read past the current request */
+    bool msg_complete;           /* the request was read to its end */
+    bool streaming;              /* response headers sent, body being pulled */
+    bool resp_done;              /* the response is complete */
+    bool body_paused;            /* reading stopped: the body waits for the upstream */
+    bool close_after;            /* close once the response is written */
 };
 
 static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
@@ -88,8 +88,9 @@ static void write_error(struct h1conn *h, int status, const char *text)
                      "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %zu\r\n"
                      "connection: close\r\n\r\n",
                      status, reason(status), strlen(text));
-    buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)head, (size_t)n);
-    buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)text, strlen(text));
+    if (buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)head, (size_t)n) != GR_OK ||
+        buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)text, strlen(text)) != GR_OK)
+        h->base.broken = true; /* out of memory: the close is the answer */
     h->resp_done = true;
     h->close_after = true;
     conn_want_flush(&h->base.io);

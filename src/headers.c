@@ -5,8 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
-int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
-                 size_t valuelen)
+int headers_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
+                size_t valuelen)
 {
     if (l->n == l->cap) {
         uint32_t ncap = l->cap ? l->cap * 2 : 4; /* most gRPC header sets fit; the stream arena holds them */
@@ -34,7 +34,7 @@ int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_
     return GR_OK;
 }
 
-void hdr_list_remove(struct hdr_list *l, const char *name)
+void headers_remove(struct hdr_list *l, const char *name)
 {
     size_t len = strlen(name);
     for (uint32_t i = 0; i < l->n; i++)
@@ -42,7 +42,7 @@ void hdr_list_remove(struct hdr_list *l, const char *name)
             l->v[i].namelen = 0;
 }
 
-const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name)
+const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name)
 {
     size_t len = strlen(name);
     for (uint32_t i = 0; i < l->n; i++)
@@ -53,7 +53,7 @@ const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name)
 
 #define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
 
-bool hdr_is_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+bool headers_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
 {
     if (IS("te"))
         return !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0);

@@ -16,7 +16,7 @@ static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 /* The switch has a case for every enum gr_err value and no default, so
  * -Wswitch (in -Wall) flags a value added without a name here. */
-const char *gr_strerror(int err)
+const char *log_strerror(int err)
 {
     switch ((enum gr_err)err) {
     case GR_OK: return "success";

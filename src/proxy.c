@@ -99,7 +99,7 @@ static void on_update(struct ev_loop *loop, ev_async *a, int revents)
         if (set != NULL) {
             if (wcluster_adopt(&w->clusters[i], set) != GR_OK)
                 log_error("cluster %s: out of memory adopting a new endpoint set", w->clusters[i].cfg->name);
-            endpoint_set_unref(set);
+            cluster_set_unref(set);
         }
     }
 }

@@ -31,7 +31,7 @@ static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, 
 static int keep(struct stream *s, struct gr_hdr *h, struct hdr_list *l, const uint8_t *name, size_t namelen,
                 const uint8_t *value, size_t valuelen)
 {
-    int rc = h != NULL ? set_pseudo(s, h, value, valuelen) : hdr_list_add(l, &s->arena, name, namelen, value, valuelen);
+    int rc = h != NULL ? set_pseudo(s, h, value, valuelen) : headers_add(l, &s->arena, name, namelen, value, valuelen);
     if (rc == GR_OK)
         s->req_header_bytes += (uint32_t)(valuelen + (h != NULL ? 0 : namelen));
     return rc;
@@ -48,7 +48,7 @@ int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, con
         return GR_OK;
     }
     if (s->req_state != REQ_HEADERS) {
-        if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+        if (name[0] == ':' || headers_hop_by_hop(name, namelen, value, valuelen))
             return GR_OK;
         return keep(s, NULL, &s->req_trailers, name, namelen, value, valuelen);
     }
@@ -68,7 +68,7 @@ int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, con
             return keep(s, &s->authority, NULL, name, namelen, value, valuelen);
         return GR_OK;
     }
-    if (hdr_is_hop_by_hop(name, namelen, value, valuelen))
+    if (headers_hop_by_hop(name, namelen, value, valuelen))
         return GR_OK;
     return keep(s, NULL, &s->req_hdrs, name, namelen, value, valuelen);
 }
@@ -84,15 +84,15 @@ static int web_rewrite_request(struct stream *s)
         }
     }
     /* The body changes length in -text mode; HTTP/1.1 framing is ours. */
-    hdr_list_remove(&s->req_hdrs, "content-length");
-    if (hdr_list_find(&s->req_hdrs, "te") == NULL)
-        return hdr_list_add(&s->req_hdrs, &s->arena, NV_LIT("te"), NV_LIT("trailers"));
+    headers_remove(&s->req_hdrs, "content-length");
+    if (headers_find(&s->req_hdrs, "te") == NULL)
+        return headers_add(&s->req_hdrs, &s->arena, NV_LIT("te"), NV_LIT("trailers"));
     return GR_OK;
 }
 
 static int add_str(struct stream *s, struct hdr_list *l, const char *name, const char *value)
 {
-    return hdr_list_add(l, &s->arena, (const uint8_t *)name, strlen(name), (const uint8_t *)value, strlen(value));
+    return headers_add(l, &s->arena, (const uint8_t *)name, strlen(name), (const uint8_t *)value, strlen(value));
 }
 
 /* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
@@ -108,7 +108,7 @@ static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, co
         return;
     }
     struct hdr_list extra;
-    hdr_list_init(&extra);
+    headers_init(&extra);
     int rc = add_str(s, &extra, "access-control-allow-methods", pol->methods_value);
     if (rc == GR_OK)
         rc = add_str(s, &extra, "access-control-allow-headers", pol->headers_value);
@@ -125,7 +125,7 @@ static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, co
  * preflight) or failed. */
 static bool web_and_cors(struct stream *s, const struct gr_vhost_cfg *vh)
 {
-    const struct gr_hdr *ct = hdr_list_find(&s->req_hdrs, "content-type");
+    const struct gr_hdr *ct = headers_find(&s->req_hdrs, "content-type");
     struct grpcweb *web = arena_alloc(&s->arena, sizeof(*web));
     if (ct != NULL && web != NULL && grpcweb_detect(web, &s->arena, ct->value, ct->valuelen)) {
         s->web = web;
@@ -135,7 +135,7 @@ static bool web_and_cors(struct stream *s, const struct gr_vhost_cfg *vh)
             return false;
         }
     }
-    const struct gr_hdr *origin = hdr_list_find(&s->req_hdrs, "origin");
+    const struct gr_hdr *origin = headers_find(&s->req_hdrs, "origin");
     const struct gr_cors_cfg *pol = cors_policy(vh, s->route);
     if (origin != NULL && cors_origin_allowed(pol, (const char *)origin->value, origin->valuelen)) {
         s->cors = pol;
@@ -143,7 +143,7 @@ static bool web_and_cors(struct stream *s, const struct gr_vhost_cfg *vh)
     }
     if (origin != NULL && s->method.value != NULL && s->method.valuelen == 7 &&
         memcmp(s->method.value, "OPTIONS", 7) == 0 &&
-        hdr_list_find(&s->req_hdrs, "access-control-request-method") != NULL) {
+        headers_find(&s->req_hdrs, "access-control-request-method") != NULL) {
         answer_preflight(s, pol, origin);
         return false;
     }

@@ -54,7 +54,7 @@ static bool headers_match(const struct gr_match_cfg *m, const struct hdr_list *h
 {
     for (size_t i = 0; i < m->n_headers; i++) {
         const struct gr_header_match_cfg *hm = &m->headers[i];
-        const struct gr_hdr *h = headers ? hdr_list_find(headers, hm->name) : NULL;
+        const struct gr_hdr *h = headers ? headers_find(headers, hm->name) : NULL;
         if (hm->exact != NULL) {
             if (h == NULL || strlen(hm->exact) != h->valuelen || memcmp(hm->exact, h->value, h->valuelen) != 0)
                 return false;

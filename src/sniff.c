@@ -16,12 +16,12 @@ static const char preface[] = H2_PREFACE;
 #define PREFACE_LEN H2_PREFACE_LEN
 
 struct sniff {
-    struct conn io; /* first member */
-    const struct gr_listener_cfg *cfg;
-    ev_timer handshake_timer;  /* TLS: bounds the handshake */
-    struct gr_list link;       /* in worker->sniffing */
-    uint8_t seen[PREFACE_LEN]; /* bytes so far, while they could still be the preface */
-    size_t n;
+    struct conn io;                    /* first member */
+    const struct gr_listener_cfg *cfg; /* the listener it came in on */
+    ev_timer handshake_timer;          /* TLS: bounds the handshake */
+    struct gr_list link;               /* in worker->sniffing */
+    uint8_t seen[PREFACE_LEN];         /* bytes so far, while they could still be the preface */
+    size_t n;                          /* bytes of seen[] */
 };
 
 static int sniff_on_read(struct conn *c, const uint8_t *data, size_t len)

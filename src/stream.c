@@ -76,11 +76,13 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     s->id = id;
     w->n_streams++;
     w->streams_begun++;
+    if (gr_unlikely(!w->busy))
+        worker_mark_busy(w);
     arena_init_with(&s->arena, 2048, s->arena_first, sizeof(s->arena_first));
-    hdr_list_init(&s->req_hdrs);
-    hdr_list_init(&s->req_trailers);
-    hdr_list_init(&s->resp_hdrs);
-    hdr_list_init(&s->resp_trailers);
+    headers_init(&s->req_hdrs);
+    headers_init(&s->req_trailers);
+    headers_init(&s->resp_hdrs);
+    headers_init(&s->resp_trailers);
     flow_init(&s->req, true);
     flow_init(&s->resp, false);
     s->up.ev = &stream_upstream_events;
@@ -210,12 +212,12 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
 bool stream_reply_http(struct stream *s, const char *status, const char *text, struct hdr_list *extra)
 {
     struct hdr_list none;
-    hdr_list_init(&none);
+    headers_init(&none);
     struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     bool body = text != NULL && text[0] != '\0' &&
-                hdr_list_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
+                headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
                 buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
     size_t n;
     nghttp2_nv *nva = resp_nv(s, status, l, false, &n);
@@ -242,8 +244,8 @@ static void reset_for_attempt(struct stream *s)
     s->up.id = 0;
     flow_rewind(&s->req);
     s->resp_status = 0;
-    hdr_list_init(&s->resp_hdrs);
-    hdr_list_init(&s->resp_trailers);
+    headers_init(&s->resp_hdrs);
+    headers_init(&s->resp_trailers);
     buf_clear(&s->resp.q, &stream_worker(s)->chunks);
 }
 
@@ -257,8 +259,8 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
         return false;
     struct retry_state rs = {.configured = s->retries, .transparent = s->transparent_retries};
     uint64_t delay_us;
-    if (!retry_decide(&s->route->retry, &rs, kind, st, w->clusters[s->route->cluster->index].n_pools, s->deadline_us,
-                      gr_now_us(), &w->rng, &delay_us))
+    if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(&w->clusters[s->route->cluster->index]),
+                      s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
@@ -346,8 +348,8 @@ static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
     struct wcluster *wc = &w->clusters[s->route->cluster->index];
-    if (wc->n_pools == 0) {
-        (void)stream_fail(s, GRPC_UNAVAILABLE, wc->why_empty);
+    if (wcluster_size(wc) == 0) {
+        (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }
     struct pool *p = wcluster_pick(wc, retry, s->last_ep, &s->last_ep);
@@ -365,7 +367,7 @@ static void start_attempt(struct stream *s, bool retry)
             submit_attempt(s, false);
         return;
     }
-    snprintf(msg, sizeof(msg), "upstream %s of cluster %s: %s", pool_address(p), wc->cfg->name,
+    snprintf(msg, sizeof(msg), "upstream %s of cluster %s: %s", pool_address(p), s->route->cluster->name,
              rc == GR_ERR_LIMIT ? "too many calls waiting for a connection" : "cannot start a connection");
     (void)stream_fail(s, GRPC_UNAVAILABLE, msg);
 }
@@ -484,15 +486,15 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
         s->resp_status = grpc_status_value(value, valuelen);
         return GR_OK;
     }
-    if (name[0] == ':' || hdr_is_hop_by_hop(name, namelen, value, valuelen))
+    if (name[0] == ':' || headers_hop_by_hop(name, namelen, value, valuelen))
         return GR_OK;
-    return hdr_list_add(trailers ? &s->resp_trailers : &s->resp_hdrs, &s->arena, name, namelen, value, valuelen);
+    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, &s->arena, name, namelen, value, valuelen);
 }
 
 /* The final response HEADERS from upstream. */
 static void on_resp_headers(struct stream *s, bool end_stream)
 {
-    const struct gr_hdr *gs = hdr_list_find(&s->resp_hdrs, "grpc-status");
+    const struct gr_hdr *gs = headers_find(&s->resp_hdrs, "grpc-status");
     char msg[200];
     enum grpc_status st;
     if (gs != NULL && end_stream && s->req.replay) {
@@ -504,7 +506,7 @@ static void on_resp_headers(struct stream *s, bool end_stream)
             return;
     }
     if (gs == NULL &&
-        !grpc_response_ok(s->resp_status, hdr_list_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
+        !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
         retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
         return;
     }
@@ -553,7 +555,7 @@ static void ev_headers_done(struct up_slot *sl, bool end_stream)
     }
     if (s->resp_status >= 100 && s->resp_status < 200) {
         /* Informational: wait for the final answer. */
-        hdr_list_init(&s->resp_hdrs);
+        headers_init(&s->resp_hdrs);
         s->resp_status = 0;
         return;
     }

@@ -230,10 +230,13 @@ SSL *tls_client_new(const struct gr_tls_client_cfg *t, const char *host)
         SSL_set_tlsext_host_name(ssl, name);
     if (t->verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-        if (is_ip)
-            X509_VERIFY_PARAM_set1_ip_asc(param, name);
-        else
-            SSL_set1_host(ssl, name);
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name) : SSL_set1_host(ssl, name);
+        if (ok != 1) {
+            /* Out of memory: without the name check the chain alone would be
+             * verified (fail-open); no connection instead. */
+            SSL_free(ssl);
+            return NULL;
+        }
     }
     return ssl;
 }

@@ -99,7 +99,7 @@ int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster
         snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint yet: %s has not been resolved",
                  cl->name, cl->endpoints[0].text);
     int rc = wcluster_adopt(wc, set);
-    endpoint_set_unref(set);
+    cluster_set_unref(set);
     return rc;
 }
 

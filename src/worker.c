@@ -18,6 +18,9 @@
  * worker on another arena; the whole trim, 10-89 ms, on a shared one), so
  * it runs only when every worker is quiet. */
 static atomic_uint busy_workers;
+/* Sessions freed (~25 KiB each) before a busy worker gives nghttp2's free
+ * blocks back to malloc. */
+#define TRIM_AFTER_SESSIONS 256
 /* Streams a worker keeps for reuse: with hundreds of calls in flight a
  * flush can end more at once than a small cache holds (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
@@ -36,6 +39,8 @@ void *worker_cache_get(struct worker_cache *c)
         return NULL;
     GR_UNPOISON(obj, c->size);
     c->head = *(void **)obj;
+    if (c->head != NULL)
+        GR_UNPOISON(c->head, sizeof(void *)); /* only the next one's link, to read later */
     if (--c->n < c->low)
         c->low = c->n;
     return obj;
@@ -47,10 +52,13 @@ void worker_cache_put(struct worker_cache *c, void *obj)
         free(obj);
         return;
     }
+    if (c->head != NULL)
+        GR_POISON(c->head, sizeof(void *)); /* no longer the head: all of it is off limits */
     *(void **)obj = c->head;
     c->head = obj;
     c->n++;
-    /* The link word stays readable for the list; the rest is off limits. */
+    /* All but the head's link word is off limits (a stream's first field,
+     * its downstream, too). */
     GR_POISON((char *)obj + sizeof(void *), c->size - sizeof(void *));
 }
 
@@ -58,6 +66,8 @@ static void *cache_pop(struct worker_cache *c)
 {
     void *obj = c->head;
     c->head = *(void **)obj;
+    if (c->head != NULL)
+        GR_UNPOISON(c->head, sizeof(void *));
     c->n--;
     GR_UNPOISON(obj, c->size);
     return obj;
@@ -102,18 +112,15 @@ void worker_housekeep(struct worker *w)
      * burst may have ended just before the next burst arrives.) */
     bool quiet = w->n_streams == 0 && w->streams_begun == w->streams_begun_swept;
     w->streams_begun_swept = w->streams_begun;
-    if (quiet == w->busy) {
-        w->busy = !quiet;
-        if (w->busy)
-            atomic_fetch_add(&busy_workers, 1);
-        else
-            atomic_fetch_sub(&busy_workers, 1);
+    if (quiet && w->busy) {
+        w->busy = false; /* busy again at its next call (worker_mark_busy) */
+        atomic_fetch_sub(&busy_workers, 1);
     }
     /* What a burst left in the free lists goes back: what no call took
      * since the last pass, or, when quiet, all of it. */
     if (quiet)
         w->chunks.n_free_low = w->chunks.n_free;
-    size_t freed = chunk_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + worker_cache_trim(&w->streams, quiet);
+    size_t freed = buf_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + worker_cache_trim(&w->streams, quiet);
     /* Give the freed memory back to the system, not just to free lists.
      * malloc_trim walks the whole heap under every arena's lock (tens of ms
      * under load: a stall for every call in flight, on every worker), so it
@@ -123,7 +130,18 @@ void worker_housekeep(struct worker *w)
         mem_pool_trim(&w->h2mem, KEEP_FREE_PER_CLASS);
         malloc_trim(0);
         w->sessions_freed = 0;
+    } else if (w->sessions_freed >= TRIM_AFTER_SESSIONS) {
+        /* Under load, many sessions freed: their blocks go back to malloc
+         * (which takes no other worker's lock), where calls reuse them. */
+        mem_pool_trim(&w->h2mem, KEEP_FREE_PER_CLASS);
+        w->sessions_freed = 0;
     }
+}
+
+void worker_mark_busy(struct worker *w)
+{
+    w->busy = true;
+    atomic_fetch_add(&busy_workers, 1);
 }
 
 static void on_housekeeping(struct ev_loop *loop, ev_timer *t, int revents)
@@ -141,7 +159,7 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     gr_list_init(&w->sniffing);
     gr_list_init(&w->dirty);
     gr_list_init(&w->reap);
-    chunk_pool_init(&w->chunks, 1024);
+    buf_pool_init(&w->chunks, 1024);
     mem_pool_init(&w->h2mem);
     worker_cache_init(&w->streams, 0, MAX_FREE_STREAMS);
     struct timespec ts;
@@ -166,9 +184,9 @@ void worker_start_watchers(struct worker *w)
 
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set)
 {
-    endpoint_set_ref(set);
+    cluster_set_ref(set);
     struct endpoint_set *old = atomic_exchange(&w->pending[i], set);
-    endpoint_set_unref(old);
+    cluster_set_unref(old);
     ev_async_send(w->loop, &w->update);
 }
 
@@ -179,11 +197,11 @@ void worker_destroy(struct worker *w)
     w->busy = false;
     if (w->pending != NULL) {
         for (size_t i = 0; i < w->cfg->n_clusters; i++)
-            endpoint_set_unref(atomic_exchange(&w->pending[i], NULL));
+            cluster_set_unref(atomic_exchange(&w->pending[i], NULL));
         free(w->pending);
         w->pending = NULL;
     }
-    chunk_pool_destroy(&w->chunks);
+    buf_pool_destroy(&w->chunks);
     mem_pool_destroy(&w->h2mem);
     worker_cache_destroy(&w->streams);
     if (w->loop != NULL) {

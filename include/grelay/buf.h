@@ -33,12 +33,12 @@ struct buf {
     size_t len;         /* bytes queued */
 };
 
-void chunk_pool_init(struct chunk_pool *p, size_t max_free);
-void chunk_pool_destroy(struct chunk_pool *p);
+void buf_pool_init(struct chunk_pool *p, size_t max_free);
+void buf_pool_destroy(struct chunk_pool *p);
 /* Frees the free chunks that no one took since the last trim, keeping at
  * least keep; returns how many were freed. Chunks a steady load cycles
  * through stay (freeing them would only fault them in again). */
-size_t chunk_pool_trim(struct chunk_pool *p, size_t keep);
+size_t buf_pool_trim(struct chunk_pool *p, size_t keep);
 
 static inline void buf_init(struct buf *b)
 {

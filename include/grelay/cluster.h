@@ -27,14 +27,14 @@ struct endpoint_set {
     struct endpoint eps[]; /* the endpoints: IP literals as written, then each name's addresses */
 };
 
-struct endpoint_set *endpoint_set_new(size_t n);
-void endpoint_set_ref(struct endpoint_set *s);
-void endpoint_set_unref(struct endpoint_set *s);
+struct endpoint_set *cluster_set_new(size_t n);
+void cluster_set_ref(struct endpoint_set *s);
+void cluster_set_unref(struct endpoint_set *s);
 /* The endpoints written in the config that are IP addresses (all of a
  * static cluster's). */
 struct endpoint_set *cluster_static_set(const struct gr_cluster_cfg *cl);
 /* Fills e from an address and port; host is the name to present (SNI). */
-void endpoint_fill(struct endpoint *e, const struct sockaddr *sa, socklen_t len, uint16_t port, const char *host,
-                   uint32_t weight);
+void cluster_endpoint_fill(struct endpoint *e, const struct sockaddr *sa, socklen_t len, uint16_t port,
+                           const char *host, uint32_t weight);
 
 #endif

@@ -49,10 +49,6 @@ enum gr_err {
     GR_ERR_CLOSED = -6, /* the other side is gone */
 };
 
-/* What an error code means, for messages ("out of memory"); "unknown
- * error" for a value that is not an enum gr_err. Never NULL, never freed. */
-const char *gr_strerror(int err);
-
 /* A place in a configuration file, 1-based (config.h stores them, the YAML
  * walker in config_yaml.h writes them and quotes them in messages). */
 struct gr_pos {

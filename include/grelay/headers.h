@@ -24,21 +24,21 @@ struct hdr_list {
     size_t bytes;     /* sum of name and value lengths */
 };
 
-static inline void hdr_list_init(struct hdr_list *l)
+static inline void headers_init(struct hdr_list *l)
 {
     l->v = NULL;
     l->n = l->cap = 0;
     l->bytes = 0;
 }
 /* Copies name and value into the arena; returns 0 or GR_ERR_NOMEM. */
-int hdr_list_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
-                 size_t valuelen);
+int headers_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t namelen, const uint8_t *value,
+                size_t valuelen);
 /* Drops every header with this name (entries stay, with namelen 0). */
-void hdr_list_remove(struct hdr_list *l, const char *name);
+void headers_remove(struct hdr_list *l, const char *name);
 /* First header with this (lower-case) name, or NULL. */
-const struct gr_hdr *hdr_list_find(const struct hdr_list *l, const char *name);
+const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name);
 /* True for headers a proxy must not forward: connection, keep-alive,
  * proxy-connection, transfer-encoding, upgrade, and te other than "trailers". */
-bool hdr_is_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+bool headers_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
 
 #endif

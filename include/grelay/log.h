@@ -6,6 +6,9 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 extern enum log_level log_threshold;
 
+/* What an error code (enum gr_err) means, for messages ("out of memory");
+ * "unknown error" for a value that is not one. Never NULL, never freed. */
+const char *log_strerror(int err);
 /* Parses "error", "warn", "info" or "debug"; returns 0 or GR_ERR_CONFIG. */
 int log_level_parse(const char *s, enum log_level *out);
 /* Names this thread in log lines ("main", "w0", ...). */

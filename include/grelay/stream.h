@@ -124,6 +124,10 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
 /* The trailers to send after the body as name/value pairs (memory of the
  * stream's arena), or NULL with *n = 0 when there are none to send. */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
+/* Whether HTTP trailers must follow the body: when stream_trailers_nv
+ * gives none (out of memory), the provider resets the stream instead of
+ * ending it with no grpc-status. */
+static inline bool stream_trailers_due(const struct stream *s) { return s->web == NULL && s->resp_trailers.n > 0; }
 
 /* For request.c: n request bytes were dropped or not queued: their credit
  * goes back to the client. */

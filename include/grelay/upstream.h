@@ -49,6 +49,7 @@ struct upstream_events {
     int (*header)(struct up_slot *sl, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
     /* A HEADERS frame of the response is complete. */
     void (*headers_done)(struct up_slot *sl, bool end_stream);
+    /* Response body bytes (DATA payload). */
     void (*data)(struct up_slot *sl, const uint8_t *data, size_t len);
     /* END_STREAM on DATA. */
     void (*end)(struct up_slot *sl);

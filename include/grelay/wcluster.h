@@ -31,6 +31,11 @@ int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster
  * finish). The balancer is rebuilt, keeping the counts of calls in flight.
  * On GR_ERR_NOMEM the old set stays. */
 int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set);
+/* Endpoints in the current set (0: none yet, or DNS found none). */
+static inline size_t wcluster_size(const struct wcluster *wc) { return wc->n_pools; }
+/* Why the set is empty, for the calls that find it so. */
+static inline const char *wcluster_why_empty(const struct wcluster *wc) { return wc->why_empty; }
+
 /* The endpoint for an attempt (wc->n_pools > 0): the balancer's pick,
  * unless it is ejected or (on a retry) the one that just failed (last),
  * when another will do. Its index goes to *idx. */

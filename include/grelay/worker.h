@@ -77,7 +77,7 @@ struct worker {
     uint64_t streams_begun;                  /* calls begun, ever */
     uint64_t streams_begun_swept;            /* streams_begun at the last housekeeping pass */
     size_t sessions_freed;                   /* large frees (hibernated sessions) since the last malloc_trim */
-    bool busy;                               /* the last housekeeping pass found calls (counted process-wide) */
+    bool busy;                               /* a call began since the last quiet pass (counted process-wide) */
     uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */
@@ -124,5 +124,8 @@ void worker_cache_destroy(struct worker_cache *c);
  * listener hibernates; tests may call it directly. */
 #define WORKER_HOUSEKEEPING_S 0.5
 void worker_housekeep(struct worker *w);
+/* A call began on a worker that was quiet: no malloc_trim anywhere until
+ * it is quiet again (stream_new calls it; one branch per call). */
+void worker_mark_busy(struct worker *w);
 
 #endif

@@ -43,7 +43,7 @@
 #include <stdint.h>
 
 enum fuzz_front {
-    FUZZ_FRONT_H1, /* HTTP/1.1 (gRPC-Web): the socket goes to h1_accept */
+    FUZZ_FRONT_H1, /* HTTP/1.1 (gRPC-Web): the socket goes to h1_server_accept */
     FUZZ_FRONT_H2, /* h2c prior knowledge: the socket goes to the sniffer, preface first */
 };
 

@@ -94,7 +94,7 @@ void gp_trim(void)
 {
     worker_cache_trim(&w->streams, true);
     w->chunks.n_free_low = w->chunks.n_free; /* chunk_pool_trim frees that many */
-    chunk_pool_trim(&w->chunks, 0);
+    buf_pool_trim(&w->chunks, 0);
     mem_pool_trim(&w->h2mem, 0);
     h2_server_worker_trim(w); /* no connection is alive between inputs */
 }

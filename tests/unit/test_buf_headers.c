@@ -16,7 +16,7 @@ static void buf_keeps_order_across_chunks(void **state)
 {
     (void)state;
     struct chunk_pool p;
-    chunk_pool_init(&p, 2);
+    buf_pool_init(&p, 2);
     struct buf b;
     buf_init(&b);
     static uint8_t in[100000], out[100000];
@@ -47,14 +47,14 @@ static void buf_keeps_order_across_chunks(void **state)
     assert_int_equal(p.n_out, 0);
     assert_int_equal(p.n_free, 2); /* the rest went back to malloc */
     assert_int_equal(buf_read(&b, &p, out, 10), 0);
-    chunk_pool_destroy(&p);
+    buf_pool_destroy(&p);
 }
 
 static void buf_clear_returns_chunks(void **state)
 {
     (void)state;
     struct chunk_pool p;
-    chunk_pool_init(&p, 16);
+    buf_pool_init(&p, 16);
     struct buf b;
     buf_init(&b);
     uint8_t x[40000] = {0};
@@ -65,7 +65,7 @@ static void buf_clear_returns_chunks(void **state)
     assert_int_equal(b.len, 0);
     assert_null(b.head);
     assert_int_equal(p.n_out, 0);
-    chunk_pool_destroy(&p);
+    buf_pool_destroy(&p);
 }
 
 static void arena_aligns_and_handles_big_requests(void **state)
@@ -90,17 +90,17 @@ static void header_list_and_hop_by_hop(void **state)
     struct arena a;
     arena_init(&a, 128);
     struct hdr_list l;
-    hdr_list_init(&l);
+    headers_init(&l);
     char name[16];
     for (int i = 0; i < 40; i++) {
         int n = snprintf(name, sizeof(name), "x-h%d", i);
-        assert_int_equal(hdr_list_add(&l, &a, (const uint8_t *)name, (size_t)n, (const uint8_t *)"v", 1), 0);
+        assert_int_equal(headers_add(&l, &a, (const uint8_t *)name, (size_t)n, (const uint8_t *)"v", 1), 0);
     }
     assert_int_equal(l.n, 40);
-    assert_non_null(hdr_list_find(&l, "x-h39"));
-    assert_null(hdr_list_find(&l, "x-h40"));
+    assert_non_null(headers_find(&l, "x-h39"));
+    assert_null(headers_find(&l, "x-h40"));
     arena_free(&a);
-#define HBH(n, v) hdr_is_hop_by_hop((const uint8_t *)n, strlen(n), (const uint8_t *)v, strlen(v))
+#define HBH(n, v) headers_hop_by_hop((const uint8_t *)n, strlen(n), (const uint8_t *)v, strlen(v))
     assert_true(HBH("connection", "close"));
     assert_true(HBH("keep-alive", "5"));
     assert_true(HBH("proxy-connection", "x"));
@@ -120,7 +120,7 @@ static void free_chunks_are_poisoned(void **state)
 {
     (void)state;
     struct chunk_pool p;
-    chunk_pool_init(&p, 4);
+    buf_pool_init(&p, 4);
     struct buf b;
     buf_init(&b);
     static const uint8_t in[CHUNK_SIZE + 10] = {1};
@@ -143,10 +143,10 @@ static void free_chunks_are_poisoned(void **state)
 #endif
     b.head->data[CHUNK_SIZE - 1] = 7; /* the whole chunk is usable again */
     buf_clear(&b, &p);
-    assert_int_equal(chunk_pool_trim(&p, 0), 0); /* both were taken since the last trim */
-    assert_int_equal(chunk_pool_trim(&p, 0), 2);
+    assert_int_equal(buf_pool_trim(&p, 0), 0); /* both were taken since the last trim */
+    assert_int_equal(buf_pool_trim(&p, 0), 2);
     assert_int_equal(p.n_free, 0);
-    chunk_pool_destroy(&p);
+    buf_pool_destroy(&p);
 }
 
 int main(void)

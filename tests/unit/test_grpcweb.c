@@ -110,9 +110,9 @@ static void trailer_frame(void **state)
     struct arena a;
     arena_init(&a, 512);
     struct hdr_list t;
-    hdr_list_init(&t);
-    hdr_list_add(&t, &a, (const uint8_t *)"grpc-status", 11, (const uint8_t *)"0", 1);
-    hdr_list_add(&t, &a, (const uint8_t *)"x-a", 3, (const uint8_t *)"b", 1);
+    headers_init(&t);
+    headers_add(&t, &a, (const uint8_t *)"grpc-status", 11, (const uint8_t *)"0", 1);
+    headers_add(&t, &a, (const uint8_t *)"x-a", 3, (const uint8_t *)"b", 1);
     struct grpcweb w;
     memset(&w, 0, sizeof(w));
     assert_int_equal(grpcweb_build_trailer(&w, &a, &t), 0);

@@ -25,16 +25,16 @@ static void every_error_has_its_own_name(void **state)
         {GR_ERR_CLOSED, "peer closed"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        assert_string_equal(gr_strerror(names[i].err), names[i].name);
+        assert_string_equal(log_strerror(names[i].err), names[i].name);
     /* The codes run from 0 down without a gap: each has a name of its own. */
     for (int e = GR_OK; e >= GR_ERR_CLOSED; e--) {
-        assert_string_not_equal(gr_strerror(e), "unknown error");
+        assert_string_not_equal(log_strerror(e), "unknown error");
         for (int f = GR_OK; f > e; f--)
-            assert_string_not_equal(gr_strerror(e), gr_strerror(f));
+            assert_string_not_equal(log_strerror(e), log_strerror(f));
     }
-    assert_string_equal(gr_strerror(GR_ERR_CLOSED - 1), "unknown error");
-    assert_string_equal(gr_strerror(1), "unknown error");
-    assert_string_equal(gr_strerror(-1000), "unknown error");
+    assert_string_equal(log_strerror(GR_ERR_CLOSED - 1), "unknown error");
+    assert_string_equal(log_strerror(1), "unknown error");
+    assert_string_equal(log_strerror(-1000), "unknown error");
 }
 
 static void log_levels_parse_in_any_case(void **state)

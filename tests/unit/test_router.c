@@ -89,13 +89,13 @@ static void routes_in_order(void **state)
     struct arena a;
     arena_init(&a, 1024);
     struct hdr_list none, blue, canary, old;
-    hdr_list_init(&none);
-    hdr_list_init(&blue);
-    hdr_list_init(&canary);
-    hdr_list_init(&old);
-    assert_int_equal(hdr_list_add(&blue, &a, (const uint8_t *)"x-tenant", 8, (const uint8_t *)"blue", 4), 0);
-    assert_int_equal(hdr_list_add(&canary, &a, (const uint8_t *)"x-canary", 8, (const uint8_t *)"", 0), 0);
-    assert_int_equal(hdr_list_add(&old, &a, (const uint8_t *)"x-old", 5, (const uint8_t *)"1", 1), 0);
+    headers_init(&none);
+    headers_init(&blue);
+    headers_init(&canary);
+    headers_init(&old);
+    assert_int_equal(headers_add(&blue, &a, (const uint8_t *)"x-tenant", 8, (const uint8_t *)"blue", 4), 0);
+    assert_int_equal(headers_add(&canary, &a, (const uint8_t *)"x-canary", 8, (const uint8_t *)"", 0), 0);
+    assert_int_equal(headers_add(&old, &a, (const uint8_t *)"x-old", 5, (const uint8_t *)"1", 1), 0);
 
     assert_int_equal(route_index("/pkg.A/Get", &none), 0);
     assert_int_equal(route_index("/pkg.A/Get?x=1", &none), 0); /* query ignored */
