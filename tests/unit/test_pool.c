@@ -50,13 +50,13 @@ static void on_refused(struct up_slot *sl, const char *why)
 static const struct upstream_events events = {.granted = on_granted, .refused = on_refused};
 
 struct fixture {
-    int listen_fd;                /* the backend that never answers */
+    int listen_fd; /* the backend that never answers */
     struct gr_config *cfg;
     struct worker w;
     struct balancer lb;
     struct endpoint_set *set;
     struct pool *p;
-    struct up_slot *slots;        /* LINE + 1 calls */
+    struct up_slot *slots; /* LINE + 1 calls */
 };
 
 static int setup(void **state)
@@ -158,7 +158,7 @@ static void retired_pool_refuses_and_is_freed_later(void **state)
     f->p = NULL; /* it frees itself now */
     f->slots[0].ops->detach(&f->slots[0], false, 0);
     pool_release(&f->slots[0]);
-    pool_shutdown(p); /* closes the last connection: the free is deferred */
+    pool_shutdown(p);        /* closes the last connection: the free is deferred */
     assert_true(p->retired); /* still readable (ASan would say otherwise) */
     assert_int_equal(p->n_conns, 0);
     worker_run_deferred(&f->w); /* frees it */
