@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cf=$(command -v clang-format-14 || command -v clang-format || true)
 [ -n "$cf" ] || { echo "format.sh: clang-format is not installed (scripts/install-deps.sh --test)" >&2; exit 2; }
-mapfile -t files < <(git ls-files 'src/*.c' 'include/grelay/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c' 'tests/fuzz/*.h' \
+mapfile -t files < <(git ls-files --cached --others --exclude-standard 'src/*.c' 'include/grelay/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c' 'tests/fuzz/*.h' \
   'bench/*.c' 'bench/*.h')
 if [ "${1:-}" = "--check" ]; then
   bad=0
