@@ -302,6 +302,11 @@ static int check_cors(struct config_yaml *c, void *obj, uint32_t seen, yaml_node
             return fail_node(c, node, "cors: origin '%s' may hold one '*', as in \"*\" or \"https://*.example.com\"",
                              o);
     }
+    for (size_t i = 0; cors->allow_credentials && i < cors->n_allow_origins; i++)
+        if (strcmp(cors->allow_origins[i], "*") == 0)
+            return fail_node(c, node,
+                             "cors: allow_credentials cannot go with the \"*\" origin (every page would be granted "
+                             "the user's credentials): list the origins");
     static const char *const default_methods[] = {"POST", "GET", "OPTIONS"};
     if (cors->n_allow_methods == 0) {
         cors->allow_methods = (const char **)default_methods;
@@ -463,8 +468,20 @@ static const struct config_field tls_server_fields[] = {
     {.key = "session_tickets", .set = config_yaml_set_bool, .off = OFF(struct gr_tls_server_cfg, session_tickets)},
     {0},
 };
+/* require_client_cert without client_ca would verify nothing: refused. */
+static int check_tls_server(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    const struct gr_tls_server_cfg *t = obj;
+    (void)seen;
+    if (t->require_client_cert && t->client_ca == NULL)
+        return fail_node(c, node,
+                         "tls: require_client_cert needs client_ca (the CA that signs the client certificates); "
+                         "without it no client would be checked");
+    return GR_OK;
+}
+
 static const struct config_schema tls_server_schema = {
-    "tls", sizeof(struct gr_tls_server_cfg), NO_POS, tls_server_fields, tls_server_init, NULL};
+    "tls", sizeof(struct gr_tls_server_cfg), NO_POS, tls_server_fields, tls_server_init, check_tls_server};
 
 static void tls_client_init(void *obj)
 {

@@ -277,6 +277,17 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:12:16: 'discovery' must be one of static, strict_dns, logical_dns, got 'dns'"},
     {"log_level: loud\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: 'log_level' must be one of error, warn, info, debug, got 'loud'"},
+    /* Cross-checks (review F7, F6): settings that would silently grant too much. */
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    grpc_web: true\n    virtual_hosts:\n      - name: v\n"
+     "        domains: ['*']\n        cors: { allow_origins: ['https://a.example', '*'], allow_credentials: true }\n"
+     "        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
+     "t.yaml:8:15: cors: allow_credentials cannot go with the \"*\" origin (every page would be granted the user's "
+     "credentials): list the origins"},
+    {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n"
+     "    tls: { cert_chain: /x.crt, private_key: /x.key, require_client_cert: true }\n    virtual_hosts:\n"
+     "      - name: v\n        domains: ['*']\n        routes: [{match: {prefix: /}, cluster: backend}]\n" CLUSTERS,
+     "t.yaml:4:10: tls: require_client_cert needs client_ca (the CA that signs the client certificates); without it "
+     "no client would be checked"},
 };
 
 static void bad_files_say_where_and_what(void **state)
