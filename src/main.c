@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static void usage(FILE *out)
 {
@@ -106,10 +107,28 @@ static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const si
     ev_loop_destroy(loop);
 }
 
+/* Raises the open-files soft limit to the hard one (an edge proxy holds a
+ * descriptor per connection; shells often start with 1,024) and says what
+ * it is. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    log_info("open files limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
 /* Starts the workers and serves until a signal stops it. Returns the exit status. */
 static int serve(const struct gr_config *cfg)
 {
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     /* Workers never see SIGINT/SIGTERM: the main loop handles them. */
     sigset_t set, old;
     sigemptyset(&set);

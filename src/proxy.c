@@ -18,10 +18,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* How long a listener stops accepting when the process is out of file
+ * descriptors (or memory): pending connections wait in the backlog instead
+ * of waking the loop in a busy cycle (nghttpx's sleep_acceptor). */
+#define ACCEPT_SLEEP_S 0.1
+
 /* One listening socket of one worker. */
 struct wlistener {
     int fd;                            /* bound, listening, non-blocking; -1 once closed */
     ev_io io;                          /* readable = connections to accept */
+    ev_timer sleep;                    /* accepting paused (out of fds) until it fires */
+    uint64_t pauses;                   /* times accepting was paused (logged at warn once a second at most) */
+    ev_tstamp logged_at;               /* when a pause was last logged */
     struct worker *w;                  /* the worker that accepts on it */
     const struct gr_listener_cfg *cfg; /* what it serves */
 };
@@ -33,6 +41,31 @@ struct proxy {
     size_t n_started;            /* workers whose thread runs */
 };
 
+static void on_accept_sleep(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct wlistener *wl = container_of(t, struct wlistener, sleep);
+    if (wl->fd >= 0)
+        ev_io_start(loop, &wl->io);
+}
+
+/* accept failed for want of resources: stop watching the listener for a
+ * while (a level-triggered watcher would fire again at once, forever). */
+static void pause_accepting(struct wlistener *wl, int err)
+{
+    struct ev_loop *loop = wl->w->loop;
+    wl->pauses++;
+    if (ev_now(loop) - wl->logged_at >= 1.0) {
+        wl->logged_at = ev_now(loop);
+        log_warn("listener %s: accept: %s: not accepting for %.0f ms (paused %llu times so far; connections hold "
+                 "the file descriptors: raise the limit or lower the load)",
+                 wl->cfg->name, strerror(err), ACCEPT_SLEEP_S * 1000, (unsigned long long)wl->pauses);
+    }
+    ev_io_stop(loop, &wl->io);
+    ev_timer_set(&wl->sleep, ACCEPT_SLEEP_S, 0.0);
+    ev_timer_start(loop, &wl->sleep);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
@@ -43,7 +76,9 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(wl, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
             return;
         }
@@ -59,6 +94,7 @@ static void close_listeners(struct worker *w)
     for (size_t i = 0; i < w->n_listeners; i++) {
         if (w->listeners[i].fd >= 0) {
             ev_io_stop(w->loop, &w->listeners[i].io);
+            ev_timer_stop(w->loop, &w->listeners[i].sleep);
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
@@ -122,6 +158,7 @@ static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
     }
     wl->fd = fd;
     ev_io_init(&wl->io, on_accept, fd, EV_READ);
+    ev_timer_init(&wl->sleep, on_accept_sleep, ACCEPT_SLEEP_S, 0.0);
     return GR_OK;
 }
 

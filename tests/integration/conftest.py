@@ -28,8 +28,8 @@ def backends():
 def grelay_factory():
     running = []
 
-    def start(config, port=None):
-        g = Grelay(config, port)
+    def start(config, port=None, preexec_fn=None):
+        g = Grelay(config, port, preexec_fn)
         running.append(g)
         return g
 
