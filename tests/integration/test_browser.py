@@ -42,7 +42,14 @@ def browser_backend():
 @pytest.fixture
 def web_grelay(page_server, browser_backend, grelay_factory):
     port = free_port()
-    cfg = simple_config(port, [browser_backend.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}],
+    # The deadline call's route caps its grpc-timeout well below the page's
+    # own 400 ms timer, so grelay's DEADLINE_EXCEEDED always arrives first:
+    # at equal deadlines the browser's timer and grelay's race (grelay's
+    # starts a network hop later), which made the check flaky under load.
+    deadline_route = {"match": {"prefix": "/", "headers": [{"name": "x-hold", "exact": "browser-deadline"}]},
+                      "cluster": "backend", "max_grpc_timeout": "150ms"}
+    cfg = simple_config(port, [browser_backend.addr],
+                        routes=[deadline_route, {"match": {"prefix": "/"}, "cluster": "backend"}],
                         listener_extra={"grpc_web": True})
     cfg["listeners"][0]["virtual_hosts"][0]["cors"] = {
         "allow_origins": ["http://localhost:%d" % page_server],
