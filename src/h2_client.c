@@ -28,13 +28,18 @@ static inline struct up_slot *slot_of(nghttp2_session *h2, int32_t id)
 
 uint32_t h2_client_free_slots(const struct upconn *u)
 {
-    if (u->draining || u->io.state == CONN_CLOSED || u->h2 == NULL)
-        return 0;
+    if (u->draining || u->io.state == CONN_CLOSED || u->h2 == NULL || !nghttp2_session_check_request_allowed(u->h2))
+        return 0; /* not allowed: GOAWAY, a session nghttp2 ended, or stream ids used up (2^30 a connection) */
     uint32_t cap = nghttp2_session_get_remote_settings(u->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     uint32_t ours = u->cl->max_streams_per_connection;
     if (ours != 0 && ours < cap)
         cap = ours;
     return cap > u->n_streams ? cap - u->n_streams : 0;
+}
+
+bool h2_client_takes_streams(const struct upconn *u)
+{
+    return u->h2 != NULL && nghttp2_session_check_request_allowed(u->h2);
 }
 
 void h2_client_drain(struct upconn *u)
@@ -63,7 +68,11 @@ static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool b
     nghttp2_data_provider prd = {.source = {.ptr = sl}, .read_callback = req_read};
     int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, sl);
     if (id < 0) {
-        log_warn("upstream %s: cannot submit request: %s", u->ep->address.text, nghttp2_strerror(id));
+        /* The connection cannot take it (stream ids used up, or the
+         * session is gone): it takes no more, and the call tries another. */
+        log_info("upstream %s: connection takes no new stream (%s): draining it", u->ep->address.text,
+                 nghttp2_strerror(id));
+        h2_client_drain(u);
         return GR_ERR_PROTO;
     }
     sl->id = id;
@@ -332,6 +341,11 @@ static int new_session(struct upconn *u, struct worker *w)
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->stream_buffer},
     };
+    /* Test only: start the stream ids near their end (2^31-1), to see a
+     * connection use them up in a few calls. */
+    const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
+    if (first != NULL)
+        nghttp2_session_set_next_stream_id(u->h2, (int32_t)strtol(first, NULL, 10));
     if (nghttp2_submit_settings(u->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
         nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window) != 0) {
         nghttp2_session_del(u->h2);

@@ -151,6 +151,8 @@ static struct upconn *find_free(struct pool *p, bool *handshaking)
         struct upconn *u = container_of(it, struct upconn, link);
         if (h2_client_free_slots(u) > 0)
             return u;
+        if (u->ready && !u->draining && !h2_client_takes_streams(u))
+            h2_client_drain(u); /* stream ids used up: closes once its streams finish */
         if (!u->ready)
             *handshaking = true;
     }

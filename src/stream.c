@@ -335,12 +335,17 @@ static void submit_attempt(struct stream *s, bool from_line)
     if (nva != NULL && s->up.ops->submit(&s->up, nva, n, body) == GR_OK)
         return;
     char msg[256];
-    if (from_line)
-        snprintf(msg, sizeof(msg), "cannot send the request upstream");
-    else
-        snprintf(msg, sizeof(msg), "upstream %s of cluster %s: cannot start a connection", pool_address(s->up.pool),
-                 s->route->cluster->name);
-    (void)stream_fail(s, from_line ? GRPC_INTERNAL : GRPC_UNAVAILABLE, msg);
+    if (nva == NULL) {
+        (void)stream_fail(s, from_line ? GRPC_INTERNAL : GRPC_UNAVAILABLE,
+                          from_line ? "cannot send the request upstream" : "grelay is out of memory");
+        return;
+    }
+    /* The connection takes no new stream (its ids are used up, or the
+     * session ended): nothing reached the backend, so another connection
+     * is tried transparently (it has drained itself). */
+    snprintf(msg, sizeof(msg), "upstream %s of cluster %s: the connection takes no new stream",
+             pool_address(s->up.pool), s->route->cluster->name);
+    retry_or_fail(s, RETRY_TRANSPARENT, GRPC_UNAVAILABLE, msg);
 }
 
 /* Sends the call to an endpoint (first attempt or retry). */

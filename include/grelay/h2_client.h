@@ -51,6 +51,9 @@ struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl,
                               const struct upconn_events *ev, void *owner);
 /* Streams it may still take. */
 uint32_t h2_client_free_slots(const struct upconn *u);
+/* Whether nghttp2 would start another stream on it (no GOAWAY, stream ids
+ * left: a client has 2^30 of them, hours at 100k calls/s). */
+bool h2_client_takes_streams(const struct upconn *u);
 /* Attaches sl to u (sl->conn, sl->ops set; linked; counted). */
 void h2_client_attach(struct upconn *u, struct up_slot *sl);
 /* No new streams; closes once the last stream is gone. */

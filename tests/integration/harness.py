@@ -85,7 +85,7 @@ class Backend:
 class Grelay:
     """grelay on a generated config (JSON is YAML, so a dict will do)."""
 
-    def __init__(self, config, port=None, preexec_fn=None):
+    def __init__(self, config, port=None, preexec_fn=None, env=None):
         self.port = port or free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.dir = tempfile.TemporaryDirectory()
@@ -95,7 +95,7 @@ class Grelay:
         self.stderr_path = os.path.join(self.dir.name, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([GRELAY, "--config", self.config_path], stderr=self.stderr,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=preexec_fn, env=None if env is None else {**os.environ, **env})
         self.stopped = False
         wait_port(self.port, self.proc)
 
