@@ -18,6 +18,7 @@
 struct h2_client_state {
     nghttp2_session_callbacks *cbs; /* client session callbacks */
     nghttp2_option *opt;            /* client session options (h2_common_options + the peer's assumed limit) */
+    int32_t first_stream_id;        /* test only (GRELAY_TEST_FIRST_STREAM_ID): 0, or where stream ids start */
 };
 
 static inline struct upconn *upconn_of(struct conn *c) { return container_of(c, struct upconn, io); }
@@ -111,9 +112,7 @@ static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
     sl->conn = NULL;
     sl->ops = NULL;
     u->n_streams--;
-    if (u->draining && u->n_streams == 0)
-        conn_want_flush(&u->io); /* the flush sees done() and closes */
-    conn_want_flush(&u->io);
+    conn_want_flush(&u->io); /* the RST and credit go out; a drained one with no stream left closes */
 }
 
 static const struct upstream_ops h2_upstream_ops = {
@@ -235,6 +234,11 @@ int h2_client_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
     nghttp2_option_set_peer_max_concurrent_streams(st->opt, ASSUMED_PEER_STREAMS);
+    /* Test only: start stream ids near their end (2^31-1), to see a
+     * connection use them up in a few calls (tests/integration/test_limits.py). */
+    const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
+    if (first != NULL)
+        st->first_stream_id = (int32_t)strtol(first, NULL, 10);
     return GR_OK;
 }
 
@@ -243,10 +247,7 @@ void h2_client_worker_destroy(struct worker *w)
     struct h2_client_state *st = w->h2c;
     if (st == NULL)
         return;
-    if (st->cbs != NULL)
-        nghttp2_session_callbacks_del(st->cbs);
-    if (st->opt != NULL)
-        nghttp2_option_del(st->opt);
+    h2_common_free(st->cbs, st->opt);
     free(st);
     w->h2c = NULL;
 }
@@ -341,11 +342,8 @@ static int new_session(struct upconn *u, struct worker *w)
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->stream_buffer},
     };
-    /* Test only: start the stream ids near their end (2^31-1), to see a
-     * connection use them up in a few calls. */
-    const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
-    if (first != NULL)
-        nghttp2_session_set_next_stream_id(u->h2, (int32_t)strtol(first, NULL, 10));
+    if (w->h2c->first_stream_id > 0)
+        nghttp2_session_set_next_stream_id(u->h2, w->h2c->first_stream_id);
     if (nghttp2_submit_settings(u->h2, NGHTTP2_FLAG_NONE, iv, GR_ARRAY_LEN(iv)) != 0 ||
         nghttp2_session_set_local_window_size(u->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)cl->connection_window) != 0) {
         nghttp2_session_del(u->h2);

@@ -12,3 +12,11 @@ int h2_common_options(nghttp2_option **opt)
     nghttp2_option_set_no_closed_streams(*opt, 1); /* we keep no priority tree: do not hold closed streams */
     return GR_OK;
 }
+
+void h2_common_free(nghttp2_session_callbacks *cbs, nghttp2_option *opt)
+{
+    if (cbs != NULL)
+        nghttp2_session_callbacks_del(cbs);
+    if (opt != NULL)
+        nghttp2_option_del(opt);
+}

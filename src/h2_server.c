@@ -302,8 +302,6 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
     bool eof;
     size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
     nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
-    if (eof && nva == NULL && stream_trailers_due(s))
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* no grpc-status: reset, never a silent OK */
     return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
@@ -430,10 +428,7 @@ void h2_server_worker_destroy(struct worker *w)
         return;
     if (w->loop != NULL)
         ev_timer_stop(w->loop, &st->hibernate);
-    if (st->cbs != NULL)
-        nghttp2_session_callbacks_del(st->cbs);
-    if (st->opt != NULL)
-        nghttp2_option_del(st->opt);
+    h2_common_free(st->cbs, st->opt);
     slab_pool_destroy(&st->slab);
     free(st);
     w->h2s = NULL;

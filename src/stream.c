@@ -119,8 +119,7 @@ static void flow_give_back(struct stream *s, struct flow *f, size_t n)
         return;
     f->given_back += n;
     if (f == &s->req) {
-        s->down->ops->consume(s->down, s, n);
-        conn_want_flush(&s->down->io);
+        s->down->ops->consume(s->down, s, n); /* the downstream flushes what it must */
     } else if (s->up.conn != NULL && s->att != ATT_CLOSED) {
         s->up.ops->consume(&s->up, n);
     }
@@ -467,12 +466,25 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
     return n;
 }
 
-nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
+/* l as nghttp2 trailers, with the contract of h2_common_data_result. */
+static nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n)
 {
     *n = 0;
-    if (s->web != NULL || s->resp_trailers.n == 0)
+    if (l->n == 0)
         return NULL;
-    return stream_nv(s, &s->resp_trailers, 0, n);
+    nghttp2_nv *nva = stream_nv(s, l, 0, n);
+    if (nva == NULL)
+        *n = l->n; /* due, but out of memory */
+    return nva;
+}
+
+nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
+{
+    if (s->web != NULL) { /* gRPC-Web carries them in the body */
+        *n = 0;
+        return NULL;
+    }
+    return trailers_nv(s, &s->resp_trailers, n);
 }
 
 /* ---- Upstream events (upstream_events, through s->up). ---- */
@@ -634,8 +646,7 @@ static size_t ev_pull(struct up_slot *sl, uint8_t *out, size_t len, bool *eof)
 static nghttp2_nv *ev_trailers(struct up_slot *sl, size_t *n)
 {
     struct stream *s = stream_of(sl);
-    *n = 0;
-    return s->req_trailers.n > 0 ? stream_nv(s, &s->req_trailers, 0, n) : NULL;
+    return trailers_nv(s, &s->req_trailers, n);
 }
 
 static const struct upstream_events stream_upstream_events = {

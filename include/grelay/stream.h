@@ -122,12 +122,9 @@ void stream_close_all(struct downstream *d);
  * ready: the downstream waits for its resume(). */
 size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
 /* The trailers to send after the body as name/value pairs (memory of the
- * stream's arena), or NULL with *n = 0 when there are none to send. */
+ * stream's arena): NULL with *n = 0 when there are none; NULL with *n > 0
+ * when they could not be built (the provider then resets the stream). */
 nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n);
-/* Whether HTTP trailers must follow the body: when stream_trailers_nv
- * gives none (out of memory), the provider resets the stream instead of
- * ending it with no grpc-status. */
-static inline bool stream_trailers_due(const struct stream *s) { return s->web == NULL && s->resp_trailers.n > 0; }
 
 /* For request.c: n request bytes were dropped or not queued: their credit
  * goes back to the client. */

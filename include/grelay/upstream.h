@@ -62,7 +62,8 @@ struct upstream_events {
     void (*lost)(struct up_slot *sl, const char *why, bool never_ready);
     /* The request body: as stream_pull_resp() on the other side. */
     size_t (*pull)(struct up_slot *sl, uint8_t *out, size_t len, bool *eof);
-    /* Request trailers to end the body with, or NULL (*n = 0). */
+    /* Request trailers to end the body with: NULL with *n = 0 when none,
+     * NULL with *n > 0 when they could not be built (see h2_common.h). */
     nghttp2_nv *(*trailers)(struct up_slot *sl, size_t *n);
 };
 
