@@ -77,6 +77,8 @@ static int parse_size(const char *s, uint64_t *out)
         mul = 1024;
     else if (strcmp(suf, "M") == 0 || strcmp(suf, "MiB") == 0 || strcmp(suf, "Mi") == 0)
         mul = 1024 * 1024;
+    else if (strcmp(suf, "G") == 0 || strcmp(suf, "GiB") == 0 || strcmp(suf, "Gi") == 0)
+        mul = 1024 * 1024 * 1024;
     else
         return -1;
     if (v > UINT64_MAX / mul)
@@ -195,6 +197,16 @@ int config_yaml_set_size(struct config_yaml *c, const struct config_field *f, ya
     if (number(c, f, v, parse_size, "a size such as 65536, 64KiB or 1MiB", &u))
         return GR_ERR_CONFIG;
     *(uint32_t *)FIELD_PTR(obj, f->off) = (uint32_t)u;
+    return GR_OK;
+}
+
+/* uint64_t bytes within [min, max]: the same spellings, for budgets past 4 GiB. */
+int config_yaml_set_size64(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
+{
+    uint64_t u;
+    if (number(c, f, v, parse_size, "a size such as 512MiB or 2GiB", &u))
+        return GR_ERR_CONFIG;
+    *(uint64_t *)FIELD_PTR(obj, f->off) = u;
     return GR_OK;
 }
 

@@ -100,8 +100,10 @@ bool config_yaml_parse_u64(const char *s, size_t len, uint64_t *out);
 int config_yaml_set_str(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj);
 /* uint32_t: a whole number within [min, max]. */
 int config_yaml_set_u32(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj);
-/* uint32_t bytes within [min, max]: "65536", "64KiB", "64K", "1MiB", "1M". */
+/* uint32_t bytes within [min, max]: "65536", "64KiB", "64K", "1MiB", "1M", "1GiB". */
 int config_yaml_set_size(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj);
+/* uint64_t bytes within [min, max], the same spellings. */
+int config_yaml_set_size64(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj);
 /* uint64_t milliseconds within [min, max]: "5s", "250ms", "1.5s", "2m", "1h",
  * "100us" (sub-millisecond values round up), "0". */
 int config_yaml_set_duration(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj);

@@ -197,7 +197,7 @@ static const struct bad_case bad_cases[] = {
     {"workers: 0\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be between 1 and 256, got '0'"},
     {"wrokers: 1\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: unknown key 'wrokers' in the configuration (expected one of: workers, log_level, listeners, "
-     "clusters)"},
+     "clusters, overload)"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n    name: again\n",
      "t.yaml:13:5: duplicate key 'name' in cluster"},
     {GOOD_HEAD "clusters:\n  - name: other\n    endpoints: [{address: 127.0.0.1:1}]\n",
@@ -363,6 +363,67 @@ static void parse_addr_takes_ip_literals(void **state)
     }
 }
 
+/* The limits and timers of hardening: their defaults, the issue's shape,
+ * and what is refused. */
+static void limits_and_timers(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *plain = GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:50051}]\n";
+    struct gr_config *cfg = load(plain, err, sizeof(err));
+    assert_non_null(cfg);
+    const struct gr_listener_cfg *l = &cfg->listeners[0];
+    assert_int_equal(l->max_connections, 10000);
+    assert_int_equal(l->idle_timeout_ms, 3600000);
+    assert_int_equal(l->request_headers_timeout_ms, 10000);
+    assert_int_equal(l->stream_write_timeout_ms, 30000);
+    assert_int_equal(l->max_request_header_fields, 100);
+    const struct gr_cluster_cfg *cl = &cfg->clusters[0];
+    assert_int_equal(cl->idle_timeout_ms, 600000);
+    assert_int_equal(cl->keepalive.interval_ms, 30000);
+    assert_int_equal(cl->keepalive.timeout_ms, 10000);
+    assert_int_equal(cl->max_pending_time_ms, 5000);
+    assert_int_equal(cfg->overload.max_heap, 0);
+    config_free(cfg);
+
+    const char *shaped = "overload: { max_heap: 1GiB }\n"
+                         "listeners:\n"
+                         "  - name: edge\n"
+                         "    address: 127.0.0.1:8080\n"
+                         "    max_connections: 500\n"
+                         "    idle_timeout: 1h\n"
+                         "    request_headers_timeout: 2s\n"
+                         "    stream_write_timeout: 0\n"
+                         "    max_request_header_fields: 64\n"
+                         "    virtual_hosts:\n"
+                         "      - name: default\n"
+                         "        domains: [\"*\"]\n"
+                         "        routes: [{match: {prefix: \"/\"}, cluster: backend}]\n"
+                         "clusters:\n"
+                         "  - name: backend\n"
+                         "    idle_timeout: 10m\n"
+                         "    keepalive: { interval: 45s }\n"
+                         "    max_pending_time: 250ms\n"
+                         "    endpoints: [{address: 127.0.0.1:50051}]\n";
+    cfg = load(shaped, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->overload.max_heap, 1ull << 30);
+    l = &cfg->listeners[0];
+    assert_int_equal(l->max_connections, 500);
+    assert_int_equal(l->request_headers_timeout_ms, 2000);
+    assert_int_equal(l->stream_write_timeout_ms, 0);
+    assert_int_equal(l->max_request_header_fields, 64);
+    cl = &cfg->clusters[0];
+    assert_int_equal(cl->keepalive.interval_ms, 45000);
+    assert_int_equal(cl->keepalive.timeout_ms, 10000); /* unwritten keys keep their defaults */
+    assert_int_equal(cl->max_pending_time_ms, 250);
+    config_free(cfg);
+
+    assert_null(load("overload: { max_heap: lots }\n" GOOD_HEAD, err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:1:23: "));
+    assert_non_null(strstr(err, "max_heap"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +435,7 @@ int main(void)
         cmocka_unit_test(shipped_configs_load),
         cmocka_unit_test(missing_file_says_so),
         cmocka_unit_test(parse_addr_takes_ip_literals),
+        cmocka_unit_test(limits_and_timers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

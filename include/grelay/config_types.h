@@ -1,0 +1,203 @@
+/* The configuration's types: YAML parsed and validated into immutable
+ * structs (config.h loads them). Owned by the main thread; workers hold a
+ * pointer for their whole run. Everything lives in the snapshot's arena.
+ * Apart from config.h so that the YAML tables of config_route.c can use
+ * them without depending on the loader. */
+#ifndef GRELAY_CONFIG_TYPES_H
+#define GRELAY_CONFIG_TYPES_H
+
+#include "grelay/arena.h"
+#include "grelay/common.h"
+#include "grelay/tls.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* A socket address written as "ip:port" or "[ipv6]:port". */
+struct gr_addr {
+    struct sockaddr_storage ss; /* the address */
+    socklen_t len;              /* its length */
+    const char *text;           /* as written in the file */
+};
+
+enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
+enum discovery_kind { DISCOVERY_STATIC = 0, DISCOVERY_STRICT_DNS = 1, DISCOVERY_LOGICAL_DNS = 2 };
+
+/* One endpoint as written in a cluster: an IP literal, or a host name for
+ * DNS discovery to resolve. */
+struct gr_endpoint_cfg {
+    const char *text;       /* as written: "10.0.0.1:50051" or "backend.internal:50051" */
+    struct gr_pos text_pos; /* where the address value is (quoted by address errors) */
+    struct gr_addr address; /* where the backend listens; filled only when !is_name */
+    bool is_name;           /* a host name, for DNS discovery (the cluster must be strict_dns or logical_dns) */
+    const char *host;       /* the host part, without brackets: the IP literal or the name */
+    uint16_t port;          /* the port part, 1..65535 */
+    uint32_t weight;        /* share for round_robin and random, 1..1000; default 1 */
+    struct gr_pos pos;      /* where it is written */
+};
+
+/* A cluster's keepalive: PING an upstream connection that has read
+ * nothing for interval; no ACK within timeout and it is lost. */
+struct gr_keepalive_cfg {
+    uint64_t interval_ms; /* quiet time before a PING; 0: no PINGs */
+    uint64_t timeout_ms;  /* how long the ACK may take */
+};
+
+/* A named group of backends that routes send calls to. */
+struct gr_cluster_cfg {
+    const char *name;                    /* unique among clusters */
+    enum lb_policy_kind lb_policy;       /* how each stream picks an endpoint */
+    enum discovery_kind discovery;       /* static, strict_dns or logical_dns */
+    uint64_t dns_refresh_ms;             /* re-resolve at least this often */
+    const char **dns_resolvers;          /* "ip:port" of DNS servers; none = the system's */
+    size_t n_dns_resolvers;              /* entries in dns_resolvers; 0 when not written */
+    struct gr_endpoint_cfg *endpoints;   /* the backends */
+    size_t n_endpoints;                  /* entries in endpoints, at least 1 */
+    uint64_t connect_timeout_ms;         /* connect + HTTP/2 preface budget */
+    uint32_t max_connections;            /* upstream connections per endpoint per worker */
+    uint32_t max_pending;                /* streams that may wait for a slot, per endpoint per worker */
+    uint32_t max_streams_per_connection; /* our cap on top of the peer's MAX_CONCURRENT_STREAMS; 0 = peer's */
+    uint32_t stream_buffer;              /* response bytes buffered per stream = upstream stream window */
+    uint32_t connection_window;          /* upstream connection-level receive window */
+    uint64_t idle_timeout_ms;            /* an upstream connection with no stream this long is closed; 0: never */
+    struct gr_keepalive_cfg keepalive;   /* HTTP/2 PING liveness check of upstream connections */
+    uint64_t max_pending_time_ms;        /* longest wait in the line for a stream slot; 0: only the deadline */
+    struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
+    struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
+    size_t index;                        /* position in gr_config.clusters (= in the workers' cluster arrays) */
+    struct gr_pos pos;                   /* where the cluster is written */
+};
+
+/* One header condition of a route match: exactly one of exact or present. */
+struct gr_header_match_cfg {
+    const char *name;  /* lower-case header name */
+    const char *exact; /* required value, or NULL */
+    bool present;      /* true: the header must be there (any value) */
+};
+
+enum route_path_kind { ROUTE_PREFIX = 1, ROUTE_EXACT = 2, ROUTE_SERVICE = 3 };
+
+/* When a route applies: exactly one of prefix, exact (or path) and service,
+ * and every header condition. */
+struct gr_match_cfg {
+    const char *prefix;                  /* path prefix */
+    const char *exact;                   /* whole path; set from path_alias when that is written */
+    const char *path_alias;              /* "path:", Envoy's spelling of exact */
+    const char *service;                 /* "package.Service" */
+    const char *method;                  /* with service: one method */
+    struct gr_header_match_cfg *headers; /* all must match */
+    size_t n_headers;                    /* entries in headers; 0: no header condition */
+    /* Derived at load time: */
+    enum route_path_kind kind; /* how path is compared: ROUTE_PREFIX or ROUTE_EXACT (service maps to these) */
+    const char *path;          /* the string compared against :path (its query is ignored) */
+    size_t path_len;           /* strlen(path) */
+};
+
+/* CORS for browsers (gRPC-Web), per virtual host or per route. */
+struct gr_cors_cfg {
+    bool set;                    /* written in the file (a route's replaces its host's) */
+    const char **allow_origins;  /* exact origins, one-star patterns, or a lone star */
+    size_t n_allow_origins;      /* entries in allow_origins, at least 1 */
+    const char **allow_methods;  /* default POST, GET, OPTIONS */
+    size_t n_allow_methods;      /* entries in allow_methods (3 for the default) */
+    const char **allow_headers;  /* added to the gRPC-Web defaults; lower-cased */
+    size_t n_allow_headers;      /* entries in allow_headers */
+    const char **expose_headers; /* added to grpc-status, grpc-message, grpc-status-details-bin; lower-cased */
+    size_t n_expose_headers;     /* entries in expose_headers */
+    uint32_t max_age;            /* seconds a preflight answer may be cached; 0 = not sent */
+    bool allow_credentials;      /* send access-control-allow-credentials: true (cookies, client certificates) */
+    /* Derived at load time, ready to send: */
+    const char *methods_value; /* access-control-allow-methods, ", "-separated */
+    const char *headers_value; /* access-control-allow-headers: the defaults, then allow_headers */
+    const char *expose_value;  /* access-control-expose-headers: the gRPC trailers, then expose_headers */
+    const char *max_age_value; /* access-control-max-age; NULL when max_age is 0 */
+};
+
+/* The wait before each configured retry. */
+struct gr_backoff_cfg {
+    uint64_t base_interval_ms; /* first retry waits up to this (full jitter) */
+    uint64_t max_interval_ms;  /* no wait is longer */
+};
+
+/* A route's retry_policy. */
+struct gr_retry_cfg {
+    const char **retry_on;         /* gRPC status names, lower-cased (see grpc_status_from_name) */
+    size_t n_retry_on;             /* entries in retry_on, at least 1 when the policy is written */
+    uint32_t retry_on_mask;        /* derived: bit N = retry on status N (never OK) */
+    uint32_t num_retries;          /* retries after the first attempt, 0..10; 1 when the policy is written */
+    uint64_t per_try_timeout_ms;   /* budget of each attempt, retried whatever retry_on says; 0 = none */
+    struct gr_backoff_cfg backoff; /* the wait between attempts */
+};
+
+/* One route of a virtual host: a match and where matching calls go. */
+struct gr_route_cfg {
+    struct gr_match_cfg match;       /* when the route applies */
+    uint64_t timeout_ms;             /* deadline when the client sends no grpc-timeout; 0 = none */
+    uint64_t max_grpc_timeout_ms;    /* cap on the client's grpc-timeout; 0 = no cap */
+    uint64_t grpc_timeout_offset_ms; /* subtracted from the grpc-timeout sent upstream */
+    struct gr_retry_cfg retry;       /* configured retries; num_retries 0 = none */
+    struct gr_cors_cfg cors;         /* overrides the virtual host's when set */
+    const char *cluster_name;        /* where it sends calls */
+    struct gr_pos cluster_pos;       /* where cluster is named */
+    struct gr_cluster_cfg *cluster;  /* resolved from cluster_name */
+    struct gr_pos pos;               /* where the route is written */
+};
+
+/* A virtual host: the routes for the :authority values it serves. */
+struct gr_vhost_cfg {
+    const char *name;            /* unique within its listener; for messages */
+    const char **domains;        /* "host", "*.suffix", "prefix.*" or "*"; lower-cased, unique within the listener */
+    size_t n_domains;            /* entries in domains, at least 1 */
+    struct gr_route_cfg *routes; /* first match wins */
+    size_t n_routes;             /* entries in routes, at least 1 */
+    struct gr_cors_cfg cors;     /* for routes without their own */
+    struct gr_pos pos;           /* where the virtual host is written */
+};
+
+/* An address clients connect to, and what it serves. */
+struct gr_listener_cfg {
+    const char *name;                   /* unique among listeners; for messages */
+    struct gr_addr address;             /* where to listen (an IP literal); unique among listeners */
+    struct gr_vhost_cfg *vhosts;        /* chosen by :authority (router_find_vhost) */
+    size_t n_vhosts;                    /* entries in vhosts, at least 1 */
+    uint32_t max_concurrent_streams;    /* advertised to clients (SETTINGS_MAX_CONCURRENT_STREAMS) */
+    uint32_t stream_buffer;             /* request bytes buffered per stream = downstream stream window */
+    uint32_t connection_window;         /* downstream connection-level receive window */
+    uint32_t max_request_headers;       /* bytes of request header fields, each counted as 32 + name + value
+                                      * (RFC 9113 §6.5.2); also sent as SETTINGS_MAX_HEADER_LIST_SIZE */
+    uint32_t max_request_header_fields; /* fields in one request header block (pseudo-headers included) */
+    uint32_t max_connections;           /* client connections on this listener, whole process; past it accept waits */
+    uint64_t idle_timeout_ms;           /* a client connection with no call in flight this long is closed; 0: never */
+    uint64_t
+        request_headers_timeout_ms; /* accept (or the previous HTTP/1.1 request) until headers are complete; 0: none */
+    uint64_t
+        stream_write_timeout_ms; /* response bytes waiting this long for a client that does not read: reset; 0: never */
+    bool grpc_web;               /* accept gRPC-Web (and HTTP/1.1) besides native gRPC */
+    struct gr_tls_server_cfg tls;  /* TLS, when set */
+    struct gr_pos tls_pos;         /* where tls: is written (quoted by TLS build errors) */
+    uint32_t grpc_web_max_request; /* largest gRPC-Web request body and message */
+    uint64_t hibernate_after_ms;   /* an HTTP/2 connection with no call this long frees its session; 0: never */
+    struct gr_pos pos;             /* where the listener is written */
+};
+
+/* The process-wide overload guard. */
+struct gr_overload_cfg {
+    uint64_t max_heap; /* heap bytes in use above which new streams are refused and accepts wait; 0: off */
+};
+
+/* One loaded file: the root of the snapshot. */
+struct gr_config {
+    struct arena arena;                /* owns everything below (not the SSL_CTXs: config_free frees those) */
+    const char *path;                  /* file it came from (the name given to config_load_buffer) */
+    uint32_t workers;                  /* worker threads, 1..256 when written; default: the CPUs online */
+    const char *log_level;             /* error, warn, info or debug (any case), as written; default info */
+    struct gr_listener_cfg *listeners; /* names and addresses unique */
+    size_t n_listeners;                /* entries in listeners, at least 1 */
+    struct gr_cluster_cfg *clusters;   /* names unique; every route's cluster is one of them */
+    size_t n_clusters;                 /* entries in clusters; at least 1 once loaded, as every route needs one */
+    struct gr_overload_cfg overload;   /* the overload guard */
+};
+
+#endif
