@@ -266,3 +266,21 @@ def test_headers_over_the_backends_limit_are_answered_locally(server_factory, gr
         # Just under the limit still goes through.
         assert call(b"fits", metadata=[("x-small", "a" * 1000)], timeout=10) == b"fits"
     assert len(srv.peers()) == 1  # one upstream connection carried every call
+
+
+def test_a_connection_without_calls_is_not_pinged_but_checked_on_reuse(server_factory, grelay_factory):
+    """gRPC servers strike PINGs on a connection with no stream: grelay sends
+    none while it is idle, and the first call after the quiet spell brings
+    one (after its HEADERS), as nghttpx's connchk does before reuse."""
+    srv = server_factory()
+    port = free_port()
+    g = grelay_factory(config(port, [srv.addr], keepalive={"interval": "200ms", "timeout": "2s"}), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        assert call(b"one", timeout=10) == b"one"
+        time.sleep(1.5)  # 7 intervals without a call
+        assert ": PING\n" not in g.log()
+        assert call(b"two", metadata=[("x-sleep-ms", "500")], timeout=10) == b"two"
+        assert g.log().count(": PING\n") >= 1
+    assert "too_many_pings" not in g.log()
+    assert len(srv.peers()) == 1
