@@ -411,7 +411,11 @@ static void keepalive_due(struct upconn *u)
         u->ping_sent = 0;
     }
     if (u->n_streams == 0 || u->h2 == NULL || ka->interval_ms == 0)
-        return; /* the next attach sets it again */
+        return;      /* the next attach sets it again */
+    if (!u->ready) { /* connect_timeout governs the handshake */
+        conn_timer_set_at(&u->io.timer, CONN_TIMER_KEEPALIVE, now + (double)ka->interval_ms / 1e3);
+        return;
+    }
     ev_tstamp at = next_ping_at(u);
     if (at <= now && u->busy_since >= now) {
         /* The HEADERS that made it busy leave first: a PING on no stream is a strike. */
