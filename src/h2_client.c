@@ -11,6 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* PINGs sooner than H2_CLIENT_PING_MIN_INTERVAL after the previous one that
+ * we allow ourselves while the peer sends no HEADERS or DATA: gRPC servers
+ * count each as a strike and end the connection at the third (grpc-go's
+ * maxPingStrikes, C-core's GRPC_ARG_HTTP2_MAX_PING_STRIKES, both 2); one
+ * leaves a margin. */
+#define EARLY_PINGS 1
+
 /* What we assume of a peer's MAX_CONCURRENT_STREAMS before its SETTINGS. */
 #define ASSUMED_PEER_STREAMS 100
 
@@ -19,6 +26,7 @@ struct h2_client_state {
     nghttp2_session_callbacks *cbs; /* client session callbacks */
     nghttp2_option *opt;            /* client session options (h2_common_options + the peer's assumed limit) */
     int32_t first_stream_id;        /* test only (GRELAY_TEST_FIRST_STREAM_ID): 0, or where stream ids start */
+    ev_tstamp ping_min_interval;    /* H2_CLIENT_PING_MIN_INTERVAL (tests: GRELAY_TEST_PING_MIN_INTERVAL_MS) */
 };
 
 static inline struct upconn *upconn_of(struct conn *c) { return container_of(c, struct upconn, io); }
@@ -66,6 +74,19 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
 static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body)
 {
     struct upconn *u = sl->conn;
+    uint32_t limit = nghttp2_session_get_remote_settings(u->h2, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
+    if (limit != UINT32_MAX) {
+        /* A peer sent a smaller SETTINGS_MAX_HEADER_LIST_SIZE: a block over
+         * it would make it end the connection every call on it shares. */
+        size_t size = 0;
+        for (size_t i = 0; i < n; i++)
+            size += 32 + nva[i].namelen + nva[i].valuelen; /* RFC 9113, 6.5.2 */
+        if (size > limit) {
+            log_debug("upstream %s: request headers of %zu bytes, over its SETTINGS_MAX_HEADER_LIST_SIZE of %u",
+                      u->ep->address.text, size, limit);
+            return GR_ERR_LIMIT;
+        }
+    }
     nghttp2_data_provider prd = {.source = {.ptr = sl}, .read_callback = req_read};
     int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, sl);
     if (id < 0) {
@@ -111,7 +132,8 @@ static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
     gr_list_remove(&sl->link);
     sl->conn = NULL;
     sl->ops = NULL;
-    u->n_streams--;
+    if (--u->n_streams == 0 && u->cl->idle_timeout_ms > 0)
+        conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)u->cl->idle_timeout_ms / 1e3);
     conn_want_flush(&u->io); /* the RST and credit go out; a drained one with no stream left closes */
 }
 
@@ -122,13 +144,42 @@ static const struct upstream_ops h2_upstream_ops = {
     .detach = op_detach,
 };
 
+/* When the next PING may leave: after keepalive.interval with nothing
+ * read; but once the peer has sent no HEADERS or DATA since our last PING
+ * (which resets a gRPC server's strikes) and EARLY_PINGS are spent, not
+ * before ping_min_interval after the last one. */
+static ev_tstamp next_ping_at(const struct upconn *u)
+{
+    ev_tstamp at = u->last_read + (double)u->cl->keepalive.interval_ms / 1e3;
+    if (u->peer_wrote || u->last_ping == 0 || u->early_pings < EARLY_PINGS)
+        return at;
+    ev_tstamp allowed = u->last_ping + u->io.w->h2c->ping_min_interval;
+    return allowed > at ? allowed : at;
+}
+
+/* Sets the keepalive deadline for the next PING (see next_ping_at). */
+static void schedule_ping(struct upconn *u)
+{
+    ev_tstamp at = next_ping_at(u), quiet = u->last_read + (double)u->cl->keepalive.interval_ms / 1e3;
+    if (at > quiet)
+        log_debug("upstream %s: next PING held back %.1fs (no HEADERS or DATA from it since the last one)",
+                  u->ep->address.text, at - quiet);
+    conn_timer_set_at(&u->io.timer, CONN_TIMER_KEEPALIVE, at);
+}
+
 void h2_client_attach(struct upconn *u, struct up_slot *sl)
 {
     sl->conn = u;
     sl->ops = &h2_upstream_ops;
     sl->id = 0;
     gr_list_insert_tail(&u->streams, &sl->link);
-    u->n_streams++;
+    if (u->n_streams++ == 0) {
+        struct conn_timer *ct = &u->io.timer;
+        conn_timer_clear(ct, CONN_TIMER_IDLE);
+        u->busy_since = ev_now(u->io.w->loop);
+        if (u->cl->keepalive.interval_ms > 0 && ct->at[CONN_TIMER_KEEPALIVE] == 0)
+            conn_timer_set_at(ct, CONN_TIMER_KEEPALIVE, next_ping_at(u));
+    }
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -142,6 +193,19 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (sl->ev->header(sl, name, namelen, value, valuelen) != GR_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
+}
+
+/* The peer's GOAWAY, with its debug data (grpc's "too_many_pings") in
+ * printable characters. */
+static void log_goaway(const struct upconn *u, const nghttp2_goaway *g)
+{
+    char dbg[64];
+    size_t n = g->opaque_data_len < sizeof(dbg) - 1 ? g->opaque_data_len : sizeof(dbg) - 1;
+    for (size_t i = 0; i < n; i++)
+        dbg[i] = g->opaque_data[i] >= 0x20 && g->opaque_data[i] < 0x7f ? (char)g->opaque_data[i] : '?';
+    dbg[n] = '\0';
+    log_info("upstream %s sent GOAWAY (%s%s%s, last stream %d)", u->ep->address.text,
+             nghttp2_http2_strerror(g->error_code), n > 0 ? ": " : "", dbg, g->last_stream_id);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -159,17 +223,27 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         u->ev->settings(u->owner, u, first);
         break;
+    case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && u->ping_sent > 0) {
+            /* Alive: the next PING is due an interval from now, not when the
+             * ACK's deadline would have found it. */
+            u->ping_sent = 0;
+            if (u->n_streams > 0)
+                schedule_ping(u);
+        }
+        break;
     case NGHTTP2_GOAWAY:
         u->draining = true;
-        log_info("upstream %s sent GOAWAY (%s, last stream %d)", u->ep->address.text,
-                 nghttp2_http2_strerror(frame->goaway.error_code), frame->goaway.last_stream_id);
+        log_goaway(u, &frame->goaway);
         conn_want_flush(&u->io);
         break;
     case NGHTTP2_HEADERS:
+        u->peer_wrote = true;
         if ((sl = slot_of(session, frame->hd.stream_id)) != NULL)
             sl->ev->headers_done(sl, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
         break;
     case NGHTTP2_DATA:
+        u->peer_wrote = true;
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && (sl = slot_of(session, frame->hd.stream_id)) != NULL)
             sl->ev->end(sl);
         break;
@@ -239,6 +313,10 @@ int h2_client_worker_init(struct worker *w)
     const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
     if (first != NULL)
         st->first_stream_id = (int32_t)strtol(first, NULL, 10);
+    /* Test only: PING as often as keepalive.interval says, to show what a
+     * gRPC server does to a client that does (tests/integration/test_upstream_timers.py). */
+    const char *min_ping = getenv("GRELAY_TEST_PING_MIN_INTERVAL_MS");
+    st->ping_min_interval = min_ping != NULL ? strtod(min_ping, NULL) / 1e3 : H2_CLIENT_PING_MIN_INTERVAL;
     return GR_OK;
 }
 
@@ -255,6 +333,7 @@ void h2_client_worker_destroy(struct worker *w)
 static int up_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct upconn *u = upconn_of(c);
+    u->last_read = ev_now(c->w->loop); /* the keepalive deadline moves lazily (keepalive_due) */
     ssize_t rv = nghttp2_session_mem_recv(u->h2, data, len);
     if (rv < 0) {
         log_warn("upstream %s: %s", u->ep->address.text, nghttp2_strerror((int)rv));
@@ -299,6 +378,78 @@ static void up_on_close(struct conn *c, int err, const char *why)
 
 static void up_destroy(struct conn *c) { free(upconn_of(c)); }
 
+/* No stream for idle_timeout: GOAWAY(NO_ERROR), then the close (the flush
+ * finds it drained and empty). */
+static void idle_due(struct upconn *u)
+{
+    if (u->n_streams > 0 || u->draining || u->h2 == NULL)
+        return;
+    log_debug("upstream %s: no call for %llums: closing the connection", u->ep->address.text,
+              (unsigned long long)u->cl->idle_timeout_ms);
+    nghttp2_submit_goaway(u->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    h2_client_drain(u);
+}
+
+/* The keepalive deadline: an unanswered PING ends the connection as lost
+ * (its calls are retried or failed as on any lost connection); otherwise a
+ * connection carrying calls that read nothing for keepalive.interval gets
+ * a PING, held back as next_ping_at says. A connection without calls is
+ * never pinged (gRPC servers count those PINGs against a 2-hour minimum):
+ * idle_timeout reaps it, and its next call's first quiet interval checks it. */
+static void keepalive_due(struct upconn *u)
+{
+    ev_tstamp now = ev_now(u->io.w->loop);
+    const struct gr_keepalive_cfg *ka = &u->cl->keepalive;
+    if (u->ping_sent > 0) {
+        if (u->last_read <= u->ping_sent) {
+            char why[96];
+            snprintf(why, sizeof(why), "no answer to a PING within %llums", (unsigned long long)ka->timeout_ms);
+            u->unresponsive = true;
+            conn_close(&u->io, GR_ERR_IO, why);
+            return;
+        }
+        u->ping_sent = 0;
+    }
+    if (u->n_streams == 0 || u->h2 == NULL || ka->interval_ms == 0)
+        return;      /* the next attach sets it again */
+    if (!u->ready) { /* connect_timeout governs the handshake */
+        conn_timer_set_at(&u->io.timer, CONN_TIMER_KEEPALIVE, now + (double)ka->interval_ms / 1e3);
+        return;
+    }
+    ev_tstamp at = next_ping_at(u);
+    if (at <= now && u->busy_since >= now) {
+        /* The HEADERS that made it busy leave first: a PING on no stream is a strike. */
+        conn_timer_set_at(&u->io.timer, CONN_TIMER_KEEPALIVE, now + 1e-3);
+        return;
+    }
+    if (at > now) {
+        schedule_ping(u);
+        return;
+    }
+    if (nghttp2_submit_ping(u->h2, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        conn_close(&u->io, GR_ERR_NOMEM, "out of memory");
+        return;
+    }
+    log_debug("upstream %s: nothing read for %.1fs with %u call%s: PING", u->ep->address.text, now - u->last_read,
+              u->n_streams, u->n_streams == 1 ? "" : "s");
+    if (u->peer_wrote)
+        u->early_pings = 0; /* the peer's strikes were reset: this one is free */
+    else if (u->last_ping > 0 && now < u->last_ping + u->io.w->h2c->ping_min_interval)
+        u->early_pings++; /* a strike at a gRPC server */
+    u->ping_sent = u->last_ping = now;
+    u->peer_wrote = false;
+    conn_timer_set_at(&u->io.timer, CONN_TIMER_KEEPALIVE, now + (double)ka->timeout_ms / 1e3);
+    conn_want_flush(&u->io);
+}
+
+static void up_on_deadline(struct conn *c, enum conn_timer_kind kind)
+{
+    if (kind == CONN_TIMER_IDLE)
+        idle_due(upconn_of(c));
+    else if (kind == CONN_TIMER_KEEPALIVE)
+        keepalive_due(upconn_of(c));
+}
+
 static void up_on_connect(struct conn *c)
 {
     if (c->ssl == NULL)
@@ -318,6 +469,7 @@ static const struct conn_ops upconn_conn_ops = {
     .on_connect = up_on_connect,
     .on_close = up_on_close,
     .destroy = up_destroy,
+    .on_deadline = up_on_deadline,
 };
 
 static void on_connect_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -375,6 +527,9 @@ struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl,
     }
     ev_timer_init(&u->connect_timer, on_connect_timeout, (double)cl->connect_timeout_ms / 1000.0, 0.0);
     ev_timer_start(w->loop, &u->connect_timer);
+    u->last_read = ev_now(w->loop);
+    if (cl->idle_timeout_ms > 0)
+        conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)cl->idle_timeout_ms / 1e3);
     return u;
 fail:
     nghttp2_session_del(u->h2);

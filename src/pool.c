@@ -11,6 +11,7 @@
 static void pool_dispatch(struct pool *p);
 
 static void free_task(struct gr_task *t) { pool_free(container_of(t, struct pool, free_task)); }
+static void on_wait_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
 struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct balancer *lb, size_t index,
                       const struct endpoint *ep)
@@ -30,6 +31,7 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
     gr_list_init(&p->retired_link);
     gr_list_init(&p->free_task.link);
     p->free_task.run = free_task;
+    ev_init(&p->wait_timer, on_wait_timer);
     return p;
 }
 
@@ -37,6 +39,7 @@ void pool_free(struct pool *p)
 {
     gr_list_remove(&p->retired_link);
     gr_list_remove(&p->free_task.link);
+    ev_timer_stop(p->w->loop, &p->wait_timer);
     free(p);
 }
 
@@ -112,8 +115,8 @@ static void on_settings(void *owner, struct upconn *u, bool first)
 static void on_closing(void *owner, struct upconn *u, const char *why)
 {
     struct pool *p = owner;
-    if (!u->ready)
-        connect_failed(p);
+    if (!u->ready || u->unresponsive)
+        connect_failed(p); /* a black-holed endpoint is avoided like one that refuses */
     if (!u->ready && !p->failing) {
         log_warn("%s (further failures of this endpoint are logged at debug level)", why);
         p->failing = true;
@@ -195,8 +198,13 @@ int pool_acquire(struct pool *p, struct up_slot *sl)
         return GR_OK;
     }
     sl->queued = true;
+    sl->queued_at = ev_now(p->w->loop);
     gr_list_insert_tail(&p->waiting, &sl->link);
     p->n_waiting++;
+    if (p->cl->max_pending_time_ms > 0 && !ev_is_active(&p->wait_timer)) {
+        ev_timer_set(&p->wait_timer, (double)p->cl->max_pending_time_ms / 1e3, 0.0);
+        ev_timer_start(p->w->loop, &p->wait_timer);
+    }
     return GR_OK;
 }
 
@@ -241,6 +249,31 @@ static void pool_dispatch(struct pool *p)
         sl->ev->granted(sl);
     }
     p->dispatching = false;
+}
+
+/* The oldest call in line may have waited max_pending_time: every call
+ * that has is refused (the line is oldest first, so they are at its head),
+ * and the timer is set for the next one. Calls that left the line early
+ * cost nothing: the timer finds a younger head and waits for it. */
+static void on_wait_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct pool *p = container_of(t, struct pool, wait_timer);
+    double max = (double)p->cl->max_pending_time_ms / 1e3, now = ev_now(loop);
+    char why[160];
+    snprintf(why, sizeof(why), "upstream %s: no stream slot within max_pending_time (%llums)", p->ep->address.text,
+             (unsigned long long)p->cl->max_pending_time_ms);
+    /* Bounded: every turn takes one call out of the line. */
+    while (p->n_waiting > 0) {
+        struct up_slot *sl = container_of(p->waiting.next, struct up_slot, link);
+        if (sl->queued_at + max > now) {
+            ev_timer_set(t, sl->queued_at + max - now, 0.0);
+            ev_timer_start(loop, t);
+            break;
+        }
+        refuse(p, leave_line(p), why);
+    }
+    release_if_idle(p);
 }
 
 void pool_shutdown(struct pool *p)

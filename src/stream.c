@@ -331,8 +331,14 @@ static void submit_attempt(struct stream *s, bool from_line)
     nghttp2_nv *nva = upstream_nv(s, &n);
     bool body = s->req_state != REQ_ENDED || s->req.q.len > 0 || s->req_trailers.n > 0;
     set_att(s, ATT_SUBMITTED);
-    if (nva != NULL && s->up.ops->submit(&s->up, nva, n, body) == GR_OK)
+    int rc = nva != NULL ? s->up.ops->submit(&s->up, nva, n, body) : GR_ERR_NOMEM;
+    if (rc == GR_OK)
         return;
+    if (rc == GR_ERR_LIMIT) { /* nothing was sent: the backend would end the shared connection */
+        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
+                          "request headers exceed the upstream's SETTINGS_MAX_HEADER_LIST_SIZE");
+        return;
+    }
     char msg[256];
     if (nva == NULL) {
         (void)stream_fail(s, from_line ? GRPC_INTERNAL : GRPC_UNAVAILABLE,

@@ -16,6 +16,13 @@
 
 struct upconn;
 
+/* Seconds between two PINGs to a peer that sent no HEADERS or DATA in
+ * between: gRPC servers answer PINGs more frequent than 5 minutes (grpc-go's
+ * EnforcementPolicy.MinTime, C-core's MIN_RECV_PING_INTERVAL_WITHOUT_DATA)
+ * with strikes, and the third strike with GOAWAY ENHANCE_YOUR_CALM
+ * "too_many_pings"; a margin covers network jitter. */
+#define H2_CLIENT_PING_MIN_INTERVAL 330.0
+
 /* What an upconn tells its owner (the pool). */
 struct upconn_events {
     /* The peer's SETTINGS arrived (first: the connection works; later: its
@@ -41,6 +48,13 @@ struct upconn {
     ev_timer connect_timer;          /* bounds connect + SETTINGS */
     bool ready;                      /* the peer's SETTINGS arrived */
     bool draining;                   /* GOAWAY received or sent, or the pool retired: no new streams */
+    bool unresponsive;               /* closed because a PING went unanswered (the pool ejects the endpoint) */
+    bool peer_wrote;                 /* HEADERS or DATA came since our last PING (the peer forgave its strikes) */
+    uint8_t early_pings;  /* PINGs sent since the peer's last HEADERS or DATA that a gRPC server counts as strikes */
+    ev_tstamp last_read;  /* when bytes last came from the peer (ev_now clock) */
+    ev_tstamp busy_since; /* when n_streams last went from 0 to 1 */
+    ev_tstamp ping_sent;  /* our unanswered PING left then; 0: none outstanding */
+    ev_tstamp last_ping;  /* when our last PING left; 0: never */
 };
 
 /* The worker's callbacks and options for client sessions (w->h2c). */
@@ -54,7 +68,12 @@ uint32_t h2_client_free_slots(const struct upconn *u);
 /* Whether nghttp2 would start another stream on it (no GOAWAY, stream ids
  * left: a client has 2^30 of them, hours at 100k calls/s). */
 bool h2_client_takes_streams(const struct upconn *u);
-/* Attaches sl to u (sl->conn, sl->ops set; linked; counted). */
+/* Attaches sl to u (sl->conn, sl->ops set; linked; counted). Its
+ * deadlines: no stream for cl->idle_timeout closes it (GOAWAY first);
+ * with streams, nothing read for cl->keepalive.interval sends a PING; while
+ * the peer sends no HEADERS or DATA, after one early PING at most one per
+ * H2_CLIENT_PING_MIN_INTERVAL (gRPC servers' ping policy); nothing read within
+ * cl->keepalive.timeout after it, and the connection is lost. */
 void h2_client_attach(struct upconn *u, struct up_slot *sl);
 /* No new streams; closes once the last stream is gone. */
 void h2_client_drain(struct upconn *u);

@@ -27,6 +27,7 @@ struct pool {
     uint32_t n_conns;                /* entries of conns: a retired pool is freed when it reaches 0 */
     struct gr_list waiting;          /* up_slots waiting for a stream slot, oldest first */
     uint32_t n_waiting;              /* entries of waiting, at most cl->max_pending */
+    ev_timer wait_timer;             /* the oldest call in line reaches max_pending_time (one timer, FIFO line) */
     bool dispatching;                /* pool_dispatch is running (it is not re-entered) */
     bool failing;                    /* last connection attempt failed (logged once) */
     uint32_t connect_failures;       /* in a row; reset by a connection that works */

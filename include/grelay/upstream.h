@@ -25,7 +25,10 @@ struct pool;
 struct upstream_ops {
     /* Sends the request headers (nva[0..n)) as a new stream on sl->conn.
      * With body the request body follows, pulled with ev->pull. Sets sl->id.
-     * Returns GR_OK, or GR_ERR_PROTO when the connection cannot take it. */
+     * Returns GR_OK, or GR_ERR_PROTO when the connection cannot take it.
+     * Returns GR_ERR_LIMIT, sending nothing, when the headers (32 + name +
+     * value each) exceed the peer's SETTINGS_MAX_HEADER_LIST_SIZE: the call
+     * is answered locally and the shared connection is left alone. */
     int (*submit)(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body);
     /* More of the request body (or its end) can be pulled. */
     void (*resume)(struct up_slot *sl);
@@ -75,6 +78,7 @@ struct up_slot {
     struct upconn *conn;              /* the connection carrying the attempt, or NULL */
     int32_t id;                       /* upstream stream id, 0 before submit */
     bool queued;                      /* in the pool's line (link is in pool->waiting) */
+    double queued_at;                 /* when it joined the line (ev_now clock): max_pending_time */
     struct gr_list link;              /* in the pool's line, or in the connection's streams */
 };
 

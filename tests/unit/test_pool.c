@@ -2,7 +2,8 @@
  * never answers, so the connection stays in its handshake) and calls that
  * are only up_slots: a long line served without recursion (review F12),
  * a retired pool that refuses its line and is freed only at the end of the
- * loop iteration (review F5). */
+ * loop iteration (review F5), and calls that wait longer than
+ * max_pending_time refused by the one timer of the line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,10 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Longer than any stack would hold if serving the line recursed. */
 #define LINE 50000
+/* The fixture's max_pending_time, ms. */
+#define PENDING_MS 100
 
 static struct {
     int granted;   /* slots handed over */
@@ -75,8 +79,8 @@ static int setup(void **state)
              "listeners: [{name: l, address: 127.0.0.1:1, virtual_hosts: [{name: v, domains: ['*'],"
              " routes: [{match: {prefix: /}, cluster: c}]}]}]\n"
              "clusters: [{name: c, max_connections: 1, max_streams_per_connection: 1, max_pending: %d,"
-             " connect_timeout: 60s, endpoints: [{address: 127.0.0.1:%u}]}]\n",
-             LINE, (unsigned)ntohs(a.sin_port));
+             " max_pending_time: %dms, connect_timeout: 60s, endpoints: [{address: 127.0.0.1:%u}]}]\n",
+             LINE, PENDING_MS, (unsigned)ntohs(a.sin_port));
     f.cfg = config_load_buffer("p.yaml", yaml, strlen(yaml), err, sizeof(err));
     if (f.cfg == NULL) {
         fprintf(stderr, "%s\n", err);
@@ -164,11 +168,75 @@ static void retired_pool_refuses_and_is_freed_later(void **state)
     worker_run_deferred(&f->w); /* frees it */
 }
 
+/* Runs the worker's loop until `refused` calls were refused (bounded). */
+static void run_until_refused(struct fixture *f, int refused)
+{
+    for (int i = 0; i < 200 && seen.refused < refused; i++)
+        ev_run(f->w.loop, EVRUN_ONCE);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The whole line, queued at once, is refused by one expiry of the line's
+ * timer (no timer per call, no recursion), with the reason, while the call
+ * holding the slot keeps it. */
+static void a_long_line_expires_at_once(void **state)
+{
+    struct fixture *f = *state;
+    double t0 = mono_s();
+    ev_now_update(f->w.loop); /* the line's clock starts after t0 */
+    for (size_t i = 0; i <= LINE; i++)
+        assert_int_equal(pool_acquire(f->p, &f->slots[i]), GR_OK);
+    assert_int_equal(f->p->n_waiting, LINE);
+    run_until_refused(f, LINE);
+    assert_int_equal(seen.refused, LINE);
+    assert_true(mono_s() - t0 >= PENDING_MS / 1e3 * 0.9); /* not before max_pending_time */
+    assert_non_null(strstr(seen.why, "no stream slot within max_pending_time (100ms)"));
+    assert_int_equal(f->p->n_waiting, 0);
+    assert_int_equal(f->lb.active[0], 1); /* the call on the connection */
+    assert_non_null(f->slots[0].conn);
+    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    pool_release(&f->slots[0]);
+    assert_int_equal(seen.granted, 0);
+}
+
+/* Each call waits max_pending_time from when it joined the line: the
+ * oldest goes first, a younger one later, and one that left the line early
+ * is not refused. */
+static void each_call_waits_its_own_time(void **state)
+{
+    struct fixture *f = *state;
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(pool_acquire(f->p, &f->slots[i]), GR_OK); /* 0 attached, 1 and 2 in line */
+    usleep(60 * 1000);
+    ev_now_update(f->w.loop);
+    assert_int_equal(pool_acquire(f->p, &f->slots[3]), GR_OK);
+    pool_release(&f->slots[1]); /* leaves the line (its client went away) */
+    run_until_refused(f, 1);
+    assert_int_equal(seen.refused, 1);
+    assert_null(f->slots[2].pool);   /* refused */
+    assert_true(f->slots[3].queued); /* younger: still waiting */
+    run_until_refused(f, 2);
+    assert_int_equal(seen.refused, 2);
+    assert_null(f->slots[3].pool);
+    assert_int_equal(f->p->n_waiting, 0);
+    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    pool_release(&f->slots[0]);
+    assert_int_equal(f->lb.active[0], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(long_line_is_served_without_recursion, setup, teardown),
         cmocka_unit_test_setup_teardown(retired_pool_refuses_and_is_freed_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_long_line_expires_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(each_call_waits_its_own_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
