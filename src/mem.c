@@ -32,6 +32,13 @@ static unsigned class_of(size_t size)
     return c;
 }
 
+/* Frees a block taken off a free list of class c. */
+static void release(struct mem_pool *p, struct hdr *h, unsigned c)
+{
+    p->bytes -= HDR + class_size(c);
+    free(h);
+}
+
 /* Takes the first block off free list c (which is not empty). */
 static struct hdr *pop_free(struct mem_pool *p, unsigned c)
 {
@@ -54,6 +61,7 @@ static void *pool_malloc(size_t size, void *ud)
         h = malloc(HDR + usable);
         if (h == NULL)
             return NULL;
+        p->bytes += HDR + usable;
         h->cls = c;
         h->size = usable;
     }
@@ -68,6 +76,7 @@ static void pool_free(void *ptr, void *ud)
     struct hdr *h = (struct hdr *)((char *)ptr - HDR);
     unsigned c = h->cls;
     if (c >= MEM_CLASSES || p->n_free[c] >= MAX_FREE_PER_CLASS) {
+        p->bytes -= HDR + h->size;
         free(h);
         return;
     }
@@ -116,12 +125,12 @@ void mem_pool_trim(struct mem_pool *p, uint32_t keep)
 {
     for (unsigned c = 0; c < MEM_CLASSES; c++)
         while (p->n_free[c] > keep)
-            free(pop_free(p, c));
+            release(p, pop_free(p, c), c);
 }
 
 void mem_pool_destroy(struct mem_pool *p)
 {
     for (unsigned c = 0; c < MEM_CLASSES; c++)
         while (p->free[c] != NULL)
-            free(pop_free(p, c));
+            release(p, pop_free(p, c), c);
 }

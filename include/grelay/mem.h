@@ -15,6 +15,8 @@ struct mem_pool {
     void *free[MEM_CLASSES];      /* free blocks of each class (headers), linked via the word after the header */
     uint32_t n_free[MEM_CLASSES]; /* blocks on each free list, at most MAX_FREE_PER_CLASS (mem.c) */
     nghttp2_mem mem;              /* what nghttp2 sessions are given */
+    size_t bytes;                 /* bytes taken from malloc and not yet freed (in use or on free lists, headers
+                                   * included): the worker's figure for the overload guard */
 };
 
 void mem_pool_init(struct mem_pool *p);
