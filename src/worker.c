@@ -120,7 +120,7 @@ uint64_t worker_heap(const struct worker *w)
 
 uint64_t worker_heap_total(void)
 {
-    uint64_t total = 0;
+    uint64_t total = mem_openssl_bytes();
     pthread_mutex_lock(&all_lock);
     for (struct gr_list *e = all_workers.next; e != &all_workers; e = e->next)
         total += atomic_load_explicit(&container_of(e, struct worker, all)->heap, memory_order_relaxed);
@@ -135,17 +135,25 @@ static void overload_check(const struct worker *w)
     if (max == 0 || w->id != 0)
         return;
     uint64_t heap = worker_heap_total();
+    static uint64_t logged; /* the figure last logged (worker 0 only) */
+    if (heap > logged + max / 64 || heap + max / 64 < logged) {
+        logged = heap;
+        log_debug("overload: calls and TLS hold %llu KiB (overload.max_heap %llu KiB)",
+                  (unsigned long long)(heap >> 10), (unsigned long long)(max >> 10));
+    }
     bool on = atomic_load_explicit(&worker_overload, memory_order_relaxed);
     uint64_t release = (uint64_t)((double)max * WORKER_OVERLOAD_RELEASE);
     if (!on && heap > max) {
         atomic_store_explicit(&worker_overload, true, memory_order_relaxed);
-        log_warn("overload: engaged: calls hold %llu KiB, above overload.max_heap (%llu KiB): new streams are refused "
+        log_warn("overload: engaged: calls and TLS hold %llu KiB, above overload.max_heap (%llu KiB): new streams are "
+                 "refused "
                  "(REFUSED_STREAM) and new connections wait until it falls below %llu KiB; calls in flight go on",
                  (unsigned long long)(heap >> 10), (unsigned long long)(max >> 10),
                  (unsigned long long)(release >> 10));
     } else if (on && heap < release) {
         atomic_store_explicit(&worker_overload, false, memory_order_relaxed);
-        log_warn("overload: released: calls hold %llu KiB, below %llu KiB: new streams and connections are taken again",
+        log_warn("overload: released: calls and TLS hold %llu KiB, below %llu KiB: new streams and connections are "
+                 "taken again",
                  (unsigned long long)(heap >> 10), (unsigned long long)(release >> 10));
     }
 }

@@ -6,6 +6,7 @@
 #define GRELAY_MEM_H
 
 #include <nghttp2/nghttp2.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,5 +24,13 @@ void mem_pool_init(struct mem_pool *p);
 void mem_pool_destroy(struct mem_pool *p);
 /* Frees all but keep free blocks of each class (after many sessions went away). */
 void mem_pool_trim(struct mem_pool *p, uint32_t keep);
+
+/* Routes OpenSSL's allocations through counting wrappers (a 16-byte size
+ * header each), so that the overload guard sees TLS memory too: records,
+ * handshake state, sessions. Call first thing in main(), before OpenSSL
+ * allocates anything; returns false (and counts nothing) if it is too late. */
+bool mem_count_openssl(void);
+/* Bytes OpenSSL holds now through those wrappers (any thread). */
+uint64_t mem_openssl_bytes(void);
 
 #endif

@@ -133,7 +133,8 @@ void worker_mark_busy(struct worker *w);
 /* The overload guard (docs/limits.md, "Overload"). Each worker's pass
  * publishes what it holds for calls: payload chunks, nghttp2's memory
  * (mem.h: HPACK tables, frames, header copies) and streams, free lists
- * included. Worker 0's pass sums every worker's figure and sets the flag
+ * included. Worker 0's pass sums every worker's figure and OpenSSL's
+ * (mem_count_openssl: TLS records and handshakes), and sets the flag
  * above overload.max_heap, clearing it below WORKER_OVERLOAD_RELEASE of
  * it, and logs each change. While set, new HTTP/2 streams are refused
  * (REFUSED_STREAM), gRPC-Web requests get UNAVAILABLE and listeners stop
@@ -143,7 +144,8 @@ extern atomic_bool worker_overload;
 static inline bool worker_overloaded(void) { return atomic_load_explicit(&worker_overload, memory_order_relaxed); }
 /* The bytes w holds for calls now (on w's thread; the pass publishes it). */
 uint64_t worker_heap(const struct worker *w);
-/* The bytes every worker of the process held at its last pass. */
+/* The bytes every worker of the process held at its last pass, and what
+ * OpenSSL holds now (mem_count_openssl). */
 uint64_t worker_heap_total(void);
 
 #endif
