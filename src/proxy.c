@@ -71,6 +71,7 @@ static void pause_accepting(struct wlistener *wl, int err)
 static void wait_overload(struct wlistener *wl)
 {
     ev_io_stop(wl->w->loop, &wl->io);
+    ev_timer_stop(wl->w->loop, &wl->sleep);
     ev_timer_set(&wl->sleep, ACCEPT_SLEEP_S, 0.0);
     ev_timer_start(wl->w->loop, &wl->sleep);
 }
