@@ -145,15 +145,15 @@ static void overload_check(const struct worker *w)
     uint64_t release = (uint64_t)((double)max * WORKER_OVERLOAD_RELEASE);
     if (!on && heap > max) {
         atomic_store_explicit(&worker_overload, true, memory_order_relaxed);
-        log_warn("overload: engaged: calls and TLS hold %llu KiB, above overload.max_heap (%llu KiB): new streams are "
-                 "refused "
-                 "(REFUSED_STREAM) and new connections wait until it falls below %llu KiB; calls in flight go on",
+        log_warn("overload: engaged: calls and TLS hold %llu KiB, above overload.max_heap (%llu KiB): "
+                 "new streams are refused (REFUSED_STREAM) and new connections wait until it falls below %llu KiB; "
+                 "calls in flight go on",
                  (unsigned long long)(heap >> 10), (unsigned long long)(max >> 10),
                  (unsigned long long)(release >> 10));
     } else if (on && heap < release) {
         atomic_store_explicit(&worker_overload, false, memory_order_relaxed);
-        log_warn("overload: released: calls and TLS hold %llu KiB, below %llu KiB: new streams and connections are "
-                 "taken again",
+        log_warn("overload: released: calls and TLS hold %llu KiB, below %llu KiB: "
+                 "new streams and connections are taken again",
                  (unsigned long long)(heap >> 10), (unsigned long long)(release >> 10));
     }
 }
