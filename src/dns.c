@@ -20,6 +20,7 @@ struct dns_host {
     bool resolved;                    /* has had a good answer */
     bool in_flight;                   /* a lookup is under way */
     bool failing;                     /* the last lookup failed (logged once) */
+    uint64_t backoff_ms;              /* failing: the next retry's base delay (doubles to dns_refresh); 0: none */
     char error[128];                  /* why the last lookup failed */
     ev_timer refresh;                 /* next lookup */
 };
@@ -42,6 +43,7 @@ struct dns_cluster {
     struct dns_host *hosts;           /* one per host-name endpoint, in the order written */
     size_t n_hosts;                   /* entries in hosts (0 if they could not be allocated) */
     struct dns_sock *socks;           /* the sockets the channel has open, most recent first */
+    ev_timer timeout;                 /* c-ares' next timeout (ares_timeout), armed while queries are out */
 };
 
 /* The resolver: every DNS-discovered cluster, on the main thread's loop. */
@@ -51,8 +53,8 @@ struct dns {
     size_t n_workers;             /* entries in workers */
     struct dns_cluster *clusters; /* the clusters with DNS discovery only (see dns_cluster.index) */
     size_t n_clusters;            /* entries in clusters */
-    ev_timer tick;                /* drives c-ares' own timeouts */
     bool stopping;                /* dns_stop is under way: late answers are dropped */
+    uint64_t rng;                 /* xorshift state: retry jitter */
 };
 
 static void publish(struct dns_cluster *dc)
@@ -110,6 +112,30 @@ static void schedule(struct dns_host *h, uint64_t ms)
     ev_timer_start(h->dc->d->loop, &h->refresh);
 }
 
+/* The first retry of a failing name waits this long, then twice as long
+ * each time, up to the cluster's dns_refresh; each delay is jittered by
+ * +-25% so that names failing together (a resolver down) spread out. */
+#define RETRY_FIRST_MS 1000
+
+static uint64_t jitter(struct dns *d, uint64_t ms)
+{
+    d->rng ^= d->rng << 13;
+    d->rng ^= d->rng >> 7;
+    d->rng ^= d->rng << 17;
+    return ms - ms / 4 + d->rng % (ms / 2 + 1);
+}
+
+/* When to look a failing name up again (exponential backoff with jitter). */
+static uint64_t retry_delay(struct dns_host *h)
+{
+    uint64_t cap = h->dc->cfg->dns_refresh_ms;
+    if (h->backoff_ms == 0)
+        h->backoff_ms = RETRY_FIRST_MS;
+    uint64_t base = h->backoff_ms < cap ? h->backoff_ms : cap;
+    h->backoff_ms = base * 2;
+    return jitter(h->dc->d, base);
+}
+
 static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     (void)timeouts;
@@ -150,12 +176,13 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         free(eps);
         if (!h->resolved)
             publish(dc); /* callers learn why there is no endpoint */
-        schedule(h, next < 1000 ? next : 1000);
+        schedule(h, retry_delay(h));
         return;
     }
     if (h->failing)
         log_info("dns: cluster %s: %s resolves again", dc->cfg->name, h->ep->host);
     h->failing = false;
+    h->backoff_ms = 0;
     h->error[0] = '\0';
     bool changed = !h->resolved || !same_answer(h, eps, n);
     if (changed) {
@@ -176,6 +203,28 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     schedule(h, next);
 }
 
+/* Arms dc's timer for c-ares' next timeout, or stops it when no query is
+ * out (call after anything that may start, answer or retry a query). */
+static void arm_timeout(struct dns_cluster *dc)
+{
+    struct ev_loop *loop = dc->d->loop;
+    ev_timer_stop(loop, &dc->timeout);
+    struct timeval tv;
+    if (dc->d->stopping || !dc->channel_ok || ares_timeout(dc->channel, NULL, &tv) == NULL)
+        return;
+    ev_timer_set(&dc->timeout, (double)tv.tv_sec + (double)tv.tv_usec / 1e6, 0.0);
+    ev_timer_start(loop, &dc->timeout);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct dns_cluster *dc = container_of(t, struct dns_cluster, timeout);
+    ares_process_fd(dc->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    arm_timeout(dc);
+}
+
 static void resolve(struct dns_host *h)
 {
     if (h->in_flight || !h->dc->channel_ok)
@@ -186,6 +235,7 @@ static void resolve(struct dns_host *h)
     hints.ai_flags = ARES_AI_NOSORT;
     h->in_flight = true;
     ares_getaddrinfo(h->dc->channel, h->ep->host, NULL, &hints, on_answer, h);
+    arm_timeout(h->dc);
 }
 
 static void on_refresh(struct ev_loop *loop, ev_timer *t, int revents)
@@ -199,8 +249,10 @@ static void on_sock(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     struct dns_sock *s = container_of(io, struct dns_sock, io);
-    ares_process_fd(s->dc->channel, (revents & EV_READ) ? s->fd : ARES_SOCKET_BAD,
+    struct dns_cluster *dc = s->dc; /* s may be freed by sock_state during the call */
+    ares_process_fd(dc->channel, (revents & EV_READ) ? s->fd : ARES_SOCKET_BAD,
                     (revents & EV_WRITE) ? s->fd : ARES_SOCKET_BAD);
+    arm_timeout(dc);
 }
 
 /* c-ares says which sockets it needs watched, and for what. */
@@ -231,16 +283,6 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
     }
     ev_io_init(&s->io, on_sock, fd, (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
     ev_io_start(dc->d->loop, &s->io);
-}
-
-static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct dns *d = container_of(t, struct dns, tick);
-    for (size_t i = 0; i < d->n_clusters; i++)
-        if (d->clusters[i].channel_ok)
-            ares_process_fd(d->clusters[i].channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 }
 
 static int open_channel(struct dns_cluster *dc)
@@ -290,6 +332,7 @@ struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size
     if (d == NULL)
         return NULL;
     d->loop = loop;
+    d->rng = (uint64_t)(ev_now(loop) * 1e6) | 1;
     d->workers = workers;
     d->n_workers = n_workers;
     d->clusters = calloc(n, sizeof(*d->clusters));
@@ -305,6 +348,7 @@ struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size
         dc->d = d;
         dc->cfg = cl;
         dc->index = i;
+        ev_timer_init(&dc->timeout, on_timeout, 0.0, 0.0);
         open_channel(dc);
         for (size_t e = 0; e < cl->n_endpoints; e++)
             dc->n_hosts += cl->endpoints[e].is_name;
@@ -322,8 +366,6 @@ struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size
         if (dc->hosts == NULL)
             dc->n_hosts = 0;
     }
-    ev_timer_init(&d->tick, on_tick, 0.1, 0.1);
-    ev_timer_start(loop, &d->tick);
     return d;
 }
 
@@ -332,9 +374,9 @@ void dns_stop(struct dns *d)
     if (d == NULL)
         return;
     d->stopping = true;
-    ev_timer_stop(d->loop, &d->tick);
     for (size_t i = 0; i < d->n_clusters; i++) {
         struct dns_cluster *dc = &d->clusters[i];
+        ev_timer_stop(d->loop, &dc->timeout);
         for (size_t h = 0; h < dc->n_hosts; h++)
             ev_timer_stop(d->loop, &dc->hosts[h].refresh);
         if (dc->channel_ok)

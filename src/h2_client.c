@@ -519,7 +519,7 @@ struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl,
     gr_list_init(&u->link);
     SSL *ssl = NULL;
     int e = ENOMEM;
-    if (new_session(u, w) != GR_OK || (cl->tls.set && (ssl = tls_client_new(&cl->tls, ep->host)) == NULL))
+    if (new_session(u, w) != GR_OK || (cl->tls.set && (ssl = tls_client_new(&cl->tls, ep->host, ep->text)) == NULL))
         goto fail;
     if (conn_connect(&u->io, w, &ep->address, &upconn_conn_ops, ssl) != GR_OK) {
         e = errno;

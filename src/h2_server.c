@@ -53,6 +53,11 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     struct dconn *d = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST || d->sleep.reviving)
         return 0;
+    if (gr_unlikely(worker_overloaded())) {
+        /* Not processed at all: the client may retry it elsewhere (RFC 9113 8.7). */
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
     h2_hibernate_on_request(&d->sleep, session);
     struct stream *s = stream_new(&d->base, frame->hd.stream_id);
     if (s == NULL) {

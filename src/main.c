@@ -3,6 +3,7 @@
 #include "grelay/config.h"
 #include "grelay/dns.h"
 #include "grelay/log.h"
+#include "grelay/mem.h"
 #include "grelay/proxy.h"
 
 #include <ev.h>
@@ -159,6 +160,9 @@ static int serve(const struct gr_config *cfg)
 
 int main(int argc, char **argv)
 {
+    /* Before anything calls OpenSSL: the overload guard counts its memory. */
+    if (!mem_count_openssl())
+        fprintf(stderr, "grelay: OpenSSL's memory is not counted (it allocated before main)\n");
     struct args a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)

@@ -10,6 +10,8 @@
 #include "grelay/mem.h"
 #include "grelay/common.h"
 
+#include <openssl/crypto.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,13 @@ static unsigned class_of(size_t size)
     while (c < MEM_CLASSES && class_size(c) < size)
         c++;
     return c;
+}
+
+/* Frees a block taken off a free list of class c. */
+static void release(struct mem_pool *p, struct hdr *h, unsigned c)
+{
+    p->bytes -= HDR + class_size(c);
+    free(h);
 }
 
 /* Takes the first block off free list c (which is not empty). */
@@ -54,6 +63,7 @@ static void *pool_malloc(size_t size, void *ud)
         h = malloc(HDR + usable);
         if (h == NULL)
             return NULL;
+        p->bytes += HDR + usable;
         h->cls = c;
         h->size = usable;
     }
@@ -68,6 +78,7 @@ static void pool_free(void *ptr, void *ud)
     struct hdr *h = (struct hdr *)((char *)ptr - HDR);
     unsigned c = h->cls;
     if (c >= MEM_CLASSES || p->n_free[c] >= MAX_FREE_PER_CLASS) {
+        p->bytes -= HDR + h->size;
         free(h);
         return;
     }
@@ -116,12 +127,63 @@ void mem_pool_trim(struct mem_pool *p, uint32_t keep)
 {
     for (unsigned c = 0; c < MEM_CLASSES; c++)
         while (p->n_free[c] > keep)
-            free(pop_free(p, c));
+            release(p, pop_free(p, c), c);
 }
 
 void mem_pool_destroy(struct mem_pool *p)
 {
     for (unsigned c = 0; c < MEM_CLASSES; c++)
         while (p->free[c] != NULL)
-            free(pop_free(p, c));
+            release(p, pop_free(p, c), c);
 }
+
+/* ---- OpenSSL's allocations, counted. ---- */
+
+/* Bytes OpenSSL holds (headers included), process-wide. */
+static atomic_uint_least64_t openssl_bytes;
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    size_t *h = malloc(HDR + n);
+    if (h == NULL)
+        return NULL;
+    *h = n;
+    atomic_fetch_add_explicit(&openssl_bytes, HDR + n, memory_order_relaxed);
+    return (char *)h + HDR;
+}
+
+static void ossl_free(void *ptr, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (ptr == NULL)
+        return;
+    size_t *h = (size_t *)(void *)((char *)ptr - HDR);
+    atomic_fetch_sub_explicit(&openssl_bytes, HDR + *h, memory_order_relaxed);
+    free(h);
+}
+
+static void *ossl_realloc(void *ptr, size_t n, const char *file, int line)
+{
+    if (ptr == NULL)
+        return ossl_malloc(n, file, line);
+    if (n == 0) { /* CRYPTO_realloc's contract: free, return NULL */
+        ossl_free(ptr, file, line);
+        return NULL;
+    }
+    size_t *h = (size_t *)(void *)((char *)ptr - HDR);
+    size_t old = *h;
+    size_t *nh = realloc(h, HDR + n);
+    if (nh == NULL)
+        return NULL;
+    *nh = n;
+    atomic_fetch_add_explicit(&openssl_bytes, n, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&openssl_bytes, old, memory_order_relaxed);
+    return (char *)nh + HDR;
+}
+
+bool mem_count_openssl(void) { return CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) == 1; }
+
+uint64_t mem_openssl_bytes(void) { return atomic_load_explicit(&openssl_bytes, memory_order_relaxed); }

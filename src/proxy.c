@@ -66,11 +66,25 @@ static void pause_accepting(struct wlistener *wl, int err)
     ev_timer_start(loop, &wl->sleep);
 }
 
+/* The overload guard is on: new connections wait in the backlog; the
+ * listener looks again after ACCEPT_SLEEP_S (worker.h, worker_overloaded). */
+static void wait_overload(struct wlistener *wl)
+{
+    ev_io_stop(wl->w->loop, &wl->io);
+    ev_timer_stop(wl->w->loop, &wl->sleep);
+    ev_timer_set(&wl->sleep, ACCEPT_SLEEP_S, 0.0);
+    ev_timer_start(wl->w->loop, &wl->sleep);
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
     struct wlistener *wl = container_of(io, struct wlistener, io);
+    if (worker_overloaded()) {
+        wait_overload(wl);
+        return;
+    }
     for (int i = 0; i < 64; i++) {
         int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {

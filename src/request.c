@@ -187,6 +187,10 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
         return false;
     }
+    if (s->down->http1 && worker_overloaded()) { /* no REFUSED_STREAM in HTTP/1.1 (h2_server.c refuses h2 streams) */
+        (void)stream_fail(s, GRPC_UNAVAILABLE, "grelay is overloaded (overload.max_heap): retry later or elsewhere");
+        return false;
+    }
     if (s->down->io.w->stopping) {
         (void)stream_fail(s, GRPC_UNAVAILABLE, "grelay is shutting down");
         return false;

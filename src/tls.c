@@ -1,13 +1,47 @@
 /* OpenSSL contexts for listeners and clusters. */
 #include "grelay/tls.h"
 #include "grelay/common.h"
+#include "grelay/log.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* Endpoints of one cluster whose last session is kept; past it, the
+ * oldest entry is reused. */
+#define MAX_SESSIONS 256
+
+/* The last session an endpoint gave, for the next connection to resume. */
+struct tls_session_entry {
+    char key[384];     /* endpoint address and server name: "10.0.0.1:443 backend.internal" */
+    SSL_SESSION *sess; /* our reference; NULL once taken (TLS 1.3 tickets are used once) */
+};
+
+/* A cluster's sessions. Its SSL_CTX is shared by every worker, so the new
+ * session callback runs on any of them: the lock guards the table (taken
+ * once per upstream connect and once per session received, never on the
+ * data path). */
+struct tls_sessions {
+    pthread_mutex_t lock;                     /* guards all below */
+    struct tls_session_entry e[MAX_SESSIONS]; /* entries in use: [0, n) */
+    size_t n;                                 /* entries used */
+    size_t next;                              /* with n == MAX_SESSIONS: the next one to reuse */
+};
+
+/* What an upstream SSL carries for the session callbacks (SSL ex_data). */
+struct tls_peer {
+    struct tls_sessions *cache; /* its cluster's sessions */
+    char key[384];              /* as tls_session_entry.key */
+};
+
+/* SSL ex_data index of struct tls_peer (set at the first tls_client_build,
+ * on the main thread, before any worker runs). */
+static int peer_index = -1;
 
 static void openssl_reason(char *buf, size_t len)
 {
@@ -170,8 +204,88 @@ int tls_server_build(struct gr_tls_server_cfg *t, bool grpc_web, char *err, size
     return GR_OK;
 }
 
+static void free_peer(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    free(ptr);
+}
+
+static struct tls_session_entry *find_session(struct tls_sessions *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->e[i].key, key) == 0)
+            return &c->e[i];
+    return NULL;
+}
+
+/* OpenSSL got a session from an upstream (after the handshake; TLS 1.3
+ * sends tickets later, maybe several): it replaces the endpoint's last.
+ * Returns 1: the reference is ours. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tls_peer *p = SSL_get_ex_data(ssl, peer_index);
+    if (p == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    struct tls_sessions *c = p->cache;
+    pthread_mutex_lock(&c->lock);
+    struct tls_session_entry *e = find_session(c, p->key);
+    if (e == NULL) {
+        e = c->n < MAX_SESSIONS ? &c->e[c->n++] : &c->e[c->next++ % MAX_SESSIONS];
+        snprintf(e->key, sizeof(e->key), "%s", p->key);
+    }
+    SSL_SESSION *old = e->sess;
+    e->sess = sess;
+    pthread_mutex_unlock(&c->lock);
+    SSL_SESSION_free(old);
+    return 1;
+}
+
+/* Offers the endpoint's last session to ssl. A TLS 1.3 session is taken
+ * (RFC 8446 C.4: a ticket once); a TLS 1.2 one stays for other connections
+ * (OpenSSL never changes a session once handed out: it copies it first). */
+static void offer_session(struct tls_peer *p, SSL *ssl)
+{
+    struct tls_sessions *c = p->cache;
+    pthread_mutex_lock(&c->lock);
+    struct tls_session_entry *e = find_session(c, p->key);
+    SSL_SESSION *sess = e != NULL ? e->sess : NULL;
+    if (sess != NULL && SSL_SESSION_get_protocol_version(sess) == TLS1_3_VERSION)
+        e->sess = NULL; /* our reference moves to this connection */
+    else if (sess != NULL)
+        SSL_SESSION_up_ref(sess);
+    pthread_mutex_unlock(&c->lock);
+    if (sess == NULL)
+        return;
+    if (SSL_SESSION_is_resumable(sess))
+        (void)SSL_set_session(ssl, sess); /* takes a reference of its own */
+    SSL_SESSION_free(sess);
+}
+
+/* Says at debug level whether an upstream handshake resumed a session. */
+static void on_info(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if (!(where & SSL_CB_HANDSHAKE_DONE) || log_threshold < LOG_DEBUG)
+        return;
+    const struct tls_peer *p = SSL_get_ex_data(ssl, peer_index);
+    log_debug("upstream %s: %s, TLS session %s", p != NULL ? p->key : "?", SSL_get_version(ssl),
+              SSL_session_reused(ssl) ? "resumed" : "new (full handshake)");
+}
+
 int tls_client_build(struct gr_tls_client_cfg *t, char *err, size_t errlen)
 {
+    if (peer_index < 0)
+        peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    t->sessions = calloc(1, sizeof(*t->sessions));
+    if (peer_index < 0 || t->sessions == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return GR_ERR_NOMEM;
+    }
+    pthread_mutex_init(&t->sessions->lock, NULL);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL)
         return fail(err, errlen, "cannot create a TLS context", "");
@@ -200,7 +314,11 @@ int tls_client_build(struct gr_tls_client_cfg *t, char *err, size_t errlen)
     SSL_CTX_set_alpn_protos(ctx, h2, sizeof(h2));
     SSL_CTX_set_mode(ctx,
                      SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+    /* Sessions go to on_new_session only: OpenSSL's own cache is never
+     * looked up on a client, and would keep up to 20,480 of them. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    SSL_CTX_set_info_callback(ctx, on_info);
     return GR_OK;
 }
 
@@ -216,14 +334,30 @@ void tls_client_free(struct gr_tls_client_cfg *t)
 {
     SSL_CTX_free(t->ctx);
     t->ctx = NULL;
+    if (t->sessions != NULL) {
+        for (size_t i = 0; i < t->sessions->n; i++)
+            SSL_SESSION_free(t->sessions->e[i].sess);
+        pthread_mutex_destroy(&t->sessions->lock);
+        free(t->sessions);
+        t->sessions = NULL;
+    }
 }
 
-SSL *tls_client_new(const struct gr_tls_client_cfg *t, const char *host)
+SSL *tls_client_new(const struct gr_tls_client_cfg *t, const char *host, const char *addr)
 {
     SSL *ssl = SSL_new(t->ctx);
     if (ssl == NULL)
         return NULL;
     const char *name = t->sni ? t->sni : host;
+    struct tls_peer *p = malloc(sizeof(*p));
+    if (p != NULL) {
+        p->cache = t->sessions;
+        snprintf(p->key, sizeof(p->key), "%s %s", addr, name);
+        if (SSL_set_ex_data(ssl, peer_index, p) != 1)
+            free(p);
+        else
+            offer_session(p, ssl);
+    }
     unsigned char ip[16];
     bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
     if (!is_ip)

@@ -18,6 +18,12 @@
  * worker on another arena; the whole trim, 10-89 ms, on a shared one), so
  * it runs only when every worker is quiet. */
 static atomic_uint busy_workers;
+/* Every worker of the process (worker_init to worker_destroy), for the
+ * overload guard's sum; the lock is taken at start, stop, and by one pass
+ * every WORKER_HOUSEKEEPING_S. */
+static struct gr_list all_workers = {&all_workers, &all_workers};
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+atomic_bool worker_overload;
 /* Sessions freed (~25 KiB each) before a busy worker gives nghttp2's free
  * blocks back to malloc. */
 #define TRIM_AFTER_SESSIONS 256
@@ -105,6 +111,53 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     worker_run_deferred(container_of(p, struct worker, prepare));
 }
 
+uint64_t worker_heap(const struct worker *w)
+{
+    size_t chunks = w->chunks.n_out + w->chunks.n_free;
+    size_t streams = w->n_streams + w->streams.n;
+    return (uint64_t)chunks * sizeof(struct chunk) + w->h2mem.bytes + (uint64_t)streams * w->streams.size;
+}
+
+uint64_t worker_heap_total(void)
+{
+    uint64_t total = mem_openssl_bytes();
+    pthread_mutex_lock(&all_lock);
+    for (struct gr_list *e = all_workers.next; e != &all_workers; e = e->next)
+        total += atomic_load_explicit(&container_of(e, struct worker, all)->heap, memory_order_relaxed);
+    pthread_mutex_unlock(&all_lock);
+    return total;
+}
+
+/* Worker 0's share of the pass: the overload guard's decision. */
+static void overload_check(const struct worker *w)
+{
+    uint64_t max = w->cfg->overload.max_heap;
+    if (max == 0 || w->id != 0)
+        return;
+    uint64_t heap = worker_heap_total();
+    static uint64_t logged; /* the figure last logged (worker 0 only) */
+    if (heap > logged + max / 64 || heap + max / 64 < logged) {
+        logged = heap;
+        log_debug("overload: calls and TLS hold %llu KiB (overload.max_heap %llu KiB)",
+                  (unsigned long long)(heap >> 10), (unsigned long long)(max >> 10));
+    }
+    bool on = atomic_load_explicit(&worker_overload, memory_order_relaxed);
+    uint64_t release = (uint64_t)((double)max * WORKER_OVERLOAD_RELEASE);
+    if (!on && heap > max) {
+        atomic_store_explicit(&worker_overload, true, memory_order_relaxed);
+        log_warn("overload: engaged: calls and TLS hold %llu KiB, above overload.max_heap (%llu KiB): "
+                 "new streams are refused (REFUSED_STREAM) and new connections wait until it falls below %llu KiB; "
+                 "calls in flight go on",
+                 (unsigned long long)(heap >> 10), (unsigned long long)(max >> 10),
+                 (unsigned long long)(release >> 10));
+    } else if (on && heap < release) {
+        atomic_store_explicit(&worker_overload, false, memory_order_relaxed);
+        log_warn("overload: released: calls and TLS hold %llu KiB, below %llu KiB: "
+                 "new streams and connections are taken again",
+                 (unsigned long long)(heap >> 10), (unsigned long long)(release >> 10));
+    }
+}
+
 void worker_housekeep(struct worker *w)
 {
     /* Quiet: no call in flight and none began since the last pass. (No call
@@ -136,6 +189,8 @@ void worker_housekeep(struct worker *w)
         mem_pool_trim(&w->h2mem, KEEP_FREE_PER_CLASS);
         w->sessions_freed = 0;
     }
+    atomic_store_explicit(&w->heap, worker_heap(w), memory_order_relaxed);
+    overload_check(w);
 }
 
 void worker_mark_busy(struct worker *w)
@@ -173,6 +228,9 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
         atomic_init(&w->pending[i], NULL);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_timer_init(&w->housekeeping, on_housekeeping, WORKER_HOUSEKEEPING_S, WORKER_HOUSEKEEPING_S);
+    pthread_mutex_lock(&all_lock);
+    gr_list_insert_tail(&all_workers, &w->all);
+    pthread_mutex_unlock(&all_lock);
     return GR_OK;
 }
 
@@ -192,6 +250,11 @@ void worker_publish(struct worker *w, size_t i, struct endpoint_set *set)
 
 void worker_destroy(struct worker *w)
 {
+    if (gr_list_linked(&w->all)) {
+        pthread_mutex_lock(&all_lock);
+        gr_list_remove(&w->all);
+        pthread_mutex_unlock(&all_lock);
+    }
     if (w->busy)
         atomic_fetch_sub(&busy_workers, 1);
     w->busy = false;

@@ -42,14 +42,15 @@ struct gr_tls_server_cfg {
 
 /* TLS to a cluster's endpoints. */
 struct gr_tls_client_cfg {
-    bool set;                /* a tls: block is written: connect to the endpoints with TLS */
-    const char *sni;         /* name sent and verified; default: the endpoint's host */
-    const char *ca;          /* PEM bundle to verify the server; default: the system's */
-    const char *cert_chain;  /* client certificate, for mTLS */
-    const char *private_key; /* PEM: the key of cert_chain (needed with it) */
-    bool verify;             /* verify the server's certificate and name (default true) */
-    const char *min_version; /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
-    void *ctx;               /* SSL_CTX, built at load */
+    bool set;                      /* a tls: block is written: connect to the endpoints with TLS */
+    const char *sni;               /* name sent and verified; default: the endpoint's host */
+    const char *ca;                /* PEM bundle to verify the server; default: the system's */
+    const char *cert_chain;        /* client certificate, for mTLS */
+    const char *private_key;       /* PEM: the key of cert_chain (needed with it) */
+    bool verify;                   /* verify the server's certificate and name (default true) */
+    const char *min_version;       /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
+    void *ctx;                     /* SSL_CTX, built at load */
+    struct tls_sessions *sessions; /* the last resumable session per endpoint, shared by the workers (tls.c) */
 };
 
 /* Builds t->ctx (and one per server_names entry). alpn defaults to h2, plus
@@ -61,8 +62,11 @@ int tls_client_build(struct gr_tls_client_cfg *t, char *err, size_t errlen);
 void tls_server_free(struct gr_tls_server_cfg *t);
 void tls_client_free(struct gr_tls_client_cfg *t);
 /* A new client SSL for an endpoint: SNI and the name to verify are t->sni,
- * or host (an IP literal is verified as an address and sent no SNI). */
-SSL *tls_client_new(const struct gr_tls_client_cfg *t, const char *host);
+ * or host (an IP literal is verified as an address and sent no SNI).
+ * addr names the endpoint ("10.0.0.1:443"): the last session the cluster
+ * got from it (any worker's) is offered for resumption, and a session it
+ * gives on this connection is kept for the next one. Any thread. */
+SSL *tls_client_new(const struct gr_tls_client_cfg *t, const char *host, const char *addr);
 /* Why the last TLS operation on ssl failed, for messages. */
 const char *tls_error(SSL *ssl, int rc, char *buf, size_t len);
 

@@ -78,6 +78,8 @@ struct worker {
     uint64_t streams_begun_swept;            /* streams_begun at the last housekeeping pass */
     size_t sessions_freed;                   /* large frees (hibernated sessions) since the last malloc_trim */
     bool busy;                               /* a call began since the last quiet pass (counted process-wide) */
+    _Atomic uint64_t heap;                   /* bytes held for calls at the last housekeeping pass (overload guard) */
+    struct gr_list all;                      /* in the process's list of workers (the overload guard sums heap) */
     uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */
@@ -127,5 +129,23 @@ void worker_housekeep(struct worker *w);
 /* A call began on a worker that was quiet: no malloc_trim anywhere until
  * it is quiet again (stream_new calls it; one branch per call). */
 void worker_mark_busy(struct worker *w);
+
+/* The overload guard (docs/limits.md, "Overload"). Each worker's pass
+ * publishes what it holds for calls: payload chunks, nghttp2's memory
+ * (mem.h: HPACK tables, frames, header copies) and streams, free lists
+ * included. Worker 0's pass sums every worker's figure and OpenSSL's
+ * (mem_count_openssl: TLS records and handshakes), and sets the flag
+ * above overload.max_heap, clearing it below WORKER_OVERLOAD_RELEASE of
+ * it, and logs each change. While set, new HTTP/2 streams are refused
+ * (REFUSED_STREAM), gRPC-Web requests get UNAVAILABLE and listeners stop
+ * accepting; calls in flight go on. Read with one relaxed load, no lock. */
+#define WORKER_OVERLOAD_RELEASE 0.9
+extern atomic_bool worker_overload;
+static inline bool worker_overloaded(void) { return atomic_load_explicit(&worker_overload, memory_order_relaxed); }
+/* The bytes w holds for calls now (on w's thread; the pass publishes it). */
+uint64_t worker_heap(const struct worker *w);
+/* The bytes every worker of the process held at its last pass, and what
+ * OpenSSL holds now (mem_count_openssl). */
+uint64_t worker_heap_total(void);
 
 #endif

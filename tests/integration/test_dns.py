@@ -15,14 +15,14 @@ from test_failures import wait_for
 
 
 class Dnsmasq:
-    def __init__(self, tmp_path, records):
+    def __init__(self, tmp_path, records, extra=()):
         self.hosts = tmp_path / "hosts"
         self.port = free_port()
         self.set(records, reload=False)
         self.proc = subprocess.Popen(
             ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
              "--addn-hosts=%s" % self.hosts, "--listen-address=127.0.0.1", "--bind-interfaces",
-             "--port=%d" % self.port, "--user=root", "--pid-file=", "--local-ttl=0"],
+             "--port=%d" % self.port, "--user=root", "--pid-file=", "--local-ttl=0"] + list(extra),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
 
@@ -177,3 +177,26 @@ def test_a_resolver_that_goes_away_leaves_the_last_good_set(dns_backends, dns, g
         assert wait_for(lambda: "keeping the last good addresses" in g.log(), seconds=15)
         seen, failed = spread(call, 20)
     assert failed == [] and set(seen) == {"d1", "d3"}
+
+
+def test_a_failing_name_is_retried_with_backoff(dns_backends, tmp_path, grelay_factory):
+    """A name that does not resolve is looked up again after about 1 s, then
+    2 s, 4 s... up to dns_refresh (each +-25%), not every second."""
+    _, bport = dns_backends
+    log = tmp_path / "queries.log"
+    dns = Dnsmasq(tmp_path, [], extra=["--log-queries", "--log-facility=%s" % log])
+    try:
+        port = free_port()
+        cfg = dns_config(port, dns, "nowhere.test", bport)
+        cfg["clusters"][0]["dns_refresh"] = "4s"
+        g = grelay_factory(cfg, port)
+        time.sleep(8)
+        queries = log.read_text().count("query[A] nowhere.test ")
+        # Lookups at 0, ~1, ~3, ~7 s: at most 5 even with the jitter (one a
+        # second would make 8 or 9). c-ares asks twice per lookup (tries: 2)
+        # when the server answers REFUSED.
+        assert 2 <= queries <= 12, log.read_text()
+        dns.set([("nowhere.test", "127.0.0.21")])
+        assert wait_for(lambda: "nowhere.test resolves again" in g.log(), seconds=10), g.log()
+    finally:
+        dns.stop()

@@ -273,3 +273,31 @@ def test_tls_connection_hibernates_and_wakes(pki, backend, grelay_factory):
             assert wait_log(g, "client connection hibernates", i + 1) == i + 1
         assert ch.unary_unary("/test.Echo/Unary")(b"end", timeout=10) == b"end"
     assert g.log().count("client connection wakes") == 3
+
+
+def test_upstream_connections_resume_the_last_tls_session(pki, backend, grelay_factory):
+    """A cluster's SSL_CTX is shared by the workers, and so are its sessions:
+    the first upstream connection (on one worker) does the full handshake and
+    keeps the session the backend gives; the next one, made later by the
+    other worker, resumes it. grelay says which at debug level."""
+    port = free_port()
+    cfg = config(port, pki, backend)
+    cfg["workers"] = 2
+    cfg["log_level"] = "debug"
+    g = grelay_factory(cfg, port)
+
+    def handshakes():
+        return g.log().count("TLS session new (full handshake)"), g.log().count("TLS session resumed")
+
+    with channel(g, pki) as ch:
+        assert ch.unary_unary("/test.Echo/Unary")(b"first", timeout=10) == b"first"
+    assert handshakes() == (1, 0), g.log()
+    # New client connections until one lands on the other worker (the kernel
+    # spreads them by hash), which opens its own upstream connection.
+    for i in range(40):
+        with channel(g, pki) as ch:
+            assert ch.unary_unary("/test.Echo/Unary")(b"more", timeout=10) == b"more"
+        if sum(handshakes()) == 2:
+            break
+    assert handshakes() == (1, 1), g.log()
+    assert "upstream %s backend.internal: TLSv1.3, TLS session resumed" % backend.addr in g.log()

@@ -8,6 +8,7 @@
 #include "grelay/common.h"
 #include "grelay/mem.h"
 
+#include <openssl/crypto.h>
 #include <string.h>
 
 static void *m_alloc(struct mem_pool *p, size_t n) { return p->mem.malloc(n, p->mem.mem_user_data); }
@@ -77,12 +78,60 @@ static void free_blocks_are_poisoned(void **state)
     mem_pool_destroy(&p);
     assert_int_equal(p.n_free[3], 0);
 }
+/* The bytes the pool holds (the overload guard's figure): what it took
+ * from malloc, free lists included, until trimmed back. */
+static void bytes_held_are_counted(void **state)
+{
+    (void)state;
+    struct mem_pool p;
+    mem_pool_init(&p);
+    assert_int_equal(p.bytes, 0);
+    char *a = m_alloc(&p, 100);     /* 128 + the 16-byte header */
+    char *big = m_alloc(&p, 10000); /* plain malloc: 10000 + 16 */
+    assert_int_equal(p.bytes, 144 + 10016);
+    m_free(&p, big); /* straight back to malloc */
+    assert_int_equal(p.bytes, 144);
+    m_free(&p, a); /* on the free list: still held */
+    assert_int_equal(p.bytes, 144);
+    char *r = p.mem.realloc(m_alloc(&p, 100), 300, p.mem.mem_user_data); /* 128 block kept, a 512 one taken */
+    assert_int_equal(p.bytes, 144 + 528);
+    m_free(&p, r);
+    mem_pool_trim(&p, 0);
+    assert_int_equal(p.bytes, 0);
+    a = m_alloc(&p, 32);
+    m_free(&p, a);
+    mem_pool_destroy(&p);
+    assert_int_equal(p.bytes, 0);
+}
+/* OpenSSL's allocations, counted through the wrappers mem_count_openssl
+ * installs (before this process used OpenSSL for anything). */
+static void openssl_bytes_are_counted(void **state)
+{
+    (void)state;
+    assert_true(mem_count_openssl());
+    uint64_t base = mem_openssl_bytes();
+    char *p = OPENSSL_malloc(100);
+    assert_non_null(p);
+    assert_int_equal(mem_openssl_bytes(), base + 116);
+    memset(p, 1, 100);
+    p = OPENSSL_realloc(p, 5000);
+    assert_non_null(p);
+    assert_int_equal(p[99], 1);
+    assert_int_equal(mem_openssl_bytes(), base + 5016);
+    p = OPENSSL_realloc(p, 10);
+    assert_int_equal(mem_openssl_bytes(), base + 26);
+    OPENSSL_free(p);
+    OPENSSL_free(NULL);
+    assert_int_equal(mem_openssl_bytes(), base);
+}
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(blocks_are_reused_by_class),
         cmocka_unit_test(free_blocks_are_poisoned),
+        cmocka_unit_test(bytes_held_are_counted),
+        cmocka_unit_test(openssl_bytes_are_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
