@@ -155,6 +155,19 @@ def test_101_fields_are_refused_naming_the_field_limit_and_100_pass(proxy):
         s.close()
 
 
+def test_grpcio_reads_both_answers_as_resource_exhausted(channel):
+    """150 fields: the block is read to its end and answered; 300 (twice
+    past the limit): cut with RST_STREAM(ENHANCE_YOUR_CALM)."""
+    unary = channel.unary_unary("/test.Echo/Unary")
+    for n, details in ((150, "request headers exceed the listener's limit of 100 fields"),
+                       (300, "Received RST_STREAM with error code 11")):
+        with pytest.raises(grpc.RpcError) as e:
+            unary(b"x", timeout=10, metadata=[("x-m%d" % i, "v") for i in range(n)])
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.value.details() == details
+    assert unary(b"after", timeout=10) == b"after"  # the connection still serves
+
+
 def test_the_32_byte_overhead_counts(backends, grelay_factory):
     """50 fields whose names and values sum to ~2,700 bytes fit 4096 bytes
     without the overhead, and do not with it (50 x 32 = 1,600 more)."""
