@@ -106,7 +106,7 @@ static int emit_header(struct h1conn *h)
                                (const uint8_t *)(h->value ? h->value : ""), h->value_len);
     h->field_len = h->value_len = 0;
     h->in_value = false;
-    return rc == GR_OK ? 0 : -1;
+    return rc == GR_ERR_NOMEM ? -1 : 0; /* past a limit: the call is answered once the head is read */
 }
 
 static int on_message_begin(http_parser *p)
@@ -146,8 +146,9 @@ static int on_headers_complete(http_parser *p)
     if (emit_header(h) != 0)
         return -1;
     const char *method = http_method_str((enum http_method)p->method);
-    if (request_on_header(h->s, (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method)) ||
-        request_on_header(h->s, (const uint8_t *)":path", 5, (const uint8_t *)h->url, h->url_len))
+    if (request_on_header(h->s, (const uint8_t *)":method", 7, (const uint8_t *)method, strlen(method)) ==
+            GR_ERR_NOMEM ||
+        request_on_header(h->s, (const uint8_t *)":path", 5, (const uint8_t *)h->url, h->url_len) == GR_ERR_NOMEM)
         return -1;
     if (!http_should_keep_alive(p))
         h->close_after = true;

@@ -77,9 +77,17 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
-    if (request_on_header(s, name, namelen, value, valuelen) != GR_OK)
+    int rc = request_on_header(s, name, namelen, value, valuelen);
+    if (rc == GR_ERR_LIMIT) {
+        /* Far past the header limits (an HPACK bomb: small wire bytes that
+         * decode large): stop the block here. nghttp2 then decodes the rest
+         * for its table only, hands us no field, and skips its resets
+         * (the stream is closing): ENHANCE_YOUR_CALM, which gRPC clients
+         * read as RESOURCE_EXHAUSTED, not INTERNAL_ERROR. */
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    return 0;
+    }
+    return rc == GR_OK ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)

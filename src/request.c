@@ -26,27 +26,62 @@ static int set_pseudo(struct stream *s, struct gr_hdr *h, const uint8_t *value, 
     return GR_OK;
 }
 
-/* Stores a field's value in h (a pseudo header) or adds it to l, counting
- * what is kept against the listener's limit (for a list, name and value). */
+/* Stores a field's value in h (a pseudo header) or adds it to l. */
 static int keep(struct stream *s, struct gr_hdr *h, struct hdr_list *l, const uint8_t *name, size_t namelen,
                 const uint8_t *value, size_t valuelen)
 {
-    int rc = h != NULL ? set_pseudo(s, h, value, valuelen) : headers_add(l, &s->arena, name, namelen, value, valuelen);
-    if (rc == GR_OK)
-        s->req_header_bytes += (uint32_t)(valuelen + (h != NULL ? 0 : namelen));
-    return rc;
+    return h != NULL ? set_pseudo(s, h, value, valuelen) : headers_add(l, &s->arena, name, namelen, value, valuelen);
+}
+
+/* Which listener limit a request header block passed (s->req_over). */
+enum req_over {
+    REQ_OVER_NONE,   /* within both */
+    REQ_OVER_BYTES,  /* max_request_headers */
+    REQ_OVER_FIELDS, /* max_request_header_fields */
+};
+
+/* Answers a call whose head (or trailers) passed a limit, naming it. */
+static void refuse(struct stream *s, bool trailers)
+{
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    char msg[160];
+    if (s->req_over == REQ_OVER_FIELDS)
+        snprintf(msg, sizeof(msg), "request %s exceed the listener's limit of %u fields",
+                 trailers ? "trailers" : "headers", lc->max_request_header_fields);
+    else
+        snprintf(msg, sizeof(msg), "request %s exceed the listener's limit of %u bytes (32 + name + value a field)",
+                 trailers ? "trailers" : "headers", lc->max_request_headers);
+    (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+}
+
+/* A field past a limit: dropped, never copied. The first one names the
+ * limit; trailers are answered at once (the call is under way), a head
+ * when it is complete (request_on_headers_done), so the client reads why.
+ * Twice past a limit the block is not worth reading on: GR_ERR_LIMIT. */
+static int over_limit(struct stream *s, uint64_t bytes, uint32_t fields)
+{
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    if (s->req_over == REQ_OVER_NONE) {
+        s->req_over = fields > lc->max_request_header_fields ? REQ_OVER_FIELDS : REQ_OVER_BYTES;
+        if (s->req_state != REQ_HEADERS)
+            refuse(s, true);
+    }
+    if (bytes > 2 * (uint64_t)lc->max_request_headers || fields > 2 * (uint64_t)lc->max_request_header_fields)
+        return GR_ERR_LIMIT;
+    return GR_OK;
 }
 
 int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
 {
-    /* The limit counts what is kept (and the field at hand, whole); past
-     * it every later field is dropped and the call fails. */
-    if (s->req_header_bytes == REQ_HEADERS_OVER)
-        return GR_OK;
-    if ((uint64_t)s->req_header_bytes + namelen + valuelen > s->down->cfg->max_request_headers) {
-        s->req_header_bytes = REQ_HEADERS_OVER;
-        return GR_OK;
-    }
+    /* Every field counts, kept or not, as RFC 9113 6.5.2 counts it for
+     * the SETTINGS_MAX_HEADER_LIST_SIZE we advertise. */
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    uint64_t bytes = (uint64_t)s->req_header_bytes + HEADERS_FIELD_OVERHEAD + namelen + valuelen;
+    uint32_t fields = s->req_header_fields + (s->req_header_fields < UINT32_MAX);
+    s->req_header_bytes = bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)bytes;
+    s->req_header_fields = fields;
+    if (s->req_over != REQ_OVER_NONE || bytes > lc->max_request_headers || fields > lc->max_request_header_fields)
+        return over_limit(s, bytes, fields);
     if (s->req_state != REQ_HEADERS) {
         if (name[0] == ':' || headers_hop_by_hop(name, namelen, value, valuelen))
             return GR_OK;
@@ -174,7 +209,6 @@ static bool set_deadline(struct stream *s, bool client_timeout, uint64_t timeout
 static bool admit(struct stream *s, const char *auth, const char *path, bool *client_timeout, uint64_t *timeout_us)
 {
     char msg[512];
-    const struct gr_listener_cfg *lc = s->down->cfg;
     if (s->down->http1 && s->web == NULL) {
         (void)stream_reply_http(s, "415",
                                 "grelay takes gRPC-Web over HTTP/1.1 (content-type application/grpc-web...); "
@@ -182,9 +216,8 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
                                 NULL);
         return false;
     }
-    if (s->req_header_bytes == REQ_HEADERS_OVER) {
-        snprintf(msg, sizeof(msg), "request headers exceed the listener's limit of %u bytes", lc->max_request_headers);
-        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    if (s->req_over != REQ_OVER_NONE) {
+        refuse(s, false);
         return false;
     }
     if (s->down->http1 && worker_overloaded()) { /* no REFUSED_STREAM in HTTP/1.1 (h2_server.c refuses h2 streams) */
@@ -214,6 +247,7 @@ void request_on_headers_done(struct stream *s)
 {
     const struct gr_listener_cfg *lc = s->down->cfg;
     stream_headers_read(s);
+    s->req_header_bytes = s->req_header_fields = 0; /* trailers are a block of their own */
     const char *auth = s->authority.value ? (const char *)s->authority.value : "";
     const char *path = s->path.value ? (const char *)s->path.value : "";
     const struct gr_vhost_cfg *vh = router_find_vhost(lc, auth, s->authority.valuelen);

@@ -16,8 +16,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Response header bytes we accept from a backend before resetting. */
+/* What one attempt's response headers and trailers together may hold:
+ * bytes (32 + name + value a field, as RFC 9113 counts them) and fields
+ * (pseudo-headers included). Past either the call fails RESOURCE_EXHAUSTED
+ * and the upstream stream is reset. 1,000 fields: trailers of gRPC
+ * backends that return one entry per error detail or debug key reach a few
+ * hundred (nghttpx's max-response-header-fields is 500); the bytes bound
+ * the memory whatever the count. See docs/limits.md, Header blocks. */
 #define MAX_RESPONSE_HEADERS (256 * 1024)
+#define MAX_RESPONSE_FIELDS 1000
+/* Informational (1xx) responses an attempt may get before its final one
+ * (their fields are counted, not kept); one more fails the call. */
+#define MAX_RESPONSE_1XX 5
+/* The first block of a call's attempt arena, carved from its arena. */
+#define ATT_ARENA_FIRST 1024
 /* Streams a worker keeps for reuse (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
@@ -79,6 +91,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     if (gr_unlikely(!w->busy))
         worker_mark_busy(w);
     arena_init_with(&s->arena, 2048, s->arena_first, sizeof(s->arena_first));
+    arena_init(&s->att_arena, 2048);
     headers_init(&s->req_hdrs);
     headers_init(&s->req_trailers);
     headers_init(&s->resp_hdrs);
@@ -237,14 +250,32 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded at grelay");
 }
 
-/* Forgets the failed attempt's response so the next one starts clean. */
+/* The arena of the current attempt: what it allocates goes back at the
+ * next retry, so retries reuse one attempt's memory instead of adding
+ * theirs. Its first block comes from the call's arena, once. */
+static struct arena *att_arena(struct stream *s)
+{
+    struct arena *a = &s->att_arena;
+    if (a->first == NULL && a->head == NULL) {
+        void *first = arena_alloc(&s->arena, ATT_ARENA_FIRST);
+        if (first != NULL)
+            arena_init_with(a, 2048, first, ATT_ARENA_FIRST);
+    }
+    return a;
+}
+
+/* Forgets the failed attempt's response so the next one starts clean,
+ * and gives back the memory of its headers (and of its request nv). */
 static void reset_for_attempt(struct stream *s)
 {
     s->up.id = 0;
     flow_rewind(&s->req);
     s->resp_status = 0;
+    s->resp_1xx = 0;
+    s->resp_header_bytes = s->resp_header_fields = 0;
     headers_init(&s->resp_hdrs);
     headers_init(&s->resp_trailers);
+    arena_free(&s->att_arena); /* its first block stays, for the next attempt */
     buf_clear(&s->resp.q, &stream_worker(s)->chunks);
 }
 
@@ -320,7 +351,7 @@ static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
         uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
         r.timeout_us = send == 0 ? 1 : send;
     }
-    return nv_request(&s->arena, &s->req_hdrs, &r, n);
+    return nv_request(att_arena(s), &s->req_hdrs, &r, n);
 }
 
 /* The attempt has a connection: send the request. from_line: it waited in
@@ -428,6 +459,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     buf_clear(&s->req.q, &w->chunks);
     buf_clear(&s->resp.q, &w->chunks);
     gr_list_remove(&s->down_link);
+    arena_free(&s->att_arena);
     arena_free(&s->arena);
     w->n_streams--;
     worker_cache_put(&w->streams, s);
@@ -499,19 +531,43 @@ static void ev_granted(struct up_slot *sl) { submit_attempt(stream_of(sl), true)
 
 static void ev_refused(struct up_slot *sl, const char *why) { (void)stream_fail(stream_of(sl), GRPC_UNAVAILABLE, why); }
 
+static inline bool informational(const struct stream *s) { return s->resp_status >= 100 && s->resp_status < 200; }
+
+/* The call fails and the upstream stream is reset (by the detach, before
+ * nghttp2 would reset it with INTERNAL_ERROR): no retry, a backend that
+ * sends this much will send it again. */
+static int resp_over_limit(struct stream *s, bool bytes)
+{
+    char msg[160];
+    if (bytes)
+        snprintf(msg, sizeof(msg),
+                 "upstream response headers exceed grelay's limit of %u bytes (32 + name + value a field)",
+                 (unsigned)MAX_RESPONSE_HEADERS);
+    else
+        snprintf(msg, sizeof(msg), "upstream response headers exceed grelay's limit of %u fields",
+                 (unsigned)MAX_RESPONSE_FIELDS);
+    (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    return GR_ERR_LIMIT;
+}
+
 static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
 {
     struct stream *s = stream_of(sl);
-    if (s->resp_hdrs.bytes + s->resp_trailers.bytes + namelen + valuelen > MAX_RESPONSE_HEADERS)
-        return GR_ERR_LIMIT;
+    uint64_t bytes = (uint64_t)s->resp_header_bytes + HEADERS_FIELD_OVERHEAD + namelen + valuelen;
+    if (bytes > MAX_RESPONSE_HEADERS || s->resp_header_fields >= MAX_RESPONSE_FIELDS)
+        return resp_over_limit(s, bytes > MAX_RESPONSE_HEADERS);
+    s->resp_header_bytes = (uint32_t)bytes;
+    s->resp_header_fields++;
     bool trailers = s->resp_state != RESP_WAITING;
     if (!trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
         s->resp_status = grpc_status_value(value, valuelen);
         return GR_OK;
     }
-    if (name[0] == ':' || headers_hop_by_hop(name, namelen, value, valuelen))
+    /* Pseudo headers come first (nghttp2 checks), so a 1xx block is known
+     * as one before its fields, which are not kept. */
+    if (name[0] == ':' || informational(s) || headers_hop_by_hop(name, namelen, value, valuelen))
         return GR_OK;
-    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, &s->arena, name, namelen, value, valuelen);
+    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, att_arena(s), name, namelen, value, valuelen);
 }
 
 /* The final response HEADERS from upstream. */
@@ -576,10 +632,17 @@ static void ev_headers_done(struct up_slot *sl, bool end_stream)
             ev_end(sl); /* the trailers */
         return;
     }
-    if (s->resp_status >= 100 && s->resp_status < 200) {
-        /* Informational: wait for the final answer. */
-        headers_init(&s->resp_hdrs);
+    if (informational(s)) {
+        /* Informational: nothing of it was kept; wait for the final answer,
+         * but not for ever. */
+        if (++s->resp_1xx > MAX_RESPONSE_1XX) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "upstream sent more than %d informational (1xx) responses", MAX_RESPONSE_1XX);
+            (void)stream_fail(s, GRPC_INTERNAL, msg);
+            return;
+        }
         s->resp_status = 0;
+        s->resp_header_bytes = s->resp_header_fields = 0;
         return;
     }
     on_resp_headers(s, end_stream);

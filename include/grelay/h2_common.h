@@ -12,6 +12,9 @@
 #define H2_PREFACE NGHTTP2_CLIENT_MAGIC
 #define H2_PREFACE_LEN NGHTTP2_CLIENT_MAGIC_LEN
 
+/* The largest header block either session sends (see h2_common_options). */
+#define H2_MAX_SEND_HEADER_BLOCK ((1u << 20) + 64 * 1024)
+
 /* New options with what both sides use: manual flow control (window
  * credit is given back only when the other side took the bytes) and no
  * closed-stream retention (no priority tree). Returns GR_OK or GR_ERR_NOMEM. */

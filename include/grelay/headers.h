@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What RFC 9113 6.5.2 (and RFC 7541 4.1) add to name and value when they
+ * size a field: SETTINGS_MAX_HEADER_LIST_SIZE counts 32 + name + value. */
+#define HEADERS_FIELD_OVERHEAD 32
+
 /* One header field. */
 struct gr_hdr {
     const uint8_t *name;  /* lower-case, NUL-terminated */

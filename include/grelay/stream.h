@@ -76,8 +76,16 @@ struct stream {
     struct gr_hdr path;               /* :path */
     struct gr_hdr authority;          /* :authority, or host when absent */
     struct gr_hdr grpc_timeout;       /* the client's grpc-timeout, replaced upstream by the time left */
-    uint32_t req_header_bytes;        /* request header bytes kept, counted against the listener's
-                                       limit; REQ_HEADERS_OVER once past it (the rest are dropped) */
+    uint32_t req_header_bytes;        /* the current request header block (head, then trailers): 32 + name +
+                                       value per field (RFC 9113 6.5.2), against max_request_headers */
+    uint32_t req_header_fields;       /* fields of that block, pseudo-headers included, against
+                                       max_request_header_fields */
+    uint8_t req_over;                 /* request.c's enum req_over: the limit a block of this call passed */
+    uint8_t resp_1xx;                 /* informational (1xx) responses of this attempt */
+    uint32_t resp_header_bytes;       /* this attempt's response headers and trailers, 32 + name + value each */
+    uint32_t resp_header_fields;      /* their fields, pseudo-headers included */
+    struct arena att_arena;           /* the attempt's memory (request nv, response headers and trailers),
+                                       emptied for each retry; first block carved from arena once */
     uint64_t deadline_us;             /* absolute, on gr_now_us()'s clock; 0 = no deadline */
     ev_timer deadline_timer;          /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
@@ -95,8 +103,6 @@ struct stream {
     struct gr_list down_link;         /* in down->streams */
     _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
 };
-
-#define REQ_HEADERS_OVER UINT32_MAX
 
 /* The worker's stream cache holds struct streams. */
 void stream_cache_init(struct worker *w);

@@ -84,6 +84,26 @@ static void arena_aligns_and_handles_big_requests(void **state)
     arena_free(&a);
 }
 
+/* How a call's attempt arena is emptied for each retry (stream.c): its
+ * blocks go back, its caller-provided first block stays and is handed out
+ * again from its start, so N attempts cost one attempt's memory. */
+static void arena_free_keeps_the_first_block_for_reuse(void **state)
+{
+    (void)state;
+    _Alignas(16) unsigned char first[256];
+    struct arena a;
+    arena_init_with(&a, 512, first, sizeof(first));
+    for (int attempt = 0; attempt < 3; attempt++) {
+        unsigned char *p = arena_alloc(&a, 200);
+        assert_ptr_equal(p, first);
+        assert_non_null(arena_alloc(&a, 4000)); /* past the first block: a block of its own */
+        assert_non_null(a.head);
+        arena_free(&a);
+        assert_null(a.head);
+        assert_ptr_equal(a.first, first);
+    }
+}
+
 static void header_list_and_hop_by_hop(void **state)
 {
     (void)state;
@@ -154,7 +174,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_keeps_order_across_chunks), cmocka_unit_test(buf_clear_returns_chunks),
         cmocka_unit_test(free_chunks_are_poisoned),      cmocka_unit_test(arena_aligns_and_handles_big_requests),
-        cmocka_unit_test(header_list_and_hop_by_hop),
+        cmocka_unit_test(header_list_and_hop_by_hop),    cmocka_unit_test(arena_free_keeps_the_first_block_for_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
