@@ -46,6 +46,7 @@ struct h1conn {
     bool answered;               /* grelay answered the request itself (an error): ignore the parser's */
     bool expect_continue;        /* the request said Expect: 100-continue */
     bool expect_other;           /* the request had an Expect other than 100-continue */
+    bool conn_too_long;          /* its Connection values passed MAX_CONNECTION_LIST */
     struct h1_strict scan;       /* the strict framing check of the request being read */
     char *conn_list;             /* the request's Connection values, comma-joined */
     size_t conn_len, conn_cap;   /* bytes of conn_list used, and allocated */
@@ -114,7 +115,7 @@ static void write_error(struct h1conn *h, int status, const char *text)
 static void reject(struct h1conn *h, int status, const char *why)
 {
     char msg[200];
-    snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s\n", why);
+    snprintf(msg, sizeof(msg), "%s HTTP/1.1 request: %s\n", status == 417 ? "refused" : "malformed", why);
     log_debug("HTTP/1.1 client: %d %s", status, why);
     write_error(h, status, msg);
     h->answered = true;
@@ -142,7 +143,7 @@ static bool own_field(struct h1conn *h)
     if (lit_is(h->field, h->field_len, "connection")) {
         if ((h->conn_len > 0 && append(&h->conn_list, &h->conn_len, &h->conn_cap, ",", 1, MAX_CONNECTION_LIST)) ||
             append(&h->conn_list, &h->conn_len, &h->conn_cap, v, h->value_len, MAX_CONNECTION_LIST))
-            h->expect_other = true; /* too long: refused like an expectation grelay cannot meet */
+            h->conn_too_long = true;
     }
     return true;
 }
@@ -171,7 +172,7 @@ static int on_message_begin(http_parser *p)
     h->url_len = h->field_len = h->value_len = 0;
     h->in_value = false;
     h->msg_complete = h->streaming = h->resp_done = false;
-    h->expect_continue = h->expect_other = false;
+    h->expect_continue = h->expect_other = h->conn_too_long = false;
     h->conn_len = 0;
     h->s = stream_new(&h->base, ++h->next_id);
     return h->s == NULL ? -1 : 0;
@@ -210,9 +211,11 @@ static int on_headers_complete(http_parser *p)
     if (!http_should_keep_alive(p))
         h->close_after = true;
     if (h->expect_other && p->http_minor == 1) {
-        write_error(h, 417, "grelay meets only Expect: 100-continue\n");
-        h->answered = true;
-        h->base.broken = true;
+        reject(h, 417, "an Expect other than 100-continue");
+        return -1; /* the parser stops here; feed sees the answer */
+    }
+    if (h->conn_too_long) {
+        reject(h, 400, "Connection header values longer than 1 KiB");
         return -1;
     }
     if (h->conn_len > 0)

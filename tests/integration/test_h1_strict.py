@@ -168,6 +168,12 @@ def test_other_expectation_gets_417(web):
     assert b"\r\nconnection: close\r\n" in out.lower()
 
 
+def test_connection_list_is_bounded(web):
+    listed = ", ".join("x-f%d" % i for i in range(200))  # past 1 KiB
+    out = send_and_read_to_close(web.port, START + b"Connection: " + listed.encode() + b"\r\n" + CL + b"\r\n" + BODY)
+    assert out.startswith(b"HTTP/1.1 400 ")
+
+
 def test_connection_listed_fields_are_not_forwarded(web):
     """The echo backend returns every x-* field it receives as response
     metadata: the ones the Connection header lists never reach it."""
