@@ -31,6 +31,7 @@ enum {
 #define MAX_CHUNK_DIGITS 15 /* 2^60 bytes: more is no body anyone sends */
 #define MAX_CHUNK_EXT 4096  /* bytes of extensions on one chunk line */
 #define MAX_CL 999999999999999ULL
+#define MAX_EMPTY_LINES 4 /* before a request line: RFC 9112 2.2 asks for at least one */
 
 #define FAIL(text)                                                                                                     \
     do {                                                                                                               \
@@ -91,6 +92,8 @@ static int step_line(struct h1_strict *st, uint8_t c)
     case ST_START_LF:
         if (c != '\n')
             FAIL(BARE_CR);
+        if (++st->empty_lines > MAX_EMPTY_LINES)
+            FAIL("too many empty lines before the request line");
         st->state = ST_START;
         return 0;
     case ST_METHOD:

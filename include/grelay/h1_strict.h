@@ -38,6 +38,7 @@ struct h1_strict {
     uint8_t te_count;     /* Transfer-Encoding field lines (capped at 2) */
     uint8_t host_count;   /* Host field lines (capped at 2) */
     uint8_t http_minor;   /* 0 or 1, from the request line */
+    uint8_t empty_lines;  /* empty lines before the request line */
     bool te_chunked;      /* the Transfer-Encoding value is exactly "chunked" */
     uint8_t chunk_digits; /* hex digits of the chunk size read */
     uint16_t ext_len;     /* bytes of the current chunk extension */

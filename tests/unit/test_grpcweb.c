@@ -264,6 +264,7 @@ static void h1_strict_verdicts(void **state)
         {H "Transfer-Encoding:\tChunked\r\n\r\n0\r\n\r\n", 0},
         {H "Content-Length: 002 \r\n\r\nab", 0},
         {"\r\nGET /x HTTP/1.0\r\n\r\n", 0},
+        {"\r\n\r\n\r\n\r\n\r\nGET /x HTTP/1.0\r\n\r\n", 400},
         {H "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {H "Content-Length: 2\r\nContent-Length: 2\r\n\r\nab", 400},
         {H "Content-Length: 1 2\r\n\r\nab", 400},
