@@ -140,11 +140,45 @@ int grpcweb_check_frames(struct grpcweb *w, const uint8_t *data, size_t len, uin
     return GR_OK;
 }
 
+static bool is_tchar(uint8_t c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+           (c != 0 && memchr("!#$%&'*+-.^_`|~", c, 15) != NULL);
+}
+
+bool grpcweb_field_ok(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    if (namelen == 0)
+        return false;
+    for (size_t i = 0; i < namelen; i++)
+        if (!is_tchar(name[i]))
+            return false;
+    for (size_t i = 0; i < valuelen; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            return false;
+    return true;
+}
+
+/* What the trailer frame says instead of trailers it cannot carry (never written). */
+static struct gr_hdr invalid_trailers[] = {
+    {(const uint8_t *)"grpc-status", (const uint8_t *)"13", 11, 2},
+    {(const uint8_t *)"grpc-message", (const uint8_t *)GRPCWEB_INVALID_VALUE, 12, sizeof(GRPCWEB_INVALID_VALUE) - 1},
+};
+
 int grpcweb_build_trailer(struct grpcweb *w, struct arena *a, const struct hdr_list *trailers)
 {
+    static const struct hdr_list invalid = {invalid_trailers, 2, 2, 0};
+    for (uint32_t i = 0; i < trailers->n; i++) {
+        const struct gr_hdr *h = &trailers->v[i];
+        if (h->namelen > 0 && !grpcweb_field_ok(h->name, h->namelen, h->value, h->valuelen)) {
+            trailers = &invalid;
+            break;
+        }
+    }
     size_t body = 0;
     for (uint32_t i = 0; i < trailers->n; i++)
-        body += trailers->v[i].namelen + 2 + trailers->v[i].valuelen + 2;
+        if (trailers->v[i].namelen > 0) /* 0: a removed entry */
+            body += trailers->v[i].namelen + 2 + trailers->v[i].valuelen + 2;
     uint8_t *f = arena_alloc(a, 5 + body);
     if (f == NULL)
         return GR_ERR_NOMEM;
@@ -156,6 +190,8 @@ int grpcweb_build_trailer(struct grpcweb *w, struct arena *a, const struct hdr_l
     size_t o = 5;
     for (uint32_t i = 0; i < trailers->n; i++) {
         const struct gr_hdr *h = &trailers->v[i];
+        if (h->namelen == 0)
+            continue;
         memcpy(f + o, h->name, h->namelen);
         o += h->namelen;
         f[o++] = ':';

@@ -4,6 +4,8 @@
  * pending_in (browsers do not pipeline, but nothing is lost if one does). */
 #include "grelay/h1_server.h"
 #include "grelay/downstream.h"
+#include "grelay/grpcweb.h"
+#include "grelay/h1_strict.h"
 #include "grelay/log.h"
 #include "grelay/request.h"
 #include "grelay/stream.h"
@@ -14,10 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* Bytes of a next request we hold while the current response is written. */
 #define MAX_PENDING_IN (64 * 1024)
+/* Bytes of a request's Connection header values (the names it lists). */
+#define MAX_CONNECTION_LIST 1024
 
 struct h1conn {
     struct downstream base;      /* transport, listener, streams; first member */
@@ -38,6 +43,13 @@ struct h1conn {
     bool resp_done;              /* the response is complete */
     bool body_paused;            /* reading stopped: the body waits for the upstream */
     bool close_after;            /* close once the response is written */
+    bool answered;               /* grelay answered the request itself (an error): ignore the parser's */
+    bool expect_continue;        /* the request said Expect: 100-continue */
+    bool expect_other;           /* the request had an Expect other than 100-continue */
+    bool conn_too_long;          /* its Connection values passed MAX_CONNECTION_LIST */
+    struct h1_strict scan;       /* the strict framing check of the request being read */
+    char *conn_list;             /* the request's Connection values, comma-joined */
+    size_t conn_len, conn_cap;   /* bytes of conn_list used, and allocated */
 };
 
 static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
@@ -71,11 +83,13 @@ static const char *reason(int status)
     case 404: return "Not Found";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
 }
@@ -96,13 +110,56 @@ static void write_error(struct h1conn *h, int status, const char *text)
     conn_want_flush(&h->base.io);
 }
 
+/* A request grelay refuses before it became a call: the answer, then the
+ * close (a half-read request cannot go on). */
+static void reject(struct h1conn *h, int status, const char *why)
+{
+    char msg[200];
+    snprintf(msg, sizeof(msg), "%s HTTP/1.1 request: %s\n", status == 417 ? "refused" : "malformed", why);
+    log_debug("HTTP/1.1 client: %d %s", status, why);
+    write_error(h, status, msg);
+    h->answered = true;
+    h->base.broken = h->s != NULL;
+}
+
+static bool lit_is(const char *p, size_t len, const char *lit)
+{
+    return len == strlen(lit) && strncasecmp(p, lit, len) == 0;
+}
+
+/* Fields the front end handles itself: Expect is answered here, and the
+ * names Connection lists are remembered (dropped once all fields are in).
+ * False when the field is not forwarded. */
+static bool own_field(struct h1conn *h)
+{
+    const char *v = h->value ? h->value : "";
+    if (lit_is(h->field, h->field_len, "expect")) {
+        if (lit_is(v, h->value_len, "100-continue"))
+            h->expect_continue = true;
+        else
+            h->expect_other = true;
+        return false;
+    }
+    if (lit_is(h->field, h->field_len, "connection")) {
+        if ((h->conn_len > 0 && append(&h->conn_list, &h->conn_len, &h->conn_cap, ",", 1, MAX_CONNECTION_LIST)) ||
+            append(&h->conn_list, &h->conn_len, &h->conn_cap, v, h->value_len, MAX_CONNECTION_LIST))
+            h->conn_too_long = true;
+    }
+    return true;
+}
+
 static int emit_header(struct h1conn *h)
 {
     if (h->field_len == 0 || h->s == NULL)
         return 0;
     for (size_t i = 0; i < h->field_len; i++)
         h->field[i] = (char)tolower((unsigned char)h->field[i]);
-    int rc = request_on_header(h->s, (const uint8_t *)h->field, h->field_len,
+    /* http-parser keeps trailing blanks; they are not part of the value. */
+    while (h->value_len > 0 && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+        h->value[--h->value_len] = '\0';
+    int rc = GR_OK;
+    if (own_field(h))
+        rc = request_on_header(h->s, (const uint8_t *)h->field, h->field_len,
                                (const uint8_t *)(h->value ? h->value : ""), h->value_len);
     h->field_len = h->value_len = 0;
     h->in_value = false;
@@ -115,6 +172,8 @@ static int on_message_begin(http_parser *p)
     h->url_len = h->field_len = h->value_len = 0;
     h->in_value = false;
     h->msg_complete = h->streaming = h->resp_done = false;
+    h->expect_continue = h->expect_other = h->conn_too_long = false;
+    h->conn_len = 0;
     h->s = stream_new(&h->base, ++h->next_id);
     return h->s == NULL ? -1 : 0;
 }
@@ -152,7 +211,26 @@ static int on_headers_complete(http_parser *p)
         return -1;
     if (!http_should_keep_alive(p))
         h->close_after = true;
+    if (h->expect_other && p->http_minor == 1) {
+        reject(h, 417, "an Expect other than 100-continue");
+        return -1; /* the parser stops here; feed sees the answer */
+    }
+    if (h->conn_too_long) {
+        reject(h, 400, "Connection header values longer than 1 KiB");
+        return -1;
+    }
+    if (h->conn_len > 0)
+        headers_drop_listed(&h->s->req_hdrs, (const uint8_t *)h->conn_list, h->conn_len);
     request_on_headers_done(h->s);
+    /* 100 Continue only for a call that goes on (not answered here) and
+     * has a body to wait for; an HTTP/1.0 client's expectation is ignored. */
+    if (h->expect_continue && p->http_minor == 1 && !h->resp_done && !h->streaming && h->out.len == 0 &&
+        ((p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != UINT64_MAX))) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (buf_append(&h->out, &h->base.io.w->chunks, (const uint8_t *)cont, sizeof(cont) - 1) != GR_OK)
+            h->base.broken = true;
+        conn_want_flush(&h->base.io);
+    }
     return 0;
 }
 
@@ -172,6 +250,7 @@ static int on_message_complete(http_parser *p)
 {
     struct h1conn *h = p->data;
     h->msg_complete = true;
+    h1_strict_init(&h->scan); /* the next request is checked from its first byte */
     stream_on_req_end(h->s);
     http_parser_pause(p, 1); /* the next request waits for this response */
     return 0;
@@ -187,20 +266,42 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* Feeds bytes to the parser; what comes after a complete request waits. */
+/* Bytes read past the current request: they wait for its response. */
+static int hold(struct h1conn *h, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return GR_OK;
+    if (h->pending_in.len + len > MAX_PENDING_IN)
+        return GR_ERR_LIMIT;
+    return buf_append(&h->pending_in, &h->base.io.w->chunks, data, len);
+}
+
+/* Feeds bytes to the parser, after the strict framing check (http-parser
+ * alone is lenient, see h1_strict.h); what comes after a complete request
+ * waits. */
 static int feed(struct h1conn *h, const uint8_t *data, size_t len)
 {
-    struct chunk_pool *pool = &h->base.io.w->chunks;
-    if (h->msg_complete) {
-        if (h->pending_in.len + len > MAX_PENDING_IN)
-            return GR_ERR_LIMIT;
-        return buf_append(&h->pending_in, pool, data, len);
+    if (h->msg_complete)
+        return hold(h, data, len);
+    size_t ok;
+    int bad = h1_strict_scan(&h->scan, data, len, &ok);
+    if (bad != 0 && (h->s == NULL || !stream_resp_started(h->s))) {
+        reject(h, bad, h->scan.why);
+        return GR_OK;
     }
-    size_t done = http_parser_execute(&h->parser, &parser_settings, (const char *)data, len);
+    if (bad != 0) {
+        log_debug("HTTP/1.1 client: %s", h->scan.why);
+        return GR_ERR_PROTO; /* the answer is under way: only the close is left */
+    }
+    size_t done = http_parser_execute(&h->parser, &parser_settings, (const char *)data, ok);
     enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
-    if (e == HPE_PAUSED) {
-        if (done < len && buf_append(&h->pending_in, pool, data + done, len - done) != GR_OK)
-            return GR_ERR_NOMEM;
+    if (h->answered)
+        return GR_OK;
+    if (e == HPE_PAUSED)
+        return hold(h, data + done, len - done);
+    if (e == HPE_OK && h1_strict_done(&h->scan) && !h->msg_complete) {
+        /* Cannot happen if both read the request alike; if not, refuse it. */
+        reject(h, 400, "request framing not understood");
         return GR_OK;
     }
     if (e != HPE_OK) {
@@ -321,6 +422,7 @@ static void h1_destroy(struct conn *c)
     free(h->url);
     free(h->field);
     free(h->value);
+    free(h->conn_list);
     free(h);
 }
 
@@ -332,6 +434,47 @@ static const struct conn_ops h1_conn_ops = {
     .destroy = h1_destroy,
 };
 
+static bool is_status_field(const nghttp2_nv *nv)
+{
+    return (nv->namelen == 11 && memcmp(nv->name, "grpc-status", 11) == 0) ||
+           (nv->namelen == 12 && memcmp(nv->name, "grpc-message", 12) == 0);
+}
+
+/* The response's fields, each checked by grelay itself (review F16: CR,
+ * LF or NUL would split the response; nghttp2 refuses them upstream today,
+ * but nothing else here would). A bad field is dropped; a bad grpc-status
+ * or grpc-message (a trailers-only answer) turns the call's status into
+ * INTERNAL, since a status cannot be half dropped. */
+static int write_fields(struct h1conn *h, const nghttp2_nv *nva, size_t n)
+{
+    struct chunk_pool *pool = &h->base.io.w->chunks;
+    bool status_bad = false;
+    for (size_t i = 0; i < n; i++)
+        if (nva[i].namelen > 0 && nva[i].name[0] != ':' && is_status_field(&nva[i]) &&
+            !grpcweb_field_ok(nva[i].name, nva[i].namelen, nva[i].value, nva[i].valuelen))
+            status_bad = true;
+    int rc = GR_OK;
+    for (size_t i = 0; i < n && rc == GR_OK; i++) {
+        if (nva[i].namelen == 0 || nva[i].name[0] == ':' || (status_bad && is_status_field(&nva[i])))
+            continue;
+        if (!grpcweb_field_ok(nva[i].name, nva[i].namelen, nva[i].value, nva[i].valuelen)) {
+            log_warn("response header '%.*s' dropped: CR, LF, NUL or another invalid byte", (int)nva[i].namelen,
+                     (const char *)nva[i].name);
+            continue;
+        }
+        rc |= buf_append(&h->out, pool, nva[i].name, nva[i].namelen);
+        rc |= buf_append(&h->out, pool, (const uint8_t *)": ", 2);
+        rc |= buf_append(&h->out, pool, nva[i].value, nva[i].valuelen);
+        rc |= buf_append(&h->out, pool, (const uint8_t *)"\r\n", 2);
+    }
+    if (status_bad) {
+        static const char st[] = "grpc-status: 13\r\ngrpc-message: " GRPCWEB_INVALID_VALUE "\r\n";
+        log_warn("upstream sent an invalid grpc-status or grpc-message: the call fails with INTERNAL");
+        rc |= buf_append(&h->out, pool, (const uint8_t *)st, sizeof(st) - 1);
+    }
+    return rc;
+}
+
 static int h1_respond(struct downstream *d, struct stream *s, const nghttp2_nv *nva, size_t n, bool end_stream)
 {
     struct h1conn *h = h1_from(d);
@@ -342,16 +485,12 @@ static int h1_respond(struct downstream *d, struct stream *s, const nghttp2_nv *
     for (size_t i = 0; i < n; i++)
         if (nva[i].namelen == 7 && memcmp(nva[i].name, ":status", 7) == 0)
             status = atoi((const char *)nva[i].value);
+    if (status < 200 || status > 999)
+        status = 502; /* 1xx are not forwarded; anything else is no status */
     int ll = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, reason(status));
     int rc = buf_append(&h->out, pool, (const uint8_t *)line, (size_t)ll);
-    for (size_t i = 0; i < n && rc == GR_OK; i++) {
-        if (nva[i].namelen == 0 || nva[i].name[0] == ':')
-            continue;
-        rc |= buf_append(&h->out, pool, nva[i].name, nva[i].namelen);
-        rc |= buf_append(&h->out, pool, (const uint8_t *)": ", 2);
-        rc |= buf_append(&h->out, pool, nva[i].value, nva[i].valuelen);
-        rc |= buf_append(&h->out, pool, (const uint8_t *)"\r\n", 2);
-    }
+    if (rc == GR_OK)
+        rc = write_fields(h, nva, n);
     const char *framing = end_stream ? "content-length: 0\r\n" : "transfer-encoding: chunked\r\n";
     rc |= buf_append(&h->out, pool, (const uint8_t *)framing, strlen(framing));
     if (h->close_after)
@@ -409,6 +548,7 @@ void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
         return;
     }
     http_parser_init(&h->parser, HTTP_REQUEST);
+    h1_strict_init(&h->scan);
     h->parser.data = h;
     buf_init(&h->out);
     buf_init(&h->pending_in);

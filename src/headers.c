@@ -57,5 +57,22 @@ bool headers_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *valu
 {
     if (IS("te"))
         return !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0);
-    return IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("transfer-encoding") || IS("upgrade");
+    return IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("transfer-encoding") || IS("upgrade") ||
+           IS("http2-settings");
+}
+
+void headers_drop_listed(struct hdr_list *l, const uint8_t *list, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (list[i] == ',' || list[i] == ' ' || list[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < len && list[i] != ',' && list[i] != ' ' && list[i] != '\t')
+            i++;
+        size_t n = i - start;
+        for (uint32_t k = 0; k < l->n && n > 0; k++)
+            if (l->v[k].namelen == n && strncasecmp((const char *)l->v[k].name, (const char *)list + start, n) == 0)
+                l->v[k].namelen = 0;
+    }
 }

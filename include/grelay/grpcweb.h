@@ -43,7 +43,17 @@ size_t grpcweb_base64(const uint8_t *in, size_t len, uint8_t *out);
 /* Follows the request's gRPC frames: GR_ERR_LIMIT if one declares more than
  * max bytes, GR_ERR_PROTO on a flag byte other than 0 or 1. */
 int grpcweb_check_frames(struct grpcweb *w, const uint8_t *data, size_t len, uint64_t max);
-/* Builds the trailer frame: 0x80, 32-bit length, "name: value\r\n" lines. */
+/* The grpc-message of a call failed because the upstream sent a field that
+ * cannot be written in HTTP/1.1 (see grpcweb_field_ok). */
+#define GRPCWEB_INVALID_VALUE "upstream sent an invalid header value"
+/* Whether a field may be written as an HTTP/1.1 "name: value" line: a
+ * non-empty name of RFC 9110 token bytes, and a value without CR, LF or
+ * NUL (review F16: grelay checks this itself, not only through nghttp2). */
+bool grpcweb_field_ok(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+/* Builds the trailer frame: 0x80, 32-bit length, "name: value\r\n" lines.
+ * If a trailer fails grpcweb_field_ok the frame says grpc-status 13,
+ * grpc-message GRPCWEB_INVALID_VALUE instead (a status is never half
+ * dropped). */
 int grpcweb_build_trailer(struct grpcweb *w, struct arena *a, const struct hdr_list *trailers);
 
 /* Request body glue. Takes len bytes of body as they came on the wire:

@@ -42,7 +42,11 @@ void headers_remove(struct hdr_list *l, const char *name);
 /* First header with this (lower-case) name, or NULL. */
 const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name);
 /* True for headers a proxy must not forward: connection, keep-alive,
- * proxy-connection, transfer-encoding, upgrade, and te other than "trailers". */
+ * proxy-connection, transfer-encoding, upgrade, http2-settings, and te
+ * other than "trailers". */
 bool headers_hop_by_hop(const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen);
+/* Drops from l every field named in list, a Connection header's value
+ * (comma-separated names, any case; RFC 9110 section 7.6.1). */
+void headers_drop_listed(struct hdr_list *l, const uint8_t *list, size_t len);
 
 #endif

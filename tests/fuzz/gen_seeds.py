@@ -178,6 +178,36 @@ def h1_seeds():
     s["up_bidi_rst"] = header(kinds=(RST_DATA, BIDI)) + h1_request(body=msg) + h1_request(body=msg)
     s["failmalloc_oneshot"] = header(fm=21) + h1_request(body=msg)
     s["failmalloc_sticky"] = header(fm=40, sticky=True) + h1_request(body=msg) + h1_request(body=msg)
+    s.update(h1_probe_seeds(msg))
+    return s
+
+
+def h1_probe_seeds(msg):
+    """Request-smuggling probes (tests/integration/test_h1_strict.py has the
+    full list), each followed by a good request that must not be read, and
+    the Expect and Connection handling."""
+    good = h1_request(body=msg)
+    start = h1_request(body=msg).split(b"Content-Length")[0]
+    cl = b"Content-Length: %d\r\n" % len(msg)
+    chunk = b"%x\r\n" % len(msg) + msg + b"\r\n0\r\n\r\n"
+    probes = {
+        "cl_te": start + cl + b"Transfer-Encoding: chunked\r\n\r\n" + chunk,
+        "two_cl": start + cl + cl + b"\r\n" + msg,
+        "te_space_colon": start + b"Transfer-Encoding : chunked\r\n\r\n" + chunk,
+        "te_gzip_chunked": start + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunk,
+        "obs_fold": start + b"X-A: b\r\n c\r\n" + cl + b"\r\n" + msg,
+        "bare_lf": start.replace(b"\r\n", b"\n") + cl.replace(b"\r\n", b"\n") + b"\n" + msg,
+        "nul_value": start + b"X-A: b\x00c\r\n" + cl + b"\r\n" + msg,
+        "chunk_no_crlf": start + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(msg) + msg + b"XX0\r\n\r\n",
+        "chunk_ext_trailer": start + b"Transfer-Encoding: chunked\r\n\r\n%x;e=1\r\n" % len(msg) + msg +
+        b"\r\n0\r\nX-T: 1\r\n\r\n",
+        "http10_chunked": start.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Transfer-Encoding: chunked\r\n\r\n" + chunk,
+        "reqline_2sp": start.replace(b"POST ", b"POST  ", 1) + cl + b"\r\n" + msg,
+    }
+    s = {"probe_" + k: header() + v + good for k, v in probes.items()}
+    s["expect_continue"] = header(split=0x80 | 0x05) + start + b"Expect: 100-continue\r\n" + cl + b"\r\n" + msg + good
+    s["expect_other"] = header() + start + b"Expect: nope\r\n" + cl + b"\r\n" + msg
+    s["connection_listed"] = header() + h1_request(body=msg, extra=["X-Secret: 1", "Connection: x-secret, te"])
     return s
 
 
