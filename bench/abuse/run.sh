@@ -3,8 +3,8 @@
 # HAProxy side by side (bench/abuse/README.md). Builds grelay in Release mode,
 # installs the peers, runs bench/abuse/abuse.py; writes
 # bench/results/abuse-DATE.{md,json}.
-#   bench/abuse/run.sh                        all attacks, 5 s each per proxy (~9 min)
-#   bench/abuse/run.sh --seconds 2            a quick look (~5 min)
+#   bench/abuse/run.sh                        all attacks, 5 s each per proxy (~7 min on 2 cores)
+#   bench/abuse/run.sh --seconds 2            a quick look (~4 min)
 #   bench/abuse/run.sh --attacks hpack_bomb,slow_read_noread --proxies grelay,nghttpx
 set -euo pipefail
 cd "$(dirname "$0")/../.."
