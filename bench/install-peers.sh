@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the benchmark's tools and the proxies grelay is compared with, from
-# Debian 12 packages: h2load, valgrind (bench/callgrind.sh), gnuplot, nghttpx, HAProxy, nginx, Caddy.
+# Debian 12 packages: h2load, valgrind (bench/callgrind.sh), gnuplot, nghttpx, HAProxy, nginx, Caddy,
+# and grpcio (the abuse bench's backend and legitimate client, bench/abuse).
 # Their packages would start system services; a policy-rc.d keeps them down
 # for the length of the install.
 set -euo pipefail
-pkgs=(nghttp2-client valgrind gnuplot-nox nghttp2-proxy haproxy nginx-light caddy python3-h2 util-linux)
+pkgs=(nghttp2-client valgrind gnuplot-nox nghttp2-proxy haproxy nginx-light caddy python3-h2 util-linux python3-grpcio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
