@@ -43,7 +43,6 @@ static struct {
     int detaches;           /* detach calls */
     bool last_reset;        /* the last detach reset the stream */
     size_t up_consumed;     /* response bytes given back upstream (stream level) */
-    size_t up_unconsumed;   /* response bytes given back at detach (connection level) */
     int resumes;            /* request body resumes */
     size_t last_ep;         /* the endpoint of the last pick */
 } up;
@@ -71,11 +70,10 @@ static void op_consume(struct up_slot *sl, size_t n)
     (void)sl;
     up.up_consumed += n;
 }
-static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
+static void op_detach(struct up_slot *sl, bool reset)
 {
     up.detaches++;
     up.last_reset = reset;
-    up.up_unconsumed += unconsumed;
     sl->conn = NULL;
     sl->ops = NULL;
 }
