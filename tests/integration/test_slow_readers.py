@@ -282,3 +282,35 @@ def test_a_connection_over_connection_buffer_gets_no_new_stream(grelay_factory):
         c.close()
     finally:
         b.stop()
+
+
+def test_a_grpc_web_client_that_never_reads_its_socket_is_closed_after_stream_write_timeout(grelay_factory):
+    """HTTP/1.1 cannot reset one response: a gRPC-Web client that never
+    reads its socket has its connection closed once the flood it asked for
+    has waited stream_write_timeout (1 s) in grelay, and its upstream
+    stream is reset (the backend stops)."""
+    b = Backend("web-flood")
+    try:
+        port = free_port()
+        config = simple_config(port, [b.addr], listener_extra={"stream_write_timeout": "1s", "grpc_web": True})
+        config["log_level"] = "debug"
+        g = grelay_factory(config, port)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        body = message(b"")
+        s.sendall(b"POST /test.Echo/Flood HTTP/1.1\r\nhost: test\r\ncontent-type: application/grpc-web+proto\r\n"
+                  b"content-length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 30
+        marker = "took none of the response for stream_write_timeout"
+        while marker not in g.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker in g.log()
+        sent = b.events()["flood_sent"]
+        time.sleep(1)
+        assert b.events()["flood_sent"] == sent  # the backend was told to stop
+        assert sent < 4096
+        s.close()
+        with grpc.insecure_channel(g.addr) as ch:
+            assert ch.unary_unary("/test.Echo/Unary")(b"fine", timeout=10) == b"fine"
+    finally:
+        b.stop()
