@@ -213,6 +213,8 @@ static bool abort_stream(struct stream *s)
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
         set_resp(s, RESP_ENDED);
+    s->resp_end_due = false; /* nothing waits for the client but the reset */
+    s->write_wait = 0;
     s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
     return false;
 }
@@ -292,7 +294,7 @@ void stream_write_timeouts(struct downstream *d, ev_tstamp now)
     struct gr_list *it, *tmp;
     gr_list_for_each_safe (it, tmp, &d->streams) {
         struct stream *s = container_of(it, struct stream, down_link);
-        if (s->write_wait == 0 || after == 0)
+        if (s->write_wait == 0 || after == 0 || s->resp_cut)
             continue;
         if (s->write_wait + after <= now)
             cut_unread(s, "the client took none of the response for stream_write_timeout");
