@@ -208,6 +208,7 @@ static void listener_init(void *obj)
     l->idle_timeout_ms = 3600ull * 1000;
     l->request_headers_timeout_ms = 10000;
     l->stream_write_timeout_ms = 30000;
+    l->connection_buffer = 4 * 1024 * 1024;
 }
 
 static const struct config_field listener_fields[] = {
@@ -280,6 +281,11 @@ static const struct config_field listener_fields[] = {
      .off = OFF(struct gr_listener_cfg, stream_write_timeout_ms),
      .min = 0,
      .max = 24ull * 3600 * 1000},
+    {.key = "connection_buffer",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_listener_cfg, connection_buffer),
+     .min = 64 * 1024,
+     .max = 1u << 30},
     {0},
 };
 static const struct config_schema listener_schema = {

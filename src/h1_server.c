@@ -426,12 +426,25 @@ static void h1_destroy(struct conn *c)
     free(h);
 }
 
+/* The connection's deadlines. CONN_TIMER_WRITE: a response the client has
+ * not taken for stream_write_timeout ends the connection (HTTP/1.1 cannot
+ * reset one response), at once: its socket may be the one not read. */
+static void h1_on_deadline(struct conn *c, enum conn_timer_kind kind)
+{
+    if (kind != CONN_TIMER_WRITE)
+        return;
+    stream_write_timeouts(&h1_of(c)->base, ev_now(c->w->loop));
+    if (h1_of(c)->base.broken)
+        conn_close(c, GR_ERR_IO, "the client took none of the response for stream_write_timeout");
+}
+
 static const struct conn_ops h1_conn_ops = {
     .on_read = h1_on_read,
     .pull = h1_pull,
     .done = h1_done,
     .on_close = h1_on_close,
     .destroy = h1_destroy,
+    .on_deadline = h1_on_deadline,
 };
 
 static bool is_status_field(const nghttp2_nv *nv)

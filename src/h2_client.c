@@ -108,13 +108,15 @@ static void op_resume(struct up_slot *sl)
     conn_want_flush(&sl->conn->io);
 }
 
+/* Only the stream's window: the connection's was given back as the bytes
+ * arrived (on_data_chunk_recv). */
 static void op_consume(struct up_slot *sl, size_t n)
 {
-    nghttp2_session_consume(sl->conn->h2, sl->id, n);
+    nghttp2_session_consume_stream(sl->conn->h2, sl->id, n);
     conn_want_flush(&sl->conn->io);
 }
 
-static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
+static void op_detach(struct up_slot *sl, bool reset)
 {
     struct upconn *u = sl->conn;
     if (u == NULL)
@@ -125,10 +127,6 @@ static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
         nghttp2_session_set_stream_user_data(u->h2, sl->id, NULL);
         nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_CANCEL);
     }
-    /* Response bytes the call still holds hold the connection's window:
-     * give it back now that the stream no longer counts. */
-    if (unconsumed > 0 && u->h2 != NULL)
-        nghttp2_session_consume_connection(u->h2, unconsumed);
     gr_list_remove(&sl->link);
     sl->conn = NULL;
     sl->ops = NULL;
@@ -252,14 +250,20 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+/* The connection's window is given back as bytes arrive, whoever will
+ * take them: what a call holds is bounded by its own stream window (the
+ * cluster's stream_buffer), so one client that does not read cannot stop
+ * the other calls on this connection. The stream's window comes back only
+ * when its client takes the bytes (op_consume). */
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
                               size_t len, void *user_data)
 {
     (void)flags;
     (void)user_data;
     struct up_slot *sl = slot_of(session, stream_id);
+    nghttp2_session_consume_connection(session, len);
     if (sl == NULL) {
-        nghttp2_session_consume(session, stream_id, len);
+        nghttp2_session_consume_stream(session, stream_id, len);
         return 0;
     }
     sl->ev->data(sl, data, len);

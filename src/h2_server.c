@@ -303,6 +303,14 @@ static void d_on_close(struct conn *c, int err, const char *why)
 
 static void d_destroy(struct conn *c) { slab_free(&c->w->h2s->slab, dconn_of(c)); }
 
+/* The connection's deadlines. CONN_TIMER_WRITE: calls whose client has
+ * not taken their response for stream_write_timeout are reset (stream.c). */
+static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
+{
+    if (kind == CONN_TIMER_WRITE)
+        stream_write_timeouts(&dconn_of(c)->base, ev_now(c->w->loop));
+}
+
 /* Response body provider: pulls from the stream, then sends its trailers. */
 static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *user_data)
@@ -368,6 +376,7 @@ static const struct conn_ops dconn_ops = {
     .on_connect = NULL,
     .on_close = d_on_close,
     .destroy = d_destroy,
+    .on_deadline = d_on_deadline,
 };
 
 bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,

@@ -166,16 +166,49 @@ static void resume_req(struct stream *s)
 
 /* Lets go of the upstream side: leaves the pool's line, or resets (when
  * reset is set and the upstream stream is still open) and detaches from the
- * upstream connection. Response bytes still queued are given back to the
- * connection early. Idempotent; the attempt state is the caller's. */
+ * upstream connection. Response bytes still queued owe no credit any more
+ * (the stream's window goes with the stream; the connection's came back as
+ * they arrived). Idempotent; the attempt state is the caller's. */
 static void detach_up(struct stream *s, bool reset)
 {
     if (s->up.conn != NULL) {
-        size_t held = (size_t)flow_unacked(&s->resp);
         s->resp.given_back = s->resp.received;
-        s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED, held);
+        s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
     }
     pool_release(&s->up);
+}
+
+/* ---- What a call holds, and clients that do not read. ---- */
+
+/* Brings the connection's count of held bytes up to date with s: its
+ * replay copy (request bytes whose credit went back to the client) and its
+ * queued response. */
+static void count_held(struct stream *s)
+{
+    size_t now = s->req.acked + s->resp.q.len;
+    s->down->held -= s->held;
+    s->down->held += now;
+    s->held = now;
+}
+
+/* Whether response bytes, or the body's end, wait for the client. */
+static bool resp_waits(const struct stream *s) { return s->resp.q.len > 0 || s->resp_end_due; }
+
+/* Starts, restarts (took: the client just took some) or stops the clock of
+ * stream_write_timeout. The connection's CONN_TIMER_WRITE is set when
+ * none is: a deadline set already is earlier, and its expiry looks again. */
+static void write_wait_update(struct stream *s, bool took)
+{
+    struct downstream *d = s->down;
+    if (!resp_waits(s) || d->cfg->stream_write_timeout_ms == 0) {
+        s->write_wait = 0;
+        return;
+    }
+    if (s->write_wait != 0 && !took)
+        return;
+    s->write_wait = ev_now(stream_worker(s)->loop);
+    if (d->io.state != CONN_CLOSED && d->io.timer.at[CONN_TIMER_WRITE] == 0)
+        conn_timer_set(&d->io.timer, CONN_TIMER_WRITE, (ev_tstamp)d->cfg->stream_write_timeout_ms / 1000.0);
 }
 
 static void finish_attempts(struct stream *s)
@@ -193,6 +226,8 @@ static bool abort_stream(struct stream *s)
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
         set_resp(s, RESP_ENDED);
+    s->resp_end_due = false; /* nothing waits for the client but the reset */
+    s->write_wait = 0;
     s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
     return false;
 }
@@ -208,6 +243,8 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
         return abort_stream(s);
     if (s->resp_state == RESP_BODY) {
         set_resp(s, RESP_ENDED); /* trailers after the data */
+        s->resp_end_due = true;
+        write_wait_update(s, false);
         resume_resp(s);
         return true;
     }
@@ -236,8 +273,53 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
         return abort_stream(s);
     set_resp(s, RESP_ENDED);
+    s->resp_end_due = body;
+    count_held(s);
+    write_wait_update(s, false);
     conn_want_flush(&s->down->io);
     return true;
+}
+
+/* The client does not take this call's response: the call ends here with
+ * RST_STREAM(CANCEL) (an HTTP/1.1 connection closes), its upstream stream
+ * is reset, and what it holds is freed now, even while the RST_STREAM
+ * itself waits for a socket the client does not read. */
+static void cut_unread(struct stream *s, const char *why)
+{
+    log_debug("stream %d %.*s: %s: reset", s->id, (int)s->path.valuelen,
+              s->path.value ? (const char *)s->path.value : "", why);
+    finish_attempts(s);
+    struct chunk_pool *cp = &stream_worker(s)->chunks;
+    buf_clear(&s->resp.q, cp);
+    flow_drop_replay(&s->req, cp);
+    s->resp_cut = true;
+    s->resp_end_due = false;
+    s->write_wait = 0;
+    if (s->resp_state != RESP_ENDED)
+        set_resp(s, RESP_ENDED);
+    count_held(s);
+    s->down->ops->reset(s->down, s, NGHTTP2_CANCEL);
+}
+
+void stream_write_timeouts(struct downstream *d, ev_tstamp now)
+{
+    ev_tstamp after = (ev_tstamp)d->cfg->stream_write_timeout_ms / 1000.0, next = 0;
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &d->streams) {
+        struct stream *s = container_of(it, struct stream, down_link);
+        if (s->write_wait == 0 || after == 0 || s->resp_cut)
+            continue;
+        if (s->write_wait + after <= now)
+            cut_unread(s, "the client took none of the response for stream_write_timeout");
+        else if (next == 0 || s->write_wait + after < next)
+            next = s->write_wait + after;
+    }
+    if (d->io.state == CONN_CLOSED)
+        return;
+    if (next != 0)
+        conn_timer_set_at(&d->io.timer, CONN_TIMER_WRITE, next);
+    else
+        conn_timer_clear(&d->io.timer, CONN_TIMER_WRITE);
 }
 
 /* ---- Attempts. ---- */
@@ -247,6 +329,12 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct stream *s = container_of(t, struct stream, deadline_timer);
+    if (s->resp_state == RESP_ENDED && resp_waits(s)) {
+        /* The answer is complete but the client has not taken it by its own
+         * deadline: it will not, and it must not hold its bytes forever. */
+        cut_unread(s, "deadline passed with the answer not taken");
+        return;
+    }
     (void)stream_fail(s, GRPC_DEADLINE_EXCEEDED, "deadline exceeded at grelay");
 }
 
@@ -299,6 +387,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     ev_timer_stop(w->loop, &s->attempt_timer);
     detach_up(s, true);
     reset_for_attempt(s);
+    count_held(s);
     if (delay_us == 0) {
         set_att(s, ATT_IDLE);
         start_attempt(s, true);
@@ -413,9 +502,28 @@ static void start_attempt(struct stream *s, bool retry)
     (void)stream_fail(s, GRPC_UNAVAILABLE, msg);
 }
 
+/* Refuses s with REFUSED_STREAM when its connection's calls already hold
+ * more than connection_buffer (the client may retry it elsewhere, later):
+ * a client that does not read gets no more work done for it. Returns true
+ * if so. HTTP/1.1 carries one call at a time: nothing to refuse. */
+static bool refuse_over_budget(struct stream *s)
+{
+    struct downstream *d = s->down;
+    if (d->http1 || d->held <= d->cfg->connection_buffer)
+        return false;
+    log_debug("stream %d: its connection holds %llu bytes, over connection_buffer: refused", s->id,
+              (unsigned long long)d->held);
+    finish_attempts(s);
+    set_resp(s, RESP_ENDED);
+    d->ops->reset(d, s, NGHTTP2_REFUSED_STREAM);
+    return true;
+}
+
 void stream_start(struct stream *s)
 {
     ev_timer_init(&s->attempt_timer, on_attempt_timer, 0.0, 0.0);
+    if (refuse_over_budget(s))
+        return;
     if (s->deadline_us) {
         uint64_t now = gr_now_us();
         double left = s->deadline_us > now ? (double)(s->deadline_us - now) / 1e6 : 0.0;
@@ -458,6 +566,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
         s->down->ops->consume(s->down, NULL, (size_t)unacked);
     buf_clear(&s->req.q, &w->chunks);
     buf_clear(&s->resp.q, &w->chunks);
+    s->down->held -= s->held;
     gr_list_remove(&s->down_link);
     arena_free(&s->att_arena);
     arena_free(&s->arena);
@@ -475,12 +584,40 @@ void stream_close_all(struct downstream *d)
 
 /* ---- Bodies pulled by the sides. ---- */
 
+/* Whether a failed attempt could still be tried again, by retry.c's rules
+ * (transparently, or under the route's retry_policy), as far as is known
+ * before the failure: only then are the request bytes sent worth keeping. */
+static bool retry_possible(const struct stream *s)
+{
+    if (s->resp_state != RESP_WAITING || s->route == NULL || stream_worker(s)->stopping)
+        return false;
+    if (s->retries < s->route->retry.num_retries)
+        return true;
+    size_t n = wcluster_size(&stream_worker(s)->clusters[s->route->cluster->index]);
+    return s->transparent_retries < (n > 2 ? n : 2);
+}
+
+/* How many request bytes s may keep for a replay: none once no retry can
+ * use them; else up to the listener's stream_buffer, and no more than its
+ * connection may still hold under connection_buffer (past it the call
+ * commits to this attempt, as gRPC's own retry buffer does). */
+static size_t replay_room(const struct stream *s)
+{
+    if (!s->req.replay || !retry_possible(s))
+        return 0;
+    const struct gr_listener_cfg *l = s->down->cfg;
+    uint64_t held = s->down->held;
+    uint64_t room = s->req.acked + (l->connection_buffer > held ? l->connection_buffer - held : 0);
+    return room < l->stream_buffer ? (size_t)room : l->stream_buffer;
+}
+
 /* The upstream provider pulls the request body. */
 static size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t due;
-    size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, s->down->cfg->stream_buffer, &due);
+    size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, replay_room(s), &due);
     flow_give_back(s, &s->req, due);
+    count_held(s);
     *eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
     if (n == 0 && !*eof)
         s->req.parked = true;
@@ -492,6 +629,11 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
     size_t n, taken;
     struct chunk_pool *cp = &stream_worker(s)->chunks;
     bool ended = s->resp_state == RESP_ENDED;
+    if (s->resp_cut) { /* reset: the RST_STREAM is on its way */
+        *eof = false;
+        s->resp.parked = true;
+        return 0;
+    }
     if (s->web != NULL) {
         n = grpcweb_pull(s->web, &s->resp.q, cp, ended, &s->resp_trailers, &s->arena, out, len, &taken, eof);
     } else {
@@ -499,6 +641,10 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
         *eof = s->resp.q.len == 0 && ended;
     }
     flow_give_back(s, &s->resp, taken);
+    if (*eof)
+        s->resp_end_due = false;
+    count_held(s);
+    write_wait_update(s, taken > 0 || *eof);
     if (n == 0 && !*eof)
         s->resp.parked = true;
     return n;
@@ -619,8 +765,11 @@ static void ev_end(struct up_slot *sl)
         (void)stream_fail(s, GRPC_INTERNAL, "upstream ended the stream without a response");
         return;
     }
-    if (s->resp_state == RESP_BODY)
+    if (s->resp_state == RESP_BODY) {
         set_resp(s, RESP_ENDED);
+        s->resp_end_due = true;
+        write_wait_update(s, false);
+    }
     resume_resp(s);
 }
 
@@ -663,6 +812,8 @@ static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
     }
+    count_held(s);
+    write_wait_update(s, false);
     resume_resp(s);
 }
 

@@ -175,6 +175,8 @@ struct gr_listener_cfg {
     uint64_t
         stream_write_timeout_ms; /* response bytes waiting this long for a client that does not read: reset; 0: never */
     bool grpc_web;               /* accept gRPC-Web (and HTTP/1.1) besides native gRPC */
+    uint32_t connection_buffer;  /* bytes one connection's calls may hold (responses queued, replay copies)
+                                    before new streams are refused and replay copies dropped (stream.c) */
     struct gr_tls_server_cfg tls;  /* TLS, when set */
     struct gr_pos tls_pos;         /* where tls: is written (quoted by TLS build errors) */
     uint32_t grpc_web_max_request; /* largest gRPC-Web request body and message */

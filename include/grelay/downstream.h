@@ -37,6 +37,8 @@ struct downstream {
     const struct gr_listener_cfg *cfg; /* the listener it came in on */
     bool http1;                        /* HTTP/1.1 (gRPC-Web only), not HTTP/2 */
     bool broken;                       /* close at the next flush, whatever is pending */
+    uint64_t held;                     /* bytes its calls hold: responses queued, replay copies (stream.c);
+                                          past cfg->connection_buffer new streams are refused */
     struct gr_list streams;            /* its calls */
     struct gr_list link;               /* in worker->dconns */
 };

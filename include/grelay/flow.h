@@ -12,10 +12,16 @@
  * attempt; response: not yet taken downstream) or, for a -text request,
  * base64 whose decoded bytes are not all sent yet. Credit may run ahead of
  * the queue: while a request is replayable the bytes already sent stay in
- * q behind the `sent` cursor (replay costs the client no window), and the
- * response bytes of an upstream stream that is gone are given back to the
- * connection at once. Whatever is unacked when the call ends is given back
- * at connection level. */
+ * q behind the `sent` cursor (replay costs the client no window; the first
+ * `acked` bytes of q are such bytes), and the response bytes of an upstream
+ * stream that is gone owe nothing any more. Response credit here is the
+ * upstream *stream's* window: the upstream connection's window is given
+ * back as bytes arrive (h2_client.c), so one call never holds it. Whatever
+ * is unacked when the call ends is given back at connection level.
+ *
+ * Bytes that flow control no longer bounds (a replay copy, a response
+ * whose upstream stream is gone) are counted per client connection
+ * against the listener's connection_buffer (stream.c, count_held). */
 #ifndef GRELAY_FLOW_H
 #define GRELAY_FLOW_H
 
@@ -51,9 +57,9 @@ static inline size_t flow_due(const struct flow *f, size_t n)
  * base64; counted in received by the caller as they arrive). */
 int flow_queue(struct flow *f, struct chunk_pool *cp, const uint8_t *data, size_t len, size_t wire);
 /* Copies up to len bytes for the taking side into out. Replayable: from
- * the `sent` cursor, keeping them; past keep_max kept bytes the replay
- * copy is dropped. Otherwise drained. *due: bytes whose credit may now go
- * back to the sender. Sets parked when nothing was ready and !ended. */
+ * the `sent` cursor, keeping them; past keep_max kept bytes (0: keep none,
+ * as when no retry can use them) the replay copy is dropped. Otherwise
+ * drained. *due: bytes whose credit may now go back to the sender. */
 size_t flow_pull(struct flow *f, struct chunk_pool *cp, uint8_t *out, size_t len, size_t keep_max, size_t *due);
 /* The body is complete: everything queued is taken and the sender ended. */
 static inline bool flow_drained(const struct flow *f) { return f->q.len == f->sent; }

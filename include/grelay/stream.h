@@ -100,6 +100,11 @@ struct stream {
     uint32_t retries;                 /* configured retries made */
     uint32_t transparent_retries;     /* transparent retries made (bounded by the endpoint count: may pass 255) */
     int resp_status;                  /* upstream :status */
+    ev_tstamp write_wait;             /* since when response bytes (or its end) wait for the client to take
+                                         them, on ev_now's clock; 0 = nothing waits (stream_write_timeout) */
+    size_t held;                      /* what this call counts in down->held (replay copy + response queued) */
+    bool resp_end_due;                /* the body's end (and trailers) is due but not yet taken by the client */
+    bool resp_cut;                    /* reset for not being read: nothing more goes to the client */
     struct gr_list down_link;         /* in down->streams */
     _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
 };
@@ -122,6 +127,11 @@ void stream_on_down_close(struct stream *s, uint32_t error_code);
 /* The client connection is gone: every stream of d closes (and resets
  * upstream). */
 void stream_close_all(struct downstream *d);
+/* The connection's CONN_TIMER_WRITE deadline passed (now: ev_now): every
+ * call whose response has waited stream_write_timeout for the client to
+ * take any of it is reset (its upstream stream too) and its buffers freed;
+ * the deadline is set again for the earliest call still waiting. */
+void stream_write_timeouts(struct downstream *d, ev_tstamp now);
 /* Copies up to len bytes of the response body into out (len >= 1). Sets
  * *eof once the body is complete; HTTP trailers then follow if
  * stream_trailers_nv() gives any. Returns 0 without eof when nothing is

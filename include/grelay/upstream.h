@@ -32,14 +32,13 @@ struct upstream_ops {
     int (*submit)(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body);
     /* More of the request body (or its end) can be pulled. */
     void (*resume)(struct up_slot *sl);
-    /* n response bytes were taken downstream: the backend may send more. */
+    /* n response bytes were taken downstream: the backend may send more on
+     * this stream (the connection's window came back as they arrived). */
     void (*consume)(struct up_slot *sl, size_t n);
     /* Lets go of the stream. reset: it may still be open, so it is reset
      * with RST_STREAM(CANCEL) and forgets the call; without, the stream is
-     * known to be closed already. Unconsumed response bytes still held by
-     * the call are given back to the connection's window. Unlinks sl
-     * (sl->conn NULL). */
-    void (*detach)(struct up_slot *sl, bool reset, size_t unconsumed);
+     * known to be closed already. Unlinks sl (sl->conn NULL). */
+    void (*detach)(struct up_slot *sl, bool reset);
 };
 
 struct upstream_events {

@@ -19,7 +19,8 @@ Methods:
                            "interval_ms"}: sends count messages of size bytes,
                            interval_ms apart; with hold, waits after the first
                            message until the client cancels.
-  /test.Echo/ClientStream  answers JSON {"messages", "bytes"} after the last one.
+  /test.Echo/ClientStream  answers JSON {"messages", "bytes"} after the last one;
+                           with `x-quiet`, no response headers before that.
   /test.Echo/Bidi          echoes each message as soon as it arrives.
   /test.Echo/Flood         streams 64 KiB messages (up to 4096) as fast as the
                            peer's flow control lets it; counts them.
@@ -143,7 +144,8 @@ def server_stream(request, context):
 
 def client_stream(request_iterator, context):
     record("calls")
-    context.send_initial_metadata(initial_md(context))
+    if "x-quiet" not in dict(context.invocation_metadata()):
+        context.send_initial_metadata(initial_md(context))
     n = total = 0
     for msg in request_iterator:
         n += 1

@@ -377,6 +377,7 @@ static void limits_and_timers(void **state)
     assert_int_equal(l->idle_timeout_ms, 3600000);
     assert_int_equal(l->request_headers_timeout_ms, 10000);
     assert_int_equal(l->stream_write_timeout_ms, 30000);
+    assert_int_equal(l->connection_buffer, 4 * 1024 * 1024);
     assert_int_equal(l->max_request_header_fields, 100);
     const struct gr_cluster_cfg *cl = &cfg->clusters[0];
     assert_int_equal(cl->idle_timeout_ms, 600000);
@@ -394,6 +395,7 @@ static void limits_and_timers(void **state)
                          "    idle_timeout: 1h\n"
                          "    request_headers_timeout: 2s\n"
                          "    stream_write_timeout: 0\n"
+                         "    connection_buffer: 1MiB\n"
                          "    max_request_header_fields: 64\n"
                          "    virtual_hosts:\n"
                          "      - name: default\n"
@@ -412,6 +414,7 @@ static void limits_and_timers(void **state)
     assert_int_equal(l->max_connections, 500);
     assert_int_equal(l->request_headers_timeout_ms, 2000);
     assert_int_equal(l->stream_write_timeout_ms, 0);
+    assert_int_equal(l->connection_buffer, 1024 * 1024);
     assert_int_equal(l->max_request_header_fields, 64);
     cl = &cfg->clusters[0];
     assert_int_equal(cl->keepalive.interval_ms, 45000);

@@ -40,7 +40,7 @@ static struct {
 static void on_granted(struct up_slot *sl)
 {
     seen.granted++;
-    sl->ops->detach(sl, false, 0);
+    sl->ops->detach(sl, false);
     pool_release(sl);
 }
 
@@ -136,7 +136,7 @@ static void long_line_is_served_without_recursion(void **state)
     assert_int_equal(f->p->n_waiting, LINE);
     assert_int_equal(f->lb.active[0], LINE + 1);
     assert_int_equal(pool_acquire(f->p, &(struct up_slot){.ev = &events}), GR_ERR_LIMIT);
-    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    f->slots[0].ops->detach(&f->slots[0], false);
     pool_release(&f->slots[0]);
     assert_int_equal(seen.granted, LINE);
     assert_int_equal(f->p->n_waiting, 0);
@@ -160,7 +160,7 @@ static void retired_pool_refuses_and_is_freed_later(void **state)
     assert_non_null(f->slots[0].conn);
     struct pool *p = f->p;
     f->p = NULL; /* it frees itself now */
-    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    f->slots[0].ops->detach(&f->slots[0], false);
     pool_release(&f->slots[0]);
     pool_shutdown(p);        /* closes the last connection: the free is deferred */
     assert_true(p->retired); /* still readable (ASan would say otherwise) */

@@ -43,7 +43,6 @@ static struct {
     int detaches;           /* detach calls */
     bool last_reset;        /* the last detach reset the stream */
     size_t up_consumed;     /* response bytes given back upstream (stream level) */
-    size_t up_unconsumed;   /* response bytes given back at detach (connection level) */
     int resumes;            /* request body resumes */
     size_t last_ep;         /* the endpoint of the last pick */
 } up;
@@ -71,11 +70,10 @@ static void op_consume(struct up_slot *sl, size_t n)
     (void)sl;
     up.up_consumed += n;
 }
-static void op_detach(struct up_slot *sl, bool reset, size_t unconsumed)
+static void op_detach(struct up_slot *sl, bool reset)
 {
     up.detaches++;
     up.last_reset = reset;
-    up.up_unconsumed += unconsumed;
     sl->conn = NULL;
     sl->ops = NULL;
 }
@@ -470,6 +468,118 @@ static void failures_always_answer(void **state)
     assert_int_equal(up.released, up.acquired);
 }
 
+/* A response the client does not take, from a backend that has finished:
+ * the stream_write_timeout clock starts when bytes wait, restarts when the
+ * client takes some, and at its end the call is reset, its upstream
+ * stream let go and its buffers freed (review F3). */
+static void unread_answer_is_cut_after_stream_write_timeout(void **state)
+{
+    (void)state;
+    struct stream *s = call("/pkg.S/M", true, NULL);
+    s->up.ev->sent(&s->up);
+    answer_headers(s);
+    uint8_t body[3000];
+    memset(body, 'b', sizeof(body));
+    s->up.ev->data(&s->up, body, sizeof(body));
+    ev_tstamp t0 = s->write_wait;
+    assert_true(t0 > 0);
+    assert_int_equal(client.held, sizeof(body));
+    trailers(s, "0");
+    s->up.ev->closed(&s->up, NGHTTP2_NO_ERROR); /* the backend finished */
+    assert_int_equal(s->att, ATT_DONE);
+    assert_int_equal(client.held, sizeof(body)); /* still held here */
+    double after = (double)client.cfg->stream_write_timeout_ms / 1000.0;
+    stream_write_timeouts(&client, t0 + after / 2);
+    assert_int_equal(down.resets, 0);
+    uint8_t out[1000];
+    bool eof;
+    assert_int_equal(stream_pull_resp(s, out, sizeof(out), &eof), sizeof(out)); /* the client takes some */
+    ev_tstamp t1 = s->write_wait;
+    assert_true(t1 >= t0);
+    stream_write_timeouts(&client, t1 + after / 2); /* restarted: not yet */
+    assert_int_equal(down.resets, 0);
+    stream_write_timeouts(&client, t1 + after);
+    assert_int_equal(down.resets, 1);
+    assert_int_equal(s->resp.q.len, 0);
+    assert_int_equal(client.held, 0);
+    assert_int_equal(s->write_wait, 0);
+    assert_int_equal(stream_pull_resp(s, out, sizeof(out), &eof), 0); /* nothing more goes out */
+    assert_false(eof);
+    stream_on_down_close(s, NGHTTP2_CANCEL);
+    assert_int_equal(w->n_streams, 0);
+    assert_int_equal(up.released, up.acquired);
+}
+
+/* The same for a complete answer whose end alone waits (an empty body
+ * behind a window of 0), and through the call's deadline. */
+static void deadline_frees_a_complete_answer_not_taken(void **state)
+{
+    (void)state;
+    struct stream *s = call("/pkg.S/M", true, "1S");
+    s->up.ev->sent(&s->up);
+    answer_headers(s);
+    trailers(s, "0");
+    s->up.ev->closed(&s->up, NGHTTP2_NO_ERROR);
+    assert_true(s->write_wait > 0); /* the end waits */
+    on_deadline(w->loop, &s->deadline_timer, 0);
+    assert_int_equal(down.resets, 1);
+    assert_int_equal(s->write_wait, 0);
+    stream_on_down_close(s, NGHTTP2_CANCEL);
+}
+
+/* Request bytes sent upstream are kept for a replay only while a retry is
+ * possible, and only within the connection's connection_buffer (F8). */
+static void replay_copies_are_bounded(void **state)
+{
+    (void)state;
+    static struct gr_listener_cfg small;
+    small = cfg->listeners[0];
+    small.connection_buffer = 64 * 1024;
+    client.cfg = &small;
+    uint8_t chunk[16 * 1024], out[16 * 1024];
+    memset(chunk, 'r', sizeof(chunk));
+    bool eof;
+    struct stream *a = call("/pkg.S/M", false, NULL); /* no retry_policy: transparent retries only */
+    struct stream *b = call("/pkg.S/M", false, NULL);
+    for (int i = 0; i < 3; i++) {
+        request_on_data(a, chunk, sizeof(chunk));
+        assert_int_equal(a->up.ev->pull(&a->up, out, sizeof(out), &eof), sizeof(chunk));
+    }
+    assert_true(a->req.replay);
+    assert_int_equal(a->req.acked, 3 * sizeof(chunk)); /* kept: a REFUSED_STREAM could still come */
+    assert_int_equal(client.held, 3 * sizeof(chunk));
+    for (int i = 0; i < 2; i++) {
+        request_on_data(b, chunk, sizeof(chunk));
+        assert_int_equal(b->up.ev->pull(&b->up, out, sizeof(out), &eof), sizeof(chunk));
+    }
+    assert_false(b->req.replay); /* past connection_buffer: b commits to this attempt */
+    assert_int_equal(b->req.acked, 0);
+    assert_int_equal(client.held, 3 * sizeof(chunk));
+    a->transparent_retries = 2; /* no retry left: nothing is worth keeping */
+    request_on_data(a, chunk, sizeof(chunk));
+    assert_int_equal(a->up.ev->pull(&a->up, out, sizeof(out), &eof), sizeof(chunk));
+    assert_false(a->req.replay);
+    assert_int_equal(client.held, 0);
+    assert_int_equal(down.consumed, 6 * sizeof(chunk)); /* every byte's credit went back */
+    stream_on_down_close(a, NGHTTP2_CANCEL);
+    stream_on_down_close(b, NGHTTP2_CANCEL);
+    assert_int_equal(w->n_streams, 0);
+}
+
+/* A connection whose calls hold more than connection_buffer gets no new
+ * call: REFUSED_STREAM, nothing sent upstream. */
+static void over_budget_new_streams_are_refused(void **state)
+{
+    (void)state;
+    client.held = client.cfg->connection_buffer + 1;
+    struct stream *s = call("/pkg.S/M", true, NULL);
+    assert_int_equal(down.resets, 1);
+    assert_int_equal(up.submits, 0);
+    assert_int_equal(s->att, ATT_DONE);
+    stream_on_down_close(s, NGHTTP2_REFUSED_STREAM);
+    client.held = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +588,10 @@ int main(void)
         cmocka_unit_test_setup(retry_after_each_failure_kind, reset_fakes),
         cmocka_unit_test_setup(slot_handed_to_waiting_call, reset_fakes),
         cmocka_unit_test_setup(failures_always_answer, reset_fakes),
+        cmocka_unit_test_setup(unread_answer_is_cut_after_stream_write_timeout, reset_fakes),
+        cmocka_unit_test_setup(deadline_frees_a_complete_answer_not_taken, reset_fakes),
+        cmocka_unit_test_setup(replay_copies_are_bounded, reset_fakes),
+        cmocka_unit_test_setup(over_budget_new_streams_are_refused, reset_fakes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
