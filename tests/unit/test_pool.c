@@ -200,7 +200,7 @@ static void a_long_line_expires_at_once(void **state)
     assert_int_equal(f->p->n_waiting, 0);
     assert_int_equal(f->lb.active[0], 1); /* the call on the connection */
     assert_non_null(f->slots[0].conn);
-    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    f->slots[0].ops->detach(&f->slots[0], false);
     pool_release(&f->slots[0]);
     assert_int_equal(seen.granted, 0);
 }
@@ -225,7 +225,7 @@ static void each_call_waits_its_own_time(void **state)
     assert_int_equal(seen.refused, 2);
     assert_null(f->slots[3].pool);
     assert_int_equal(f->p->n_waiting, 0);
-    f->slots[0].ops->detach(&f->slots[0], false, 0);
+    f->slots[0].ops->detach(&f->slots[0], false);
     pool_release(&f->slots[0]);
     assert_int_equal(f->lb.active[0], 0);
 }
