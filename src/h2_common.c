@@ -152,7 +152,12 @@ static uint32_t frame_verdict(struct h2_guard *g, nghttp2_session *h2, const uin
         glitch = !(flags & NGHTTP2_FLAG_ACK) && g->settings_seen ? 1u : 0u;
         g->settings_seen = g->settings_seen || !(flags & NGHTTP2_FLAG_ACK);
         break;
-    case NGHTTP2_PING: glitch = flags & NGHTTP2_FLAG_ACK ? 0u : 1u; break;
+    case NGHTTP2_PING:
+        if (!(flags & NGHTTP2_FLAG_ACK)) {
+            glitch = g->answered ? 0u : 1u;
+            g->answered = false;
+        }
+        break;
     case NGHTTP2_PRIORITY: glitch = 1; break;
     case NGHTTP2_RST_STREAM:
     case NGHTTP2_PUSH_PROMISE:

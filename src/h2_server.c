@@ -165,6 +165,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
             spend_reset(d, "too many streams reset because of the client");
         return 0;
     }
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA)
+        d->guard.answered = true; /* the client's next PING is free */
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;

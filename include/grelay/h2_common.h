@@ -55,7 +55,9 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
  *   normally gives one back; the bucket also refills H2_RESET_RATE a second
  *   up to the listener's max_concurrent_streams (at least 100);
  * - glitches: frames with no use (empty DATA without END_STREAM, unknown
- *   frame types, PRIORITY, PING, SETTINGS after the first) cost one each,
+ *   frame types, PRIORITY, SETTINGS after the first, and a PING unless we
+ *   sent HEADERS or DATA since the previous one: gRPC's BDP probes ride on
+ *   data, and grpc servers allow such pings too) cost one each,
  *   H2_GLITCH_BURST at most, H2_GLITCH_RATE back a second.
  * An empty bucket ends the connection with GOAWAY ENHANCE_YOUR_CALM.
  * - closed streams (RFC 9113 5.1): nghttp2 forgets a stream once closed, so
@@ -99,6 +101,7 @@ struct h2_guard {
     uint8_t preface;           /* bytes of the client preface still to come */
     bool settings_seen;        /* the client's first SETTINGS came (later ones are glitches) */
     bool ended;                /* a verdict ended the connection: the rest is not read */
+    bool answered;             /* we sent HEADERS or DATA since the client's last PING: the next one is free */
 };
 
 /* A new connection: full buckets (reset_burst tokens for resets), the
