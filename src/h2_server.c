@@ -70,6 +70,7 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
         return;
     }
     d->guard.ended = true;
+    conn_pause_read(&d->base.io); /* nothing it sends matters any more */
     log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
     if (code == NGHTTP2_ENHANCE_YOUR_CALM)
         conn_set_hostile(&d->base.io);
