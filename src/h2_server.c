@@ -77,6 +77,27 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
     conn_want_flush(&d->base.io);
 }
 
+/* nghttp2 gave up on a flooding client (more unsent ACKs than
+ * max_outbound_ack, more CONTINUATIONs than max_continuations) and its
+ * session is done: the client still gets a GOAWAY ENHANCE_YOUR_CALM, written
+ * by hand, and the connection closes with it. */
+static int dconn_flooded(struct dconn *d, int lib_error)
+{
+    struct conn *c = &d->base.io;
+    uint8_t ga[17] = {0, 0, 8, NGHTTP2_GOAWAY};
+    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(d->h2);
+    for (int i = 0; i < 4; i++) {
+        ga[9 + i] = (uint8_t)(last >> (24 - 8 * i));
+        ga[13 + i] = (uint8_t)(NGHTTP2_ENHANCE_YOUR_CALM >> (24 - 8 * i));
+    }
+    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM", nghttp2_strerror(lib_error));
+    d->guard.ended = true;
+    conn_pause_read(c);
+    conn_set_hostile(c);
+    downstream_break(&d->base);
+    return buf_append(&c->wbuf, &c->w->chunks, ga, sizeof(ga));
+}
+
 /* A reset that cost us a call: one token of the reset budget. */
 static void spend_reset(struct dconn *d, const char *why)
 {
@@ -325,6 +346,8 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     if (gr_list_linked(&d->lru_link))
         h2_hibernate_frames_feed(&d->sleep.frames, data, ok);
     ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
+    if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+        return dconn_flooded(d, (int)rv);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
@@ -337,7 +360,7 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 static ssize_t d_pull(struct conn *c, const uint8_t **data)
 {
     struct dconn *d = dconn_of(c);
-    return d->h2 != NULL ? nghttp2_session_mem_send(d->h2, data) : 0;
+    return d->h2 != NULL && !d->base.broken ? nghttp2_session_mem_send(d->h2, data) : 0;
 }
 
 static size_t d_backlog(struct conn *c)
