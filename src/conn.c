@@ -13,9 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Stop pulling from the protocol once this much waits for the socket. */
-#define WBUF_HIGH (64 * 1024)
-
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
 
@@ -40,6 +37,7 @@ static void conn_setup(struct conn *c, struct worker *w, int fd, const struct co
     c->w = w;
     c->ops = ops;
     c->ssl = NULL;
+    c->read_paused = c->out_paused = c->out_cap = c->hostile = c->tls_read_for_write = false;
     buf_init(&c->wbuf);
     gr_list_init(&c->flush.link);
     c->flush.run = flush_task;
@@ -56,6 +54,7 @@ void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct c
 {
     conn_setup(c, w, fd, ops);
     c->state = CONN_OPEN;
+    c->out_cap = true;
     ev_io_start(w->loop, &c->rio);
 }
 
@@ -130,16 +129,48 @@ void conn_adopt_tls(struct conn *c, SSL *ssl)
     ev_feed_event(c->w->loop, &c->rio, EV_READ);
 }
 
+/* Reading goes on unless the protocol or the output cap stopped it. */
+static void update_reading(struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->read_paused || c->out_paused)
+        ev_io_stop(c->w->loop, &c->rio);
+    else
+        ev_io_start(c->w->loop, &c->rio);
+}
+
 void conn_pause_read(struct conn *c)
 {
-    if (c->state == CONN_OPEN)
-        ev_io_stop(c->w->loop, &c->rio);
+    c->read_paused = true;
+    update_reading(c);
 }
 
 void conn_resume_read(struct conn *c)
 {
-    if (c->state == CONN_OPEN)
-        ev_io_start(c->w->loop, &c->rio);
+    c->read_paused = false;
+    update_reading(c);
+}
+
+void conn_set_hostile(struct conn *c) { c->hostile = true; }
+
+/* The socket refuses more output now: wait until it is writable. A hostile
+ * peer that is done is closed instead; a client whose output piles up is
+ * no longer read (it would only make us queue more). Returns false when c
+ * closed. */
+static bool out_blocked(struct conn *c)
+{
+    if (c->hostile && c->ops->done(c)) {
+        conn_close(c, GR_ERR_LIMIT, "abusive peer: closed without waiting for it to read");
+        return false;
+    }
+    ev_io_start(c->w->loop, &c->wio);
+    if (c->out_cap && !c->out_paused &&
+        (c->wbuf.len >= WBUF_HIGH || (c->ops->backlog != NULL && c->ops->backlog(c) > CONN_BACKLOG_HIGH))) {
+        c->out_paused = true;
+        update_reading(c);
+    }
+    return true;
 }
 
 void conn_want_flush(struct conn *c)
@@ -203,10 +234,15 @@ void conn_flush(struct conn *c)
             int r = SSL_write(c->ssl, iov[0].iov_base, (int)iov[0].iov_len);
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_WRITE)
-                    ev_io_start(c->w->loop, &c->wio);
-                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    out_blocked(c);
                     return;
+                }
+                if (e == SSL_ERROR_WANT_READ) {
+                    c->tls_read_for_write = true; /* TLS must read first, paused or not */
+                    ev_io_start(c->w->loop, &c->rio);
+                    return;
+                }
                 char why[300];
                 conn_close(c, GR_ERR_IO, tls_error(c->ssl, r, why, sizeof(why)));
                 return;
@@ -218,7 +254,7 @@ void conn_flush(struct conn *c)
         w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                ev_io_start(c->w->loop, &c->wio);
+                out_blocked(c);
                 return;
             }
             if (errno == EINTR)
@@ -229,11 +265,15 @@ void conn_flush(struct conn *c)
         buf_drain(&c->wbuf, pool, (size_t)w);
         if (c->wbuf.len > 0) {
             /* The kernel took less than offered: wait until it has room. */
-            ev_io_start(c->w->loop, &c->wio);
+            out_blocked(c);
             return;
         }
     }
     ev_io_stop(c->w->loop, &c->wio);
+    if (c->out_paused) {
+        c->out_paused = false; /* all our output left: the peer reads again */
+        update_reading(c);
+    }
     if (c->ops->done(c))
         conn_close(c, GR_OK, "finished");
 }
@@ -278,17 +318,23 @@ static ssize_t conn_recv(struct conn *c)
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     (void)revents;
     struct conn *c = container_of(io, struct conn, rio);
     if (c->state == CONN_HANDSHAKE) {
         tls_step(c);
         return;
     }
-    /* A few reads per event: fair to other connections, fewer wake-ups.
-     * TLS hands over one record (16 KiB at most) per read: more rounds. */
-    int rounds = c->ssl != NULL ? 8 : 4;
+    /* A few reads per event when no other watcher waits in this loop
+     * iteration (fewer wake-ups); one socket buffer's worth (64 KiB) when
+     * others do, so that a flooding connection does not hold the loop.
+     * TLS hands over one record (16 KiB at most) per read: more rounds.
+     * A pause (conn_pause_read, the output cap) stops the reads at once. */
+    bool others = ev_pending_count(loop) > 0;
+    int rounds = c->ssl != NULL ? (others ? 4 : 8) : (others ? 1 : 4);
     for (int i = 0; i < rounds && c->state == CONN_OPEN; i++) {
+        if ((c->read_paused || c->out_paused) && !c->tls_read_for_write)
+            break;
+        c->tls_read_for_write = false;
         ssize_t n = conn_recv(c);
         if (n <= 0)
             break;
@@ -300,8 +346,11 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         if (c->ssl == NULL && (size_t)n < sizeof(c->w->rbuf))
             break; /* the socket is drained */
     }
-    if (c->state == CONN_OPEN)
+    if (c->state == CONN_OPEN) {
+        if (c->read_paused || c->out_paused)
+            update_reading(c); /* started for TLS, or paused by what was read */
         conn_want_flush(c);
+    }
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)

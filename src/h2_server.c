@@ -21,6 +21,7 @@ struct dconn {
     struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
+    struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
 };
 
 /* The worker's share of downstream HTTP/2. */
@@ -46,6 +47,62 @@ static void dconn_busy(struct dconn *d)
     d->busy_at = ev_now(w->loop);
     gr_list_remove(&d->lru_link);
     gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
+}
+
+/* The wrapping millisecond clock of the abuse budgets. */
+static uint32_t now_ms(const struct dconn *d) { return (uint32_t)(uint64_t)(ev_now(d->base.io.w->loop) * 1000.0); }
+
+/* The reset budget's size: a client may cancel every call it may have in
+ * flight at once (1024 by default; nghttp2's own limit allows 1000). */
+static uint32_t reset_burst(const struct dconn *d)
+{
+    uint32_t n = d->base.cfg->max_concurrent_streams;
+    return n < 100 ? 100 : n > 1000000 ? 1000000 : n;
+}
+
+/* The client broke the protocol in a way nghttp2 does not see, or spent a
+ * budget: GOAWAY with code, and for ENHANCE_YOUR_CALM, the connection and
+ * its calls end as soon as the GOAWAY is out, read or not. */
+static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
+{
+    if (nghttp2_session_terminate_session(d->h2, code) != 0) {
+        downstream_break(&d->base);
+        return;
+    }
+    d->guard.ended = true;
+    conn_pause_read(&d->base.io); /* nothing it sends matters any more */
+    log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM)
+        conn_set_hostile(&d->base.io);
+    conn_want_flush(&d->base.io);
+}
+
+/* nghttp2 gave up on a flooding client (more unsent ACKs than
+ * max_outbound_ack, more CONTINUATIONs than max_continuations) and its
+ * session is done: the client still gets a GOAWAY ENHANCE_YOUR_CALM, written
+ * by hand, and the connection closes with it. */
+static int dconn_flooded(struct dconn *d, int lib_error)
+{
+    struct conn *c = &d->base.io;
+    uint8_t ga[17] = {0, 0, 8, NGHTTP2_GOAWAY};
+    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(d->h2);
+    for (int i = 0; i < 4; i++) {
+        ga[9 + i] = (uint8_t)(last >> (24 - 8 * i));
+        ga[13 + i] = (uint8_t)(NGHTTP2_ENHANCE_YOUR_CALM >> (24 - 8 * i));
+    }
+    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM", nghttp2_strerror(lib_error));
+    d->guard.ended = true;
+    conn_pause_read(c);
+    conn_set_hostile(c);
+    downstream_break(&d->base);
+    return buf_append(&c->wbuf, &c->w->chunks, ga, sizeof(ga));
+}
+
+/* A reset that cost us a call: one token of the reset budget. */
+static void spend_reset(struct dconn *d, const char *why)
+{
+    if (!d->guard.ended && !h2_bucket_take(&d->guard.resets, reset_burst(d), H2_RESET_RATE, 1, now_ms(d)))
+        dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
 }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -92,6 +149,15 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    struct dconn *d = user_data;
+    if (frame->hd.type == NGHTTP2_RST_STREAM && !d->sleep.reviving) {
+        /* The client cancels a call in flight (rapid reset, CVE-2023-44487). */
+        if (nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != NULL) {
+            d->guard.client_rst = frame->hd.stream_id;
+            spend_reset(d, "too many calls reset by the client");
+        }
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
         h2_hibernate_on_ack(&((struct dconn *)user_data)->sleep);
         return 0;
@@ -124,7 +190,18 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    (void)user_data;
+    struct dconn *d = user_data;
+    if (frame->hd.type == NGHTTP2_RST_STREAM && !d->sleep.reviving) {
+        /* A reset the client provoked (MadeYouReset, CVE-2025-8671): DATA
+         * past the window, a bad or refused request... */
+        h2_guard_sent_rst(&d->guard, frame->hd.stream_id);
+        bool call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != NULL;
+        if (h2_guard_provoked(frame->rst_stream.error_code, call))
+            spend_reset(d, "too many streams reset because of the client");
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA)
+        d->guard.answered = true; /* the client's next PING is free */
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -138,12 +215,19 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
+    struct dconn *d = user_data;
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!d->sleep.reviving)
+        h2_guard_closed(&d->guard, stream_id);
     if (s != NULL) {
+        /* A call that ended well (not reset by the client, even with
+         * NO_ERROR) gives a reset token back. */
+        if (error_code == NGHTTP2_NO_ERROR && stream_id != d->guard.client_rst)
+            h2_bucket_give(&d->guard.resets, reset_burst(d), 1);
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_on_down_close(s, error_code);
     }
-    dconn_busy(user_data);
+    dconn_busy(d);
     return 0;
 }
 
@@ -267,20 +351,35 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         if (rc != GR_OK)
             return rc;
     }
+    if (d->guard.ended)
+        return GR_OK; /* a GOAWAY is on its way: nghttp2 would ignore it all */
+    uint32_t code;
+    const char *why = NULL;
+    size_t ok = h2_guard_scan(&d->guard, d->h2, data, len, now_ms(d), &code, &why);
     if (gr_list_linked(&d->lru_link))
-        h2_hibernate_frames_feed(&d->sleep.frames, data, len);
-    ssize_t rv = nghttp2_session_mem_recv(d->h2, data, len);
+        h2_hibernate_frames_feed(&d->sleep.frames, data, ok);
+    ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
+    if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+        return dconn_flooded(d, (int)rv);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
     }
+    if (code != NGHTTP2_NO_ERROR)
+        dconn_refuse(d, code, why);
     return GR_OK;
 }
 
 static ssize_t d_pull(struct conn *c, const uint8_t **data)
 {
     struct dconn *d = dconn_of(c);
-    return d->h2 != NULL ? nghttp2_session_mem_send(d->h2, data) : 0;
+    return d->h2 != NULL && !d->base.broken ? nghttp2_session_mem_send(d->h2, data) : 0;
+}
+
+static size_t d_backlog(struct conn *c)
+{
+    struct dconn *d = dconn_of(c);
+    return d->h2 != NULL ? nghttp2_session_get_outbound_queue_size(d->h2) : 0;
 }
 
 static bool d_done(struct conn *c)
@@ -377,6 +476,7 @@ static const struct conn_ops dconn_ops = {
     .on_close = d_on_close,
     .destroy = d_destroy,
     .on_deadline = d_on_deadline,
+    .backlog = d_backlog,
 };
 
 bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
@@ -396,6 +496,7 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
         return false;
     }
     h2_hibernate_init(&d->sleep);
+    h2_guard_init(&d->guard, reset_burst(d), now_ms(d));
     downstream_init(&d->base, w, l, &h2_downstream_ops);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     gr_list_init(&d->lru_link);

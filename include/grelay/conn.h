@@ -20,6 +20,12 @@
 
 struct conn;
 
+/* Bytes pulled from the protocol into wbuf before pulls stop for the socket. */
+#define WBUF_HIGH (64 * 1024)
+/* Frames queued in the protocol (besides wbuf) past which a client
+ * connection whose socket refuses bytes is no longer read. */
+#define CONN_BACKLOG_HIGH 256
+
 struct conn_ops {
     /* Bytes arrived. Returns 0, or a negative error to close the connection. */
     int (*on_read)(struct conn *c, const uint8_t *data, size_t len);
@@ -39,6 +45,9 @@ struct conn_ops {
     /* One of the connection's deadlines (c->timer) passed (NULL for a
      * protocol that sets none). */
     void (*on_deadline)(struct conn *c, enum conn_timer_kind kind);
+    /* Frames the protocol has queued besides wbuf (nghttp2's outbound
+     * queue), for the output cap of accepted connections (may be NULL). */
+    size_t (*backlog)(struct conn *c);
 };
 
 /* Where a connection stands; it only moves forward (CLOSED is final). */
@@ -61,9 +70,17 @@ struct conn {
     struct gr_task reap;        /* in worker->reap once closed: destroy */
     struct conn_timer timer;    /* its deadlines (idle, headers, write, keepalive); stopped on close */
     enum conn_state state;      /* see enum conn_state */
+    bool read_paused;           /* the protocol stopped reading (conn_pause_read) */
+    bool out_paused;            /* reading stopped: the peer does not take our output (out_cap) */
+    bool out_cap;               /* an accepted (client) connection: stop reading it while its output waits */
+    bool hostile;               /* close once the protocol is done, whether its last bytes left or not */
+    bool tls_read_for_write;    /* SSL_write wants a read first: one read happens even while paused */
 };
 
-/* Adopts an accepted, non-blocking socket and starts reading. */
+/* Adopts an accepted, non-blocking socket and starts reading. Its output
+ * is capped: while the socket refuses bytes and WBUF_HIGH of them wait
+ * (or the protocol's backlog passes CONN_BACKLOG_HIGH frames), reading
+ * stops, until the output has left (docs/limits.md, HTTP/2 abuse). */
 void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops);
 /* Starts a non-blocking connect; with ssl, a TLS handshake follows it
  * (ssl is owned by c from now on, even on failure). Returns 0 or GR_ERR_IO
@@ -74,9 +91,14 @@ int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, con
 void conn_start_tls(struct conn *c, SSL *ssl);
 /* Takes over a TLS session whose handshake another conn finished. */
 void conn_adopt_tls(struct conn *c, SSL *ssl);
-/* Stops and restarts reading (backpressure on an HTTP/1.1 request body). */
+/* Stops and restarts reading (backpressure on an HTTP/1.1 request body).
+ * No read follows a pause, not even in the same wake-up. */
 void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);
+/* The peer is hostile (an abuse budget ran out): once the protocol is done
+ * (its GOAWAY pulled), the connection closes at once, even if the socket
+ * has not taken the last bytes: a peer that does not read holds nothing. */
+void conn_set_hostile(struct conn *c);
 /* Asks for a flush at the end of this loop iteration (writes are batched). */
 void conn_want_flush(struct conn *c);
 /* Writes what the protocol has now; closes on error or when done. */

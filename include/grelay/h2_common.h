@@ -16,8 +16,11 @@
 #define H2_MAX_SEND_HEADER_BLOCK ((1u << 20) + 64 * 1024)
 
 /* New options with what both sides use: manual flow control (window
- * credit is given back only when the other side took the bytes) and no
- * closed-stream retention (no priority tree). Returns GR_OK or GR_ERR_NOMEM. */
+ * credit is given back only when the other side took the bytes), no
+ * closed-stream retention (no priority tree), and nghttp2's abuse limits
+ * (queued ACKs, SETTINGS entries, CONTINUATION frames, pushes, and the
+ * library's own RST_STREAM rate limit as a backstop behind h2_guard).
+ * Returns GR_OK or GR_ERR_NOMEM. */
 int h2_common_options(nghttp2_option **opt);
 /* Frees a side's callbacks and options (either may be NULL). */
 void h2_common_free(nghttp2_session_callbacks *cbs, nghttp2_option *opt);
@@ -43,6 +46,90 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
+}
+
+/* ---- Abuse budgets of a client connection (docs/limits.md, HTTP/2 abuse) ----
+ *
+ * Two token buckets per connection, as nghttp2 1.57's rapid-reset limit and
+ * HAProxy's glitch counter do, and what a stream id's past tells:
+ * - resets: a client RST_STREAM on a call still open, and every RST_STREAM
+ *   the client made us send (DATA past the stream window, a malformed or
+ *   refused request: MadeYouReset), cost a token each; a call that ends
+ *   normally gives one back; the bucket also refills H2_RESET_RATE a second
+ *   up to the listener's max_concurrent_streams (at least 100);
+ * - glitches: frames with no use (empty DATA without END_STREAM, unknown
+ *   frame types, PRIORITY, SETTINGS after the first, and a PING unless we
+ *   sent HEADERS or DATA since the previous one: gRPC's BDP probes ride on
+ *   data, and grpc servers allow such pings too) cost one each,
+ *   H2_GLITCH_BURST at most, H2_GLITCH_RATE back a second.
+ * An empty bucket ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+ * - closed streams (RFC 9113 5.1): nghttp2 forgets a stream once closed, so
+ *   the guard remembers the last H2_GUARD_IDS client stream ids: whether
+ *   each was opened, whether it closed, and whether we reset it. DATA or HEADERS on one the
+ *   client closed is a connection error STREAM_CLOSED, HEADERS on an id
+ *   never used below the highest one is PROTOCOL_ERROR, and frames on a
+ *   stream we reset are ignored, as the RFC requires. Older ids are ignored
+ *   (and cost a glitch): we cannot tell whether we reset them. */
+#define H2_GLITCH_BURST 500
+#define H2_GLITCH_RATE 50
+#define H2_RESET_RATE 33
+#define H2_GUARD_IDS 64
+
+/* A token bucket. */
+struct h2_bucket {
+    uint32_t milli; /* tokens left, in thousandths */
+    uint32_t at_ms; /* last refill, on a wrapping millisecond clock */
+};
+
+/* Full, as of now_ms. */
+void h2_bucket_init(struct h2_bucket *b, uint32_t burst, uint32_t now_ms);
+/* Refills rate tokens a second (burst at most) for the time since the last
+ * call, then takes n: false, with nothing taken, when fewer are left. */
+bool h2_bucket_take(struct h2_bucket *b, uint32_t burst, uint32_t rate, uint32_t n, uint32_t now_ms);
+/* Gives n tokens back (burst at most). */
+void h2_bucket_give(struct h2_bucket *b, uint32_t burst, uint32_t n);
+
+/* One client connection's budgets, stream-id memory and frame scanner. */
+struct h2_guard {
+    struct h2_bucket resets;   /* see above */
+    struct h2_bucket glitches; /* see above */
+    uint64_t used;             /* bit i: the client opened stream top - 2i */
+    uint64_t reset;            /* bit i: we sent RST_STREAM on stream top - 2i */
+    uint64_t closed;           /* bit i: stream top - 2i was open in nghttp2, and closed */
+    int32_t top;               /* the highest stream id the client opened (0: none) */
+    int32_t client_rst;        /* the stream the client reset last: its close gives no token back */
+    uint32_t left;             /* payload bytes of the frame being scanned still to come */
+    uint8_t hdr[9];            /* a frame header split across reads */
+    uint8_t have;              /* bytes of hdr[] received */
+    uint8_t preface;           /* bytes of the client preface still to come */
+    bool settings_seen;        /* the client's first SETTINGS came (later ones are glitches) */
+    bool ended;                /* a verdict ended the connection: the rest is not read */
+    bool answered;             /* we sent HEADERS or DATA since the client's last PING: the next one is free */
+};
+
+/* A new connection: full buckets (reset_burst tokens for resets), the
+ * preface to come. */
+void h2_guard_init(struct h2_guard *g, uint32_t reset_burst, uint32_t now_ms);
+/* Looks at the frame headers in the next n bytes the client sent, before
+ * nghttp2 reads them (h2 as it stands before them). Returns how many of
+ * the bytes nghttp2 may read: n, or where the frame that ends the
+ * connection begins; then *code is the GOAWAY error (NGHTTP2_NO_ERROR
+ * otherwise) and *why says what happened. */
+size_t h2_guard_scan(struct h2_guard *g, nghttp2_session *h2, const uint8_t *p, size_t n, uint32_t now_ms,
+                     uint32_t *code, const char **why);
+/* We sent RST_STREAM on stream id: frames that still come on it are
+ * ignored. */
+void h2_guard_sent_rst(struct h2_guard *g, int32_t id);
+/* Stream id closed (on_stream_close): frames that come on it later are a
+ * STREAM_CLOSED error, unless we reset it. A stream nghttp2 never opened
+ * (refused) is not closed this way: what follows its HEADERS is ignored. */
+void h2_guard_closed(struct h2_guard *g, int32_t id);
+/* Whether an RST_STREAM we send with code counts against the reset budget:
+ * every one but NO_ERROR (the answer was complete first), CANCEL, and
+ * REFUSED_STREAM on a call (has_call: grelay refuses it, the overload guard). */
+static inline bool h2_guard_provoked(uint32_t code, bool has_call)
+{
+    return code != NGHTTP2_NO_ERROR && code != NGHTTP2_CANCEL && !(code == NGHTTP2_REFUSED_STREAM && has_call);
 }
 
 #endif
