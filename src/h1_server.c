@@ -81,6 +81,7 @@ static const char *reason(int status)
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
@@ -166,6 +167,50 @@ static int emit_header(struct h1conn *h)
     return rc == GR_ERR_NOMEM ? -1 : 0; /* past a limit: the call is answered once the head is read */
 }
 
+/* ---- The connection's deadlines (c->timer). HEADER: from accept until the
+ * first request's headers are complete, and for each later request from
+ * its first byte (the wait for that byte is IDLE's: HAProxy's timeout
+ * http-request and http-keep-alive). IDLE: idle_timeout while no request
+ * is in progress, from accept and from the end of each response. ---- */
+
+/* The first byte of a request: it is in flight, and its headers are timed. */
+static void request_begins(struct h1conn *h)
+{
+    struct conn_timer *t = &h->base.io.timer;
+    conn_timer_clear(t, CONN_TIMER_IDLE);
+    uint64_t rht = h->base.cfg->request_headers_timeout_ms;
+    if (rht > 0 && t->at[CONN_TIMER_HEADER] == 0) /* the first request's runs from accept */
+        conn_timer_set(t, CONN_TIMER_HEADER, (ev_tstamp)rht / 1e3);
+}
+
+static void h1_on_deadline(struct conn *c, enum conn_timer_kind kind)
+{
+    struct h1conn *h = h1_of(c);
+    if (kind == CONN_TIMER_IDLE && h->s == NULL) {
+        conn_close(c, GR_OK, "idle_timeout");
+    } else if (kind == CONN_TIMER_HEADER) {
+        if (h->s == NULL) {
+            /* Not a byte of a request: close without a word, as HAProxy does
+             * with http-ignore-probes (a 408 on a connection a browser
+             * opened ahead would be read as the answer to its next request). */
+            conn_close(c, GR_ERR_IO, "no request within request_headers_timeout");
+            return;
+        }
+        /* A request has begun but its headers trickle: 408 and close, as
+         * HAProxy's timeout http-request does. */
+        log_debug("HTTP/1.1 client: request headers not complete within request_headers_timeout");
+        write_error(h, 408, "request headers not complete in time\n");
+        h->base.broken = true;
+    } else if (kind == CONN_TIMER_WRITE) {
+        /* A response the client has not taken for stream_write_timeout ends
+         * the connection (HTTP/1.1 cannot reset one response), at once: its
+         * socket may be the one not read. */
+        stream_write_timeouts(&h->base, ev_now(c->w->loop));
+        if (h->base.broken)
+            conn_close(c, GR_ERR_IO, "the client took none of the response for stream_write_timeout");
+    }
+}
+
 static int on_message_begin(http_parser *p)
 {
     struct h1conn *h = p->data;
@@ -174,6 +219,7 @@ static int on_message_begin(http_parser *p)
     h->msg_complete = h->streaming = h->resp_done = false;
     h->expect_continue = h->expect_other = h->conn_too_long = false;
     h->conn_len = 0;
+    request_begins(h);
     h->s = stream_new(&h->base, ++h->next_id);
     return h->s == NULL ? -1 : 0;
 }
@@ -211,6 +257,7 @@ static int on_headers_complete(http_parser *p)
         return -1;
     if (!http_should_keep_alive(p))
         h->close_after = true;
+    conn_timer_clear(&h->base.io.timer, CONN_TIMER_HEADER);
     if (h->expect_other && p->http_minor == 1) {
         reject(h, 417, "an Expect other than 100-continue");
         return -1; /* the parser stops here; feed sees the answer */
@@ -339,6 +386,8 @@ static void finish_request(struct h1conn *h)
     }
     if (h->close_after)
         return;
+    if (h->base.cfg->idle_timeout_ms > 0)
+        conn_timer_set(&h->base.io.timer, CONN_TIMER_IDLE, (ev_tstamp)h->base.cfg->idle_timeout_ms / 1e3);
     h->resp_done = false;
     h->msg_complete = false;
     http_parser_pause(&h->parser, 0);
@@ -419,23 +468,12 @@ static void h1_on_close(struct conn *c, int err, const char *why)
 static void h1_destroy(struct conn *c)
 {
     struct h1conn *h = h1_of(c);
+    worker_conn_release(c->w, h->base.cfg);
     free(h->url);
     free(h->field);
     free(h->value);
     free(h->conn_list);
     free(h);
-}
-
-/* The connection's deadlines. CONN_TIMER_WRITE: a response the client has
- * not taken for stream_write_timeout ends the connection (HTTP/1.1 cannot
- * reset one response), at once: its socket may be the one not read. */
-static void h1_on_deadline(struct conn *c, enum conn_timer_kind kind)
-{
-    if (kind != CONN_TIMER_WRITE)
-        return;
-    stream_write_timeouts(&h1_of(c)->base, ev_now(c->w->loop));
-    if (h1_of(c)->base.broken)
-        conn_close(c, GR_ERR_IO, "the client took none of the response for stream_write_timeout");
 }
 
 static const struct conn_ops h1_conn_ops = {
@@ -552,12 +590,13 @@ static const struct downstream_ops h1_downstream_ops = {
 };
 
 void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
-                      size_t early_len)
+                      size_t early_len, ev_tstamp accepted)
 {
     struct h1conn *h = calloc(1, sizeof(*h));
     if (h == NULL) {
         SSL_free(ssl);
         close(fd);
+        worker_conn_release(w, l);
         return;
     }
     http_parser_init(&h->parser, HTTP_REQUEST);
@@ -568,6 +607,11 @@ void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
     downstream_init(&h->base, w, l, &h1_downstream_ops);
     h->base.http1 = true;
     conn_init_accepted(&h->base.io, w, fd, &h1_conn_ops);
+    if (l->request_headers_timeout_ms > 0)
+        conn_timer_set_at(&h->base.io.timer, CONN_TIMER_HEADER,
+                          (accepted > 0 ? accepted : ev_now(w->loop)) + (ev_tstamp)l->request_headers_timeout_ms / 1e3);
+    if (l->idle_timeout_ms > 0)
+        conn_timer_set(&h->base.io.timer, CONN_TIMER_IDLE, (ev_tstamp)l->idle_timeout_ms / 1e3);
     if (ssl != NULL)
         conn_adopt_tls(&h->base.io, ssl);
     if (early_len > 0 && h1_on_read(&h->base.io, early, early_len) != GR_OK) {

@@ -53,6 +53,12 @@ bool h2_hibernate_frames_at_boundary(const struct h2_frames *t)
     return t->preface == 0 && t->left == 0 && t->have == 0 && !t->in_block;
 }
 
+bool h2_hibernate_frames_in_block(const struct h2_frames *t)
+{
+    /* While a payload comes (left > 0), hdr[] is its frame's header. */
+    return t->in_block || (t->left > 0 && (t->hdr[3] == NGHTTP2_HEADERS || t->hdr[3] == NGHTTP2_CONTINUATION));
+}
+
 static uint8_t *put_frame_hdr(uint8_t *p, uint32_t len, uint8_t type, uint8_t flags)
 {
     p[0] = (uint8_t)(len >> 16);
@@ -150,6 +156,12 @@ enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t
         *wu_len = H2_WINDOW_UPDATE_LEN;
     }
     return H2_IDLE_ASLEEP;
+}
+
+void h2_hibernate_goaway(const struct h2_sleep *sl, uint32_t code, uint8_t out[H2_GOAWAY_LEN])
+{
+    uint8_t *p = put_frame_hdr(out, 8, NGHTTP2_GOAWAY, 0);
+    put_u32(put_u32(p, (uint32_t)sl->last_stream & 0x7fffffffu), code);
 }
 
 /* The body of the response on the stream of the past: as many bytes as

@@ -22,6 +22,9 @@ struct dconn {
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
+    int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
+                              * the end of its request header block, 0 nothing */
+    bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
 };
 
 /* The worker's share of downstream HTTP/2. */
@@ -105,6 +108,48 @@ static void spend_reset(struct dconn *d, const char *why)
         dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
 }
 
+/* ---- The connection's deadlines (c->timer, armed at accept):
+ * IDLE: no call in flight for the listener's idle_timeout (cleared when a
+ *   call begins, set again when the last one ends: never per frame); after
+ *   a GOAWAY, how long the client has to take it.
+ * HEADER: request_headers_timeout for the client's preface and SETTINGS
+ *   (from accept), then for each request header block (from its first
+ *   frame: a HEADERS frame whose payload, or CONTINUATIONs, trickle in).
+ * KEEPALIVE: the client acknowledges our first SETTINGS within
+ *   request_headers_timeout (nghttpx's settings_timer_).
+ * WRITE: the earliest stream_write_timeout of the connection's calls. ---- */
+
+/* Past a GOAWAY, a client that does not take it is cut off after this. */
+#define GOAWAY_GRACE_S 1.0
+
+static void call_began(struct dconn *d, int32_t stream_id)
+{
+    struct conn_timer *t = &d->base.io.timer;
+    if (!d->goaway)
+        conn_timer_clear(t, CONN_TIMER_IDLE);
+    uint64_t rht = d->base.cfg->request_headers_timeout_ms;
+    if (rht > 0) {
+        d->hdr_wait = stream_id; /* header blocks do not interleave: one at a time */
+        conn_timer_set(t, CONN_TIMER_HEADER, (ev_tstamp)rht / 1e3);
+    }
+}
+
+static void headers_done(struct dconn *d, int32_t stream_id)
+{
+    if (d->hdr_wait != stream_id)
+        return;
+    d->hdr_wait = 0;
+    conn_timer_clear(&d->base.io.timer, CONN_TIMER_HEADER);
+}
+
+/* A call ended: with none left, the idle clock starts. */
+static void call_ended(struct dconn *d)
+{
+    uint64_t idle = d->base.cfg->idle_timeout_ms;
+    if (idle > 0 && !d->goaway && gr_list_empty(&d->base.streams))
+        conn_timer_set(&d->base.io.timer, CONN_TIMER_IDLE, (ev_tstamp)idle / 1e3);
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
@@ -123,6 +168,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
     dconn_busy(d);
+    call_began(d, frame->hd.stream_id);
     return 0;
 }
 
@@ -158,8 +204,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         return 0;
     }
-    if (frame->hd.type == NGHTTP2_SETTINGS && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-        h2_hibernate_on_ack(&((struct dconn *)user_data)->sleep);
+    if (frame->hd.type == NGHTTP2_SETTINGS) {
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+            h2_hibernate_on_ack(&d->sleep);
+            conn_timer_clear(&d->base.io.timer, CONN_TIMER_KEEPALIVE);
+        } else if (d->hdr_wait < 0) {
+            headers_done(d, -1); /* the preface and the client's SETTINGS are in */
+        }
         return 0;
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
@@ -167,8 +218,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        headers_done(user_data, frame->hd.stream_id);
         request_on_headers_done(s);
+    }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         stream_on_req_end(s);
     return 0;
@@ -226,6 +279,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             h2_bucket_give(&d->guard.resets, reset_burst(d), 1);
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_on_down_close(s, error_code);
+        call_ended(d);
     }
     dconn_busy(d);
     return 0;
@@ -346,6 +400,8 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
+    if (d->goaway && d->h2 == NULL)
+        return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
     if (d->h2 == NULL) {
         int rc = wake(d);
         if (rc != GR_OK)
@@ -356,8 +412,10 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     uint32_t code;
     const char *why = NULL;
     size_t ok = h2_guard_scan(&d->guard, d->h2, data, len, now_ms(d), &code, &why);
-    if (gr_list_linked(&d->lru_link))
-        h2_hibernate_frames_feed(&d->sleep.frames, data, ok);
+    /* Where the client's bytes stand between frames: for hibernation, and
+     * for a header block whose stream was reset inside it (nghttp2 reads
+     * the rest of the block, and tells us of nothing until it ends). */
+    h2_hibernate_frames_feed(&d->sleep.frames, data, ok);
     ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
     if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
         return dconn_flooded(d, (int)rv);
@@ -396,18 +454,94 @@ static void d_on_close(struct conn *c, int err, const char *why)
     gr_list_remove(&d->lru_link);
     downstream_fini(&d->base);
     stream_close_all(&d->base);
+    if (d->h2 != NULL)
+        c->w->sessions_freed++; /* its blocks wait in h2mem's free lists for housekeeping to give back */
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
 }
 
-static void d_destroy(struct conn *c) { slab_free(&c->w->h2s->slab, dconn_of(c)); }
+static void d_destroy(struct conn *c)
+{
+    struct dconn *d = dconn_of(c);
+    worker_conn_release(c->w, d->base.cfg);
+    slab_free(&c->w->h2s->slab, d);
+}
 
-/* The connection's deadlines. CONN_TIMER_WRITE: calls whose client has
- * not taken their response for stream_write_timeout are reset (stream.c). */
+/* Ends the connection with a GOAWAY. Awake: through the session, which then
+ * wants neither to read nor to write once the frame is out, so the
+ * connection closes after that flush. Hibernating: a GOAWAY frame built from
+ * what the connection kept (its last stream id), written as is: waking a
+ * session (~25 KiB, and the connection's past replayed) only to say goodbye
+ * would cost the most on the connections hibernation makes cheap, all of
+ * them at once when many reach idle_timeout together. */
+static void goaway(struct dconn *d, uint32_t code, const char *why)
+{
+    struct conn *c = &d->base.io;
+    if (d->goaway)
+        return;
+    log_debug("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
+    d->goaway = true;
+    if (d->h2 != NULL) {
+        if (nghttp2_session_terminate_session(d->h2, code) != 0) {
+            conn_close(c, GR_ERR_NOMEM, why);
+            return;
+        }
+    } else {
+        uint8_t frame[H2_GOAWAY_LEN];
+        h2_hibernate_goaway(&d->sleep, code, frame);
+        if (buf_append(&c->wbuf, &c->w->chunks, frame, sizeof(frame)) != GR_OK) {
+            conn_close(c, GR_ERR_NOMEM, why);
+            return;
+        }
+        d->base.broken = true; /* closes once wbuf is written */
+    }
+    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
+    conn_want_flush(c);
+}
+
 static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
-    if (kind == CONN_TIMER_WRITE)
-        stream_write_timeouts(&dconn_of(c)->base, ev_now(c->w->loop));
+    struct dconn *d = dconn_of(c);
+    switch (kind) {
+    case CONN_TIMER_IDLE:
+        if (d->goaway)
+            conn_close(c, GR_ERR_IO, "the client did not take its GOAWAY");
+        else if (gr_list_empty(&d->base.streams))
+            goaway(d, NGHTTP2_NO_ERROR, "idle_timeout");
+        break;
+    case CONN_TIMER_HEADER:
+        if (d->hdr_wait < 0)
+            conn_close(c, GR_ERR_IO, "no HTTP/2 preface and SETTINGS within request_headers_timeout");
+        else if (d->hdr_wait > 0 && d->h2 != NULL &&
+                 (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
+                  h2_hibernate_frames_in_block(&d->sleep.frames)))
+            goaway(d, NGHTTP2_PROTOCOL_ERROR, "request header block not complete within request_headers_timeout");
+        else
+            d->hdr_wait = 0; /* its stream was reset, and the block ended since */
+        break;
+    case CONN_TIMER_KEEPALIVE:
+        goaway(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");
+        break;
+    case CONN_TIMER_WRITE: /* calls whose client has not taken their response for stream_write_timeout (stream.c) */
+        stream_write_timeouts(&d->base, ev_now(c->w->loop));
+        break;
+    default: break;
+    }
+}
+
+/* Arms the deadlines of a new connection accepted at `accepted`. */
+static void arm_deadlines(struct dconn *d, ev_tstamp accepted)
+{
+    const struct gr_listener_cfg *l = d->base.cfg;
+    struct conn_timer *t = &d->base.io.timer;
+    if (l->idle_timeout_ms > 0)
+        conn_timer_set(t, CONN_TIMER_IDLE, (ev_tstamp)l->idle_timeout_ms / 1e3);
+    if (l->request_headers_timeout_ms > 0) {
+        ev_tstamp rht = (ev_tstamp)l->request_headers_timeout_ms / 1e3;
+        d->hdr_wait = -1;
+        conn_timer_set_at(t, CONN_TIMER_HEADER, (accepted > 0 ? accepted : ev_now(t->loop)) + rht);
+        conn_timer_set(t, CONN_TIMER_KEEPALIVE, rht); /* our SETTINGS go out now */
+    }
 }
 
 /* Response body provider: pulls from the stream, then sends its trailers. */
@@ -480,7 +614,7 @@ static const struct conn_ops dconn_ops = {
 };
 
 bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
-                      size_t early_len)
+                      size_t early_len, ev_tstamp accepted)
 {
     struct h2_server_state *st = w->h2s;
     struct dconn *d = slab_alloc(&st->slab);
@@ -493,12 +627,14 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
             slab_free(&st->slab, d);
         SSL_free(ssl);
         close(fd);
+        worker_conn_release(w, l);
         return false;
     }
     h2_hibernate_init(&d->sleep);
     h2_guard_init(&d->guard, reset_burst(d), now_ms(d));
     downstream_init(&d->base, w, l, &h2_downstream_ops);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
+    arm_deadlines(d, accepted);
     gr_list_init(&d->lru_link);
     if (l->hibernate_after_ms > 0) {
         d->busy_at = ev_now(w->loop);

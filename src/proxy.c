@@ -23,22 +23,31 @@
  * of waking the loop in a busy cycle (nghttpx's sleep_acceptor). */
 #define ACCEPT_SLEEP_S 0.1
 
+/* A listener at its max_connections looks again this often even if no
+ * wake-up comes (the wake-up is what resumes it; this is the backstop). */
+#define ACCEPT_FULL_RECHECK_S 1.0
+
 /* One listening socket of one worker. */
 struct wlistener {
     int fd;                            /* bound, listening, non-blocking; -1 once closed */
     ev_io io;                          /* readable = connections to accept */
-    ev_timer sleep;                    /* accepting paused (out of fds) until it fires */
+    ev_timer sleep;                    /* accepting paused (out of fds, or full) until it fires */
+    ev_async wake;                     /* a slot of max_connections came back (sent by any worker) */
     uint64_t pauses;                   /* times accepting was paused (logged at warn once a second at most) */
     ev_tstamp logged_at;               /* when a pause was last logged */
+    bool full;                         /* not accepting: max_connections reached (until a slot is taken again) */
+    uint64_t fulls;                    /* times this socket found the listener full */
+    ev_tstamp full_logged_at;          /* when that was last logged */
     struct worker *w;                  /* the worker that accepts on it */
     const struct gr_listener_cfg *cfg; /* what it serves */
 };
 
 struct proxy {
-    const struct gr_config *cfg; /* the configuration every worker runs */
-    struct worker **workers;     /* cfg->workers of them */
-    size_t n_workers;            /* workers created (all of them unless proxy_new failed) */
-    size_t n_started;            /* workers whose thread runs */
+    const struct gr_config *cfg;      /* the configuration every worker runs */
+    struct worker **workers;          /* cfg->workers of them */
+    size_t n_workers;                 /* workers created (all of them unless proxy_new failed) */
+    size_t n_started;                 /* workers whose thread runs */
+    struct worker_conn_count *counts; /* per listener: its client connections, all workers together */
 };
 
 static void on_accept_sleep(struct ev_loop *loop, ev_timer *t, int revents)
@@ -47,6 +56,16 @@ static void on_accept_sleep(struct ev_loop *loop, ev_timer *t, int revents)
     struct wlistener *wl = container_of(t, struct wlistener, sleep);
     if (wl->fd >= 0)
         ev_io_start(loop, &wl->io);
+}
+
+/* Stops watching the listener for `seconds` (on_accept_sleep starts it
+ * again); the timer is stopped first, as libev forbids setting an active one. */
+static void sleep_for(struct wlistener *wl, ev_tstamp seconds)
+{
+    ev_io_stop(wl->w->loop, &wl->io);
+    ev_timer_stop(wl->w->loop, &wl->sleep);
+    ev_timer_set(&wl->sleep, seconds, 0.0);
+    ev_timer_start(wl->w->loop, &wl->sleep);
 }
 
 /* accept failed for want of resources: stop watching the listener for a
@@ -61,24 +80,55 @@ static void pause_accepting(struct wlistener *wl, int err)
                  "the file descriptors: raise the limit or lower the load)",
                  wl->cfg->name, strerror(err), ACCEPT_SLEEP_S * 1000, (unsigned long long)wl->pauses);
     }
-    ev_io_stop(loop, &wl->io);
-    ev_timer_set(&wl->sleep, ACCEPT_SLEEP_S, 0.0);
-    ev_timer_start(loop, &wl->sleep);
+    sleep_for(wl, ACCEPT_SLEEP_S);
 }
 
 /* The overload guard is on: new connections wait in the backlog; the
  * listener looks again after ACCEPT_SLEEP_S (worker.h, worker_overloaded). */
-static void wait_overload(struct wlistener *wl)
+static void wait_overload(struct wlistener *wl) { sleep_for(wl, ACCEPT_SLEEP_S); }
+
+/* The listener has max_connections client connections, all workers
+ * together: stop accepting, so that new clients wait in the kernel's
+ * backlog (not refused) until a connection closes and wakes us. */
+static void pause_full(struct wlistener *wl)
 {
-    ev_io_stop(wl->w->loop, &wl->io);
-    ev_timer_stop(wl->w->loop, &wl->sleep);
-    ev_timer_set(&wl->sleep, ACCEPT_SLEEP_S, 0.0);
-    ev_timer_start(wl->w->loop, &wl->sleep);
+    struct ev_loop *loop = wl->w->loop;
+    if (!wl->full) {
+        wl->full = true;
+        wl->fulls++;
+        if (ev_now(loop) - wl->full_logged_at >= 1.0) {
+            wl->full_logged_at = ev_now(loop);
+            log_warn("listener %s: max_connections (%u) reached: new connections wait in the backlog until one "
+                     "closes (reached %llu times so far)",
+                     wl->cfg->name, wl->cfg->max_connections, (unsigned long long)wl->fulls);
+        }
+    }
+    sleep_for(wl, ACCEPT_FULL_RECHECK_S);
+}
+
+/* A slot came back somewhere: a full listener looks again. */
+static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct wlistener *wl = container_of(a, struct wlistener, wake);
+    if (wl->fd < 0 || !wl->full)
+        return;
+    ev_timer_stop(loop, &wl->sleep);
+    ev_io_start(loop, &wl->io);
+}
+
+/* worker_conn_count.released, on any worker's thread: wake every worker's
+ * socket of that listener (ev_async_send is thread-safe; the loops live
+ * until proxy_free, after every thread has stopped). */
+static void on_released(struct worker_conn_count *cc)
+{
+    struct proxy *p = cc->owner;
+    for (size_t i = 0; i < p->n_workers; i++)
+        ev_async_send(p->workers[i]->loop, &p->workers[i]->listeners[cc->listener].wake);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     (void)revents;
     struct wlistener *wl = container_of(io, struct wlistener, io);
     if (worker_overloaded()) {
@@ -86,20 +136,28 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                pause_accepting(wl, errno);
-            else if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("listener %s: accept: %s", wl->cfg->name, strerror(errno));
+        if (!worker_conn_take(wl->w, wl->cfg)) {
+            pause_full(wl);
             return;
         }
+        wl->full = false;
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            worker_conn_release(wl->w, wl->cfg);
+            if (err == EINTR || err == ECONNABORTED)
+                continue;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+                pause_accepting(wl, err);
+            else if (err != EAGAIN && err != EWOULDBLOCK)
+                log_warn("listener %s: accept: %s", wl->cfg->name, strerror(err));
+            return;
+        }
+        /* The slot goes with the socket: whoever closes it gives it back. */
         if (wl->cfg->grpc_web || wl->cfg->tls.set)
             sniff_accept(wl->w, wl->cfg, fd);
         else
-            (void)h2_server_accept(wl->w, wl->cfg, fd, NULL, NULL, 0);
+            (void)h2_server_accept(wl->w, wl->cfg, fd, NULL, NULL, 0, ev_now(loop));
     }
 }
 
@@ -109,6 +167,7 @@ static void close_listeners(struct worker *w)
         if (w->listeners[i].fd >= 0) {
             ev_io_stop(w->loop, &w->listeners[i].io);
             ev_timer_stop(w->loop, &w->listeners[i].sleep);
+            ev_async_stop(w->loop, &w->listeners[i].wake);
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
@@ -173,6 +232,7 @@ static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
     wl->fd = fd;
     ev_io_init(&wl->io, on_accept, fd, EV_READ);
     ev_timer_init(&wl->sleep, on_accept_sleep, ACCEPT_SLEEP_S, 0.0);
+    ev_async_init(&wl->wake, on_wake);
     return GR_OK;
 }
 
@@ -253,11 +313,23 @@ struct proxy *proxy_new(const struct gr_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     p->cfg = cfg;
+    if ((p->counts = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*p->counts))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        proxy_free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        p->counts[i].max = cfg->listeners[i].max_connections;
+        p->counts[i].listener = i;
+        p->counts[i].owner = p;
+        p->counts[i].released = on_released;
+    }
     for (uint32_t i = 0; i < cfg->workers; i++) {
         if ((p->workers[i] = worker_build(i, cfg, err, errlen)) == NULL) {
             proxy_free(p);
             return NULL;
         }
+        p->workers[i]->conn_counts = p->counts;
         p->n_workers++;
     }
     return p;
@@ -285,6 +357,8 @@ int proxy_start(struct proxy *p)
         worker_start_watchers(w);
         ev_async_start(w->loop, &w->stop);
         ev_async_start(w->loop, &w->update);
+        for (size_t j = 0; j < w->n_listeners; j++)
+            ev_async_start(w->loop, &w->listeners[j].wake);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             log_error("cannot start worker %u", w->id);
             return GR_ERR_IO;
@@ -316,5 +390,6 @@ void proxy_free(struct proxy *p)
     for (size_t i = 0; i < p->n_workers; i++)
         worker_free_all(p->workers[i]);
     free(p->workers);
+    free(p->counts);
     free(p);
 }

@@ -18,7 +18,8 @@ static const char preface[] = H2_PREFACE;
 struct sniff {
     struct conn io;                    /* first member */
     const struct gr_listener_cfg *cfg; /* the listener it came in on */
-    ev_timer handshake_timer;          /* TLS: bounds the handshake */
+    ev_tstamp accepted;                /* when: the protocol's request_headers_timeout counts from it */
+    bool handed_over;                  /* the socket (and its max_connections slot) went to a protocol */
     struct gr_list link;               /* in worker->sniffing */
     uint8_t seen[PREFACE_LEN];         /* bytes so far, while they could still be the preface */
     size_t n;                          /* bytes of seen[] */
@@ -41,11 +42,12 @@ static int sniff_on_read(struct conn *c, const uint8_t *data, size_t len)
     int fd = c->fd;
     struct worker *w = c->w;
     c->fd = -1; /* no longer ours to close */
+    sn->handed_over = true;
     conn_close(c, GR_OK, "handed over");
     if (h2)
-        h2_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
+        h2_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len, sn->accepted);
     else
-        h1_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len);
+        h1_server_accept(w, sn->cfg, fd, NULL, all, sn->n + len, sn->accepted);
     return GR_OK;
 }
 
@@ -53,7 +55,6 @@ static int sniff_on_read(struct conn *c, const uint8_t *data, size_t len)
 static void sniff_on_tls(struct conn *c)
 {
     struct sniff *sn = container_of(c, struct sniff, io);
-    ev_timer_stop(c->w->loop, &sn->handshake_timer);
     const unsigned char *proto = NULL;
     unsigned int plen = 0;
     SSL_get0_alpn_selected(c->ssl, &proto, &plen);
@@ -63,19 +64,25 @@ static void sniff_on_tls(struct conn *c)
     struct worker *w = c->w;
     c->fd = -1;
     c->ssl = NULL; /* both go to the protocol */
+    sn->handed_over = true;
     conn_close(c, GR_OK, "handed over");
     if (h1)
-        h1_server_accept(w, sn->cfg, fd, ssl, NULL, 0);
+        h1_server_accept(w, sn->cfg, fd, ssl, NULL, 0, sn->accepted);
     else
-        h2_server_accept(w, sn->cfg, fd, ssl, NULL, 0); /* h2, or no ALPN at all */
+        h2_server_accept(w, sn->cfg, fd, ssl, NULL, 0, sn->accepted); /* h2, or no ALPN at all */
 }
 
-static void on_handshake_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+/* CONN_TIMER_HEADER: the TLS handshake's handshake_timeout and the
+ * listener's request_headers_timeout, whichever ends first (both count
+ * from accept); CONN_TIMER_IDLE: idle_timeout, when it is the shorter. */
+static void sniff_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
-    (void)loop;
-    (void)revents;
-    struct sniff *sn = container_of(t, struct sniff, handshake_timer);
-    conn_close(&sn->io, GR_ERR_IO, "TLS handshake timed out");
+    if (kind == CONN_TIMER_IDLE)
+        conn_close(c, GR_ERR_IO, "idle_timeout before the protocol was known");
+    else if (kind == CONN_TIMER_HEADER)
+        conn_close(c, GR_ERR_IO,
+                   c->state == CONN_HANDSHAKE ? "TLS handshake not complete in time"
+                                              : "no request within request_headers_timeout");
 }
 
 static ssize_t sniff_pull(struct conn *c, const uint8_t **data)
@@ -94,13 +101,18 @@ static bool sniff_done(struct conn *c)
 static void sniff_on_close(struct conn *c, int err, const char *why)
 {
     struct sniff *sn = container_of(c, struct sniff, io);
-    ev_timer_stop(c->w->loop, &sn->handshake_timer);
     gr_list_remove(&sn->link);
     if (err != GR_OK)
         log_debug("listener %s: client connection closed: %s", sn->cfg->name, why);
 }
 
-static void sniff_destroy(struct conn *c) { free(container_of(c, struct sniff, io)); }
+static void sniff_destroy(struct conn *c)
+{
+    struct sniff *sn = container_of(c, struct sniff, io);
+    if (!sn->handed_over)
+        worker_conn_release(c->w, sn->cfg);
+    free(sn);
+}
 
 static const struct conn_ops sniff_ops = {
     .on_read = sniff_on_read,
@@ -109,6 +121,7 @@ static const struct conn_ops sniff_ops = {
     .on_connect = sniff_on_tls,
     .on_close = sniff_on_close,
     .destroy = sniff_destroy,
+    .on_deadline = sniff_on_deadline,
 };
 
 void sniff_accept(struct worker *w, const struct gr_listener_cfg *l, int fd)
@@ -116,20 +129,28 @@ void sniff_accept(struct worker *w, const struct gr_listener_cfg *l, int fd)
     struct sniff *sn = calloc(1, sizeof(*sn));
     if (sn == NULL) {
         close(fd);
+        worker_conn_release(w, l);
         return;
     }
     sn->cfg = l;
-    ev_timer_init(&sn->handshake_timer, on_handshake_timeout, 0.0, 0.0);
+    sn->accepted = ev_now(w->loop);
     conn_init_accepted(&sn->io, w, fd, &sniff_ops);
     gr_list_insert_tail(&w->sniffing, &sn->link);
+    /* Slowloris before the protocol is known (zero bytes, a preface one
+     * byte at a time, a TLS handshake that never ends) is bounded here. */
+    uint64_t header_ms = l->request_headers_timeout_ms;
+    if (l->tls.set && (header_ms == 0 || l->tls.handshake_timeout_ms < header_ms))
+        header_ms = l->tls.handshake_timeout_ms;
+    if (header_ms > 0)
+        conn_timer_set(&sn->io.timer, CONN_TIMER_HEADER, (ev_tstamp)header_ms / 1e3);
+    if (l->idle_timeout_ms > 0)
+        conn_timer_set(&sn->io.timer, CONN_TIMER_IDLE, (ev_tstamp)l->idle_timeout_ms / 1e3);
     if (l->tls.set) {
         SSL *ssl = SSL_new(l->tls.ctx);
         if (ssl == NULL) {
             conn_close(&sn->io, GR_ERR_NOMEM, "out of memory");
             return;
         }
-        ev_timer_set(&sn->handshake_timer, (double)l->tls.handshake_timeout_ms / 1e3, 0.0);
-        ev_timer_start(w->loop, &sn->handshake_timer);
         conn_start_tls(&sn->io, ssl);
     }
 }

@@ -31,6 +31,36 @@ atomic_bool worker_overload;
  * flush can end more at once than a small cache holds (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
+static struct worker_conn_count *conn_count(struct worker *w, const struct gr_listener_cfg *l)
+{
+    return w->conn_counts != NULL ? &w->conn_counts[(size_t)(l - w->cfg->listeners)] : NULL;
+}
+
+bool worker_conn_take(struct worker *w, const struct gr_listener_cfg *l)
+{
+    struct worker_conn_count *cc = conn_count(w, l);
+    if (cc == NULL)
+        return true;
+    uint32_t before = atomic_fetch_add_explicit(&cc->n, 1, memory_order_relaxed);
+    if (cc->max == 0 || before < cc->max)
+        return true;
+    /* Full: give the slot back without waking anyone (that would wake the
+     * others into the same refusal, forever). A release that raced with it
+     * saw the count at or above max, and woke the listeners itself. */
+    atomic_fetch_sub_explicit(&cc->n, 1, memory_order_relaxed);
+    return false;
+}
+
+void worker_conn_release(struct worker *w, const struct gr_listener_cfg *l)
+{
+    struct worker_conn_count *cc = conn_count(w, l);
+    if (cc == NULL)
+        return;
+    uint32_t before = atomic_fetch_sub_explicit(&cc->n, 1, memory_order_relaxed);
+    if (cc->max != 0 && before >= cc->max && cc->released != NULL)
+        cc->released(cc);
+}
+
 void worker_cache_init(struct worker_cache *c, size_t size, size_t max)
 {
     memset(c, 0, sizeof(*c));

@@ -7,6 +7,7 @@
 #include "grelay/common.h"
 #include "grelay/config.h"
 
+#include <ev.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,10 +22,12 @@ void h2_server_worker_destroy(struct worker *w);
 /* With no client connection left, gives the connection slabs back (tests
  * and fuzzing use it between inputs, for allocations that repeat). */
 void h2_server_worker_trim(struct worker *w);
-/* Takes an accepted socket, its TLS session (or NULL) and the bytes
- * already read from it (a protocol sniffer's); false (socket closed) on
- * failure. */
+/* Takes an accepted socket, its TLS session (or NULL), the bytes already
+ * read from it (a protocol sniffer's) and when it was accepted (ev_now's
+ * clock; 0: now), from which request_headers_timeout counts; false (socket
+ * closed) on failure. The socket's slot of max_connections
+ * (worker_conn_take) goes with it. */
 bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
-                      size_t early_len);
+                      size_t early_len, ev_tstamp accepted);
 
 #endif

@@ -47,6 +47,20 @@ struct worker_cache {
     size_t size; /* object size (poisoned under AddressSanitizer while cached) */
 };
 
+/* Client connections of one listener, counted across every worker for its
+ * max_connections. proxy.c owns one per listener, shared by the workers:
+ * a slot is taken before accept() and given back when the connection is
+ * destroyed (or the accept failed). */
+struct worker_conn_count {
+    _Atomic uint32_t n; /* slots taken: client connections accepted and not yet destroyed */
+    uint32_t max;       /* the listener's max_connections; 0: no limit */
+    size_t listener;    /* index of the listener in cfg->listeners */
+    void *owner;        /* the proxy, for released */
+    /* A slot came back while the listener was at its limit: every worker
+     * may resume accepting on it (proxy.c; any thread). */
+    void (*released)(struct worker_conn_count *cc);
+};
+
 #define WORKER_READ_BUF (64 * 1024)
 
 struct worker {
@@ -56,6 +70,7 @@ struct worker {
     const struct gr_config *cfg;             /* the configuration it runs (immutable) */
     struct wlistener *listeners;             /* its listening sockets, one per configured listener (proxy.c) */
     size_t n_listeners;                      /* entries of listeners */
+    struct worker_conn_count *conn_counts;   /* per listener, shared by all workers (proxy.c); or NULL */
     struct wcluster *clusters;               /* per configured cluster, same index: balancer and pools (wcluster.h) */
     _Atomic(struct endpoint_set *) *pending; /* per cluster: a newer endpoint set from the main thread */
     ev_async stop;                           /* the main thread asks the worker to stop (proxy.c) */
@@ -108,6 +123,12 @@ void worker_run_deferred(struct worker *w);
 /* Hands a new endpoint set of cluster i to the worker (any thread; the
  * worker adopts it between events). Takes a reference of its own. */
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set);
+
+/* Takes a slot of listener l's max_connections (before accept): false when
+ * the listener is full. Gives one back (the client connection is destroyed,
+ * or the accept failed). Both do nothing without conn_counts. */
+bool worker_conn_take(struct worker *w, const struct gr_listener_cfg *l);
+void worker_conn_release(struct worker *w, const struct gr_listener_cfg *l);
 
 /* The cache of objects of one size: get returns NULL when empty. */
 void worker_cache_init(struct worker_cache *c, size_t size, size_t max);

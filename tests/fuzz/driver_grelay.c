@@ -53,8 +53,9 @@ struct ev_loop *gp_loop(void) { return w->loop; }
 void gp_accept(enum fuzz_front front, int fd)
 {
     const struct gr_listener_cfg *l = &cfg->listeners[0];
+    (void)worker_conn_take(w, l); /* what the listener does before accept(); destroying the connection gives it back */
     if (front == FUZZ_FRONT_H1)
-        h1_server_accept(w, l, fd, NULL, NULL, 0);
+        h1_server_accept(w, l, fd, NULL, NULL, 0, 0);
     else
         sniff_accept(w, l, fd); /* what a grpc_web listener does; sees the preface, calls h2_server_accept */
 }
