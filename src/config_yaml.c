@@ -183,7 +183,7 @@ static int number(struct config_yaml *c, const struct config_field *f, yaml_node
 /* uint32_t: a whole number within [min, max]. */
 int config_yaml_set_u32(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
-    uint64_t u;
+    uint64_t u = 0;
     if (number(c, f, v, parse_whole, "a whole number", &u))
         return GR_ERR_CONFIG;
     *(uint32_t *)FIELD_PTR(obj, f->off) = (uint32_t)u;
@@ -193,7 +193,7 @@ int config_yaml_set_u32(struct config_yaml *c, const struct config_field *f, yam
 /* uint32_t bytes within [min, max]: "65536", "64KiB", "1MiB" (see parse_size). */
 int config_yaml_set_size(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
-    uint64_t u;
+    uint64_t u = 0;
     if (number(c, f, v, parse_size, "a size such as 65536, 64KiB or 1MiB", &u))
         return GR_ERR_CONFIG;
     *(uint32_t *)FIELD_PTR(obj, f->off) = (uint32_t)u;
@@ -203,7 +203,7 @@ int config_yaml_set_size(struct config_yaml *c, const struct config_field *f, ya
 /* uint64_t bytes within [min, max]: the same spellings, for budgets past 4 GiB. */
 int config_yaml_set_size64(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
-    uint64_t u;
+    uint64_t u = 0;
     if (number(c, f, v, parse_size, "a size such as 512MiB or 2GiB", &u))
         return GR_ERR_CONFIG;
     *(uint64_t *)FIELD_PTR(obj, f->off) = u;
@@ -213,7 +213,7 @@ int config_yaml_set_size64(struct config_yaml *c, const struct config_field *f, 
 /* uint64_t milliseconds within [min, max]: "5s", "250ms", "1.5s", "2m", "1h". */
 int config_yaml_set_duration(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
-    uint64_t u;
+    uint64_t u = 0;
     if (number(c, f, v, parse_duration_ms, "a duration such as 5s, 250ms, 1.5s or 2m", &u))
         return GR_ERR_CONFIG;
     *(uint64_t *)FIELD_PTR(obj, f->off) = u;
