@@ -175,7 +175,11 @@ static bool out_blocked(struct conn *c)
 
 void conn_want_flush(struct conn *c)
 {
-    if (c->state != CONN_CLOSED)
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->out_cap) /* a client's: before the upstream flushes (worker_defer_first) */
+        worker_defer_first(c->w, &c->flush);
+    else
         worker_defer(c->w, &c->flush, false);
 }
 
@@ -281,11 +285,14 @@ void conn_flush(struct conn *c)
 /* One read, in clear or through TLS: returns the bytes read into the
  * worker's buffer, 0 when the socket has nothing more now, or -1 after
  * closing c (the peer left, or an error). */
-static ssize_t conn_recv(struct conn *c)
+/* One read's worth when other watchers wait (on_readable). */
+#define FAIR_READ (16u * 1024)
+
+static ssize_t conn_recv(struct conn *c, size_t max)
 {
     struct worker *w = c->w;
     if (c->ssl == NULL) {
-        ssize_t n = recv(c->fd, w->rbuf, sizeof(w->rbuf), 0);
+        ssize_t n = recv(c->fd, w->rbuf, max, 0);
         if (n > 0)
             return n;
         if (n == 0)
@@ -297,7 +304,7 @@ static ssize_t conn_recv(struct conn *c)
         return -1;
     }
     ERR_clear_error();
-    int n = SSL_read(c->ssl, w->rbuf, (int)sizeof(w->rbuf));
+    int n = SSL_read(c->ssl, w->rbuf, (int)max);
     if (n > 0)
         return n;
     int e = SSL_get_error(c->ssl, n);
@@ -325,17 +332,20 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     /* A few reads per event when no other watcher waits in this loop
-     * iteration (fewer wake-ups); one socket buffer's worth (64 KiB) when
-     * others do, so that a flooding connection does not hold the loop.
-     * TLS hands over one record (16 KiB at most) per read: more rounds.
-     * A pause (conn_pause_read, the output cap) stops the reads at once. */
+     * iteration (fewer wake-ups); one read of 16 KiB (one TLS record at
+     * most, HAProxy's buffer and nghttpx's read size) when others do, so
+     * that a flooding connection does not hold the loop: each connection's
+     * share of an iteration stays small (docs/limits.md, One connection
+     * does not hold the loop). A pause (conn_pause_read, the output cap)
+     * stops the reads at once. */
     bool others = ev_pending_count(loop) > 0;
-    int rounds = c->ssl != NULL ? (others ? 4 : 8) : (others ? 1 : 4);
+    int rounds = others ? 1 : c->ssl != NULL ? 8 : 4;
+    size_t max = others ? FAIR_READ : sizeof(c->w->rbuf);
     for (int i = 0; i < rounds && c->state == CONN_OPEN; i++) {
         if ((c->read_paused || c->out_paused) && !c->tls_read_for_write)
             break;
         c->tls_read_for_write = false;
-        ssize_t n = conn_recv(c);
+        ssize_t n = conn_recv(c, max);
         if (n <= 0)
             break;
         int rc = c->ops->on_read(c, c->w->rbuf, (size_t)n);
@@ -343,7 +353,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             conn_close(c, rc, rc == GR_ERR_PROTO ? "protocol error from peer" : log_strerror(rc));
             return;
         }
-        if (c->ssl == NULL && (size_t)n < sizeof(c->w->rbuf))
+        if (c->ssl == NULL && (size_t)n < max)
             break; /* the socket is drained */
     }
     if (c->state == CONN_OPEN) {

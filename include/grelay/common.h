@@ -85,6 +85,13 @@ static inline void gr_list_init(struct gr_list *l) { l->prev = l->next = l; }
 static inline bool gr_list_empty(const struct gr_list *l) { return l->next == l; }
 static inline bool gr_list_linked(const struct gr_list *e) { return e->next != NULL && e->next != e; }
 
+static inline void gr_list_insert_head(struct gr_list *head, struct gr_list *e)
+{
+    e->next = head->next;
+    e->prev = head;
+    head->next->prev = e;
+    head->next = e;
+}
 static inline void gr_list_insert_tail(struct gr_list *head, struct gr_list *e)
 {
     e->prev = head->prev;

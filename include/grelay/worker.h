@@ -116,6 +116,18 @@ static inline void worker_defer(struct worker *w, struct gr_task *t, bool reap)
         return;
     gr_list_insert_tail(reap ? &w->reap : &w->dirty, &t->link);
 }
+/* Queues flush t ahead of the flushes already due. Client connections
+ * flush first: a stream their flush resets (nghttp2 closes a stream it
+ * resets itself, for a flow-control error say, once that RST_STREAM is
+ * sent) cancels its upstream HEADERS while they still wait in the upstream
+ * session, so the backend never sees the call (MadeYouReset; see
+ * docs/limits.md, HTTP/2 abuse). */
+static inline void worker_defer_first(struct worker *w, struct gr_task *t)
+{
+    if (gr_list_linked(&t->link))
+        return;
+    gr_list_insert_head(&w->dirty, &t->link);
+}
 /* Runs every due task: all flushes (tasks a flush queues run too), then
  * all frees. The prepare watcher calls it; shutdown calls it directly. */
 void worker_run_deferred(struct worker *w);
