@@ -86,6 +86,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
         return NULL;
     s->down = d;
     s->id = id;
+    s->born = ev_now(w->loop);
     w->n_streams++;
     w->streams_begun++;
     if (gr_unlikely(!w->busy))

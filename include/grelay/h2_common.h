@@ -52,11 +52,12 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
  *
  * Two token buckets per connection, as nghttp2 1.57's rapid-reset limit and
  * HAProxy's glitch counter do, and what a stream id's past tells:
- * - resets: a client RST_STREAM on a call still open, and every RST_STREAM
- *   the client made us send (DATA past the stream window, a malformed or
- *   refused request: MadeYouReset), cost a token each; a call that ends
- *   normally gives one back; the bucket also refills H2_RESET_RATE a second
- *   up to the listener's max_concurrent_streams (at least 100);
+ * - resets: a client RST_STREAM on a call still open and younger than
+ *   H2_PREMATURE_RESET_S, and every RST_STREAM the client made us send (DATA
+ *   past the stream window, a malformed or refused request: MadeYouReset),
+ *   cost a token each; a call that ends normally gives one back; the bucket
+ *   also refills H2_RESET_RATE a second, up to H2_RESET_BURST (or the
+ *   listener's max_concurrent_streams when smaller, at least 100);
  * - glitches: frames with no use (empty DATA without END_STREAM, unknown
  *   frame types, PRIORITY, SETTINGS after the first, and a PING unless we
  *   sent HEADERS or DATA since the previous one: gRPC's BDP probes ride on
@@ -73,6 +74,8 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
 #define H2_GLITCH_BURST 500
 #define H2_GLITCH_RATE 50
 #define H2_RESET_RATE 33
+#define H2_RESET_BURST 200
+#define H2_PREMATURE_RESET_S 1.0
 #define H2_GUARD_IDS 64
 
 /* A token bucket. */

@@ -100,6 +100,8 @@ struct stream {
     uint32_t retries;                 /* configured retries made */
     uint32_t transparent_retries;     /* transparent retries made (bounded by the endpoint count: may pass 255) */
     int resp_status;                  /* upstream :status */
+    ev_tstamp born;                   /* when the call began (ev_now): a client's reset of a call younger than
+                                         H2_PREMATURE_RESET_S counts against its connection's reset budget */
     ev_tstamp write_wait;             /* since when response bytes (or its end) wait for the client to take
                                          them, on ev_now's clock; 0 = nothing waits (stream_write_timeout) */
     size_t held;                      /* what this call counts in down->held (replay copy + response queued) */
