@@ -169,7 +169,7 @@ def p_grelay(args, bport, h1):
         {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}
     if h1:
         listener["grpc_web"] = True  # the listener that accepts HTTP/1.1
-    cfg = {"workers": 1, "log_level": "warn", "listeners": [listener],
+    cfg = {"workers": 1, "log_level": os.environ.get("ABUSE_GRELAY_LOG", "warn"), "listeners": [listener],
            "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
     path = write("grelay.yaml", json.dumps(cfg))
     return subprocess.Popen(["taskset", "-c", PROXY_CPU, args.grelay, "--config", path],
@@ -438,7 +438,8 @@ def main():
                 lg.get("calls", 0), lg.get("p50_ms"), r.get("error") or attacker_summary(r.get("attacker"))),
                 file=sys.stderr, flush=True)
     report(args, results, time.monotonic() - t0)
-    shutil.rmtree(TMP, ignore_errors=True)
+    if not os.environ.get("ABUSE_KEEP"):
+        shutil.rmtree(TMP, ignore_errors=True)  # ABUSE_KEEP=1 keeps the proxies' logs
 
 
 if __name__ == "__main__":
