@@ -22,6 +22,7 @@ struct dconn {
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
+    uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
@@ -181,7 +182,6 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
@@ -193,6 +193,15 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
          * (the stream is closing): ENHANCE_YOUR_CALM, which gRPC clients
          * read as RESOURCE_EXHAUSTED, not INTERNAL_ERROR. */
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+        /* A client that read our SETTINGS_MAX_HEADER_LIST_SIZE does not send
+         * twice it. Once may be a bug, and its call gets the reset (which
+         * grpc clients read as RESOURCE_EXHAUSTED, not to be retried); a
+         * second such block ends the connection (HAProxy ends it at the
+         * first), or an attacker would make us decode one per token of the
+         * reset budget. */
+        struct dconn *d = user_data;
+        if (++d->cut_blocks > 1 && !d->guard.ended)
+            dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     return rc == GR_OK ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
