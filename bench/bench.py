@@ -24,27 +24,10 @@ import sys
 import tempfile
 import time
 
+from ports import free_port, wait_port  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="grelay-bench-")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, seconds=15):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("exited with %s" % proc.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never opened" % port)
 
 
 def stop(proc):

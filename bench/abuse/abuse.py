@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from ports import free_port, wait_port  # noqa: E402
 PY = "/usr/bin/python3"  # Debian's, which has grpcio
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="grelay-abuse-")
@@ -58,25 +59,6 @@ ROWS = [
     ("slowloris_h1", "slowloris_h1_headers", "500 connections trickling HTTP/1.1 request headers", [], True),
     ("idle_conns", "idle_connections", "4,000 idle HTTP/2 connections", [], False),
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, seconds=15):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("exited with %s" % proc.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d never opened" % port)
 
 
 def stop(proc, grace=3):

@@ -19,6 +19,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from h2client import grpc_headers, raw_h2, read_until_closed
 from harness import free_port, simple_config
 
 # ---- HPACK and frames by hand (RFC 7541, RFC 9113 4.1). ----
@@ -94,47 +95,12 @@ def vm_kib(pid, key):
 # ---- A raw client (python h2) for exact field counts. ----
 
 
-def raw_client(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
-    return s, c
-
-
-def grpc_headers(extra=(), path="/test.Echo/Unary"):
-    return [(":method", "POST"), (":scheme", "http"), (":authority", "test"), (":path", path),
-            ("content-type", "application/grpc"), ("te", "trailers")] + list(extra)
-
-
 def call(s, c, sid, headers, seconds=10):
     """Sends one unary call and collects its answer."""
     c.send_headers(sid, headers)
     c.send_data(sid, b"\x00\x00\x00\x00\x02hi", end_stream=True)
     s.sendall(c.data_to_send())
-    out = {"headers": None, "data": b"", "trailers": None, "reset": None}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        data = s.recv(65536)
-        if not data:
-            break
-        for ev in c.receive_data(data):
-            if getattr(ev, "stream_id", None) != sid:
-                continue
-            if isinstance(ev, h2.events.ResponseReceived):
-                out["headers"] = dict(ev.headers)
-            elif isinstance(ev, h2.events.DataReceived):
-                out["data"] += ev.data
-                c.acknowledge_received_data(ev.flow_controlled_length, sid)
-            elif isinstance(ev, h2.events.TrailersReceived):
-                out["trailers"] = dict(ev.headers)
-            elif isinstance(ev, h2.events.StreamReset):
-                out["reset"] = ev.error_code
-            if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
-                s.sendall(c.data_to_send())
-                return out
-        s.sendall(c.data_to_send())
-    return out
+    return read_until_closed(s, c, sid, seconds)
 
 
 def fields(n):
@@ -142,13 +108,13 @@ def fields(n):
 
 
 def test_101_fields_are_refused_naming_the_field_limit_and_100_pass(proxy):
-    s, c = raw_client(proxy.port)
+    s, c = raw_h2(proxy.port)
     try:
-        out = call(s, c, 1, grpc_headers(fields(101 - 6)))  # 6 from grpc_headers, pseudo-headers included
+        out = call(s, c, 1, grpc_headers(extra=fields(101 - 6)))  # 6 from grpc_headers, pseudo-headers included
         assert out["headers"] is not None, out
         assert out["headers"][b"grpc-status"] == b"8", out
         assert out["headers"][b"grpc-message"] == b"request headers exceed the listener's limit of 100 fields"
-        out = call(s, c, 3, grpc_headers(fields(100 - 6)))
+        out = call(s, c, 3, grpc_headers(extra=fields(100 - 6)))
         assert out["data"] == b"\x00\x00\x00\x00\x02hi", out
         assert out["trailers"][b"grpc-status"] == b"0", out
     finally:
@@ -180,7 +146,7 @@ def test_the_32_byte_overhead_counts(backends, grelay_factory):
     plain = base_len + sum(len(n) + len(v) for n, v in extra)
     counted = plain + 32 * (len(base) + len(extra))
     assert plain < 4096 < counted
-    s, cl = raw_client(port)
+    s, cl = raw_h2(port)
     try:
         out = call(s, cl, 1, base + extra)
         assert out["headers"] is not None and out["headers"][b"grpc-status"] == b"8", out
@@ -195,7 +161,7 @@ def test_the_32_byte_overhead_counts(backends, grelay_factory):
 
 
 def test_request_trailers_over_the_limit_end_the_call(proxy):
-    s, c = raw_client(proxy.port)
+    s, c = raw_h2(proxy.port)
     try:
         c.send_headers(1, grpc_headers())
         c.send_data(1, b"\x00\x00\x00\x00\x02hi")
