@@ -29,7 +29,7 @@
  * (their fields are counted, not kept); one more fails the call. */
 #define MAX_RESPONSE_1XX 5
 /* The first block of a call's attempt arena, carved from its arena. */
-#define ATT_ARENA_FIRST 1024
+#define ATT_ARENA_FIRST 768
 /* Streams a worker keeps for reuse (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 

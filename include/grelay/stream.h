@@ -108,7 +108,7 @@ struct stream {
     bool resp_end_due;                /* the body's end (and trailers) is due but not yet taken by the client */
     bool resp_cut;                    /* reset for not being read: nothing more goes to the client */
     struct gr_list down_link;         /* in down->streams */
-    _Alignas(16) unsigned char arena_first[1536]; /* the arena's first block: most calls need no malloc */
+    _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };
 
 /* The worker's stream cache holds struct streams. */
