@@ -58,6 +58,20 @@ class Raw:
     def send(self, b):
         self.s.sendall(b)
 
+    def ack_settings(self, payload):
+        """A client that reads acknowledges grelay's SETTINGS (or it would get
+        GOAWAY SETTINGS_TIMEOUT after request_headers_timeout), and applies
+        their HEADER_TABLE_SIZE to its encoder (grelay advertises 0 before a
+        connection hibernates)."""
+        for i in range(0, len(payload) - 5, 6):
+            ident, value = struct.unpack(">HI", payload[i:i + 6])
+            if ident == 1:  # SETTINGS_HEADER_TABLE_SIZE
+                self.enc.header_table_size = value
+        try:
+            self.s.sendall(frame(SETTINGS, ACK, 0))
+        except OSError:
+            pass
+
     def frames(self, seconds=3):
         """Frames as they come, for at most `seconds`; None last if the peer closed."""
         end = time.monotonic() + seconds
@@ -68,6 +82,8 @@ class Raw:
                     break
                 f = (self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF, self.buf[9:9 + n])
                 self.buf = self.buf[9 + n:]
+                if f[0] == SETTINGS and not f[1] & ACK:
+                    self.ack_settings(f[3])
                 yield f
             left = end - time.monotonic()
             if left <= 0:
