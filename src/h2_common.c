@@ -82,7 +82,6 @@ void h2_guard_init(struct h2_guard *g, uint32_t reset_burst, uint32_t now_ms)
     memset(g, 0, sizeof(*g));
     h2_bucket_init(&g->resets, reset_burst, now_ms);
     h2_bucket_init(&g->glitches, H2_GLITCH_BURST, now_ms);
-    g->preface = H2_PREFACE_LEN;
 }
 
 /* The client opened stream id, above top: the memory slides. */
@@ -185,37 +184,91 @@ static uint32_t frame_verdict(struct h2_guard *g, nghttp2_session *h2, const uin
     return code;
 }
 
-size_t h2_guard_scan(struct h2_guard *g, nghttp2_session *h2, const uint8_t *p, size_t n, uint32_t now_ms,
-                     uint32_t *code, const char **why)
+/* What the guard's scan hands each frame header. */
+struct guard_scan {
+    struct h2_guard *g;
+    nghttp2_session *h2;
+    int32_t top0;    /* the highest stream id before these bytes */
+    uint32_t now_ms; /* the buckets' clock */
+    uint32_t code;   /* the verdict that stopped the scan, or NGHTTP2_NO_ERROR */
+    const char *why; /* and what happened */
+};
+
+static bool guard_frame(void *arg, const uint8_t hdr[9])
 {
-    int32_t top0 = g->top;
+    struct guard_scan *sc = arg;
+    sc->code = frame_verdict(sc->g, sc->h2, hdr, sc->top0, sc->now_ms, &sc->why);
+    if (sc->code == NGHTTP2_NO_ERROR)
+        return true;
+    sc->g->ended = true;
+    return false;
+}
+
+size_t h2_guard_scan(struct h2_guard *g, struct h2_frames *frames, nghttp2_session *h2, const uint8_t *p, size_t n,
+                     uint32_t now_ms, uint32_t *code, const char **why)
+{
+    struct guard_scan sc = {.g = g, .h2 = h2, .top0 = g->top, .now_ms = now_ms, .code = NGHTTP2_NO_ERROR};
+    size_t ok = h2_common_frames_feed(frames, p, n, guard_frame, &sc);
+    *code = sc.code;
+    if (sc.why != NULL)
+        *why = sc.why;
+    return ok;
+}
+
+void h2_common_goaway(int32_t last, uint32_t code, uint8_t out[H2_GOAWAY_LEN])
+{
+    static const uint8_t hdr[9] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0};
+    memcpy(out, hdr, sizeof(hdr));
+    uint32_t v[2] = {(uint32_t)last & 0x7fffffffu, code};
+    for (int i = 0; i < 8; i++)
+        out[9 + i] = (uint8_t)(v[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+void h2_common_frames_init(struct h2_frames *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->preface = H2_PREFACE_LEN;
+}
+
+size_t h2_common_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n, h2_frame_cb on_frame, void *arg)
+{
     size_t i = 0;
-    *code = NGHTTP2_NO_ERROR;
-    if (g->preface > 0) {
-        i = n < g->preface ? n : g->preface;
-        g->preface = (uint8_t)(g->preface - i);
+    if (t->preface > 0) {
+        i = n < t->preface ? n : t->preface;
+        t->preface = (uint8_t)(t->preface - i);
     }
     while (i < n) {
-        if (g->left > 0) {
-            size_t k = n - i < g->left ? n - i : g->left;
-            g->left -= (uint32_t)k;
+        if (t->left > 0) {
+            size_t k = n - i < t->left ? n - i : t->left;
+            t->left -= (uint32_t)k;
             i += k;
             continue;
         }
-        size_t start = g->have > 0 ? 0 : i; /* a header begun in an earlier read: nghttp2 has its start */
-        size_t k = n - i < 9u - g->have ? n - i : 9u - g->have;
-        memcpy(g->hdr + g->have, p + i, k);
-        g->have = (uint8_t)(g->have + k);
+        size_t start = t->have > 0 ? 0 : i; /* a header begun in an earlier read: nghttp2 has its start */
+        size_t k = n - i < 9u - t->have ? n - i : 9u - t->have;
+        memcpy(t->hdr + t->have, p + i, k);
+        t->have = (uint8_t)(t->have + k);
         i += k;
-        if (g->have < 9)
+        if (t->have < 9)
             break;
-        g->have = 0;
-        g->left = (uint32_t)g->hdr[0] << 16 | (uint32_t)g->hdr[1] << 8 | g->hdr[2];
-        *code = frame_verdict(g, h2, g->hdr, top0, now_ms, why);
-        if (*code != NGHTTP2_NO_ERROR) {
-            g->ended = true;
+        t->have = 0;
+        t->left = (uint32_t)t->hdr[0] << 16 | (uint32_t)t->hdr[1] << 8 | t->hdr[2];
+        uint8_t type = t->hdr[3], flags = t->hdr[4];
+        if (type == NGHTTP2_HEADERS || type == NGHTTP2_PUSH_PROMISE || type == NGHTTP2_CONTINUATION)
+            t->in_block = !(flags & NGHTTP2_FLAG_END_HEADERS);
+        if (on_frame != NULL && !on_frame(arg, t->hdr))
             return start;
-        }
     }
     return n;
+}
+
+bool h2_common_frames_at_boundary(const struct h2_frames *t)
+{
+    return t->preface == 0 && t->left == 0 && t->have == 0 && !t->in_block;
+}
+
+bool h2_common_frames_in_block(const struct h2_frames *t)
+{
+    /* While a payload comes (left > 0), hdr[] is its frame's header. */
+    return t->in_block || (t->left > 0 && (t->hdr[3] == NGHTTP2_HEADERS || t->hdr[3] == NGHTTP2_CONTINUATION));
 }

@@ -9,56 +9,6 @@
 #define FRAME_HDR 9
 #define DEFAULT_WINDOW 65535
 
-void h2_hibernate_frames_init(struct h2_frames *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->preface = PREFACE_LEN;
-}
-
-void h2_hibernate_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n)
-{
-    if (t->preface > 0) {
-        size_t k = n < t->preface ? n : t->preface;
-        t->preface = (uint8_t)(t->preface - k);
-        p += k;
-        n -= k;
-    }
-    while (n > 0) {
-        if (t->left > 0) {
-            size_t k = n < t->left ? n : t->left;
-            t->left -= (uint32_t)k;
-            p += k;
-            n -= k;
-            continue;
-        }
-        size_t k = FRAME_HDR - t->have;
-        if (k > n)
-            k = n;
-        memcpy(t->hdr + t->have, p, k);
-        t->have = (uint8_t)(t->have + k);
-        p += k;
-        n -= k;
-        if (t->have < FRAME_HDR)
-            break;
-        t->have = 0;
-        t->left = ((uint32_t)t->hdr[0] << 16) | ((uint32_t)t->hdr[1] << 8) | t->hdr[2];
-        uint8_t type = t->hdr[3], flags = t->hdr[4];
-        if (type == NGHTTP2_HEADERS || type == NGHTTP2_PUSH_PROMISE || type == NGHTTP2_CONTINUATION)
-            t->in_block = !(flags & NGHTTP2_FLAG_END_HEADERS);
-    }
-}
-
-bool h2_hibernate_frames_at_boundary(const struct h2_frames *t)
-{
-    return t->preface == 0 && t->left == 0 && t->have == 0 && !t->in_block;
-}
-
-bool h2_hibernate_frames_in_block(const struct h2_frames *t)
-{
-    /* While a payload comes (left > 0), hdr[] is its frame's header. */
-    return t->in_block || (t->left > 0 && (t->hdr[3] == NGHTTP2_HEADERS || t->hdr[3] == NGHTTP2_CONTINUATION));
-}
-
 static uint8_t *put_frame_hdr(uint8_t *p, uint32_t len, uint8_t type, uint8_t flags)
 {
     p[0] = (uint8_t)(len >> 16);
@@ -82,7 +32,7 @@ static uint8_t *put_u32(uint8_t *p, uint32_t v)
 void h2_hibernate_init(struct h2_sleep *sl)
 {
     memset(sl, 0, sizeof(*sl));
-    h2_hibernate_frames_init(&sl->frames);
+    h2_common_frames_init(&sl->frames);
     sl->settings_unacked = 1;
 }
 
@@ -122,7 +72,7 @@ enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t
                                size_t *wu_len)
 {
     *wu_len = 0;
-    if (nghttp2_session_want_write(h2) || !h2_hibernate_frames_at_boundary(&sl->frames))
+    if (nghttp2_session_want_write(h2) || !h2_common_frames_at_boundary(&sl->frames))
         return H2_IDLE_WAIT;
     if (sl->table == H2_TABLE_FULL) {
         sl->calls_empty = 0;
@@ -160,8 +110,7 @@ enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t
 
 void h2_hibernate_goaway(const struct h2_sleep *sl, uint32_t code, uint8_t out[H2_GOAWAY_LEN])
 {
-    uint8_t *p = put_frame_hdr(out, 8, NGHTTP2_GOAWAY, 0);
-    put_u32(put_u32(p, (uint32_t)sl->last_stream & 0x7fffffffu), code);
+    h2_common_goaway(sl->last_stream, code, out);
 }
 
 /* The body of the response on the stream of the past: as many bytes as

@@ -69,21 +69,53 @@ static uint32_t reset_burst(const struct dconn *d)
     return n < 100 ? 100 : n > H2_RESET_BURST ? H2_RESET_BURST : n;
 }
 
+/* Ends the connection with a GOAWAY. Awake: through the session, which then
+ * wants neither to read nor to write once the frame is out, so the
+ * connection closes after that flush. Hibernating: a GOAWAY frame built from
+ * what the connection kept (its last stream id), written as is: waking a
+ * session (~25 KiB, and the connection's past replayed) only to say goodbye
+ * would cost the most on the connections hibernation makes cheap, all of
+ * them at once when many reach idle_timeout together. */
+/* Past a GOAWAY, a client that does not take it is cut off after this. */
+#define GOAWAY_GRACE_S 1.0
+
+static void goaway(struct dconn *d, uint32_t code, const char *why)
+{
+    struct conn *c = &d->base.io;
+    if (d->goaway)
+        return;
+    log_debug("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
+    d->goaway = true;
+    if (d->h2 != NULL) {
+        if (nghttp2_session_terminate_session(d->h2, code) != 0) {
+            conn_close(c, GR_ERR_NOMEM, why);
+            return;
+        }
+    } else {
+        uint8_t frame[H2_GOAWAY_LEN];
+        h2_hibernate_goaway(&d->sleep, code, frame);
+        if (buf_append(&c->wbuf, &c->w->chunks, frame, sizeof(frame)) != GR_OK) {
+            conn_close(c, GR_ERR_NOMEM, why);
+            return;
+        }
+        d->base.broken = true; /* closes once wbuf is written */
+    }
+    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
+    conn_want_flush(c);
+}
+
 /* The client broke the protocol in a way nghttp2 does not see, or spent a
- * budget: GOAWAY with code, and for ENHANCE_YOUR_CALM, the connection and
- * its calls end as soon as the GOAWAY is out, read or not. */
+ * budget: goaway() with code, nothing it sends read any more, and for
+ * ENHANCE_YOUR_CALM, the connection and its calls end as soon as the
+ * GOAWAY is handed to the socket, read or not. */
 static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
 {
-    if (nghttp2_session_terminate_session(d->h2, code) != 0) {
-        downstream_break(&d->base);
-        return;
-    }
+    log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code)); /* goaway's is debug */
     d->guard.ended = true;
-    conn_pause_read(&d->base.io); /* nothing it sends matters any more */
-    log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
+    conn_pause_read(&d->base.io);
     if (code == NGHTTP2_ENHANCE_YOUR_CALM)
         conn_set_hostile(&d->base.io);
-    conn_want_flush(&d->base.io);
+    goaway(d, code, why);
 }
 
 /* nghttp2 gave up on a flooding client (more unsent ACKs than
@@ -93,12 +125,8 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
 static int dconn_flooded(struct dconn *d, int lib_error)
 {
     struct conn *c = &d->base.io;
-    uint8_t ga[17] = {0, 0, 8, NGHTTP2_GOAWAY};
-    uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(d->h2);
-    for (int i = 0; i < 4; i++) {
-        ga[9 + i] = (uint8_t)(last >> (24 - 8 * i));
-        ga[13 + i] = (uint8_t)(NGHTTP2_ENHANCE_YOUR_CALM >> (24 - 8 * i));
-    }
+    uint8_t ga[H2_GOAWAY_LEN];
+    h2_common_goaway(nghttp2_session_get_last_proc_stream_id(d->h2), NGHTTP2_ENHANCE_YOUR_CALM, ga);
     log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM", nghttp2_strerror(lib_error));
     d->guard.ended = true;
     conn_pause_read(c);
@@ -124,9 +152,6 @@ static void spend_reset(struct dconn *d, const char *why)
  * KEEPALIVE: the client acknowledges our first SETTINGS within
  *   request_headers_timeout (nghttpx's settings_timer_).
  * WRITE: the earliest stream_write_timeout of the connection's calls. ---- */
-
-/* Past a GOAWAY, a client that does not take it is cut off after this. */
-#define GOAWAY_GRACE_S 1.0
 
 static void call_began(struct dconn *d, int32_t stream_id)
 {
@@ -426,11 +451,11 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         return GR_OK; /* a GOAWAY is on its way: nghttp2 would ignore it all */
     uint32_t code;
     const char *why = NULL;
-    size_t ok = h2_guard_scan(&d->guard, d->h2, data, len, now_ms(d), &code, &why);
-    /* Where the client's bytes stand between frames: for hibernation, and
-     * for a header block whose stream was reset inside it (nghttp2 reads
-     * the rest of the block, and tells us of nothing until it ends). */
-    h2_hibernate_frames_feed(&d->sleep.frames, data, ok);
+    /* The one scan of the client's frame headers: the guard's verdicts,
+     * and where the bytes stand between frames, for hibernation and for a
+     * header block whose stream was reset inside it (nghttp2 reads the rest
+     * of the block, and tells us of nothing until it ends). */
+    size_t ok = h2_guard_scan(&d->guard, &d->sleep.frames, d->h2, data, len, now_ms(d), &code, &why);
     ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
     if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
         return dconn_flooded(d, (int)rv);
@@ -482,38 +507,6 @@ static void d_destroy(struct conn *c)
     slab_free(&c->w->h2s->slab, d);
 }
 
-/* Ends the connection with a GOAWAY. Awake: through the session, which then
- * wants neither to read nor to write once the frame is out, so the
- * connection closes after that flush. Hibernating: a GOAWAY frame built from
- * what the connection kept (its last stream id), written as is: waking a
- * session (~25 KiB, and the connection's past replayed) only to say goodbye
- * would cost the most on the connections hibernation makes cheap, all of
- * them at once when many reach idle_timeout together. */
-static void goaway(struct dconn *d, uint32_t code, const char *why)
-{
-    struct conn *c = &d->base.io;
-    if (d->goaway)
-        return;
-    log_debug("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
-    d->goaway = true;
-    if (d->h2 != NULL) {
-        if (nghttp2_session_terminate_session(d->h2, code) != 0) {
-            conn_close(c, GR_ERR_NOMEM, why);
-            return;
-        }
-    } else {
-        uint8_t frame[H2_GOAWAY_LEN];
-        h2_hibernate_goaway(&d->sleep, code, frame);
-        if (buf_append(&c->wbuf, &c->w->chunks, frame, sizeof(frame)) != GR_OK) {
-            conn_close(c, GR_ERR_NOMEM, why);
-            return;
-        }
-        d->base.broken = true; /* closes once wbuf is written */
-    }
-    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
-    conn_want_flush(c);
-}
-
 static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
     struct dconn *d = dconn_of(c);
@@ -529,7 +522,7 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
             conn_close(c, GR_ERR_IO, "no HTTP/2 preface and SETTINGS within request_headers_timeout");
         else if (d->hdr_wait > 0 && d->h2 != NULL &&
                  (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
-                  h2_hibernate_frames_in_block(&d->sleep.frames)))
+                  h2_common_frames_in_block(&d->sleep.frames)))
             goaway(d, NGHTTP2_PROTOCOL_ERROR, "request header block not complete within request_headers_timeout");
         else
             d->hdr_wait = 0; /* its stream was reset, and the block ended since */

@@ -48,6 +48,41 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
     return (ssize_t)n;
 }
 
+/* The bytes of a GOAWAY frame without debug data. */
+#define H2_GOAWAY_LEN 17
+/* Writes a GOAWAY frame (last stream id `last`, error `code`) for the
+ * times grelay must write one itself: no session to submit it to (a
+ * hibernating connection, or one nghttp2 gave up on). */
+void h2_common_goaway(int32_t last, uint32_t code, uint8_t out[H2_GOAWAY_LEN]);
+
+/* Where the client's byte stream stands between HTTP/2 frames: the one
+ * scan of frame headers on a client connection, read by hibernation (is
+ * this a frame boundary?), the request-headers timer (is a header block
+ * open?) and the abuse guard (each frame's verdict, before nghttp2 reads it). */
+struct h2_frames {
+    uint32_t left;   /* payload bytes of the current frame still to come */
+    uint8_t hdr[9];  /* a frame header split across reads */
+    uint8_t have;    /* bytes of hdr[] received */
+    uint8_t preface; /* bytes of the 24-byte client preface still to come */
+    bool in_block;   /* a header block is open (no END_HEADERS yet) */
+};
+
+/* Told of each frame header as the scan completes it; false stops the scan. */
+typedef bool (*h2_frame_cb)(void *arg, const uint8_t hdr[9]);
+
+/* The state of a new connection: the preface comes first. */
+void h2_common_frames_init(struct h2_frames *t);
+/* Follows n more bytes of the client's stream, calling on_frame (unless
+ * NULL) with each frame header completed. Returns n, or, when on_frame
+ * stopped it, where that frame begins in p (0 when its header began in an
+ * earlier read). */
+size_t h2_common_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n, h2_frame_cb on_frame, void *arg);
+/* True when the next byte starts a frame and no header block is open. */
+bool h2_common_frames_at_boundary(const struct h2_frames *t);
+/* True while a header block is incomplete: no END_HEADERS yet, or the
+ * payload of its last frame still coming. */
+bool h2_common_frames_in_block(const struct h2_frames *t);
+
 /* ---- Abuse budgets of a client connection (docs/limits.md, HTTP/2 abuse) ----
  *
  * Two token buckets per connection, as nghttp2 1.57's rapid-reset limit and
@@ -92,7 +127,7 @@ bool h2_bucket_take(struct h2_bucket *b, uint32_t burst, uint32_t rate, uint32_t
 /* Gives n tokens back (burst at most). */
 void h2_bucket_give(struct h2_bucket *b, uint32_t burst, uint32_t n);
 
-/* One client connection's budgets, stream-id memory and frame scanner. */
+/* One client connection's budgets and stream-id memory. */
 struct h2_guard {
     struct h2_bucket resets;   /* see above */
     struct h2_bucket glitches; /* see above */
@@ -101,25 +136,21 @@ struct h2_guard {
     uint64_t closed;           /* bit i: stream top - 2i was open in nghttp2, and closed */
     int32_t top;               /* the highest stream id the client opened (0: none) */
     int32_t client_rst;        /* the stream the client reset last: its close gives no token back */
-    uint32_t left;             /* payload bytes of the frame being scanned still to come */
-    uint8_t hdr[9];            /* a frame header split across reads */
-    uint8_t have;              /* bytes of hdr[] received */
-    uint8_t preface;           /* bytes of the client preface still to come */
     bool settings_seen;        /* the client's first SETTINGS came (later ones are glitches) */
     bool ended;                /* a verdict ended the connection: the rest is not read */
     bool answered;             /* we sent HEADERS or DATA since the client's last PING: the next one is free */
 };
 
-/* A new connection: full buckets (reset_burst tokens for resets), the
- * preface to come. */
+/* A new connection: full buckets (reset_burst tokens for resets). */
 void h2_guard_init(struct h2_guard *g, uint32_t reset_burst, uint32_t now_ms);
-/* Looks at the frame headers in the next n bytes the client sent, before
- * nghttp2 reads them (h2 as it stands before them). Returns how many of
- * the bytes nghttp2 may read: n, or where the frame that ends the
- * connection begins; then *code is the GOAWAY error (NGHTTP2_NO_ERROR
- * otherwise) and *why says what happened. */
-size_t h2_guard_scan(struct h2_guard *g, nghttp2_session *h2, const uint8_t *p, size_t n, uint32_t now_ms,
-                     uint32_t *code, const char **why);
+/* Follows the next n bytes the client sent through frames (the
+ * connection's one scan, h2_common_frames_feed) and judges each frame
+ * header before nghttp2 reads the frame (h2 as it stands before them).
+ * Returns how many of the bytes nghttp2 may read: n, or where the frame
+ * that ends the connection begins; then *code is the GOAWAY error
+ * (NGHTTP2_NO_ERROR otherwise) and *why says what happened. */
+size_t h2_guard_scan(struct h2_guard *g, struct h2_frames *frames, nghttp2_session *h2, const uint8_t *p, size_t n,
+                     uint32_t now_ms, uint32_t *code, const char **why);
 /* We sent RST_STREAM on stream id: frames that still come on it are
  * ignored. */
 void h2_guard_sent_rst(struct h2_guard *g, int32_t id);

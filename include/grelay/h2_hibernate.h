@@ -30,27 +30,9 @@
 #define GRELAY_H2_HIBERNATE_H
 
 #include "grelay/common.h"
+#include "grelay/h2_common.h"
 
 #include <nghttp2/nghttp2.h>
-
-/* Where the client's byte stream stands between HTTP/2 frames. */
-struct h2_frames {
-    uint32_t left;   /* payload bytes of the current frame still to come */
-    uint8_t hdr[9];  /* a frame header split across reads */
-    uint8_t have;    /* bytes of hdr[] received */
-    uint8_t preface; /* bytes of the 24-byte client preface still to come */
-    bool in_block;   /* a header block is open (no END_HEADERS yet) */
-};
-
-/* The state of a new connection: the preface comes first. */
-void h2_hibernate_frames_init(struct h2_frames *t);
-/* Follows n more bytes of the client's stream. */
-void h2_hibernate_frames_feed(struct h2_frames *t, const uint8_t *p, size_t n);
-/* True when the next byte starts a frame and no header block is open. */
-bool h2_hibernate_frames_at_boundary(const struct h2_frames *t);
-/* True while a header block is incomplete: no END_HEADERS yet, or the
- * payload of its last frame still coming. */
-bool h2_hibernate_frames_in_block(const struct h2_frames *t);
 
 /* The client's HPACK encoder table, as our SETTINGS have shaped it.
  * A grow is confirmed only by a header block after its ACK: a client that
@@ -106,8 +88,6 @@ enum h2_idle {
  * to a full window; none when *wu_len is 0). */
 enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full_window,
                                uint8_t wu[H2_WINDOW_UPDATE_LEN], size_t *wu_len);
-/* The bytes of a GOAWAY frame without debug data. */
-#define H2_GOAWAY_LEN 17
 /* A GOAWAY with error code `code` for a hibernating connection (no
  * session): its last stream id is the last one the client used. */
 void h2_hibernate_goaway(const struct h2_sleep *sl, uint32_t code, uint8_t out[H2_GOAWAY_LEN]);

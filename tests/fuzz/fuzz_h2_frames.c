@@ -3,6 +3,7 @@
  * 24-byte preface, cut into pieces at the positions the first bytes choose.
  * However it is cut, the tracker must end in the same state as when fed the
  * stream whole, and agree with a plain walk over the frames. */
+#include "grelay/h2_common.h"
 #include "grelay/h2_hibernate.h"
 
 #include <nghttp2/nghttp2.h>
@@ -48,21 +49,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(stream + 24, body, n);
 
     struct h2_frames whole, cut;
-    h2_hibernate_frames_init(&whole);
-    h2_hibernate_frames_feed(&whole, stream, 24 + n);
-    h2_hibernate_frames_init(&cut);
+    h2_common_frames_init(&whole);
+    h2_common_frames_feed(&whole, stream, 24 + n, NULL, NULL);
+    h2_common_frames_init(&cut);
     size_t off = 0, piece = (size_t)phase % 37;
     while (off < 24 + n) {
         size_t k = piece == 0 ? 1 : piece; /* pieces of 1 to 96 bytes */
         if (k > 24 + n - off)
             k = 24 + n - off;
-        h2_hibernate_frames_feed(&cut, stream + off, k);
+        h2_common_frames_feed(&cut, stream + off, k, NULL, NULL);
         off += k;
         piece = (piece * 7 + step) % 97;
     }
     if (memcmp(&whole, &cut, sizeof(whole)) != 0)
         abort();
-    if (h2_hibernate_frames_at_boundary(&whole) != walk(body, n))
+    if (h2_common_frames_at_boundary(&whole) != walk(body, n))
         abort();
     free(stream);
     return 0;

@@ -76,13 +76,15 @@ static void glitches_spent_at_any_split(void **state)
     for (size_t step = 1; step <= 97; step += 8) {
         nghttp2_session *h2 = server();
         struct h2_guard g;
+        struct h2_frames fr;
         h2_guard_init(&g, 100, 0);
+        h2_common_frames_init(&fr);
         size_t fed = 0, at = 0;
         uint32_t code = 0;
         const char *why = NULL;
         while (at < n && code == 0) {
             size_t k = n - at < step ? n - at : step;
-            size_t ok = h2_guard_scan(&g, h2, in + at, k, 0, &code, &why);
+            size_t ok = h2_guard_scan(&g, &fr, h2, in + at, k, 0, &code, &why);
             if (code == 0)
                 assert_int_equal(ok, k);
             fed = at + ok;
@@ -101,41 +103,47 @@ static void closed_streams(void **state)
     (void)state;
     nghttp2_session *h2 = server();
     struct h2_guard g;
+    struct h2_frames fr;
     h2_guard_init(&g, 100, 0);
+    h2_common_frames_init(&fr);
     uint8_t buf[64];
     uint32_t code;
     const char *why;
     memcpy(buf, H2_PREFACE, H2_PREFACE_LEN);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, H2_PREFACE_LEN, 0, &code, &why), H2_PREFACE_LEN);
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, H2_PREFACE_LEN, 0, &code, &why), H2_PREFACE_LEN);
     /* The client opens 1, 3, 7 (5 is skipped: implicitly closed). */
     const int32_t opened[] = {1, 3, 7};
     for (size_t i = 0; i < 3; i++) {
         size_t k = put_frame(buf, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, opened[i], (const uint8_t *)"\x82", 1);
-        assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), k);
+        assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), k);
     }
     h2_guard_closed(&g, 1);
     h2_guard_closed(&g, 3);
     h2_guard_sent_rst(&g, 3);
     size_t k = put_frame(buf, NGHTTP2_DATA, 0, 3, (const uint8_t *)"x", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), k); /* we reset 3: ignored */
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), k); /* we reset 3: ignored */
     assert_int_equal(code, NGHTTP2_NO_ERROR);
     k = put_frame(buf, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 7, (const uint8_t *)"\x82", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), k); /* opened, never closed (refused): ignored */
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why),
+                     k); /* opened, never closed (refused): ignored */
     struct h2_guard saved = g;
+    struct h2_frames saved_fr = fr; /* the scan's place: a stopped scan has read the header */
     k = put_frame(buf, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 5, (const uint8_t *)"\x82", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), 0);
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), 0);
     assert_int_equal(code, NGHTTP2_PROTOCOL_ERROR);
     g = saved;
+    fr = saved_fr;
     k = put_frame(buf, NGHTTP2_DATA, 0, 1, (const uint8_t *)"x", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), 0);
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), 0);
     assert_int_equal(code, NGHTTP2_STREAM_CLOSED);
     g = saved;
+    fr = saved_fr;
     /* 200 streams later, stream 1 is too old to judge: ignored, one glitch. */
     k = put_frame(buf, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 407, (const uint8_t *)"\x82", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), k);
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), k);
     uint32_t before = g.glitches.milli;
     k = put_frame(buf, NGHTTP2_DATA, 0, 1, (const uint8_t *)"x", 1);
-    assert_int_equal(h2_guard_scan(&g, h2, buf, k, 0, &code, &why), k);
+    assert_int_equal(h2_guard_scan(&g, &fr, h2, buf, k, 0, &code, &why), k);
     assert_int_equal(code, NGHTTP2_NO_ERROR);
     assert_int_equal(g.glitches.milli, before - 1000);
     nghttp2_session_del(h2);

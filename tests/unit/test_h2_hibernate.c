@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "grelay/buf.h"
+#include "grelay/h2_common.h"
 #include "grelay/h2_hibernate.h"
 #include "grelay/mem.h"
 #include "grelay/slab.h"
@@ -70,22 +71,22 @@ static void frames_boundary_at_every_split(void **state)
      * is at a boundary exactly after the listed offsets. */
     for (size_t cut = 0; cut <= len; cut++) {
         struct h2_frames t;
-        h2_hibernate_frames_init(&t);
-        assert_false(h2_hibernate_frames_at_boundary(&t));
-        h2_hibernate_frames_feed(&t, buf, cut);
+        h2_common_frames_init(&t);
+        assert_false(h2_common_frames_at_boundary(&t));
+        h2_common_frames_feed(&t, buf, cut, NULL, NULL);
         bool want = false;
         for (size_t i = 0; i < n_ends; i++)
             want |= ends[i] == cut;
-        assert_int_equal(h2_hibernate_frames_at_boundary(&t), want);
-        h2_hibernate_frames_feed(&t, buf + cut, len - cut);
-        assert_true(h2_hibernate_frames_at_boundary(&t));
+        assert_int_equal(h2_common_frames_at_boundary(&t), want);
+        h2_common_frames_feed(&t, buf + cut, len - cut, NULL, NULL);
+        assert_true(h2_common_frames_at_boundary(&t));
     }
     struct h2_frames t;
-    h2_hibernate_frames_init(&t);
+    h2_common_frames_init(&t);
     size_t seen = 0;
     for (size_t i = 0; i < len; i++) {
-        h2_hibernate_frames_feed(&t, buf + i, 1);
-        seen += h2_hibernate_frames_at_boundary(&t);
+        h2_common_frames_feed(&t, buf + i, 1, NULL, NULL);
+        seen += h2_common_frames_at_boundary(&t);
     }
     assert_int_equal(seen, n_ends);
 }
@@ -95,23 +96,23 @@ static void frames_open_header_block_is_no_boundary(void **state)
     (void)state;
     uint8_t buf[256];
     struct h2_frames t;
-    h2_hibernate_frames_init(&t);
-    h2_hibernate_frames_feed(&t, (const uint8_t *)PREFACE, 24);
-    assert_true(h2_hibernate_frames_at_boundary(&t));
+    h2_common_frames_init(&t);
+    h2_common_frames_feed(&t, (const uint8_t *)PREFACE, 24, NULL, NULL);
+    assert_true(h2_common_frames_at_boundary(&t));
     size_t n = frame(buf, 5, NGHTTP2_HEADERS, 0, 3);
-    h2_hibernate_frames_feed(&t, buf, n);
-    assert_false(h2_hibernate_frames_at_boundary(&t)); /* a CONTINUATION must follow */
+    h2_common_frames_feed(&t, buf, n, NULL, NULL);
+    assert_false(h2_common_frames_at_boundary(&t)); /* a CONTINUATION must follow */
     n = frame(buf, 5, NGHTTP2_CONTINUATION, 0, 3);
-    h2_hibernate_frames_feed(&t, buf, n);
-    assert_false(h2_hibernate_frames_at_boundary(&t));
+    h2_common_frames_feed(&t, buf, n, NULL, NULL);
+    assert_false(h2_common_frames_at_boundary(&t));
     n = frame(buf, 0, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 3);
-    h2_hibernate_frames_feed(&t, buf, n);
-    assert_true(h2_hibernate_frames_at_boundary(&t));
+    h2_common_frames_feed(&t, buf, n, NULL, NULL);
+    assert_true(h2_common_frames_at_boundary(&t));
     /* A 16 MiB frame's header alone leaves its payload to come. */
     n = frame(buf, 0, NGHTTP2_DATA, 0, 3);
     buf[0] = 0xff;
-    h2_hibernate_frames_feed(&t, buf, 9);
-    assert_false(h2_hibernate_frames_at_boundary(&t));
+    h2_common_frames_feed(&t, buf, 9, NULL, NULL);
+    assert_false(h2_common_frames_at_boundary(&t));
     assert_int_equal(t.left, 0xff0000u);
 }
 
