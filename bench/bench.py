@@ -24,36 +24,10 @@ import sys
 import tempfile
 import time
 
-from ports import free_port, wait_port  # noqa: E402
+from procs import free_port, stop, tree, wait_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="grelay-bench-")
-
-
-def stop(proc):
-    """SIGTERM, then SIGKILL after 10 s (by PID; None is a no-op)."""
-    if proc is None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def tree(pid):
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            with open("/proc/%d/task/%d/children" % (p, p)) as f:
-                todo += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 def proc_sum(pid, read):

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from ports import free_port, wait_port  # noqa: E402
+from procs import free_port, stop, tree, wait_port  # noqa: E402
 PY = "/usr/bin/python3"  # Debian's, which has grpcio
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="grelay-abuse-")
@@ -59,31 +58,6 @@ ROWS = [
     ("slowloris_h1", "slowloris_h1_headers", "500 connections trickling HTTP/1.1 request headers", [], True),
     ("idle_conns", "idle_connections", "4,000 idle HTTP/2 connections", [], False),
 ]
-
-
-def stop(proc, grace=3):
-    """SIGTERM, then SIGKILL after grace seconds (by PID; None is a no-op)."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def tree(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            with open("/proc/%d/task/%d/children" % (p, p)) as f:
-                todo += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 def cpu_ticks(pid):
@@ -195,7 +169,7 @@ def start_backend():
                              "127.0.0.1:%d" % port, "8192"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = proc.stdout.readline()
     if line.strip() != b"ready":
-        stop(proc)
+        stop(proc, 3)
         raise RuntimeError("backend did not start")
     return proc, port
 
@@ -250,8 +224,8 @@ def run_row(args, row, pname, pstart):
                 p.wait()
         if proxy is not None:
             out.setdefault("alive", proxy.poll() is None)
-        stop(proxy)
-        stop(backend)
+        stop(proxy, 3)
+        stop(backend, 3)
     return out
 
 
