@@ -391,40 +391,34 @@ def raw_backend():
         b.stop()
 
 
-def test_2000_response_fields_fail_the_call_and_reset_upstream(raw_backend, grelay_factory):
-    b = raw_backend(many_fields)
+def fails_each_call_and_resets_upstream(raw_backend, grelay_factory, handler, calls, code, details):
+    """Each of `calls` calls to a misbehaving backend fails with code and
+    details; grelay resets every upstream stream and its RSS stays bounded."""
+    b = raw_backend(handler)
     port = free_port()
     g = grelay_factory(simple_config(port, [b.addr]), port, env=SMALL_QUARANTINE)
     rss_before = vm_kib(g.proc.pid, "VmRSS")
     with grpc.insecure_channel(g.addr) as ch:
-        for _ in range(5):
+        for _ in range(calls):
             with pytest.raises(grpc.RpcError) as e:
                 ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
-            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert e.value.details() == "upstream response headers exceed grelay's limit of 1000 fields"
+            assert e.value.code() == code
+            assert e.value.details() == details
     deadline = time.monotonic() + 5
-    while len(b.resets) < 5 and time.monotonic() < deadline:
+    while len(b.resets) < calls and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(b.resets) >= 5, b.resets  # grelay reset every upstream stream
+    assert len(b.resets) >= calls, b.resets  # grelay reset every upstream stream
     assert vm_kib(g.proc.pid, "VmRSS") - rss_before < 32 * 1024
+
+
+def test_2000_response_fields_fail_the_call_and_reset_upstream(raw_backend, grelay_factory):
+    fails_each_call_and_resets_upstream(raw_backend, grelay_factory, many_fields, 5, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        "upstream response headers exceed grelay's limit of 1000 fields")
 
 
 def test_endless_1xx_blocks_fail_the_call(raw_backend, grelay_factory):
-    b = raw_backend(endless_1xx)
-    port = free_port()
-    g = grelay_factory(simple_config(port, [b.addr]), port, env=SMALL_QUARANTINE)
-    rss_before = vm_kib(g.proc.pid, "VmRSS")
-    with grpc.insecure_channel(g.addr) as ch:
-        for _ in range(3):
-            with pytest.raises(grpc.RpcError) as e:
-                ch.unary_unary("/test.Echo/Unary")(b"x", timeout=10)
-            assert e.value.code() == grpc.StatusCode.INTERNAL
-            assert e.value.details() == "upstream sent more than 5 informational (1xx) responses"
-    deadline = time.monotonic() + 5
-    while len(b.resets) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(b.resets) >= 3, b.resets
-    assert vm_kib(g.proc.pid, "VmRSS") - rss_before < 32 * 1024
+    fails_each_call_and_resets_upstream(raw_backend, grelay_factory, endless_1xx, 3, grpc.StatusCode.INTERNAL,
+                                        "upstream sent more than 5 informational (1xx) responses")
 
 
 PAD_VALUE = 4000
