@@ -209,6 +209,7 @@ static void listener_init(void *obj)
     l->request_headers_timeout_ms = 10000;
     l->stream_write_timeout_ms = 30000;
     l->connection_buffer = 4 * 1024 * 1024;
+    l->max_connection_age_grace_ms = 30000;
 }
 
 static const struct config_field listener_fields[] = {
@@ -286,6 +287,16 @@ static const struct config_field listener_fields[] = {
      .off = OFF(struct gr_listener_cfg, connection_buffer),
      .min = 64 * 1024,
      .max = 1u << 30},
+    {.key = "max_connection_age",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_listener_cfg, max_connection_age_ms),
+     .min = 0,
+     .max = 30ull * 24 * 3600 * 1000},
+    {.key = "max_connection_age_grace",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_listener_cfg, max_connection_age_grace_ms),
+     .min = 0,
+     .max = 24ull * 3600 * 1000},
     {0},
 };
 static const struct config_schema listener_schema = {
@@ -501,6 +512,16 @@ static const struct config_field top_fields[] = {
      .count_off = OFF(struct gr_config, n_clusters),
      .sub = &cluster_schema},
     {.key = "overload", .set = config_yaml_set_obj, .off = OFF(struct gr_config, overload), .sub = &overload_schema},
+    {.key = "drain_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_config, drain_timeout_ms),
+     .min = 0,
+     .max = 24ull * 3600 * 1000},
+    {.key = "drain_delay",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_config, drain_delay_ms),
+     .min = 0,
+     .max = 24ull * 3600 * 1000},
     {0},
 };
 
@@ -510,6 +531,7 @@ static void top_init(void *obj)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = n > 0 ? (uint32_t)n : 1;
     cfg->log_level = "info";
+    cfg->drain_timeout_ms = 30000;
 }
 
 static const struct config_schema top_schema = {
@@ -544,6 +566,11 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
     if (log_level_parse(cfg->log_level, &lvl) != 0)
         return fail_at(c, (struct gr_pos){1, 1}, "'log_level' must be one of error, warn, info, debug, got '%s'",
                        cfg->log_level);
+    if (cfg->drain_delay_ms > cfg->drain_timeout_ms)
+        return fail_at(c, (struct gr_pos){1, 1},
+                       "'drain_delay' (%llums) must not exceed 'drain_timeout' (%llums): "
+                       "drain_timeout counts from the signal",
+                       (unsigned long long)cfg->drain_delay_ms, (unsigned long long)cfg->drain_timeout_ms);
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         cfg->clusters[i].index = i;
         for (size_t j = 0; j < i; j++)

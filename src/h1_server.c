@@ -50,6 +50,7 @@ struct h1conn {
     struct h1_strict scan;       /* the strict framing check of the request being read */
     char *conn_list;             /* the request's Connection values, comma-joined */
     size_t conn_len, conn_cap;   /* bytes of conn_list used, and allocated */
+    bool aged;                   /* past max_connection_age: draining, CONN_TIMER_AGE now ends its grace */
 };
 
 static inline struct h1conn *h1_of(struct conn *c) { return container_of(c, struct h1conn, base.io); }
@@ -183,9 +184,33 @@ static void request_begins(struct h1conn *h)
         conn_timer_set(t, CONN_TIMER_HEADER, (ev_tstamp)rht / 1e3);
 }
 
+/* downstream_ops.drain: `Connection: close` on the response (the one in
+ * progress if its head is not out yet, else the next); an idle connection
+ * closes now. cut: the call in progress ends with it (in its trailer frame,
+ * or trailers-only), and the connection closes once that is written. */
+static size_t h1_drain(struct downstream *d, const char *cut)
+{
+    struct h1conn *h = h1_from(d);
+    h->close_after = true;
+    if (h->s == NULL && h->out.len == 0) {
+        conn_close(&d->io, GR_OK, "draining: idle");
+        return 0;
+    }
+    conn_want_flush(&d->io);
+    return cut != NULL ? stream_cut_all(d, cut) : 0;
+}
+
 static void h1_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
     struct h1conn *h = h1_of(c);
+    if (kind == CONN_TIMER_AGE) { /* max_connection_age: the drain; then its grace is over: the cut */
+        bool first = !h->aged;
+        h->aged = true;
+        (void)h1_drain(&h->base, first ? NULL : "grelay closed the connection at max_connection_age");
+        if (first && c->state != CONN_CLOSED)
+            conn_timer_set(&c->timer, CONN_TIMER_AGE, (ev_tstamp)h->base.cfg->max_connection_age_grace_ms / 1e3);
+        return;
+    }
     if (kind == CONN_TIMER_IDLE && h->s == NULL) {
         conn_close(c, GR_OK, "idle_timeout");
     } else if (kind == CONN_TIMER_HEADER) {
@@ -587,6 +612,7 @@ static const struct downstream_ops h1_downstream_ops = {
     .resume = h1_resume,
     .consume = h1_consume,
     .reset = h1_reset,
+    .drain = h1_drain,
 };
 
 void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd, SSL *ssl, const uint8_t *early,
@@ -612,6 +638,10 @@ void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
                           (accepted > 0 ? accepted : ev_now(w->loop)) + (ev_tstamp)l->request_headers_timeout_ms / 1e3);
     if (l->idle_timeout_ms > 0)
         conn_timer_set(&h->base.io.timer, CONN_TIMER_IDLE, (ev_tstamp)l->idle_timeout_ms / 1e3);
+    if (l->max_connection_age_ms > 0) { /* ±10%, as HTTP/2's */
+        double jitter = 0.9 + 0.2 * (double)(gr_rand(&w->rng) % 1001) / 1000.0;
+        conn_timer_set(&h->base.io.timer, CONN_TIMER_AGE, (ev_tstamp)l->max_connection_age_ms / 1e3 * jitter);
+    }
     if (ssl != NULL)
         conn_adopt_tls(&h->base.io, ssl);
     if (early_len > 0 && h1_on_read(&h->base.io, early, early_len) != GR_OK) {

@@ -12,6 +12,7 @@
 #include "grelay/worker.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* One HTTP/2 client connection. */
@@ -26,6 +27,14 @@ struct dconn {
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
+    uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
+};
+
+/* Where the drain of a connection stands (a SIGTERM, its max_connection_age). */
+enum dconn_drain {
+    DRAIN_NONE,   /* serving */
+    DRAIN_NOTICE, /* GOAWAY 2^31-1 and a PING sent: streams the client opens meanwhile are served */
+    DRAIN_FINAL,  /* the final GOAWAY (the last stream id) is queued: it closes once its calls end */
 };
 
 /* The worker's share of downstream HTTP/2. */
@@ -78,6 +87,112 @@ static uint32_t reset_burst(const struct dconn *d)
  * them at once when many reach idle_timeout together. */
 /* Past a GOAWAY, a client that does not take it is cut off after this. */
 #define GOAWAY_GRACE_S 1.0
+
+static void goaway(struct dconn *d, uint32_t code, const char *why);
+
+/* ---- Drain, grpc-go's graceful close: a GOAWAY with the last stream id
+ * 2^31-1 tells the client to open no more streams here, and a PING after
+ * it; when the PING's ACK comes (the client has seen the GOAWAY, and any
+ * stream it opened before is in), the final GOAWAY with the real last
+ * stream id; the connection closes once its last call ends. A hibernated
+ * connection gets the same frames written by hand, and an ACK that comes
+ * alone does not wake its session. ---- */
+
+/* The final GOAWAY goes this long after the PING even without its ACK. */
+#define DRAIN_PING_WAIT_S 1.0
+/* The drain PING's opaque data, by which its ACK is known. */
+static const uint8_t drain_ping[8] = {'g', 'r', 'd', 'r', 'a', 'i', 'n', '!'};
+#define PING_FRAME_LEN 17
+
+static void ping_frame(uint8_t out[PING_FRAME_LEN])
+{
+    static const uint8_t hd[9] = {0, 0, 8, NGHTTP2_PING, 0, 0, 0, 0, 0};
+    memcpy(out, hd, sizeof(hd));
+    memcpy(out + sizeof(hd), drain_ping, sizeof(drain_ping));
+}
+
+/* The bytes are the ACK of the drain PING, alone. */
+static bool is_drain_ack(const uint8_t *p, size_t n)
+{
+    return n == PING_FRAME_LEN && p[0] == 0 && p[1] == 0 && p[2] == 8 && p[3] == NGHTTP2_PING &&
+           p[4] == NGHTTP2_FLAG_ACK && (p[5] & 0x7f) == 0 && p[6] == 0 && p[7] == 0 && p[8] == 0 &&
+           memcmp(p + 9, drain_ping, sizeof(drain_ping)) == 0;
+}
+
+/* Queues frames written by hand (a hibernated connection has no session). */
+static bool write_raw(struct dconn *d, const uint8_t *p, size_t n)
+{
+    struct conn *c = &d->base.io;
+    if (buf_append(&c->wbuf, &c->w->chunks, p, n) != GR_OK) {
+        conn_close(c, GR_ERR_NOMEM, "out of memory");
+        return false;
+    }
+    conn_want_flush(c);
+    return true;
+}
+
+static void drain_notice(struct dconn *d, const char *why)
+{
+    struct conn *c = &d->base.io;
+    if (d->drain != DRAIN_NONE || d->goaway || c->state == CONN_CLOSED)
+        return;
+    log_debug("client connection: %s: GOAWAY 2^31-1 and PING", why);
+    d->drain = DRAIN_NOTICE;
+    gr_list_remove(&d->lru_link); /* a draining connection does not hibernate */
+    if (d->h2 != NULL) {          /* the PING once the GOAWAY is out (on_frame_send): nghttp2 sends PINGs first */
+        if (nghttp2_submit_shutdown_notice(d->h2) != 0) {
+            conn_close(c, GR_ERR_NOMEM, "out of memory");
+            return;
+        }
+        conn_want_flush(c);
+    } else {
+        uint8_t frames[H2_GOAWAY_LEN + PING_FRAME_LEN];
+        h2_common_goaway(INT32_MAX, NGHTTP2_NO_ERROR, frames);
+        ping_frame(frames + H2_GOAWAY_LEN);
+        if (!write_raw(d, frames, sizeof(frames)))
+            return;
+    }
+    conn_timer_set(&c->timer, CONN_TIMER_DRAIN, DRAIN_PING_WAIT_S);
+}
+
+static void drain_final(struct dconn *d)
+{
+    struct conn *c = &d->base.io;
+    if (d->drain == DRAIN_FINAL || d->goaway || c->state == CONN_CLOSED)
+        return;
+    d->drain = DRAIN_FINAL;
+    conn_timer_clear(&c->timer, CONN_TIMER_DRAIN);
+    if (d->h2 == NULL) { /* no call: the GOAWAY, and the close */
+        goaway(d, NGHTTP2_NO_ERROR, "drained");
+        return;
+    }
+    int32_t last = nghttp2_session_get_last_proc_stream_id(d->h2);
+    log_debug("client connection: final GOAWAY, last stream %d", last);
+    if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0) != 0) {
+        conn_close(c, GR_ERR_NOMEM, "out of memory");
+        return;
+    }
+    conn_want_flush(c);
+}
+
+/* downstream_ops.drain: cut NULL begins the drain; otherwise the final
+ * GOAWAY goes now, the calls left are cut, and the client has
+ * GOAWAY_GRACE_S to take what is written. */
+static size_t h2_drain(struct downstream *base, const char *cut)
+{
+    struct dconn *d = dconn_from(base);
+    if (cut == NULL) {
+        drain_notice(d, "draining");
+        return 0;
+    }
+    drain_final(d);
+    size_t n = stream_cut_all(base, cut);
+    if (base->io.state != CONN_CLOSED && !d->goaway) {
+        d->goaway = true;
+        conn_timer_set(&base->io.timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
+    }
+    return n;
+}
 
 static void goaway(struct dconn *d, uint32_t code, const char *why)
 {
@@ -244,6 +359,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         return 0;
     }
+    if (frame->hd.type == NGHTTP2_PING) {
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && d->drain == DRAIN_NOTICE &&
+            memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0)
+            drain_final(d);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_SETTINGS) {
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
             h2_hibernate_on_ack(&d->sleep);
@@ -293,6 +414,9 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
             spend_reset(d, "too many streams reset because of the client");
         return 0;
     }
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.last_stream_id == INT32_MAX && d->drain == DRAIN_NOTICE &&
+        nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, drain_ping) != 0)
+        drain_final(d); /* out of memory for the PING: the final GOAWAY without it */
     if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA)
         d->guard.answered = true; /* the client's next PING is free */
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
@@ -373,7 +497,8 @@ static int wake(struct dconn *d)
     }
     struct worker *w = d->base.io.w;
     d->busy_at = ev_now(w->loop);
-    gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
+    if (d->drain == DRAIN_NONE)
+        gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
     log_debug("client connection wakes (new HTTP/2 session)");
     return GR_OK;
 }
@@ -442,6 +567,10 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     struct dconn *d = dconn_of(c);
     if (d->goaway && d->h2 == NULL)
         return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
+    if (d->h2 == NULL && d->drain == DRAIN_NOTICE && is_drain_ack(data, len)) {
+        drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
+        return GR_OK;
+    }
     if (d->h2 == NULL) {
         int rc = wake(d);
         if (rc != GR_OK)
@@ -533,6 +662,16 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
     case CONN_TIMER_WRITE: /* calls whose client has not taken their response for stream_write_timeout (stream.c) */
         stream_write_timeouts(&d->base, ev_now(c->w->loop));
         break;
+    case CONN_TIMER_AGE: /* max_connection_age: the drain; then its grace is over: the cut */
+        if (d->drain == DRAIN_NONE) {
+            drain_notice(d, "max_connection_age");
+            if (c->state != CONN_CLOSED)
+                conn_timer_set(&c->timer, CONN_TIMER_AGE, (ev_tstamp)d->base.cfg->max_connection_age_grace_ms / 1e3);
+        } else {
+            (void)h2_drain(&d->base, "grelay closed the connection at max_connection_age");
+        }
+        break;
+    case CONN_TIMER_DRAIN: /* the drain PING's ACK did not come */ drain_final(d); break;
     default: break;
     }
 }
@@ -549,6 +688,10 @@ static void arm_deadlines(struct dconn *d, ev_tstamp accepted)
         d->hdr_wait = -1;
         conn_timer_set_at(t, CONN_TIMER_HEADER, (accepted > 0 ? accepted : ev_now(t->loop)) + rht);
         conn_timer_set(t, CONN_TIMER_KEEPALIVE, rht); /* our SETTINGS go out now */
+    }
+    if (l->max_connection_age_ms > 0) { /* ±10%, per connection: a fleet does not reconnect at once */
+        double jitter = 0.9 + 0.2 * (double)(gr_rand(&d->base.io.w->rng) % 1001) / 1000.0;
+        conn_timer_set(t, CONN_TIMER_AGE, (ev_tstamp)l->max_connection_age_ms / 1e3 * jitter);
     }
 }
 
@@ -608,6 +751,7 @@ static const struct downstream_ops h2_downstream_ops = {
     .resume = h2_resume,
     .consume = h2_consume,
     .reset = h2_reset,
+    .drain = h2_drain,
 };
 
 static const struct conn_ops dconn_ops = {

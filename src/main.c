@@ -2,6 +2,7 @@
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/dns.h"
+#include "grelay/drain.h"
 #include "grelay/log.h"
 #include "grelay/mem.h"
 #include "grelay/proxy.h"
@@ -27,13 +28,21 @@ static void usage(FILE *out)
                  "  -V, --version         print the version and exit\n"
                  "  -h, --help            print this help and exit\n"
                  "\n"
-                 "SIGINT or SIGTERM stops it.\n");
+                 "SIGINT or SIGTERM drains it: calls in flight finish (up to drain_timeout), then it exits;\n"
+                 "a second one cuts what is left.\n");
 }
 
+/* SIGINT, SIGTERM: the drain (w->data), which ends the loop once done. */
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
-    log_info("signal %d: stopping", w->signum);
+    char why[32];
+    snprintf(why, sizeof(why), "signal %d", w->signum);
+    if (w->data != NULL) {
+        drain_start(w->data, why);
+        return;
+    }
+    log_info("%s: stopping (out of memory for a drain)", why);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -83,7 +92,7 @@ static int parse_args(int argc, char **argv, struct args *a)
     return -1;
 }
 
-/* Runs the main loop (signals, DNS) until SIGINT or SIGTERM. The signal
+/* Runs the main loop (signals, DNS) until a SIGINT or SIGTERM drain ends. The signal
  * watchers start while the signals are still blocked, so no signal can
  * arrive before grelay is ready to stop cleanly. */
 static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const sigset_t *old)
@@ -92,6 +101,8 @@ static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const si
     ev_signal sigint, sigterm;
     ev_signal_init(&sigint, on_signal, SIGINT);
     ev_signal_init(&sigterm, on_signal, SIGTERM);
+    struct drain *drain = drain_new(loop, p, cfg);
+    sigint.data = sigterm.data = drain;
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);
     pthread_sigmask(SIG_SETMASK, old, NULL);
@@ -103,6 +114,7 @@ static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const si
     struct dns *dns = dns_start(cfg, workers, n, loop);
     ev_run(loop, 0);
     dns_stop(dns);
+    drain_free(drain);
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
     ev_loop_destroy(loop);

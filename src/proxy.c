@@ -189,11 +189,90 @@ static void close_everything(struct worker *w)
     worker_run_deferred(w);
 }
 
+/* ---- Drain (SIGTERM): the workers' side; drain.c says when. ---- */
+
+/* How often a draining worker looks whether its client connections are gone. */
+#define DRAIN_CHECK_S 0.02
+/* What calls cut by a drain read in grpc-message. */
+#define DRAIN_CUT_MESSAGE "grelay is shutting down"
+
+/* Publishes the calls drained so far: those that ended since the drain
+ * began; after the cut, every call not cut (the rest only wait for their
+ * client to read them). */
+static void drain_publish(struct worker *w)
+{
+    struct worker_drain *dr = &w->drain;
+    uint64_t all = dr->in_flight + (w->streams_begun - dr->begun);
+    uint64_t cut = atomic_load(&dr->cut_calls);
+    uint64_t drained = dr->cut_done ? all - cut : all - w->n_streams;
+    atomic_store(&dr->drained, drained);
+}
+
+static void on_drain_check(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, drain.check);
+    drain_publish(w);
+    if (!gr_list_empty(&w->dconns) || !gr_list_empty(&w->sniffing))
+        return;
+    ev_timer_stop(loop, t);
+    atomic_store(&w->drain.empty, true);
+    ev_async_send(w->drain.notify_loop, w->drain.notify);
+}
+
+/* Stops accepting (the listening sockets close: new connections are
+ * refused by the kernel, or go to a new process that holds the port),
+ * closes the connections whose protocol is not known yet, and tells every
+ * client connection to drain. */
+static void drain_begin(struct worker *w)
+{
+    if (w->drain.on)
+        return;
+    w->drain.on = true;
+    w->drain.in_flight = w->n_streams;
+    w->drain.begun = w->streams_begun;
+    close_listeners(w);
+    sniff_close_all(w);
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->dconns) {
+        struct downstream *d = container_of(it, struct downstream, link);
+        (void)d->ops->drain(d, NULL);
+    }
+    ev_timer_start(w->loop, &w->drain.check);
+}
+
+static void on_drain_begin(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    drain_begin(container_of(a, struct worker, drain.begin));
+}
+
+static void on_drain_cut(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, drain.cut);
+    drain_begin(w);
+    if (w->drain.cut_done)
+        return;
+    w->drain.cut_done = true;
+    size_t n = 0;
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->dconns) {
+        struct downstream *d = container_of(it, struct downstream, link);
+        n += d->ops->drain(d, DRAIN_CUT_MESSAGE);
+    }
+    atomic_fetch_add(&w->drain.cut_calls, n);
+    drain_publish(w);
+}
+
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
     struct worker *w = container_of(a, struct worker, stop);
     w->stopping = true;
+    ev_timer_stop(loop, &w->drain.check);
     close_everything(w);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -301,6 +380,9 @@ static struct worker *worker_build(uint32_t id, const struct gr_config *cfg, cha
     }
     ev_async_init(&w->stop, on_stop);
     ev_async_init(&w->update, on_update);
+    ev_async_init(&w->drain.begin, on_drain_begin);
+    ev_async_init(&w->drain.cut, on_drain_cut);
+    ev_timer_init(&w->drain.check, on_drain_check, DRAIN_CHECK_S, DRAIN_CHECK_S);
     return w;
 }
 
@@ -357,6 +439,8 @@ int proxy_start(struct proxy *p)
         worker_start_watchers(w);
         ev_async_start(w->loop, &w->stop);
         ev_async_start(w->loop, &w->update);
+        ev_async_start(w->loop, &w->drain.begin);
+        ev_async_start(w->loop, &w->drain.cut);
         for (size_t j = 0; j < w->n_listeners; j++)
             ev_async_start(w->loop, &w->listeners[j].wake);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -372,6 +456,39 @@ struct worker **proxy_workers(struct proxy *p, size_t *n)
 {
     *n = p->n_workers;
     return p->workers;
+}
+
+void proxy_drain(struct proxy *p, struct ev_loop *loop, ev_async *notify)
+{
+    for (size_t i = 0; i < p->n_started; i++) {
+        struct worker *w = p->workers[i];
+        w->drain.notify_loop = loop;
+        w->drain.notify = notify;
+        ev_async_send(w->loop, &w->drain.begin);
+    }
+}
+
+void proxy_drain_cut(struct proxy *p)
+{
+    for (size_t i = 0; i < p->n_started; i++)
+        ev_async_send(p->workers[i]->loop, &p->workers[i]->drain.cut);
+}
+
+bool proxy_drained(struct proxy *p)
+{
+    for (size_t i = 0; i < p->n_started; i++)
+        if (!atomic_load(&p->workers[i]->drain.empty))
+            return false;
+    return true;
+}
+
+void proxy_drain_counts(struct proxy *p, uint64_t *drained, uint64_t *cut)
+{
+    *drained = *cut = 0;
+    for (size_t i = 0; i < p->n_started; i++) {
+        *drained += atomic_load(&p->workers[i]->drain.drained);
+        *cut += atomic_load(&p->workers[i]->drain.cut_calls);
+    }
 }
 
 void proxy_stop(struct proxy *p)

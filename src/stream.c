@@ -583,6 +583,20 @@ void stream_close_all(struct downstream *d)
     }
 }
 
+size_t stream_cut_all(struct downstream *d, const char *msg)
+{
+    size_t n = 0;
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &d->streams) {
+        struct stream *s = container_of(it, struct stream, down_link);
+        if (s->resp_state == RESP_ENDED)
+            continue; /* its answer is complete: it only waits for the client to read it */
+        (void)stream_fail(s, GRPC_UNAVAILABLE, msg);
+        n++;
+    }
+    return n;
+}
+
 /* ---- Bodies pulled by the sides. ---- */
 
 /* Whether a failed attempt could still be tried again, by retry.c's rules

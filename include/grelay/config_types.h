@@ -182,6 +182,11 @@ struct gr_listener_cfg {
     uint32_t grpc_web_max_request; /* largest gRPC-Web request body and message */
     uint64_t hibernate_after_ms;   /* an HTTP/2 connection with no call this long frees its session; 0: never */
     struct gr_pos pos;             /* where the listener is written */
+
+    /* The age of client connections (issue 13). */
+    uint64_t max_connection_age_ms;       /* a client connection this old (±10% jitter) is drained (two-phase GOAWAY,
+                                             or Connection: close); 0: never */
+    uint64_t max_connection_age_grace_ms; /* then its calls have this long before they are cut (UNAVAILABLE) */
 };
 
 /* The process-wide overload guard. */
@@ -200,6 +205,9 @@ struct gr_config {
     struct gr_cluster_cfg *clusters;   /* names unique; every route's cluster is one of them */
     size_t n_clusters;                 /* entries in clusters; at least 1 once loaded, as every route needs one */
     struct gr_overload_cfg overload;   /* the overload guard */
+    uint64_t drain_timeout_ms;         /* SIGTERM/SIGINT: how long calls in flight may take to finish (from the
+                                          signal, drain_delay included); then they are cut with UNAVAILABLE */
+    uint64_t drain_delay_ms;           /* SIGTERM/SIGINT: keep accepting this long, readiness false, first */
 };
 
 #endif

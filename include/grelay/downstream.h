@@ -29,6 +29,13 @@ struct downstream_ops {
      * at the end of the loop iteration (broken), so no client is left
      * waiting in silence. */
     void (*reset)(struct downstream *d, struct stream *s, uint32_t h2_error);
+    /* Drains the connection (a SIGTERM, its max_connection_age). cut NULL
+     * begins it: HTTP/2 gets the two-phase GOAWAY, HTTP/1.1 `Connection:
+     * close` on its next response (an idle one closes now); the connection
+     * closes once its last call ends. cut set: the calls still open end now
+     * with UNAVAILABLE and that message, and the connection closes once
+     * they are written. Returns the calls cut. */
+    size_t (*drain)(struct downstream *d, const char *cut);
 };
 
 struct downstream {

@@ -7,6 +7,8 @@
 
 #include "grelay/config.h"
 
+#include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +23,22 @@ struct proxy *proxy_new(const struct gr_config *cfg, char *err, size_t errlen);
 int proxy_start(struct proxy *p);
 /* The workers, for whoever publishes to them (DNS). */
 struct worker **proxy_workers(struct proxy *p, size_t *n);
+/* Drain (SIGTERM, and later a binary upgrade; drain.h decides when): every
+ * worker closes its listening sockets and the connections whose protocol
+ * is not chosen yet, and tells each client connection to drain (HTTP/2:
+ * GOAWAY 2^31-1 and a PING, then the final GOAWAY; HTTP/1.1: `Connection:
+ * close`, idle ones closed); connections close when their last call ends.
+ * A worker left with no client connection sends notify (an ev_async of
+ * loop, the caller's: main thread). Main thread; once. */
+void proxy_drain(struct proxy *p, struct ev_loop *loop, ev_async *notify);
+/* The calls still open end now with UNAVAILABLE "grelay is shutting down"
+ * (begins the drain first if need be). */
+void proxy_drain_cut(struct proxy *p);
+/* True once every worker has no client connection left. */
+bool proxy_drained(struct proxy *p);
+/* Calls drained (ended on their own since the drain began) and cut, all
+ * workers together, as last published (every 20 ms while draining). */
+void proxy_drain_counts(struct proxy *p, uint64_t *drained, uint64_t *cut);
 /* Asks every started worker to stop (each closes its connections) and
  * waits for their threads. */
 void proxy_stop(struct proxy *p);

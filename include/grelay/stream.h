@@ -129,6 +129,10 @@ void stream_on_down_close(struct stream *s, uint32_t error_code);
 /* The client connection is gone: every stream of d closes (and resets
  * upstream). */
 void stream_close_all(struct downstream *d);
+/* A drain ran out of time: every call of d whose answer is not complete
+ * ends with UNAVAILABLE and msg (trailers, so clients may retry). Returns
+ * how many. */
+size_t stream_cut_all(struct downstream *d, const char *msg);
 /* The connection's CONN_TIMER_WRITE deadline passed (now: ev_now): every
  * call whose response has waited stream_write_timeout for the client to
  * take any of it is reset (its upstream stream too) and its buffers freed;

@@ -63,6 +63,24 @@ struct worker_conn_count {
 
 #define WORKER_READ_BUF (64 * 1024)
 
+/* A worker's part of a drain (SIGTERM; proxy.c runs it, drain.c decides
+ * when): its listeners close, every client connection is told to drain,
+ * and the worker says when it has none left. */
+struct worker_drain {
+    ev_async begin;              /* the main thread starts the drain */
+    ev_async cut;                /* the main thread cuts the calls still open */
+    ev_timer check;              /* while draining: are the client connections all gone? */
+    bool on;                     /* draining: listeners closed, connections told */
+    bool cut_done;               /* the calls left were cut */
+    _Atomic bool empty;          /* no client connection left (the main thread reads it) */
+    struct ev_loop *notify_loop; /* the main thread's loop, and its watcher to send when empty */
+    ev_async *notify;            /* (set before begin is sent) */
+    size_t in_flight;            /* calls in flight when the drain began */
+    uint64_t begun;              /* streams_begun then */
+    _Atomic uint64_t drained;    /* calls that ended since, not cut (published on each check) */
+    _Atomic uint64_t cut_calls;  /* calls the cut ended */
+};
+
 struct worker {
     uint32_t id;                             /* 0 .. workers-1: thread name and logs */
     pthread_t thread;                        /* its thread (proxy.c) */
@@ -87,6 +105,7 @@ struct worker {
     struct mem_pool h2mem;                   /* nghttp2's small objects, on this thread */
     struct worker_cache streams;             /* freed struct stream kept for the next calls */
     bool stopping;                           /* no new connections or streams */
+    struct worker_drain drain;               /* a drain in progress (proxy.c) */
     uint64_t rng;                            /* xorshift state: retry jitter, balancer seeds */
     size_t n_streams;                        /* calls in flight */
     uint64_t streams_begun;                  /* calls begun, ever */

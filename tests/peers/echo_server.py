@@ -14,7 +14,8 @@ Methods:
                            `x-hold: ID` never answers and records ID when
                            cancelled; `x-time-remaining` reports the deadline seen;
                            `x-fail-on: NAME` / `x-hold-on: NAME` fail (trailers-only
-                           UNAVAILABLE) or hold only on the backend called NAME.
+                           UNAVAILABLE) or hold only on the backend called NAME;
+                           `x-delay-ms: N` answers after N ms (nothing sent before).
   /test.Echo/ServerStream  request JSON {"count", "size", "hold", "id",
                            "interval_ms"}: sends count messages of size bytes,
                            interval_ms apart; with hold, waits after the first
@@ -89,6 +90,8 @@ def unary(request, context):
         if context.peer() not in events["peers"]:
             events["peers"].append(context.peer())
     md = md0
+    if "x-delay-ms" in md:
+        time.sleep(int(md["x-delay-ms"]) / 1000.0)
     remaining = context.time_remaining()
     md_out = initial_md(context)
     if remaining is not None:

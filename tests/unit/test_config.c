@@ -197,7 +197,7 @@ static const struct bad_case bad_cases[] = {
     {"workers: 0\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be between 1 and 256, got '0'"},
     {"wrokers: 1\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: unknown key 'wrokers' in the configuration (expected one of: workers, log_level, listeners, "
-     "clusters, overload)"},
+     "clusters, overload, drain_timeout, drain_delay)"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n    name: again\n",
      "t.yaml:13:5: duplicate key 'name' in cluster"},
     {GOOD_HEAD "clusters:\n  - name: other\n    endpoints: [{address: 127.0.0.1:1}]\n",
@@ -277,6 +277,9 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:12:16: 'discovery' must be one of static, strict_dns, logical_dns, got 'dns'"},
     {"log_level: loud\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: 'log_level' must be one of error, warn, info, debug, got 'loud'"},
+    {"drain_timeout: 5s\ndrain_delay: 10s\n" GOOD_HEAD CLUSTERS,
+     "t.yaml:1:1: 'drain_delay' (10000ms) must not exceed 'drain_timeout' (5000ms): drain_timeout counts from the "
+     "signal"},
     /* Cross-checks (review F7, F6): settings that would silently grant too much. */
     {"listeners:\n  - name: a\n    address: 127.0.0.1:1\n    grpc_web: true\n    virtual_hosts:\n      - name: v\n"
      "        domains: ['*']\n        cors: { allow_origins: ['https://a.example', '*'], allow_credentials: true }\n"
@@ -427,6 +430,48 @@ static void limits_and_timers(void **state)
     assert_non_null(strstr(err, "max_heap"));
 }
 
+/* The lifecycle keys (issue 13): drain on SIGTERM, and the age of client
+ * connections. */
+static void drain_and_connection_age(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *plain = GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:50051}]\n";
+    struct gr_config *cfg = load(plain, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->drain_timeout_ms, 30000);
+    assert_int_equal(cfg->drain_delay_ms, 0);
+    assert_int_equal(cfg->listeners[0].max_connection_age_ms, 0);
+    assert_int_equal(cfg->listeners[0].max_connection_age_grace_ms, 30000);
+    config_free(cfg);
+
+    const char *shaped = "drain_timeout: 20s\n"
+                         "drain_delay: 5s\n"
+                         "listeners:\n"
+                         "  - name: edge\n"
+                         "    address: 127.0.0.1:8080\n"
+                         "    max_connection_age: 10m\n"
+                         "    max_connection_age_grace: 1m\n"
+                         "    virtual_hosts:\n"
+                         "      - name: default\n"
+                         "        domains: [\"*\"]\n"
+                         "        routes: [{match: {prefix: \"/\"}, cluster: backend}]\n"
+                         "clusters:\n"
+                         "  - name: backend\n"
+                         "    endpoints: [{address: 127.0.0.1:50051}]\n";
+    cfg = load(shaped, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->drain_timeout_ms, 20000);
+    assert_int_equal(cfg->drain_delay_ms, 5000);
+    assert_int_equal(cfg->listeners[0].max_connection_age_ms, 600000);
+    assert_int_equal(cfg->listeners[0].max_connection_age_grace_ms, 60000);
+    config_free(cfg);
+
+    assert_null(load("drain_timeout: soon\n" GOOD_HEAD, err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:1:16: "));
+    assert_non_null(strstr(err, "drain_timeout"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +484,7 @@ int main(void)
         cmocka_unit_test(missing_file_says_so),
         cmocka_unit_test(parse_addr_takes_ip_literals),
         cmocka_unit_test(limits_and_timers),
+        cmocka_unit_test(drain_and_connection_age),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,7 +156,7 @@ static void d_reset(struct downstream *d, struct stream *s, uint32_t code)
     (void)d, (void)s, (void)code;
     down.resets++;
 }
-static const struct downstream_ops fake_down_ops = {d_respond, d_resume, d_consume, d_reset};
+static const struct downstream_ops fake_down_ops = {d_respond, d_resume, d_consume, d_reset, NULL};
 
 /* ---- The fixture: a worker, a cluster of two fake pools, a client. ---- */
 

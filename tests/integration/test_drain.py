@@ -1,0 +1,253 @@
+"""Drain on SIGTERM and SIGINT (issue 13, Drain; docs/lifecycle.md).
+
+grelay turns not ready, keeps accepting for drain_delay, then closes its
+listeners and drains every client connection: HTTP/2 gets GOAWAY with
+last-stream-id 2^31-1 and a PING, then the final GOAWAY when the PING's ACK
+comes; HTTP/1.1 gets `Connection: close`, idle connections are closed. Calls
+in flight finish; past drain_timeout (counted from the signal) the rest end
+with UNAVAILABLE "grelay is shutting down"; a second signal skips the wait.
+grelay exits 0 with no sanitizer report (harness Grelay.stop checks both).
+"""
+import json
+import re
+import signal
+import socket
+import struct
+import time
+
+import grpc
+import pytest
+
+from grpcweb_client import H1, frame, parse_frames
+from harness import free_port, simple_config
+from test_failures import wait_for
+
+SHUTDOWN = "grelay is shutting down"
+MAX_ID = 2**31 - 1
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+GOAWAY, PING, SETTINGS = 7, 6, 4
+
+
+class RawH2:
+    """An idle HTTP/2 client that answers SETTINGS and PING by hand (python
+    h2 stops reading at the first GOAWAY) and records every frame."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(PREFACE + struct.pack(">I", 0)[1:] + bytes([SETTINGS, 0]) + struct.pack(">I", 0))
+        self.buf = b""
+        self.frames = []  # (type, flags, payload)
+        self.closed = False
+
+    def pump(self, seconds):
+        """Reads (and answers) for at most `seconds`, or until grelay closes."""
+        deadline = time.monotonic() + seconds
+        while not self.closed and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, min(0.1, deadline - time.monotonic())))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.closed = True
+                break
+            self.buf += data
+            while len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + n:
+                    break
+                ftype, flags, payload = self.buf[3], self.buf[4], self.buf[9:9 + n]
+                self.buf = self.buf[9 + n:]
+                self.frames.append((ftype, flags, payload))
+                if ftype in (SETTINGS, PING) and not flags & 1:
+                    ack = struct.pack(">I", len(payload) if ftype == PING else 0)[1:] + bytes([ftype, 1]) + bytes(4)
+                    self.sock.sendall(ack + (payload if ftype == PING else b""))
+
+    def goaways(self):
+        """[(last_stream_id, error_code)] in the order they came."""
+        return [(struct.unpack(">I", p[:4])[0] & MAX_ID, struct.unpack(">I", p[4:8])[0])
+                for t, _, p in self.frames if t == GOAWAY]
+
+    def drain_frames(self):
+        """The GOAWAY and PING frames, in order: what a drain sends."""
+        return [t for t, flags, _ in self.frames if t == GOAWAY or (t == PING and not flags & 1)]
+
+    def close(self):
+        self.sock.close()
+
+
+def drain_config(port, backends, **top):
+    cfg = simple_config(port, [b.addr for b in backends], listener_extra={"hibernate_after": "0s"})
+    cfg.update(top)
+    return cfg
+
+
+def stopped_within(g, seconds):
+    """grelay's exit code once it exits, waiting at most `seconds`."""
+    return g.proc.wait(seconds)
+
+
+def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_factory):
+    port, sleepy_port = free_port(), free_port()
+    cfg = drain_config(port, backends[:1], drain_delay="1s", drain_timeout="8s", log_level="debug")
+    sleepy = dict(cfg["listeners"][0], name="sleepy", address="127.0.0.1:%d" % sleepy_port, hibernate_after="200ms")
+    cfg["listeners"].append(sleepy)
+    g = grelay_factory(cfg, port)
+    # Two idle HTTP/2 connections: one hibernates (its listener's
+    # hibernate_after is 200ms), one stays awake (hibernate_after 0s).
+    asleep, awake = RawH2(sleepy_port), RawH2(port)
+    deadline = time.monotonic() + 10
+    while "client connection hibernates" not in g.log() and time.monotonic() < deadline:
+        asleep.pump(0.1)
+        awake.pump(0.05)
+    assert "client connection hibernates" in g.log(), g.log()[-3000:]
+
+    ch = grpc.insecure_channel(g.addr)
+    try:
+        unary = ch.unary_unary("/test.Echo/Unary")
+        calls_before = backends[0].events()["calls"]
+        md = [("x-delay-ms", "2000")]
+        futs = [unary.future(b"call %d" % i, metadata=md, timeout=30) for i in range(200)]
+        req = json.dumps({"count": 7, "size": 8, "interval_ms": 500}).encode()
+        stream = ch.unary_stream("/test.Echo/ServerStream")(req, timeout=30)  # needs 3 s
+        assert wait_for(lambda: backends[0].events()["calls"] >= calls_before + 201), backends[0].events()
+
+        t0 = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: "draining (not ready)" in g.log(), seconds=5), g.log()[-3000:]
+        # Within drain_delay the listener still takes new clients and calls.
+        with grpc.insecure_channel(g.addr) as late:
+            assert late.unary_unary("/test.Echo/Unary")(b"during the delay", timeout=5) == b"during the delay"
+        assert time.monotonic() - t0 < 1.0, "the call during drain_delay took too long to tell"
+        # After it, the listening socket is gone: connections are refused.
+        assert wait_for(lambda: "listeners closed" in g.log(), seconds=5), g.log()[-3000:]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", sleepy_port), timeout=5).close()
+
+        # Both idle connections: GOAWAY 2^31-1, PING, then the final GOAWAY
+        # (last stream 0: they opened none), and grelay closes them.
+        for raw in (awake, asleep):
+            raw.pump(3)
+            assert raw.goaways() == [(MAX_ID, 0), (0, 0)], (raw.frames, g.log()[-3000:])
+            assert raw.drain_frames() == [GOAWAY, PING, GOAWAY], raw.frames
+            assert raw.closed
+        # The hibernated one answered the PING without waking its session.
+        assert "client connection wakes" not in g.log()
+
+        # Every call in flight finished normally, the long stream too.
+        assert [f.result(timeout=30) for f in futs] == [b"call %d" % i for i in range(200)]
+        assert [m[:8] for m in stream] == [b"%08d" % i for i in range(7)]
+        assert stopped_within(g, 9) == 0
+        assert time.monotonic() - t0 < 8 + 1, "exit later than drain_timeout + 1 s"
+    finally:
+        ch.close()
+        awake.close()
+        asleep.close()
+    _, drained, cut = drained_counts(g)
+    assert (drained, cut) == (201, 0), g.log()[-2000:]  # in flight when the listeners closed: 200 + the stream
+    g.stop()  # exit status 0, no sanitizer report
+
+
+def drained_counts(g):
+    """(seconds, calls finished, calls cut) from grelay's last log line about the drain."""
+    m = re.search(r"drained in ([0-9.]+)s: (\d+) calls? finished, (\d+) cut", g.log())
+    assert m, g.log()[-3000:]
+    return float(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def test_a_call_that_outlives_drain_timeout_ends_unavailable(backends, grelay_factory):
+    port = free_port()
+    cfg = drain_config(port, backends[:1], drain_timeout="1s")
+    cfg["listeners"][0]["grpc_web"] = True
+    g = grelay_factory(cfg, port)
+    web = H1(port)
+    calls_before = backends[0].events()["calls"]
+    with grpc.insecure_channel(g.addr) as ch:
+        held = ch.unary_unary("/test.Echo/Unary").future(b"", metadata=[("x-hold", "drain-cut")], timeout=30)
+        req = json.dumps({"count": 3, "size": 8, "hold": True, "id": "drain-cut-stream"}).encode()
+        stream = ch.unary_stream("/test.Echo/ServerStream")(req, timeout=30)
+        assert next(stream) == b"00000000"  # the response has begun: the status comes in trailers
+        quick = ch.unary_unary("/test.Echo/Unary").future(b"quick", metadata=[("x-delay-ms", "300")], timeout=30)
+        web.request("/test.Echo/Unary", frame(b""), [("content-type", "application/grpc-web+proto"),
+                                                     ("x-hold", "drain-cut-web")])
+        assert wait_for(lambda: backends[0].events()["calls"] >= calls_before + 4), backends[0].events()
+        t0 = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+
+        assert quick.result(timeout=10) == b"quick"  # finished within drain_timeout
+        with pytest.raises(grpc.RpcError) as e:
+            held.result(timeout=10)
+        assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTDOWN)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stream)
+        assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTDOWN)
+        status, headers, body = web.read_response()
+        web.close()
+        _, trailers = parse_frames(body) if body else ([], headers)
+        assert status == 200 and headers.get("connection") == "close", headers
+        assert trailers["grpc-status"] == "14", trailers
+        assert trailers["grpc-message"] in (SHUTDOWN, "grelay%20is%20shutting%20down"), trailers
+        assert stopped_within(g, 5) == 0
+        assert time.monotonic() - t0 < 1 + 1, "exit later than drain_timeout + 1 s"
+    took, drained, cut = drained_counts(g)
+    assert (drained, cut) == (1, 3), g.log()[-2000:]
+    g.stop()
+
+
+def test_a_second_sigterm_cuts_what_is_left(backends, grelay_factory):
+    port = free_port()
+    g = grelay_factory(drain_config(port, backends[:1], drain_timeout="30s"), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        held = ch.unary_unary("/test.Echo/Unary").future(b"", metadata=[("x-hold", "drain-twice")], timeout=60)
+        assert wait_for(lambda: backends[0].events()["calls"] > 0)
+        time.sleep(0.2)
+        g.proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: "listeners closed" in g.log(), seconds=5), g.log()
+        time.sleep(0.3)
+        assert not held.done()  # drain_timeout is 30 s: it waits
+        t0 = time.monotonic()
+        g.proc.send_signal(signal.SIGINT)
+        with pytest.raises(grpc.RpcError) as e:
+            held.result(timeout=10)
+        assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTDOWN)
+        assert stopped_within(g, 5) == 0
+        assert time.monotonic() - t0 < 2
+    assert "signal 2 again: not waiting any longer" in g.log()
+    assert drained_counts(g)[1:] == (0, 1)
+    g.stop()
+
+
+def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, grelay_factory):
+    port = free_port()
+    cfg = drain_config(port, backends[:1], drain_timeout="10s")
+    cfg["listeners"][0]["grpc_web"] = True
+    g = grelay_factory(cfg, port)
+    busy, idle = H1(port), H1(port)
+    try:
+        idle.request("/test.Echo/Unary", frame(b"first"), [("content-type", "application/grpc-web+proto")])
+        status, headers, body = idle.read_response()
+        assert status == 200 and "connection" not in headers  # keep-alive
+        busy.request("/test.Echo/Unary", frame(b"slow"), [("content-type", "application/grpc-web+proto"),
+                                                          ("x-delay-ms", "1500")])
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+        idle.sock.settimeout(3)
+        assert idle.sock.recv(100) == b""  # an idle keep-alive connection is closed at once
+        assert time.monotonic() - t0 < 1.5
+        status, headers, body = busy.read_response()
+        msgs, trailers = parse_frames(body)
+        assert status == 200 and headers.get("connection") == "close", headers
+        assert msgs == [b"slow"] and trailers["grpc-status"] == "0"
+        busy.sock.settimeout(3)
+        assert busy.sock.recv(100) == b""  # and closed after it
+        assert stopped_within(g, 5) == 0
+    finally:
+        busy.close()
+        idle.close()
+    assert drained_counts(g)[1:] == (1, 0)
+    g.stop()
