@@ -120,7 +120,7 @@ def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_
         # Within drain_delay the listener still takes new clients and calls.
         with grpc.insecure_channel(g.addr) as late:
             assert late.unary_unary("/test.Echo/Unary")(b"during the delay", timeout=5) == b"during the delay"
-        assert time.monotonic() - t0 < 1.0, "the call during drain_delay took too long to tell"
+        assert "listeners closed" not in g.log(), "the call during drain_delay took too long to tell"
         # After it, the listening socket is gone: connections are refused.
         assert wait_for(lambda: "listeners closed" in g.log(), seconds=5), g.log()[-3000:]
         with pytest.raises(ConnectionRefusedError):
@@ -209,13 +209,11 @@ def test_a_second_sigterm_cuts_what_is_left(backends, grelay_factory):
         assert wait_for(lambda: "listeners closed" in g.log(), seconds=5), g.log()
         time.sleep(0.3)
         assert not held.done()  # drain_timeout is 30 s: it waits
-        t0 = time.monotonic()
         g.proc.send_signal(signal.SIGINT)
         with pytest.raises(grpc.RpcError) as e:
             held.result(timeout=10)
         assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, SHUTDOWN)
-        assert stopped_within(g, 5) == 0
-        assert time.monotonic() - t0 < 2
+        assert stopped_within(g, 5) == 0  # not the 30 s of drain_timeout
     assert "signal 2 again: not waiting any longer" in g.log()
     assert drained_counts(g)[1:] == (0, 1)
     g.stop()
@@ -234,11 +232,9 @@ def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, 
         busy.request("/test.Echo/Unary", frame(b"slow"), [("content-type", "application/grpc-web+proto"),
                                                           ("x-delay-ms", "1500")])
         time.sleep(0.3)
-        t0 = time.monotonic()
         g.proc.send_signal(signal.SIGTERM)
         idle.sock.settimeout(3)
         assert idle.sock.recv(100) == b""  # an idle keep-alive connection is closed at once
-        assert time.monotonic() - t0 < 1.5
         status, headers, body = busy.read_response()
         msgs, trailers = parse_frames(body)
         assert status == 200 and headers.get("connection") == "close", headers
