@@ -32,7 +32,8 @@ class RawH2:
     """An idle HTTP/2 client that answers SETTINGS and PING by hand (python
     h2 stops reading at the first GOAWAY) and records every frame."""
 
-    def __init__(self, port):
+    def __init__(self, port, answer_ping=True):
+        self.answer_ping = answer_ping
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.sendall(PREFACE + struct.pack(">I", 0)[1:] + bytes([SETTINGS, 0]) + struct.pack(">I", 0))
         self.buf = b""
@@ -61,7 +62,7 @@ class RawH2:
                 ftype, flags, payload = self.buf[3], self.buf[4], self.buf[9:9 + n]
                 self.buf = self.buf[9 + n:]
                 self.frames.append((ftype, flags, payload))
-                if ftype in (SETTINGS, PING) and not flags & 1:
+                if (ftype == SETTINGS or (ftype == PING and self.answer_ping)) and not flags & 1:
                     ack = struct.pack(">I", len(payload) if ftype == PING else 0)[1:] + bytes([ftype, 1]) + bytes(4)
                     self.sock.sendall(ack + (payload if ftype == PING else b""))
 
@@ -97,11 +98,13 @@ def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_
     g = grelay_factory(cfg, port)
     # Two idle HTTP/2 connections: one hibernates (its listener's
     # hibernate_after is 200ms), one stays awake (hibernate_after 0s).
-    asleep, awake = RawH2(sleepy_port), RawH2(port)
+    # A third never answers PINGs: its final GOAWAY comes after a bound.
+    asleep, awake, mute = RawH2(sleepy_port), RawH2(port), RawH2(port, answer_ping=False)
     deadline = time.monotonic() + 10
     while "client connection hibernates" not in g.log() and time.monotonic() < deadline:
         asleep.pump(0.1)
         awake.pump(0.05)
+        mute.pump(0.05)
     assert "client connection hibernates" in g.log(), g.log()[-3000:]
 
     ch = grpc.insecure_channel(g.addr)
@@ -130,7 +133,7 @@ def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_
 
         # Both idle connections: GOAWAY 2^31-1, PING, then the final GOAWAY
         # (last stream 0: they opened none), and grelay closes them.
-        for raw in (awake, asleep):
+        for raw in (awake, asleep, mute):
             raw.pump(3)
             assert raw.goaways() == [(MAX_ID, 0), (0, 0)], (raw.frames, g.log()[-3000:])
             assert raw.drain_frames() == [GOAWAY, PING, GOAWAY], raw.frames
@@ -147,6 +150,7 @@ def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_
         ch.close()
         awake.close()
         asleep.close()
+        mute.close()
     _, drained, cut = drained_counts(g)
     assert (drained, cut) == (201, 0), g.log()[-2000:]  # in flight when the listeners closed: 200 + the stream
     g.stop()  # exit status 0, no sanitizer report
@@ -225,6 +229,7 @@ def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, 
     cfg["listeners"][0]["grpc_web"] = True
     g = grelay_factory(cfg, port)
     busy, idle = H1(port), H1(port)
+    sniffing = socket.create_connection(("127.0.0.1", port), timeout=10)  # sends nothing: protocol unknown
     try:
         idle.request("/test.Echo/Unary", frame(b"first"), [("content-type", "application/grpc-web+proto")])
         status, headers, body = idle.read_response()
@@ -235,6 +240,8 @@ def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, 
         g.proc.send_signal(signal.SIGTERM)
         idle.sock.settimeout(3)
         assert idle.sock.recv(100) == b""  # an idle keep-alive connection is closed at once
+        sniffing.settimeout(3)
+        assert sniffing.recv(100) == b""  # so is one whose protocol is not known yet
         status, headers, body = busy.read_response()
         msgs, trailers = parse_frames(body)
         assert status == 200 and headers.get("connection") == "close", headers
@@ -245,5 +252,6 @@ def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, 
     finally:
         busy.close()
         idle.close()
+        sniffing.close()
     assert drained_counts(g)[1:] == (1, 0)
     g.stop()
