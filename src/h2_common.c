@@ -224,6 +224,20 @@ void h2_common_goaway(int32_t last, uint32_t code, uint8_t out[H2_GOAWAY_LEN])
         out[9 + i] = (uint8_t)(v[i / 4] >> (24 - 8 * (i % 4)));
 }
 
+void h2_common_ping(const uint8_t opaque[8], uint8_t out[H2_PING_LEN])
+{
+    static const uint8_t hdr[9] = {0, 0, 8, NGHTTP2_PING, 0, 0, 0, 0, 0};
+    memcpy(out, hdr, sizeof(hdr));
+    memcpy(out + sizeof(hdr), opaque, 8);
+}
+
+bool h2_common_is_ping_ack(const uint8_t *p, size_t n, const uint8_t opaque[8])
+{
+    return n == H2_PING_LEN && p[0] == 0 && p[1] == 0 && p[2] == 8 && p[3] == NGHTTP2_PING &&
+           p[4] == NGHTTP2_FLAG_ACK && (p[5] & 0x7f) == 0 && p[6] == 0 && p[7] == 0 && p[8] == 0 &&
+           memcmp(p + 9, opaque, 8) == 0;
+}
+
 void h2_common_frames_init(struct h2_frames *t)
 {
     memset(t, 0, sizeof(*t));

@@ -102,22 +102,6 @@ static void goaway(struct dconn *d, uint32_t code, const char *why);
 #define DRAIN_PING_WAIT_S 1.0
 /* The drain PING's opaque data, by which its ACK is known. */
 static const uint8_t drain_ping[8] = {'g', 'r', 'd', 'r', 'a', 'i', 'n', '!'};
-#define PING_FRAME_LEN 17
-
-static void ping_frame(uint8_t out[PING_FRAME_LEN])
-{
-    static const uint8_t hd[9] = {0, 0, 8, NGHTTP2_PING, 0, 0, 0, 0, 0};
-    memcpy(out, hd, sizeof(hd));
-    memcpy(out + sizeof(hd), drain_ping, sizeof(drain_ping));
-}
-
-/* The bytes are the ACK of the drain PING, alone. */
-static bool is_drain_ack(const uint8_t *p, size_t n)
-{
-    return n == PING_FRAME_LEN && p[0] == 0 && p[1] == 0 && p[2] == 8 && p[3] == NGHTTP2_PING &&
-           p[4] == NGHTTP2_FLAG_ACK && (p[5] & 0x7f) == 0 && p[6] == 0 && p[7] == 0 && p[8] == 0 &&
-           memcmp(p + 9, drain_ping, sizeof(drain_ping)) == 0;
-}
 
 /* Queues frames written by hand (a hibernated connection has no session). */
 static bool write_raw(struct dconn *d, const uint8_t *p, size_t n)
@@ -146,9 +130,9 @@ static void drain_notice(struct dconn *d, const char *why)
         }
         conn_want_flush(c);
     } else {
-        uint8_t frames[H2_GOAWAY_LEN + PING_FRAME_LEN];
+        uint8_t frames[H2_GOAWAY_LEN + H2_PING_LEN];
         h2_common_goaway(INT32_MAX, NGHTTP2_NO_ERROR, frames);
-        ping_frame(frames + H2_GOAWAY_LEN);
+        h2_common_ping(drain_ping, frames + H2_GOAWAY_LEN);
         if (!write_raw(d, frames, sizeof(frames)))
             return;
     }
@@ -567,7 +551,7 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     struct dconn *d = dconn_of(c);
     if (d->goaway && d->h2 == NULL)
         return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
-    if (d->h2 == NULL && d->drain == DRAIN_NOTICE && is_drain_ack(data, len)) {
+    if (d->h2 == NULL && d->drain == DRAIN_NOTICE && h2_common_is_ping_ack(data, len, drain_ping)) {
         drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
         return GR_OK;
     }

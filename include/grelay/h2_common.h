@@ -54,6 +54,13 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
  * times grelay must write one itself: no session to submit it to (a
  * hibernating connection, or one nghttp2 gave up on). */
 void h2_common_goaway(int32_t last, uint32_t code, uint8_t out[H2_GOAWAY_LEN]);
+/* The bytes of a PING frame. */
+#define H2_PING_LEN 17
+/* Writes a PING frame with opaque data, for a connection with no session
+ * (a hibernated one being drained). */
+void h2_common_ping(const uint8_t opaque[8], uint8_t out[H2_PING_LEN]);
+/* True when p[0..n) is exactly one PING ACK carrying opaque. */
+bool h2_common_is_ping_ack(const uint8_t *p, size_t n, const uint8_t opaque[8]);
 
 /* Where the client's byte stream stands between HTTP/2 frames: the one
  * scan of frame headers on a client connection, read by hibernation (is

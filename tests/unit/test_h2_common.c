@@ -149,12 +149,34 @@ static void closed_streams(void **state)
     nghttp2_session_del(h2);
 }
 
+/* The PING a drain writes by hand for a hibernated connection, and the ACK
+ * it recognises without waking the session (issue 13). */
+static void drain_ping_and_its_ack(void **state)
+{
+    (void)state;
+    static const uint8_t opaque[8] = {'g', 'r', 'd', 'r', 'a', 'i', 'n', '!'};
+    uint8_t ping[H2_PING_LEN];
+    h2_common_ping(opaque, ping);
+    static const uint8_t hdr[9] = {0, 0, 8, 6, 0, 0, 0, 0, 0};
+    assert_memory_equal(ping, hdr, sizeof(hdr));
+    assert_memory_equal(ping + 9, opaque, 8);
+    assert_false(h2_common_is_ping_ack(ping, sizeof(ping), opaque)); /* not an ACK */
+    uint8_t ack[H2_PING_LEN];
+    memcpy(ack, ping, sizeof(ack));
+    ack[4] = 1;
+    assert_true(h2_common_is_ping_ack(ack, sizeof(ack), opaque));
+    assert_false(h2_common_is_ping_ack(ack, sizeof(ack) - 1, opaque)); /* split: the session must read it */
+    ack[16] ^= 1;
+    assert_false(h2_common_is_ping_ack(ack, sizeof(ack), opaque)); /* someone else's PING */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bucket_refills_up_to_its_burst),
         cmocka_unit_test(glitches_spent_at_any_split),
         cmocka_unit_test(closed_streams),
+        cmocka_unit_test(drain_ping_and_its_ack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
