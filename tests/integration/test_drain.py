@@ -16,6 +16,7 @@ import struct
 import time
 
 import grpc
+import hpack
 import pytest
 
 from grpcweb_client import H1, frame, parse_frames
@@ -38,6 +39,7 @@ class RawH2:
         self.sock.sendall(PREFACE + struct.pack(">I", 0)[1:] + bytes([SETTINGS, 0]) + struct.pack(">I", 0))
         self.buf = b""
         self.frames = []  # (type, flags, payload)
+        self.on_streams = []  # (type, flags, stream id, payload) of frames on a stream
         self.closed = False
 
     def pump(self, seconds):
@@ -60,11 +62,36 @@ class RawH2:
                 if len(self.buf) < 9 + n:
                     break
                 ftype, flags, payload = self.buf[3], self.buf[4], self.buf[9:9 + n]
+                sid = struct.unpack(">I", self.buf[5:9])[0] & MAX_ID
                 self.buf = self.buf[9 + n:]
                 self.frames.append((ftype, flags, payload))
+                if sid:
+                    self.on_streams.append((ftype, flags, sid, payload))
                 if (ftype == SETTINGS or (ftype == PING and self.answer_ping)) and not flags & 1:
                     ack = struct.pack(">I", len(payload) if ftype == PING else 0)[1:] + bytes([ftype, 1]) + bytes(4)
                     self.sock.sendall(ack + (payload if ftype == PING else b""))
+
+    def call(self, sid, path, message, metadata=()):
+        """Sends one gRPC unary request on stream sid: HEADERS, then DATA with END_STREAM."""
+        block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", path),
+                                        (":authority", "drain.test"), ("content-type", "application/grpc"),
+                                        ("te", "trailers")] + list(metadata))
+        body = b"\0" + struct.pack(">I", len(message)) + message
+        self.sock.sendall(struct.pack(">I", len(block))[1:] + bytes([1, 4]) + struct.pack(">I", sid) + block +
+                          struct.pack(">I", len(body))[1:] + bytes([0, 1]) + struct.pack(">I", sid) + body)
+
+    def answer(self, sid):
+        """(messages' bytes, trailers dict) received on stream sid."""
+        dec, data, fields = hpack.Decoder(), b"", {}
+        for t, _, s, p in self.on_streams:
+            if t == 1:  # HEADERS (no padding or priority from grelay); decoded in order for the HPACK table
+                block = dec.decode(p)
+                if s == sid:
+                    fields.update((k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes)
+                                   else v) for k, v in block)
+            elif t == 0 and s == sid:
+                data += p
+        return data, fields
 
     def goaways(self):
         """[(last_stream_id, error_code)] in the order they came."""
@@ -154,6 +181,31 @@ def test_sigterm_lets_calls_finish_and_drains_every_connection(backends, grelay_
     _, drained, cut = drained_counts(g)
     assert (drained, cut) == (201, 0), g.log()[-2000:]  # in flight when the listeners closed: 200 + the stream
     g.stop()  # exit status 0, no sanitizer report
+
+
+def test_a_stream_opened_between_the_two_goaways_is_served(backends, grelay_factory):
+    port = free_port()
+    g = grelay_factory(drain_config(port, backends[:1], drain_timeout="5s"), port)
+    raw = RawH2(port, answer_ping=False)  # no ACK: the final GOAWAY waits for its 1 s bound
+    try:
+        raw.pump(0.3)
+        g.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not raw.goaways() and time.monotonic() < deadline:
+            raw.pump(0.05)
+        assert raw.goaways() == [(MAX_ID, 0)], raw.frames
+        # The client had a call on its way as the notice came: it is served.
+        raw.call(1, "/test.Echo/Unary", b"in between", [("x-delay-ms", "200")])
+        raw.pump(5)
+        assert raw.goaways() == [(MAX_ID, 0), (1, 0)], raw.frames  # the final GOAWAY counts stream 1 in
+        data, fields = raw.answer(1)
+        assert fields.get("grpc-status") == "0" and data == b"\0" + struct.pack(">I", 10) + b"in between", fields
+        assert raw.closed
+        assert stopped_within(g, 5) == 0
+    finally:
+        raw.close()
+    assert drained_counts(g)[1:] == (1, 0)
+    g.stop()
 
 
 def drained_counts(g):
