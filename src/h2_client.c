@@ -18,8 +18,24 @@
  * leaves a margin. */
 #define EARLY_PINGS 1
 
-/* What we assume of a peer's MAX_CONCURRENT_STREAMS before its SETTINGS. */
-#define ASSUMED_PEER_STREAMS 100
+/* Streams a connection takes before the peer's SETTINGS arrive, when its
+ * MAX_CONCURRENT_STREAMS is still unknown (RFC 9113: unlimited until then;
+ * nghttp2 assumes 100). A backend that allows fewer refuses the streams
+ * past its limit (REFUSED_STREAM), or treats them as a PROTOCOL_ERROR of
+ * the whole connection (RFC 9113 5.1.2 allows either). One stream is what
+ * every peer takes (a limit of 0 is only ever sent later, to shed load):
+ * the first call of a new connection goes out with our preface, without
+ * waiting a round trip, and the others wait in the pool's line for the
+ * SETTINGS, which follow within that round trip. */
+#define PRE_SETTINGS_STREAMS 1
+
+/* The largest request header list (32 + name + value per field, RFC 9113
+ * 6.5.2) sent before the peer's SETTINGS, when its
+ * SETTINGS_MAX_HEADER_LIST_SIZE is still unknown: C-core gRPC servers
+ * advertise 8 KiB by default and end the connection over it. An ordinary
+ * gRPC request (with a token) is well under 4 KiB and leaves at once; a
+ * larger one waits for the SETTINGS, which say whether it may go. */
+#define PRE_SETTINGS_HEADER_LIST 4096
 
 /* The worker's share of upstream HTTP/2 (w->h2c). */
 struct h2_client_state {
@@ -43,6 +59,8 @@ uint32_t h2_client_free_slots(const struct upconn *u)
     uint32_t ours = u->cl->max_streams_per_connection;
     if (ours != 0 && ours < cap)
         cap = ours;
+    if (!u->ready && cap > PRE_SETTINGS_STREAMS)
+        cap = PRE_SETTINGS_STREAMS; /* the peer's limit is not known yet */
     return cap > u->n_streams ? cap - u->n_streams : 0;
 }
 
@@ -75,12 +93,18 @@ static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool b
 {
     struct upconn *u = sl->conn;
     uint32_t limit = nghttp2_session_get_remote_settings(u->h2, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
-    if (limit != UINT32_MAX) {
-        /* A peer sent a smaller SETTINGS_MAX_HEADER_LIST_SIZE: a block over
-         * it would make it end the connection every call on it shares. */
+    if (limit != UINT32_MAX || !u->ready) {
+        /* A peer sent a smaller SETTINGS_MAX_HEADER_LIST_SIZE (or has not
+         * said yet): a block over it would make it end the connection every
+         * call on it shares. */
         size_t size = 0;
         for (size_t i = 0; i < n; i++)
             size += 32 + nva[i].namelen + nva[i].valuelen; /* RFC 9113, 6.5.2 */
+        if (!u->ready && size > PRE_SETTINGS_HEADER_LIST) {
+            log_debug("upstream %s: request headers of %zu bytes wait for its SETTINGS", u->ep->address.text, size);
+            sl->waits_settings = true;
+            return GR_ERR_AGAIN;
+        }
         if (size > limit) {
             log_debug("upstream %s: request headers of %zu bytes, over its SETTINGS_MAX_HEADER_LIST_SIZE of %u",
                       u->ep->address.text, size, limit);
@@ -170,6 +194,7 @@ void h2_client_attach(struct upconn *u, struct up_slot *sl)
     sl->conn = u;
     sl->ops = &h2_upstream_ops;
     sl->id = 0;
+    sl->waits_settings = false;
     gr_list_insert_tail(&u->streams, &sl->link);
     if (u->n_streams++ == 0) {
         struct conn_timer *ct = &u->io.timer;
@@ -206,6 +231,30 @@ static void log_goaway(const struct upconn *u, const nghttp2_goaway *g)
              nghttp2_http2_strerror(g->error_code), n > 0 ? ": " : "", dbg, g->last_stream_id);
 }
 
+/* The peer's first SETTINGS arrived: the calls whose headers waited for
+ * them (GR_ERR_AGAIN from op_submit) are told to submit again, against the
+ * limit now known. */
+static void submit_put_off(struct upconn *u)
+{
+    /* Bounded: every turn clears one slot's flag, and no slot gets it again
+     * (the connection is ready); at most PRE_SETTINGS_STREAMS have it. */
+    for (uint32_t turn = 0; turn <= PRE_SETTINGS_STREAMS; turn++) {
+        struct up_slot *sl = NULL;
+        struct gr_list *it, *tmp;
+        gr_list_for_each_safe (it, tmp, &u->streams) {
+            struct up_slot *x = container_of(it, struct up_slot, link);
+            if (x->waits_settings) {
+                sl = x;
+                break;
+            }
+        }
+        if (sl == NULL)
+            return;
+        sl->waits_settings = false;
+        sl->ev->granted(sl); /* may fail the call and detach it: the list is walked again */
+    }
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct upconn *u = user_data;
@@ -218,6 +267,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (first) {
             u->ready = true;
             ev_timer_stop(u->io.w->loop, &u->connect_timer);
+            submit_put_off(u);
         }
         u->ev->settings(u->owner, u, first);
         break;
@@ -311,7 +361,8 @@ int h2_client_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
-    nghttp2_option_set_peer_max_concurrent_streams(st->opt, ASSUMED_PEER_STREAMS);
+    /* Until the peer's first SETTINGS (nghttp2 forgets it then). */
+    nghttp2_option_set_peer_max_concurrent_streams(st->opt, PRE_SETTINGS_STREAMS);
     /* Test only: start stream ids near their end (2^31-1), to see a
      * connection use them up in a few calls (tests/integration/test_limits.py). */
     const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");

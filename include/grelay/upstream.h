@@ -28,7 +28,11 @@ struct upstream_ops {
      * Returns GR_OK, or GR_ERR_PROTO when the connection cannot take it.
      * Returns GR_ERR_LIMIT, sending nothing, when the headers (32 + name +
      * value each) exceed the peer's SETTINGS_MAX_HEADER_LIST_SIZE: the call
-     * is answered locally and the shared connection is left alone. */
+     * is answered locally and the shared connection is left alone.
+     * Returns GR_ERR_AGAIN, sending nothing, when the connection has not
+     * heard the peer's SETTINGS yet and the headers are larger than a peer
+     * is sure to take before them: sl stays attached and hears ev->granted
+     * once the SETTINGS arrive (submit again then), or ev->lost. */
     int (*submit)(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body);
     /* More of the request body (or its end) can be pulled. */
     void (*resume)(struct up_slot *sl);
@@ -77,6 +81,7 @@ struct up_slot {
     struct upconn *conn;              /* the connection carrying the attempt, or NULL */
     int32_t id;                       /* upstream stream id, 0 before submit */
     bool queued;                      /* in the pool's line (link is in pool->waiting) */
+    bool waits_settings;              /* attached, its submit put off until the peer's SETTINGS (GR_ERR_AGAIN) */
     double queued_at;                 /* when it joined the line (ev_now clock): max_pending_time */
     struct gr_list link;              /* in the pool's line, or in the connection's streams */
 };
