@@ -75,6 +75,21 @@ void h2_client_drain(struct upconn *u)
     conn_want_flush(&u->io); /* the flush sees done() and closes an idle one */
 }
 
+/* GOAWAY(NO_ERROR) to a peer we are done with: no new stream will come
+ * (last stream 0: we accept no pushes). */
+static void say_goaway(struct upconn *u)
+{
+    if (u->h2 != NULL)
+        nghttp2_submit_goaway(u->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+void h2_client_cut(struct upconn *u, const char *why)
+{
+    say_goaway(u);
+    conn_flush(&u->io); /* what the socket takes of it now */
+    conn_close(&u->io, GR_OK, why);
+}
+
 static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
                         nghttp2_data_source *src, void *user_data)
 {
@@ -154,7 +169,10 @@ static void op_detach(struct up_slot *sl, bool reset)
     gr_list_remove(&sl->link);
     sl->conn = NULL;
     sl->ops = NULL;
-    if (--u->n_streams == 0 && u->cl->idle_timeout_ms > 0)
+    sl->waits_settings = false;
+    if (--u->n_streams == 0 && u->draining)
+        say_goaway(u); /* its last stream: it closes once the GOAWAY is out */
+    else if (u->n_streams == 0 && u->cl->idle_timeout_ms > 0)
         conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)u->cl->idle_timeout_ms / 1e3);
     conn_want_flush(&u->io); /* the RST and credit go out; a drained one with no stream left closes */
 }
@@ -397,9 +415,24 @@ static int up_on_read(struct conn *c, const uint8_t *data, size_t len)
     return GR_OK;
 }
 
+/* Seconds the peer may take to read what we send (the write deadline),
+ * and to answer a PING: keepalive.timeout. */
+static double peer_timeout(const struct upconn *u) { return (double)u->cl->keepalive.timeout_ms / 1e3; }
+
+/* Bytes leaving for the peer: the write deadline starts if it is not
+ * running, from the bytes written so far. */
 static ssize_t up_pull(struct conn *c, const uint8_t **data)
 {
-    return nghttp2_session_mem_send(upconn_of(c)->h2, data);
+    struct upconn *u = upconn_of(c);
+    ssize_t n = nghttp2_session_mem_send(u->h2, data);
+    if (n > 0) {
+        if (c->timer.at[CONN_TIMER_WRITE] == 0) {
+            u->write_mark = u->pulled - c->wbuf.len;
+            conn_timer_set(&c->timer, CONN_TIMER_WRITE, peer_timeout(u));
+        }
+        u->pulled += (uint64_t)n;
+    }
+    return n;
 }
 
 static bool up_done(struct conn *c)
@@ -441,7 +474,7 @@ static void idle_due(struct upconn *u)
         return;
     log_debug("upstream %s: no call for %llums: closing the connection", u->ep->address.text,
               (unsigned long long)u->cl->idle_timeout_ms);
-    nghttp2_submit_goaway(u->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    say_goaway(u);
     h2_client_drain(u);
 }
 
@@ -497,12 +530,52 @@ static void keepalive_due(struct upconn *u)
     conn_want_flush(&u->io);
 }
 
+/* The write deadline: bytes that wait in our buffer while the peer took
+ * none of them for keepalive.timeout (its socket accepts nothing: it does
+ * not read) end the connection as lost, as an unanswered PING does. Bytes
+ * that leave move the deadline on; an empty buffer stops it (the next
+ * bytes start it again). */
+static void write_due(struct upconn *u)
+{
+    struct conn *c = &u->io;
+    uint64_t written = u->pulled - c->wbuf.len;
+    if (c->wbuf.len == 0)
+        return;
+    if (written > u->write_mark) {
+        u->write_mark = written;
+        conn_timer_set(&c->timer, CONN_TIMER_WRITE, peer_timeout(u));
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof(why), "it read none of %zu bytes for %llums", c->wbuf.len,
+             (unsigned long long)u->cl->keepalive.timeout_ms);
+    u->unresponsive = true;
+    conn_close(c, GR_ERR_IO, why);
+}
+
+/* max_connection_age: no new stream; the connection closes (GOAWAY) once
+ * its streams have ended, and the pool opens a new one when calls need it. */
+static void age_due(struct upconn *u)
+{
+    if (u->draining || u->h2 == NULL)
+        return;
+    log_debug("upstream %s: connection reached max_connection_age (%llums): no new streams, %u left",
+              u->ep->address.text, (unsigned long long)u->cl->max_connection_age_ms, u->n_streams);
+    if (u->n_streams == 0)
+        say_goaway(u);
+    h2_client_drain(u);
+}
+
 static void up_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
     if (kind == CONN_TIMER_IDLE)
         idle_due(upconn_of(c));
     else if (kind == CONN_TIMER_KEEPALIVE)
         keepalive_due(upconn_of(c));
+    else if (kind == CONN_TIMER_WRITE)
+        write_due(upconn_of(c));
+    else if (kind == CONN_TIMER_AGE)
+        age_due(upconn_of(c));
 }
 
 static void up_on_connect(struct conn *c)
@@ -560,6 +633,24 @@ static int new_session(struct upconn *u, struct worker *w)
     return GR_OK;
 }
 
+/* TCP keepalive and TCP_USER_TIMEOUT from the cluster's keepalive: the
+ * kernel probes a connection silent for interval (also one without calls,
+ * which gets no PING: gRPC servers punish those) every timeout/3, and
+ * aborts one whose bytes or probes stay unacknowledged for interval +
+ * timeout (the kernel's own bound is ~15 minutes of retransmissions).
+ * Probes are TCP's, invisible to the peer's HTTP/2 ping policy. No
+ * interval, no keepalive of either kind. */
+static void set_liveness(struct upconn *u)
+{
+    const struct gr_keepalive_cfg *ka = &u->cl->keepalive;
+    if (ka->interval_ms == 0)
+        return;
+    uint64_t idle = (ka->interval_ms + 999) / 1000, intvl = (ka->timeout_ms / 3 + 999) / 1000;
+    uint64_t user = ka->interval_ms + ka->timeout_ms;
+    conn_set_liveness(&u->io, (uint32_t)(idle < 32767 ? idle : 32767), (uint32_t)(intvl > 0 ? intvl : 1), 3,
+                      (uint32_t)(user < UINT32_MAX ? user : UINT32_MAX));
+}
+
 struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
                               const struct upconn_events *ev, void *owner)
 {
@@ -585,6 +676,12 @@ struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl,
     u->last_read = ev_now(w->loop);
     if (cl->idle_timeout_ms > 0)
         conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)cl->idle_timeout_ms / 1e3);
+    if (cl->max_connection_age_ms > 0) {
+        /* +-10%, so that connections opened together do not all close together */
+        double jitter = 0.9 + 0.2 * (double)(gr_rand(&w->rng) % 10001) / 10000.0;
+        conn_timer_set(&u->io.timer, CONN_TIMER_AGE, (double)cl->max_connection_age_ms / 1e3 * jitter);
+    }
+    set_liveness(u);
     return u;
 fail:
     nghttp2_session_del(u->h2);

@@ -19,6 +19,7 @@ enum conn_timer_kind {
     CONN_TIMER_HEADER,    /* a request's headers are not complete in time */
     CONN_TIMER_WRITE,     /* bytes wait for a peer that does not read */
     CONN_TIMER_KEEPALIVE, /* time to PING (or its ACK is overdue) */
+    CONN_TIMER_AGE,       /* the connection reached its maximum age (max_connection_age) */
     CONN_TIMER_KINDS,
 };
 
