@@ -138,6 +138,35 @@ static void on_settings(void *owner, struct upconn *u, bool first)
     pool_dispatch(p); /* the peer's stream limit may have grown */
 }
 
+/* Whether a connection of p has heard its peer's SETTINGS. */
+static bool any_ready(const struct pool *p)
+{
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &p->conns) {
+        if (container_of(it, struct upconn, link)->ready)
+            return true;
+    }
+    return false;
+}
+
+/* A connection that never came up closed and none of p's is up: the calls
+ * in line waited for it (it took one stream before its SETTINGS), so they
+ * are lost with it, as if they had ridden it: nothing of theirs was sent,
+ * and they are retried transparently (elsewhere, the endpoint being
+ * ejected) rather than left to max_pending_time. */
+static void lose_line(struct pool *p, const char *why)
+{
+    bool was = p->dispatching;
+    p->dispatching = true; /* their releases do not serve the line meanwhile */
+    /* Bounded: the calls in line now, one each turn (a retry that joins the
+     * line again is not taken twice). */
+    for (uint32_t n = p->n_waiting; n > 0 && p->n_waiting > 0; n--) {
+        struct up_slot *sl = leave_line(p);
+        sl->ev->lost(sl, why, true); /* sl->pool is still p: its release counts it finished */
+    }
+    p->dispatching = was;
+}
+
 static void on_closing(void *owner, struct upconn *u, const char *why)
 {
     struct pool *p = owner;
@@ -153,6 +182,8 @@ static void on_closing(void *owner, struct upconn *u, const char *why)
     }
     gr_list_remove(&u->link);
     p->n_conns--;
+    if (!u->ready && !any_ready(p))
+        lose_line(p, why);
 }
 
 static void on_closed(void *owner, struct upconn *u)

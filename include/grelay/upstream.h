@@ -64,7 +64,9 @@ struct upstream_events {
     /* The upstream stream closed (h2_error from RST_STREAM, or NO_ERROR). */
     void (*closed)(struct up_slot *sl, uint32_t h2_error);
     /* The connection is gone (sl already unlinked, sl->conn NULL); why names
-     * the cause; never_ready: it never finished its handshake. */
+     * the cause; never_ready: it never finished its handshake. Also told
+     * to a call that left the pool's line because the connection it waited
+     * for never came up (sl->pool still set, nothing sent). */
     void (*lost)(struct up_slot *sl, const char *why, bool never_ready);
     /* The request body: as stream_pull_resp() on the other side. */
     size_t (*pull)(struct up_slot *sl, uint8_t *out, size_t len, bool *eof);

@@ -1,6 +1,7 @@
 """Upstream pools: streams share connections up to the limit, new connections
 open when all are full, and past max_connections calls wait in a bounded line."""
 import json
+import socket
 import subprocess
 import time
 
@@ -172,3 +173,31 @@ def test_a_new_connection_sends_one_stream_until_the_backends_settings(grelay_fa
         assert stats["conns"] <= 8, stats  # max_connections: no connection opened for nothing
     finally:
         stop(proc)
+
+
+def test_calls_waiting_for_a_connection_that_never_comes_up_go_to_another_endpoint(solo, grelay_factory):
+    """Half of a burst goes to an endpoint that accepts TCP but never sends
+    SETTINGS: one call rides its connection, the others wait in its line.
+    When connect_timeout ends that connection, the calls in line are retried
+    on the healthy endpoint with the one that rode it, as if they had been
+    on it: none waits out max_pending_time."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(64)  # never accepted: the kernel completes the handshake, nothing answers
+    try:
+        port = free_port()
+        extra = {"connect_timeout": "1s", "max_pending_time": "3s"}
+        g = grelay_factory(simple_config(port, ["127.0.0.1:%d" % dead.getsockname()[1], solo.addr],
+                                         cluster_extra=extra), port)
+        with grpc.insecure_channel(g.addr) as ch:
+            call = ch.unary_unary("/test.Echo/Unary")
+            futs = [call.future(b"%d" % i, timeout=30) for i in range(30)]
+            outcomes = []
+            for f in futs:
+                try:
+                    outcomes.append(f.result())
+                except grpc.RpcError as e:
+                    outcomes.append((e.code(), e.details()))
+        assert outcomes == [b"%d" % i for i in range(30)]
+    finally:
+        dead.close()
