@@ -387,6 +387,8 @@ static void cluster_init(void *obj)
     cl->keepalive.interval_ms = 30000;
     cl->keepalive.timeout_ms = 10000;
     cl->max_pending_time_ms = 5000;
+    cl->drain_timeout_ms = 30000;
+    cl->max_connection_age_ms = 0;
 }
 
 static const struct config_field keepalive_fields[] = {
@@ -480,6 +482,16 @@ static const struct config_field cluster_fields[] = {
      .off = OFF(struct gr_cluster_cfg, max_pending_time_ms),
      .min = 0,
      .max = 3600ull * 1000},
+    {.key = "drain_timeout",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_cluster_cfg, drain_timeout_ms),
+     .min = 0,
+     .max = 24ull * 3600 * 1000},
+    {.key = "max_connection_age",
+     .set = config_yaml_set_duration,
+     .off = OFF(struct gr_cluster_cfg, max_connection_age_ms),
+     .min = 0,
+     .max = 30ull * 24 * 3600 * 1000},
     {0},
 };
 static const struct config_schema cluster_schema = {

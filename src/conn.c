@@ -84,6 +84,18 @@ int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, con
     return GR_OK;
 }
 
+void conn_set_liveness(struct conn *c, uint32_t idle_s, uint32_t intvl_s, uint32_t cnt, uint32_t user_timeout_ms)
+{
+    int one = 1, idle = (int)idle_s, intvl = (int)intvl_s, n = (int)cnt;
+    unsigned int ut = user_timeout_ms;
+    if (setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &n, sizeof(n)) != 0 ||
+        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut)) != 0)
+        log_debug("TCP keepalive options: %s", strerror(errno));
+}
+
 /* One step of a TLS handshake; on_connect when it completes. */
 static void tls_step(struct conn *c)
 {

@@ -18,8 +18,24 @@
  * leaves a margin. */
 #define EARLY_PINGS 1
 
-/* What we assume of a peer's MAX_CONCURRENT_STREAMS before its SETTINGS. */
-#define ASSUMED_PEER_STREAMS 100
+/* Streams a connection takes before the peer's SETTINGS arrive, when its
+ * MAX_CONCURRENT_STREAMS is still unknown (RFC 9113: unlimited until then;
+ * nghttp2 assumes 100). A backend that allows fewer refuses the streams
+ * past its limit (REFUSED_STREAM), or treats them as a PROTOCOL_ERROR of
+ * the whole connection (RFC 9113 5.1.2 allows either). One stream is what
+ * every peer takes (a limit of 0 is only ever sent later, to shed load):
+ * the first call of a new connection goes out with our preface, without
+ * waiting a round trip, and the others wait in the pool's line for the
+ * SETTINGS, which follow within that round trip. */
+#define PRE_SETTINGS_STREAMS 1
+
+/* The largest request header list (32 + name + value per field, RFC 9113
+ * 6.5.2) sent before the peer's SETTINGS, when its
+ * SETTINGS_MAX_HEADER_LIST_SIZE is still unknown: C-core gRPC servers
+ * advertise 8 KiB by default and end the connection over it. An ordinary
+ * gRPC request (with a token) is well under 4 KiB and leaves at once; a
+ * larger one waits for the SETTINGS, which say whether it may go. */
+#define PRE_SETTINGS_HEADER_LIST 4096
 
 /* The worker's share of upstream HTTP/2 (w->h2c). */
 struct h2_client_state {
@@ -43,6 +59,8 @@ uint32_t h2_client_free_slots(const struct upconn *u)
     uint32_t ours = u->cl->max_streams_per_connection;
     if (ours != 0 && ours < cap)
         cap = ours;
+    if (!u->ready && cap > PRE_SETTINGS_STREAMS)
+        cap = PRE_SETTINGS_STREAMS; /* the peer's limit is not known yet */
     return cap > u->n_streams ? cap - u->n_streams : 0;
 }
 
@@ -55,6 +73,21 @@ void h2_client_drain(struct upconn *u)
 {
     u->draining = true;
     conn_want_flush(&u->io); /* the flush sees done() and closes an idle one */
+}
+
+/* GOAWAY(NO_ERROR) to a peer we are done with: no new stream will come
+ * (last stream 0: we accept no pushes). */
+static void say_goaway(struct upconn *u)
+{
+    if (u->h2 != NULL)
+        nghttp2_submit_goaway(u->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
+void h2_client_cut(struct upconn *u, const char *why)
+{
+    say_goaway(u);
+    conn_flush(&u->io); /* what the socket takes of it now */
+    conn_close(&u->io, GR_OK, why);
 }
 
 static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *out, size_t length, uint32_t *flags,
@@ -75,12 +108,18 @@ static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool b
 {
     struct upconn *u = sl->conn;
     uint32_t limit = nghttp2_session_get_remote_settings(u->h2, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
-    if (limit != UINT32_MAX) {
-        /* A peer sent a smaller SETTINGS_MAX_HEADER_LIST_SIZE: a block over
-         * it would make it end the connection every call on it shares. */
+    if (limit != UINT32_MAX || !u->ready) {
+        /* A peer sent a smaller SETTINGS_MAX_HEADER_LIST_SIZE (or has not
+         * said yet): a block over it would make it end the connection every
+         * call on it shares. */
         size_t size = 0;
         for (size_t i = 0; i < n; i++)
             size += 32 + nva[i].namelen + nva[i].valuelen; /* RFC 9113, 6.5.2 */
+        if (!u->ready && size > PRE_SETTINGS_HEADER_LIST) {
+            log_debug("upstream %s: request headers of %zu bytes wait for its SETTINGS", u->ep->address.text, size);
+            sl->waits_settings = true;
+            return GR_ERR_AGAIN;
+        }
         if (size > limit) {
             log_debug("upstream %s: request headers of %zu bytes, over its SETTINGS_MAX_HEADER_LIST_SIZE of %u",
                       u->ep->address.text, size, limit);
@@ -130,7 +169,10 @@ static void op_detach(struct up_slot *sl, bool reset)
     gr_list_remove(&sl->link);
     sl->conn = NULL;
     sl->ops = NULL;
-    if (--u->n_streams == 0 && u->cl->idle_timeout_ms > 0)
+    sl->waits_settings = false;
+    if (--u->n_streams == 0 && u->draining)
+        say_goaway(u); /* its last stream: it closes once the GOAWAY is out */
+    else if (u->n_streams == 0 && u->cl->idle_timeout_ms > 0)
         conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)u->cl->idle_timeout_ms / 1e3);
     conn_want_flush(&u->io); /* the RST and credit go out; a drained one with no stream left closes */
 }
@@ -170,6 +212,7 @@ void h2_client_attach(struct upconn *u, struct up_slot *sl)
     sl->conn = u;
     sl->ops = &h2_upstream_ops;
     sl->id = 0;
+    sl->waits_settings = false;
     gr_list_insert_tail(&u->streams, &sl->link);
     if (u->n_streams++ == 0) {
         struct conn_timer *ct = &u->io.timer;
@@ -206,6 +249,30 @@ static void log_goaway(const struct upconn *u, const nghttp2_goaway *g)
              nghttp2_http2_strerror(g->error_code), n > 0 ? ": " : "", dbg, g->last_stream_id);
 }
 
+/* The peer's first SETTINGS arrived: the calls whose headers waited for
+ * them (GR_ERR_AGAIN from op_submit) are told to submit again, against the
+ * limit now known. */
+static void submit_put_off(struct upconn *u)
+{
+    /* Bounded: every turn clears one slot's flag, and no slot gets it again
+     * (the connection is ready); at most PRE_SETTINGS_STREAMS have it. */
+    for (uint32_t turn = 0; turn <= PRE_SETTINGS_STREAMS; turn++) {
+        struct up_slot *sl = NULL;
+        struct gr_list *it, *tmp;
+        gr_list_for_each_safe (it, tmp, &u->streams) {
+            struct up_slot *x = container_of(it, struct up_slot, link);
+            if (x->waits_settings) {
+                sl = x;
+                break;
+            }
+        }
+        if (sl == NULL)
+            return;
+        sl->waits_settings = false;
+        sl->ev->granted(sl); /* may fail the call and detach it: the list is walked again */
+    }
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct upconn *u = user_data;
@@ -218,6 +285,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (first) {
             u->ready = true;
             ev_timer_stop(u->io.w->loop, &u->connect_timer);
+            submit_put_off(u);
         }
         u->ev->settings(u->owner, u, first);
         break;
@@ -311,7 +379,8 @@ int h2_client_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
-    nghttp2_option_set_peer_max_concurrent_streams(st->opt, ASSUMED_PEER_STREAMS);
+    /* Until the peer's first SETTINGS (nghttp2 forgets it then). */
+    nghttp2_option_set_peer_max_concurrent_streams(st->opt, PRE_SETTINGS_STREAMS);
     /* Test only: start stream ids near their end (2^31-1), to see a
      * connection use them up in a few calls (tests/integration/test_limits.py). */
     const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
@@ -346,9 +415,24 @@ static int up_on_read(struct conn *c, const uint8_t *data, size_t len)
     return GR_OK;
 }
 
+/* Seconds the peer may take to read what we send (the write deadline),
+ * and to answer a PING: keepalive.timeout. */
+static double peer_timeout(const struct upconn *u) { return (double)u->cl->keepalive.timeout_ms / 1e3; }
+
+/* Bytes leaving for the peer: the write deadline starts if it is not
+ * running, from the bytes written so far. */
 static ssize_t up_pull(struct conn *c, const uint8_t **data)
 {
-    return nghttp2_session_mem_send(upconn_of(c)->h2, data);
+    struct upconn *u = upconn_of(c);
+    ssize_t n = nghttp2_session_mem_send(u->h2, data);
+    if (n > 0) {
+        if (c->timer.at[CONN_TIMER_WRITE] == 0) {
+            u->write_mark = u->pulled - c->wbuf.len;
+            conn_timer_set(&c->timer, CONN_TIMER_WRITE, peer_timeout(u));
+        }
+        u->pulled += (uint64_t)n;
+    }
+    return n;
 }
 
 static bool up_done(struct conn *c)
@@ -390,7 +474,7 @@ static void idle_due(struct upconn *u)
         return;
     log_debug("upstream %s: no call for %llums: closing the connection", u->ep->address.text,
               (unsigned long long)u->cl->idle_timeout_ms);
-    nghttp2_submit_goaway(u->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    say_goaway(u);
     h2_client_drain(u);
 }
 
@@ -446,12 +530,52 @@ static void keepalive_due(struct upconn *u)
     conn_want_flush(&u->io);
 }
 
+/* The write deadline: bytes that wait in our buffer while the peer took
+ * none of them for keepalive.timeout (its socket accepts nothing: it does
+ * not read) end the connection as lost, as an unanswered PING does. Bytes
+ * that leave move the deadline on; an empty buffer stops it (the next
+ * bytes start it again). */
+static void write_due(struct upconn *u)
+{
+    struct conn *c = &u->io;
+    uint64_t written = u->pulled - c->wbuf.len;
+    if (c->wbuf.len == 0)
+        return;
+    if (written > u->write_mark) {
+        u->write_mark = written;
+        conn_timer_set(&c->timer, CONN_TIMER_WRITE, peer_timeout(u));
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof(why), "it read none of %zu bytes for %llums", c->wbuf.len,
+             (unsigned long long)u->cl->keepalive.timeout_ms);
+    u->unresponsive = true;
+    conn_close(c, GR_ERR_IO, why);
+}
+
+/* max_connection_age: no new stream; the connection closes (GOAWAY) once
+ * its streams have ended, and the pool opens a new one when calls need it. */
+static void age_due(struct upconn *u)
+{
+    if (u->draining || u->h2 == NULL)
+        return;
+    log_debug("upstream %s: connection reached max_connection_age (%llums): no new streams, %u left",
+              u->ep->address.text, (unsigned long long)u->cl->max_connection_age_ms, u->n_streams);
+    if (u->n_streams == 0)
+        say_goaway(u);
+    h2_client_drain(u);
+}
+
 static void up_on_deadline(struct conn *c, enum conn_timer_kind kind)
 {
     if (kind == CONN_TIMER_IDLE)
         idle_due(upconn_of(c));
     else if (kind == CONN_TIMER_KEEPALIVE)
         keepalive_due(upconn_of(c));
+    else if (kind == CONN_TIMER_WRITE)
+        write_due(upconn_of(c));
+    else if (kind == CONN_TIMER_AGE)
+        age_due(upconn_of(c));
 }
 
 static void up_on_connect(struct conn *c)
@@ -509,6 +633,24 @@ static int new_session(struct upconn *u, struct worker *w)
     return GR_OK;
 }
 
+/* TCP keepalive and TCP_USER_TIMEOUT from the cluster's keepalive: the
+ * kernel probes a connection silent for interval (also one without calls,
+ * which gets no PING: gRPC servers punish those) every timeout/3, and
+ * aborts one whose bytes or probes stay unacknowledged for interval +
+ * timeout (the kernel's own bound is ~15 minutes of retransmissions).
+ * Probes are TCP's, invisible to the peer's HTTP/2 ping policy. No
+ * interval, no keepalive of either kind. */
+static void set_liveness(struct upconn *u)
+{
+    const struct gr_keepalive_cfg *ka = &u->cl->keepalive;
+    if (ka->interval_ms == 0)
+        return;
+    uint64_t idle = (ka->interval_ms + 999) / 1000, intvl = (ka->timeout_ms / 3 + 999) / 1000;
+    uint64_t user = ka->interval_ms + ka->timeout_ms;
+    conn_set_liveness(&u->io, (uint32_t)(idle < 32767 ? idle : 32767), (uint32_t)(intvl > 0 ? intvl : 1), 3,
+                      (uint32_t)(user < UINT32_MAX ? user : UINT32_MAX));
+}
+
 struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
                               const struct upconn_events *ev, void *owner)
 {
@@ -534,6 +676,12 @@ struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl,
     u->last_read = ev_now(w->loop);
     if (cl->idle_timeout_ms > 0)
         conn_timer_set(&u->io.timer, CONN_TIMER_IDLE, (double)cl->idle_timeout_ms / 1e3);
+    if (cl->max_connection_age_ms > 0) {
+        /* +-10%, so that connections opened together do not all close together */
+        double jitter = 0.9 + 0.2 * (double)(gr_rand(&w->rng) % 10001) / 10000.0;
+        conn_timer_set(&u->io.timer, CONN_TIMER_AGE, (double)cl->max_connection_age_ms / 1e3 * jitter);
+    }
+    set_liveness(u);
     return u;
 fail:
     nghttp2_session_del(u->h2);

@@ -26,6 +26,7 @@ const char *log_strerror(int err)
     case GR_ERR_CONFIG: return "invalid configuration";
     case GR_ERR_LIMIT: return "limit reached";
     case GR_ERR_CLOSED: return "peer closed";
+    case GR_ERR_AGAIN: return "not yet";
     }
     return "unknown error";
 }

@@ -12,6 +12,7 @@ static void pool_dispatch(struct pool *p);
 
 static void free_task(struct gr_task *t) { pool_free(container_of(t, struct pool, free_task)); }
 static void on_wait_timer(struct ev_loop *loop, ev_timer *t, int revents);
+static void on_drain_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
 struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct balancer *lb, size_t index,
                       const struct endpoint *ep)
@@ -32,6 +33,7 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
     gr_list_init(&p->free_task.link);
     p->free_task.run = free_task;
     ev_init(&p->wait_timer, on_wait_timer);
+    ev_init(&p->drain_timer, on_drain_timer);
     return p;
 }
 
@@ -40,6 +42,7 @@ void pool_free(struct pool *p)
     gr_list_remove(&p->retired_link);
     gr_list_remove(&p->free_task.link);
     ev_timer_stop(p->w->loop, &p->wait_timer);
+    ev_timer_stop(p->w->loop, &p->drain_timer);
     free(p);
 }
 
@@ -84,7 +87,30 @@ void pool_retire(struct pool *p)
     gr_list_for_each_safe (it, tmp, &p->conns) {
         h2_client_drain(container_of(it, struct upconn, link)); /* calls in flight finish, idle ones close */
     }
+    if (p->cl->drain_timeout_ms > 0 && p->n_conns > 0) {
+        ev_timer_set(&p->drain_timer, (double)p->cl->drain_timeout_ms / 1e3, 0.0);
+        ev_timer_start(p->w->loop, &p->drain_timer);
+    }
     release_if_idle(p);
+}
+
+/* drain_timeout after the endpoint left the set: the calls it still
+ * carries end as on a lost connection (UNAVAILABLE, in trailers when their
+ * response has started: clients retry, on the endpoints that remain), and
+ * its connections close. */
+static void on_drain_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct pool *p = container_of(t, struct pool, drain_timer);
+    char why[200];
+    snprintf(why, sizeof(why), "endpoint removed from cluster %s, its calls cut after drain_timeout (%llums)",
+             p->cl->name, (unsigned long long)p->cl->drain_timeout_ms);
+    log_info("upstream %s: %s: %u connection%s closed", p->ep->address.text, why, p->n_conns,
+             p->n_conns == 1 ? "" : "s");
+    /* Bounded: every turn closes one connection, which leaves the list. */
+    while (!gr_list_empty(&p->conns))
+        h2_client_cut(container_of(p->conns.next, struct upconn, link), why);
 }
 
 static void connect_failed(struct pool *p)
@@ -112,6 +138,35 @@ static void on_settings(void *owner, struct upconn *u, bool first)
     pool_dispatch(p); /* the peer's stream limit may have grown */
 }
 
+/* Whether a connection of p has heard its peer's SETTINGS. */
+static bool any_ready(const struct pool *p)
+{
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &p->conns) {
+        if (container_of(it, struct upconn, link)->ready)
+            return true;
+    }
+    return false;
+}
+
+/* A connection that never came up closed and none of p's is up: the calls
+ * in line waited for it (it took one stream before its SETTINGS), so they
+ * are lost with it, as if they had ridden it: nothing of theirs was sent,
+ * and they are retried transparently (elsewhere, the endpoint being
+ * ejected) rather than left to max_pending_time. */
+static void lose_line(struct pool *p, const char *why)
+{
+    bool was = p->dispatching;
+    p->dispatching = true; /* their releases do not serve the line meanwhile */
+    /* Bounded: the calls in line now, one each turn (a retry that joins the
+     * line again is not taken twice). */
+    for (uint32_t n = p->n_waiting; n > 0 && p->n_waiting > 0; n--) {
+        struct up_slot *sl = leave_line(p);
+        sl->ev->lost(sl, why, true); /* sl->pool is still p: its release counts it finished */
+    }
+    p->dispatching = was;
+}
+
 static void on_closing(void *owner, struct upconn *u, const char *why)
 {
     struct pool *p = owner;
@@ -127,6 +182,8 @@ static void on_closing(void *owner, struct upconn *u, const char *why)
     }
     gr_list_remove(&u->link);
     p->n_conns--;
+    if (!u->ready && !any_ready(p))
+        lose_line(p, why);
 }
 
 static void on_closed(void *owner, struct upconn *u)
@@ -145,17 +202,21 @@ static const struct upconn_events pool_upconn_events = {
 
 /* The first connection with a free slot; connections fill in order, so
  * streams pack onto as few connections as the peer allows. Sets *handshaking
- * when a connection still waits for the peer's SETTINGS. */
-static struct upconn *find_free(struct pool *p, bool *handshaking)
+ * when a connection still waits for the peer's SETTINGS, and counts in
+ * *draining those that take no new stream (GOAWAY, age, stream ids). */
+static struct upconn *find_free(struct pool *p, bool *handshaking, uint32_t *draining)
 {
     struct gr_list *it, *tmp;
     *handshaking = false;
+    *draining = 0;
     gr_list_for_each_safe (it, tmp, &p->conns) {
         struct upconn *u = container_of(it, struct upconn, link);
         if (h2_client_free_slots(u) > 0)
             return u;
         if (u->ready && !u->draining && !h2_client_takes_streams(u))
             h2_client_drain(u); /* stream ids used up: closes once its streams finish */
+        if (u->draining)
+            (*draining)++;
         if (!u->ready)
             *handshaking = true;
     }
@@ -165,11 +226,16 @@ static struct upconn *find_free(struct pool *p, bool *handshaking)
 static struct upconn *find_or_open(struct pool *p, int *err)
 {
     bool handshaking;
-    struct upconn *u = find_free(p, &handshaking);
+    uint32_t draining;
+    struct upconn *u = find_free(p, &handshaking, &draining);
     *err = GR_OK;
     /* While a connection is still handshaking its real stream limit is
-     * unknown (we assume 100): wait for its SETTINGS rather than open more. */
-    if (u == NULL && !handshaking && !p->retired && p->n_conns < p->cl->max_connections && !p->w->stopping) {
+     * unknown (it takes one stream): wait for its SETTINGS rather than open
+     * more. Connections that drain (their long streams may keep them for
+     * hours) leave room for new ones, up to max_connections more of them. */
+    uint32_t max = p->cl->max_connections;
+    if (u == NULL && !handshaking && !p->retired && p->n_conns - draining < max && p->n_conns < 2 * max &&
+        !p->w->stopping) {
         u = h2_client_open(p->w, p->cl, p->ep, &pool_upconn_events, p);
         if (u == NULL) {
             log_warn("upstream %s: cannot open a connection: %s", p->ep->address.text, strerror(errno));

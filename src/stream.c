@@ -59,8 +59,8 @@ static void set_att(struct stream *s, enum stream_attempt to)
 #define B(x) (1u << (x))
     static const unsigned legal[] = {
         [ATT_IDLE] = B(ATT_QUEUED) | B(ATT_SUBMITTED) | B(ATT_DONE),
-        [ATT_QUEUED] = B(ATT_SUBMITTED) | B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
-        [ATT_SUBMITTED] = B(ATT_SENT) | B(ATT_CLOSED) | B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
+        [ATT_QUEUED] = B(ATT_SUBMITTED) | B(ATT_CLOSED) | B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
+        [ATT_SUBMITTED] = B(ATT_SENT) | B(ATT_CLOSED) | B(ATT_QUEUED) | B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
         [ATT_SENT] = B(ATT_CLOSED) | B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
         [ATT_BACKOFF] = B(ATT_IDLE) | B(ATT_DONE),
         [ATT_CLOSED] = B(ATT_IDLE) | B(ATT_BACKOFF) | B(ATT_DONE),
@@ -455,6 +455,10 @@ static void submit_attempt(struct stream *s, bool from_line)
     int rc = nva != NULL ? s->up.ops->submit(&s->up, nva, n, body) : GR_ERR_NOMEM;
     if (rc == GR_OK)
         return;
+    if (rc == GR_ERR_AGAIN) { /* the connection waits for the backend's SETTINGS: granted follows */
+        set_att(s, ATT_QUEUED);
+        return;
+    }
     if (rc == GR_ERR_LIMIT) { /* nothing was sent: the backend would end the shared connection */
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED,
                           "request headers exceed the upstream's SETTINGS_MAX_HEADER_LIST_SIZE");

@@ -47,6 +47,7 @@ enum gr_err {
     GR_ERR_CONFIG = -4, /* the configuration is invalid */
     GR_ERR_LIMIT = -5,  /* a configured bound was reached */
     GR_ERR_CLOSED = -6, /* the other side is gone */
+    GR_ERR_AGAIN = -7,  /* not now: the caller is told when to try again */
 };
 
 /* A place in a configuration file, 1-based (config.h stores them, the YAML

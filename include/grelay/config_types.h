@@ -64,6 +64,8 @@ struct gr_cluster_cfg {
     uint64_t idle_timeout_ms;            /* an upstream connection with no stream this long is closed; 0: never */
     struct gr_keepalive_cfg keepalive;   /* HTTP/2 PING liveness check of upstream connections */
     uint64_t max_pending_time_ms;        /* longest wait in the line for a stream slot; 0: only the deadline */
+    uint64_t drain_timeout_ms;           /* calls on an endpoint that left the set: cut after this; 0: never */
+    uint64_t max_connection_age_ms;      /* an upstream connection this old (+-10%) takes no new stream; 0: no limit */
     struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
     size_t index;                        /* position in gr_config.clusters (= in the workers' cluster arrays) */

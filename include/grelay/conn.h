@@ -86,6 +86,12 @@ void conn_init_accepted(struct conn *c, struct worker *w, int fd, const struct c
  * (ssl is owned by c from now on, even on failure). Returns 0 or GR_ERR_IO
  * (errno set). */
 int conn_connect(struct conn *c, struct worker *w, const struct gr_addr *to, const struct conn_ops *ops, SSL *ssl);
+/* TCP liveness of a socket (upstream connections): SO_KEEPALIVE with a
+ * first probe after idle_s seconds of silence, then one every intvl_s, cnt
+ * of them; and TCP_USER_TIMEOUT: bytes or probes unacknowledged for
+ * user_timeout_ms abort the connection (the next read or write fails with
+ * ETIMEDOUT). Best effort: a failing setsockopt is logged at debug level. */
+void conn_set_liveness(struct conn *c, uint32_t idle_s, uint32_t intvl_s, uint32_t cnt, uint32_t user_timeout_ms);
 /* Runs a server-side TLS handshake on an accepted connection; on_connect
  * follows it. c owns ssl. */
 void conn_start_tls(struct conn *c, SSL *ssl);

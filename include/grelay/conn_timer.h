@@ -19,7 +19,7 @@ enum conn_timer_kind {
     CONN_TIMER_HEADER,    /* a request's headers are not complete in time */
     CONN_TIMER_WRITE,     /* bytes wait for a peer that does not read */
     CONN_TIMER_KEEPALIVE, /* time to PING (or its ACK is overdue) */
-    CONN_TIMER_AGE,       /* max_connection_age reached (then: its grace is over) */
+    CONN_TIMER_AGE,       /* max_connection_age reached (client: then its grace is over) */
     CONN_TIMER_DRAIN,     /* a drain's PING is not acknowledged in time: the final GOAWAY goes anyway */
     CONN_TIMER_KINDS,
 };

@@ -55,12 +55,21 @@ struct upconn {
     ev_tstamp busy_since; /* when n_streams last went from 0 to 1 */
     ev_tstamp ping_sent;  /* our unanswered PING left then; 0: none outstanding */
     ev_tstamp last_ping;  /* when our last PING left; 0: never */
+    uint64_t pulled;      /* bytes handed to the transport since the start (pulled - io.wbuf.len: written) */
+    uint64_t write_mark;  /* bytes written when the write deadline last started or moved */
 };
 
 /* The worker's callbacks and options for client sessions (w->h2c). */
 int h2_client_worker_init(struct worker *w);
 void h2_client_worker_destroy(struct worker *w);
-/* Opens a connection to ep; returns NULL (errno set) on failure. */
+/* Opens a connection to ep; returns NULL (errno set) on failure. It takes
+ * one stream until the peer's SETTINGS arrive (their limits unknown till
+ * then); a request whose headers are over 4 KiB waits for them. It has
+ * TCP keepalive and TCP_USER_TIMEOUT from cl->keepalive (interval, then
+ * probes every timeout/3, aborted after interval + timeout), a write
+ * deadline (bytes that wait keepalive.timeout for a peer that reads none
+ * end it as lost), and with cl->max_connection_age an age (+-10%) past
+ * which it takes no stream and closes once its last one ends. */
 struct upconn *h2_client_open(struct worker *w, const struct gr_cluster_cfg *cl, const struct endpoint *ep,
                               const struct upconn_events *ev, void *owner);
 /* Streams it may still take. */
@@ -75,7 +84,12 @@ bool h2_client_takes_streams(const struct upconn *u);
  * H2_CLIENT_PING_MIN_INTERVAL (gRPC servers' ping policy); nothing read within
  * cl->keepalive.timeout after it, and the connection is lost. */
 void h2_client_attach(struct upconn *u, struct up_slot *sl);
-/* No new streams; closes once the last stream is gone. */
+/* No new streams; closes once the last stream is gone (GOAWAY first when
+ * it had streams; an idle one closes at once). */
 void h2_client_drain(struct upconn *u);
+/* Ends the connection now: GOAWAY, what the socket takes of it, the close;
+ * its calls are lost with why (retried, or failed with UNAVAILABLE in
+ * their trailers once their response started). */
+void h2_client_cut(struct upconn *u, const char *why);
 
 #endif

@@ -28,6 +28,7 @@ struct pool {
     struct gr_list waiting;          /* up_slots waiting for a stream slot, oldest first */
     uint32_t n_waiting;              /* entries of waiting, at most cl->max_pending */
     ev_timer wait_timer;             /* the oldest call in line reaches max_pending_time (one timer, FIFO line) */
+    ev_timer drain_timer;            /* retired: drain_timeout passed, the calls left are cut */
     bool dispatching;                /* pool_dispatch is running (it is not re-entered) */
     bool failing;                    /* last connection attempt failed (logged once) */
     uint32_t connect_failures;       /* in a row; reset by a connection that works */
@@ -45,8 +46,9 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
 void pool_shutdown(struct pool *p);
 void pool_free(struct pool *p);
 /* The endpoint left the cluster's set: the line is refused, no new
- * streams; calls in flight finish; the pool is freed (deferred) once its
- * last connection closes. */
+ * streams; calls in flight finish, for cl->drain_timeout at most (then
+ * they end with UNAVAILABLE "endpoint removed ..." and the connections
+ * close); the pool is freed (deferred) once its last connection closes. */
 void pool_retire(struct pool *p);
 /* Takes the attempt sl: grants it a stream slot at once (sl->conn and
  * sl->ops set: the caller submits), or puts it in line (sl->queued; it

@@ -53,7 +53,7 @@ enum stream_resp {
 /* The current attempt upstream. */
 enum stream_attempt {
     ATT_IDLE,      /* no attempt yet (routing), or between a failure and the next try */
-    ATT_QUEUED,    /* in a pool's line, waiting for a stream slot */
+    ATT_QUEUED,    /* in a pool's line, waiting for a stream slot (or on a connection, for its SETTINGS) */
     ATT_SUBMITTED, /* on an upstream connection; HEADERS queued there */
     ATT_SENT,      /* the request HEADERS left for the backend */
     ATT_BACKOFF,   /* waiting out a retry backoff (attempt_timer) */

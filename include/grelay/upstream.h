@@ -28,7 +28,11 @@ struct upstream_ops {
      * Returns GR_OK, or GR_ERR_PROTO when the connection cannot take it.
      * Returns GR_ERR_LIMIT, sending nothing, when the headers (32 + name +
      * value each) exceed the peer's SETTINGS_MAX_HEADER_LIST_SIZE: the call
-     * is answered locally and the shared connection is left alone. */
+     * is answered locally and the shared connection is left alone.
+     * Returns GR_ERR_AGAIN, sending nothing, when the connection has not
+     * heard the peer's SETTINGS yet and the headers are larger than a peer
+     * is sure to take before them: sl stays attached and hears ev->granted
+     * once the SETTINGS arrive (submit again then), or ev->lost. */
     int (*submit)(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body);
     /* More of the request body (or its end) can be pulled. */
     void (*resume)(struct up_slot *sl);
@@ -60,7 +64,9 @@ struct upstream_events {
     /* The upstream stream closed (h2_error from RST_STREAM, or NO_ERROR). */
     void (*closed)(struct up_slot *sl, uint32_t h2_error);
     /* The connection is gone (sl already unlinked, sl->conn NULL); why names
-     * the cause; never_ready: it never finished its handshake. */
+     * the cause; never_ready: it never finished its handshake. Also told
+     * to a call that left the pool's line because the connection it waited
+     * for never came up (sl->pool still set, nothing sent). */
     void (*lost)(struct up_slot *sl, const char *why, bool never_ready);
     /* The request body: as stream_pull_resp() on the other side. */
     size_t (*pull)(struct up_slot *sl, uint8_t *out, size_t len, bool *eof);
@@ -77,6 +83,7 @@ struct up_slot {
     struct upconn *conn;              /* the connection carrying the attempt, or NULL */
     int32_t id;                       /* upstream stream id, 0 before submit */
     bool queued;                      /* in the pool's line (link is in pool->waiting) */
+    bool waits_settings;              /* attached, its submit put off until the peer's SETTINGS (GR_ERR_AGAIN) */
     double queued_at;                 /* when it joined the line (ev_now clock): max_pending_time */
     struct gr_list link;              /* in the pool's line, or in the connection's streams */
 };

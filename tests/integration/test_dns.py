@@ -142,6 +142,36 @@ def test_a_stream_to_a_removed_endpoint_finishes(dns_backends, dns, grelay_facto
         assert spread(ch.unary_unary("/test.Echo/Unary"), 4)[0] == {"d2": 4}
 
 
+def test_a_stream_to_a_removed_endpoint_is_cut_after_drain_timeout(dns_backends, dns, grelay_factory):
+    """A server stream on an endpoint DNS removes may run for drain_timeout,
+    then ends with UNAVAILABLE "endpoint removed" in its trailers (after the
+    messages it got), and new calls go to the endpoint that remains."""
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21")])
+    port = free_port()
+    cfg = dns_config(port, dns, "backend.test", bport)
+    cfg["clusters"][0]["drain_timeout"] = "1s"
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        assert wait_for(lambda: spread(ch.unary_unary("/test.Echo/Unary"), 1)[0] == {"d1": 1}), g.log()
+        it = ch.unary_stream("/test.Echo/ServerStream")(
+            json.dumps({"count": 200, "size": 8, "interval_ms": 50}).encode(), timeout=30)
+        got = [next(it)]
+        dns.set([("backend.test", "127.0.0.22")])
+        assert wait_for(lambda: "left the set" in g.log()), g.log()
+        removed = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            for m in it:  # bounded: 200 messages, 10 s
+                got.append(m)
+        lasted = time.monotonic() - removed
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+        assert "endpoint removed from cluster backend" in e.value.details()
+        assert "drain_timeout (1000ms)" in e.value.details()
+        assert got == [b"%08d" % i for i in range(len(got))] and len(got) < 200
+        assert lasted > 0.5, lasted  # it had its drain_timeout, not an immediate cut
+        assert spread(ch.unary_unary("/test.Echo/Unary"), 4) == ({"d2": 4}, [])
+
+
 def test_logical_dns_uses_one_address_at_a_time(dns_backends, dns, grelay_factory):
     (b1, b2, b3), bport = dns_backends
     g = grelay_on(dns, [("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.22"), ("backend.test", "127.0.0.23")], grelay_factory, bport, discovery="logical_dns")

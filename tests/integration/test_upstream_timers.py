@@ -4,6 +4,7 @@ calls that wait too long in the line, and a backend's advertised
 SETTINGS_MAX_HEADER_LIST_SIZE respected (docs/limits.md, Upstream connections)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -284,3 +285,128 @@ def test_a_connection_without_calls_is_not_pinged_but_checked_on_reuse(server_fa
         assert g.log().count(": PING\n") >= 1
     assert "too_many_pings" not in g.log()
     assert len(srv.peers()) == 1
+
+
+# Accepts, sends SETTINGS with the largest windows HTTP/2 allows (so a
+# client may send without waiting), then never reads again: its kernel
+# buffers fill, and then the proxy's.
+NO_READ_SERVER = r"""
+import socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, int(port)))
+srv.listen(16)
+print("ready", flush=True)
+held = []
+while True:
+    s, _ = srv.accept()
+    big = (1 << 31) - 1
+    settings = struct.pack(">HI", 4, big)  # SETTINGS_INITIAL_WINDOW_SIZE
+    s.sendall(struct.pack(">I", len(settings))[1:] + bytes([4, 0]) + struct.pack(">I", 0) + settings +
+              struct.pack(">I", 4)[1:] + bytes([8, 0]) + struct.pack(">II", 0, big - 65535))  # WINDOW_UPDATE
+    held.append(s)  # never recv()
+"""
+
+
+def upload(n, size):
+    for i in range(n):
+        yield b"u" * size
+
+
+def test_a_backend_that_does_not_read_loses_its_connection_after_the_write_deadline(grelay_factory):
+    """A client uploads to a backend that stopped reading: once grelay's own
+    buffer toward it has not moved for keepalive.timeout, the connection is
+    lost and the call fails UNAVAILABLE saying so (PINGs are off here, so
+    only the write deadline can find it)."""
+    bport = free_port()
+    proc = subprocess.Popen([PY, "-c", NO_READ_SERVER, "127.0.0.1:%d" % bport], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        port = free_port()
+        g = grelay_factory(config(port, ["127.0.0.1:%d" % bport], keepalive={"interval": "0s", "timeout": "500ms"}),
+                           port)
+        with grpc.insecure_channel(g.addr) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                # 64 MiB: more than the kernel buffers on both sides take
+                ch.stream_unary("/test.Echo/ClientStream")(upload(1024, 64 * 1024), timeout=20)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+        assert "connection lost: it read none of" in e.value.details()
+        assert "for 500ms" in e.value.details()
+    finally:
+        stop(proc)
+
+
+def upstream_sockets(bport):
+    """`ss -o` lines of grelay's established connections to port bport."""
+    out = subprocess.run(["ss", "-tnoH", "state", "established", "dport", "= :%d" % bport],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_upstream_sockets_have_tcp_keepalive_from_the_cluster_keepalive(server_factory, grelay_factory):
+    """An idle upstream connection (no call: no PING) is still watched by TCP
+    keepalive, its first probe due keepalive.interval after the last bytes."""
+    srv = server_factory()
+    port = free_port()
+    g = grelay_factory(config(port, [srv.addr], keepalive={"interval": "40s", "timeout": "3s"}), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        assert ch.unary_unary("/test.Echo/Unary")(b"one", timeout=10) == b"one"
+        lines = upstream_sockets(srv.port)
+        assert len(lines) == 1, lines
+        assert "timer:(keepalive," in lines[0], lines
+        secs = float(re.search(r"timer:\(keepalive,([0-9.]+)sec", lines[0]).group(1))
+        assert 30 < secs <= 40, lines
+    assert "TCP keepalive options" not in g.log()  # every setsockopt (TCP_USER_TIMEOUT too) worked
+
+
+def test_max_connection_age_spreads_calls_over_new_connections_without_failures(server_factory, grelay_factory):
+    """max_connection_age 1s: a client making calls for ~4 s (three at a
+    time, and one call that outlives two ages) sees no failure, and the
+    backend sees its calls arrive on several connections in turn."""
+    srv = server_factory()
+    port = free_port()
+    g = grelay_factory(config(port, [srv.addr], max_connection_age="1s"), port)
+    failures, done = [], 0
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        long_call = call.future(b"long", metadata=[("x-sleep-ms", "2500")], timeout=30)
+        t0 = time.monotonic()
+        for i in range(400):  # bounded: ~4 s of calls
+            if time.monotonic() - t0 > 4:
+                break
+            futs = [call.future(b"%d.%d" % (i, k), metadata=[("x-sleep-ms", "20")], timeout=10) for k in range(3)]
+            for k, f in enumerate(futs):
+                try:
+                    assert f.result() == b"%d.%d" % (i, k)
+                    done += 1
+                except grpc.RpcError as e:
+                    failures.append((e.code(), e.details()))
+        assert long_call.result() == b"long"  # an aged connection lets its calls finish
+    assert failures == []
+    assert done > 30
+    assert len(srv.peers()) >= 3, srv.peers()
+    assert "reached max_connection_age" in g.log()
+
+
+def test_an_aged_connection_busy_with_a_long_call_leaves_room_for_a_new_one(server_factory, grelay_factory):
+    """max_connections 1: the one connection ages while a long call holds
+    it; the next calls get a new connection at once (a draining connection
+    does not count against max_connections) instead of waiting in the line
+    until max_pending_time."""
+    srv = server_factory()
+    port = free_port()
+    g = grelay_factory(config(port, [srv.addr], max_connections=1, max_connection_age="300ms",
+                              max_pending_time="200ms"), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        long_call = call.future(b"long", metadata=[("x-sleep-ms", "3000")], timeout=30)
+        for _ in range(100):  # bounded: 5 s
+            if "reached max_connection_age" in g.log():
+                break
+            time.sleep(0.05)
+        assert "reached max_connection_age (300ms): no new streams, 1 left" in g.log()
+        assert [call(b"next %d" % i, timeout=10) for i in range(3)] == [b"next %d" % i for i in range(3)]
+        assert not long_call.done()
+        assert long_call.result() == b"long"
+    assert len(srv.peers()) >= 2

@@ -472,6 +472,31 @@ static void drain_and_connection_age(void **state)
     assert_non_null(strstr(err, "drain_timeout"));
 }
 
+/* An upstream connection's lifetime: the retired pool's drain_timeout
+ * (30 s) and max_connection_age (off) by default, and as written. */
+static void cluster_lifetimes(void **state)
+{
+    (void)state;
+    char err[512];
+    struct gr_config *cfg =
+        load(GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:50051}]\n", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->clusters[0].drain_timeout_ms, 30000);
+    assert_int_equal(cfg->clusters[0].max_connection_age_ms, 0);
+    config_free(cfg);
+    cfg = load(GOOD_HEAD "clusters:\n  - name: backend\n    drain_timeout: 0\n    max_connection_age: 15m\n"
+                         "    endpoints: [{address: 127.0.0.1:50051}]\n",
+               err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->clusters[0].drain_timeout_ms, 0);
+    assert_int_equal(cfg->clusters[0].max_connection_age_ms, 15 * 60 * 1000);
+    config_free(cfg);
+    assert_null(load(GOOD_HEAD "clusters:\n  - name: backend\n    max_connection_age: 721h\n"
+                               "    endpoints: [{address: 127.0.0.1:50051}]\n",
+                     err, sizeof(err)));
+    assert_non_null(strstr(err, "max_connection_age"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +510,7 @@ int main(void)
         cmocka_unit_test(parse_addr_takes_ip_literals),
         cmocka_unit_test(limits_and_timers),
         cmocka_unit_test(drain_and_connection_age),
+        cmocka_unit_test(cluster_lifetimes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
