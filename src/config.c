@@ -501,6 +501,7 @@ static const struct config_field top_fields[] = {
      .count_off = OFF(struct gr_config, n_clusters),
      .sub = &cluster_schema},
     {.key = "overload", .set = config_yaml_set_obj, .off = OFF(struct gr_config, overload), .sub = &overload_schema},
+    {.key = "watch_config", .set = config_yaml_set_bool, .off = OFF(struct gr_config, watch_config)},
     {0},
 };
 
@@ -544,6 +545,8 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
     if (log_level_parse(cfg->log_level, &lvl) != 0)
         return fail_at(c, (struct gr_pos){1, 1}, "'log_level' must be one of error, warn, info, debug, got '%s'",
                        cfg->log_level);
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        cfg->listeners[i].slot = i;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         cfg->clusters[i].index = i;
         for (size_t j = 0; j < i; j++)
@@ -616,6 +619,7 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
         return NULL;
     }
     cfg->path = arena_strndup(&cfg->arena, name, strlen(name));
+    atomic_init(&cfg->refs, 1);
     return cfg;
 }
 
@@ -658,6 +662,18 @@ struct gr_config *config_load_file(const char *path, char *err, size_t errlen)
     struct gr_config *cfg = config_load_buffer(path, data, len, err, errlen);
     free(data);
     return cfg;
+}
+
+struct gr_config *config_ref(struct gr_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void config_unref(struct gr_config *cfg)
+{
+    if (cfg != NULL && atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        config_free(cfg);
 }
 
 void config_free(struct gr_config *cfg)

@@ -1,6 +1,7 @@
 /* The configuration's types: YAML parsed and validated into immutable
- * structs (config.h loads them). Owned by the main thread; workers hold a
- * pointer for their whole run. Everything lives in the snapshot's arena.
+ * structs (config.h loads them): one snapshot, refcounted (config_ref):
+ * the main thread and every worker still running calls on it hold one
+ * (docs/reload.md). Everything lives in the snapshot's arena.
  * Apart from config.h so that the YAML tables of config_route.c can use
  * them without depending on the loader. */
 #ifndef GRELAY_CONFIG_TYPES_H
@@ -10,6 +11,7 @@
 #include "grelay/common.h"
 #include "grelay/tls.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,7 +68,8 @@ struct gr_cluster_cfg {
     uint64_t max_pending_time_ms;        /* longest wait in the line for a stream slot; 0: only the deadline */
     struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
-    size_t index;                        /* position in gr_config.clusters (= in the workers' cluster arrays) */
+    size_t index;                        /* slot in the workers' cluster arrays: its position at load; a reload
+                                            gives a kept cluster its old slot, a new one a free slot (proxy.c) */
     struct gr_pos pos;                   /* where the cluster is written */
 };
 
@@ -182,6 +185,8 @@ struct gr_listener_cfg {
     uint32_t grpc_web_max_request; /* largest gRPC-Web request body and message */
     uint64_t hibernate_after_ms;   /* an HTTP/2 connection with no call this long frees its session; 0: never */
     struct gr_pos pos;             /* where the listener is written */
+    size_t slot; /* the workers' socket and connection count: its position at load; a reload keeps it while
+                    name, address and TLS on/off stay (proxy.c) */
 };
 
 /* The process-wide overload guard. */
@@ -200,6 +205,8 @@ struct gr_config {
     struct gr_cluster_cfg *clusters;   /* names unique; every route's cluster is one of them */
     size_t n_clusters;                 /* entries in clusters; at least 1 once loaded, as every route needs one */
     struct gr_overload_cfg overload;   /* the overload guard */
+    bool watch_config;                 /* reload when the file (or its directory: ConfigMap symlinks) changes */
+    _Atomic uint32_t refs;             /* holders of the snapshot (config_ref); freed at 0 (config_unref) */
 };
 
 #endif
