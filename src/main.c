@@ -5,6 +5,7 @@
 #include "grelay/log.h"
 #include "grelay/mem.h"
 #include "grelay/proxy.h"
+#include "grelay/reload.h"
 
 #include <ev.h>
 #include <getopt.h>
@@ -27,7 +28,7 @@ static void usage(FILE *out)
                  "  -V, --version         print the version and exit\n"
                  "  -h, --help            print this help and exit\n"
                  "\n"
-                 "SIGINT or SIGTERM stops it.\n");
+                 "SIGINT or SIGTERM stops it; SIGHUP reloads FILE (docs/reload.md).\n");
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -35,6 +36,14 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     log_info("signal %d: stopping", w->signum);
     ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGHUP: load the file again (reload.c); a bad file changes nothing. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    reload_now(w->data, "SIGHUP");
 }
 
 /* What the command line asks for. */
@@ -86,7 +95,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 /* Runs the main loop (signals, DNS) until SIGINT or SIGTERM. The signal
  * watchers start while the signals are still blocked, so no signal can
  * arrive before grelay is ready to stop cleanly. */
-static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const sigset_t *old)
+static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t *old, bool level_forced)
 {
     struct ev_loop *loop = ev_default_loop(0);
     ev_signal sigint, sigterm;
@@ -101,8 +110,18 @@ static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const si
     size_t n;
     struct worker **workers = proxy_workers(p, &n);
     struct dns *dns = dns_start(cfg, workers, n, loop);
+    struct reload *reload = reload_new(cfg, p, &dns, loop, level_forced);
+    ev_signal sighup;
+    ev_signal_init(&sighup, on_sighup, SIGHUP);
+    sighup.data = reload;
+    if (reload != NULL)
+        ev_signal_start(loop, &sighup);
+    else
+        log_error("out of memory: SIGHUP will not reload");
     ev_run(loop, 0);
+    ev_signal_stop(loop, &sighup);
     dns_stop(dns);
+    reload_free(reload);
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
     ev_loop_destroy(loop);
@@ -126,15 +145,16 @@ static void raise_nofile(void)
 }
 
 /* Starts the workers and serves until a signal stops it. Returns the exit status. */
-static int serve(const struct gr_config *cfg)
+static int serve(struct gr_config *cfg, bool level_forced)
 {
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    /* Workers never see SIGINT/SIGTERM: the main loop handles them. */
+    /* Workers never see SIGINT/SIGTERM/SIGHUP: the main loop handles them. */
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     char err[1024];
     struct proxy *p = proxy_new(cfg, err, sizeof(err));
@@ -146,7 +166,7 @@ static int serve(const struct gr_config *cfg)
         rc = 1;
     }
     if (rc == 0)
-        run_main_loop(cfg, p, &old);
+        run_main_loop(cfg, p, &old, level_forced);
     else
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (p != NULL) {
@@ -185,7 +205,7 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 2;
     }
-    rc = serve(cfg);
-    config_free(cfg);
+    rc = serve(cfg, a.level != NULL);
+    config_unref(cfg);
     return rc;
 }
