@@ -737,8 +737,9 @@ static void log_changes(const struct gr_config *old, const struct gr_config *nex
         log_warn("reload: workers stays %u (%u asked): changing it needs a restart", old->workers, next->workers);
 }
 
-/* Hands next to every worker and waits until each has adopted it. */
-static void publish(struct proxy *p, struct gr_config *next)
+/* Hands next to every worker and waits until each has adopted it; false
+ * when one did not within RELOAD_ACK_WAIT_MS (it still will). */
+static bool publish(struct proxy *p, struct gr_config *next)
 {
     atomic_store(&p->acks, 0);
     for (size_t i = 0; i < p->n_workers; i++) {
@@ -748,9 +749,11 @@ static void publish(struct proxy *p, struct gr_config *next)
     }
     for (int t = 0; t < RELOAD_ACK_WAIT_MS && atomic_load(&p->acks) < p->n_started; t++)
         usleep(1000);
-    if (atomic_load(&p->acks) < p->n_started)
-        log_error("reload: %zu of %zu workers did not take the new configuration within %d ms",
-                  p->n_started - atomic_load(&p->acks), p->n_started, RELOAD_ACK_WAIT_MS);
+    if (atomic_load(&p->acks) >= p->n_started)
+        return true;
+    log_error("reload: %zu of %zu workers did not take the new configuration within %d ms",
+              p->n_started - atomic_load(&p->acks), p->n_started, RELOAD_ACK_WAIT_MS);
+    return false;
 }
 
 int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errlen)
@@ -772,8 +775,8 @@ int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errl
     for (size_t i = 0; i < next->n_clusters; i++)
         if (find_cluster(p->cfg, next->clusters[i].name) == NULL)
             atomic_store(&p->holders[next->clusters[i].index], (uint32_t)p->n_workers);
-    publish(p, next);
-    close_new(p); /* sockets a worker did not take (it ran out of memory) */
+    if (publish(p, next))
+        close_new(p); /* sockets a worker did not take (it ran out of memory); a late worker takes its own */
     config_unref(p->cfg);
     p->cfg = config_ref(next);
     return GR_OK;

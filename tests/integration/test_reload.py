@@ -155,8 +155,9 @@ def test_a_broken_file_keeps_the_running_config(four, grelay_factory):
         assert who(ch) == "a1"
         with grpc.insecure_channel(g.addr) as fresh:
             assert who(fresh) == "a1"
-        reload(g, simple_config(port, [four["b1"].addr]))  # a good file again is taken
+        reload(g, simple_config(port, [four["b1"].addr], workers=2))  # a good file again is taken
         assert who(ch) == "b1"
+    assert "workers stays 1 (2 asked): changing it needs a restart" in g.log()
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +270,28 @@ def test_listeners_added_and_removed(four, grelay_factory):
         assert len(got) == 8, "a call on the removed listener's connection finishes"
     log = g.log()
     assert "listener two on 127.0.0.1:%d removed" % p2 in log and "listener three on 127.0.0.1:%d added" % p3 in log
+
+
+from test_dns import dns, dns_backends, dns_config, spread  # noqa: E402,F401 (fixtures)
+from test_failures import wait_for  # noqa: E402
+
+
+def test_a_dns_cluster_keeps_its_endpoints_across_a_reload_with_the_resolver_down(dns_backends, dns,
+                                                                                   grelay_factory):
+    (b1, b2, b3), bport = dns_backends
+    dns.set([("backend.test", "127.0.0.21"), ("backend.test", "127.0.0.23")])
+    port = free_port()
+    cfg = dns_config(port, dns, "backend.test", bport)
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary(UNARY)
+        assert wait_for(lambda: set(spread(call, 6)[0]) == {"d1", "d3"}), g.log()
+        dns.stop()
+        cfg["clusters"][0]["connect_timeout"] = "2s"  # a setting changes; the names stay
+        reload(g, cfg)
+        seen, failed = spread(call, 20)
+        assert failed == [] and set(seen) == {"d1", "d3"}
+        time.sleep(0.5)  # the restarted discovery has tried (dns_refresh 200ms) and failed by now
+        seen, failed = spread(call, 20)
+        assert failed == [] and set(seen) == {"d1", "d3"}
+    assert "keeping the last good addresses" in g.log()
