@@ -295,3 +295,22 @@ def test_a_dns_cluster_keeps_its_endpoints_across_a_reload_with_the_resolver_dow
         seen, failed = spread(call, 20)
         assert failed == [] and set(seen) == {"d1", "d3"}
     assert "keeping the last good addresses" in g.log()
+
+
+def test_a_grpc_web_keepalive_connection_takes_the_new_routes(four, grelay_factory):
+    from grpcweb_client import H1, frame, parse_frames
+    port = free_port()
+    g = grelay_factory(simple_config(port, [four["a1"].addr], listener_extra={"grpc_web": True}), port)
+    c = H1(port)
+    try:
+        def call():
+            c.request(UNARY, frame(b"web"), [("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")])
+            status, h, body = c.read_response()
+            msgs, trailers = parse_frames(body)
+            assert status == 200 and msgs == [b"web"] and trailers["grpc-status"] == "0"
+            return h["x-backend"]
+        assert call() == "a1"
+        reload(g, simple_config(port, [four["b2"].addr], listener_extra={"grpc_web": True}))
+        assert call() == "b2", "the next request on the same HTTP/1.1 connection takes the new routes"
+    finally:
+        c.close()
