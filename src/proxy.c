@@ -429,6 +429,7 @@ static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
         }
     } else {
         adopt_listeners(w, p, cfg);
+        h2_server_worker_reload(w);
         on_update(loop, &w->update, 0); /* sets DNS published for the new clusters */
     }
     config_unref(cfg);
