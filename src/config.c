@@ -534,6 +534,7 @@ static const struct config_field top_fields[] = {
      .off = OFF(struct gr_config, drain_delay_ms),
      .min = 0,
      .max = 24ull * 3600 * 1000},
+    {.key = "watch_config", .set = config_yaml_set_bool, .off = OFF(struct gr_config, watch_config)},
     {0},
 };
 
@@ -583,6 +584,8 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
                        "'drain_delay' (%llums) must not exceed 'drain_timeout' (%llums): "
                        "drain_timeout counts from the signal",
                        (unsigned long long)cfg->drain_delay_ms, (unsigned long long)cfg->drain_timeout_ms);
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        cfg->listeners[i].slot = i;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         cfg->clusters[i].index = i;
         for (size_t j = 0; j < i; j++)
@@ -655,6 +658,7 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
         return NULL;
     }
     cfg->path = arena_strndup(&cfg->arena, name, strlen(name));
+    atomic_init(&cfg->refs, 1);
     return cfg;
 }
 
@@ -697,6 +701,18 @@ struct gr_config *config_load_file(const char *path, char *err, size_t errlen)
     struct gr_config *cfg = config_load_buffer(path, data, len, err, errlen);
     free(data);
     return cfg;
+}
+
+struct gr_config *config_ref(struct gr_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void config_unref(struct gr_config *cfg)
+{
+    if (cfg != NULL && atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        config_free(cfg);
 }
 
 void config_free(struct gr_config *cfg)

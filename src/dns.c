@@ -319,7 +319,31 @@ static int open_channel(struct dns_cluster *dc)
     return GR_OK;
 }
 
-struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop)
+/* The answer prev had for host h (same cluster name, same name as
+ * written), so that a reload keeps the last good addresses. */
+static void carry_over(struct dns_host *h, const struct dns *prev)
+{
+    for (size_t i = 0; prev != NULL && i < prev->n_clusters; i++) {
+        const struct dns_cluster *pc = &prev->clusters[i];
+        if (strcmp(pc->cfg->name, h->dc->cfg->name) != 0)
+            continue;
+        for (size_t k = 0; k < pc->n_hosts; k++) {
+            const struct dns_host *ph = &pc->hosts[k];
+            if (!ph->resolved || strcmp(ph->ep->text, h->ep->text) != 0 ||
+                (h->last = malloc(ph->n_last * sizeof(*h->last) + 1)) == NULL)
+                continue;
+            memcpy(h->last, ph->last, ph->n_last * sizeof(*h->last));
+            for (size_t j = 0; j < ph->n_last; j++)
+                h->last[j].address.text = h->last[j].text;
+            h->n_last = ph->n_last;
+            h->resolved = true;
+            return;
+        }
+    }
+}
+
+static struct dns *start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop,
+                         const struct dns *prev)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_clusters; i++)
@@ -347,7 +371,7 @@ struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size
         struct dns_cluster *dc = &d->clusters[d->n_clusters++];
         dc->d = d;
         dc->cfg = cl;
-        dc->index = i;
+        dc->index = cl->index;
         ev_timer_init(&dc->timeout, on_timeout, 0.0, 0.0);
         open_channel(dc);
         for (size_t e = 0; e < cl->n_endpoints; e++)
@@ -361,11 +385,30 @@ struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size
             h->dc = dc;
             h->ep = &cl->endpoints[e];
             ev_timer_init(&h->refresh, on_refresh, 0.0, 0.0);
+            carry_over(h, prev);
             resolve(h);
         }
         if (dc->hosts == NULL)
             dc->n_hosts = 0;
+        bool carried = false;
+        for (size_t h = 0; h < dc->n_hosts; h++)
+            carried |= dc->hosts[h].resolved;
+        if (carried)
+            publish(dc); /* a reload: the workers get the set at once, before any answer */
     }
+    return d;
+}
+
+struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop)
+{
+    return start(cfg, workers, n_workers, loop, NULL);
+}
+
+struct dns *dns_restart(struct dns *old, const struct gr_config *cfg, struct worker **workers, size_t n_workers,
+                        struct ev_loop *loop)
+{
+    struct dns *d = start(cfg, workers, n_workers, loop, old);
+    dns_stop(old);
     return d;
 }
 

@@ -803,6 +803,15 @@ int h2_server_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
+    ev_timer_init(&st->hibernate, on_hibernate, 0.0, 0.0);
+    h2_server_worker_reload(w);
+    return GR_OK;
+}
+
+void h2_server_worker_reload(struct worker *w)
+{
+    struct h2_server_state *st = w->h2s;
+    st->hibernate_min = 0;
     for (size_t i = 0; i < w->cfg->n_listeners; i++) {
         ev_tstamp after = (ev_tstamp)w->cfg->listeners[i].hibernate_after_ms / 1000.0;
         if (after > 0 && (st->hibernate_min == 0 || after < st->hibernate_min))
@@ -810,10 +819,10 @@ int h2_server_worker_init(struct worker *w)
     }
     /* Twice per shortest hibernate_after: a connection sleeps within 1.5x of it
      * (one pass asks the client to empty its HPACK table, the next one lets go). */
-    ev_timer_init(&st->hibernate, on_hibernate, st->hibernate_min / 2, st->hibernate_min / 2);
+    ev_timer_stop(w->loop, &st->hibernate);
+    ev_timer_set(&st->hibernate, st->hibernate_min / 2, st->hibernate_min / 2);
     if (st->hibernate_min > 0)
         ev_timer_start(w->loop, &st->hibernate);
-    return GR_OK;
 }
 
 void h2_server_worker_destroy(struct worker *w)

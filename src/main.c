@@ -6,6 +6,7 @@
 #include "grelay/log.h"
 #include "grelay/mem.h"
 #include "grelay/proxy.h"
+#include "grelay/reload.h"
 
 #include <ev.h>
 #include <getopt.h>
@@ -29,7 +30,7 @@ static void usage(FILE *out)
                  "  -h, --help            print this help and exit\n"
                  "\n"
                  "SIGINT or SIGTERM drains it: calls in flight finish (up to drain_timeout), then it exits;\n"
-                 "a second one cuts what is left.\n");
+                 "a second one cuts what is left. SIGHUP reloads FILE (docs/reload.md).\n");
 }
 
 /* SIGINT, SIGTERM: the drain (w->data), which ends the loop once done. */
@@ -44,6 +45,14 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     }
     log_info("%s: stopping (out of memory for a drain)", why);
     ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGHUP: load the file again (reload.c); a bad file changes nothing. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    reload_now(w->data, "SIGHUP");
 }
 
 /* What the command line asks for. */
@@ -95,7 +104,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 /* Runs the main loop (signals, DNS) until a SIGINT or SIGTERM drain ends. The signal
  * watchers start while the signals are still blocked, so no signal can
  * arrive before grelay is ready to stop cleanly. */
-static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const sigset_t *old)
+static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t *old, bool level_forced)
 {
     struct ev_loop *loop = ev_default_loop(0);
     ev_signal sigint, sigterm;
@@ -112,8 +121,18 @@ static void run_main_loop(const struct gr_config *cfg, struct proxy *p, const si
     size_t n;
     struct worker **workers = proxy_workers(p, &n);
     struct dns *dns = dns_start(cfg, workers, n, loop);
+    struct reload *reload = reload_new(cfg, p, &dns, loop, level_forced);
+    ev_signal sighup;
+    ev_signal_init(&sighup, on_sighup, SIGHUP);
+    sighup.data = reload;
+    if (reload != NULL)
+        ev_signal_start(loop, &sighup);
+    else
+        log_error("out of memory: SIGHUP will not reload");
     ev_run(loop, 0);
+    ev_signal_stop(loop, &sighup);
     dns_stop(dns);
+    reload_free(reload);
     drain_free(drain);
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
@@ -138,15 +157,16 @@ static void raise_nofile(void)
 }
 
 /* Starts the workers and serves until a signal stops it. Returns the exit status. */
-static int serve(const struct gr_config *cfg)
+static int serve(struct gr_config *cfg, bool level_forced)
 {
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    /* Workers never see SIGINT/SIGTERM: the main loop handles them. */
+    /* Workers never see SIGINT/SIGTERM/SIGHUP: the main loop handles them. */
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     char err[1024];
     struct proxy *p = proxy_new(cfg, err, sizeof(err));
@@ -158,7 +178,7 @@ static int serve(const struct gr_config *cfg)
         rc = 1;
     }
     if (rc == 0)
-        run_main_loop(cfg, p, &old);
+        run_main_loop(cfg, p, &old, level_forced);
     else
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (p != NULL) {
@@ -197,7 +217,7 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 2;
     }
-    rc = serve(cfg);
-    config_free(cfg);
+    rc = serve(cfg, a.level != NULL);
+    config_unref(cfg);
     return rc;
 }

@@ -43,11 +43,15 @@ struct wlistener {
 };
 
 struct proxy {
-    const struct gr_config *cfg;      /* the configuration every worker runs */
+    struct gr_config *cfg;            /* the snapshot every worker runs (a reference) */
     struct worker **workers;          /* cfg->workers of them */
     size_t n_workers;                 /* workers created (all of them unless proxy_new failed) */
     size_t n_started;                 /* workers whose thread runs */
-    struct worker_conn_count *counts; /* per listener: its client connections, all workers together */
+    struct worker_conn_count *counts; /* per listener slot: its client connections, all workers together */
+    _Atomic uint32_t *holders;        /* per cluster slot: workers that still have a cluster in it */
+    int *new_fds;                     /* [slot * n_workers + worker]: sockets a reload bound for new listeners */
+    size_t n_fds;                     /* entries of new_fds */
+    _Atomic size_t acks;              /* workers that adopted the snapshot proxy_reload published */
 };
 
 static void on_accept_sleep(struct ev_loop *loop, ev_timer *t, int revents)
@@ -161,17 +165,21 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+static void close_listener(struct wlistener *wl)
+{
+    if (wl->fd >= 0) {
+        ev_io_stop(wl->w->loop, &wl->io);
+        ev_timer_stop(wl->w->loop, &wl->sleep);
+        ev_async_stop(wl->w->loop, &wl->wake);
+        close(wl->fd);
+        wl->fd = -1;
+    }
+}
+
 static void close_listeners(struct worker *w)
 {
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        if (w->listeners[i].fd >= 0) {
-            ev_io_stop(w->loop, &w->listeners[i].io);
-            ev_timer_stop(w->loop, &w->listeners[i].sleep);
-            ev_async_stop(w->loop, &w->listeners[i].wake);
-            close(w->listeners[i].fd);
-            w->listeners[i].fd = -1;
-        }
-    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        close_listener(&w->listeners[i]);
 }
 
 /* Shutdown: every connection closes (calls are cancelled upstream), then
@@ -184,8 +192,12 @@ static void close_everything(struct worker *w)
         conn_close(&d->io, GR_OK, "shutting down");
     }
     sniff_close_all(w);
-    for (size_t i = 0; i < w->cfg->n_clusters; i++)
-        wcluster_shutdown(&w->clusters[i]);
+    for (size_t i = 0; i < w->n_clusters; i++)
+        if (w->clusters[i] != NULL)
+            wcluster_shutdown(w->clusters[i]);
+    struct gr_list *it;
+    for (it = w->dying.next; it != &w->dying; it = it->next)
+        wcluster_shutdown(container_of(it, struct wcluster, dying_link));
     worker_run_deferred(w);
 }
 
@@ -282,58 +294,225 @@ static void on_update(struct ev_loop *loop, ev_async *a, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(a, struct worker, update);
-    for (size_t i = 0; i < w->cfg->n_clusters; i++) {
+    for (size_t i = 0; i < w->n_clusters; i++) {
+        if (w->clusters[i] == NULL)
+            continue; /* a set for a cluster of a snapshot not adopted yet waits for it */
         struct endpoint_set *set = atomic_exchange(&w->pending[i], NULL);
         if (set != NULL) {
-            if (wcluster_adopt(&w->clusters[i], set) != GR_OK)
-                log_error("cluster %s: out of memory adopting a new endpoint set", w->clusters[i].cfg->name);
+            if (wcluster_adopt(w->clusters[i], set) != GR_OK)
+                log_error("cluster %s: out of memory adopting a new endpoint set", w->clusters[i]->cfg->name);
             cluster_set_unref(set);
         }
     }
 }
 
-static int bind_listener(struct wlistener *wl, char *err, size_t errlen)
+/* A listening socket for l (SO_REUSEPORT: one per worker), or -1 with a
+ * message in err. On the main thread at start and at a reload. */
+static int listen_on(const struct gr_listener_cfg *l, char *err, size_t errlen)
 {
-    const struct gr_addr *a = &wl->cfg->address;
+    const struct gr_addr *a = &l->address;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        snprintf(err, errlen, "listener %s: socket: %s", wl->cfg->name, strerror(errno));
-        return GR_ERR_IO;
+        snprintf(err, errlen, "listener %s: socket: %s", l->name, strerror(errno));
+        return -1;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) != 0 || listen(fd, 1024) != 0) {
-        snprintf(err, errlen, "listener %s: cannot listen on %s: %s", wl->cfg->name, a->text, strerror(errno));
+        snprintf(err, errlen, "listener %s: cannot listen on %s: %s", l->name, a->text, strerror(errno));
         close(fd);
-        return GR_ERR_IO;
+        return -1;
     }
+    return fd;
+}
+
+/* wl serves l on fd from now on. */
+static void watch_listener(struct wlistener *wl, const struct gr_listener_cfg *l, int fd)
+{
     wl->fd = fd;
-    ev_io_init(&wl->io, on_accept, fd, EV_READ);
-    ev_timer_init(&wl->sleep, on_accept_sleep, ACCEPT_SLEEP_S, 0.0);
-    ev_async_init(&wl->wake, on_wake);
-    return GR_OK;
+    wl->cfg = l;
+    wl->full = false;
+    ev_io_set(&wl->io, fd, EV_READ);
 }
 
 static int bind_listeners(struct worker *w, char *err, size_t errlen)
 {
     const struct gr_config *cfg = w->cfg;
-    w->listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*w->listeners));
+    w->listeners = calloc(WORKER_LISTENER_SLOTS, sizeof(*w->listeners));
     if (w->listeners == NULL) {
         snprintf(err, errlen, "out of memory");
         return GR_ERR_NOMEM;
     }
-    w->n_listeners = cfg->n_listeners;
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        w->listeners[i].fd = -1;
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
+    w->n_listeners = WORKER_LISTENER_SLOTS;
+    for (size_t i = 0; i < w->n_listeners; i++) {
         struct wlistener *wl = &w->listeners[i];
+        wl->fd = -1;
         wl->w = w;
-        wl->cfg = &cfg->listeners[i];
-        if (bind_listener(wl, err, errlen) != GR_OK)
+        ev_io_init(&wl->io, on_accept, -1, EV_READ);
+        ev_timer_init(&wl->sleep, on_accept_sleep, ACCEPT_SLEEP_S, 0.0);
+        ev_async_init(&wl->wake, on_wake);
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        int fd = listen_on(&cfg->listeners[i], err, errlen);
+        if (fd < 0)
             return GR_ERR_IO;
+        watch_listener(&w->listeners[cfg->listeners[i].slot], &cfg->listeners[i], fd);
     }
     return GR_OK;
+}
+
+/* ---- A reload, on the worker (proxy_reload publishes; see docs/reload.md). ---- */
+
+/* How often a worker looks whether the pools of removed clusters are gone. */
+#define DYING_CHECK_S 0.5
+
+/* Frees wc and gives its slot back to the main thread. */
+static void free_cluster(struct worker *w, struct wcluster *wc)
+{
+    if (wc == NULL)
+        return;
+    size_t slot = wc->cfg != NULL ? wc->cfg->index : SIZE_MAX;
+    struct proxy *p = w->proxy;
+    wcluster_destroy(wc);
+    free(wc);
+    if (p != NULL && slot < WORKER_CLUSTER_SLOTS)
+        atomic_fetch_sub(&p->holders[slot], 1);
+}
+
+static void on_dying_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, dying_timer);
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->dying) {
+        struct wcluster *wc = container_of(it, struct wcluster, dying_link);
+        if (wcluster_gone(wc)) {
+            log_debug("cluster %s: its last pool is gone", wc->cfg->name);
+            free_cluster(w, wc);
+        }
+    }
+    if (gr_list_empty(&w->dying))
+        ev_timer_stop(loop, t);
+}
+
+/* worker->snap_unused: the last connection and call of an old snapshot are
+ * gone. The clusters that no newer snapshot names retire (no call can pick
+ * them any more: their connections are idle), then the snapshot goes. */
+static void on_snap_unused(struct worker *w, struct worker_snap *s)
+{
+    for (size_t i = 0; i < s->cfg->n_clusters; i++) {
+        size_t slot = s->cfg->clusters[i].index;
+        struct wcluster *wc = w->clusters[slot];
+        if (wc == NULL || --wc->snaps > 0)
+            continue;
+        w->clusters[slot] = NULL;
+        cluster_set_unref(atomic_exchange(&w->pending[slot], NULL));
+        wcluster_retire(wc);
+        gr_list_insert_tail(&w->dying, &wc->dying_link);
+        if (!ev_is_active(&w->dying_timer))
+            ev_timer_again(w->loop, &w->dying_timer);
+    }
+    worker_snap_free(s);
+}
+
+/* The clusters of cfg, a snapshot the worker is about to run: those it has
+ * (same slot, the same name) take the new settings, new ones start. */
+static int adopt_clusters(struct worker *w, struct gr_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const struct gr_cluster_cfg *cl = &cfg->clusters[i];
+        struct wcluster *wc = w->clusters[cl->index];
+        if (wc != NULL) {
+            if (wcluster_migrate(wc, cl, cfg) != GR_OK)
+                log_error("cluster %s: out of memory matching its endpoints: it keeps the previous ones", cl->name);
+            wc->snaps++;
+            continue;
+        }
+        if ((wc = calloc(1, sizeof(*wc))) == NULL)
+            return GR_ERR_NOMEM;
+        if (wcluster_init(wc, w, cl) != GR_OK) {
+            wcluster_destroy(wc);
+            free(wc);
+            return GR_ERR_NOMEM;
+        }
+        wc->snap = config_ref(cfg);
+        wc->snaps = 1;
+        w->clusters[cl->index] = wc;
+    }
+    return GR_OK;
+}
+
+/* A reload removed the listener of this slot, or changed its address or
+ * TLS: its socket is closed (new clients are refused there, or reach the
+ * new socket of the same address), and its connections keep working on the
+ * snapshot they began with. The drain of a removed listener's connections
+ * (GOAWAY, then calls end up to drain_timeout) goes here: every downstream
+ * of w->dconns and w->sniffing whose d->cfg->slot == slot. */
+static void listener_removed(struct worker *w, size_t slot)
+{
+    size_t n = 0;
+    struct gr_list *it;
+    for (it = w->dconns.next; it != &w->dconns; it = it->next)
+        n += container_of(it, struct downstream, link)->cfg->slot == slot;
+    log_debug("listener slot %zu closed on this worker; %zu client connection%s go on", slot, n, n == 1 ? "" : "s");
+}
+
+/* Kept listeners serve cfg's settings for new connections; new ones start
+ * accepting on the socket the main thread bound; removed ones close. */
+static void adopt_listeners(struct worker *w, struct proxy *p, const struct gr_config *cfg)
+{
+    bool in_cfg[WORKER_LISTENER_SLOTS] = {false};
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct gr_listener_cfg *l = &cfg->listeners[i];
+        struct wlistener *wl = &w->listeners[l->slot];
+        in_cfg[l->slot] = true;
+        if (wl->fd >= 0) {
+            wl->cfg = l;
+            continue;
+        }
+        int *fd = &p->new_fds[l->slot * p->n_workers + w->id];
+        if (*fd < 0)
+            continue;
+        watch_listener(wl, l, *fd);
+        *fd = -1;
+        ev_async_start(w->loop, &wl->wake);
+        if (!w->stopping)
+            ev_io_start(w->loop, &wl->io);
+    }
+    for (size_t slot = 0; slot < w->n_listeners; slot++) {
+        if (w->listeners[slot].fd >= 0 && !in_cfg[slot]) {
+            close_listener(&w->listeners[slot]);
+            listener_removed(w, slot);
+        }
+    }
+}
+
+/* The main thread published a snapshot: new calls use it from the next
+ * event on; calls in flight keep theirs (stream.c, request.c). */
+static void on_reload(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, reload);
+    struct proxy *p = w->proxy;
+    struct gr_config *cfg = atomic_exchange(&w->next_cfg, NULL);
+    if (cfg == NULL)
+        return;
+    if (adopt_clusters(w, cfg) != GR_OK || worker_snap_adopt(w, config_ref(cfg)) == NULL) {
+        log_error("out of memory: this worker keeps running the previous configuration");
+        for (size_t i = 0; i < cfg->n_listeners; i++) {
+            int *fd = &p->new_fds[cfg->listeners[i].slot * p->n_workers + w->id];
+            if (*fd >= 0)
+                close(*fd);
+            *fd = -1;
+        }
+    } else {
+        adopt_listeners(w, p, cfg);
+        h2_server_worker_reload(w);
+        on_update(loop, &w->update, 0); /* sets DNS published for the new clusters */
+    }
+    config_unref(cfg);
+    atomic_fetch_add(&p->acks, 1);
 }
 
 static void worker_free_all(struct worker *w)
@@ -345,10 +524,14 @@ static void worker_free_all(struct worker *w)
         free(w->listeners);
     }
     if (w->clusters != NULL) {
-        for (size_t i = 0; i < w->cfg->n_clusters; i++)
-            wcluster_destroy(&w->clusters[i]);
+        for (size_t i = 0; i < w->n_clusters; i++)
+            free_cluster(w, w->clusters[i]);
+        while (!gr_list_empty(&w->dying))
+            free_cluster(w, container_of(w->dying.next, struct wcluster, dying_link));
         free(w->clusters);
     }
+    if (w->loop != NULL)
+        ev_timer_stop(w->loop, &w->dying_timer);
     h2_server_worker_destroy(w);
     h2_client_worker_destroy(w);
     worker_destroy(w);
@@ -356,23 +539,24 @@ static void worker_free_all(struct worker *w)
 }
 
 /* One worker with its loop, sessions' callbacks, clusters and listeners. */
-static struct worker *worker_build(uint32_t id, const struct gr_config *cfg, char *err, size_t errlen)
+static struct worker *worker_build(struct proxy *p, uint32_t id, struct gr_config *cfg, char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL || worker_init(w, id, cfg) != GR_OK || h2_server_worker_init(w) != GR_OK ||
-        h2_client_worker_init(w) != GR_OK ||
-        (w->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->clusters))) == NULL) {
+        h2_client_worker_init(w) != GR_OK || (w->clusters = calloc(w->n_clusters, sizeof(*w->clusters))) == NULL) {
         snprintf(err, errlen, "out of memory");
         worker_free_all(w);
         return NULL;
     }
+    w->proxy = p;
+    w->snap_unused = on_snap_unused;
+    gr_list_init(&w->dying);
+    ev_timer_init(&w->dying_timer, on_dying_timer, DYING_CHECK_S, DYING_CHECK_S);
     stream_cache_init(w);
-    for (size_t i = 0; i < cfg->n_clusters; i++) {
-        if (wcluster_init(&w->clusters[i], w, &cfg->clusters[i]) != GR_OK) {
-            snprintf(err, errlen, "out of memory");
-            worker_free_all(w);
-            return NULL;
-        }
+    if (adopt_clusters(w, cfg) != GR_OK || worker_snap_adopt(w, config_ref(cfg)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        worker_free_all(w);
+        return NULL;
     }
     if (bind_listeners(w, err, errlen) != GR_OK) {
         worker_free_all(w);
@@ -383,31 +567,51 @@ static struct worker *worker_build(uint32_t id, const struct gr_config *cfg, cha
     ev_async_init(&w->drain.begin, on_drain_begin);
     ev_async_init(&w->drain.cut, on_drain_cut);
     ev_timer_init(&w->drain.check, on_drain_check, DRAIN_CHECK_S, DRAIN_CHECK_S);
+    ev_async_init(&w->reload, on_reload);
     return w;
 }
 
-struct proxy *proxy_new(const struct gr_config *cfg, char *err, size_t errlen)
+/* A listener slot starts counting the connections of l. */
+static void count_listener(struct proxy *p, const struct gr_listener_cfg *l)
 {
+    struct worker_conn_count *cc = &p->counts[l->slot];
+    atomic_store(&cc->max, l->max_connections);
+    cc->listener = l->slot;
+    cc->owner = p;
+    cc->released = on_released;
+}
+
+struct proxy *proxy_new(struct gr_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->n_listeners > WORKER_LISTENER_SLOTS || cfg->n_clusters > WORKER_CLUSTER_SLOTS) {
+        snprintf(err, errlen, "%s: at most %d listeners and %d clusters", cfg->path, WORKER_LISTENER_SLOTS,
+                 WORKER_CLUSTER_SLOTS);
+        return NULL;
+    }
     struct proxy *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*p->workers))) == NULL) {
         free(p);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    p->cfg = cfg;
-    if ((p->counts = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*p->counts))) == NULL) {
+    p->cfg = config_ref(cfg);
+    p->counts = calloc(WORKER_LISTENER_SLOTS, sizeof(*p->counts));
+    p->holders = calloc(WORKER_CLUSTER_SLOTS, sizeof(*p->holders));
+    p->n_fds = WORKER_LISTENER_SLOTS * (size_t)cfg->workers;
+    p->new_fds = malloc(p->n_fds * sizeof(*p->new_fds));
+    if (p->counts == NULL || p->holders == NULL || p->new_fds == NULL) {
         snprintf(err, errlen, "out of memory");
         proxy_free(p);
         return NULL;
     }
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        p->counts[i].max = cfg->listeners[i].max_connections;
-        p->counts[i].listener = i;
-        p->counts[i].owner = p;
-        p->counts[i].released = on_released;
-    }
+    for (size_t i = 0; i < p->n_fds; i++)
+        p->new_fds[i] = -1;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        count_listener(p, &cfg->listeners[i]);
+    for (size_t i = 0; i < cfg->n_clusters; i++)
+        atomic_store(&p->holders[cfg->clusters[i].index], cfg->workers);
     for (uint32_t i = 0; i < cfg->workers; i++) {
-        if ((p->workers[i] = worker_build(i, cfg, err, errlen)) == NULL) {
+        if ((p->workers[i] = worker_build(p, i, cfg, err, errlen)) == NULL) {
             proxy_free(p);
             return NULL;
         }
@@ -424,7 +628,8 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "w%u", w->id);
     log_set_thread_name(name);
     for (size_t i = 0; i < w->n_listeners; i++)
-        ev_io_start(w->loop, &w->listeners[i].io);
+        if (w->listeners[i].fd >= 0)
+            ev_io_start(w->loop, &w->listeners[i].io);
     ev_run(w->loop, 0);
     return NULL;
 }
@@ -441,8 +646,10 @@ int proxy_start(struct proxy *p)
         ev_async_start(w->loop, &w->update);
         ev_async_start(w->loop, &w->drain.begin);
         ev_async_start(w->loop, &w->drain.cut);
+        ev_async_start(w->loop, &w->reload);
         for (size_t j = 0; j < w->n_listeners; j++)
-            ev_async_start(w->loop, &w->listeners[j].wake);
+            if (w->listeners[j].fd >= 0)
+                ev_async_start(w->loop, &w->listeners[j].wake);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             log_error("cannot start worker %u", w->id);
             return GR_ERR_IO;
@@ -504,9 +711,193 @@ void proxy_free(struct proxy *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->n_workers; i++)
-        worker_free_all(p->workers[i]);
+    for (size_t i = 0; i < p->n_workers; i++) {
+        struct worker *w = p->workers[i];
+        config_unref(atomic_exchange(&w->next_cfg, NULL));
+        worker_free_all(w);
+    }
+    for (size_t i = 0; p->new_fds != NULL && i < p->n_fds; i++)
+        if (p->new_fds[i] >= 0)
+            close(p->new_fds[i]);
     free(p->workers);
     free(p->counts);
+    free(p->holders);
+    free(p->new_fds);
+    config_unref(p->cfg);
     free(p);
 }
+
+/* ---- A reload, on the main thread (the workers' side is on_reload). ---- */
+
+/* How long proxy_reload waits for every worker to adopt the snapshot. */
+#define RELOAD_ACK_WAIT_MS 10000
+
+static const struct gr_listener_cfg *find_listener(const struct gr_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_listeners; i++)
+        if (strcmp(c->listeners[i].name, name) == 0)
+            return &c->listeners[i];
+    return NULL;
+}
+
+static const struct gr_cluster_cfg *find_cluster(const struct gr_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_clusters; i++)
+        if (strcmp(c->clusters[i].name, name) == 0)
+            return &c->clusters[i];
+    return NULL;
+}
+
+/* Kept: the same name, address and TLS on or off; it keeps its sockets. */
+static bool listener_kept(const struct gr_listener_cfg *o, const struct gr_listener_cfg *l)
+{
+    return o != NULL && o->address.len == l->address.len &&
+           memcmp(&o->address.ss, &l->address.ss, l->address.len) == 0 && o->tls.set == l->tls.set;
+}
+
+/* Gives every listener and cluster of next its slot: the old one when kept,
+ * else one that nothing running uses. GR_ERR_LIMIT when none is left. */
+static int assign_slots(struct proxy *p, struct gr_config *next, char *err, size_t errlen)
+{
+    bool used[WORKER_LISTENER_SLOTS] = {false};
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        used[p->cfg->listeners[i].slot] = true;
+    for (size_t i = 0; i < WORKER_LISTENER_SLOTS; i++)
+        used[i] |= atomic_load(&p->counts[i].n) > 0; /* connections of a removed listener still count there */
+    size_t free_l = 0;
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        struct gr_listener_cfg *l = &next->listeners[i];
+        const struct gr_listener_cfg *o = find_listener(p->cfg, l->name);
+        if (listener_kept(o, l)) {
+            l->slot = o->slot;
+            continue;
+        }
+        while (free_l < WORKER_LISTENER_SLOTS && used[free_l])
+            free_l++;
+        if (free_l == WORKER_LISTENER_SLOTS) {
+            snprintf(err, errlen, "no free listener slot (%d in use): restart grelay", WORKER_LISTENER_SLOTS);
+            return GR_ERR_LIMIT;
+        }
+        l->slot = free_l;
+        used[free_l] = true;
+    }
+    static bool taken[WORKER_CLUSTER_SLOTS]; /* main thread only */
+    for (size_t i = 0; i < WORKER_CLUSTER_SLOTS; i++)
+        taken[i] = atomic_load(&p->holders[i]) > 0;
+    size_t free_c = 0;
+    for (size_t i = 0; i < next->n_clusters; i++) {
+        struct gr_cluster_cfg *cl = &next->clusters[i];
+        const struct gr_cluster_cfg *o = find_cluster(p->cfg, cl->name);
+        if (o != NULL) {
+            cl->index = o->index;
+            continue;
+        }
+        while (free_c < WORKER_CLUSTER_SLOTS && taken[free_c])
+            free_c++;
+        if (free_c == WORKER_CLUSTER_SLOTS) {
+            snprintf(err, errlen, "no free cluster slot (%d in use): restart grelay", WORKER_CLUSTER_SLOTS);
+            return GR_ERR_LIMIT;
+        }
+        cl->index = free_c;
+        taken[free_c] = true;
+    }
+    return GR_OK;
+}
+
+/* Binds one socket per worker for each listener of next that is not kept. */
+static int bind_new(struct proxy *p, const struct gr_config *next, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        const struct gr_listener_cfg *l = &next->listeners[i];
+        if (listener_kept(find_listener(p->cfg, l->name), l))
+            continue;
+        for (size_t k = 0; k < p->n_workers; k++) {
+            int fd = listen_on(l, err, errlen);
+            if (fd < 0)
+                return GR_ERR_IO;
+            p->new_fds[l->slot * p->n_workers + k] = fd;
+        }
+    }
+    return GR_OK;
+}
+
+static void close_new(struct proxy *p)
+{
+    for (size_t i = 0; i < p->n_fds; i++) {
+        if (p->new_fds[i] >= 0)
+            close(p->new_fds[i]);
+        p->new_fds[i] = -1;
+    }
+}
+
+/* Says what the reload changes, one line per listener and cluster. */
+static void log_changes(const struct gr_config *old, const struct gr_config *next)
+{
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        const struct gr_listener_cfg *l = &next->listeners[i], *o = find_listener(old, l->name);
+        log_info("reload: listener %s on %s %s", l->name, l->address.text,
+                 listener_kept(o, l) ? "kept (its connections stay; new calls take the new routes)"
+                 : o != NULL         ? "replaced (address or TLS changed): new socket, the old one closes"
+                                     : "added");
+    }
+    for (size_t i = 0; i < old->n_listeners; i++)
+        if (find_listener(next, old->listeners[i].name) == NULL)
+            log_info("reload: listener %s on %s removed: it stops accepting, its connections finish",
+                     old->listeners[i].name, old->listeners[i].address.text);
+    for (size_t i = 0; i < next->n_clusters; i++)
+        log_info("reload: cluster %s %s", next->clusters[i].name,
+                 find_cluster(old, next->clusters[i].name) ? "kept (endpoints that stay keep their connections)"
+                                                           : "added");
+    for (size_t i = 0; i < old->n_clusters; i++)
+        if (find_cluster(next, old->clusters[i].name) == NULL)
+            log_info("reload: cluster %s removed: its pools close once its calls end", old->clusters[i].name);
+    if (next->workers != old->workers)
+        log_warn("reload: workers stays %u (%u asked): changing it needs a restart", old->workers, next->workers);
+}
+
+/* Hands next to every worker and waits until each has adopted it; false
+ * when one did not within RELOAD_ACK_WAIT_MS (it still will). */
+static bool publish(struct proxy *p, struct gr_config *next)
+{
+    atomic_store(&p->acks, 0);
+    for (size_t i = 0; i < p->n_workers; i++) {
+        struct gr_config *was = atomic_exchange(&p->workers[i]->next_cfg, config_ref(next));
+        config_unref(was); /* cannot happen: every reload waits for the previous one */
+        ev_async_send(p->workers[i]->loop, &p->workers[i]->reload);
+    }
+    for (int t = 0; t < RELOAD_ACK_WAIT_MS && atomic_load(&p->acks) < p->n_started; t++)
+        usleep(1000);
+    if (atomic_load(&p->acks) >= p->n_started)
+        return true;
+    log_error("reload: %zu of %zu workers did not take the new configuration within %d ms",
+              p->n_started - atomic_load(&p->acks), p->n_started, RELOAD_ACK_WAIT_MS);
+    return false;
+}
+
+int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errlen)
+{
+    if (next->n_listeners > WORKER_LISTENER_SLOTS || next->n_clusters > WORKER_CLUSTER_SLOTS) {
+        snprintf(err, errlen, "at most %d listeners and %d clusters", WORKER_LISTENER_SLOTS, WORKER_CLUSTER_SLOTS);
+        return GR_ERR_LIMIT;
+    }
+    int rc = assign_slots(p, next, err, errlen);
+    if (rc == GR_OK)
+        rc = bind_new(p, next, err, errlen);
+    if (rc != GR_OK) {
+        close_new(p);
+        return rc;
+    }
+    log_changes(p->cfg, next);
+    for (size_t i = 0; i < next->n_listeners; i++)
+        count_listener(p, &next->listeners[i]);
+    for (size_t i = 0; i < next->n_clusters; i++)
+        if (find_cluster(p->cfg, next->clusters[i].name) == NULL)
+            atomic_store(&p->holders[next->clusters[i].index], (uint32_t)p->n_workers);
+    if (publish(p, next))
+        close_new(p); /* sockets a worker did not take (it ran out of memory); a late worker takes its own */
+    config_unref(p->cfg);
+    p->cfg = config_ref(next);
+    return GR_OK;
+}
+
+struct gr_config *proxy_config(struct proxy *p) { return p->cfg; }

@@ -243,16 +243,39 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
     return true;
 }
 
+/* The listener whose routes a new call on d takes: the same listener in the
+ * worker's current snapshot when a reload kept it, else d's own (a removed
+ * listener's connections go on with the snapshot they began with). The
+ * call holds that snapshot until it ends. */
+static const struct gr_listener_cfg *pick_snapshot(struct stream *s)
+{
+    struct worker *w = s->down->io.w;
+    const struct gr_listener_cfg *lc = s->down->cfg;
+    struct worker_snap *snap = w->snap;
+    if (snap != NULL && (lc < snap->cfg->listeners || lc >= snap->cfg->listeners + snap->cfg->n_listeners)) {
+        struct worker_snap *own = worker_snap_of(w, lc);
+        const struct gr_listener_cfg *now = own ? own->now[lc - own->cfg->listeners] : NULL;
+        if (now != NULL)
+            lc = now;
+        else
+            snap = own;
+    }
+    worker_snap_drop(w, s->snap); /* NULL but for a second header block */
+    worker_snap_hold(snap);
+    s->snap = snap;
+    return lc;
+}
+
 void request_on_headers_done(struct stream *s)
 {
-    const struct gr_listener_cfg *lc = s->down->cfg;
+    const struct gr_listener_cfg *lc = pick_snapshot(s);
     stream_headers_read(s);
     s->req_header_bytes = s->req_header_fields = 0; /* trailers are a block of their own */
     const char *auth = s->authority.value ? (const char *)s->authority.value : "";
     const char *path = s->path.value ? (const char *)s->path.value : "";
     const struct gr_vhost_cfg *vh = router_find_vhost(lc, auth, s->authority.valuelen);
     s->route = vh ? router_find_route(vh, path, s->path.valuelen, &s->req_hdrs) : NULL;
-    if (lc->grpc_web && !web_and_cors(s, vh))
+    if (s->down->cfg->grpc_web && !web_and_cors(s, vh)) /* the connection's mode, whatever a reload says */
         return;
     bool client_timeout = false;
     uint64_t timeout_us = 0;

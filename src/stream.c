@@ -378,7 +378,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
         return false;
     struct retry_state rs = {.configured = s->retries, .transparent = s->transparent_retries};
     uint64_t delay_us;
-    if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(&w->clusters[s->route->cluster->index]),
+    if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
     s->retries = rs.configured;
@@ -482,7 +482,7 @@ static void submit_attempt(struct stream *s, bool from_line)
 static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
-    struct wcluster *wc = &w->clusters[s->route->cluster->index];
+    struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
@@ -576,6 +576,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
     arena_free(&s->att_arena);
     arena_free(&s->arena);
     w->n_streams--;
+    worker_snap_drop(w, s->snap); /* the route's snapshot may go (at the end of the iteration) */
     worker_cache_put(&w->streams, s);
 }
 
@@ -612,7 +613,7 @@ static bool retry_possible(const struct stream *s)
         return false;
     if (s->retries < s->route->retry.num_retries)
         return true;
-    size_t n = wcluster_size(&stream_worker(s)->clusters[s->route->cluster->index]);
+    size_t n = wcluster_size(worker_cluster(stream_worker(s), s->route->cluster));
     return s->transparent_retries < (n > 2 ? n : 2);
 }
 

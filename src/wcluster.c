@@ -1,6 +1,7 @@
 /* A worker's view of one cluster (see include/grelay/wcluster.h). */
 #include "grelay/wcluster.h"
 #include "grelay/log.h"
+#include "grelay/h2_client.h"
 #include "grelay/pool.h"
 #include "grelay/worker.h"
 
@@ -92,6 +93,7 @@ int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster
     wc->cfg = cl;
     wc->w = w;
     gr_list_init(&wc->retired);
+    gr_list_init(&wc->dying_link);
     struct endpoint_set *set = cluster_static_set(cl);
     if (set == NULL)
         return GR_ERR_NOMEM;
@@ -122,6 +124,72 @@ struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t 
     return wc->pools[idx];
 }
 
+/* The pool and its connections use cl from now on. */
+static void pool_switch(struct pool *p, const struct gr_cluster_cfg *cl)
+{
+    p->cl = cl;
+    struct gr_list *it;
+    for (it = p->conns.next; it != &p->conns; it = it->next)
+        container_of(it, struct upconn, link)->cl = cl;
+}
+
+static bool same_names(const struct gr_cluster_cfg *a, const struct gr_cluster_cfg *b)
+{
+    if (a->n_endpoints != b->n_endpoints)
+        return false;
+    for (size_t i = 0; i < a->n_endpoints; i++)
+        if (strcmp(a->endpoints[i].text, b->endpoints[i].text) != 0 || a->endpoints[i].weight != b->endpoints[i].weight)
+            return false;
+    return true;
+}
+
+/* The endpoints the pools serve now, as a set (a DNS cluster's last answer). */
+static struct endpoint_set *current_set(const struct wcluster *wc)
+{
+    struct endpoint_set *set = cluster_set_new(wc->n_pools);
+    if (set == NULL)
+        return NULL;
+    for (size_t i = 0; i < wc->n_pools; i++) {
+        set->eps[i] = wc->pools[i]->own;
+        set->eps[i].address.text = set->eps[i].text;
+    }
+    snprintf(set->why_empty, sizeof(set->why_empty), "%s", wc->why_empty);
+    return set;
+}
+
+int wcluster_migrate(struct wcluster *wc, const struct gr_cluster_cfg *cl, struct gr_config *snap)
+{
+    const struct gr_cluster_cfg *old = wc->cfg;
+    bool keep = old->discovery != DISCOVERY_STATIC && cl->discovery != DISCOVERY_STATIC && same_names(old, cl);
+    wc->cfg = cl;
+    for (size_t j = 0; j < wc->n_pools; j++)
+        pool_switch(wc->pools[j], cl);
+    struct gr_list *it;
+    for (it = wc->retired.next; it != &wc->retired; it = it->next)
+        pool_switch(container_of(it, struct pool, retired_link), cl);
+    config_ref(snap);
+    config_unref(wc->snap); /* old settings are no longer read: every pointer moved to cl */
+    wc->snap = snap;
+    struct endpoint_set *set = keep ? current_set(wc) : cluster_static_set(cl);
+    if (set == NULL)
+        return GR_ERR_NOMEM;
+    if (set->n == 0 && !keep)
+        snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint yet: %s has not been resolved",
+                 cl->name, cl->endpoints[0].text);
+    int rc = wcluster_adopt(wc, set);
+    cluster_set_unref(set);
+    return rc;
+}
+
+void wcluster_retire(struct wcluster *wc)
+{
+    for (size_t e = 0; e < wc->n_pools; e++) {
+        gr_list_insert_tail(&wc->retired, &wc->pools[e]->retired_link);
+        pool_retire(wc->pools[e]);
+    }
+    wc->n_pools = 0;
+}
+
 void wcluster_shutdown(struct wcluster *wc)
 {
     for (size_t e = 0; e < wc->n_pools; e++)
@@ -143,4 +211,7 @@ void wcluster_destroy(struct wcluster *wc)
     wc->pools = NULL;
     while (!gr_list_empty(&wc->retired))
         pool_free(container_of(wc->retired.next, struct pool, retired_link));
+    gr_list_remove(&wc->dying_link);
+    config_unref(wc->snap);
+    wc->snap = NULL;
 }

@@ -33,17 +33,22 @@ atomic_bool worker_overload;
 
 static struct worker_conn_count *conn_count(struct worker *w, const struct gr_listener_cfg *l)
 {
-    return w->conn_counts != NULL ? &w->conn_counts[(size_t)(l - w->cfg->listeners)] : NULL;
+    return w->conn_counts != NULL ? &w->conn_counts[l->slot] : NULL;
 }
 
 bool worker_conn_take(struct worker *w, const struct gr_listener_cfg *l)
 {
     struct worker_conn_count *cc = conn_count(w, l);
-    if (cc == NULL)
+    if (cc == NULL) {
+        worker_snap_hold(worker_snap_of(w, l));
         return true;
+    }
     uint32_t before = atomic_fetch_add_explicit(&cc->n, 1, memory_order_relaxed);
-    if (cc->max == 0 || before < cc->max)
+    uint32_t max = atomic_load_explicit(&cc->max, memory_order_relaxed);
+    if (max == 0 || before < max) {
+        worker_snap_hold(worker_snap_of(w, l));
         return true;
+    }
     /* Full: give the slot back without waking anyone (that would wake the
      * others into the same refusal, forever). A release that raced with it
      * saw the count at or above max, and woke the listeners itself. */
@@ -54,11 +59,106 @@ bool worker_conn_take(struct worker *w, const struct gr_listener_cfg *l)
 void worker_conn_release(struct worker *w, const struct gr_listener_cfg *l)
 {
     struct worker_conn_count *cc = conn_count(w, l);
-    if (cc == NULL)
-        return;
-    uint32_t before = atomic_fetch_sub_explicit(&cc->n, 1, memory_order_relaxed);
-    if (cc->max != 0 && before >= cc->max && cc->released != NULL)
-        cc->released(cc);
+    struct worker_snap *s = worker_snap_of(w, l);
+    if (cc != NULL) {
+        uint32_t before = atomic_fetch_sub_explicit(&cc->n, 1, memory_order_relaxed);
+        uint32_t max = atomic_load_explicit(&cc->max, memory_order_relaxed);
+        if (max != 0 && before >= max && cc->released != NULL)
+            cc->released(cc);
+    }
+    worker_snap_drop(w, s); /* l may be freed (at the end of the iteration) */
+}
+
+/* ---- Config snapshots (see worker.h, struct worker_snap). ---- */
+
+struct worker_snap *worker_snap_of(struct worker *w, const struct gr_listener_cfg *l)
+{
+    struct gr_list *it;
+    for (it = w->snaps.next; it != &w->snaps; it = it->next) {
+        struct worker_snap *s = container_of(it, struct worker_snap, link);
+        const struct gr_config *c = s->cfg;
+        if (l >= c->listeners && l < c->listeners + c->n_listeners)
+            return s;
+    }
+    return NULL;
+}
+
+/* The last user of an old snapshot is gone: proxy.c frees it (and the
+ * clusters only it used), or, without proxy.c, the snapshot goes. */
+static void on_snap_unused(struct gr_task *t)
+{
+    struct worker_snap *s = container_of(t, struct worker_snap, unused);
+    if (s->users > 0 || s == s->w->snap)
+        return; /* used again (a connection accepted in the meantime cannot be: it is not current) */
+    if (s->w->snap_unused != NULL)
+        s->w->snap_unused(s->w, s);
+    else
+        worker_snap_free(s);
+}
+
+void worker_snap_free(struct worker_snap *s)
+{
+    gr_list_remove(&s->link);
+    gr_list_remove(&s->unused.link);
+    config_unref(s->cfg);
+    free(s->now);
+    free(s);
+}
+
+void worker_snap_drop(struct worker *w, struct worker_snap *s)
+{
+    if (s != NULL && --s->users == 0 && s != w->snap)
+        worker_defer(w, &s->unused, true);
+}
+
+/* Points every snapshot's listeners at their namesakes in the current one. */
+static void map_listeners(struct worker *w)
+{
+    const struct gr_listener_cfg *by_slot[WORKER_LISTENER_SLOTS] = {0};
+    const struct gr_config *cur = w->snap->cfg;
+    for (size_t i = 0; i < cur->n_listeners; i++)
+        if (cur->listeners[i].slot < WORKER_LISTENER_SLOTS)
+            by_slot[cur->listeners[i].slot] = &cur->listeners[i];
+    struct gr_list *it;
+    for (it = w->snaps.next; it != &w->snaps; it = it->next) {
+        struct worker_snap *s = container_of(it, struct worker_snap, link);
+        for (size_t i = 0; i < s->cfg->n_listeners; i++) {
+            size_t slot = s->cfg->listeners[i].slot;
+            s->now[i] = slot < WORKER_LISTENER_SLOTS ? by_slot[slot] : NULL;
+        }
+    }
+}
+
+struct worker_snap *worker_snap_adopt(struct worker *w, struct gr_config *cfg)
+{
+    struct worker_snap *s = calloc(1, sizeof(*s));
+    if (s != NULL && (s->now = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*s->now))) == NULL) {
+        free(s);
+        s = NULL;
+    }
+    if (s == NULL) {
+        config_unref(cfg);
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->w = w;
+    gr_list_init(&s->unused.link);
+    s->unused.run = on_snap_unused;
+    gr_list_insert_tail(&w->snaps, &s->link);
+    struct worker_snap *old = w->snap;
+    w->snap = s;
+    w->cfg = cfg;
+    map_listeners(w);
+    if (old != NULL && old->users == 0)
+        worker_defer(w, &old->unused, true);
+    return s;
+}
+
+void worker_snap_free_all(struct worker *w)
+{
+    w->snap = NULL;
+    while (!gr_list_empty(&w->snaps))
+        worker_snap_free(container_of(w->snaps.next, struct worker_snap, link));
 }
 
 void worker_cache_init(struct worker_cache *c, size_t size, size_t max)
@@ -240,6 +340,7 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
 {
     w->id = id;
     w->cfg = cfg;
+    gr_list_init(&w->snaps);
     gr_list_init(&w->dconns);
     gr_list_init(&w->sniffing);
     gr_list_init(&w->dirty);
@@ -250,11 +351,12 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     w->rng = ((uint64_t)ts.tv_nsec << 16) ^ ((uint64_t)(id + 1) * 0xbf58476d1ce4e5b9ull) ^ 0x94d049bb133111ebull;
-    w->pending = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->pending));
+    w->pending = calloc(WORKER_CLUSTER_SLOTS, sizeof(*w->pending));
     w->loop = ev_loop_new(EVFLAG_AUTO);
     if (w->pending == NULL || w->loop == NULL)
         return GR_ERR_NOMEM;
-    for (size_t i = 0; i < cfg->n_clusters; i++)
+    w->n_clusters = WORKER_CLUSTER_SLOTS;
+    for (size_t i = 0; i < w->n_clusters; i++)
         atomic_init(&w->pending[i], NULL);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_timer_init(&w->housekeeping, on_housekeeping, WORKER_HOUSEKEEPING_S, WORKER_HOUSEKEEPING_S);
@@ -288,8 +390,9 @@ void worker_destroy(struct worker *w)
     if (w->busy)
         atomic_fetch_sub(&busy_workers, 1);
     w->busy = false;
+    worker_snap_free_all(w);
     if (w->pending != NULL) {
-        for (size_t i = 0; i < w->cfg->n_clusters; i++)
+        for (size_t i = 0; i < w->n_clusters; i++)
             cluster_set_unref(atomic_exchange(&w->pending[i], NULL));
         free(w->pending);
         w->pending = NULL;

@@ -1,6 +1,7 @@
 /* The configuration's types: YAML parsed and validated into immutable
- * structs (config.h loads them). Owned by the main thread; workers hold a
- * pointer for their whole run. Everything lives in the snapshot's arena.
+ * structs (config.h loads them): one snapshot, refcounted (config_ref):
+ * the main thread and every worker still running calls on it hold one
+ * (docs/reload.md). Everything lives in the snapshot's arena.
  * Apart from config.h so that the YAML tables of config_route.c can use
  * them without depending on the loader. */
 #ifndef GRELAY_CONFIG_TYPES_H
@@ -10,6 +11,7 @@
 #include "grelay/common.h"
 #include "grelay/tls.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,7 +70,8 @@ struct gr_cluster_cfg {
     uint64_t max_connection_age_ms;      /* an upstream connection this old (+-10%) takes no new stream; 0: no limit */
     struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
-    size_t index;                        /* position in gr_config.clusters (= in the workers' cluster arrays) */
+    size_t index;                        /* slot in the workers' cluster arrays: its position at load; a reload
+                                            gives a kept cluster its old slot, a new one a free slot (proxy.c) */
     struct gr_pos pos;                   /* where the cluster is written */
 };
 
@@ -189,6 +192,8 @@ struct gr_listener_cfg {
     uint64_t max_connection_age_ms;       /* a client connection this old (±10% jitter) is drained (two-phase GOAWAY,
                                              or Connection: close); 0: never */
     uint64_t max_connection_age_grace_ms; /* then its calls have this long before they are cut (UNAVAILABLE) */
+    size_t slot; /* the workers' socket and connection count: its position at load; a reload keeps it while
+                    name, address and TLS on/off stay (proxy.c) */
 };
 
 /* The process-wide overload guard. */
@@ -210,6 +215,8 @@ struct gr_config {
     uint64_t drain_timeout_ms;         /* SIGTERM/SIGINT: how long calls in flight may take to finish (from the
                                           signal, drain_delay included); then they are cut with UNAVAILABLE */
     uint64_t drain_delay_ms;           /* SIGTERM/SIGINT: keep accepting this long, readiness false, first */
+    bool watch_config;                 /* reload when the file (or its directory: ConfigMap symlinks) changes */
+    _Atomic uint32_t refs;             /* holders of the snapshot (config_ref); freed at 0 (config_unref) */
 };
 
 #endif

@@ -16,6 +16,11 @@ struct worker;
 /* Starts resolving (the first lookups go out at once). NULL when no
  * cluster uses DNS, or on failure (logged). */
 struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop);
+/* A reload: resolves cfg's clusters from now on and stops old. A name
+ * that old had resolved (same cluster, same name) keeps its last answer,
+ * so a failing lookup right after a reload keeps the endpoints. */
+struct dns *dns_restart(struct dns *old, const struct gr_config *cfg, struct worker **workers, size_t n_workers,
+                        struct ev_loop *loop);
 void dns_stop(struct dns *d);
 
 #endif

@@ -19,6 +19,10 @@ struct worker;
  * pass. Returns GR_OK or GR_ERR_NOMEM. */
 int h2_server_worker_init(struct worker *w);
 void h2_server_worker_destroy(struct worker *w);
+/* w->cfg changed (a reload): the hibernation pass follows its listeners'
+ * shortest hibernate_after (a connection of an older snapshot with a
+ * shorter one sleeps at the pass, within 1.5x of the new shortest). */
+void h2_server_worker_reload(struct worker *w);
 /* With no client connection left, gives the connection slabs back (tests
  * and fuzzing use it between inputs, for allocations that repeat). */
 void h2_server_worker_trim(struct worker *w);

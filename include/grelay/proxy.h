@@ -17,7 +17,7 @@ struct worker;
 
 /* Creates cfg->workers workers and binds their listeners. Returns NULL
  * with a message in err when a socket cannot be set up or memory runs out. */
-struct proxy *proxy_new(const struct gr_config *cfg, char *err, size_t errlen);
+struct proxy *proxy_new(struct gr_config *cfg, char *err, size_t errlen);
 /* Starts every worker's thread. Returns GR_OK or GR_ERR_IO (then the
  * workers already started are still running: proxy_stop them). */
 int proxy_start(struct proxy *p);
@@ -39,6 +39,17 @@ bool proxy_drained(struct proxy *p);
 /* Calls drained (ended on their own since the drain began) and cut, all
  * workers together, as last published (every 20 ms while draining). */
 void proxy_drain_counts(struct proxy *p, uint64_t *drained, uint64_t *cut);
+/* A reload (main thread): next, a loaded snapshot (the caller keeps its
+ * reference; the proxy takes its own), becomes the one new calls use on
+ * every worker. Listeners and clusters are matched by name (docs/reload.md):
+ * new listeners are bound here, one socket per worker, before anything
+ * changes. Slots are written into next (gr_listener_cfg.slot,
+ * gr_cluster_cfg.index). Returns once every worker runs next; GR_OK, or an
+ * error with a message in err and nothing changed (a socket cannot be
+ * bound). Never while another reload runs. */
+int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errlen);
+/* The snapshot the workers run now. */
+struct gr_config *proxy_config(struct proxy *p);
 /* Asks every started worker to stop (each closes its connections) and
  * waits for their threads. */
 void proxy_stop(struct proxy *p);

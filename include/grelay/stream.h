@@ -35,6 +35,7 @@
 
 struct downstream;
 struct worker;
+struct worker_snap;
 
 /* The request half, as the client sends it. */
 enum stream_req {
@@ -89,6 +90,7 @@ struct stream {
     uint64_t deadline_us;             /* absolute, on gr_now_us()'s clock; 0 = no deadline */
     ev_timer deadline_timer;          /* fires at the deadline */
     const struct gr_route_cfg *route; /* chosen route */
+    struct worker_snap *snap;         /* the config snapshot route belongs to, held until the call ends (or NULL) */
     struct grpcweb *web;              /* gRPC-Web codec, or NULL for native gRPC */
     const struct gr_cors_cfg *cors;   /* CORS policy granting this call's Origin, or NULL */
     struct gr_hdr origin;             /* the granted Origin */

@@ -21,6 +21,9 @@ struct wcluster {
     size_t n_pools;                   /* entries of pools (0: the set is empty) */
     struct gr_list retired;           /* pools whose endpoint left the set, draining */
     char why_empty[200];              /* told to calls while there is no endpoint */
+    struct gr_config *snap;           /* the snapshot cfg belongs to: a reference, or NULL (unit tests) */
+    uint32_t snaps;                   /* worker snapshots naming this cluster (0: it retires) */
+    struct gr_list dying_link;        /* in the worker's list of retiring clusters, once snaps is 0 */
 };
 
 /* Sets up wc with the cluster's static endpoints (those written as IP
@@ -40,8 +43,22 @@ static inline const char *wcluster_why_empty(const struct wcluster *wc) { return
  * unless it is ejected or (on a retry) the one that just failed (last),
  * when another will do. Its index goes to *idx. */
 struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx);
+/* A reload: the worker's new snapshot names this cluster again, with cl
+ * (of snap, a reference taken). Pools and their connections switch to
+ * cl's settings (new calls and connections use them); the endpoints are
+ * matched again (static ones as written; a DNS cluster whose names did not
+ * change keeps its resolved set until DNS publishes the next). A changed
+ * lb_policy rebuilds the balancer. GR_OK or GR_ERR_NOMEM (then the old
+ * endpoints stay, with the new settings). */
+int wcluster_migrate(struct wcluster *wc, const struct gr_cluster_cfg *cl, struct gr_config *snap);
+/* No snapshot names the cluster any more (no call can pick it): every pool
+ * retires, its idle connections close. wcluster_gone says when the last
+ * pool is freed; then wcluster_destroy and free it. */
+void wcluster_retire(struct wcluster *wc);
+static inline bool wcluster_gone(const struct wcluster *wc) { return wc->n_pools == 0 && gr_list_empty(&wc->retired); }
 /* Closes every connection of every pool, retired ones too (shutdown). */
 void wcluster_shutdown(struct wcluster *wc);
+/* Frees the pools and gives the snapshot reference back. */
 void wcluster_destroy(struct wcluster *wc);
 
 #endif

@@ -52,13 +52,34 @@ struct worker_cache {
  * a slot is taken before accept() and given back when the connection is
  * destroyed (or the accept failed). */
 struct worker_conn_count {
-    _Atomic uint32_t n; /* slots taken: client connections accepted and not yet destroyed */
-    uint32_t max;       /* the listener's max_connections; 0: no limit */
-    size_t listener;    /* index of the listener in cfg->listeners */
-    void *owner;        /* the proxy, for released */
+    _Atomic uint32_t n;   /* slots taken: client connections accepted and not yet destroyed */
+    _Atomic uint32_t max; /* the listener's max_connections; 0: no limit (a reload may change it) */
+    size_t listener;      /* the listener's slot (gr_listener_cfg.slot) */
+    void *owner;          /* the proxy, for released */
     /* A slot came back while the listener was at its limit: every worker
      * may resume accepting on it (proxy.c; any thread). */
     void (*released)(struct worker_conn_count *cc);
+};
+
+/* Slots of the arrays a worker indexes by listener (gr_listener_cfg.slot)
+ * and by cluster (gr_cluster_cfg.index). A reload keeps the slot of what
+ * stays and gives what is new a slot no worker uses any more, so live and
+ * retiring objects of every snapshot fit side by side. */
+#define WORKER_LISTENER_SLOTS 256
+#define WORKER_CLUSTER_SLOTS 1024
+
+/* One config snapshot as one worker uses it. The worker counts its own
+ * users (client connections and calls) without atomics; the snapshot's
+ * reference (config_ref) is one per worker, given back when the last user
+ * is gone and a newer snapshot is current. */
+struct worker_snap {
+    struct gr_config *cfg;              /* the snapshot; this worker holds one reference */
+    struct worker *w;                   /* the worker */
+    size_t users;                       /* client connections (from accept to destroy) and calls using it */
+    const struct gr_listener_cfg **now; /* per listener of cfg: the same listener in the current snapshot
+                                           (routes for new calls), or NULL: removed or changed */
+    struct gr_list link;                /* in worker->snaps */
+    struct gr_task unused;              /* users reached 0 while not current: worker->snap_unused (reap) */
 };
 
 #define WORKER_READ_BUF (64 * 1024)
@@ -82,17 +103,26 @@ struct worker_drain {
 };
 
 struct worker {
-    uint32_t id;                             /* 0 .. workers-1: thread name and logs */
-    pthread_t thread;                        /* its thread (proxy.c) */
-    struct ev_loop *loop;                    /* this thread's libev loop */
-    const struct gr_config *cfg;             /* the configuration it runs (immutable) */
-    struct wlistener *listeners;             /* its listening sockets, one per configured listener (proxy.c) */
-    size_t n_listeners;                      /* entries of listeners */
-    struct worker_conn_count *conn_counts;   /* per listener, shared by all workers (proxy.c); or NULL */
-    struct wcluster *clusters;               /* per configured cluster, same index: balancer and pools (wcluster.h) */
-    _Atomic(struct endpoint_set *) *pending; /* per cluster: a newer endpoint set from the main thread */
+    uint32_t id;                 /* 0 .. workers-1: thread name and logs */
+    pthread_t thread;            /* its thread (proxy.c) */
+    struct ev_loop *loop;        /* this thread's libev loop */
+    const struct gr_config *cfg; /* the snapshot new calls use (snap->cfg once proxy.c adopted one) */
+    struct worker_snap *snap;    /* the current snapshot; NULL before proxy.c gives one */
+    struct gr_list snaps;        /* struct worker_snap: the current one and older ones still used */
+    void (*snap_unused)(struct worker *w, struct worker_snap *s); /* frees s and what only it used (proxy.c) */
+    struct wlistener *listeners;             /* its listening sockets, by listener slot (proxy.c) */
+    size_t n_listeners;                      /* entries of listeners (WORKER_LISTENER_SLOTS) */
+    struct worker_conn_count *conn_counts;   /* per listener slot, shared by all workers (proxy.c); or NULL */
+    struct wcluster **clusters;              /* by cluster slot (gr_cluster_cfg.index), NULL where none (wcluster.h) */
+    size_t n_clusters;                       /* entries of clusters and pending (WORKER_CLUSTER_SLOTS) */
+    _Atomic(struct endpoint_set *) *pending; /* per cluster slot: a newer endpoint set from the main thread */
     ev_async stop;                           /* the main thread asks the worker to stop (proxy.c) */
     ev_async update;                         /* the main thread published endpoint sets in pending */
+    ev_async reload;                         /* the main thread published a snapshot in next_cfg (proxy.c) */
+    _Atomic(struct gr_config *) next_cfg;    /* that snapshot, with a reference for this worker */
+    void *proxy;                             /* the proxy running it: reload's sockets and acks (proxy.c) */
+    struct gr_list dying;                    /* struct wcluster no snapshot names any more, draining (proxy.c) */
+    ev_timer dying_timer;                    /* frees the dying clusters whose pools are gone (proxy.c) */
     struct gr_list dconns;                   /* open downstream connections (struct downstream) */
     struct gr_list sniffing;                 /* accepted, protocol not chosen yet (sniff.c) */
     struct gr_list dirty;                    /* struct gr_task: flushes due before the loop sleeps */
@@ -151,13 +181,42 @@ static inline void worker_defer_first(struct worker *w, struct gr_task *t)
  * all frees. The prepare watcher calls it; shutdown calls it directly. */
 void worker_run_deferred(struct worker *w);
 
+/* The cluster a route sends to, as this worker runs it. */
+static inline struct wcluster *worker_cluster(const struct worker *w, const struct gr_cluster_cfg *cl)
+{
+    return w->clusters[cl->index];
+}
+
+/* The snapshot listener l belongs to (NULL when the worker has none: unit
+ * tests). A short walk: a worker holds one snapshot, two during a reload. */
+struct worker_snap *worker_snap_of(struct worker *w, const struct gr_listener_cfg *l);
+/* A client connection or a call starts or stops using s (s may be NULL).
+ * The last user of a snapshot that is no longer current queues its free. */
+static inline void worker_snap_hold(struct worker_snap *s)
+{
+    if (s != NULL)
+        s->users++;
+}
+void worker_snap_drop(struct worker *w, struct worker_snap *s);
+/* Makes cfg (one reference handed over) the worker's current snapshot and
+ * returns it, or NULL when out of memory (the reference is given back).
+ * The previous one is freed once unused. On the worker's thread, or before
+ * it runs. */
+struct worker_snap *worker_snap_adopt(struct worker *w, struct gr_config *cfg);
+/* Unlinks s and gives its reference back (snap_unused calls it last). */
+void worker_snap_free(struct worker_snap *s);
+/* Frees every snapshot (shutdown, after the connections are gone). */
+void worker_snap_free_all(struct worker *w);
+
 /* Hands a new endpoint set of cluster i to the worker (any thread; the
  * worker adopts it between events). Takes a reference of its own. */
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set);
 
 /* Takes a slot of listener l's max_connections (before accept): false when
  * the listener is full. Gives one back (the client connection is destroyed,
- * or the accept failed). Both do nothing without conn_counts. */
+ * or the accept failed). Both do nothing without conn_counts. The slot
+ * also holds l's snapshot (worker_snap_hold), so that a connection's
+ * listener config lives as long as the connection. */
 bool worker_conn_take(struct worker *w, const struct gr_listener_cfg *l);
 void worker_conn_release(struct worker *w, const struct gr_listener_cfg *l);
 

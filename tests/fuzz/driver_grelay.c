@@ -8,7 +8,7 @@
  *   log_threshold                       quiet unless GRELAY_FUZZ_DEBUG
  *   h1_server_accept, sniff_accept      the front ends
  *   w->n_streams, w->dconns, w->sniffing, w->dirty, w->reap, w->chunks.n_out,
- *   w->clusters[].pools[]->n_conns/n_waiting, wc->retired   the census
+ *   worker_cluster()->pools[]->n_conns/n_waiting, wc->retired   the census
  *   worker_cache_trim, chunk_pool_trim, mem_pool_trim, h2_server_worker_trim
  *                                       emptying the caches between inputs */
 #include "driver.h"
@@ -78,7 +78,7 @@ void gp_census(struct gp_census *c)
     c->reap = list_len(&w->reap);
     c->chunks_out = w->chunks.n_out;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
-        struct wcluster *wc = &w->clusters[i];
+        struct wcluster *wc = worker_cluster(w, &cfg->clusters[i]);
         for (size_t e = 0; e < wc->n_pools; e++) {
             c->upstream_conns += wc->pools[e]->n_conns;
             c->waiting += wc->pools[e]->n_waiting;

@@ -28,8 +28,8 @@ def backends():
 def grelay_factory():
     running = []
 
-    def start(config, port=None, preexec_fn=None, env=None):
-        g = Grelay(config, port, preexec_fn, env)
+    def start(config, port=None, preexec_fn=None, env=None, **kw):
+        g = Grelay(config, port, preexec_fn, env, **kw)
         running.append(g)
         return g
 

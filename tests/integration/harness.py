@@ -85,19 +85,28 @@ class Backend:
 class Grelay:
     """grelay on a generated config (JSON is YAML, so a dict will do)."""
 
-    def __init__(self, config, port=None, preexec_fn=None, env=None):
+    def __init__(self, config, port=None, preexec_fn=None, env=None, config_path=None):
+        """config_path: run that file instead of writing config (a test that
+        lays the file out itself, as a Kubernetes ConfigMap say)."""
         self.port = port or free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.dir = tempfile.TemporaryDirectory()
-        self.config_path = os.path.join(self.dir.name, "grelay.yaml")
-        with open(self.config_path, "w") as f:
-            json.dump(config, f, indent=1)
+        self.config_path = config_path or os.path.join(self.dir.name, "grelay.yaml")
+        if config_path is None:
+            self.write_config(config)
         self.stderr_path = os.path.join(self.dir.name, "stderr.log")
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([GRELAY, "--config", self.config_path], stderr=self.stderr,
                                      preexec_fn=preexec_fn, env=None if env is None else {**os.environ, **env})
         self.stopped = False
         wait_port(self.port, self.proc)
+
+    def write_config(self, config):
+        """Replaces the file in one rename (a reader never sees half of it)."""
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f, indent=1)
+        os.replace(tmp, self.config_path)
 
     def log(self):
         with open(self.stderr_path, "rb") as f:

@@ -57,6 +57,28 @@ static void issue_example_loads_with_defaults(void **state)
     config_free(cfg);
 }
 
+/* watch_config is off unless written; a snapshot is refcounted, and slots
+ * start as positions (a reload renumbers them, proxy.c). */
+static void watch_config_and_snapshot_refs(void **state)
+{
+    (void)state;
+    char err[512];
+    struct gr_config *cfg =
+        load(GOOD_HEAD "clusters: [{name: backend, endpoints: [{address: 127.0.0.1:1}]}]\n", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_false(cfg->watch_config);
+    assert_int_equal(cfg->listeners[0].slot, 0);
+    assert_int_equal(cfg->clusters[0].index, 0);
+    assert_ptr_equal(config_ref(cfg), cfg);
+    config_unref(cfg);
+    config_unref(cfg); /* the last one frees it (AddressSanitizer sees a leak otherwise) */
+    cfg = load("watch_config: true\n" GOOD_HEAD "clusters: [{name: backend, endpoints: [{address: 127.0.0.1:1}]}]\n",
+               err, sizeof(err));
+    assert_non_null(cfg);
+    assert_true(cfg->watch_config);
+    config_free(cfg);
+}
+
 static void values_sizes_durations_and_matchers(void **state)
 {
     (void)state;
@@ -197,7 +219,7 @@ static const struct bad_case bad_cases[] = {
     {"workers: 0\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be between 1 and 256, got '0'"},
     {"wrokers: 1\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: unknown key 'wrokers' in the configuration (expected one of: workers, log_level, listeners, "
-     "clusters, overload, drain_timeout, drain_delay)"},
+     "clusters, overload, drain_timeout, drain_delay, watch_config)"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n    name: again\n",
      "t.yaml:13:5: duplicate key 'name' in cluster"},
     {GOOD_HEAD "clusters:\n  - name: other\n    endpoints: [{address: 127.0.0.1:1}]\n",
@@ -501,6 +523,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(issue_example_loads_with_defaults),
+        cmocka_unit_test(watch_config_and_snapshot_refs),
         cmocka_unit_test(values_sizes_durations_and_matchers),
         cmocka_unit_test(retry_policy_and_deadlines),
         cmocka_unit_test(dns_discovery),

@@ -179,6 +179,7 @@ static int setup(void **state)
         return -1;
     stream_cache_init(w);
     w->clusters = calloc(1, sizeof(*w->clusters));
+    w->clusters[0] = calloc(1, sizeof(**w->clusters));
     for (int i = 0; i < 2; i++) {
         pools[i] = calloc(1, sizeof(struct pool));
         pools[i]->own = (struct endpoint){.weight = 1};
@@ -186,9 +187,9 @@ static int setup(void **state)
         pools[i]->own.address.text = pools[i]->own.text;
         pools[i]->ep = &pools[i]->own;
     }
-    w->clusters[0].cfg = &cfg->clusters[0];
-    w->clusters[0].pools = pools;
-    w->clusters[0].n_pools = 2;
+    w->clusters[0]->cfg = &cfg->clusters[0];
+    w->clusters[0]->pools = pools;
+    w->clusters[0]->n_pools = 2;
     return 0;
 }
 
@@ -197,6 +198,7 @@ static int teardown(void **state)
     (void)state;
     for (int i = 0; i < 2; i++)
         free(pools[i]);
+    free(w->clusters[0]);
     free(w->clusters);
     worker_destroy(w);
     free(w);
