@@ -7,6 +7,7 @@ void downstream_init(struct downstream *d, struct worker *w, const struct gr_lis
 {
     d->ops = ops;
     d->cfg = l;
+    d->cut_at = 0;
     gr_list_init(&d->streams);
     gr_list_insert_tail(&w->dconns, &d->link);
 }

@@ -18,14 +18,13 @@ enum drain_phase {
 };
 
 struct drain {
-    struct ev_loop *loop;        /* the main thread's loop */
-    struct proxy *p;             /* the workers */
-    const struct gr_config *cfg; /* drain_delay, drain_timeout */
-    ev_timer delay;              /* drain_delay after the signal */
-    ev_timer deadline;           /* drain_timeout after the signal; after the cut, CUT_GRACE_S */
-    ev_async empty;              /* a worker has no client connection left (sent from its thread) */
-    enum drain_phase phase;      /* see enum drain_phase */
-    ev_tstamp began;             /* when the signal came (ev_time) */
+    struct ev_loop *loop;   /* the main thread's loop */
+    struct proxy *p;        /* the workers */
+    ev_timer delay;         /* drain_delay after the signal */
+    ev_timer deadline;      /* drain_timeout after the signal; after the cut, CUT_GRACE_S */
+    ev_async empty;         /* a worker has no client connection left (sent from its thread) */
+    enum drain_phase phase; /* see enum drain_phase */
+    ev_tstamp began;        /* when the signal came (ev_time) */
 };
 
 static atomic_bool ready = true;
@@ -91,16 +90,15 @@ static void on_empty(struct ev_loop *loop, ev_async *a, int revents)
         finish(d);
 }
 
-struct drain *drain_new(struct ev_loop *loop, struct proxy *p, const struct gr_config *cfg)
+struct drain *drain_new(struct ev_loop *loop, struct proxy *p)
 {
     struct drain *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return NULL;
     d->loop = loop;
     d->p = p;
-    d->cfg = cfg;
-    ev_timer_init(&d->delay, on_delay, (ev_tstamp)cfg->drain_delay_ms / 1e3, 0.0);
-    ev_timer_init(&d->deadline, on_deadline, (ev_tstamp)cfg->drain_timeout_ms / 1e3, 0.0);
+    ev_timer_init(&d->delay, on_delay, 0.0, 0.0); /* both set by drain_start, from the snapshot then running */
+    ev_timer_init(&d->deadline, on_deadline, 0.0, 0.0);
     ev_async_init(&d->empty, on_empty);
     ev_async_start(loop, &d->empty);
     return d;
@@ -109,18 +107,23 @@ struct drain *drain_new(struct ev_loop *loop, struct proxy *p, const struct gr_c
 void drain_start(struct drain *d, const char *why)
 {
     switch (d->phase) {
-    case DRAIN_IDLE:
+    case DRAIN_IDLE: {
+        /* The snapshot running now: a reload may have changed both. */
+        const struct gr_config *cfg = proxy_config(d->p);
         atomic_store(&ready, false);
         d->began = ev_time();
         d->phase = DRAIN_DELAY;
         log_info("%s: draining (not ready); listeners close in %.3gs, calls may take %.3gs to finish", why,
-                 (double)d->cfg->drain_delay_ms / 1e3, (double)d->cfg->drain_timeout_ms / 1e3);
+                 (double)cfg->drain_delay_ms / 1e3, (double)cfg->drain_timeout_ms / 1e3);
+        ev_timer_set(&d->delay, (ev_tstamp)cfg->drain_delay_ms / 1e3, 0.0);
+        ev_timer_set(&d->deadline, (ev_tstamp)cfg->drain_timeout_ms / 1e3, 0.0);
         ev_timer_start(d->loop, &d->deadline);
-        if (d->cfg->drain_delay_ms > 0)
+        if (cfg->drain_delay_ms > 0)
             ev_timer_start(d->loop, &d->delay);
         else
             stop_accepting(d);
         break;
+    }
     case DRAIN_DELAY:
     case DRAIN_WAIT:
         log_info("%s again: not waiting any longer", why);

@@ -110,7 +110,7 @@ static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t
     ev_signal sigint, sigterm;
     ev_signal_init(&sigint, on_signal, SIGINT);
     ev_signal_init(&sigterm, on_signal, SIGTERM);
-    struct drain *drain = drain_new(loop, p, cfg);
+    struct drain *drain = drain_new(loop, p);
     sigint.data = sigterm.data = drain;
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);

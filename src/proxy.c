@@ -285,6 +285,7 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     struct worker *w = container_of(a, struct worker, stop);
     w->stopping = true;
     ev_timer_stop(loop, &w->drain.check);
+    ev_timer_stop(loop, &w->drain.removed);
     close_everything(w);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -443,19 +444,59 @@ static int adopt_clusters(struct worker *w, struct gr_config *cfg)
     return GR_OK;
 }
 
+/* What the calls of a reload-removed listener read when they are cut. */
+#define REMOVED_CUT_MESSAGE "grelay's listener was removed by a reload"
+
+/* Cuts the calls of reload-removed listeners whose drain_timeout is over,
+ * and sets the timer for the next ones. */
+static void on_removed_cut(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, drain.removed);
+    ev_tstamp now = ev_now(loop), next = 0;
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->dconns) {
+        struct downstream *d = container_of(it, struct downstream, link);
+        if (d->cut_at <= 0)
+            continue;
+        if (d->cut_at <= now) {
+            d->cut_at = 0;
+            (void)d->ops->drain(d, REMOVED_CUT_MESSAGE);
+        } else if (next == 0 || d->cut_at < next) {
+            next = d->cut_at;
+        }
+    }
+    if (next > 0) {
+        ev_timer_set(t, next - now, 0.0);
+        ev_timer_start(loop, t);
+    }
+}
+
 /* A reload removed the listener of this slot, or changed its address or
  * TLS: its socket is closed (new clients are refused there, or reach the
- * new socket of the same address), and its connections keep working on the
- * snapshot they began with. The drain of a removed listener's connections
- * (GOAWAY, then calls end up to drain_timeout) goes here: every downstream
- * of w->dconns and w->sniffing whose d->cfg->slot == slot. */
-static void listener_removed(struct worker *w, size_t slot)
+ * new socket of the same address). Its connections drain as on SIGTERM
+ * (HTTP/2: the two-phase GOAWAY; HTTP/1.1: Connection: close), on the
+ * snapshot they began with; calls still open after the new snapshot's
+ * drain_timeout are cut with UNAVAILABLE. Connections still sniffing close. */
+static void listener_removed(struct worker *w, size_t slot, const struct gr_config *cfg)
 {
+    ev_tstamp cut_at = ev_now(w->loop) + (ev_tstamp)cfg->drain_timeout_ms / 1e3;
     size_t n = 0;
-    struct gr_list *it;
-    for (it = w->dconns.next; it != &w->dconns; it = it->next)
-        n += container_of(it, struct downstream, link)->cfg->slot == slot;
-    log_debug("listener slot %zu closed on this worker; %zu client connection%s go on", slot, n, n == 1 ? "" : "s");
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->dconns) {
+        struct downstream *d = container_of(it, struct downstream, link);
+        if (d->cfg->slot != slot || d->cut_at > 0)
+            continue;
+        n++;
+        d->cut_at = cfg->drain_timeout_ms > 0 ? cut_at : 0;
+        (void)d->ops->drain(d, NULL);
+    }
+    sniff_close_slot(w, slot);
+    if (n > 0 && cfg->drain_timeout_ms > 0 && !ev_is_active(&w->drain.removed)) {
+        ev_timer_set(&w->drain.removed, (ev_tstamp)cfg->drain_timeout_ms / 1e3, 0.0);
+        ev_timer_start(w->loop, &w->drain.removed);
+    }
+    log_debug("listener slot %zu closed on this worker; %zu client connection%s drain", slot, n, n == 1 ? "" : "s");
 }
 
 /* Kept listeners serve cfg's settings for new connections; new ones start
@@ -483,7 +524,7 @@ static void adopt_listeners(struct worker *w, struct proxy *p, const struct gr_c
     for (size_t slot = 0; slot < w->n_listeners; slot++) {
         if (w->listeners[slot].fd >= 0 && !in_cfg[slot]) {
             close_listener(&w->listeners[slot]);
-            listener_removed(w, slot);
+            listener_removed(w, slot, cfg);
         }
     }
 }
@@ -567,6 +608,7 @@ static struct worker *worker_build(struct proxy *p, uint32_t id, struct gr_confi
     ev_async_init(&w->drain.begin, on_drain_begin);
     ev_async_init(&w->drain.cut, on_drain_cut);
     ev_timer_init(&w->drain.check, on_drain_check, DRAIN_CHECK_S, DRAIN_CHECK_S);
+    ev_timer_init(&w->drain.removed, on_removed_cut, 0.0, 0.0);
     ev_async_init(&w->reload, on_reload);
     return w;
 }

@@ -1,6 +1,7 @@
 /* Reloading the configuration (see include/grelay/reload.h). */
 #include "grelay/reload.h"
 #include "grelay/dns.h"
+#include "grelay/drain.h"
 #include "grelay/log.h"
 #include "grelay/proxy.h"
 
@@ -123,6 +124,10 @@ struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **d
 void reload_now(struct reload *r, const char *why)
 {
     char err[2048];
+    if (!drain_ready()) { /* a reload could open listeners the drain closed */
+        log_warn("reload (%s): ignored: grelay is draining", why);
+        return;
+    }
     log_info("reload (%s): loading %s", why, r->path);
     struct stat before;
     bool before_ok = stat(r->path, &before) == 0;

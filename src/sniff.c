@@ -162,3 +162,13 @@ void sniff_close_all(struct worker *w)
         conn_close(&sn->io, GR_OK, "shutting down");
     }
 }
+
+void sniff_close_slot(struct worker *w, size_t slot)
+{
+    struct gr_list *it, *tmp;
+    gr_list_for_each_safe (it, tmp, &w->sniffing) {
+        struct sniff *sn = container_of(it, struct sniff, link);
+        if (sn->cfg->slot == slot)
+            conn_close(&sn->io, GR_OK, "its listener was removed by a reload");
+    }
+}

@@ -46,6 +46,8 @@ struct downstream {
     bool broken;                       /* close at the next flush, whatever is pending */
     uint64_t held;                     /* bytes its calls hold: responses queued, replay copies (stream.c);
                                           past cfg->connection_buffer new streams are refused */
+    ev_tstamp cut_at;                  /* a reload removed its listener: it drains, and its calls still open
+                                          then are cut at this time (proxy.c); 0: not */
     struct gr_list streams;            /* its calls */
     struct gr_list link;               /* in worker->dconns */
 };

@@ -17,9 +17,9 @@
 
 struct drain;
 
-/* A drain of p on loop, with cfg's drain_delay and drain_timeout; NULL
- * when out of memory. */
-struct drain *drain_new(struct ev_loop *loop, struct proxy *p, const struct gr_config *cfg);
+/* A drain of p on loop, with the drain_delay and drain_timeout of the
+ * snapshot p runs when the drain begins; NULL when out of memory. */
+struct drain *drain_new(struct ev_loop *loop, struct proxy *p);
 /* Begins the drain (why says what asked for it, for the log). Called
  * again while draining, skips what is left of the wait: the calls left
  * are cut now; a third time, the loop ends at once. The one entry point of

@@ -13,5 +13,7 @@ struct worker;
 void sniff_accept(struct worker *w, const struct gr_listener_cfg *l, int fd);
 /* Closes every connection still being sniffed (worker shutdown). */
 void sniff_close_all(struct worker *w);
+/* Closes those that came in on the listener of this slot (a reload removed it). */
+void sniff_close_slot(struct worker *w, size_t slot);
 
 #endif

@@ -100,6 +100,7 @@ struct worker_drain {
     uint64_t begun;              /* streams_begun then */
     _Atomic uint64_t drained;    /* calls that ended since, not cut (published on each check) */
     _Atomic uint64_t cut_calls;  /* calls the cut ended */
+    ev_timer removed;            /* the next cut of a reload-removed listener's calls (downstream.cut_at) */
 };
 
 struct worker {

@@ -272,6 +272,49 @@ def test_listeners_added_and_removed(four, grelay_factory):
     assert "listener two on 127.0.0.1:%d removed" % p2 in log and "listener three on 127.0.0.1:%d added" % p3 in log
 
 
+def test_a_removed_listener_drains_and_cuts_what_outlives_drain_timeout(four, grelay_factory):
+    """The removed listener's connection drains as on SIGTERM: a short call
+    still finishes, a held one ends after the new snapshot's drain_timeout
+    with UNAVAILABLE (clients retry), and the channel moves on."""
+    p1, p2 = free_port(), free_port()
+    routes = [{"match": {"prefix": "/"}, "cluster": "backend"}]
+    clusters = [{"name": "backend", "endpoints": [{"address": four["a1"].addr}]}]
+    cfg = {"workers": 1, "listeners": [listener("one", p1, routes), listener("two", p2, routes)], "clusters": clusters}
+    g = grelay_factory(cfg, p1)
+    with grpc.insecure_channel("127.0.0.1:%d" % p2) as old:
+        assert who(old) == "a1"
+        held = old.unary_unary(UNARY).future(b"held", metadata=[("x-hold", "removed-1")], timeout=20)
+        short = old.unary_stream(STREAM)(b'{"count": 3, "size": 16, "interval_ms": 100}', timeout=20)
+        time.sleep(0.2)
+        reload(g, {"drain_timeout": "1s", "workers": 1, "listeners": [listener("one", p1, routes)],
+                   "clusters": clusters})
+        assert len(list(short)) == 3
+        with pytest.raises(grpc.RpcError) as e:
+            held.result(timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        assert "listener was removed by a reload" in e.value.details()
+    assert "removed-1" in four["a1"].events()["cancelled"]
+
+
+def test_sigterm_after_a_reload_drains_with_the_new_drain_timeout_and_ignores_sighup(four, grelay_factory):
+    port = free_port()
+    cfg = simple_config(port, [four["a1"].addr])
+    g = grelay_factory(cfg, port)
+    cfg["drain_timeout"] = "1s"  # was the default, 30 s
+    reload(g, cfg)
+    with grpc.insecure_channel(g.addr) as ch:
+        held = ch.unary_unary(UNARY).future(b"held", metadata=[("x-hold", "drain-after-reload")], timeout=30)
+        time.sleep(0.2)
+        g.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        g.proc.send_signal(signal.SIGHUP)
+        with pytest.raises(grpc.RpcError) as e:
+            held.result(timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in e.value.details(), e.value
+    assert g.proc.wait(10) == 0
+    assert "reload (SIGHUP): ignored: grelay is draining" in g.log()
+
+
 from test_dns import dns, dns_backends, dns_config, spread  # noqa: E402,F401 (fixtures)
 from test_failures import wait_for  # noqa: E402
 
