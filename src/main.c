@@ -7,6 +7,8 @@
 #include "grelay/mem.h"
 #include "grelay/proxy.h"
 #include "grelay/reload.h"
+#include "grelay/sd_notify.h"
+#include "grelay/upgrade.h"
 
 #include <ev.h>
 #include <getopt.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static void usage(FILE *out)
 {
@@ -30,7 +33,9 @@ static void usage(FILE *out)
                  "  -h, --help            print this help and exit\n"
                  "\n"
                  "SIGINT or SIGTERM drains it: calls in flight finish (up to drain_timeout), then it exits;\n"
-                 "a second one cuts what is left. SIGHUP reloads FILE (docs/reload.md).\n");
+                 "a second one cuts what is left. SIGHUP reloads FILE (docs/reload.md). SIGUSR2 starts\n"
+                 "this binary again with the listening sockets handed over; once the new process serves,\n"
+                 "this one drains (a binary upgrade, docs/lifecycle.md).\n");
 }
 
 /* SIGINT, SIGTERM: the drain (w->data), which ends the loop once done. */
@@ -39,6 +44,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     char why[32];
     snprintf(why, sizeof(why), "signal %d", w->signum);
+    /* Not after an upgrade: the new process is systemd's main one now. */
+    if (drain_ready())
+        sd_notify_send("STOPPING=1");
     if (w->data != NULL) {
         drain_start(w->data, why);
         return;
@@ -53,6 +61,40 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     reload_now(w->data, "SIGHUP");
+}
+
+/* The main loop's state for SIGUSR2. */
+struct main_state {
+    struct proxy *p;     /* the workers */
+    struct drain *drain; /* the drain SIGTERM starts, and a finished upgrade */
+    struct upgrade up;   /* a binary upgrade under way */
+};
+
+/* The new process serves: this one drains, as on SIGTERM. */
+static void on_upgraded(struct upgrade *u)
+{
+    struct main_state *m = container_of(u, struct main_state, up);
+    if (m->drain != NULL)
+        drain_start(m->drain, "binary upgrade");
+    else
+        ev_break(u->loop, EVBREAK_ALL);
+}
+
+/* SIGUSR2: start the binary again with our listening sockets (upgrade.c). */
+static void on_upgrade(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    struct main_state *m = w->data;
+    if (!drain_ready()) {
+        log_warn("upgrade: SIGUSR2 ignored: this process is draining");
+        return;
+    }
+    struct upgrade_sock socks[1024];
+    size_t n = proxy_listen_socks(m->p, socks, sizeof(socks) / sizeof(socks[0]));
+    char err[256];
+    m->up.on_ready = on_upgraded;
+    if (upgrade_start(&m->up, loop, socks, n, err, sizeof(err)) != GR_OK)
+        log_error("upgrade: %s", err);
 }
 
 /* What the command line asks for. */
@@ -112,8 +154,13 @@ static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t
     ev_signal_init(&sigterm, on_signal, SIGTERM);
     struct drain *drain = drain_new(loop, p);
     sigint.data = sigterm.data = drain;
+    struct main_state m = {.p = p, .drain = drain, .up = {.ready_fd = -1}};
+    ev_signal sigusr2;
+    ev_signal_init(&sigusr2, on_upgrade, SIGUSR2);
+    sigusr2.data = &m;
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sigusr2);
     pthread_sigmask(SIG_SETMASK, old, NULL);
     for (size_t i = 0; i < cfg->n_listeners; i++)
         log_info("listener %s on %s", cfg->listeners[i].name, cfg->listeners[i].address.text);
@@ -129,7 +176,13 @@ static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t
         ev_signal_start(loop, &sighup);
     else
         log_error("out of memory: SIGHUP will not reload");
+    /* Serving: tell the process this one upgrades (it drains now), and systemd. */
+    char ready[64];
+    snprintf(ready, sizeof(ready), "MAINPID=%d\nREADY=1", (int)getpid());
+    sd_notify_send(upgrade_ready() ? ready : "READY=1");
     ev_run(loop, 0);
+    upgrade_stop(&m.up);
+    ev_signal_stop(loop, &sigusr2);
     ev_signal_stop(loop, &sighup);
     dns_stop(dns);
     reload_free(reload);
@@ -156,18 +209,40 @@ static void raise_nofile(void)
     log_info("open files limit: %llu", (unsigned long long)rl.rlim_cur);
 }
 
+/* After an upgrade, one worker per inherited socket of a listener, at
+ * least: the old process may have run more workers (each with its own
+ * SO_REUSEPORT socket), and a socket nobody accepts on loses its queue. */
+static void inherit_workers(struct gr_config *cfg)
+{
+    uint32_t need = cfg->workers;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        size_t k = upgrade_count(cfg->listeners[i].name, &cfg->listeners[i].address);
+        if (k > need)
+            need = (uint32_t)k;
+    }
+    if (need > cfg->workers) {
+        log_warn("upgrade: the old process handed over %u sockets per listener: running %u workers instead of %u "
+                 "until the next restart",
+                 need, need, cfg->workers);
+        cfg->workers = need;
+    }
+}
+
 /* Starts the workers and serves until a signal stops it. Returns the exit status. */
 static int serve(struct gr_config *cfg, bool level_forced)
 {
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    /* Workers never see SIGINT/SIGTERM/SIGHUP: the main loop handles them. */
+    /* Workers never see SIGINT/SIGTERM/SIGHUP/SIGUSR2: the main loop handles them. */
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, &old);
+    upgrade_inherit(); /* the sockets of the process this one upgrades, if any */
+    inherit_workers(cfg);
     char err[1024];
     struct proxy *p = proxy_new(cfg, err, sizeof(err));
     int rc = 0;
@@ -199,6 +274,8 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)
         return rc;
+    if (upgrade_init(argv) != GR_OK)
+        fprintf(stderr, "grelay: cannot read /proc/self/exe: SIGUSR2 (binary upgrade) will not work\n");
     char err[1024];
     struct gr_config *cfg = config_load_file(a.config_path, err, sizeof(err));
     if (cfg == NULL) {

@@ -8,6 +8,7 @@
 #include "grelay/log.h"
 #include "grelay/sniff.h"
 #include "grelay/stream.h"
+#include "grelay/upgrade.h"
 #include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
@@ -355,8 +356,10 @@ static int bind_listeners(struct worker *w, char *err, size_t errlen)
         ev_async_init(&wl->wake, on_wake);
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        int fd = listen_on(&cfg->listeners[i], err, errlen);
-        if (fd < 0)
+        /* A socket handed over by the process this one upgrades (its
+         * accept queue goes on), or a new one. */
+        int fd = upgrade_take(cfg->listeners[i].name, &cfg->listeners[i].address);
+        if (fd < 0 && (fd = listen_on(&cfg->listeners[i], err, errlen)) < 0)
             return GR_ERR_IO;
         watch_listener(&w->listeners[cfg->listeners[i].slot], &cfg->listeners[i], fd);
     }
@@ -738,6 +741,19 @@ void proxy_drain_counts(struct proxy *p, uint64_t *drained, uint64_t *cut)
         *drained += atomic_load(&p->workers[i]->drain.drained);
         *cut += atomic_load(&p->workers[i]->drain.cut_calls);
     }
+}
+
+size_t proxy_listen_socks(struct proxy *p, struct upgrade_sock *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_workers; i++) {
+        struct worker *w = p->workers[i];
+        for (size_t j = 0; j < w->n_listeners && n < max; j++) {
+            if (w->listeners[j].fd >= 0)
+                out[n++] = (struct upgrade_sock){.listener = w->listeners[j].cfg->name, .fd = w->listeners[j].fd};
+        }
+    }
+    return n;
 }
 
 void proxy_stop(struct proxy *p)

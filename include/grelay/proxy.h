@@ -50,6 +50,11 @@ void proxy_drain_counts(struct proxy *p, uint64_t *drained, uint64_t *cut);
 int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errlen);
 /* The snapshot the workers run now. */
 struct gr_config *proxy_config(struct proxy *p);
+struct upgrade_sock;
+/* Fills out with every open listening socket of every worker (at most
+ * max), for a binary upgrade to hand over; returns how many. Main thread,
+ * between reloads and before a drain (the sockets do not change then). */
+size_t proxy_listen_socks(struct proxy *p, struct upgrade_sock *out, size_t max);
 /* Asks every started worker to stop (each closes its connections) and
  * waits for their threads. */
 void proxy_stop(struct proxy *p);
