@@ -23,6 +23,7 @@ struct dconn {
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
     uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
+    int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
@@ -259,8 +260,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s == NULL)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        headers_done(user_data, frame->hd.stream_id);
-        request_on_headers_done(s);
+        headers_done(d, frame->hd.stream_id);
+        if (request_headers_ready(s)) {
+            s->start_due = true; /* at the end of the read (start_calls) */
+            if (d->start_from == 0 || s->id < d->start_from)
+                d->start_from = s->id;
+        }
     }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         stream_on_req_end(s);
@@ -323,6 +328,43 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     }
     dconn_busy(d);
     return 0;
+}
+
+/* nghttp2 is about to reset a stream for what the client sent on it (a
+ * WINDOW_UPDATE past 2^31-1...: MadeYouReset): a call of this read that has
+ * not started never does (the reset is charged when it is sent). */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code,
+                                 void *user_data)
+{
+    (void)lib_error_code;
+    (void)user_data;
+    struct stream *s =
+        frame->hd.stream_id != 0 ? nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) : NULL;
+    if (s != NULL)
+        s->start_due = false;
+    return 0;
+}
+
+/* The end of a read: the calls whose heads it completed start, in stream
+ * order, unless their stream was reset meanwhile (by the client: the stream
+ * is gone; by nghttp2: start_due is cleared) or the connection is ending. A
+ * read of provoked resets thus costs the backend nothing. */
+static void start_calls(struct dconn *d)
+{
+    int32_t from = d->start_from;
+    d->start_from = 0;
+    struct gr_list *head = &d->base.streams, *it = head;
+    while (it->prev != head && container_of(it->prev, struct stream, down_link)->id >= from)
+        it = it->prev;
+    while (it != head) {
+        struct stream *s = container_of(it, struct stream, down_link);
+        it = it->next;
+        if (!s->start_due)
+            continue;
+        s->start_due = false;
+        if (!d->guard.ended && !d->goaway && s->att == ATT_IDLE)
+            stream_start(s);
+    }
 }
 
 static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len, void *user_data)
@@ -465,6 +507,8 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     }
     if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
+    if (d->start_from != 0)
+        start_calls(d);
     return GR_OK;
 }
 
@@ -675,6 +719,7 @@ int h2_server_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(st->cbs, on_invalid_frame_recv);
     for (size_t i = 0; i < w->cfg->n_listeners; i++) {
         ev_tstamp after = (ev_tstamp)w->cfg->listeners[i].hibernate_after_ms / 1000.0;
         if (after > 0 && (st->hibernate_min == 0 || after < st->hibernate_min))

@@ -318,6 +318,85 @@ def test_window_update_zero_on_a_stream(target):
     legit.check()
 
 
+def wu_overflow_burst(r, sid, n=100):
+    """n new streams, each a whole call (HEADERS, DATA with END_STREAM) then a
+    WINDOW_UPDATE that takes its send window past 2^31-1."""
+    return b"".join(r.request(sid + 2 * i, extra=[("x-hold", "wu-overflow")]) +
+                    frame(DATA, END_STREAM, sid + 2 * i, GRPC_BODY) +
+                    frame(WINDOW_UPDATE, 0, sid + 2 * i, u32(0x7FFFFFFF)) for i in range(n))
+
+
+def test_window_update_overflow_made_you_reset(target):
+    """MadeYouReset with a WINDOW_UPDATE past 2^31-1 on each new stream: a
+    stream error nghttp2 raises itself (RST_STREAM FLOW_CONTROL_ERROR). The
+    resets spend the budget, which ends the connection with ENHANCE_YOUR_CALM."""
+    legit = Legit(target)
+    r = Raw(target.addr)
+    r.read_behind(10)
+    sid = 1
+    for _ in range(20):  # bursts of 100 provoked streams (one write each): past the budget of 200
+        if send_once(r, wu_overflow_burst(r, sid)) == "closed":
+            break
+        sid += 200
+        time.sleep(0.02)
+    assert r.result() == (ENHANCE_YOUR_CALM, True)
+    assert "too many streams reset because of the client" in target.log()
+    legit.check()
+
+
+def test_streams_reset_within_their_read_never_go_upstream(grelay_factory):
+    """The calls of one read start only at its end: a stream the client
+    makes grelay reset within that read (WINDOW_UPDATE overflow), or resets
+    itself there (rapid reset), never starts upstream. The backend here is a
+    bare listener that counts connections: nothing may reach it, not even a
+    connect."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(lsock.accept()[0])
+            except socket.timeout:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        port = free_port()
+        g = grelay_factory(simple_config(port, ["127.0.0.1:%d" % lsock.getsockname()[1]], workers=1), port)
+        for burst in (wu_overflow_burst, lambda r, sid: rapid_reset(r, 100, sid)):
+            r = Raw(g.addr)
+            r.read_behind(5)
+            sid = 1
+            for _ in range(10):
+                if send_once(r, burst(r, sid)) == "closed":
+                    break
+                sid += 200
+                time.sleep(0.02)
+            assert r.result() == (ENHANCE_YOUR_CALM, True)
+            r.close()
+        time.sleep(0.3)
+        assert not accepted, "calls reset within their read went upstream (%d connections)" % len(accepted)
+        # A call that is not reset does go there (the listener is reachable).
+        r = Raw(g.addr)
+        r.send(r.request(1) + frame(DATA, END_STREAM, 1, GRPC_BODY))
+        deadline = time.monotonic() + 5
+        while not accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert accepted, "grelay never connected to the backend"
+        r.close()
+    finally:
+        stop.set()
+        t.join(2)
+        for c in accepted:
+            c.close()
+        lsock.close()
+
+
 @pytest.mark.parametrize("what,chunk", [
     ("ping", frame(PING, 0, 0, bytes(8)) * 1000),
     ("settings", frame(SETTINGS, 0, 0) * 1000),
