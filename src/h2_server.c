@@ -23,6 +23,7 @@ struct dconn {
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
     uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
+    uint32_t rst_ahead;      /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
     int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
@@ -294,7 +295,11 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
          * past the window, a bad or refused request... */
         h2_guard_sent_rst(&d->guard, frame->hd.stream_id);
         bool call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != NULL;
-        if (h2_guard_provoked(frame->rst_stream.error_code, call))
+        if (!h2_guard_provoked(frame->rst_stream.error_code, call))
+            return 0;
+        if (d->rst_ahead > 0)
+            d->rst_ahead--; /* charged already (on_invalid_frame_recv) */
+        else
             spend_reset(d, "too many streams reset because of the client");
         return 0;
     }
@@ -331,17 +336,22 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 }
 
 /* nghttp2 is about to reset a stream for what the client sent on it (a
- * WINDOW_UPDATE past 2^31-1...: MadeYouReset): a call of this read that has
- * not started never does (the reset is charged when it is sent). */
+ * WINDOW_UPDATE past 2^31-1, a refused stream...: MadeYouReset): a call of
+ * this read that has not started never does, and the reset is charged now,
+ * not when it is sent, so that a read full of them ends the connection
+ * within that read (d_on_read feeds nghttp2 in slices). */
 static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code,
                                  void *user_data)
 {
     (void)lib_error_code;
-    (void)user_data;
-    struct stream *s =
-        frame->hd.stream_id != 0 ? nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) : NULL;
+    struct dconn *d = user_data;
+    if (frame->hd.stream_id == 0 || d->sleep.reviving)
+        return 0; /* a connection error: the session ends */
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s != NULL)
         s->start_due = false;
+    d->rst_ahead++;
+    spend_reset(d, "too many streams reset because of the client");
     return 0;
 }
 
@@ -479,6 +489,20 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+/* nghttp2 reads a client's bytes this many at a time: a budget spent in
+ * one slice ends the connection before the next is decoded. */
+#define FEED_SLICE (8 * 1024)
+
+/* Hands n bytes to nghttp2, slice by slice, until a verdict ends the
+ * connection. Returns what nghttp2_session_mem_recv returned last. */
+static ssize_t feed(struct dconn *d, const uint8_t *p, size_t n)
+{
+    ssize_t rv = 0;
+    for (size_t at = 0; at < n && !d->guard.ended && rv >= 0; at += FEED_SLICE)
+        rv = nghttp2_session_mem_recv(d->h2, p + at, n - at < FEED_SLICE ? n - at : FEED_SLICE);
+    return rv;
+}
+
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
@@ -498,7 +522,7 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
      * header block whose stream was reset inside it (nghttp2 reads the rest
      * of the block, and tells us of nothing until it ends). */
     size_t ok = h2_guard_scan(&d->guard, &d->sleep.frames, d->h2, data, len, now_ms(d), &code, &why);
-    ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
+    ssize_t rv = feed(d, data, ok);
     if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
         return dconn_flooded(d, (int)rv);
     if (rv < 0) {
