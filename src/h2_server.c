@@ -28,6 +28,8 @@ struct dconn {
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
+    bool held;               /* ended by the glitch budget with no call: not read, and held open (its writes
+                              * block) until the GOAWAY grace ends, instead of closed for it to reconnect */
 };
 
 /* The worker's share of downstream HTTP/2. */
@@ -118,6 +120,23 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
     if (code == NGHTTP2_ENHANCE_YOUR_CALM)
         conn_set_hostile(&d->base.io);
     goaway(d, code, why);
+}
+
+/* The glitch budget ran out (a flood of PING, SETTINGS, unknown frames...)
+ * on a connection with no call: GOAWAY ENHANCE_YOUR_CALM, and nothing it
+ * sends is read any more, but the connection stays open for GOAWAY_GRACE_S
+ * (then closes, read or not). A flooding client that does not read is
+ * blocked on its own writes meanwhile, as HAProxy blocks it; closed at once,
+ * it reconnected and flooded again (2,000 connections in 5 s of PING flood,
+ * each a new session and 500 frames read). */
+static void dconn_hold(struct dconn *d, const char *why)
+{
+    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread", why, GOAWAY_GRACE_S);
+    d->guard.ended = true;
+    d->held = true;
+    conn_pause_read(&d->base.io);
+    gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
+    goaway(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
 }
 
 /* nghttp2 gave up on a flooding client (more unsent ACKs than
@@ -493,12 +512,13 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
  * one slice ends the connection before the next is decoded. */
 #define FEED_SLICE (8 * 1024)
 
-/* Hands n bytes to nghttp2, slice by slice, until a verdict ends the
- * connection. Returns what nghttp2_session_mem_recv returned last. */
+/* Hands n bytes to nghttp2, slice by slice, until what they hold ends the
+ * connection (a GOAWAY is queued). Returns what nghttp2_session_mem_recv
+ * returned last. */
 static ssize_t feed(struct dconn *d, const uint8_t *p, size_t n)
 {
     ssize_t rv = 0;
-    for (size_t at = 0; at < n && !d->guard.ended && rv >= 0; at += FEED_SLICE)
+    for (size_t at = 0; at < n && !d->goaway && rv >= 0; at += FEED_SLICE)
         rv = nghttp2_session_mem_recv(d->h2, p + at, n - at < FEED_SLICE ? n - at : FEED_SLICE);
     return rv;
 }
@@ -529,7 +549,9 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
     }
-    if (code != NGHTTP2_NO_ERROR)
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM && gr_list_empty(&d->base.streams) && !d->goaway)
+        dconn_hold(d, why);
+    else if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
     if (d->start_from != 0)
         start_calls(d);
@@ -551,6 +573,8 @@ static size_t d_backlog(struct conn *c)
 static bool d_done(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
+    if (d->held)
+        return false; /* until the GOAWAY grace ends (CONN_TIMER_IDLE) */
     return d->base.broken || (d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2));
 }
 
@@ -580,7 +604,9 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
     struct dconn *d = dconn_of(c);
     switch (kind) {
     case CONN_TIMER_IDLE:
-        if (d->goaway)
+        if (d->held)
+            conn_close(c, GR_ERR_LIMIT, "held past its GOAWAY (frames with no use)");
+        else if (d->goaway)
             conn_close(c, GR_ERR_IO, "the client did not take its GOAWAY");
         else if (gr_list_empty(&d->base.streams))
             goaway(d, NGHTTP2_NO_ERROR, "idle_timeout");

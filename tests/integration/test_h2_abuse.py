@@ -126,12 +126,13 @@ class Raw:
         self.result = result
 
 
-def flood(r, chunk, seconds):
+def flood(r, chunk, seconds, blocked_after=1.0):
     """Writes chunk again and again for `seconds` (without reading), until
     the peer stops taking bytes or closes. Returns how it stopped: 'closed',
-    'blocked' (grelay no longer reads us) or 'time'."""
+    'blocked' (no byte taken for blocked_after: grelay no longer reads us)
+    or 'time'."""
     end = time.monotonic() + seconds
-    r.s.settimeout(1)
+    r.s.settimeout(blocked_after)
     while time.monotonic() < end:
         try:
             r.s.sendall(chunk)
@@ -411,13 +412,51 @@ def test_streams_reset_within_their_read_never_go_upstream(grelay_factory):
 def test_control_frame_flood_from_a_client_that_never_reads(target, what, chunk):
     """PING, SETTINGS, PRIORITY or unknown frames as fast as the socket takes
     them, never reading the ACKs: the glitch budget (500, 50 a second) ends
-    the connection with ENHANCE_YOUR_CALM, without waiting for it to read."""
+    the connection with ENHANCE_YOUR_CALM, and grelay stops reading it: the
+    client's writes block (it is held open GOAWAY_GRACE_S, then closed)."""
     legit = Legit(target)
     r = Raw(target.addr)
-    assert flood(r, chunk, 3) in ("closed", "blocked")
+    r.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert flood(r, chunk, 5, blocked_after=0.3) == "blocked"
     code, closed = r.outcome()
     assert closed and code in (ENHANCE_YOUR_CALM, None), (code, closed)  # the GOAWAY may be lost unread
     assert "too many frames with no use" in target.log()
+    legit.check()
+
+
+def proc_cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / 100.0
+
+
+def test_ping_flood_from_a_client_that_never_reads_costs_little(target):
+    """The abuse bench's PING flood: a client that never reads sends PINGs
+    as fast as the socket takes them and reconnects whenever grelay closes.
+    Held unread instead of closed at once, it spends the 3 s blocked on its
+    writes: a few connections (each held 1 s), not hundreds, and little
+    CPU; a grpcio client on another connection keeps succeeding."""
+    legit = Legit(target)
+    pid = target.proc.pid
+    cpu0, conns, end = proc_cpu_s(pid), 0, time.monotonic() + 3
+    chunk = frame(PING, 0, 0, bytes(8)) * 1000
+    while time.monotonic() < end:
+        r = Raw(target.addr)
+        r.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conns += 1
+        r.s.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                r.s.sendall(chunk)
+            except socket.timeout:
+                continue  # blocked: try again (the bench's attacker flushes what it queued)
+            except OSError:
+                break
+        r.close()
+    cpu = proc_cpu_s(pid) - cpu0
+    print("PING flood: %d connections in 3 s, grelay CPU %.2f s" % (conns, cpu))
+    assert conns <= 8, "grelay closed the flooding client %d times in 3 s" % conns
+    assert cpu < 1.0, cpu
     legit.check()
 
 
