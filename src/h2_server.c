@@ -246,9 +246,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
          * first), or an attacker would make us decode one per token of the
          * reset budget. */
         struct dconn *d = user_data;
-        if (++d->cut_blocks > 1 && !d->guard.ended)
-            dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (++d->cut_blocks == 1 || d->guard.ended)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
+        /* And not a byte more of it is decoded: nghttp2 stops here, and is
+         * not fed again (feed). */
+        return NGHTTP2_ERR_PAUSE;
     }
     return rc == GR_OK ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
