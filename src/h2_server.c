@@ -24,9 +24,13 @@ struct dconn {
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
     uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
+    uint32_t rst_ahead;      /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
+    int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
+    bool held;               /* ended by the glitch budget with no call: not read, and held open (its writes
+                              * block) until the GOAWAY grace ends, instead of closed for it to reconnect */
     uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 
@@ -217,6 +221,23 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
     goaway(d, code, why);
 }
 
+/* The glitch budget ran out (a flood of PING, SETTINGS, unknown frames...)
+ * on a connection with no call: GOAWAY ENHANCE_YOUR_CALM, and nothing it
+ * sends is read any more, but the connection stays open for GOAWAY_GRACE_S
+ * (then closes, read or not). A flooding client that does not read is
+ * blocked on its own writes meanwhile, as HAProxy blocks it; closed at once,
+ * it reconnected and flooded again (2,000 connections in 5 s of PING flood,
+ * each a new session and 500 frames read). */
+static void dconn_hold(struct dconn *d, const char *why)
+{
+    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread", why, GOAWAY_GRACE_S);
+    d->guard.ended = true;
+    d->held = true;
+    conn_pause_read(&d->base.io);
+    gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
+    goaway(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
+}
+
 /* nghttp2 gave up on a flooding client (more unsent ACKs than
  * max_outbound_ack, more CONTINUATIONs than max_continuations) and its
  * session is done: the client still gets a GOAWAY ENHANCE_YOUR_CALM, written
@@ -324,9 +345,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
          * first), or an attacker would make us decode one per token of the
          * reset budget. */
         struct dconn *d = user_data;
-        if (++d->cut_blocks > 1 && !d->guard.ended)
-            dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        if (++d->cut_blocks == 1 || d->guard.ended)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
+        /* And not a byte more of it is decoded: nghttp2 stops here, and is
+         * not fed again (feed). */
+        return NGHTTP2_ERR_PAUSE;
     }
     return rc == GR_OK ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
@@ -364,8 +388,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (s == NULL)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        headers_done(user_data, frame->hd.stream_id);
-        request_on_headers_done(s);
+        headers_done(d, frame->hd.stream_id);
+        if (request_headers_ready(s)) {
+            s->start_due = true; /* at the end of the read (start_calls) */
+            if (d->start_from == 0 || s->id < d->start_from)
+                d->start_from = s->id;
+        }
     }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         stream_on_req_end(s);
@@ -394,7 +422,11 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
          * past the window, a bad or refused request... */
         h2_guard_sent_rst(&d->guard, frame->hd.stream_id);
         bool call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != NULL;
-        if (h2_guard_provoked(frame->rst_stream.error_code, call))
+        if (!h2_guard_provoked(frame->rst_stream.error_code, call))
+            return 0;
+        if (d->rst_ahead > 0)
+            d->rst_ahead--; /* charged already (on_invalid_frame_recv) */
+        else
             spend_reset(d, "too many streams reset because of the client");
         return 0;
     }
@@ -431,6 +463,48 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     }
     dconn_busy(d);
     return 0;
+}
+
+/* nghttp2 is about to reset a stream for what the client sent on it (a
+ * WINDOW_UPDATE past 2^31-1, a refused stream...: MadeYouReset): a call of
+ * this read that has not started never does, and the reset is charged now,
+ * not when it is sent, so that a read full of them ends the connection
+ * within that read (d_on_read feeds nghttp2 in slices). */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code,
+                                 void *user_data)
+{
+    (void)lib_error_code;
+    struct dconn *d = user_data;
+    if (frame->hd.stream_id == 0 || d->sleep.reviving)
+        return 0; /* a connection error: the session ends */
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s != NULL)
+        s->start_due = false;
+    d->rst_ahead++;
+    spend_reset(d, "too many streams reset because of the client");
+    return 0;
+}
+
+/* The end of a read: the calls whose heads it completed start, in stream
+ * order, unless their stream was reset meanwhile (by the client: the stream
+ * is gone; by nghttp2: start_due is cleared) or the connection is ending. A
+ * read of provoked resets thus costs the backend nothing. */
+static void start_calls(struct dconn *d)
+{
+    int32_t from = d->start_from;
+    d->start_from = 0;
+    struct gr_list *head = &d->base.streams, *it = head;
+    while (it->prev != head && container_of(it->prev, struct stream, down_link)->id >= from)
+        it = it->prev;
+    while (it != head) {
+        struct stream *s = container_of(it, struct stream, down_link);
+        it = it->next;
+        if (!s->start_due)
+            continue;
+        s->start_due = false;
+        if (!d->guard.ended && !d->goaway && s->att == ATT_IDLE)
+            stream_start(s);
+    }
 }
 
 static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len, void *user_data)
@@ -546,6 +620,21 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+/* nghttp2 reads a client's bytes this many at a time: a budget spent in
+ * one slice ends the connection before the next is decoded. */
+#define FEED_SLICE (8 * 1024)
+
+/* Hands n bytes to nghttp2, slice by slice, until what they hold ends the
+ * connection (a GOAWAY is queued). Returns what nghttp2_session_mem_recv
+ * returned last. */
+static ssize_t feed(struct dconn *d, const uint8_t *p, size_t n)
+{
+    ssize_t rv = 0;
+    for (size_t at = 0; at < n && !d->goaway && rv >= 0; at += FEED_SLICE)
+        rv = nghttp2_session_mem_recv(d->h2, p + at, n - at < FEED_SLICE ? n - at : FEED_SLICE);
+    return rv;
+}
+
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
@@ -569,15 +658,19 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
      * header block whose stream was reset inside it (nghttp2 reads the rest
      * of the block, and tells us of nothing until it ends). */
     size_t ok = h2_guard_scan(&d->guard, &d->sleep.frames, d->h2, data, len, now_ms(d), &code, &why);
-    ssize_t rv = ok > 0 ? nghttp2_session_mem_recv(d->h2, data, ok) : 0;
+    ssize_t rv = feed(d, data, ok);
     if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
         return dconn_flooded(d, (int)rv);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
     }
-    if (code != NGHTTP2_NO_ERROR)
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM && gr_list_empty(&d->base.streams) && !d->goaway)
+        dconn_hold(d, why);
+    else if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
+    if (d->start_from != 0)
+        start_calls(d);
     return GR_OK;
 }
 
@@ -596,6 +689,8 @@ static size_t d_backlog(struct conn *c)
 static bool d_done(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
+    if (d->held)
+        return false; /* until the GOAWAY grace ends (CONN_TIMER_IDLE) */
     return d->base.broken || (d->h2 != NULL && !nghttp2_session_want_read(d->h2) && !nghttp2_session_want_write(d->h2));
 }
 
@@ -625,7 +720,9 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
     struct dconn *d = dconn_of(c);
     switch (kind) {
     case CONN_TIMER_IDLE:
-        if (d->goaway)
+        if (d->held)
+            conn_close(c, GR_ERR_LIMIT, "held past its GOAWAY (frames with no use)");
+        else if (d->goaway)
             conn_close(c, GR_ERR_IO, "the client did not take its GOAWAY");
         else if (gr_list_empty(&d->base.streams))
             goaway(d, NGHTTP2_NO_ERROR, "idle_timeout");
@@ -803,6 +900,7 @@ int h2_server_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(st->cbs, on_invalid_frame_recv);
     ev_timer_init(&st->hibernate, on_hibernate, 0.0, 0.0);
     h2_server_worker_reload(w);
     return GR_OK;

@@ -266,7 +266,7 @@ static const struct gr_listener_cfg *pick_snapshot(struct stream *s)
     return lc;
 }
 
-void request_on_headers_done(struct stream *s)
+bool request_headers_ready(struct stream *s)
 {
     const struct gr_listener_cfg *lc = pick_snapshot(s);
     stream_headers_read(s);
@@ -276,12 +276,16 @@ void request_on_headers_done(struct stream *s)
     const struct gr_vhost_cfg *vh = router_find_vhost(lc, auth, s->authority.valuelen);
     s->route = vh ? router_find_route(vh, path, s->path.valuelen, &s->req_hdrs) : NULL;
     if (s->down->cfg->grpc_web && !web_and_cors(s, vh)) /* the connection's mode, whatever a reload says */
-        return;
+        return false;
     bool client_timeout = false;
     uint64_t timeout_us = 0;
-    if (!admit(s, auth, path, &client_timeout, &timeout_us) || !set_deadline(s, client_timeout, timeout_us))
-        return;
-    stream_start(s);
+    return admit(s, auth, path, &client_timeout, &timeout_us) && set_deadline(s, client_timeout, timeout_us);
+}
+
+void request_on_headers_done(struct stream *s)
+{
+    if (request_headers_ready(s))
+        stream_start(s);
 }
 
 /* ---- The request body. ---- */

@@ -24,6 +24,11 @@ int request_on_header(struct stream *s, const uint8_t *name, size_t namelen, con
 /* The request's header block is complete: route and start the call, or
  * answer it. */
 void request_on_headers_done(struct stream *s);
+/* The same without the start: true when the call is routed and admitted
+ * and stream_start() is the caller's (HTTP/2 starts the calls of one read
+ * at its end, so a stream reset within that read never goes upstream);
+ * false when it was answered here. */
+bool request_headers_ready(struct stream *s);
 /* Request body bytes, as on the wire: gRPC-Web decoded and checked, then
  * queued for the upstream (or given back at once when no attempt will
  * take them). */

@@ -109,6 +109,8 @@ struct stream {
     size_t held;                      /* what this call counts in down->held (replay copy + response queued) */
     bool resp_end_due;                /* the body's end (and trailers) is due but not yet taken by the client */
     bool resp_cut;                    /* reset for not being read: nothing more goes to the client */
+    bool start_due;                   /* routed and admitted; stream_start() waits for the end of the client's
+                                         read (h2_server.c), unless the stream is reset within it */
     struct gr_list down_link;         /* in down->streams */
     _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };

@@ -126,12 +126,13 @@ class Raw:
         self.result = result
 
 
-def flood(r, chunk, seconds):
+def flood(r, chunk, seconds, blocked_after=1.0):
     """Writes chunk again and again for `seconds` (without reading), until
     the peer stops taking bytes or closes. Returns how it stopped: 'closed',
-    'blocked' (grelay no longer reads us) or 'time'."""
+    'blocked' (no byte taken for blocked_after: grelay no longer reads us)
+    or 'time'."""
     end = time.monotonic() + seconds
-    r.s.settimeout(1)
+    r.s.settimeout(blocked_after)
     while time.monotonic() < end:
         try:
             r.s.sendall(chunk)
@@ -318,6 +319,90 @@ def test_window_update_zero_on_a_stream(target):
     legit.check()
 
 
+def wu_overflow_burst(r, sid, n=100):
+    """n new streams, each a whole call (HEADERS, DATA with END_STREAM) then a
+    WINDOW_UPDATE that takes its send window past 2^31-1."""
+    return b"".join(r.request(sid + 2 * i, extra=[("x-hold", "wu-overflow")]) +
+                    frame(DATA, END_STREAM, sid + 2 * i, GRPC_BODY) +
+                    frame(WINDOW_UPDATE, 0, sid + 2 * i, u32(0x7FFFFFFF)) for i in range(n))
+
+
+def test_window_update_overflow_made_you_reset(target):
+    """MadeYouReset with a WINDOW_UPDATE past 2^31-1 on each new stream: a
+    stream error nghttp2 raises itself (RST_STREAM FLOW_CONTROL_ERROR). Each
+    such reset spends the budget (200) as nghttp2 decides it, and nghttp2
+    reads the client's bytes in slices: one write of 1200 of them ends the
+    connection with ENHANCE_YOUR_CALM, and what follows the stream that
+    emptied the budget is not opened (the GOAWAY's last stream id; charged
+    when sent, all 1024 max_concurrent_streams were)."""
+    legit = Legit(target)
+    r = Raw(target.addr)
+    assert send_once(r, wu_overflow_burst(r, 1, 1200)) in ("sent", "closed")
+    last = code = None
+    for f in r.frames(5):
+        if f is None:
+            break
+        if f[0] == GOAWAY:
+            last, code = int.from_bytes(f[3][:4], "big"), int.from_bytes(f[3][4:8], "big")
+    assert code == ENHANCE_YOUR_CALM
+    assert last is not None and last < 2 * 300, "streams opened up to %s" % last
+    assert "too many streams reset because of the client" in target.log()
+    legit.check()
+
+
+def test_streams_reset_within_their_read_never_go_upstream(grelay_factory):
+    """The calls of one read start only at its end: a stream the client
+    makes grelay reset within that read (WINDOW_UPDATE overflow), or resets
+    itself there (rapid reset), never starts upstream. The backend here is a
+    bare listener that counts connections: nothing may reach it, not even a
+    connect."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(lsock.accept()[0])
+            except socket.timeout:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        port = free_port()
+        g = grelay_factory(simple_config(port, ["127.0.0.1:%d" % lsock.getsockname()[1]], workers=1), port)
+        for burst in (wu_overflow_burst, lambda r, sid: rapid_reset(r, 100, sid)):
+            r = Raw(g.addr)
+            r.read_behind(5)
+            sid = 1
+            for _ in range(10):
+                if send_once(r, burst(r, sid)) == "closed":
+                    break
+                sid += 200
+                time.sleep(0.02)
+            assert r.result() == (ENHANCE_YOUR_CALM, True)
+            r.close()
+        time.sleep(0.3)
+        assert not accepted, "calls reset within their read went upstream (%d connections)" % len(accepted)
+        # A call that is not reset does go there (the listener is reachable).
+        r = Raw(g.addr)
+        r.send(r.request(1) + frame(DATA, END_STREAM, 1, GRPC_BODY))
+        deadline = time.monotonic() + 5
+        while not accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert accepted, "grelay never connected to the backend"
+        r.close()
+    finally:
+        stop.set()
+        t.join(2)
+        for c in accepted:
+            c.close()
+        lsock.close()
+
+
 @pytest.mark.parametrize("what,chunk", [
     ("ping", frame(PING, 0, 0, bytes(8)) * 1000),
     ("settings", frame(SETTINGS, 0, 0) * 1000),
@@ -327,13 +412,51 @@ def test_window_update_zero_on_a_stream(target):
 def test_control_frame_flood_from_a_client_that_never_reads(target, what, chunk):
     """PING, SETTINGS, PRIORITY or unknown frames as fast as the socket takes
     them, never reading the ACKs: the glitch budget (500, 50 a second) ends
-    the connection with ENHANCE_YOUR_CALM, without waiting for it to read."""
+    the connection with ENHANCE_YOUR_CALM, and grelay stops reading it: the
+    client's writes block (it is held open GOAWAY_GRACE_S, then closed)."""
     legit = Legit(target)
     r = Raw(target.addr)
-    assert flood(r, chunk, 3) in ("closed", "blocked")
+    r.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert flood(r, chunk, 5, blocked_after=0.3) == "blocked"
     code, closed = r.outcome()
     assert closed and code in (ENHANCE_YOUR_CALM, None), (code, closed)  # the GOAWAY may be lost unread
     assert "too many frames with no use" in target.log()
+    legit.check()
+
+
+def proc_cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / 100.0
+
+
+def test_ping_flood_from_a_client_that_never_reads_costs_little(target):
+    """The abuse bench's PING flood: a client that never reads sends PINGs
+    as fast as the socket takes them and reconnects whenever grelay closes.
+    Held unread instead of closed at once, it spends the 3 s blocked on its
+    writes: a few connections (each held 1 s), not hundreds, and little
+    CPU; a grpcio client on another connection keeps succeeding."""
+    legit = Legit(target)
+    pid = target.proc.pid
+    cpu0, conns, end = proc_cpu_s(pid), 0, time.monotonic() + 3
+    chunk = frame(PING, 0, 0, bytes(8)) * 1000
+    while time.monotonic() < end:
+        r = Raw(target.addr)
+        r.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conns += 1
+        r.s.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                r.s.sendall(chunk)
+            except socket.timeout:
+                continue  # blocked: try again (the bench's attacker flushes what it queued)
+            except OSError:
+                break
+        r.close()
+    cpu = proc_cpu_s(pid) - cpu0
+    print("PING flood: %d connections in 3 s, grelay CPU %.2f s" % (conns, cpu))
+    assert conns <= 8, "grelay closed the flooding client %d times in 3 s" % conns
+    assert cpu < 1.0, cpu
     legit.check()
 
 
