@@ -23,14 +23,13 @@ struct dconn {
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
-    uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
     uint32_t rst_ahead;      /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
     int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
-    bool held;               /* ended by the glitch budget with no call: not read, and held open (its writes
-                              * block) until the GOAWAY grace ends, instead of closed for it to reconnect */
+    bool held;               /* ended by an abuse with no other call (dconn_hold): not read, and held open (its
+                              * writes block) until the GOAWAY grace ends, instead of closed for it to reconnect */
     uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 
@@ -221,6 +220,33 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
     goaway(d, code, why);
 }
 
+/* Stream sid's header block went far past the limits (an HPACK bomb; the
+ * caller reset the stream): the connection ends. GOAWAY ENHANCE_YOUR_CALM
+ * names sid as the last stream, so the client reads the reset (gRPC:
+ * RESOURCE_EXHAUSTED, not retried) and not a lost connection; nothing more
+ * is read, and the connection is held for the GOAWAY grace, as dconn_hold
+ * holds a flooder, then closes with the calls it still has. Not
+ * nghttp2_session_terminate_session(): that one sends nothing after the
+ * GOAWAY, not even the reset queued before it. */
+static void dconn_cut(struct dconn *d, int32_t sid, const char *why)
+{
+    struct conn *c = &d->base.io;
+    log_info("client connection: %s: stream %d reset, GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread", why, sid,
+             GOAWAY_GRACE_S);
+    d->guard.ended = true;
+    d->held = true;
+    d->goaway = true;
+    conn_pause_read(c);
+    conn_set_hostile(c);
+    gr_list_remove(&d->lru_link);
+    if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0) != 0) {
+        conn_close(c, GR_ERR_NOMEM, why);
+        return;
+    }
+    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
+    conn_want_flush(c);
+}
+
 /* The glitch budget ran out (a flood of PING, SETTINGS, unknown frames...)
  * on a connection with no call: GOAWAY ENHANCE_YOUR_CALM, and nothing it
  * sends is read any more, but the connection stays open for GOAWAY_GRACE_S
@@ -339,15 +365,15 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
          * read as RESOURCE_EXHAUSTED, not INTERNAL_ERROR. */
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
         /* A client that read our SETTINGS_MAX_HEADER_LIST_SIZE does not send
-         * twice it. Once may be a bug, and its call gets the reset (which
-         * grpc clients read as RESOURCE_EXHAUSTED, not to be retried); a
-         * second such block ends the connection (HAProxy ends it at the
-         * first), or an attacker would make us decode one per token of the
-         * reset budget. */
+         * twice it: the connection ends here, as HAProxy ends it (its call
+         * gets the reset first, which gRPC clients read as
+         * RESOURCE_EXHAUSTED, not to be retried). Going on would mean
+         * decoding the rest of this block for the HPACK table, and the next
+         * one: an attacker's connection cost two to three times as much. */
         struct dconn *d = user_data;
-        if (++d->cut_blocks == 1 || d->guard.ended)
+        if (d->guard.ended)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, "request header blocks far past the listener's limits");
+        dconn_cut(d, frame->hd.stream_id, "a request header block far past the listener's limits");
         /* And not a byte more of it is decoded: nghttp2 stops here, and is
          * not fed again (feed). */
         return NGHTTP2_ERR_PAUSE;
