@@ -297,6 +297,11 @@ static const struct config_field listener_fields[] = {
      .off = OFF(struct gr_listener_cfg, max_connection_age_grace_ms),
      .min = 0,
      .max = 24ull * 3600 * 1000},
+    {.key = "max_requests_per_connection",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_listener_cfg, max_requests_per_connection),
+     .min = 0,
+     .max = UINT32_MAX},
     {0},
 };
 static const struct config_schema listener_schema = {

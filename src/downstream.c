@@ -8,6 +8,7 @@ void downstream_init(struct downstream *d, struct worker *w, const struct gr_lis
     d->ops = ops;
     d->cfg = l;
     d->cut_at = 0;
+    d->calls = 0;
     gr_list_init(&d->streams);
     gr_list_insert_tail(&w->dconns, &d->link);
 }
@@ -18,4 +19,10 @@ void downstream_break(struct downstream *d)
 {
     d->broken = true;
     conn_want_flush(&d->io);
+}
+
+void downstream_call_began(struct downstream *d)
+{
+    if (++d->calls == d->cfg->max_requests_per_connection)
+        (void)d->ops->drain(d, NULL);
 }

@@ -246,7 +246,10 @@ static int on_message_begin(http_parser *p)
     h->conn_len = 0;
     request_begins(h);
     h->s = stream_new(&h->base, ++h->next_id);
-    return h->s == NULL ? -1 : 0;
+    if (h->s == NULL)
+        return -1;
+    downstream_call_began(&h->base);
+    return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)

@@ -346,6 +346,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
     dconn_busy(d);
     call_began(d, frame->hd.stream_id);
+    downstream_call_began(&d->base);
     return 0;
 }
 

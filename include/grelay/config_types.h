@@ -192,6 +192,8 @@ struct gr_listener_cfg {
     uint64_t max_connection_age_ms;       /* a client connection this old (±10% jitter) is drained (two-phase GOAWAY,
                                              or Connection: close); 0: never */
     uint64_t max_connection_age_grace_ms; /* then its calls have this long before they are cut (UNAVAILABLE) */
+    uint32_t max_requests_per_connection; /* a client connection drains (as at max_connection_age) once this many
+                                             calls began on it; 0: no limit */
     size_t slot; /* the workers' socket and connection count: its position at load; a reload keeps it while
                     name, address and TLS on/off stay (proxy.c) */
 };

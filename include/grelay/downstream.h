@@ -46,6 +46,7 @@ struct downstream {
     bool broken;                       /* close at the next flush, whatever is pending */
     uint64_t held;                     /* bytes its calls hold: responses queued, replay copies (stream.c);
                                           past cfg->connection_buffer new streams are refused */
+    uint32_t calls;                    /* calls begun on it (max_requests_per_connection) */
     ev_tstamp cut_at;                  /* a reload removed its listener: it drains, and its calls still open
                                           then are cut at this time (proxy.c); 0: not */
     struct gr_list streams;            /* its calls */
@@ -58,6 +59,10 @@ void downstream_init(struct downstream *d, struct worker *w, const struct gr_lis
 /* The connection closed: it leaves the worker's list (its streams are
  * closed by stream_close_all). */
 void downstream_fini(struct downstream *d);
+/* A call began on d: at the listener's max_requests_per_connection, d
+ * drains (HTTP/2: the two-phase GOAWAY; HTTP/1.1: Connection: close on
+ * this response), as at max_connection_age. */
+void downstream_call_began(struct downstream *d);
 /* Asks for d to close at its next flush. */
 void downstream_break(struct downstream *d);
 

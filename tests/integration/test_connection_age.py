@@ -83,3 +83,35 @@ def test_an_idle_http1_connection_past_its_age_is_closed(backends, grelay_factor
     finally:
         c.close()
     assert g.proc.poll() is None
+
+
+def test_max_requests_per_connection_rotates_a_channel_without_a_failure(backends, grelay_factory):
+    """Listener max_requests_per_connection: 3. The third call of each client
+    connection starts its drain (the two-phase GOAWAY); one grpcio channel
+    making 12 calls moves to a new connection each time and sees no failure."""
+    port = free_port()
+    cfg = simple_config(port, [backends[0].addr], listener_extra={"max_requests_per_connection": 3})
+    cfg["log_level"] = "debug"
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        unary = ch.unary_unary("/test.Echo/Unary")
+        for i in range(12):
+            assert unary(b"r%d" % i, timeout=10) == b"r%d" % i
+    log = g.log()
+    assert log.count("draining: GOAWAY 2^31-1 and PING") >= 3, log[-3000:]
+
+
+def test_max_requests_per_connection_closes_http1_after_the_last_answer(backends, grelay_factory):
+    port = free_port()
+    g = grelay_factory(simple_config(port, [backends[0].addr],
+                                     listener_extra={"grpc_web": True, "max_requests_per_connection": 2}), port)
+    c = H1(port)
+    try:
+        for i, closes in ((1, False), (2, True)):
+            c.request("/test.Echo/Unary", frame(b"n%d" % i), [("content-type", "application/grpc-web+proto")])
+            status, headers, _ = c.read_response()
+            assert status == 200 and (headers.get("connection") == "close") == closes, (i, headers)
+        c.sock.settimeout(5)
+        assert c.sock.recv(100) == b""
+    finally:
+        c.close()

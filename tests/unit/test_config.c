@@ -465,6 +465,7 @@ static void drain_and_connection_age(void **state)
     assert_int_equal(cfg->drain_delay_ms, 0);
     assert_int_equal(cfg->listeners[0].max_connection_age_ms, 0);
     assert_int_equal(cfg->listeners[0].max_connection_age_grace_ms, 30000);
+    assert_int_equal(cfg->listeners[0].max_requests_per_connection, 0);
     config_free(cfg);
 
     const char *shaped = "drain_timeout: 20s\n"
@@ -474,6 +475,7 @@ static void drain_and_connection_age(void **state)
                          "    address: 127.0.0.1:8080\n"
                          "    max_connection_age: 10m\n"
                          "    max_connection_age_grace: 1m\n"
+                         "    max_requests_per_connection: 1000\n"
                          "    virtual_hosts:\n"
                          "      - name: default\n"
                          "        domains: [\"*\"]\n"
@@ -487,6 +489,7 @@ static void drain_and_connection_age(void **state)
     assert_int_equal(cfg->drain_delay_ms, 5000);
     assert_int_equal(cfg->listeners[0].max_connection_age_ms, 600000);
     assert_int_equal(cfg->listeners[0].max_connection_age_grace_ms, 60000);
+    assert_int_equal(cfg->listeners[0].max_requests_per_connection, 1000);
     config_free(cfg);
 
     assert_null(load("drain_timeout: soon\n" GOOD_HEAD, err, sizeof(err)));
