@@ -39,6 +39,8 @@ struct downstream {
     bool broken;                       /* close at the next flush, whatever is pending */
     uint64_t held;                     /* bytes its calls hold: responses queued, replay copies (stream.c);
                                           past cfg->connection_buffer new streams are refused */
+    uint64_t resp_windows;             /* its calls' upstream stream windows added up (stream.c): they grow
+                                          only while this stays within cfg->connection_buffer */
     struct gr_list streams;            /* its calls */
     struct gr_list link;               /* in worker->dconns */
 };
