@@ -437,6 +437,22 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+/* A connection that has opened no call yet sleeps as soon as the SETTINGS
+ * are acknowledged both ways, not hibernate_after later: most of what a
+ * fresh connection costs is its session (nghttp2's 16 KiB frame buffer
+ * among it), and clients that connect in a burst and stay idle would each
+ * hold it that long. A client that then calls wakes it as any other. */
+static void sleep_if_unused(struct dconn *d)
+{
+    if (d->h2 == NULL || d->goaway || d->sleep.settings_unacked > 0 || d->hdr_wait != 0 ||
+        !gr_list_linked(&d->lru_link) || nghttp2_session_get_last_proc_stream_id(d->h2) != 0)
+        return;
+    if (idle_step(d) == H2_IDLE_ASLEEP) {
+        gr_list_remove(&d->lru_link);
+        d->base.io.w->sessions_freed++;
+    }
+}
+
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
@@ -465,6 +481,8 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     }
     if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
+    else
+        sleep_if_unused(d);
     return GR_OK;
 }
 
