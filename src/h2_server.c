@@ -21,6 +21,7 @@ struct dconn {
     struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
+    struct gr_task nap;      /* after this iteration's flushes: sleep if it never opened a call (sleep_if_unused) */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
     uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
@@ -437,17 +438,24 @@ static void on_hibernate(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
-/* A connection that has opened no call yet sleeps as soon as the SETTINGS
- * are acknowledged both ways, not hibernate_after later: most of what a
- * fresh connection costs is its session (nghttp2's 16 KiB frame buffer
+/* Whether d has opened no call yet, has the client's preface and SETTINGS,
+ * and may hibernate. */
+static bool unused(struct dconn *d)
+{
+    return d->h2 != NULL && !d->goaway && d->hdr_wait == 0 && gr_list_linked(&d->lru_link) &&
+           nghttp2_session_get_last_proc_stream_id(d->h2) == 0;
+}
+
+/* A connection that has opened no call yet sleeps once our answer to its
+ * preface has left (the worker's flushes ran), not hibernate_after later,
+ * and before the client acknowledged our SETTINGS if need be: most of what
+ * a fresh connection costs is its session (nghttp2's 16 KiB frame buffer
  * among it), and clients that connect in a burst and stay idle would each
  * hold it that long. A client that then calls wakes it as any other. */
-static void sleep_if_unused(struct dconn *d)
+static void sleep_if_unused(struct gr_task *t)
 {
-    if (d->h2 == NULL || d->goaway || d->sleep.settings_unacked > 0 || d->hdr_wait != 0 ||
-        !gr_list_linked(&d->lru_link) || nghttp2_session_get_last_proc_stream_id(d->h2) != 0)
-        return;
-    if (idle_step(d) == H2_IDLE_ASLEEP) {
+    struct dconn *d = container_of(t, struct dconn, nap);
+    if (unused(d) && idle_step(d) == H2_IDLE_ASLEEP) {
         gr_list_remove(&d->lru_link);
         d->base.io.w->sessions_freed++;
     }
@@ -481,8 +489,8 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     }
     if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
-    else
-        sleep_if_unused(d);
+    else if (unused(d))
+        worker_defer(c->w, &d->nap, false); /* after the flush of what this read queued */
     return GR_OK;
 }
 
@@ -662,6 +670,8 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     arm_deadlines(d, accepted);
     gr_list_init(&d->lru_link);
+    gr_list_init(&d->nap.link);
+    d->nap.run = sleep_if_unused;
     if (l->hibernate_after_ms > 0) {
         d->busy_at = ev_now(w->loop);
         gr_list_insert_tail(&st->lru, &d->lru_link);
