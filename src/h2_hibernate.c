@@ -68,6 +68,16 @@ void h2_hibernate_on_ack(struct h2_sleep *sl)
     }
 }
 
+bool h2_hibernate_take_ack(struct h2_sleep *sl, const uint8_t *data, size_t len)
+{
+    static const uint8_t ack[FRAME_HDR] = {0, 0, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, 0, 0, 0};
+    if (len != FRAME_HDR || sl->settings_unacked != 1 || sl->table_acks != 0 || sl->last_stream != 0 ||
+        !h2_common_frames_at_boundary(&sl->frames) || memcmp(data, ack, FRAME_HDR) != 0)
+        return false;
+    sl->settings_unacked = 0;
+    return true;
+}
+
 enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full, uint8_t wu[H2_WINDOW_UPDATE_LEN],
                                size_t *wu_len)
 {

@@ -21,7 +21,6 @@ struct dconn {
     struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
     ev_tstamp busy_at;       /* when a call last began or ended */
     struct h2_sleep sleep;   /* what hibernating and waking up need */
-    struct gr_task nap;      /* after this iteration's flushes: sleep if it never opened a call (sleep_if_unused) */
     struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
     uint32_t cut_blocks;     /* request header blocks cut twice past the limits: the second ends the connection */
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
@@ -79,6 +78,11 @@ static uint32_t reset_burst(const struct dconn *d)
  * them at once when many reach idle_timeout together. */
 /* Past a GOAWAY, a client that does not take it is cut off after this. */
 #define GOAWAY_GRACE_S 1.0
+/* How long a connection that has opened no call may stay quiet before it
+ * hibernates: a client that connects to call at once calls well within it
+ * (so its session is not rebuilt), a burst of idle connections costs a
+ * session each for no longer. */
+#define H2_NAP_S 0.05
 
 static void goaway(struct dconn *d, uint32_t code, const char *why)
 {
@@ -446,15 +450,14 @@ static bool unused(struct dconn *d)
            nghttp2_session_get_last_proc_stream_id(d->h2) == 0;
 }
 
-/* A connection that has opened no call yet sleeps once our answer to its
- * preface has left (the worker's flushes ran), not hibernate_after later,
- * and before the client acknowledged our SETTINGS if need be: most of what
- * a fresh connection costs is its session (nghttp2's 16 KiB frame buffer
- * among it), and clients that connect in a burst and stay idle would each
- * hold it that long. A client that then calls wakes it as any other. */
-static void sleep_if_unused(struct gr_task *t)
+/* A connection that has opened no call yet sleeps once it said nothing for
+ * H2_NAP_S (CONN_TIMER_NAP), not hibernate_after later, and before the
+ * client acknowledged our SETTINGS if need be: most of what a fresh
+ * connection costs is its session (nghttp2's 16 KiB frame buffer among
+ * it), and clients that connect in a burst and stay idle would each hold
+ * it that long. A client that then calls wakes it as any other. */
+static void sleep_if_unused(struct dconn *d)
 {
-    struct dconn *d = container_of(t, struct dconn, nap);
     if (unused(d) && idle_step(d) == H2_IDLE_ASLEEP) {
         gr_list_remove(&d->lru_link);
         d->base.io.w->sessions_freed++;
@@ -466,6 +469,10 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     struct dconn *d = dconn_of(c);
     if (d->goaway && d->h2 == NULL)
         return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
+    if (d->h2 == NULL && h2_hibernate_take_ack(&d->sleep, data, len)) {
+        conn_timer_clear(&c->timer, CONN_TIMER_KEEPALIVE); /* as on_frame_recv does for an ACK */
+        return GR_OK;
+    }
     if (d->h2 == NULL) {
         int rc = wake(d);
         if (rc != GR_OK)
@@ -490,7 +497,7 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
     if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
     else if (unused(d))
-        worker_defer(c->w, &d->nap, false); /* after the flush of what this read queued */
+        conn_timer_set(&c->timer, CONN_TIMER_NAP, H2_NAP_S);
     return GR_OK;
 }
 
@@ -556,6 +563,7 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
     case CONN_TIMER_KEEPALIVE:
         goaway(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");
         break;
+    case CONN_TIMER_NAP: sleep_if_unused(d); break;
     case CONN_TIMER_WRITE: /* calls whose client has not taken their response for stream_write_timeout (stream.c) */
         stream_write_timeouts(&d->base, ev_now(c->w->loop));
         break;
@@ -670,8 +678,6 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     arm_deadlines(d, accepted);
     gr_list_init(&d->lru_link);
-    gr_list_init(&d->nap.link);
-    d->nap.run = sleep_if_unused;
     if (l->hibernate_after_ms > 0) {
         d->busy_at = ev_now(w->loop);
         gr_list_insert_tail(&st->lru, &d->lru_link);

@@ -19,6 +19,7 @@ enum conn_timer_kind {
     CONN_TIMER_HEADER,    /* a request's headers are not complete in time */
     CONN_TIMER_WRITE,     /* bytes wait for a peer that does not read */
     CONN_TIMER_KEEPALIVE, /* time to PING (or its ACK is overdue) */
+    CONN_TIMER_NAP,       /* a client connection with no call yet may hibernate (h2_server.c) */
     CONN_TIMER_KINDS,
 };
 
