@@ -155,6 +155,14 @@ static void op_consume(struct up_slot *sl, size_t n)
     conn_want_flush(&sl->conn->io);
 }
 
+/* The stream's window grows (nghttp2 sends the difference as a
+ * WINDOW_UPDATE; what the client takes is still given back by op_consume). */
+static void op_grow(struct up_slot *sl, uint32_t window)
+{
+    if (nghttp2_session_set_local_window_size(sl->conn->h2, NGHTTP2_FLAG_NONE, sl->id, (int32_t)window) == 0)
+        conn_want_flush(&sl->conn->io);
+}
+
 static void op_detach(struct up_slot *sl, bool reset)
 {
     struct upconn *u = sl->conn;
@@ -182,6 +190,7 @@ static const struct upstream_ops h2_upstream_ops = {
     .resume = op_resume,
     .consume = op_consume,
     .detach = op_detach,
+    .grow = op_grow,
 };
 
 /* When the next PING may leave: after keepalive.interval with nothing
@@ -620,7 +629,7 @@ static int new_session(struct upconn *u, struct worker *w)
     }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->stream_buffer},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, upstream_window_start(cl->stream_buffer)},
     };
     if (w->h2c->first_stream_id > 0)
         nghttp2_session_set_next_stream_id(u->h2, w->h2c->first_stream_id);

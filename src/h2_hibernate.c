@@ -68,30 +68,49 @@ void h2_hibernate_on_ack(struct h2_sleep *sl)
     }
 }
 
+bool h2_hibernate_take_ack(struct h2_sleep *sl, const uint8_t *data, size_t len)
+{
+    static const uint8_t ack[FRAME_HDR] = {0, 0, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, 0, 0, 0};
+    if (len != FRAME_HDR || sl->settings_unacked != 1 || sl->table_acks != 0 || sl->last_stream != 0 ||
+        !h2_common_frames_at_boundary(&sl->frames) || memcmp(data, ack, FRAME_HDR) != 0)
+        return false;
+    sl->settings_unacked = 0;
+    return true;
+}
+
 enum h2_idle h2_hibernate_step(struct h2_sleep *sl, nghttp2_session *h2, int32_t full, uint8_t wu[H2_WINDOW_UPDATE_LEN],
                                size_t *wu_len)
 {
     *wu_len = 0;
     if (nghttp2_session_want_write(h2) || !h2_common_frames_at_boundary(&sl->frames))
         return H2_IDLE_WAIT;
-    if (sl->table == H2_TABLE_FULL) {
-        sl->calls_empty = 0;
-        if (submit_table_size(sl, h2, 0) != GR_OK)
-            return H2_IDLE_BUSY;
-        sl->table = H2_TABLE_SHRINKING;
-        return H2_IDLE_WAIT;
+    /* A connection that has had no header block (no stream yet) may sleep as
+     * it is: the client's HPACK table is empty and of the default size a new
+     * session's decoder starts with, so nothing needs shrinking, and the
+     * client may still owe the ACK of our first SETTINGS (the revived
+     * session then waits for that ACK itself, h2_hibernate_revive). The
+     * table stays FULL: the client may index headers from its first call. */
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h2);
+    bool fresh = last == 0 && sl->table == H2_TABLE_FULL && sl->table_acks == 0 && sl->settings_unacked <= 1;
+    if (!fresh) {
+        if (sl->table == H2_TABLE_FULL) {
+            sl->calls_empty = 0;
+            if (submit_table_size(sl, h2, 0) != GR_OK)
+                return H2_IDLE_BUSY;
+            sl->table = H2_TABLE_SHRINKING;
+            return H2_IDLE_WAIT;
+        }
+        if (sl->table == H2_TABLE_GROWING || sl->table == H2_TABLE_GROWN)
+            return H2_IDLE_BUSY; /* a grow not confirmed by a header block yet */
+        if (sl->table != H2_TABLE_EMPTY || sl->settings_unacked > 0)
+            return H2_IDLE_WAIT;
     }
-    if (sl->table == H2_TABLE_GROWING || sl->table == H2_TABLE_GROWN)
-        return H2_IDLE_BUSY; /* a grow not confirmed by a header block yet */
-    if (sl->table != H2_TABLE_EMPTY || sl->settings_unacked > 0)
-        return H2_IDLE_WAIT;
     /* A new session's send window starts at 65535: a smaller one is used up
      * by a response on a stream of the past (see h2_revive), which the
      * client's initial stream window must allow. The client's window must be
      * at most full. */
     int32_t send_window = nghttp2_session_get_remote_window_size(h2);
     int32_t recv_left = nghttp2_session_get_local_window_size(h2);
-    int32_t last = nghttp2_session_get_last_proc_stream_id(h2);
     uint32_t stream_window = nghttp2_session_get_remote_settings(h2, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
     if (send_window < 0 || recv_left < 0 || recv_left > full ||
         (send_window < DEFAULT_WINDOW && (last <= 0 || DEFAULT_WINDOW - send_window > (int32_t)stream_window)))
@@ -155,7 +174,8 @@ int h2_hibernate_revive(struct h2_sleep *sl, nghttp2_session *h2)
         p[1] = (uint8_t)(i + 1);
         p = put_u32(p + 2, sl->remote_settings[i]);
     }
-    p = put_frame_hdr(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
+    if (sl->settings_unacked == 0) /* else the client's own ACK is still to come */
+        p = put_frame_hdr(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
     if (sl->remote_window > DEFAULT_WINDOW)
         p = put_u32(put_frame_hdr(p, 4, NGHTTP2_WINDOW_UPDATE, 0), (uint32_t)(sl->remote_window - DEFAULT_WINDOW));
     if (sl->last_stream > 0) {

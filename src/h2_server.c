@@ -28,8 +28,8 @@ struct dconn {
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
-    bool held;               /* ended by an abuse with no other call (dconn_hold): not read, and held open (its
-                              * writes block) until the GOAWAY grace ends, instead of closed for it to reconnect */
+    bool held;               /* ended by an abuse (dconn_hold): not read, and held open (its writes block)
+                              * until the GOAWAY grace ends, instead of closed for it to reconnect */
     uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 
@@ -90,6 +90,11 @@ static uint32_t reset_burst(const struct dconn *d)
  * them at once when many reach idle_timeout together. */
 /* Past a GOAWAY, a client that does not take it is cut off after this. */
 #define GOAWAY_GRACE_S 1.0
+/* How long a connection that has opened no call may stay quiet before it
+ * hibernates: a client that connects to call at once calls well within it
+ * (so its session is not rebuilt), a burst of idle connections costs a
+ * session each for no longer. */
+#define H2_NAP_S 0.05
 
 static void goaway(struct dconn *d, uint32_t code, const char *why);
 
@@ -220,48 +225,34 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
     goaway(d, code, why);
 }
 
-/* Stream sid's header block went far past the limits (an HPACK bomb; the
- * caller reset the stream): the connection ends. GOAWAY ENHANCE_YOUR_CALM
- * names sid as the last stream, so the client reads the reset (gRPC:
- * RESOURCE_EXHAUSTED, not retried) and not a lost connection; nothing more
- * is read, and the connection is held for the GOAWAY grace, as dconn_hold
- * holds a flooder, then closes with the calls it still has. Not
- * nghttp2_session_terminate_session(): that one sends nothing after the
- * GOAWAY, not even the reset queued before it. */
-static void dconn_cut(struct dconn *d, int32_t sid, const char *why)
+/* The connection ends on an abuse: a flood spent the glitch budget on a
+ * connection with no call, or stream sid's header block went far past the
+ * limits (an HPACK bomb; the caller reset that stream). GOAWAY
+ * ENHANCE_YOUR_CALM names sid as the last stream, so the client reads that
+ * reset (gRPC: RESOURCE_EXHAUSTED, not retried) and not a lost connection.
+ * Nothing more is read, but the connection stays open for GOAWAY_GRACE_S,
+ * then closes with what calls it has: a client that does not read blocks on
+ * its own writes meanwhile, as HAProxy blocks it; closed at once, it
+ * reconnected and attacked again (2,000 connections in 5 s of PING flood,
+ * each a new session). Not nghttp2_session_terminate_session(): that sends
+ * nothing after its GOAWAY, not even a reset queued before it. */
+static void dconn_hold(struct dconn *d, int32_t sid, const char *why)
 {
     struct conn *c = &d->base.io;
-    log_info("client connection: %s: stream %d reset, GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread", why, sid,
-             GOAWAY_GRACE_S);
+    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread (last stream %d)", why, GOAWAY_GRACE_S,
+             sid);
     d->guard.ended = true;
     d->held = true;
     d->goaway = true;
     conn_pause_read(c);
     conn_set_hostile(c);
-    gr_list_remove(&d->lru_link);
+    gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
     if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0) != 0) {
         conn_close(c, GR_ERR_NOMEM, why);
         return;
     }
     conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
     conn_want_flush(c);
-}
-
-/* The glitch budget ran out (a flood of PING, SETTINGS, unknown frames...)
- * on a connection with no call: GOAWAY ENHANCE_YOUR_CALM, and nothing it
- * sends is read any more, but the connection stays open for GOAWAY_GRACE_S
- * (then closes, read or not). A flooding client that does not read is
- * blocked on its own writes meanwhile, as HAProxy blocks it; closed at once,
- * it reconnected and flooded again (2,000 connections in 5 s of PING flood,
- * each a new session and 500 frames read). */
-static void dconn_hold(struct dconn *d, const char *why)
-{
-    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread", why, GOAWAY_GRACE_S);
-    d->guard.ended = true;
-    d->held = true;
-    conn_pause_read(&d->base.io);
-    gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
-    goaway(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
 }
 
 /* nghttp2 gave up on a flooding client (more unsent ACKs than
@@ -374,7 +365,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         struct dconn *d = user_data;
         if (d->guard.ended)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        dconn_cut(d, frame->hd.stream_id, "a request header block far past the listener's limits");
+        dconn_hold(d, frame->hd.stream_id, "a request header block far past the listener's limits");
         /* And not a byte more of it is decoded: nghttp2 stops here, and is
          * not fed again (feed). */
         return NGHTTP2_ERR_PAUSE;
@@ -662,6 +653,28 @@ static ssize_t feed(struct dconn *d, const uint8_t *p, size_t n)
     return rv;
 }
 
+/* Whether d has opened no call yet, has the client's preface and SETTINGS,
+ * and may hibernate. */
+static bool unused(struct dconn *d)
+{
+    return d->h2 != NULL && !d->goaway && d->hdr_wait == 0 && gr_list_linked(&d->lru_link) &&
+           nghttp2_session_get_last_proc_stream_id(d->h2) == 0;
+}
+
+/* A connection that has opened no call yet sleeps once it said nothing for
+ * H2_NAP_S (CONN_TIMER_NAP), not hibernate_after later, and before the
+ * client acknowledged our SETTINGS if need be: most of what a fresh
+ * connection costs is its session (nghttp2's 16 KiB frame buffer among
+ * it), and clients that connect in a burst and stay idle would each hold
+ * it that long. A client that then calls wakes it as any other. */
+static void sleep_if_unused(struct dconn *d)
+{
+    if (unused(d) && idle_step(d) == H2_IDLE_ASLEEP) {
+        gr_list_remove(&d->lru_link);
+        d->base.io.w->sessions_freed++;
+    }
+}
+
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
@@ -669,6 +682,10 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
     if (d->h2 == NULL && d->drain == DRAIN_NOTICE && h2_common_is_ping_ack(data, len, drain_ping)) {
         drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
+        return GR_OK;
+    }
+    if (d->h2 == NULL && h2_hibernate_take_ack(&d->sleep, data, len)) {
+        conn_timer_clear(&c->timer, CONN_TIMER_KEEPALIVE); /* as on_frame_recv does for an ACK */
         return GR_OK;
     }
     if (d->h2 == NULL) {
@@ -693,9 +710,11 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         return GR_ERR_PROTO;
     }
     if (code == NGHTTP2_ENHANCE_YOUR_CALM && gr_list_empty(&d->base.streams) && !d->goaway)
-        dconn_hold(d, why);
+        dconn_hold(d, nghttp2_session_get_last_proc_stream_id(d->h2), why);
     else if (code != NGHTTP2_NO_ERROR)
         dconn_refuse(d, code, why);
+    else if (unused(d))
+        conn_timer_set(&c->timer, CONN_TIMER_NAP, H2_NAP_S);
     if (d->start_from != 0)
         start_calls(d);
     return GR_OK;
@@ -767,6 +786,7 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
     case CONN_TIMER_KEEPALIVE:
         goaway(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");
         break;
+    case CONN_TIMER_NAP: sleep_if_unused(d); break;
     case CONN_TIMER_WRITE: /* calls whose client has not taken their response for stream_write_timeout (stream.c) */
         stream_write_timeouts(&d->base, ev_now(c->w->loop));
         break;

@@ -181,15 +181,65 @@ static void detach_up(struct stream *s, bool reset)
 
 /* ---- What a call holds, and clients that do not read. ---- */
 
+/* Whether d's calls hold more than its connection_buffer: then response
+ * credit is withheld (the backends wait) and no window grows. */
+static bool over_budget(const struct downstream *d) { return d->held > d->cfg->connection_buffer; }
+
+/* Gives the upstream stream back the credit of the response bytes the
+ * client took, unless the connection is over its connection_buffer: then
+ * the credit waits (held_went_down gives it back). */
+static void give_back_resp(struct stream *s)
+{
+    uint64_t owed = flow_owed(&s->resp);
+    if (owed > 0 && !over_budget(s->down))
+        flow_give_back(s, &s->resp, (size_t)owed);
+}
+
+/* d's held bytes went from before to d->held: when that crosses back under
+ * connection_buffer, every call gets the credit withheld meanwhile. */
+static void held_went_down(struct downstream *d, uint64_t before)
+{
+    if (before <= d->cfg->connection_buffer || over_budget(d))
+        return;
+    for (struct gr_list *it = d->streams.next; it != &d->streams; it = it->next)
+        give_back_resp(container_of(it, struct stream, down_link));
+}
+
+/* The client took n response bytes: the upstream stream's window grows
+ * toward the cluster's stream_buffer (flow_grow), as far as the windows of
+ * the connection's calls, added up, stay within connection_buffer (and
+ * the connection is not over it). */
+static void grow_resp(struct stream *s, size_t n)
+{
+    struct downstream *d = s->down;
+    if (s->up.conn == NULL || s->att == ATT_CLOSED || s->route == NULL)
+        return;
+    uint64_t budget = d->cfg->connection_buffer;
+    uint64_t max = s->resp.window;
+    if (!over_budget(d) && d->resp_windows < budget)
+        max += budget - d->resp_windows;
+    if (max > s->route->cluster->stream_buffer)
+        max = s->route->cluster->stream_buffer;
+    uint32_t old = s->resp.window;
+    uint32_t w = flow_grow(&s->resp, n, (uint32_t)max);
+    if (w > 0) {
+        d->resp_windows += w - old;
+        s->up.ops->grow(&s->up, w);
+    }
+}
+
 /* Brings the connection's count of held bytes up to date with s: its
  * replay copy (request bytes whose credit went back to the client) and its
  * queued response. */
 static void count_held(struct stream *s)
 {
+    struct downstream *d = s->down;
+    uint64_t before = d->held;
     size_t now = s->req.acked + s->resp.q.len;
-    s->down->held -= s->held;
-    s->down->held += now;
+    d->held -= s->held;
+    d->held += now;
     s->held = now;
+    held_went_down(d, before);
 }
 
 /* Whether response bytes, or the body's end, wait for the client. */
@@ -452,6 +502,10 @@ static void submit_attempt(struct stream *s, bool from_line)
     nghttp2_nv *nva = upstream_nv(s, &n);
     bool body = s->req_state != REQ_ENDED || s->req.q.len > 0 || s->req_trailers.n > 0;
     set_att(s, ATT_SUBMITTED);
+    s->down->resp_windows -= s->resp.window;
+    s->resp.window = upstream_window_start(s->route->cluster->stream_buffer);
+    s->down->resp_windows += s->resp.window;
+    s->resp.taken = 0;
     int rc = nva != NULL ? s->up.ops->submit(&s->up, nva, n, body) : GR_ERR_NOMEM;
     if (rc == GR_OK)
         return;
@@ -571,8 +625,11 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
         s->down->ops->consume(s->down, NULL, (size_t)unacked);
     buf_clear(&s->req.q, &w->chunks);
     buf_clear(&s->resp.q, &w->chunks);
+    uint64_t before = s->down->held;
     s->down->held -= s->held;
+    s->down->resp_windows -= s->resp.window;
     gr_list_remove(&s->down_link);
+    held_went_down(s->down, before);
     arena_free(&s->att_arena);
     arena_free(&s->arena);
     w->n_streams--;
@@ -660,10 +717,12 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
         n = taken = buf_read(&s->resp.q, cp, out, len);
         *eof = s->resp.q.len == 0 && ended;
     }
-    flow_give_back(s, &s->resp, taken);
     if (*eof)
         s->resp_end_due = false;
     count_held(s);
+    give_back_resp(s);
+    if (taken > 0)
+        grow_resp(s, taken);
     write_wait_update(s, taken > 0 || *eof);
     if (n == 0 && !*eof)
         s->resp.parked = true;

@@ -21,6 +21,7 @@ enum conn_timer_kind {
     CONN_TIMER_KEEPALIVE, /* time to PING (or its ACK is overdue) */
     CONN_TIMER_AGE,       /* max_connection_age reached (client: then its grace is over) */
     CONN_TIMER_DRAIN,     /* a drain's PING is not acknowledged in time: the final GOAWAY goes anyway */
+    CONN_TIMER_NAP,       /* a client connection with no call yet may hibernate (h2_server.c) */
     CONN_TIMER_KINDS,
 };
 

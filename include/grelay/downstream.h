@@ -49,6 +49,8 @@ struct downstream {
     uint32_t calls;                    /* calls begun on it (max_requests_per_connection) */
     ev_tstamp cut_at;                  /* a reload removed its listener: it drains, and its calls still open
                                           then are cut at this time (proxy.c); 0: not */
+    uint64_t resp_windows;             /* its calls' upstream stream windows added up (stream.c): they grow
+                                          only while this stays within cfg->connection_buffer */
     struct gr_list streams;            /* its calls */
     struct gr_list link;               /* in worker->dconns */
 };

@@ -36,6 +36,9 @@ struct flow {
     size_t wire_unacked; /* -text request: base64 bytes received, not given back */
     uint64_t received;   /* bytes received from the sender, as on the wire */
     uint64_t given_back; /* bytes given back to the sender's window */
+    uint32_t window;     /* response: the upstream stream's window now (starts small, grows; counted in
+                            the connection's resp_windows) */
+    size_t taken;        /* response: bytes the client took since the window last grew */
     bool parked;         /* the taking side's data provider waits for a resume */
     bool replay;         /* request: kept for a retry (bytes sent stay in q) */
     bool text;           /* request: the wire carries base64 (gRPC-Web -text) */
@@ -61,6 +64,26 @@ int flow_queue(struct flow *f, struct chunk_pool *cp, const uint8_t *data, size_
  * as when no retry can use them) the replay copy is dropped. Otherwise
  * drained. *due: bytes whose credit may now go back to the sender. */
 size_t flow_pull(struct flow *f, struct chunk_pool *cp, uint8_t *out, size_t len, size_t keep_max, size_t *due);
+/* Of the bytes received, those taken (or dropped) but not given back yet:
+ * credit owed to the sender (response: withheld while the connection holds
+ * more than its connection_buffer). */
+static inline uint64_t flow_owed(const struct flow *f)
+{
+    uint64_t u = flow_unacked(f);
+    return u > f->q.len ? u - f->q.len : 0;
+}
+/* BDP-style growth of the sender's window: n more bytes were taken; once
+ * the taker has taken a whole window since the last growth, the window
+ * doubles, up to max. Returns the new window, or 0 when it stays. */
+static inline uint32_t flow_grow(struct flow *f, size_t n, uint32_t max)
+{
+    f->taken += n;
+    if (f->window >= max || f->taken < f->window)
+        return 0;
+    f->taken = 0;
+    f->window = f->window > max / 2 ? max : f->window * 2;
+    return f->window;
+}
 /* The body is complete: everything queued is taken and the sender ended. */
 static inline bool flow_drained(const struct flow *f) { return f->q.len == f->sent; }
 /* The request is no longer replayable: drop what was kept for a retry. */

@@ -71,6 +71,10 @@ void h2_hibernate_init(struct h2_sleep *sl);
  * SETTINGS ACK came. */
 void h2_hibernate_on_request(struct h2_sleep *sl, nghttp2_session *h2);
 void h2_hibernate_on_ack(struct h2_sleep *sl);
+/* Bytes from a client asleep: when they are exactly one SETTINGS ACK and
+ * our first SETTINGS is still unacknowledged, it is taken here (counted as
+ * on_ack does) and true is returned: no session needs building for it. */
+bool h2_hibernate_take_ack(struct h2_sleep *sl, const uint8_t *data, size_t len);
 
 /* One step towards hibernation for a connection idle past its listener's
  * hibernate_after. */

@@ -43,7 +43,20 @@ struct upstream_ops {
      * with RST_STREAM(CANCEL) and forgets the call; without, the stream is
      * known to be closed already. Unlinks sl (sl->conn NULL). */
     void (*detach)(struct up_slot *sl, bool reset);
+    /* The stream's receive window becomes window bytes (it only grows:
+     * the client keeps taking what the backend sends). */
+    void (*grow)(struct up_slot *sl, uint32_t window);
 };
+
+/* The window an upstream stream starts with (SETTINGS_INITIAL_WINDOW_SIZE
+ * toward the backend): half a default stream_buffer, so a call that is
+ * not read holds 32 KiB, not the whole stream_buffer; it grows toward
+ * stream_buffer while the client takes the bytes (stream.c). */
+#define UPSTREAM_WINDOW_START (32u * 1024u)
+static inline uint32_t upstream_window_start(uint32_t stream_buffer)
+{
+    return stream_buffer < UPSTREAM_WINDOW_START ? stream_buffer : UPSTREAM_WINDOW_START;
+}
 
 struct upstream_events {
     /* The pool has a stream slot for sl (sl->conn, sl->ops set): submit. */

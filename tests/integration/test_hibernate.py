@@ -162,3 +162,30 @@ def test_hibernate_after_zero_keeps_sessions(backends, grelay_factory):
         time.sleep(0.5)
         assert ch.unary_unary(UNARY)(b"y", timeout=10) == b"y"
     assert "hibernates" not in g.log()
+
+
+def test_a_connection_with_no_call_sleeps_at_once_and_wakes_for_its_first(backends, grelay_factory):
+    """A connection that has opened no call hibernates after 50 ms of quiet,
+    whatever hibernate_after says (10 s here), even before the client
+    acknowledged grelay's SETTINGS; that ACK alone does not wake it, and its
+    first call (HPACK indexing from the default table) wakes it and works.
+    grpcio: a channel that connects, then waits, then calls."""
+    g = start(grelay_factory, backends, after="10s")
+    c = RawClient(g.addr, ack_data=True)
+    assert wait_log(g, "client connection hibernates", 1, 5) == 1  # the client has not read a byte yet
+    c.sock.settimeout(5)
+    events = c.h2.receive_data(c.sock.recv(65536))  # grelay's SETTINGS and window
+    assert any(isinstance(ev, h2.events.RemoteSettingsChanged) for ev in events)
+    c.sock.sendall(c.h2.data_to_send())  # the SETTINGS ACK, alone
+    time.sleep(0.3)
+    assert "client connection wakes" not in g.log()
+    for i in range(3):
+        assert c.call(b"first %d" % i) == b"first %d" % i
+    assert g.log().count("client connection wakes") == 1
+    with grpc.insecure_channel(g.addr) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        assert wait_log(g, "client connection hibernates", 2, 5) == 2
+        assert ch.unary_unary(UNARY)(b"late", timeout=10) == b"late"
+    log = g.log()
+    assert log.count("client connection wakes") == 2
+    assert "protocol error" not in log and "COMPRESSION" not in log

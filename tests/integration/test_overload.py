@@ -18,8 +18,8 @@ from harness import Backend, free_port, simple_config
 from test_failures import wait_for
 
 MAX_HEAP = 4 * 1024 * 1024
-BUFFER = 1024 * 1024  # per call, each way: 8 held calls hold ~8 MiB
-HOLDERS = 8
+BUFFER = 1024 * 1024  # per call, each way
+HOLDERS = 192  # a call nobody reads holds its first upstream window, 32 KiB: 192 hold ~6 MiB
 
 
 class RawClient:
@@ -76,7 +76,8 @@ def reset_code(client, sid, seconds=5):
 def test_overload_refuses_new_streams_and_lets_calls_in_flight_finish(grelay_factory):
     b = Backend("b")
     port = free_port()
-    cfg = simple_config(port, [b.addr], listener_extra={"grpc_web": True, "stream_buffer": BUFFER},
+    cfg = simple_config(port, [b.addr], listener_extra={"grpc_web": True, "stream_buffer": BUFFER,
+                                                        "connection_buffer": "16MiB"},
                         cluster_extra={"stream_buffer": BUFFER, "connection_window": 16 * BUFFER})
     cfg["overload"] = {"max_heap": MAX_HEAP}
     g = grelay_factory(cfg, port)

@@ -43,6 +43,7 @@ static struct {
     int detaches;           /* detach calls */
     bool last_reset;        /* the last detach reset the stream */
     size_t up_consumed;     /* response bytes given back upstream (stream level) */
+    uint32_t up_window;     /* the last window the upstream stream grew to (0: none) */
     int resumes;            /* request body resumes */
     size_t last_ep;         /* the endpoint of the last pick */
 } up;
@@ -77,7 +78,12 @@ static void op_detach(struct up_slot *sl, bool reset)
     sl->conn = NULL;
     sl->ops = NULL;
 }
-static const struct upstream_ops fake_up_ops = {op_submit, op_resume, op_consume, op_detach};
+static void op_grow(struct up_slot *sl, uint32_t window)
+{
+    (void)sl;
+    up.up_window = window;
+}
+static const struct upstream_ops fake_up_ops = {op_submit, op_resume, op_consume, op_detach, op_grow};
 
 static void attach(struct up_slot *sl)
 {
@@ -582,6 +588,64 @@ static void over_budget_new_streams_are_refused(void **state)
     client.held = 0;
 }
 
+/* A response's upstream window starts at 32 KiB and doubles once the
+ * client took a whole window, up to the cluster's stream_buffer. */
+static void response_window_grows_while_read(void **state)
+{
+    (void)state;
+    static uint8_t chunk[32 * 1024], out[64 * 1024];
+    bool eof;
+    struct stream *s = call("/pkg.S/M", true, NULL);
+    answer_headers(s);
+    assert_int_equal(s->resp.window, 32 * 1024);
+    s->up.ev->data(&s->up, chunk, 16 * 1024);
+    assert_int_equal(stream_pull_resp(s, out, sizeof(out), &eof), 16 * 1024);
+    assert_int_equal(up.up_window, 0); /* half a window taken: it stays */
+    s->up.ev->data(&s->up, chunk, 16 * 1024);
+    assert_int_equal(stream_pull_resp(s, out, sizeof(out), &eof), 16 * 1024);
+    assert_int_equal(up.up_window, 64 * 1024);
+    s->up.ev->data(&s->up, chunk, sizeof(chunk));
+    s->up.ev->data(&s->up, chunk, sizeof(chunk));
+    assert_int_equal(stream_pull_resp(s, out, sizeof(out), &eof), 64 * 1024);
+    assert_int_equal(s->resp.window, 64 * 1024); /* the cluster's stream_buffer: no further */
+    assert_int_equal(up.up_consumed, 96 * 1024);
+    assert_int_equal(client.resp_windows, 64 * 1024);
+    stream_on_down_close(s, NGHTTP2_CANCEL);
+    assert_int_equal(client.resp_windows, 0);
+}
+
+/* Past connection_buffer, response credit waits (and no window grows);
+ * when the connection's held bytes come back under it, every call gets
+ * its credit. */
+static void over_budget_response_credit_waits(void **state)
+{
+    (void)state;
+    static struct gr_listener_cfg small;
+    small = cfg->listeners[0];
+    small.connection_buffer = 40000;
+    client.cfg = &small;
+    static uint8_t chunk[32 * 1024], out[32 * 1024];
+    bool eof;
+    struct stream *a = call("/pkg.S/M", true, NULL);
+    struct stream *b = call("/pkg.S/M", true, NULL);
+    answer_headers(a);
+    answer_headers(b);
+    b->up.ev->data(&b->up, chunk, sizeof(chunk)); /* b's client does not read */
+    a->up.ev->data(&a->up, chunk, 16 * 1024);
+    assert_int_equal(client.held, 48 * 1024);
+    assert_int_equal(stream_pull_resp(a, out, 8 * 1024, &eof), 8 * 1024);
+    assert_int_equal(client.held, 40 * 1024); /* still over 40000 */
+    assert_int_equal(up.up_consumed, 0);      /* withheld */
+    assert_int_equal(stream_pull_resp(a, out, 8 * 1024, &eof), 8 * 1024);
+    assert_int_equal(client.held, 32 * 1024);
+    assert_int_equal(up.up_consumed, 16 * 1024); /* under again: all of a's credit */
+    assert_int_equal(up.up_window, 0);           /* two 32 KiB windows: no room to grow a's */
+    assert_int_equal(flow_unacked(&a->resp), 0);
+    stream_on_down_close(a, NGHTTP2_CANCEL);
+    stream_on_down_close(b, NGHTTP2_CANCEL);
+    assert_int_equal(client.held, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -594,6 +658,8 @@ int main(void)
         cmocka_unit_test_setup(deadline_frees_a_complete_answer_not_taken, reset_fakes),
         cmocka_unit_test_setup(replay_copies_are_bounded, reset_fakes),
         cmocka_unit_test_setup(over_budget_new_streams_are_refused, reset_fakes),
+        cmocka_unit_test_setup(response_window_grows_while_read, reset_fakes),
+        cmocka_unit_test_setup(over_budget_response_credit_waits, reset_fakes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
