@@ -292,18 +292,51 @@ def data_past_window(r, sid):
 
 def test_data_past_the_stream_window_made_you_reset(target):
     """MadeYouReset (CVE-2025-8671): each stream starts a call, then DATA past
-    its window makes grelay reset it (FLOW_CONTROL_ERROR). Debian's nghttp2
-    does not count those; grelay's reset budget does."""
+    its window makes nghttp2 reset it (FLOW_CONTROL_ERROR); Debian's nghttp2
+    does not count those. grelay gives back none of the connection window
+    such DATA took, so a client that writes on regardless runs past the
+    connection window (1 MiB) within a few dozen of them: a connection error,
+    FLOW_CONTROL_ERROR, long before 3,000 streams."""
     legit = Legit(target)
     r = Raw(target.addr)
     r.read_behind(10)
     sid = 1
-    for _ in range(30):  # 30 x 100 streams: past the budget of 200
+    for _ in range(30):  # 30 x 100 streams
         if send_once(r, b"".join(data_past_window(r, sid + 2 * i) for i in range(100))) == "closed":
             break
         sid += 200
-    assert r.result() == (ENHANCE_YOUR_CALM, True)
-    assert "too many streams reset because of the client" in target.log()
+    assert r.result() == (FLOW_CONTROL_ERROR, True)
+    legit.check()
+
+
+def test_data_past_the_stream_window_stalls_a_client_that_keeps_to_the_connection_window(target):
+    """The same attack from a client that keeps to the connection window (as
+    bench/abuse's does): each provoked reset keeps a stream window's worth
+    of it, so after connection_window / stream_buffer of them the client
+    can send nothing more (HAProxy does the same); no call or reset per
+    stream until a budget ends it."""
+    legit = Legit(target)
+    r = Raw(target.addr)
+    window, provoked, sid = 65535, 0, 1
+    per_stream = 4 * 16384 + 1  # one byte past the stream window (stream_buffer, 64 KiB)
+    for _ in range(64):
+        deadline = time.monotonic() + 1.0
+        while window < per_stream and time.monotonic() < deadline:
+            for f in r.frames(0.1):
+                assert f is not None, "grelay closed the connection"
+                if f[0] == WINDOW_UPDATE and f[2] == 0:
+                    window += int.from_bytes(f[3], "big") & 0x7FFFFFFF
+        if window < per_stream:
+            break  # stalled: what those bytes took does not come back
+        r.send(r.request(sid) + b"".join(frame(DATA, 0, sid, bytes(16384)) for _ in range(4)) +
+               frame(DATA, 0, sid, b"\0"))
+        window -= per_stream
+        provoked += 1
+        sid += 2
+    assert window < per_stream, "the connection window kept coming back"
+    # connection_window (1 MiB) / stream_buffer (64 KiB), plus the first 64 KiB
+    assert 10 <= provoked <= 20, provoked
+    r.close()
     legit.check()
 
 
