@@ -286,3 +286,9 @@ bool h2_common_frames_in_block(const struct h2_frames *t)
     /* While a payload comes (left > 0), hdr[] is its frame's header. */
     return t->in_block || (t->left > 0 && (t->hdr[3] == NGHTTP2_HEADERS || t->hdr[3] == NGHTTP2_CONTINUATION));
 }
+
+void h2_common_withhold_window(nghttp2_session *session, int32_t n)
+{
+    int32_t left = nghttp2_session_get_effective_local_window_size(session) - n;
+    (void)nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, left > 0 ? left : 0);
+}

@@ -432,19 +432,6 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
     return 0;
 }
 
-/* nghttp2 reset a stream for DATA past its window (FLOW_CONTROL_ERROR; we
- * never send that code ourselves): the connection window those bytes took,
- * at least the stream's window (stream_buffer), is not given back, as
- * HAProxy does not give it. A client that provokes resets this way stalls
- * itself after connection_window bytes, instead of costing a call and a
- * reset per stream until the reset budget ends it; a client that keeps to
- * its windows never comes here. */
-static void withhold_window(struct dconn *d, nghttp2_session *session)
-{
-    int32_t left = nghttp2_session_get_effective_local_window_size(session) - (int32_t)d->base.cfg->stream_buffer;
-    (void)nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, left > 0 ? left : 0);
-}
-
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
@@ -455,8 +442,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         bool call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != NULL;
         if (!h2_guard_provoked(frame->rst_stream.error_code, call))
             return 0;
-        if (frame->rst_stream.error_code == NGHTTP2_FLOW_CONTROL_ERROR)
-            withhold_window(d, session);
+        if (frame->rst_stream.error_code == NGHTTP2_FLOW_CONTROL_ERROR) /* we never send it: DATA past a window */
+            h2_common_withhold_window(session, (int32_t)d->base.cfg->stream_buffer);
         if (d->rst_ahead > 0)
             d->rst_ahead--; /* charged already (on_invalid_frame_recv) */
         else

@@ -54,6 +54,15 @@ static inline ssize_t h2_common_data_result(nghttp2_session *session, int32_t st
  * times grelay must write one itself: no session to submit it to (a
  * hibernating connection, or one nghttp2 gave up on). */
 void h2_common_goaway(int32_t last, uint32_t code, uint8_t out[H2_GOAWAY_LEN]);
+/* nghttp2 reset a stream of session for DATA past its window
+ * (FLOW_CONTROL_ERROR): the connection window those bytes took, at least
+ * the stream's window (n), is never given back, as HAProxy does not give
+ * it: the local connection window shrinks by n, no frame goes, later
+ * WINDOW_UPDATEs are smaller. A client that provokes resets this way
+ * stalls itself after the connection window, instead of costing a call and
+ * a reset per stream until the reset budget ends it; a client that keeps
+ * to its windows never comes here. */
+void h2_common_withhold_window(nghttp2_session *session, int32_t n);
 /* The bytes of a PING frame. */
 #define H2_PING_LEN 17
 /* Writes a PING frame with opaque data, for a connection with no session

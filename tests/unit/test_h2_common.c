@@ -170,6 +170,23 @@ static void drain_ping_and_its_ack(void **state)
     assert_false(h2_common_is_ping_ack(ack, sizeof(ack), opaque)); /* someone else's PING */
 }
 
+/* DATA past a window: the connection's local window shrinks by what the
+ * stream could take, never below 0, and no WINDOW_UPDATE is queued. */
+static void withheld_window_never_comes_back(void **state)
+{
+    (void)state;
+    nghttp2_session *s = server();
+    assert_int_equal(nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, 0, 1 << 20), 0);
+    size_t queued = nghttp2_session_get_outbound_queue_size(s);
+    h2_common_withhold_window(s, 65536);
+    assert_int_equal(nghttp2_session_get_effective_local_window_size(s), (1 << 20) - 65536);
+    assert_int_equal(nghttp2_session_get_outbound_queue_size(s), queued);
+    for (int i = 0; i < 20; i++)
+        h2_common_withhold_window(s, 65536);
+    assert_int_equal(nghttp2_session_get_effective_local_window_size(s), 0);
+    nghttp2_session_del(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +194,7 @@ int main(void)
         cmocka_unit_test(glitches_spent_at_any_split),
         cmocka_unit_test(closed_streams),
         cmocka_unit_test(drain_ping_and_its_ack),
+        cmocka_unit_test(withheld_window_never_comes_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
