@@ -28,8 +28,9 @@ struct dconn {
     int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
     bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
-    bool held;               /* ended by an abuse (dconn_hold): not read, and held open (its writes block)
-                              * until the GOAWAY grace ends, instead of closed for it to reconnect */
+    bool held;               /* ended by an abuse (dconn_hold): held open until the GOAWAY grace ends, and past
+                              * HOLD_DROP bytes dropped not read (its writes block), not closed to reconnect */
+    uint32_t dropped;        /* bytes read and dropped since it was held */
     uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 
@@ -90,6 +91,7 @@ static uint32_t reset_burst(const struct dconn *d)
  * them at once when many reach idle_timeout together. */
 /* Past a GOAWAY, a client that does not take it is cut off after this. */
 #define GOAWAY_GRACE_S 1.0
+#define HOLD_DROP (256 * 1024) /* what a held connection (dconn_hold) reads and drops, then no more */
 /* How long a connection that has opened no call may stay quiet before it
  * hibernates: a client that connects to call at once calls well within it
  * (so its session is not rebuilt), a burst of idle connections costs a
@@ -230,9 +232,9 @@ static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
  * limits (an HPACK bomb; the caller reset that stream). GOAWAY
  * ENHANCE_YOUR_CALM names sid as the last stream, so the client reads that
  * reset (gRPC: RESOURCE_EXHAUSTED, not retried) and not a lost connection.
- * Nothing more is read, but the connection stays open for GOAWAY_GRACE_S,
- * then closes with what calls it has: a client that does not read blocks on
- * its own writes meanwhile, as HAProxy blocks it; closed at once, it
+ * Nothing more is decoded, nor read past HOLD_DROP (so a client that leaves
+ * is seen leaving), but it stays open for GOAWAY_GRACE_S, then closes with
+ * its calls: an attacker blocks on its own writes, as HAProxy blocks it; closed at once, it
  * reconnected and attacked again (2,000 connections in 5 s of PING flood,
  * each a new session). Not nghttp2_session_terminate_session(): that sends
  * nothing after its GOAWAY, not even a reset queued before it. */
@@ -244,7 +246,6 @@ static void dconn_hold(struct dconn *d, int32_t sid, const char *why)
     d->guard.ended = true;
     d->held = true;
     d->goaway = true;
-    conn_pause_read(c);
     conn_set_hostile(c);
     gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
     if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0) != 0) {
@@ -680,8 +681,10 @@ static void sleep_if_unused(struct dconn *d)
 static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
 {
     struct dconn *d = dconn_of(c);
-    if (d->goaway && d->h2 == NULL)
-        return GR_OK; /* closing with a GOAWAY written while it slept: no session to wake */
+    if (d->held && (d->dropped += (uint32_t)len) > HOLD_DROP)
+        conn_pause_read(c);
+    if (d->held || (d->goaway && d->h2 == NULL))
+        return GR_OK; /* dropped; or closing with a GOAWAY written while it slept: no session to wake */
     if (d->h2 == NULL && d->drain == DRAIN_NOTICE && h2_common_is_ping_ack(data, len, drain_ping)) {
         drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
         return GR_OK;
