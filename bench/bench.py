@@ -115,15 +115,33 @@ def t_grelay(args, bport, tls=False, workers=1):
                             stderr=open(os.path.join(TMP, "grelay.err"), "w")), port
 
 
-def t_nghttpx(args, bport, tls=False, workers=1):
+# Fair settings (bench/README.md): no target logs per call, and every
+# target's windows are raised to at least grelay's defaults (stream 64 KiB,
+# connection 1 MiB), never lowered, so flow control stalls none of them.
+# nghttpx's backend connection window stays at its default 2^31-1.
+NGHTTPX_FAIR = ["--frontend-http2-window-size=65536", "--frontend-http2-connection-window-size=1048576",
+                "--backend-http2-window-size=65536"]
+
+
+def t_nghttpx(args, bport, tls=False, workers=1, fair=True):
     port = free_port()
     argv = ["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
             "--frontend=127.0.0.1,%d%s" % (port, "" if tls else ";no-tls"), "--backend=127.0.0.1,%d;;proto=h2" % bport,
-            "--no-ocsp", "--errorlog-file=/dev/null", "--accesslog-file=/dev/null"]
+            "--no-ocsp", "--errorlog-file=/dev/null"]
+    # No --accesslog-file: with one (even /dev/null) nghttpx formats and
+    # write()s a line per call, which no other target does.
+    argv += NGHTTPX_FAIR if fair else ["--accesslog-file=/dev/null"]
     if tls:
         crt, key, _ = cert()
         argv += [key, crt]
     return subprocess.Popen(argv, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port
+
+
+def t_nghttpx_old(args, bport, tls=False, workers=1):
+    """nghttpx as the bench started it until 2026-12-01: an access log to
+    /dev/null and its default windows (connection window 65535). Runs only
+    when --only names it, to show what the fair settings change."""
+    return t_nghttpx(args, bport, tls, workers, fair=False)
 
 
 def t_haproxy(args, bport, tls=False, workers=1):
@@ -174,7 +192,8 @@ http {
     server {
         listen 127.0.0.1:%d http2%s;
         http2_max_concurrent_streams 1024;
-        location / { grpc_pass grpc://be; }
+        http2_chunk_size 16k;           # default 8k: grelay and the others send 16 KiB DATA frames
+        location / { grpc_pass grpc://be; grpc_buffer_size 16k; }   # default one page (4k)
     }
 }
 """ % (d, d, d, d, d, d, bport, port, ssl))
@@ -204,12 +223,13 @@ def t_caddy(args, bport, tls=False, workers=1):
                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
 
 
-TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("nghttpx", t_nghttpx), ("haproxy", t_haproxy),
-           ("nginx", t_nginx), ("caddy", t_caddy)]
+TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("nghttpx", t_nghttpx), ("nghttpx-old", t_nghttpx_old),
+           ("haproxy", t_haproxy), ("nginx", t_nginx), ("caddy", t_caddy)]
+OPT_IN = ("nghttpx-old",)  # run only when --only names them
 
 
 def available(name):
-    return name in ("direct", "grelay") or shutil.which(name) is not None
+    return name in ("direct", "grelay") or shutil.which(name.split("-")[0]) is not None
 
 
 # ---- load ----
@@ -363,6 +383,7 @@ SCENARIOS = [
     {"id": "u100_100x1", "title": "unary 100 B, 100 conns x 1 stream", "size": 100, "conns": 100, "streams": 1},
     {"id": "u100_1x1", "title": "unary 100 B, 1 conn x 1 stream (latency)", "size": 100, "conns": 1, "streams": 1},
     {"id": "u16k_4x4", "title": "unary 16 KiB, 4 conns x 4 streams", "size": 16384, "conns": 4, "streams": 4},
+    {"id": "u16k_64x1", "title": "unary 16 KiB, 64 conns x 1 stream", "size": 16384, "conns": 64, "streams": 1},
     {"id": "bidi100_4x4", "title": "bidi streaming, 100 B messages, 4 conns x 4 streams, 16 messages in flight each",
      "kind": "bidi", "size": 100, "conns": 4, "streams": 4, "inflight": 16},
     {"id": "tls_u100_4x16", "title": "TLS front end: unary 100 B, 4 conns x 16 streams", "tls": True, "size": 100,
@@ -388,7 +409,9 @@ def main():
     if args.scenarios:
         keep = args.scenarios.split(",")
         SCENARIOS[:] = [sc for sc in SCENARIOS if sc["id"] in keep or sc["id"] == "u100_4x16"]
-    targets = [(n, f) for n, f in TARGETS if available(n) and (not args.only or n in args.only.split(",") or n == "direct")]
+    only = args.only.split(",") if args.only else []
+    targets = [(n, f) for n, f in TARGETS if available(n) and (n in only or n == "direct" or
+                                                               (not only and n not in OPT_IN))]
     bport = free_port()
     backend = subprocess.Popen(["taskset", "-c", "1", args.backend, "127.0.0.1", str(bport)], stdout=subprocess.PIPE)
     assert backend.stdout.readline().strip() == b"ready"
@@ -466,7 +489,8 @@ def report(args, targets, results, idle, scale):
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
     lines = ["# grelay benchmark, %s" % datetime.date.today().isoformat(), "",
              "Machine: %d cores (%s), %s, Linux %s. Proxies pinned to CPU 0 with one worker; backend (C, nghttp2) "
-             "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians."
+             "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians. No target logs per call; "
+             "each peer's windows and buffers: bench/README.md."
              % (os.cpu_count(), model, platform.machine(), platform.release(), args.rounds, args.seconds), "",
              "Versions: " + versions(), ""]
     for sc in SCENARIOS:
@@ -556,7 +580,7 @@ def versions():
 def plot(args, names, results, stamp):
     if shutil.which("gnuplot") is None:
         return
-    ids = [i for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "tls_u100_4x16", "tls_u16k_4x4")
+    ids = [i for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "u16k_64x1", "tls_u100_4x16", "tls_u16k_4x4")
            if i in results]
     proxies = [n for n in names if n != "direct"]
     data = os.path.join(TMP, "plot.dat")
