@@ -813,6 +813,18 @@ static bool listener_kept(const struct gr_listener_cfg *o, const struct gr_liste
            memcmp(&o->address.ss, &l->address.ss, l->address.len) == 0 && o->tls.set == l->tls.set;
 }
 
+/* The first slot from *at on that used[] does not mark: *at is set to it
+ * and it is marked. False when all n are used. */
+static bool take_slot(bool *used, size_t n, size_t *at)
+{
+    while (*at < n && used[*at])
+        (*at)++;
+    if (*at == n)
+        return false;
+    used[*at] = true;
+    return true;
+}
+
 /* Gives every listener and cluster of next its slot: the old one when kept,
  * else one that nothing running uses. GR_ERR_LIMIT when none is left. */
 static int assign_slots(struct proxy *p, struct gr_config *next, char *err, size_t errlen)
@@ -830,14 +842,11 @@ static int assign_slots(struct proxy *p, struct gr_config *next, char *err, size
             l->slot = o->slot;
             continue;
         }
-        while (free_l < WORKER_LISTENER_SLOTS && used[free_l])
-            free_l++;
-        if (free_l == WORKER_LISTENER_SLOTS) {
+        if (!take_slot(used, WORKER_LISTENER_SLOTS, &free_l)) {
             snprintf(err, errlen, "no free listener slot (%d in use): restart grelay", WORKER_LISTENER_SLOTS);
             return GR_ERR_LIMIT;
         }
         l->slot = free_l;
-        used[free_l] = true;
     }
     static bool taken[WORKER_CLUSTER_SLOTS]; /* main thread only */
     for (size_t i = 0; i < WORKER_CLUSTER_SLOTS; i++)
@@ -850,14 +859,11 @@ static int assign_slots(struct proxy *p, struct gr_config *next, char *err, size
             cl->index = o->index;
             continue;
         }
-        while (free_c < WORKER_CLUSTER_SLOTS && taken[free_c])
-            free_c++;
-        if (free_c == WORKER_CLUSTER_SLOTS) {
+        if (!take_slot(taken, WORKER_CLUSTER_SLOTS, &free_c)) {
             snprintf(err, errlen, "no free cluster slot (%d in use): restart grelay", WORKER_CLUSTER_SLOTS);
             return GR_ERR_LIMIT;
         }
         cl->index = free_c;
-        taken[free_c] = true;
     }
     return GR_OK;
 }
