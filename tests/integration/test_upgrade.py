@@ -89,31 +89,52 @@ class Load:
         return self.ok[0], self.failed
 
 
-def upgrade(g):
-    """SIGUSR2 to g; returns the new PID once it serves."""
-    os.kill(g.proc.pid, signal.SIGUSR2)
-    return new_pid(g)
+class Upgradable:
+    """A backend and a grelay in front of it (cfg_extra merged into its
+    config), for `with`: upgrade() sends SIGUSR2 and returns the new PID once
+    it serves; at the end the new process, if any, is stopped by PID and the
+    shared log checked for sanitizer reports, else grelay is stopped as
+    usual (exit 0, no report)."""
 
+    def __init__(self, workers=1, env=None, **cfg_extra):
+        self.b = Backend("b1")
+        port = free_port()
+        self.cfg = simple_config(port, [self.b.addr], workers=workers)
+        self.cfg.update(cfg_extra)
+        try:
+            self.g = Grelay(self.cfg, port=port, env=env)
+        except Exception:
+            self.b.stop()
+            raise
+        self.pid = None
 
-def finish(g, pid):
-    """Stops the new process and checks both processes' shared log."""
-    stop_pid(pid)
-    log = g.log()
-    for marker in SANITIZER:
-        assert marker not in log, "sanitizer report:\n" + log[-6000:]
-    g.stopped = True
-    g.stderr.close()
-    g.dir.cleanup()
+    def upgrade(self):
+        os.kill(self.g.proc.pid, signal.SIGUSR2)
+        self.pid = new_pid(self.g)
+        return self.pid
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.pid is None:
+                self.g.stop()
+            else:
+                stop_pid(self.pid)
+                log = self.g.log()
+                for marker in SANITIZER:
+                    assert marker not in log, "sanitizer report:\n" + log[-6000:]
+                self.g.stopped = True
+                self.g.stderr.close()
+                self.g.dir.cleanup()
+        finally:
+            self.b.stop()
 
 
 def test_upgrade_under_load_fails_no_call_and_refuses_no_connection():
-    b = Backend("b1")
-    port = free_port()
-    cfg = simple_config(port, [b.addr], workers=2)
-    cfg["drain_timeout"] = "10s"
-    g = Grelay(cfg, port=port)
-    pid = None
-    try:
+    with Upgradable(workers=2, drain_timeout="10s") as u:
+        g = u.g
         load = Load(g.addr)
         # A server stream that outlives the switch: it finishes on the old process.
         with grpc.insecure_channel(g.addr) as sch:
@@ -122,7 +143,7 @@ def test_upgrade_under_load_fails_no_call_and_refuses_no_connection():
             first = next(stream)
             time.sleep(1.0)
             before = load.ok[0]
-            pid = upgrade(g)
+            pid = u.upgrade()
             assert pid != g.proc.pid
             rest = list(stream)
         assert first.startswith(b"00000000") and len(rest) == 19
@@ -135,29 +156,19 @@ def test_upgrade_under_load_fails_no_call_and_refuses_no_connection():
         assert "upgrade: 2 listening sockets inherited" in g.log()
         with grpc.insecure_channel(g.addr) as ch:
             assert ch.unary_unary("/test.Echo/Unary")(b"after", timeout=5) == b"after"
-    finally:
-        if pid is not None:
-            finish(g, pid)
-        else:
-            g.stop()
-        b.stop()
 
 
 def test_an_upgrade_to_fewer_workers_accepts_on_every_handed_over_socket():
     """The new config asks for 1 worker, the old process has 2 sockets per
     listener: the new process runs 2 workers (a socket nobody accepts on
     would reset the connections in its queue) and no call fails."""
-    b = Backend("b1")
-    port = free_port()
-    cfg = simple_config(port, [b.addr], workers=2)
-    g = Grelay(cfg, port=port)
-    pid = None
-    try:
+    with Upgradable(workers=2) as u:
+        g = u.g
         with open(g.config_path, "w") as f:
-            json.dump({**cfg, "workers": 1}, f)
+            json.dump({**u.cfg, "workers": 1}, f)
         load = Load(g.addr)
         time.sleep(0.5)
-        pid = upgrade(g)
+        u.upgrade()
         assert g.proc.wait(15) == 0
         at_exit = load.ok[0]
         time.sleep(0.5)
@@ -165,19 +176,11 @@ def test_an_upgrade_to_fewer_workers_accepts_on_every_handed_over_socket():
         assert failed == [], failed[:5]
         assert ok > at_exit
         assert "running 2 workers instead of 1" in g.log()
-    finally:
-        if pid is not None:
-            finish(g, pid)
-        else:
-            g.stop()
-        b.stop()
 
 
 def test_an_upgrade_that_cannot_start_leaves_the_old_process_serving():
-    b = Backend("b1")
-    port = free_port()
-    g = Grelay(simple_config(port, [b.addr]), port=port)
-    try:
+    with Upgradable() as u:
+        g = u.g
         with open(g.config_path, "w") as f:
             f.write("listeners: [\n")  # the new process cannot load it
         os.kill(g.proc.pid, signal.SIGUSR2)
@@ -188,9 +191,6 @@ def test_an_upgrade_that_cannot_start_leaves_the_old_process_serving():
         assert g.proc.poll() is None
         with grpc.insecure_channel(g.addr) as ch:
             assert ch.unary_unary("/test.Echo/Unary")(b"still", timeout=5) == b"still"
-    finally:
-        g.stop()
-        b.stop()
 
 
 def test_systemd_hears_ready_and_then_the_new_main_pid(tmp_path):
@@ -198,22 +198,11 @@ def test_systemd_hears_ready_and_then_the_new_main_pid(tmp_path):
     at start; after SIGUSR2, MAINPID of the new process with READY=1."""
     import socket
     path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(20)
-    b = Backend("b1")
-    port = free_port()
-    g = Grelay(simple_config(port, [b.addr]), port=port, env={"NOTIFY_SOCKET": path})
-    pid = None
-    try:
-        assert sock.recv(256) == b"READY=1"
-        pid = upgrade(g)
-        assert sock.recv(256) == b"MAINPID=%d\nREADY=1" % pid
-        assert g.proc.wait(15) == 0
-    finally:
-        sock.close()
-        if pid is not None:
-            finish(g, pid)
-        else:
-            g.stop()
-        b.stop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(20)
+        with Upgradable(env={"NOTIFY_SOCKET": path}) as u:
+            assert sock.recv(256) == b"READY=1"
+            pid = u.upgrade()
+            assert sock.recv(256) == b"MAINPID=%d\nREADY=1" % pid
+            assert u.g.proc.wait(15) == 0
