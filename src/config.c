@@ -8,6 +8,7 @@
  * file, and builds the TLS contexts. */
 #include "grelay/config.h"
 #include "grelay/common.h"
+#include "grelay/config_ops.h"
 #include "grelay/config_route.h"
 #include "grelay/config_yaml.h"
 #include "grelay/grpc.h"
@@ -83,7 +84,7 @@ int config_parse_addr(const char *text, struct gr_addr *out, const char **why)
 }
 
 /* struct gr_addr: an IP literal and port (config_parse_addr). */
-static int set_addr(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
+int config_set_addr(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
 {
     if (config_yaml_want_scalar(c, v, f->key))
         return GR_ERR_CONFIG;
@@ -214,7 +215,7 @@ static void listener_init(void *obj)
 
 static const struct config_field listener_fields[] = {
     {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_listener_cfg, name), .flags = FL_REQUIRED},
-    {.key = "address", .set = set_addr, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
+    {.key = "address", .set = config_set_addr, .off = OFF(struct gr_listener_cfg, address), .flags = FL_REQUIRED},
     {.key = "virtual_hosts",
      .set = config_yaml_set_list,
      .off = OFF(struct gr_listener_cfg, vhosts),
@@ -540,6 +541,16 @@ static const struct config_field top_fields[] = {
      .min = 0,
      .max = 24ull * 3600 * 1000},
     {.key = "watch_config", .set = config_yaml_set_bool, .off = OFF(struct gr_config, watch_config)},
+    {.key = "admin", .set = config_yaml_set_obj, .off = OFF(struct gr_config, admin), .sub = &config_ops_admin_schema},
+    {.key = "access_log",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_config, access_log),
+     .sub = &config_ops_access_log_schema},
+    {.key = "stats", .set = config_yaml_set_obj, .off = OFF(struct gr_config, stats), .sub = &config_ops_stats_schema},
+    {.key = "request_id",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_config, request_id),
+     .sub = &config_ops_request_id_schema},
     {0},
 };
 
@@ -550,6 +561,7 @@ static void top_init(void *obj)
     cfg->workers = n > 0 ? (uint32_t)n : 1;
     cfg->log_level = "info";
     cfg->drain_timeout_ms = 30000;
+    config_ops_init(cfg);
 }
 
 static const struct config_schema top_schema = {
@@ -645,7 +657,7 @@ static int validate(struct config_yaml *c, struct gr_config *cfg)
             }
         }
     }
-    return GR_OK;
+    return config_ops_check(c, cfg);
 }
 
 struct gr_config *config_load_buffer(const char *name, const char *data, size_t len, char *err, size_t errlen)

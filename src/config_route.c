@@ -274,6 +274,7 @@ static const struct config_schema cors_schema = {"cors",    sizeof(struct gr_cor
                                                  check_cors};
 
 static const struct config_field route_fields[] = {
+    {.key = "name", .set = config_yaml_set_str, .off = OFF(struct gr_route_cfg, name)},
     {.key = "match",
      .set = config_yaml_set_obj,
      .off = OFF(struct gr_route_cfg, match),

@@ -333,7 +333,9 @@ static void on_housekeeping(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    worker_housekeep(container_of(t, struct worker, housekeeping));
+    struct worker *w = container_of(t, struct worker, housekeeping);
+    atomic_store_explicit(&w->beat_us, gr_now_us(), memory_order_relaxed); /* the loop turns (GET /healthz) */
+    worker_housekeep(w);
 }
 
 int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
@@ -356,6 +358,7 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     if (w->pending == NULL || w->loop == NULL)
         return GR_ERR_NOMEM;
     w->n_clusters = WORKER_CLUSTER_SLOTS;
+    atomic_init(&w->beat_us, gr_now_us());
     for (size_t i = 0; i < w->n_clusters; i++)
         atomic_init(&w->pending[i], NULL);
     ev_prepare_init(&w->prepare, on_prepare);

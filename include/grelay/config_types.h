@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct stats_key;
+
 /* A socket address written as "ip:port" or "[ipv6]:port". */
 struct gr_addr {
     struct sockaddr_storage ss; /* the address */
@@ -138,6 +140,9 @@ struct gr_retry_cfg {
 
 /* One route of a virtual host: a match and where matching calls go. */
 struct gr_route_cfg {
+    const char *name;                /* the `route` label of metrics and the access log: as written, or
+                                        "<virtual host name>/<index>" (index from 0) */
+    const struct stats_key *stats;   /* its series (listener, route, cluster): stats_bind */
     struct gr_match_cfg match;       /* when the route applies */
     uint64_t timeout_ms;             /* deadline when the client sends no grpc-timeout; 0 = none */
     uint64_t max_grpc_timeout_ms;    /* cap on the client's grpc-timeout; 0 = no cap */
@@ -194,6 +199,7 @@ struct gr_listener_cfg {
     uint64_t max_connection_age_grace_ms; /* then its calls have this long before they are cut (UNAVAILABLE) */
     uint32_t max_requests_per_connection; /* a client connection drains (as at max_connection_age) once this many
                                              calls began on it; 0: no limit */
+    const struct stats_key *stats;        /* its series (stats_bind) */
     size_t slot; /* the workers' socket and connection count: its position at load; a reload keeps it while
                     name, address and TLS on/off stay (proxy.c) */
 };
@@ -203,22 +209,61 @@ struct gr_overload_cfg {
     uint64_t max_heap; /* heap bytes in use above which new streams are refused and accepts wait; 0: off */
 };
 
+/* The admin endpoint (admin.c), on the main thread's loop. */
+struct gr_admin_cfg {
+    bool set;               /* admin: is written; without it there is no admin listener */
+    struct gr_addr address; /* where it listens (an IP literal) */
+    bool allow_mutations;   /* POST /reload, /drain and /log_level work; without it they answer 403 */
+    struct gr_pos pos;      /* where admin: is written */
+};
+
+enum access_log_format { ACCESS_LOG_JSON = 0, ACCESS_LOG_TEXT = 1 };
+
+/* The access log (access_log.c): one line per call, written when it ends. */
+struct gr_access_log_cfg {
+    bool set;                      /* access_log: is written; without it nothing is logged */
+    const char *path;              /* a file (appended to; SIGUSR1 reopens it) or /dev/stdout, /dev/stderr */
+    enum access_log_format format; /* json (default) or text */
+    const char *template_text;     /* text: the line, with %FIELD% operators (docs/observability.md) */
+    struct gr_pos pos;             /* where access_log: is written */
+};
+
+/* Metrics (stats.c). */
+#define GR_STATS_MAX_BUCKETS 32
+struct gr_stats_cfg {
+    uint32_t max_methods;                 /* distinct (service, method) label pairs; past it "other" */
+    const char **bucket_text;             /* buckets as written (seconds), or none: the default */
+    size_t n_bucket_text;                 /* entries of bucket_text */
+    double buckets[GR_STATS_MAX_BUCKETS]; /* derived: upper bounds in seconds, ascending (+Inf implied) */
+    size_t n_buckets;                     /* entries of buckets */
+};
+
+/* The x-request-id of each call. */
+struct gr_request_id_cfg {
+    bool generate; /* a request without x-request-id gets one, forwarded upstream (default true) */
+};
+
 /* One loaded file: the root of the snapshot. */
 struct gr_config {
-    struct arena arena;                /* owns everything below (not the SSL_CTXs: config_free frees those) */
-    const char *path;                  /* file it came from (the name given to config_load_buffer) */
-    uint32_t workers;                  /* worker threads, 1..256 when written; default: the CPUs online */
-    const char *log_level;             /* error, warn, info or debug (any case), as written; default info */
-    struct gr_listener_cfg *listeners; /* names and addresses unique */
-    size_t n_listeners;                /* entries in listeners, at least 1 */
-    struct gr_cluster_cfg *clusters;   /* names unique; every route's cluster is one of them */
-    size_t n_clusters;                 /* entries in clusters; at least 1 once loaded, as every route needs one */
-    struct gr_overload_cfg overload;   /* the overload guard */
-    uint64_t drain_timeout_ms;         /* SIGTERM/SIGINT: how long calls in flight may take to finish (from the
+    struct arena arena;                  /* owns everything below (not the SSL_CTXs: config_free frees those) */
+    const char *path;                    /* file it came from (the name given to config_load_buffer) */
+    uint32_t workers;                    /* worker threads, 1..256 when written; default: the CPUs online */
+    const char *log_level;               /* error, warn, info or debug (any case), as written; default info */
+    struct gr_listener_cfg *listeners;   /* names and addresses unique */
+    size_t n_listeners;                  /* entries in listeners, at least 1 */
+    struct gr_cluster_cfg *clusters;     /* names unique; every route's cluster is one of them */
+    size_t n_clusters;                   /* entries in clusters; at least 1 once loaded, as every route needs one */
+    struct gr_overload_cfg overload;     /* the overload guard */
+    uint64_t drain_timeout_ms;           /* SIGTERM/SIGINT: how long calls in flight may take to finish (from the
                                           signal, drain_delay included); then they are cut with UNAVAILABLE */
-    uint64_t drain_delay_ms;           /* SIGTERM/SIGINT: keep accepting this long, readiness false, first */
-    bool watch_config;                 /* reload when the file (or its directory: ConfigMap symlinks) changes */
-    _Atomic uint32_t refs;             /* holders of the snapshot (config_ref); freed at 0 (config_unref) */
+    uint64_t drain_delay_ms;             /* SIGTERM/SIGINT: keep accepting this long, readiness false, first */
+    bool watch_config;                   /* reload when the file (or its directory: ConfigMap symlinks) changes */
+    struct gr_admin_cfg admin;           /* the admin endpoint; its address is fixed at start (a reload keeps it) */
+    struct gr_access_log_cfg access_log; /* the access log */
+    struct gr_stats_cfg stats;           /* metrics: cardinality and histogram buckets */
+    struct gr_request_id_cfg request_id; /* x-request-id */
+    const char *dump_json;               /* the file as JSON with secrets masked (GET /config_dump); or NULL */
+    _Atomic uint32_t refs;               /* holders of the snapshot (config_ref); freed at 0 (config_unref) */
 };
 
 #endif

@@ -29,6 +29,8 @@ struct wcluster;
 struct wlistener;
 struct h2_server_state;
 struct h2_client_state;
+struct stats_shard;
+struct access_log_shard;
 
 /* Work deferred to the end of the loop iteration, before the loop sleeps:
  * a flush (worker->dirty) or a free (worker->reap). Embedded in its owner. */
@@ -145,6 +147,9 @@ struct worker {
     bool busy;                               /* a call began since the last quiet pass (counted process-wide) */
     _Atomic uint64_t heap;                   /* bytes held for calls at the last housekeeping pass (overload guard) */
     struct gr_list all;                      /* in the process's list of workers (the overload guard sums heap) */
+    struct stats_shard *stats;               /* this worker's metrics (stats.h) */
+    struct access_log_shard *alog;           /* this worker's access log buffer (access_log.h) */
+    _Atomic uint64_t beat_us;                /* gr_now_us() at the loop's last housekeeping pass (GET /healthz) */
     uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */

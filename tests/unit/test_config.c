@@ -219,7 +219,7 @@ static const struct bad_case bad_cases[] = {
     {"workers: 0\n" GOOD_HEAD CLUSTERS, "t.yaml:1:10: 'workers' must be between 1 and 256, got '0'"},
     {"wrokers: 1\n" GOOD_HEAD CLUSTERS,
      "t.yaml:1:1: unknown key 'wrokers' in the configuration (expected one of: workers, log_level, listeners, "
-     "clusters, overload, drain_timeout, drain_delay, watch_config)"},
+     "clusters, overload, drain_timeout, drain_delay, watch_config, admin, access_log, stats, request_id)"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    endpoints: [{address: 127.0.0.1:1}]\n    name: again\n",
      "t.yaml:13:5: duplicate key 'name' in cluster"},
     {GOOD_HEAD "clusters:\n  - name: other\n    endpoints: [{address: 127.0.0.1:1}]\n",
