@@ -8,6 +8,7 @@
 #include "grelay/nv.h"
 #include "grelay/pool.h"
 #include "grelay/retry.h"
+#include "grelay/stats.h"
 #include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
@@ -544,6 +545,7 @@ static void start_attempt(struct stream *s, bool retry)
     struct worker *w = stream_worker(s);
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
+        stats_add(stats_block(w->stats, s->route->cluster->stats), C_NO_ENDPOINT, 1);
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }

@@ -77,6 +77,8 @@ enum stats_endpoint_slot {
     E_CONNECT_FAILURES,                  /* counter */
     E_EJECTIONS,                         /* counter: times the endpoint was ejected (connect failures) */
     E_EJECTED_UNTIL,                     /* gauge (max over workers): gr_now_us until which picks avoid it */
+    E_MEMBER,                            /* gauge: workers whose current endpoint set has it */
+    E_WEIGHT,                            /* gauge (max over workers): its weight */
     E_SLOTS
 };
 
