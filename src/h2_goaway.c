@@ -4,6 +4,7 @@
  * an abusive one. */
 #include "grelay/h2_dconn.h"
 #include "grelay/log.h"
+#include "grelay/stats.h"
 #include "grelay/stream.h"
 
 /* ---- Drain, grpc-go's graceful close: a GOAWAY with the last stream id
@@ -37,6 +38,7 @@ void h2_goaway_drain_notice(struct dconn *d, const char *why)
         return;
     log_debug("client connection: %s: GOAWAY 2^31-1 and PING", why);
     d->drain = DRAIN_NOTICE;
+    stats_add(stats_block(c->w->stats, d->base.cfg->stats), L_DRAINED_CONNS, 1);
     gr_list_remove(&d->lru_link); /* a draining connection does not hibernate */
     if (d->h2 != NULL) {          /* the PING once the GOAWAY is out (on_frame_send): nghttp2 sends PINGs first */
         if (nghttp2_submit_shutdown_notice(d->h2) != 0) {
@@ -134,8 +136,10 @@ void h2_goaway_refuse(struct dconn *d, uint32_t code, const char *why)
     log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code)); /* goaway's is debug */
     d->guard.ended = true;
     conn_pause_read(&d->base.io);
-    if (code == NGHTTP2_ENHANCE_YOUR_CALM)
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM) {
         conn_set_hostile(&d->base.io);
+        stats_limit_hit(d->base.io.w->stats, d->base.cfg, LIMIT_GLITCHES);
+    }
     h2_goaway_send(d, code, why);
 }
 
@@ -157,6 +161,7 @@ void h2_goaway_hold(struct dconn *d, int32_t sid, const char *why)
              sid);
     d->guard.ended = true;
     d->held = true;
+    stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_GLITCHES);
     d->goaway = true;
     conn_set_hostile(c);
     gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
@@ -178,6 +183,7 @@ int h2_goaway_flooded(struct dconn *d, int lib_error)
     uint8_t ga[H2_GOAWAY_LEN];
     h2_common_goaway(nghttp2_session_get_last_proc_stream_id(d->h2), NGHTTP2_ENHANCE_YOUR_CALM, ga);
     log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM", nghttp2_strerror(lib_error));
+    stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_GLITCHES);
     d->guard.ended = true;
     conn_pause_read(c);
     conn_set_hostile(c);

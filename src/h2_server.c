@@ -10,6 +10,7 @@
 #include "grelay/log.h"
 #include "grelay/request.h"
 #include "grelay/slab.h"
+#include "grelay/stats.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
 
@@ -81,6 +82,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     if (gr_unlikely(worker_overloaded())) {
         /* Not processed at all: the client may retry it elsewhere (RFC 9113 8.7). */
+        stats_limit_hit(d->base.io.w->stats, d->base.cfg, LIMIT_OVERLOAD);
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
@@ -331,6 +333,8 @@ static int wake(struct dconn *d)
     }
     struct worker *w = d->base.io.w;
     d->busy_at = ev_now(w->loop);
+    d->asleep = false;
+    stats_add(stats_block(w->stats, d->base.cfg->stats), L_HIBERNATED, (uint64_t)-1);
     if (d->drain == DRAIN_NONE)
         gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
     log_debug("client connection wakes (new HTTP/2 session)");
@@ -356,6 +360,10 @@ static enum h2_idle idle_step(struct dconn *d)
     }
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
+    d->asleep = true;
+    uint64_t *b = stats_block(c->w->stats, d->base.cfg->stats);
+    stats_add(b, L_HIBERNATED, 1);
+    stats_add(b, L_HIBERNATIONS, 1);
     if (wu_len > 0) {
         if (buf_append(&c->wbuf, &c->w->chunks, wu, wu_len) != GR_OK) {
             conn_close(c, GR_ERR_NOMEM, "out of memory");
@@ -517,6 +525,8 @@ static void d_on_close(struct conn *c, int err, const char *why)
 static void d_destroy(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
+    if (d->asleep)
+        stats_add(stats_block(c->w->stats, d->base.cfg->stats), L_HIBERNATED, (uint64_t)-1);
     worker_conn_release(c->w, d->base.cfg);
     slab_free(&c->w->h2s->slab, d);
 }
@@ -530,19 +540,24 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
             conn_close(c, GR_ERR_LIMIT, "held past its GOAWAY (frames with no use)");
         else if (d->goaway)
             conn_close(c, GR_ERR_IO, "the client did not take its GOAWAY");
-        else if (gr_list_empty(&d->base.streams))
+        else if (gr_list_empty(&d->base.streams)) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_IDLE_TIMEOUT);
             h2_goaway_send(d, NGHTTP2_NO_ERROR, "idle_timeout");
+        }
         break;
     case CONN_TIMER_HEADER:
-        if (d->hdr_wait < 0)
+        if (d->hdr_wait < 0) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_HEADERS_TIMEOUT);
             conn_close(c, GR_ERR_IO, "no HTTP/2 preface and SETTINGS within request_headers_timeout");
-        else if (d->hdr_wait > 0 && d->h2 != NULL &&
-                 (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
-                  h2_common_frames_in_block(&d->sleep.frames)))
+        } else if (d->hdr_wait > 0 && d->h2 != NULL &&
+                   (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
+                    h2_common_frames_in_block(&d->sleep.frames))) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_HEADERS_TIMEOUT);
             h2_goaway_send(d, NGHTTP2_PROTOCOL_ERROR,
                            "request header block not complete within request_headers_timeout");
-        else
+        } else {
             d->hdr_wait = 0; /* its stream was reset, and the block ended since */
+        }
         break;
     case CONN_TIMER_KEEPALIVE:
         h2_goaway_send(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");

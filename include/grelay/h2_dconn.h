@@ -30,6 +30,7 @@ struct dconn {
     bool held;               /* ended by an abuse (h2_goaway_hold): held open until the GOAWAY grace ends, and past
                               * HOLD_DROP bytes dropped not read (its writes block), not closed to reconnect */
     uint32_t dropped;        /* bytes read and dropped since it was held */
+    bool asleep;             /* hibernating: counted in its listener's grelay_hibernated_connections */
     uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 

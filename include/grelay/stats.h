@@ -130,6 +130,12 @@ static inline void stats_set(uint64_t *block, unsigned slot, uint64_t v)
         __atomic_store_n(&block[slot], v, __ATOMIC_RELAXED);
 }
 
+/* A client of listener l ran into limit k. */
+static inline void stats_limit_hit(struct stats_shard *sh, const struct gr_listener_cfg *l, enum stats_limit k)
+{
+    stats_add(stats_block(sh, l->stats), (unsigned)(L_LIMITS + k), 1);
+}
+
 /* A call ended (stream.c): grelay_requests_total and
  * grelay_request_duration_seconds. route: the route key (or a listener's
  * no-route key); path: the :path (service and method come from it); code:
