@@ -77,6 +77,7 @@ struct request {
     size_t head_len;  /* bytes of the head, blank line included */
     size_t body_len;  /* Content-Length */
     bool keep_alive;  /* HTTP/1.1 without Connection: close, or 1.0 with keep-alive */
+    bool origin;      /* an Origin header came: a browser sent it (POSTs are refused) */
 };
 
 static const char *status_text(int status)
@@ -183,6 +184,8 @@ static int parse_header(struct request *r, const char *s, const char *e)
         r->body_len = (size_t)n;
     } else if (nlen == 17 && strncasecmp(s, "transfer-encoding", nlen) == 0) {
         return 411; /* bodies are sent with a Content-Length */
+    } else if (nlen == 6 && strncasecmp(s, "origin", nlen) == 0) {
+        r->origin = true;
     } else if (nlen == 10 && strncasecmp(s, "connection", nlen) == 0) {
         if (vlen == 5 && strncasecmp(v, "close", 5) == 0)
             r->keep_alive = false;
@@ -256,6 +259,14 @@ static void dispatch(struct admin_conn *c, const struct request *r, const char *
     if (strcmp(hit->method, "POST") == 0 && !a->allow_mutations) {
         static const char no[] = "admin: allow_mutations is false\n";
         conn_answer(c, 403, text, no, sizeof(no) - 1, NULL, r->keep_alive);
+        return;
+    }
+    /* A web page the operator's browser opened could POST here (a form needs
+     * no CORS preflight; DNS rebinding defeats a Host check): mutations are
+     * for tools, which send no Origin. */
+    if (strcmp(hit->method, "POST") == 0 && r->origin) {
+        static const char web[] = "admin: POST from a web page (Origin header) refused\n";
+        conn_answer(c, 403, text, web, sizeof(web) - 1, NULL, r->keep_alive);
         return;
     }
     struct gr_sbuf out;
