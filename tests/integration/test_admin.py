@@ -19,6 +19,7 @@ import pytest
 from harness import free_port, simple_config
 from test_failures import wait_for
 from test_reload import reload, who
+from test_upgrade import Upgradable
 
 FORBIDDEN = "admin: allow_mutations is false"
 
@@ -366,3 +367,23 @@ def test_connections_past_64_are_closed(backends, grelay_factory):
     finally:
         for s in held:
             s.close()
+
+
+def test_a_binary_upgrade_hands_the_admin_socket_over():
+    """SIGUSR2: the new process takes the admin socket itself (it could not
+    bind the address while the old one holds it) and serves /ready once the
+    old process is gone."""
+    admin_port = free_port()
+    with Upgradable(workers=1, admin={"address": "127.0.0.1:%d" % admin_port}) as u:
+        admin = Admin(admin_port)
+        assert admin.get("/ready")[0] == 200
+        pid = u.upgrade()
+        assert u.g.proc.wait(15) == 0  # the old one drained and exited 0
+        status, _, body = admin.get("/ready")
+        assert (status, body) == (200, "ready\n")
+        with grpc.insecure_channel(u.g.addr) as ch:
+            assert who(ch) == "b1"
+        log = u.g.log()
+        assert "cannot listen" not in log
+        assert log.count("admin: listening on 127.0.0.1:%d" % admin_port) == 2
+        assert pid != u.g.proc.pid
