@@ -436,6 +436,30 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
     conn_close(container_of(t, struct admin_conn, timer));
 }
 
+/* Serves the accepted socket fd (non-blocking); false when the connections
+ * are at ADMIN_MAX_CONNS or memory is out (the caller closes fd). */
+static bool conn_new(struct admin *a, int fd)
+{
+    struct admin_conn *c = a->n_conns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+    if (c != NULL && (c->in = malloc(ADMIN_MAX_REQUEST + 1)) == NULL) {
+        free(c);
+        c = NULL;
+    }
+    if (c == NULL)
+        return false;
+    c->a = a;
+    c->fd = fd;
+    gr_list_insert_tail(&a->conns, &c->link);
+    a->n_conns++;
+    c->events = EV_READ;
+    ev_io_init(&c->io, on_conn_io, fd, EV_READ);
+    ev_io_start(a->loop, &c->io);
+    ev_init(&c->timer, on_conn_timer);
+    c->timer.repeat = ADMIN_IDLE_S;
+    ev_timer_again(a->loop, &c->timer);
+    return true;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
@@ -447,27 +471,11 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                 log_warn("admin: accept: %s", strerror(errno));
             return;
         }
-        struct admin_conn *c = a->n_conns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
-        if (c != NULL && (c->in = malloc(ADMIN_MAX_REQUEST + 1)) == NULL) {
-            free(c);
-            c = NULL;
-        }
-        if (c == NULL) {
+        if (!conn_new(a, fd)) {
             log_warn("admin: %s: connection closed",
                      a->n_conns < ADMIN_MAX_CONNS ? "out of memory" : "64 connections open");
             close(fd);
-            continue;
         }
-        c->a = a;
-        c->fd = fd;
-        gr_list_insert_tail(&a->conns, &c->link);
-        a->n_conns++;
-        c->events = EV_READ;
-        ev_io_init(&c->io, on_conn_io, fd, EV_READ);
-        ev_io_start(loop, &c->io);
-        ev_init(&c->timer, on_conn_timer);
-        c->timer.repeat = ADMIN_IDLE_S;
-        ev_timer_again(loop, &c->timer);
     }
 }
 
