@@ -43,6 +43,8 @@ struct admin {
     size_t n_routes;                             /* entries of routes */
     struct gr_list conns;                        /* struct admin_conn */
     size_t n_conns;                              /* entries of conns */
+    uint64_t refused;                            /* connections closed at once since the last warning */
+    ev_tstamp refused_logged;                    /* when that warning was last written (one a second at most) */
 };
 
 /* What one connection is doing. */
@@ -78,6 +80,7 @@ struct request {
     size_t body_len;  /* Content-Length */
     bool keep_alive;  /* HTTP/1.1 without Connection: close, or 1.0 with keep-alive */
     bool origin;      /* an Origin header came: a browser sent it (POSTs are refused) */
+    bool has_length;  /* a Content-Length came (a second one must agree) */
 };
 
 static const char *status_text(int status)
@@ -164,6 +167,8 @@ static int parse_header(struct request *r, const char *s, const char *e)
     if (colon == NULL || colon == s)
         return 400;
     size_t nlen = (size_t)(colon - s);
+    if (memchr(s, ' ', nlen) != NULL || memchr(s, '\t', nlen) != NULL)
+        return 400; /* RFC 9112 5.1: no whitespace in a field name (a smuggling vector) */
     const char *v = colon + 1;
     while (v < e && (*v == ' ' || *v == '\t'))
         v++;
@@ -181,6 +186,9 @@ static int parse_header(struct request *r, const char *s, const char *e)
         }
         if (n > ADMIN_MAX_REQUEST)
             return 413;
+        if (r->has_length && r->body_len != (size_t)n)
+            return 400;
+        r->has_length = true;
         r->body_len = (size_t)n;
     } else if (nlen == 17 && strncasecmp(s, "transfer-encoding", nlen) == 0) {
         return 411; /* bodies are sent with a Content-Length */
@@ -472,9 +480,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         if (!conn_new(a, fd)) {
-            log_warn("admin: %s: connection closed",
-                     a->n_conns < ADMIN_MAX_CONNS ? "out of memory" : "64 connections open");
             close(fd);
+            a->refused++;
+            if (ev_now(loop) - a->refused_logged >= 1.0) {
+                log_warn("admin: %s: %llu new connection%s closed",
+                         a->n_conns < ADMIN_MAX_CONNS ? "out of memory" : "64 connections open",
+                         (unsigned long long)a->refused, a->refused == 1 ? "" : "s");
+                a->refused = 0;
+                a->refused_logged = ev_now(loop);
+            }
         }
     }
 }

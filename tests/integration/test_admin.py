@@ -308,6 +308,11 @@ def test_oversized_requests_get_431_and_413_and_the_port_keeps_serving(backends,
     assert out.startswith(b"HTTP/1.1 413 "), out[:200]
     assert b"Connection: close\r\n" in out
     assert raw_exchange(g.admin_port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    # Smuggling shapes: whitespace before the colon, two lengths that disagree.
+    assert raw_exchange(g.admin_port, b"POST /reload HTTP/1.1\r\nContent-Length : 4\r\n\r\nGET ").startswith(
+        b"HTTP/1.1 400 ")
+    assert raw_exchange(g.admin_port, b"POST /reload HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+                        ).startswith(b"HTTP/1.1 400 ")
     assert raw_exchange(g.admin_port, b"POST /drain HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").startswith(
         b"HTTP/1.1 411 ")
     assert g.admin.get("/ready")[0] == 200
@@ -359,7 +364,7 @@ def test_connections_past_64_are_closed(backends, grelay_factory):
             s.sendall(b"GET /ready HTTP/1.1\r\nHost: a\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
         assert raw_exchange(g.admin_port, b"GET /ready HTTP/1.1\r\n\r\n") == b""  # the 65th
-        assert wait_for(lambda: "64 connections open: connection closed" in g.log())
+        assert wait_for(lambda: "admin: 64 connections open: 1 new connection closed" in g.log())
         held.pop().close()
         # A slot is free once grelay has seen the close: then a new connection is served.
         ok = wait_for(lambda: raw_exchange(g.admin_port, b"GET /ready HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200"))
