@@ -4,8 +4,10 @@
  *   POST /reload /drain /log_level?level=LEVEL (allow_mutations only)
  *   POST /test/stall_worker?worker=N&seconds=S (only when the process
  *        started with GRELAY_TEST_HOOKS=1: tests make a worker stuck)
- * Started by main right after the config loads, before the workers, so
- * that /ready answers 503 until they serve. Owned by main. */
+ * Bound by main right after the config loads, before the listeners and
+ * workers: a probe that connects meanwhile waits in the accept queue and
+ * is answered once they serve (the main loop runs from then on); /ready
+ * says 503 whenever it runs without serving workers. Owned by main. */
 #ifndef GRELAY_ADMIN_ENDPOINTS_H
 #define GRELAY_ADMIN_ENDPOINTS_H
 
