@@ -254,7 +254,8 @@ static int serve(struct gr_config *cfg, bool level_forced)
     inherit_workers(cfg);
     char err[1024];
     struct ev_loop *loop = ev_default_loop(0);
-    /* The admin endpoint first: GET /ready says 503 until the workers serve. */
+    /* The admin socket first: a probe that connects while the workers start waits
+     * in its accept queue (not refused) and is answered once they serve. */
     struct admin_endpoints *admin = NULL;
     if (cfg->admin.set && (admin = admin_endpoints_start(loop, cfg, err, sizeof(err))) == NULL) {
         log_error("%s", err);
