@@ -9,7 +9,7 @@ set -euo pipefail
 
 build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus)
 web=()
 
 want=("${build[@]}")
