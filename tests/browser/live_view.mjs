@@ -30,6 +30,7 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('response', (r) => { if (r.status() >= 400) errors.push(r.status() + ' ' + r.url()); });
   // Anything the page asks for outside its own origin (it must ask nothing).
   const foreign = [];
   const origin = new URL(url).origin;

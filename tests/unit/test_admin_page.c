@@ -47,13 +47,19 @@ static void the_page_loads_nothing_from_elsewhere(void **state)
     size_t len;
     const char *page = admin_page_html(&len);
     static const char *const banned[] = {
-        "<script src",        "<link",         "@import", "url(", "http://", "https://", "innerHTML", "outerHTML",
-        "insertAdjacentHTML", "document.write"};
+        "<script src", "stylesheet",         "@import",       "url(", "http://", "https://", "innerHTML",
+        "outerHTML",   "insertAdjacentHTML", "document.write"};
     for (size_t i = 0; i < sizeof(banned) / sizeof(banned[0]); i++) {
         if (strstr(page, banned[i]) != NULL)
             fail_msg("the page contains '%s'", banned[i]);
     }
     assert_non_null(strstr(page, "fetch('stats.json'"));
+    /* its one link: an empty icon, so the browser asks for no favicon */
+    static const char icon[] = "<link rel=\"icon\" href=\"data:,\">";
+    const char *link = strstr(page, "<link");
+    assert_non_null(link);
+    assert_memory_equal(link, icon, sizeof(icon) - 1);
+    assert_null(strstr(link + 1, "<link"));
 }
 
 int main(void)
