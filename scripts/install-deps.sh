@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh --demo    + what the demo backend, client and web page need
 #   scripts/install-deps.sh --test    + what the tests need (cmocka, grpcio, h2, pytest, clang and
 #                                       clang-format for fuzzing and the style check,
-#                                       chromium for gRPC-Web in a real browser)
+#                                       chromium for gRPC-Web in a real browser,
+#                                       prometheus for promtool and the metrics tests)
 set -euo pipefail
 
 build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)

@@ -668,7 +668,7 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
         return NULL;
     }
     arena_init(&cfg->arena, 4096);
-    struct config_yaml c = {.arena = &cfg->arena, .name = name, .err = err, .errlen = errlen};
+    struct config_yaml c = {.arena = &cfg->arena, .name = name, .err = err, .errlen = errlen, .dump = &cfg->dump_json};
     if (config_yaml_load(&c, data, len, &top_schema, cfg) != GR_OK || validate(&c, cfg) != GR_OK ||
         build_tls(&c, cfg) != GR_OK) {
         config_free(cfg);

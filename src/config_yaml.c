@@ -1,6 +1,7 @@
 /* The YAML walker and the typed setters (see config_yaml.h). Messages name
  * the file, line and column of the node at fault. */
 #include "grelay/config_yaml.h"
+#include "grelay/config_dump.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -397,6 +398,8 @@ int config_yaml_load(struct config_yaml *c, const char *data, size_t len, const 
         rc = config_yaml_fail_at(c, (struct gr_pos){1, 1}, "the file is empty");
     else
         rc = config_yaml_parse_object(c, top, root, obj);
+    if (rc == GR_OK && c->dump != NULL && (*c->dump = config_dump_json(&doc, root, c->arena)) == NULL)
+        rc = config_yaml_fail_at(c, (struct gr_pos){1, 1}, "out of memory");
     c->doc = NULL;
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);

@@ -1,4 +1,6 @@
 /* grelay: flags, signals, start and stop. */
+#include "grelay/admin.h"
+#include "grelay/admin_endpoints.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/dns.h"
@@ -8,6 +10,7 @@
 #include "grelay/proxy.h"
 #include "grelay/reload.h"
 #include "grelay/sd_notify.h"
+#include "grelay/stats.h"
 #include "grelay/upgrade.h"
 
 #include <ev.h>
@@ -65,9 +68,10 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* The main loop's state for SIGUSR2. */
 struct main_state {
-    struct proxy *p;     /* the workers */
-    struct drain *drain; /* the drain SIGTERM starts, and a finished upgrade */
-    struct upgrade up;   /* a binary upgrade under way */
+    struct proxy *p;               /* the workers */
+    struct drain *drain;           /* the drain SIGTERM starts, and a finished upgrade */
+    struct admin_endpoints *admin; /* the admin endpoint (its socket is handed over too), or NULL */
+    struct upgrade up;             /* a binary upgrade under way */
 };
 
 /* The new process serves: this one drains, as on SIGTERM. */
@@ -90,7 +94,9 @@ static void on_upgrade(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     struct upgrade_sock socks[1024];
-    size_t n = proxy_listen_socks(m->p, socks, sizeof(socks) / sizeof(socks[0]));
+    size_t n = proxy_listen_socks(m->p, socks, sizeof(socks) / sizeof(socks[0]) - 1);
+    if (m->admin != NULL)
+        socks[n++] = (struct upgrade_sock){ADMIN_UPGRADE_NAME, admin_endpoints_fd(m->admin)};
     char err[256];
     m->up.on_ready = on_upgraded;
     if (upgrade_start(&m->up, loop, socks, n, err, sizeof(err)) != GR_OK)
@@ -143,18 +149,19 @@ static int parse_args(int argc, char **argv, struct args *a)
     return -1;
 }
 
-/* Runs the main loop (signals, DNS) until a SIGINT or SIGTERM drain ends. The signal
- * watchers start while the signals are still blocked, so no signal can
- * arrive before grelay is ready to stop cleanly. */
-static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t *old, bool level_forced)
+/* Runs the main loop (signals, DNS, the admin endpoint) until a SIGINT or
+ * SIGTERM drain ends. The signal watchers start while the signals are
+ * still blocked, so no signal can arrive before grelay is ready to stop
+ * cleanly. */
+static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct proxy *p, struct admin_endpoints *admin,
+                          const sigset_t *old, bool level_forced)
 {
-    struct ev_loop *loop = ev_default_loop(0);
     ev_signal sigint, sigterm;
     ev_signal_init(&sigint, on_signal, SIGINT);
     ev_signal_init(&sigterm, on_signal, SIGTERM);
     struct drain *drain = drain_new(loop, p);
     sigint.data = sigterm.data = drain;
-    struct main_state m = {.p = p, .drain = drain, .up = {.ready_fd = -1}};
+    struct main_state m = {.p = p, .drain = drain, .admin = admin, .up = {.ready_fd = -1}};
     ev_signal sigusr2;
     ev_signal_init(&sigusr2, on_upgrade, SIGUSR2);
     sigusr2.data = &m;
@@ -176,11 +183,15 @@ static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t
         ev_signal_start(loop, &sighup);
     else
         log_error("out of memory: SIGHUP will not reload");
+    if (admin != NULL)
+        admin_endpoints_serving(admin, p, reload, drain); /* GET /ready says 200 from now on */
     /* Serving: tell the process this one upgrades (it drains now), and systemd. */
     char ready[64];
     snprintf(ready, sizeof(ready), "MAINPID=%d\nREADY=1", (int)getpid());
     sd_notify_send(upgrade_ready() ? ready : "READY=1");
     ev_run(loop, 0);
+    if (admin != NULL)
+        admin_endpoints_serving(admin, NULL, NULL, NULL);
     upgrade_stop(&m.up);
     ev_signal_stop(loop, &sigusr2);
     ev_signal_stop(loop, &sighup);
@@ -189,7 +200,6 @@ static void run_main_loop(struct gr_config *cfg, struct proxy *p, const sigset_t
     drain_free(drain);
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
-    ev_loop_destroy(loop);
 }
 
 /* Raises the open-files soft limit to the hard one (an edge proxy holds a
@@ -243,8 +253,18 @@ static int serve(struct gr_config *cfg, bool level_forced)
     pthread_sigmask(SIG_BLOCK, &set, &old);
     upgrade_inherit(); /* the sockets of the process this one upgrades, if any */
     inherit_workers(cfg);
-    char err[1024];
-    struct proxy *p = proxy_new(cfg, err, sizeof(err));
+    char err[1024] = "out of memory";
+    struct ev_loop *loop = ev_default_loop(0);
+    /* The admin socket first: a probe that connects while the workers start waits
+     * in its accept queue (not refused) and is answered once they serve. */
+    struct admin_endpoints *admin = NULL;
+    if (cfg->admin.set && (admin = admin_endpoints_start(loop, cfg, err, sizeof(err))) == NULL) {
+        log_error("%s", err);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        ev_loop_destroy(loop);
+        return 1;
+    }
+    struct proxy *p = stats_init(cfg) == GR_OK ? proxy_new(cfg, err, sizeof(err)) : NULL;
     int rc = 0;
     if (p == NULL) {
         log_error("%s", err);
@@ -253,13 +273,15 @@ static int serve(struct gr_config *cfg, bool level_forced)
         rc = 1;
     }
     if (rc == 0)
-        run_main_loop(cfg, p, &old, level_forced);
+        run_main_loop(loop, cfg, p, admin, &old, level_forced);
     else
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (p != NULL) {
         proxy_stop(p);
         proxy_free(p);
     }
+    admin_endpoints_free(admin);
+    ev_loop_destroy(loop);
     if (rc == 0)
         log_info("stopped");
     return rc;

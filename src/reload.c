@@ -4,6 +4,7 @@
 #include "grelay/drain.h"
 #include "grelay/log.h"
 #include "grelay/proxy.h"
+#include "grelay/stats.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -30,6 +31,8 @@ struct reload {
     ev_timer debounce;     /* fires once the directory is quiet */
     struct stat seen;      /* the file (symlinks followed) as last loaded: a change of any of it reloads */
     bool seen_ok;          /* seen is filled */
+    reload_done_fn done;   /* told of each good reload (the admin endpoint), or NULL */
+    void *done_ctx;        /* done's first argument */
 };
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -123,10 +126,17 @@ struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **d
 
 void reload_now(struct reload *r, const char *why)
 {
+    char msg[2048];
+    (void)reload_run(r, why, msg, sizeof(msg));
+}
+
+int reload_run(struct reload *r, const char *why, char *msg, size_t msglen)
+{
     char err[2048];
     if (!drain_ready()) { /* a reload could open listeners the drain closed */
         log_warn("reload (%s): ignored: grelay is draining", why);
-        return;
+        snprintf(msg, msglen, "reload: ignored: grelay is draining");
+        return GR_ERR_AGAIN;
     }
     log_info("reload (%s): loading %s", why, r->path);
     struct stat before;
@@ -134,14 +144,18 @@ void reload_now(struct reload *r, const char *why)
     struct gr_config *next = config_load_file(r->path, err, sizeof(err));
     if (next == NULL) {
         log_error("reload: %s; grelay keeps running the previous configuration", err);
+        snprintf(msg, msglen, "reload: failed: %s; grelay keeps running the previous configuration", err);
         r->seen = before; /* not again until the file changes again */
         r->seen_ok = before_ok;
-        return;
+        stats_reload_result(false);
+        return GR_ERR_CONFIG;
     }
     if (proxy_reload(r->p, next, err, sizeof(err)) != GR_OK) {
         log_error("reload: %s; grelay keeps running the previous configuration", err);
+        snprintf(msg, msglen, "reload: failed: %s; grelay keeps running the previous configuration", err);
         config_unref(next);
-        return;
+        stats_reload_result(false);
+        return GR_ERR_IO;
     }
     size_t n;
     struct worker **workers = proxy_workers(r->p, &n);
@@ -153,8 +167,19 @@ void reload_now(struct reload *r, const char *why)
     if (!r->level_forced && log_level_parse(next->log_level, &log_threshold) != GR_OK)
         log_warn("reload: log_level '%s' ignored", next->log_level);
     watch(r, next->watch_config);
-    log_info("reload: done: %zu listener%s, %zu cluster%s", next->n_listeners, next->n_listeners == 1 ? "" : "s",
-             next->n_clusters, next->n_clusters == 1 ? "" : "s");
+    if (r->done != NULL)
+        r->done(r->done_ctx, next);
+    stats_reload_result(true);
+    snprintf(msg, msglen, "reload: done: %zu listener%s, %zu cluster%s", next->n_listeners,
+             next->n_listeners == 1 ? "" : "s", next->n_clusters, next->n_clusters == 1 ? "" : "s");
+    log_info("%s", msg);
+    return GR_OK;
+}
+
+void reload_on_done(struct reload *r, reload_done_fn fn, void *ctx)
+{
+    r->done = fn;
+    r->done_ctx = ctx;
 }
 
 const struct gr_config *reload_config(const struct reload *r) { return r->cfg; }

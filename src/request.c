@@ -1,6 +1,7 @@
 /* The request head of a call: collected, checked, routed, admitted (see
  * include/grelay/request.h). */
 #include "grelay/request.h"
+#include "grelay/stats.h"
 #include "grelay/cors.h"
 #include "grelay/downstream.h"
 #include "grelay/nv.h"
@@ -45,6 +46,7 @@ static void refuse(struct stream *s, bool trailers)
 {
     const struct gr_listener_cfg *lc = s->down->cfg;
     char msg[160];
+    stats_limit_hit(s->down->io.w->stats, lc, LIMIT_HEADERS);
     if (s->req_over == REQ_OVER_FIELDS)
         snprintf(msg, sizeof(msg), "request %s exceed the listener's limit of %u fields",
                  trailers ? "trailers" : "headers", lc->max_request_header_fields);
@@ -133,6 +135,7 @@ static int add_str(struct stream *s, struct hdr_list *l, const char *name, const
 /* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
 static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, const struct gr_hdr *origin)
 {
+    stats_add(stats_block(s->down->io.w->stats, s->down->cfg->stats), L_PREFLIGHTS, 1);
     if (pol == NULL) {
         (void)stream_reply_http(s, "403", "no CORS policy for this route\n", NULL);
         return;
@@ -221,6 +224,7 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
         return false;
     }
     if (s->down->http1 && worker_overloaded()) { /* no REFUSED_STREAM in HTTP/1.1 (h2_server.c refuses h2 streams) */
+        stats_limit_hit(s->down->io.w->stats, s->down->cfg, LIMIT_OVERLOAD);
         (void)stream_fail(s, GRPC_UNAVAILABLE, "grelay is overloaded (overload.max_heap): retry later or elsewhere");
         return false;
     }

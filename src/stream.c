@@ -8,6 +8,7 @@
 #include "grelay/nv.h"
 #include "grelay/pool.h"
 #include "grelay/retry.h"
+#include "grelay/stats.h"
 #include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
@@ -104,6 +105,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     gr_list_insert_tail(&d->streams, &s->down_link);
     ev_timer_init(&s->deadline_timer, NULL, 0.0, 0.0);
     ev_timer_init(&s->attempt_timer, NULL, 0.0, 0.0);
+    stream_obs_begin(s);
     return s;
 }
 
@@ -274,6 +276,8 @@ static void finish_attempts(struct stream *s)
  * connection closes). Never fails (see downstream_ops.reset). */
 static bool abort_stream(struct stream *s)
 {
+    s->code = s->code < 0 ? GRPC_INTERNAL : s->code; /* RST_STREAM(INTERNAL_ERROR): the client says INTERNAL */
+    s->reset = true;
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
         set_resp(s, RESP_ENDED);
@@ -288,6 +292,7 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     finish_attempts(s);
     if (s->resp_state == RESP_ENDED)
         return true; /* the client already has (or is getting) a complete answer */
+    s->code = (int8_t)status;
     log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
               grpc_status_name(status), msg);
     if (grpc_status_trailers(&s->arena, &s->resp_trailers, status, msg) != GR_OK)
@@ -315,6 +320,8 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     headers_init(&none);
     struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
+    s->http_reply = true;
+    s->http_status = (uint16_t)atoi(status);
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     bool body = text != NULL && text[0] != '\0' &&
                 headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
@@ -340,6 +347,8 @@ static void cut_unread(struct stream *s, const char *why)
     log_debug("stream %d %.*s: %s: reset", s->id, (int)s->path.valuelen,
               s->path.value ? (const char *)s->path.value : "", why);
     finish_attempts(s);
+    s->code = GRPC_CANCELLED; /* RST_STREAM(CANCEL) */
+    s->reset = true;
     struct chunk_pool *cp = &stream_worker(s)->chunks;
     buf_clear(&s->resp.q, cp);
     flow_drop_replay(&s->req, cp);
@@ -360,9 +369,10 @@ void stream_write_timeouts(struct downstream *d, ev_tstamp now)
         struct stream *s = container_of(it, struct stream, down_link);
         if (s->write_wait == 0 || after == 0 || s->resp_cut)
             continue;
-        if (s->write_wait + after <= now)
+        if (s->write_wait + after <= now) {
+            stats_limit_hit(stream_worker(s)->stats, d->cfg, LIMIT_STREAM_WRITE_TIMEOUT);
             cut_unread(s, "the client took none of the response for stream_write_timeout");
-        else if (next == 0 || s->write_wait + after < next)
+        } else if (next == 0 || s->write_wait + after < next)
             next = s->write_wait + after;
     }
     if (d->io.state == CONN_CLOSED)
@@ -431,6 +441,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
+    stream_obs_retry(s, st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
     log_debug("stream %d: %s; retrying (%s, %llu us backoff)", s->id, why,
@@ -538,10 +549,12 @@ static void start_attempt(struct stream *s, bool retry)
     struct worker *w = stream_worker(s);
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
+        stats_add(stats_block(w->stats, s->route->cluster->stats), C_NO_ENDPOINT, 1);
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }
     struct pool *p = wcluster_pick(wc, retry, s->last_ep, &s->last_ep);
+    stream_obs_attempt(s, p->stats);
     uint64_t per_try = s->route->retry.per_try_timeout_ms;
     if (per_try > 0) {
         ev_timer_set(&s->attempt_timer, (double)per_try / 1e3, 0.0);
@@ -570,10 +583,13 @@ static bool refuse_over_budget(struct stream *s)
     struct downstream *d = s->down;
     if (d->http1 || d->held <= d->cfg->connection_buffer)
         return false;
+    stats_limit_hit(stream_worker(s)->stats, d->cfg, LIMIT_CONNECTION_BUFFER);
     log_debug("stream %d: its connection holds %llu bytes, over connection_buffer: refused", s->id,
               (unsigned long long)d->held);
     finish_attempts(s);
     set_resp(s, RESP_ENDED);
+    s->code = GRPC_UNAVAILABLE; /* REFUSED_STREAM: the client may retry it */
+    s->reset = true;
     d->ops->reset(d, s, NGHTTP2_REFUSED_STREAM);
     return true;
 }
@@ -581,6 +597,7 @@ static bool refuse_over_budget(struct stream *s)
 void stream_start(struct stream *s)
 {
     ev_timer_init(&s->attempt_timer, on_attempt_timer, 0.0, 0.0);
+    stream_obs_routed(s);
     if (refuse_over_budget(s))
         return;
     if (s->deadline_us) {
@@ -619,6 +636,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
         log_debug("stream %d: client closed it (%s), cancelling upstream", s->id, nghttp2_http2_strerror(error_code));
     ev_timer_stop(w->loop, &s->deadline_timer);
     finish_attempts(s);
+    stream_obs_end(s);
     /* Request bytes never given back still hold the client's window. */
     uint64_t unacked = flow_unacked(&s->req);
     if (unacked > 0)

@@ -3,6 +3,7 @@
 #include "grelay/worker.h"
 #include "grelay/log.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,6 +339,27 @@ static void on_housekeeping(struct ev_loop *loop, ev_timer *t, int revents)
     worker_housekeep(w);
 }
 
+/* Test only: the sleep worker_test_stall asked for. */
+static void on_test_stall(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, test_stall);
+    uint32_t ms = atomic_exchange(&w->stall_ms, 0);
+    if (ms == 0)
+        return;
+    log_warn("test hook: worker %u sleeps %u ms", w->id, ms);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void worker_test_stall(struct worker *w, uint32_t ms)
+{
+    atomic_store(&w->stall_ms, ms);
+    ev_async_send(w->loop, &w->test_stall);
+}
+
 int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
 {
     w->id = id;
@@ -361,6 +383,8 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     atomic_init(&w->beat_us, gr_now_us());
     for (size_t i = 0; i < w->n_clusters; i++)
         atomic_init(&w->pending[i], NULL);
+    atomic_init(&w->stall_ms, 0);
+    ev_async_init(&w->test_stall, on_test_stall);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_timer_init(&w->housekeeping, on_housekeeping, WORKER_HOUSEKEEPING_S, WORKER_HOUSEKEEPING_S);
     pthread_mutex_lock(&all_lock);
@@ -373,6 +397,7 @@ void worker_start_watchers(struct worker *w)
 {
     ev_prepare_start(w->loop, &w->prepare);
     ev_timer_start(w->loop, &w->housekeeping);
+    ev_async_start(w->loop, &w->test_stall);
 }
 
 void worker_publish(struct worker *w, size_t i, struct endpoint_set *set)
@@ -406,6 +431,7 @@ void worker_destroy(struct worker *w)
     if (w->loop != NULL) {
         ev_timer_stop(w->loop, &w->housekeeping);
         ev_prepare_stop(w->loop, &w->prepare);
+        ev_async_stop(w->loop, &w->test_stall);
         ev_loop_destroy(w->loop);
         w->loop = NULL;
     }

@@ -33,6 +33,11 @@ struct admin *admin_new(struct ev_loop *loop, const struct gr_admin_cfg *cfg, ch
 void admin_route(struct admin *a, const char *method, const char *path, admin_handler fn, void *ctx);
 /* A reload changed allow_mutations (the address stays until a restart). */
 void admin_set_mutations(struct admin *a, bool allow);
+/* The listening socket, for a binary upgrade to hand over under the
+ * name ADMIN_UPGRADE_NAME (and its address, which no listener shares); admin_new
+ * takes the one handed over before binding a new one. */
+#define ADMIN_UPGRADE_NAME "@admin"
+int admin_fd(const struct admin *a);
 /* Closes the socket and every admin connection. */
 void admin_free(struct admin *a);
 

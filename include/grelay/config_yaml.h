@@ -70,6 +70,7 @@ struct config_yaml {
     char *err;            /* receives the first error, "name:line:col: ..." */
     size_t errlen;        /* bytes at err */
     bool failed;          /* an error is written; later ones are dropped */
+    const char **dump;    /* if set: receives the loaded tree as JSON in arena (config_dump.h) */
 };
 
 /* Parses data (len bytes of YAML) and fills obj from the root mapping by

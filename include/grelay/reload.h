@@ -25,6 +25,16 @@ struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **d
 /* Loads the file again and, when it is good, makes it the running
  * configuration. why is logged ("SIGHUP", "the file changed"). */
 void reload_now(struct reload *r, const char *why);
+/* The same, saying what happened in msg (msglen bytes): "reload: done:
+ * ..." or "reload: failed: file:line:col: ...". Returns GR_OK, GR_ERR_AGAIN
+ * (draining: ignored), GR_ERR_CONFIG (the file does not load) or
+ * GR_ERR_IO (a listener cannot be bound). Each attempt is counted in
+ * grelay_config_reloads_total. */
+int reload_run(struct reload *r, const char *why, char *msg, size_t msglen);
+/* fn(ctx, next) runs after each good reload, next the new snapshot (the
+ * admin endpoint follows allow_mutations with it). One listener. */
+typedef void (*reload_done_fn)(void *ctx, const struct gr_config *next);
+void reload_on_done(struct reload *r, reload_done_fn fn, void *ctx);
 /* The snapshot running now (DNS and main's logs use it). */
 const struct gr_config *reload_config(const struct reload *r);
 void reload_free(struct reload *r);

@@ -150,6 +150,8 @@ struct worker {
     struct stats_shard *stats;               /* this worker's metrics (stats.h) */
     struct access_log_shard *alog;           /* this worker's access log buffer (access_log.h) */
     _Atomic uint64_t beat_us;                /* gr_now_us() at the loop's last housekeeping pass (GET /healthz) */
+    ev_async test_stall;                     /* test only: the loop sleeps stall_ms (worker_test_stall) */
+    _Atomic uint32_t stall_ms;               /* test only: how long that sleep is */
     uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */
@@ -162,6 +164,12 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg);
 void worker_start_watchers(struct worker *w);
 /* Frees what worker_init made (the loop last). */
 void worker_destroy(struct worker *w);
+
+/* Test only (GRELAY_TEST_HOOKS=1: POST /test/stall_worker on the admin
+ * port): makes w's loop sleep ms milliseconds at its next turn, as a
+ * stuck worker would, so that GET /healthz can be seen to fail. Any
+ * thread. */
+void worker_test_stall(struct worker *w, uint32_t ms);
 
 /* Queues t to run before the loop sleeps: flushes first (dirty), then
  * frees (reap). Queuing a queued task again does nothing. */
