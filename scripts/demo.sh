@@ -30,6 +30,15 @@ wait_ready() { # file: wait until the process printed "ready"
   echo "backend did not start: $(cat "$1")" >&2; return 1
 }
 
+admin_address() { # the admin: block's address in the config $1 (flow or block style), or nothing
+  awk '/^admin:/ { inb = 1
+                   if (match($0, /address: *[^ ,}#]+/)) { s = substr($0, RSTART, RLENGTH); sub(/address: */, "", s); print s; exit }
+                   next }
+       inb && /^[^ #]/ { exit }
+       inb && /^ +address:/ { sub(/^ +address: */, ""); sub(/[ ,}#].*/, ""); print; exit }' "$1"
+}
+admin=$(admin_address conf/grelay.yaml)
+
 logs=$(mktemp -d)
 for i in 1 2 3; do
   /usr/bin/python3 demo/greeter_server.py "backend-$i" "127.0.0.1:5005$i" >"$logs/backend-$i.log" 2>&1 &
@@ -54,6 +63,10 @@ echo "== the gRPC-Web call the browser page makes (HTTP/1.1, base64 text mode):"
 /usr/bin/python3 demo/web_client.py 127.0.0.1:8080
 echo
 echo "== open http://localhost:3000 in a browser: the page calls the backends through grelay with gRPC-Web"
+if [ -n "$admin" ]; then
+  echo "== the live view: open http://$admin/ (calls/s, status mix, latency, endpoints; refreshes every second)"
+  echo "   metrics for Prometheus: http://$admin/metrics"
+fi
 echo
 if $once; then
   exit 0
