@@ -1,7 +1,8 @@
 /* Metrics as read (stats.h): every shard merged into the Prometheus text
- * format 0.0.4, or into the live view's JSON. Main thread. Series whose
- * counters are all zero are left out (a key made by a reload that no call
- * used yet says nothing). */
+ * format 0.0.4, or into the live view's JSON. Main thread. Every key is
+ * written, zeros included, so that a route's or listener's series exist
+ * from the start (rate() needs a first sample); a key of a removed route
+ * keeps its last values. Only per-code counters are left out at zero. */
 #include "grelay/common.h"
 #include "grelay/grpc.h"
 #include "grelay/stats.h"
@@ -60,7 +61,7 @@ static struct row *rows_of(enum stats_kind kind, size_t *n)
         }
         rows[m].k = k;
         stats_sum_key(k, rows[m].v, slots);
-        bool any = false;
+        bool any = id < STATS_MAX_KEYS - SK_KINDS; /* an overflow key only once used */
         for (size_t i = 0; i < slots && !any; i++)
             any = rows[m].v[i] != 0;
         if (any)

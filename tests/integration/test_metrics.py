@@ -65,8 +65,10 @@ def test_prometheus_counts_each_status_endpoint_and_retry(grelay_factory, promet
             assert call(ch, [("x-fail-code", "NOT_FOUND")]) == grpc.StatusCode.NOT_FOUND
             assert call(ch, path="/nothing.Here/AtAll") == grpc.StatusCode.UNIMPLEMENTED
             assert call(ch, [("x-case", "dead")]) == grpc.StatusCode.UNAVAILABLE
-            # Round robin over b and c: one of the two calls goes to b first,
-            # fails there (trailers-only UNAVAILABLE) and is retried on c.
+            # Round robin over b and c: a call that goes to b first fails
+            # there (trailers-only UNAVAILABLE) and is retried on c (a retry
+            # picks another endpoint); where the rotation starts decides
+            # whether one or both calls try b first.
             flaky = [("x-case", "flaky"), ("x-fail-on", "b")]
             assert [call(ch, flaky), call(ch, flaky)] == [grpc.StatusCode.OK] * 2
         after = time.time()
@@ -88,7 +90,8 @@ def test_prometheus_counts_each_status_endpoint_and_retry(grelay_factory, promet
         dead = "127.0.0.1:%d" % dead_port
         assert got[ep("one", a.addr, "OK")] == 5
         assert got[ep("one", a.addr, "NOT_FOUND")] == 2
-        assert got[ep("flaky", b.addr, "UNAVAILABLE")] == 1
+        failed_on_b = got[ep("flaky", b.addr, "UNAVAILABLE")]
+        assert failed_on_b in (1, 2)
         assert got[ep("flaky", c.addr, "OK")] == 2
         assert got[ep("dead", dead, "UNAVAILABLE")] >= 1
         assert {k for k in got if dict(k)["grpc_code"] != "UNAVAILABLE" or dict(k)["cluster"] != "dead"} == {
@@ -96,18 +99,20 @@ def test_prometheus_counts_each_status_endpoint_and_retry(grelay_factory, promet
             ep("flaky", c.addr, "OK")}
         assert series(prom, "grelay_upstream_connect_failures_total")[labels(cluster="dead", endpoint=dead)] >= 1
         retries = series(prom, "grelay_retries_total")
-        assert retries[route("flaky", kind="configured")] == 1
+        assert retries[route("flaky", kind="configured")] == failed_on_b  # one retry per failure on b
         assert retries[route("echo", kind="configured")] == 0
         assert retries[route("echo", kind="transparent")] == 0
         # The histogram counts every call once, with the same labels minus grpc_code.
         counts = series(prom, "grelay_request_duration_seconds_count")
         assert counts[route("echo", grpc_service="test.Echo", grpc_method="Unary")] == 7
-        assert counts[route("flaky", grpc_service="test.Echo", grpc_method="Unary")] == 2
+        assert counts[route("flaky", grpc_service="test.Echo", grpc_method="Unary")] == 2  # calls, not attempts
         inf = series(prom, 'grelay_request_duration_seconds_bucket{le="+Inf",route="echo"}')
         assert list(inf.values()) == [7]
-        q = series(prom, 'histogram_quantile(0.5, sum by (le) (rate(grelay_request_duration_seconds_bucket{route="echo"}[1m])))')
+        q = series(prom, 'histogram_quantile(0.5, sum by (le) (grelay_request_duration_seconds_bucket{route="echo"}))')
         assert len(q) == 1 and 0 < list(q.values())[0] <= 300
-        assert series(prom, "grelay_downstream_connections_total") == {labels(listener="edge", protocol="h2"): 1}
+        conns = series(prom, "grelay_downstream_connections_total")
+        assert conns[labels(listener="edge", protocol="h2")] >= 1
+        assert conns[labels(listener="edge", protocol="http1")] == 0
         assert series(prom, "grelay_requests_in_flight") == {labels(listener="edge"): 0}
         assert series(prom, 'up{job="grelay"}') == {(): 1}
         # promtool accepts the same scrape.
