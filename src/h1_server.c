@@ -633,8 +633,7 @@ void h1_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
     h->parser.data = h;
     buf_init(&h->out);
     buf_init(&h->pending_in);
-    downstream_init(&h->base, w, l, &h1_downstream_ops);
-    h->base.http1 = true;
+    downstream_init(&h->base, w, l, &h1_downstream_ops, true);
     conn_init_accepted(&h->base.io, w, fd, &h1_conn_ops);
     if (l->request_headers_timeout_ms > 0)
         conn_timer_set_at(&h->base.io.timer, CONN_TIMER_HEADER,

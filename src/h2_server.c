@@ -917,7 +917,7 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
     }
     h2_hibernate_init(&d->sleep);
     h2_guard_init(&d->guard, reset_burst(d), now_ms(d));
-    downstream_init(&d->base, w, l, &h2_downstream_ops);
+    downstream_init(&d->base, w, l, &h2_downstream_ops, false);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     arm_deadlines(d, accepted);
     gr_list_init(&d->lru_link);

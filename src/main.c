@@ -9,6 +9,7 @@
 #include "grelay/proxy.h"
 #include "grelay/reload.h"
 #include "grelay/sd_notify.h"
+#include "grelay/stats.h"
 #include "grelay/upgrade.h"
 
 #include <ev.h>
@@ -259,13 +260,13 @@ static int serve(struct gr_config *cfg, bool level_forced)
     pthread_sigmask(SIG_BLOCK, &set, &old);
     upgrade_inherit(); /* the sockets of the process this one upgrades, if any */
     inherit_workers(cfg);
-    char err[1024];
+    char err[1024] = "out of memory";
     if (access_log_start(&cfg->access_log, err, sizeof(err)) != GR_OK) {
         log_error("%s", err);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return 1;
     }
-    struct proxy *p = proxy_new(cfg, err, sizeof(err));
+    struct proxy *p = stats_init(cfg) == GR_OK ? proxy_new(cfg, err, sizeof(err)) : NULL;
     int rc = 0;
     if (p == NULL) {
         log_error("%s", err);

@@ -2,6 +2,8 @@
 #include "grelay/pool.h"
 #include "grelay/h2_client.h"
 #include "grelay/log.h"
+#include "grelay/stats.h"
+#include "grelay/worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
     p->own = *ep;
     p->own.address.text = p->own.text;
     p->ep = &p->own;
+    p->stats = stats_endpoint_key(cl->name, p->own.text);
     gr_list_init(&p->conns);
     gr_list_init(&p->waiting);
     gr_list_init(&p->retired_link);
@@ -121,6 +124,10 @@ static void connect_failed(struct pool *p)
         backoff_us = 30000000ull;
     p->connect_failures++;
     p->ejected_until_us = gr_now_us() + backoff_us;
+    uint64_t *b = stats_block(p->w->stats, p->stats);
+    stats_add(b, E_CONNECT_FAILURES, 1);
+    stats_add(b, E_EJECTIONS, 1);
+    stats_set(b, E_EJECTED_UNTIL, p->ejected_until_us);
 }
 
 static void on_settings(void *owner, struct upconn *u, bool first)
@@ -130,6 +137,7 @@ static void on_settings(void *owner, struct upconn *u, bool first)
     if (first) {
         p->connect_failures = 0;
         p->ejected_until_us = 0;
+        stats_set(stats_block(p->w->stats, p->stats), E_EJECTED_UNTIL, 0);
         if (p->failing) {
             p->failing = false;
             log_info("upstream %s is reachable again", p->ep->address.text);
@@ -182,6 +190,7 @@ static void on_closing(void *owner, struct upconn *u, const char *why)
     }
     gr_list_remove(&u->link);
     p->n_conns--;
+    stats_add(stats_block(p->w->stats, p->stats), E_CONNS, (uint64_t)-1);
     if (!u->ready && !any_ready(p))
         lose_line(p, why);
 }
@@ -243,6 +252,7 @@ static struct upconn *find_or_open(struct pool *p, int *err)
         } else {
             gr_list_insert_tail(&p->conns, &u->link);
             p->n_conns++;
+            stats_add(stats_block(p->w->stats, p->stats), E_CONNS, 1);
         }
     }
     return u;

@@ -7,6 +7,7 @@
 #include "grelay/h2_server.h"
 #include "grelay/log.h"
 #include "grelay/sniff.h"
+#include "grelay/stats.h"
 #include "grelay/stream.h"
 #include "grelay/upgrade.h"
 #include "grelay/wcluster.h"
@@ -579,6 +580,7 @@ static void worker_free_all(struct worker *w)
     h2_server_worker_destroy(w);
     h2_client_worker_destroy(w);
     worker_destroy(w);
+    stats_shard_free(w->stats);
     free(w);
 }
 
@@ -587,7 +589,8 @@ static struct worker *worker_build(struct proxy *p, uint32_t id, struct gr_confi
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL || worker_init(w, id, cfg) != GR_OK || h2_server_worker_init(w) != GR_OK ||
-        h2_client_worker_init(w) != GR_OK || (w->clusters = calloc(w->n_clusters, sizeof(*w->clusters))) == NULL) {
+        h2_client_worker_init(w) != GR_OK || (w->clusters = calloc(w->n_clusters, sizeof(*w->clusters))) == NULL ||
+        (w->stats = stats_shard_new(id)) == NULL) {
         snprintf(err, errlen, "out of memory");
         worker_free_all(w);
         return NULL;
@@ -633,6 +636,7 @@ struct proxy *proxy_new(struct gr_config *cfg, char *err, size_t errlen)
                  WORKER_CLUSTER_SLOTS);
         return NULL;
     }
+    stats_bind(cfg); /* the series of its listeners and routes, before a worker counts in them */
     struct proxy *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->workers = calloc(cfg->workers ? cfg->workers : 1, sizeof(*p->workers))) == NULL) {
         free(p);
@@ -944,6 +948,7 @@ int proxy_reload(struct proxy *p, struct gr_config *next, char *err, size_t errl
         snprintf(err, errlen, "at most %d listeners and %d clusters", WORKER_LISTENER_SLOTS, WORKER_CLUSTER_SLOTS);
         return GR_ERR_LIMIT;
     }
+    stats_bind(next);
     int rc = assign_slots(p, next, err, errlen);
     if (rc == GR_OK)
         rc = bind_new(p, next, err, errlen);

@@ -1,6 +1,7 @@
 /* The request head of a call: collected, checked, routed, admitted (see
  * include/grelay/request.h). */
 #include "grelay/request.h"
+#include "grelay/stats.h"
 #include "grelay/cors.h"
 #include "grelay/downstream.h"
 #include "grelay/nv.h"
@@ -133,6 +134,7 @@ static int add_str(struct stream *s, struct hdr_list *l, const char *name, const
 /* CORS preflight (OPTIONS with Access-Control-Request-Method), answered here. */
 static void answer_preflight(struct stream *s, const struct gr_cors_cfg *pol, const struct gr_hdr *origin)
 {
+    stats_add(stats_block(s->down->io.w->stats, s->down->cfg->stats), L_PREFLIGHTS, 1);
     if (pol == NULL) {
         (void)stream_reply_http(s, "403", "no CORS policy for this route\n", NULL);
         return;

@@ -104,6 +104,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     gr_list_insert_tail(&d->streams, &s->down_link);
     ev_timer_init(&s->deadline_timer, NULL, 0.0, 0.0);
     ev_timer_init(&s->attempt_timer, NULL, 0.0, 0.0);
+    stream_obs_begin(s);
     return s;
 }
 
@@ -274,6 +275,7 @@ static void finish_attempts(struct stream *s)
  * connection closes). Never fails (see downstream_ops.reset). */
 static bool abort_stream(struct stream *s)
 {
+    s->code = s->code < 0 ? GRPC_INTERNAL : s->code; /* RST_STREAM(INTERNAL_ERROR): the client says INTERNAL */
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
         set_resp(s, RESP_ENDED);
@@ -288,6 +290,7 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     finish_attempts(s);
     if (s->resp_state == RESP_ENDED)
         return true; /* the client already has (or is getting) a complete answer */
+    s->code = (int8_t)status;
     log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
               grpc_status_name(status), msg);
     if (grpc_status_trailers(&s->arena, &s->resp_trailers, status, msg) != GR_OK)
@@ -315,6 +318,7 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     headers_init(&none);
     struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
+    s->http_reply = true;
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     bool body = text != NULL && text[0] != '\0' &&
                 headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
@@ -340,6 +344,7 @@ static void cut_unread(struct stream *s, const char *why)
     log_debug("stream %d %.*s: %s: reset", s->id, (int)s->path.valuelen,
               s->path.value ? (const char *)s->path.value : "", why);
     finish_attempts(s);
+    s->code = GRPC_CANCELLED; /* RST_STREAM(CANCEL) */
     struct chunk_pool *cp = &stream_worker(s)->chunks;
     buf_clear(&s->resp.q, cp);
     flow_drop_replay(&s->req, cp);
@@ -431,6 +436,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
+    stream_obs_retry(s, st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
     log_debug("stream %d: %s; retrying (%s, %llu us backoff)", s->id, why,
@@ -542,6 +548,7 @@ static void start_attempt(struct stream *s, bool retry)
         return;
     }
     struct pool *p = wcluster_pick(wc, retry, s->last_ep, &s->last_ep);
+    stream_obs_attempt(s, p->stats);
     uint64_t per_try = s->route->retry.per_try_timeout_ms;
     if (per_try > 0) {
         ev_timer_set(&s->attempt_timer, (double)per_try / 1e3, 0.0);
@@ -574,6 +581,7 @@ static bool refuse_over_budget(struct stream *s)
               (unsigned long long)d->held);
     finish_attempts(s);
     set_resp(s, RESP_ENDED);
+    s->code = GRPC_UNAVAILABLE; /* REFUSED_STREAM: the client may retry it */
     d->ops->reset(d, s, NGHTTP2_REFUSED_STREAM);
     return true;
 }
@@ -581,6 +589,7 @@ static bool refuse_over_budget(struct stream *s)
 void stream_start(struct stream *s)
 {
     ev_timer_init(&s->attempt_timer, on_attempt_timer, 0.0, 0.0);
+    stream_obs_routed(s);
     if (refuse_over_budget(s))
         return;
     if (s->deadline_us) {
@@ -619,6 +628,7 @@ void stream_on_down_close(struct stream *s, uint32_t error_code)
         log_debug("stream %d: client closed it (%s), cancelling upstream", s->id, nghttp2_http2_strerror(error_code));
     ev_timer_stop(w->loop, &s->deadline_timer);
     finish_attempts(s);
+    stream_obs_end(s);
     /* Request bytes never given back still hold the client's window. */
     uint64_t unacked = flow_unacked(&s->req);
     if (unacked > 0)

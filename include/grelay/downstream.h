@@ -55,9 +55,10 @@ struct downstream {
     struct gr_list link;               /* in worker->dconns */
 };
 
-/* Sets up the common part and registers d with its worker. */
+/* Sets up the common part and registers d with its worker (and counts
+ * it in its listener's connections by protocol). */
 void downstream_init(struct downstream *d, struct worker *w, const struct gr_listener_cfg *l,
-                     const struct downstream_ops *ops);
+                     const struct downstream_ops *ops, bool http1);
 /* The connection closed: it leaves the worker's list (its streams are
  * closed by stream_close_all). */
 void downstream_fini(struct downstream *d);

@@ -34,6 +34,7 @@ struct pool {
     uint32_t connect_failures;       /* in a row; reset by a connection that works */
     uint64_t ejected_until_us;       /* picks avoid it until then (gr_now_us clock) */
     struct gr_task free_task;        /* the deferred free of a retired pool (worker->reap) */
+    const struct stats_key *stats;   /* its endpoint's series (cluster, address): stats.h */
 };
 
 /* Passive health: an endpoint whose connects fail is avoided for 1 s,

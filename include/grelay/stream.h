@@ -36,6 +36,7 @@
 struct downstream;
 struct worker;
 struct worker_snap;
+struct stats_key;
 
 /* The request half, as the client sends it. */
 enum stream_req {
@@ -112,8 +113,27 @@ struct stream {
     bool start_due;                   /* routed and admitted; stream_start() waits for the end of the client's
                                          read (h2_server.c), unless the stream is reset within it */
     struct gr_list down_link;         /* in down->streams */
+    /* What metrics and the access log say of the call (stream_obs.c). */
+    uint64_t t0_us;                               /* gr_now_us() when the request headers began */
+    const struct stats_key *att_ep;               /* the latest attempt's endpoint (its series and address), or NULL */
+    bool att_live;                                /* that attempt is counted in its endpoint's attempts in flight */
+    uint32_t attempts;                            /* attempts made upstream */
+    int8_t code;                                  /* the gRPC status grelay sent (a local answer); -1: the upstream's */
+    bool http_reply;                              /* a plain HTTP answer (CORS preflight, not gRPC): no gRPC status */
+    bool route_counted;                           /* counted in its route's calls in flight */
     _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };
+
+/* Metrics and the access log of a call (stream_obs.c): it began (its
+ * listener's calls in flight), it was routed (its route's), an attempt
+ * went to endpoint key ep, an attempt failed with code and a retry follows
+ * (transparent or configured), and the call ended (what the client got:
+ * counters, histogram, access log line). */
+void stream_obs_begin(struct stream *s);
+void stream_obs_routed(struct stream *s);
+void stream_obs_attempt(struct stream *s, const struct stats_key *ep);
+void stream_obs_retry(struct stream *s, int code, bool transparent);
+void stream_obs_end(struct stream *s);
 
 /* The worker's stream cache holds struct streams. */
 void stream_cache_init(struct worker *w);

@@ -1,0 +1,93 @@
+/* What metrics (stats.h) and the access log say of a call: its part of
+ * the stream module (stream.h declares these), apart from stream.c so the
+ * state machine stays readable. Everything here runs on the call's worker
+ * and writes only that worker's shard. */
+#include "grelay/downstream.h"
+#include "grelay/grpc.h"
+#include "grelay/headers.h"
+#include "grelay/stats.h"
+#include "grelay/stream.h"
+#include "grelay/worker.h"
+
+static inline struct worker *obs_worker(const struct stream *s) { return s->down->io.w; }
+
+void stream_obs_begin(struct stream *s)
+{
+    s->t0_us = gr_now_us();
+    s->code = -1;
+    struct worker *w = obs_worker(s);
+    stats_add(stats_block(w->stats, s->down->cfg->stats), L_IN_FLIGHT, 1);
+}
+
+void stream_obs_routed(struct stream *s)
+{
+    struct worker *w = obs_worker(s);
+    if (s->route == NULL || s->route_counted)
+        return;
+    s->route_counted = true;
+    stats_add(stats_block(w->stats, s->route->stats), R_IN_FLIGHT, 1);
+    if (s->web != NULL)
+        stats_add(stats_block(w->stats, s->down->cfg->stats), s->web->text ? L_GRPC_WEB_TEXT : L_GRPC_WEB, 1);
+}
+
+/* The attempt in flight (if any) ended with code. */
+static void attempt_over(struct stream *s, int code)
+{
+    if (s->att_ep == NULL || !s->att_live)
+        return;
+    s->att_live = false;
+    uint64_t *b = stats_block(obs_worker(s)->stats, s->att_ep);
+    stats_add(b, E_IN_FLIGHT, (uint64_t)-1);
+    stats_add(b, (unsigned)(E_CODES + (code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN)), 1);
+}
+
+void stream_obs_attempt(struct stream *s, const struct stats_key *ep)
+{
+    attempt_over(s, GRPC_UNAVAILABLE); /* not expected: each retry ends the attempt before */
+    s->att_ep = ep;
+    s->att_live = true;
+    s->attempts++;
+    stats_add(stats_block(obs_worker(s)->stats, ep), E_IN_FLIGHT, 1);
+}
+
+void stream_obs_retry(struct stream *s, int code, bool transparent)
+{
+    attempt_over(s, code);
+    if (s->route != NULL)
+        stats_add(stats_block(obs_worker(s)->stats, s->route->stats), transparent ? R_RETRY_TRANS : R_RETRY_CONF, 1);
+}
+
+/* The status the client got: grelay's own answer, else the upstream's
+ * grpc-status (trailers, or a trailers-only answer), else CANCELLED (the
+ * client went away before the answer was complete). */
+static int final_code(const struct stream *s)
+{
+    if (s->code >= 0)
+        return s->code;
+    if (s->resp_state != RESP_ENDED || s->resp_end_due)
+        return GRPC_CANCELLED;
+    const struct gr_hdr *gs = headers_find(&s->resp_trailers, "grpc-status");
+    if (gs == NULL)
+        gs = headers_find(&s->resp_hdrs, "grpc-status");
+    if (gs == NULL)
+        return GRPC_UNKNOWN;
+    int code = grpc_status_value(gs->value, gs->valuelen);
+    return code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN;
+}
+
+void stream_obs_end(struct stream *s)
+{
+    struct worker *w = obs_worker(s);
+    const struct gr_listener_cfg *l = s->down->cfg;
+    uint64_t *lb = stats_block(w->stats, l->stats);
+    stats_add(lb, L_IN_FLIGHT, (uint64_t)-1);
+    if (s->route_counted)
+        stats_add(stats_block(w->stats, s->route->stats), R_IN_FLIGHT, (uint64_t)-1);
+    if (s->http_reply)
+        return; /* a plain HTTP answer (preflight, not gRPC) carries no gRPC status */
+    int code = final_code(s);
+    attempt_over(s, code);
+    uint64_t now = gr_now_us();
+    const struct stats_key *route = s->route != NULL ? s->route->stats : stats_no_route_key(l);
+    stats_call_done(w->stats, route, s->path.value, s->path.valuelen, code, now - s->t0_us);
+}
