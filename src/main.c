@@ -72,8 +72,8 @@ static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)w;
     (void)revents;
+    access_log_reopen(); /* first: a line after the log says so goes to the new file */
     log_info("SIGUSR1: reopening the access log");
-    access_log_reopen();
 }
 
 /* The main loop's state for SIGUSR2. */
