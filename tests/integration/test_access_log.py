@@ -154,7 +154,7 @@ def raw_call(port, extra):
 
 
 def test_grpc_timeout_is_logged_in_milliseconds_as_the_client_wrote_it(logged):
-    sent = [("250m", 250), ("1500u", 1.5), ("2S", 2000), ("1M", 60000)]
+    sent = [("250m", 250), ("1234567u", 1234.567), ("2S", 2000), ("1M", 60000), ("99999999n", 100)]
     for value, _ in sent:
         assert raw_call(logged.port, [("grpc-timeout", value), ("x-request-id", "t-" + value)]) == b"0"
     assert raw_call(logged.port, [("grpc-timeout", "12x"), ("x-request-id", "t-bad")]) == b"13"  # INTERNAL
@@ -219,7 +219,8 @@ def test_a_text_template_line(pair, dead, grelay_factory, tmp_path):
     tmpl = "%START_TIME% %GRPC_CODE% %PATH% rid=%REQUEST_ID% up=%UPSTREAM% n=%ATTEMPTS% t=%GRPC_TIMEOUT_MS% 100%%"
     g = grelay_factory(config(port, path, [pair[0].addr], dead.addr, format="text", template=tmpl), port)
     assert unary(g, metadata=[("x-request-id", "text-1")], timeout=None)[0] == grpc.StatusCode.OK
-    assert unary(g, path="/other.Svc/M", metadata=[("x-request-id", "text-2")])[0] == grpc.StatusCode.UNIMPLEMENTED
+    assert unary(g, path="/other.Svc/M", metadata=[("x-request-id", "text-2")], timeout=None)[0] == \
+        grpc.StatusCode.UNIMPLEMENTED
     lines = wait_lines(path, 2)
     by_rid = {re.search(r"rid=(\S+)", x).group(1): x for x in lines}
     stamp, rest = by_rid["text-1"].split(" ", 1)
