@@ -210,6 +210,48 @@ static void json_line_has_every_field(void **state)
     }
 }
 
+/* Lines take a fast path (eight bytes at a time) for values with room;
+ * access_log_json_str the careful one. Both must agree on every string:
+ * hostile bytes at every offset around the 8-byte words. */
+static void the_fast_and_careful_escapers_agree(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"a",    "\"",       "\\",           "\x01",
+                                         "\x7f", "\xc3\xa9", "\xff",         "\xe2\x82\xac",
+                                         "\n",   "\xc3",     "\xed\xa0\x80", "\xf0\x9f\x98\x80",
+                                         "/",    "Z",        "\x00"};
+    struct gr_access_log_cfg cfg = {.set = true, .path = "x", .format = ACCESS_LOG_JSON};
+    struct access_fmt *f = access_fmt_new(&cfg);
+    assert_non_null(f);
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    static char line[ACCESS_LOG_LINE_MAX];
+    char in[256], want[2048];
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t n = 0, target = (size_t)(iter % 41);
+        while (n < target) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            /* Mostly plain bytes, as real values are, with hostile ones between. */
+            const char *p = (rng >> 32) % 3 ? "a" : pieces[(rng >> 8) % (sizeof(pieces) / sizeof(pieces[0]))];
+            size_t k = p[0] == '\0' ? 1 : strlen(p);
+            if (n + k > target)
+                break;
+            memcpy(in + n, p, k);
+            n += k;
+        }
+        struct access_record r = sample();
+        r.path = (struct access_str){in, n};
+        size_t len = access_fmt_line(f, &r, line, sizeof(line));
+        size_t wn = access_log_json_str(want, sizeof(want), in, n);
+        const char *v = memmem(line, len, "\"path\":", 7);
+        assert_non_null(v);
+        v += 7;
+        assert_true(v + wn < line + len);
+        assert_memory_equal(v, want, wn);
+        assert_memory_equal(v + wn, ",\"grpc_code\":", 13);
+    }
+    access_fmt_free(f);
+}
+
 static void a_huge_hostile_path_is_cut_not_overflowing(void **state)
 {
     (void)state;
@@ -517,6 +559,7 @@ int main(void)
         cmocka_unit_test(json_strings_are_cut_within_their_room),
         cmocka_unit_test(time_is_rfc3339_utc_with_milliseconds),
         cmocka_unit_test(json_line_has_every_field),
+        cmocka_unit_test(the_fast_and_careful_escapers_agree),
         cmocka_unit_test(a_huge_hostile_path_is_cut_not_overflowing),
         cmocka_unit_test(text_template_operators),
         cmocka_unit_test(unknown_operators_are_refused),
