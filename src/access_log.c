@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -213,17 +214,28 @@ static int open_log(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
-/* Writes all n bytes; false when the file takes no more (the error said
- * once). EINTR and partial writes go on; a non-blocking descriptor that is
- * full is waited for, a bounded time. */
-static bool write_all(int fd, const char *p, size_t n)
+/* Writes the n buffers of iov whole (iov is used up); false when the
+ * file takes no more (the error said once). EINTR and partial writes go
+ * on; a non-blocking descriptor that is full is waited for, a bounded
+ * time. One writev for both parts of a ring that wraps: with O_APPEND a
+ * line is never split by another process's write (a binary upgrade's old
+ * and new process append to the same file). */
+static bool write_all(int fd, struct iovec *iov, int n)
 {
     int waits = 0;
     while (n > 0) {
-        ssize_t k = write(fd, p, n);
+        ssize_t k = writev(fd, iov, n);
         if (k > 0) {
-            p += k;
-            n -= (size_t)k;
+            size_t left = (size_t)k; /* what of iov was written */
+            while (n > 0 && left >= iov->iov_len) {
+                left -= iov->iov_len;
+                iov++;
+                n--;
+            }
+            if (n > 0) {
+                iov->iov_base = (char *)iov->iov_base + left;
+                iov->iov_len -= left;
+            }
             continue;
         }
         if (k < 0 && errno == EINTR)
@@ -257,16 +269,16 @@ static uint64_t count_lines(const char *p, size_t n)
 static void drain_shard(struct access_log_shard *sh, uint64_t head)
 {
     uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_relaxed);
-    while (tail < head) {
-        size_t off = (size_t)(tail % ACCESS_LOG_RING);
-        size_t n = (size_t)(head - tail);
-        if (n > ACCESS_LOG_RING - off)
-            n = ACCESS_LOG_RING - off;
-        if (g.fd < 0 || !write_all(g.fd, sh->ring + off, n))
-            atomic_fetch_add_explicit(&g.write_dropped, count_lines(sh->ring + off, n), memory_order_relaxed);
-        tail += n;
-        atomic_store_explicit(&sh->tail, tail, memory_order_release); /* the room is the worker's again */
+    if (tail == head)
+        return;
+    size_t off = (size_t)(tail % ACCESS_LOG_RING), n = (size_t)(head - tail);
+    size_t first = n < ACCESS_LOG_RING - off ? n : ACCESS_LOG_RING - off;
+    struct iovec iov[2] = {{sh->ring + off, first}, {sh->ring, n - first}};
+    if (g.fd < 0 || !write_all(g.fd, iov, n > first ? 2 : 1)) {
+        uint64_t lost = count_lines(sh->ring + off, first) + count_lines(sh->ring, n - first);
+        atomic_fetch_add_explicit(&g.write_dropped, lost, memory_order_relaxed);
     }
+    atomic_store_explicit(&sh->tail, head, memory_order_release); /* the room is the worker's again */
 }
 
 /* SIGUSR1: the file at the path again (logrotate renamed the old one). */

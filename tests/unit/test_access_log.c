@@ -475,20 +475,25 @@ static void reconfigure_changes_file_and_format(void **state)
     rmdir(dir);
 }
 
-/* Reads a pipe to its end, counting lines. */
+/* Reads a pipe to its end. */
 struct reader {
-    int fd;       /* the read end */
-    size_t lines; /* newlines read */
+    int fd;                /* the read end */
+    char *data;            /* what was read (4 MiB at most) */
+    size_t len;            /* its bytes */
+    _Atomic size_t so_far; /* newlines read so far */
+    size_t lines;          /* newlines read, at the end */
 };
 
 static void *read_pipe(void *arg)
 {
     struct reader *rd = arg;
-    char buf[65536];
     ssize_t n;
-    while ((n = read(rd->fd, buf, sizeof(buf))) > 0)
+    while (rd->len < 4 << 20 && (n = read(rd->fd, rd->data + rd->len, (4 << 20) - rd->len)) > 0) {
         for (ssize_t i = 0; i < n; i++)
-            rd->lines += buf[i] == '\n';
+            rd->lines += rd->data[rd->len + (size_t)i] == '\n';
+        rd->len += (size_t)n;
+        rd->so_far = rd->lines;
+    }
     return NULL;
 }
 
@@ -520,15 +525,35 @@ static void a_full_ring_drops_and_counts(void **state)
     assert_true(lines >= ACCESS_LOG_RING / ACCESS_LOG_LINE_MAX);
     assert_int_equal(lines + dropped, tries);
     /* Now read: stop flushes every buffered line, and only those. */
-    struct reader rd = {.fd = p[0]};
+    struct reader rd = {.fd = p[0], .data = malloc(4 << 20)};
+    assert_non_null(rd.data);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, read_pipe, &rd), 0);
+    /* Once the reader has it all, the ring is empty: more lines fit, and
+     * they go round its end. */
+    for (int i = 0; i < 1000 && rd.so_far < lines; i++)
+        usleep(10 * 1000);
+    assert_int_equal(rd.so_far, lines);
+    for (int i = 0; i < 300; i++)
+        log_path(sh, "/after");
+    lines += 300;
+    assert_int_equal(access_log_dropped() - dropped0, dropped);
     access_log_shard_free(sh);
     access_log_stop();
     close(p[1]); /* the writer's copy is closed: the reader sees the end */
     pthread_join(t, NULL);
     close(p[0]);
     assert_int_equal(rd.lines, lines);
+    /* Whole lines, in order, across the ring's wrap: each one a JSON object of its own. */
+    for (size_t at = 0; at < rd.len;) {
+        const char *nl = memchr(rd.data + at, '\n', rd.len - at);
+        assert_non_null(nl);
+        assert_memory_equal(rd.data + at, "{\"time\":\"2026-12-01T18:04:30.123Z\",", 35);
+        assert_memory_equal(nl - 25, "\"peer\":\"127.0.0.1:40000\"}", 25);
+        at = (size_t)(nl - rd.data) + 1;
+    }
+    assert_true(rd.len > ACCESS_LOG_RING); /* the ring went round */
+    free(rd.data);
     assert_int_equal(access_log_lines() - lines0, lines);
     assert_int_equal(access_log_dropped() - dropped0, dropped);
 }
