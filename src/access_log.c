@@ -134,6 +134,13 @@ void access_log_shard_free(struct access_log_shard *sh)
 
 bool access_log_on(void) { return atomic_load_explicit(&g.on, memory_order_relaxed); }
 
+/* +1 on a counter only its worker writes: a relaxed load and store, no
+ * locked instruction; readers see it whole. */
+static inline void bump(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 /* Copies line (n bytes) into the ring, or counts it dropped. */
 static void shard_push(struct access_log_shard *sh, const char *line, size_t n)
 {
@@ -141,7 +148,7 @@ static void shard_push(struct access_log_shard *sh, const char *line, size_t n)
     uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_acquire);
     uint64_t used = head - tail;
     if (n > ACCESS_LOG_RING - used) {
-        atomic_fetch_add_explicit(&sh->dropped, 1, memory_order_relaxed);
+        bump(&sh->dropped);
         return;
     }
     size_t off = (size_t)(head % ACCESS_LOG_RING);
@@ -149,7 +156,7 @@ static void shard_push(struct access_log_shard *sh, const char *line, size_t n)
     memcpy(sh->ring + off, line, first);
     memcpy(sh->ring, line + first, n - first);
     atomic_store_explicit(&sh->head, head + n, memory_order_release);
-    atomic_fetch_add_explicit(&sh->lines, 1, memory_order_relaxed);
+    bump(&sh->lines);
     if (used < ACCESS_LOG_RING / 2 && used + n >= ACCESS_LOG_RING / 2) {
         int efd = atomic_load_explicit(&g.efd, memory_order_relaxed);
         uint64_t one = 1;
