@@ -1,9 +1,86 @@
-/* GET /clusters (clusters_view.h). */
+/* GET /clusters (clusters_view.h): the running snapshot's clusters, and
+ * for each the endpoints the workers' sets hold (E_MEMBER), plus those
+ * that left the set but still carry calls or connections ("draining").
+ * Figures are the workers' shards summed (stats.h). */
 #include "grelay/clusters_view.h"
+#include "grelay/common.h"
+#include "grelay/grpc.h"
 #include "grelay/proxy.h"
+#include "grelay/stats.h"
+
+#include <string.h>
+
+static const char *const policy_names[] = {"round_robin", "least_request", "random"};
+static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns"};
+
+static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const uint64_t *v, uint64_t now)
+{
+    const char *health = "healthy", *why = "";
+    char buf[96];
+    if (v[E_MEMBER] == 0) {
+        health = "draining";
+        why = "left the endpoint set; its calls finish";
+    } else if (v[E_EJECTED_UNTIL] > now) {
+        health = "ejected";
+        snprintf(buf, sizeof(buf), "connects failed; avoided for %.1f s more",
+                 (double)(v[E_EJECTED_UNTIL] - now) / 1e6);
+        why = buf;
+    }
+    uint64_t total = 0;
+    for (int c = 0; c < STATS_CODES; c++)
+        total += v[E_CODES + c];
+    sbuf_puts(out, "{\"address\":");
+    sbuf_json_str(out, k->labels[1], strlen(k->labels[1]));
+    sbuf_printf(out, ",\"weight\":%llu,\"health\":\"%s\",\"why\":", (unsigned long long)v[E_WEIGHT], health);
+    sbuf_json_str(out, why, strlen(why));
+    sbuf_printf(out,
+                ",\"in_flight\":%lld,\"connections\":%lld,\"requests_total\":%llu,\"connect_failures\":%llu,"
+                "\"ejections\":%llu,\"codes\":{",
+                (long long)v[E_IN_FLIGHT], (long long)v[E_CONNS], (unsigned long long)total,
+                (unsigned long long)v[E_CONNECT_FAILURES], (unsigned long long)v[E_EJECTIONS]);
+    bool first = true;
+    for (int c = 0; c < STATS_CODES; c++)
+        if (v[E_CODES + c] != 0) {
+            sbuf_printf(out, "%s\"%s\":%llu", first ? "" : ",", grpc_status_name((enum grpc_status)c),
+                        (unsigned long long)v[E_CODES + c]);
+            first = false;
+        }
+    sbuf_puts(out, "}}");
+}
+
+static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
+{
+    sbuf_puts(out, "{\"name\":");
+    sbuf_json_str(out, cl->name, strlen(cl->name));
+    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"endpoints\":[", policy_names[cl->lb_policy],
+                discovery_names[cl->discovery]);
+    uint64_t now = gr_now_us();
+    uint32_t n = stats_key_count();
+    bool first = true;
+    for (uint32_t id = 0; id < n; id++) {
+        const struct stats_key *k = stats_key_at(id);
+        if (k == NULL || k->kind != SK_ENDPOINT || strcmp(k->labels[0], cl->name) != 0)
+            continue;
+        uint64_t v[E_SLOTS];
+        stats_sum_key(k, v, E_SLOTS);
+        if (v[E_MEMBER] == 0 && v[E_CONNS] == 0 && v[E_IN_FLIGHT] == 0)
+            continue; /* gone: its counters stay in /metrics */
+        if (!first)
+            sbuf_puts(out, ",");
+        endpoint_json(out, k, v, now);
+        first = false;
+    }
+    sbuf_puts(out, "]}");
+}
 
 void clusters_view_json(struct proxy *p, struct gr_sbuf *out)
 {
-    (void)p;
-    sbuf_puts(out, "{\"clusters\":[]}");
+    const struct gr_config *cfg = proxy_config(p);
+    sbuf_puts(out, "{\"clusters\":[");
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        if (i > 0)
+            sbuf_puts(out, ",");
+        cluster_json(out, &cfg->clusters[i]);
+    }
+    sbuf_puts(out, "]}\n");
 }

@@ -2,6 +2,7 @@
 #include "grelay/dns.h"
 #include "grelay/cluster.h"
 #include "grelay/log.h"
+#include "grelay/stats.h"
 #include "grelay/worker.h"
 
 #include <ares.h>
@@ -167,6 +168,8 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
             status = ARES_ENOMEM;
     }
     ares_freeaddrinfo(res);
+    stats_add(stats_block(stats_main_shard(), dc->cfg->stats), status != ARES_SUCCESS || n == 0 ? C_DNS_FAIL : C_DNS_OK,
+              1);
     if (status != ARES_SUCCESS || n == 0) {
         snprintf(h->error, sizeof(h->error), "%s", status != ARES_SUCCESS ? ares_strerror(status) : "no address");
         if (!h->failing)

@@ -8,6 +8,7 @@ void downstream_init(struct downstream *d, struct worker *w, const struct gr_lis
 {
     d->ops = ops;
     d->http1 = http1;
+    d->peer[0] = '\0';
     uint64_t *b = stats_block(w->stats, l->stats);
     stats_add(b, http1 ? L_CONNS_H1 : L_CONNS_H2, 1);
     stats_add(b, http1 ? L_CONNS_TOTAL_H1 : L_CONNS_TOTAL_H2, 1);

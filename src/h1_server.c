@@ -7,6 +7,7 @@
 #include "grelay/grpcweb.h"
 #include "grelay/h1_strict.h"
 #include "grelay/log.h"
+#include "grelay/stats.h"
 #include "grelay/request.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
@@ -191,6 +192,8 @@ static void request_begins(struct h1conn *h)
 static size_t h1_drain(struct downstream *d, const char *cut)
 {
     struct h1conn *h = h1_from(d);
+    if (!h->close_after)
+        stats_add(stats_block(d->io.w->stats, d->cfg->stats), L_DRAINED_CONNS, 1);
     h->close_after = true;
     if (h->s == NULL && h->out.len == 0) {
         conn_close(&d->io, GR_OK, "draining: idle");
@@ -212,8 +215,10 @@ static void h1_on_deadline(struct conn *c, enum conn_timer_kind kind)
         return;
     }
     if (kind == CONN_TIMER_IDLE && h->s == NULL) {
+        stats_limit_hit(c->w->stats, h->base.cfg, LIMIT_IDLE_TIMEOUT);
         conn_close(c, GR_OK, "idle_timeout");
     } else if (kind == CONN_TIMER_HEADER) {
+        stats_limit_hit(c->w->stats, h->base.cfg, LIMIT_HEADERS_TIMEOUT);
         if (h->s == NULL) {
             /* Not a byte of a request: close without a word, as HAProxy does
              * with http-ignore-probes (a 408 on a connection a browser

@@ -1,13 +1,16 @@
 /* Downstream HTTP/2: nghttp2 server sessions whose callbacks map onto
  * streams (stream user data = struct stream), and the worker's pass that
- * hibernates idle ones. */
+ * hibernates idle ones. How a connection ends (drain, GOAWAY, refusals,
+ * holds) is in h2_goaway.c; both share struct dconn (h2_dconn.h). */
 #include "grelay/h2_server.h"
+#include "grelay/h2_dconn.h"
 #include "grelay/downstream.h"
 #include "grelay/h2_common.h"
 #include "grelay/h2_hibernate.h"
 #include "grelay/log.h"
 #include "grelay/request.h"
 #include "grelay/slab.h"
+#include "grelay/stats.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
 
@@ -15,44 +18,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* One HTTP/2 client connection. */
-struct dconn {
-    struct downstream base;  /* transport, listener, streams; first member */
-    nghttp2_session *h2;     /* server session; NULL while hibernating */
-    struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
-    ev_tstamp busy_at;       /* when a call last began or ended */
-    struct h2_sleep sleep;   /* what hibernating and waking up need */
-    struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
-    uint32_t rst_ahead;      /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
-    int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
-    int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
-                              * the end of its request header block, 0 nothing */
-    bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
-    bool held;               /* ended by an abuse (dconn_hold): held open until the GOAWAY grace ends, and past
-                              * HOLD_DROP bytes dropped not read (its writes block), not closed to reconnect */
-    uint32_t dropped;        /* bytes read and dropped since it was held */
-    uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
-};
-
-/* Where the drain of a connection stands (a SIGTERM, its max_connection_age). */
-enum dconn_drain {
-    DRAIN_NONE,   /* serving */
-    DRAIN_NOTICE, /* GOAWAY 2^31-1 and a PING sent: streams the client opens meanwhile are served */
-    DRAIN_FINAL,  /* the final GOAWAY (the last stream id) is queued: it closes once its calls end */
-};
-
-/* The worker's share of downstream HTTP/2. */
-struct h2_server_state {
-    nghttp2_session_callbacks *cbs; /* server session callbacks */
-    nghttp2_option *opt;            /* server session options (h2_common_options) */
-    struct slab_pool slab;          /* struct dconn, packed (idle ones free their session) */
-    struct gr_list lru;             /* dconns that may hibernate, least recently busy first */
-    ev_timer hibernate;             /* the periodic pass over lru */
-    ev_tstamp hibernate_min;        /* the shortest hibernate_after of the listeners (0: none hibernate) */
-};
-
-static inline struct dconn *dconn_of(struct conn *c) { return container_of(c, struct dconn, base.io); }
-static inline struct dconn *dconn_from(struct downstream *d) { return container_of(d, struct dconn, base); }
+/* How long a connection that has opened no call may stay quiet before it
+ * hibernates: a client that connects to call at once calls well within it
+ * (so its session is not rebuilt), a burst of idle connections costs a
+ * session each for no longer. */
+#define H2_NAP_S 0.05
 
 /* A call began or ended: the connection goes to the busy end of the
  * worker's hibernation list. */
@@ -64,220 +34,6 @@ static void dconn_busy(struct dconn *d)
     d->busy_at = ev_now(w->loop);
     gr_list_remove(&d->lru_link);
     gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
-}
-
-/* The wrapping millisecond clock of the abuse budgets. */
-static uint32_t now_ms(const struct dconn *d) { return (uint32_t)(uint64_t)(ev_now(d->base.io.w->loop) * 1000.0); }
-
-/* The reset budget's size: H2_RESET_BURST, or max_concurrent_streams when
- * smaller (at least 100). Only premature resets spend it (a call younger
- * than H2_PREMATURE_RESET_S, as Envoy counts them), so a client whose
- * calls time out together after a backend stalled does not lose its
- * connection. With the burst at 1024, 32 rapid-reset connections held one
- * worker at 100% and a legitimate call's median at 385 ms; at 200, 1.0 s
- * of CPU over 3 s and 1.55 ms (bench/abuse, docs/security.md). */
-static uint32_t reset_burst(const struct dconn *d)
-{
-    uint32_t n = d->base.cfg->max_concurrent_streams;
-    return n < 100 ? 100 : n > H2_RESET_BURST ? H2_RESET_BURST : n;
-}
-
-/* Ends the connection with a GOAWAY. Awake: through the session, which then
- * wants neither to read nor to write once the frame is out, so the
- * connection closes after that flush. Hibernating: a GOAWAY frame built from
- * what the connection kept (its last stream id), written as is: waking a
- * session (~25 KiB, and the connection's past replayed) only to say goodbye
- * would cost the most on the connections hibernation makes cheap, all of
- * them at once when many reach idle_timeout together. */
-/* Past a GOAWAY, a client that does not take it is cut off after this. */
-#define GOAWAY_GRACE_S 1.0
-#define HOLD_DROP (256 * 1024) /* what a held connection (dconn_hold) reads and drops, then no more */
-/* How long a connection that has opened no call may stay quiet before it
- * hibernates: a client that connects to call at once calls well within it
- * (so its session is not rebuilt), a burst of idle connections costs a
- * session each for no longer. */
-#define H2_NAP_S 0.05
-
-static void goaway(struct dconn *d, uint32_t code, const char *why);
-
-/* ---- Drain, grpc-go's graceful close: a GOAWAY with the last stream id
- * 2^31-1 tells the client to open no more streams here, and a PING after
- * it; when the PING's ACK comes (the client has seen the GOAWAY, and any
- * stream it opened before is in), the final GOAWAY with the real last
- * stream id; the connection closes once its last call ends. A hibernated
- * connection gets the same frames written by hand, and an ACK that comes
- * alone does not wake its session. ---- */
-
-/* The final GOAWAY goes this long after the PING even without its ACK. */
-#define DRAIN_PING_WAIT_S 1.0
-/* The drain PING's opaque data, by which its ACK is known. */
-static const uint8_t drain_ping[8] = {'g', 'r', 'd', 'r', 'a', 'i', 'n', '!'};
-
-/* Queues frames written by hand (a hibernated connection has no session). */
-static bool write_raw(struct dconn *d, const uint8_t *p, size_t n)
-{
-    struct conn *c = &d->base.io;
-    if (buf_append(&c->wbuf, &c->w->chunks, p, n) != GR_OK) {
-        conn_close(c, GR_ERR_NOMEM, "out of memory");
-        return false;
-    }
-    conn_want_flush(c);
-    return true;
-}
-
-static void drain_notice(struct dconn *d, const char *why)
-{
-    struct conn *c = &d->base.io;
-    if (d->drain != DRAIN_NONE || d->goaway || c->state == CONN_CLOSED)
-        return;
-    log_debug("client connection: %s: GOAWAY 2^31-1 and PING", why);
-    d->drain = DRAIN_NOTICE;
-    gr_list_remove(&d->lru_link); /* a draining connection does not hibernate */
-    if (d->h2 != NULL) {          /* the PING once the GOAWAY is out (on_frame_send): nghttp2 sends PINGs first */
-        if (nghttp2_submit_shutdown_notice(d->h2) != 0) {
-            conn_close(c, GR_ERR_NOMEM, "out of memory");
-            return;
-        }
-        conn_want_flush(c);
-    } else {
-        uint8_t frames[H2_GOAWAY_LEN + H2_PING_LEN];
-        h2_common_goaway(INT32_MAX, NGHTTP2_NO_ERROR, frames);
-        h2_common_ping(drain_ping, frames + H2_GOAWAY_LEN);
-        if (!write_raw(d, frames, sizeof(frames)))
-            return;
-    }
-    conn_timer_set(&c->timer, CONN_TIMER_DRAIN, DRAIN_PING_WAIT_S);
-}
-
-static void drain_final(struct dconn *d)
-{
-    struct conn *c = &d->base.io;
-    if (d->drain == DRAIN_FINAL || d->goaway || c->state == CONN_CLOSED)
-        return;
-    d->drain = DRAIN_FINAL;
-    conn_timer_clear(&c->timer, CONN_TIMER_DRAIN);
-    if (d->h2 == NULL) { /* no call: the GOAWAY, and the close */
-        goaway(d, NGHTTP2_NO_ERROR, "drained");
-        return;
-    }
-    int32_t last = nghttp2_session_get_last_proc_stream_id(d->h2);
-    log_debug("client connection: final GOAWAY, last stream %d", last);
-    if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0) != 0) {
-        conn_close(c, GR_ERR_NOMEM, "out of memory");
-        return;
-    }
-    conn_want_flush(c);
-}
-
-/* downstream_ops.drain: cut NULL begins the drain; otherwise the final
- * GOAWAY goes now, the calls left are cut, and the client has
- * GOAWAY_GRACE_S to take what is written. */
-static size_t h2_drain(struct downstream *base, const char *cut)
-{
-    struct dconn *d = dconn_from(base);
-    if (cut == NULL) {
-        drain_notice(d, "draining");
-        return 0;
-    }
-    drain_final(d);
-    size_t n = stream_cut_all(base, cut);
-    if (base->io.state != CONN_CLOSED && !d->goaway) {
-        d->goaway = true;
-        conn_timer_set(&base->io.timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
-    }
-    return n;
-}
-
-static void goaway(struct dconn *d, uint32_t code, const char *why)
-{
-    struct conn *c = &d->base.io;
-    if (d->goaway)
-        return;
-    log_debug("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
-    d->goaway = true;
-    if (d->h2 != NULL) {
-        if (nghttp2_session_terminate_session(d->h2, code) != 0) {
-            conn_close(c, GR_ERR_NOMEM, why);
-            return;
-        }
-    } else {
-        uint8_t frame[H2_GOAWAY_LEN];
-        h2_hibernate_goaway(&d->sleep, code, frame);
-        if (buf_append(&c->wbuf, &c->w->chunks, frame, sizeof(frame)) != GR_OK) {
-            conn_close(c, GR_ERR_NOMEM, why);
-            return;
-        }
-        d->base.broken = true; /* closes once wbuf is written */
-    }
-    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
-    conn_want_flush(c);
-}
-
-/* The client broke the protocol in a way nghttp2 does not see, or spent a
- * budget: goaway() with code, nothing it sends read any more, and for
- * ENHANCE_YOUR_CALM, the connection and its calls end as soon as the
- * GOAWAY is handed to the socket, read or not. */
-static void dconn_refuse(struct dconn *d, uint32_t code, const char *why)
-{
-    log_info("client connection: %s: GOAWAY %s", why, nghttp2_http2_strerror(code)); /* goaway's is debug */
-    d->guard.ended = true;
-    conn_pause_read(&d->base.io);
-    if (code == NGHTTP2_ENHANCE_YOUR_CALM)
-        conn_set_hostile(&d->base.io);
-    goaway(d, code, why);
-}
-
-/* The connection ends on an abuse: a flood spent the glitch budget on a
- * connection with no call, or stream sid's header block went far past the
- * limits (an HPACK bomb; the caller reset that stream). GOAWAY
- * ENHANCE_YOUR_CALM names sid as the last stream, so the client reads that
- * reset (gRPC: RESOURCE_EXHAUSTED, not retried) and not a lost connection.
- * Nothing more is decoded, nor read past HOLD_DROP (so a client that leaves
- * is seen leaving), but it stays open for GOAWAY_GRACE_S, then closes with
- * its calls: an attacker blocks on its own writes, as HAProxy blocks it; closed at once, it
- * reconnected and attacked again (2,000 connections in 5 s of PING flood,
- * each a new session). Not nghttp2_session_terminate_session(): that sends
- * nothing after its GOAWAY, not even a reset queued before it. */
-static void dconn_hold(struct dconn *d, int32_t sid, const char *why)
-{
-    struct conn *c = &d->base.io;
-    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM, held %.0fs unread (last stream %d)", why, GOAWAY_GRACE_S,
-             sid);
-    d->guard.ended = true;
-    d->held = true;
-    d->goaway = true;
-    conn_set_hostile(c);
-    gr_list_remove(&d->lru_link); /* nothing to hibernate: it only waits to close */
-    if (nghttp2_submit_goaway(d->h2, NGHTTP2_FLAG_NONE, sid, NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0) != 0) {
-        conn_close(c, GR_ERR_NOMEM, why);
-        return;
-    }
-    conn_timer_set(&c->timer, CONN_TIMER_IDLE, GOAWAY_GRACE_S);
-    conn_want_flush(c);
-}
-
-/* nghttp2 gave up on a flooding client (more unsent ACKs than
- * max_outbound_ack, more CONTINUATIONs than max_continuations) and its
- * session is done: the client still gets a GOAWAY ENHANCE_YOUR_CALM, written
- * by hand, and the connection closes with it. */
-static int dconn_flooded(struct dconn *d, int lib_error)
-{
-    struct conn *c = &d->base.io;
-    uint8_t ga[H2_GOAWAY_LEN];
-    h2_common_goaway(nghttp2_session_get_last_proc_stream_id(d->h2), NGHTTP2_ENHANCE_YOUR_CALM, ga);
-    log_info("client connection: %s: GOAWAY ENHANCE_YOUR_CALM", nghttp2_strerror(lib_error));
-    d->guard.ended = true;
-    conn_pause_read(c);
-    conn_set_hostile(c);
-    downstream_break(&d->base);
-    return buf_append(&c->wbuf, &c->w->chunks, ga, sizeof(ga));
-}
-
-/* A reset that cost us a call: one token of the reset budget. */
-static void spend_reset(struct dconn *d, const char *why)
-{
-    if (!d->guard.ended && !h2_bucket_take(&d->guard.resets, reset_burst(d), H2_RESET_RATE, 1, now_ms(d)))
-        dconn_refuse(d, NGHTTP2_ENHANCE_YOUR_CALM, why);
 }
 
 /* ---- The connection's deadlines (c->timer, armed at accept):
@@ -326,6 +82,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     if (gr_unlikely(worker_overloaded())) {
         /* Not processed at all: the client may retry it elsewhere (RFC 9113 8.7). */
+        stats_limit_hit(d->base.io.w->stats, d->base.cfg, LIMIT_OVERLOAD);
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
@@ -366,7 +123,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         struct dconn *d = user_data;
         if (d->guard.ended)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        dconn_hold(d, frame->hd.stream_id, "a request header block far past the listener's limits");
+        h2_goaway_hold(d, frame->hd.stream_id, "a request header block far past the listener's limits");
         /* And not a byte more of it is decoded: nghttp2 stops here, and is
          * not fed again (feed). */
         return NGHTTP2_ERR_PAUSE;
@@ -382,14 +139,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
         if (s != NULL && ev_now(d->base.io.w->loop) - s->born < H2_PREMATURE_RESET_S) {
             d->guard.client_rst = frame->hd.stream_id;
-            spend_reset(d, "too many calls reset by the client");
+            h2_goaway_spend_reset(d, "too many calls reset by the client");
         }
         return 0;
     }
     if (frame->hd.type == NGHTTP2_PING) {
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && d->drain == DRAIN_NOTICE &&
-            memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0)
-            drain_final(d);
+            memcmp(frame->ping.opaque_data, h2_goaway_drain_ping, sizeof(h2_goaway_drain_ping)) == 0)
+            h2_goaway_drain_final(d);
         return 0;
     }
     if (frame->hd.type == NGHTTP2_SETTINGS) {
@@ -448,12 +205,12 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         if (d->rst_ahead > 0)
             d->rst_ahead--; /* charged already (on_invalid_frame_recv) */
         else
-            spend_reset(d, "too many streams reset because of the client");
+            h2_goaway_spend_reset(d, "too many streams reset because of the client");
         return 0;
     }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.last_stream_id == INT32_MAX && d->drain == DRAIN_NOTICE &&
-        nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, drain_ping) != 0)
-        drain_final(d); /* out of memory for the PING: the final GOAWAY without it */
+        nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, h2_goaway_drain_ping) != 0)
+        h2_goaway_drain_final(d); /* out of memory for the PING: the final GOAWAY without it */
     if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA)
         d->guard.answered = true; /* the client's next PING is free */
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
@@ -477,7 +234,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         /* A call that ended well (not reset by the client, even with
          * NO_ERROR) gives a reset token back. */
         if (error_code == NGHTTP2_NO_ERROR && stream_id != d->guard.client_rst)
-            h2_bucket_give(&d->guard.resets, reset_burst(d), 1);
+            h2_bucket_give(&d->guard.resets, dconn_reset_burst(d), 1);
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
         stream_on_down_close(s, error_code);
         call_ended(d);
@@ -502,7 +259,7 @@ static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *
     if (s != NULL)
         s->start_due = false;
     d->rst_ahead++;
-    spend_reset(d, "too many streams reset because of the client");
+    h2_goaway_spend_reset(d, "too many streams reset because of the client");
     return 0;
 }
 
@@ -576,6 +333,8 @@ static int wake(struct dconn *d)
     }
     struct worker *w = d->base.io.w;
     d->busy_at = ev_now(w->loop);
+    d->asleep = false;
+    stats_add(stats_block(w->stats, d->base.cfg->stats), L_HIBERNATED, (uint64_t)-1);
     if (d->drain == DRAIN_NONE)
         gr_list_insert_tail(&w->h2s->lru, &d->lru_link);
     log_debug("client connection wakes (new HTTP/2 session)");
@@ -601,6 +360,10 @@ static enum h2_idle idle_step(struct dconn *d)
     }
     nghttp2_session_del(d->h2);
     d->h2 = NULL;
+    d->asleep = true;
+    uint64_t *b = stats_block(c->w->stats, d->base.cfg->stats);
+    stats_add(b, L_HIBERNATED, 1);
+    stats_add(b, L_HIBERNATIONS, 1);
     if (wu_len > 0) {
         if (buf_append(&c->wbuf, &c->w->chunks, wu, wu_len) != GR_OK) {
             conn_close(c, GR_ERR_NOMEM, "out of memory");
@@ -685,8 +448,8 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
         conn_pause_read(c);
     if (d->held || (d->goaway && d->h2 == NULL))
         return GR_OK; /* dropped; or closing with a GOAWAY written while it slept: no session to wake */
-    if (d->h2 == NULL && d->drain == DRAIN_NOTICE && h2_common_is_ping_ack(data, len, drain_ping)) {
-        drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
+    if (d->h2 == NULL && d->drain == DRAIN_NOTICE && h2_common_is_ping_ack(data, len, h2_goaway_drain_ping)) {
+        h2_goaway_drain_final(d); /* the client saw the drain's GOAWAY, and opened nothing: no session to wake */
         return GR_OK;
     }
     if (d->h2 == NULL && h2_hibernate_take_ack(&d->sleep, data, len)) {
@@ -706,18 +469,18 @@ static int d_on_read(struct conn *c, const uint8_t *data, size_t len)
      * and where the bytes stand between frames, for hibernation and for a
      * header block whose stream was reset inside it (nghttp2 reads the rest
      * of the block, and tells us of nothing until it ends). */
-    size_t ok = h2_guard_scan(&d->guard, &d->sleep.frames, d->h2, data, len, now_ms(d), &code, &why);
+    size_t ok = h2_guard_scan(&d->guard, &d->sleep.frames, d->h2, data, len, dconn_now_ms(d), &code, &why);
     ssize_t rv = feed(d, data, ok);
     if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
-        return dconn_flooded(d, (int)rv);
+        return h2_goaway_flooded(d, (int)rv);
     if (rv < 0) {
         log_debug("client connection: %s", nghttp2_strerror((int)rv));
         return GR_ERR_PROTO;
     }
     if (code == NGHTTP2_ENHANCE_YOUR_CALM && gr_list_empty(&d->base.streams) && !d->goaway)
-        dconn_hold(d, nghttp2_session_get_last_proc_stream_id(d->h2), why);
+        h2_goaway_hold(d, nghttp2_session_get_last_proc_stream_id(d->h2), why);
     else if (code != NGHTTP2_NO_ERROR)
-        dconn_refuse(d, code, why);
+        h2_goaway_refuse(d, code, why);
     else if (unused(d))
         conn_timer_set(&c->timer, CONN_TIMER_NAP, H2_NAP_S);
     if (d->start_from != 0)
@@ -762,6 +525,8 @@ static void d_on_close(struct conn *c, int err, const char *why)
 static void d_destroy(struct conn *c)
 {
     struct dconn *d = dconn_of(c);
+    if (d->asleep)
+        stats_add(stats_block(c->w->stats, d->base.cfg->stats), L_HIBERNATED, (uint64_t)-1);
     worker_conn_release(c->w, d->base.cfg);
     slab_free(&c->w->h2s->slab, d);
 }
@@ -775,21 +540,27 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
             conn_close(c, GR_ERR_LIMIT, "held past its GOAWAY (frames with no use)");
         else if (d->goaway)
             conn_close(c, GR_ERR_IO, "the client did not take its GOAWAY");
-        else if (gr_list_empty(&d->base.streams))
-            goaway(d, NGHTTP2_NO_ERROR, "idle_timeout");
+        else if (gr_list_empty(&d->base.streams)) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_IDLE_TIMEOUT);
+            h2_goaway_send(d, NGHTTP2_NO_ERROR, "idle_timeout");
+        }
         break;
     case CONN_TIMER_HEADER:
-        if (d->hdr_wait < 0)
+        if (d->hdr_wait < 0) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_HEADERS_TIMEOUT);
             conn_close(c, GR_ERR_IO, "no HTTP/2 preface and SETTINGS within request_headers_timeout");
-        else if (d->hdr_wait > 0 && d->h2 != NULL &&
-                 (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
-                  h2_common_frames_in_block(&d->sleep.frames)))
-            goaway(d, NGHTTP2_PROTOCOL_ERROR, "request header block not complete within request_headers_timeout");
-        else
+        } else if (d->hdr_wait > 0 && d->h2 != NULL &&
+                   (nghttp2_session_get_stream_user_data(d->h2, d->hdr_wait) != NULL ||
+                    h2_common_frames_in_block(&d->sleep.frames))) {
+            stats_limit_hit(c->w->stats, d->base.cfg, LIMIT_HEADERS_TIMEOUT);
+            h2_goaway_send(d, NGHTTP2_PROTOCOL_ERROR,
+                           "request header block not complete within request_headers_timeout");
+        } else {
             d->hdr_wait = 0; /* its stream was reset, and the block ended since */
+        }
         break;
     case CONN_TIMER_KEEPALIVE:
-        goaway(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");
+        h2_goaway_send(d, NGHTTP2_SETTINGS_TIMEOUT, "our SETTINGS not acknowledged within request_headers_timeout");
         break;
     case CONN_TIMER_NAP: sleep_if_unused(d); break;
     case CONN_TIMER_WRITE: /* calls whose client has not taken their response for stream_write_timeout (stream.c) */
@@ -797,14 +568,14 @@ static void d_on_deadline(struct conn *c, enum conn_timer_kind kind)
         break;
     case CONN_TIMER_AGE: /* max_connection_age: the drain; then its grace is over: the cut */
         if (d->drain == DRAIN_NONE) {
-            drain_notice(d, "max_connection_age");
+            h2_goaway_drain_notice(d, "max_connection_age");
             if (c->state != CONN_CLOSED)
                 conn_timer_set(&c->timer, CONN_TIMER_AGE, (ev_tstamp)d->base.cfg->max_connection_age_grace_ms / 1e3);
         } else {
-            (void)h2_drain(&d->base, "grelay closed the connection at max_connection_age");
+            (void)h2_goaway_drain(&d->base, "grelay closed the connection at max_connection_age");
         }
         break;
-    case CONN_TIMER_DRAIN: /* the drain PING's ACK did not come */ drain_final(d); break;
+    case CONN_TIMER_DRAIN: /* the drain PING's ACK did not come */ h2_goaway_drain_final(d); break;
     default: break;
     }
 }
@@ -884,7 +655,7 @@ static const struct downstream_ops h2_downstream_ops = {
     .resume = h2_resume,
     .consume = h2_consume,
     .reset = h2_reset,
-    .drain = h2_drain,
+    .drain = h2_goaway_drain,
 };
 
 static const struct conn_ops dconn_ops = {
@@ -916,7 +687,7 @@ bool h2_server_accept(struct worker *w, const struct gr_listener_cfg *l, int fd,
         return false;
     }
     h2_hibernate_init(&d->sleep);
-    h2_guard_init(&d->guard, reset_burst(d), now_ms(d));
+    h2_guard_init(&d->guard, dconn_reset_burst(d), dconn_now_ms(d));
     downstream_init(&d->base, w, l, &h2_downstream_ops, false);
     conn_init_accepted(&d->base.io, w, fd, &dconn_ops);
     arm_deadlines(d, accepted);

@@ -30,6 +30,9 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
     p->own.address.text = p->own.text;
     p->ep = &p->own;
     p->stats = stats_endpoint_key(cl->name, p->own.text);
+    uint64_t *b = stats_block(w->stats, p->stats);
+    stats_add(b, E_MEMBER, 1);
+    stats_set(b, E_WEIGHT, ep->weight);
     gr_list_init(&p->conns);
     gr_list_init(&p->waiting);
     gr_list_init(&p->retired_link);
@@ -42,6 +45,8 @@ struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct 
 
 void pool_free(struct pool *p)
 {
+    if (!p->retired)
+        stats_add(stats_block(p->w->stats, p->stats), E_MEMBER, (uint64_t)-1);
     gr_list_remove(&p->retired_link);
     gr_list_remove(&p->free_task.link);
     ev_timer_stop(p->w->loop, &p->wait_timer);
@@ -84,6 +89,8 @@ static void refuse_line(struct pool *p, const char *why)
 
 void pool_retire(struct pool *p)
 {
+    if (!p->retired)
+        stats_add(stats_block(p->w->stats, p->stats), E_MEMBER, (uint64_t)-1);
     p->retired = true;
     refuse_line(p, "the upstream left the cluster (DNS) before the call got a connection");
     struct gr_list *it, *tmp;

@@ -143,6 +143,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
     for (int i = 0; i < 64; i++) {
         if (!worker_conn_take(wl->w, wl->cfg)) {
+            stats_limit_hit(wl->w->stats, wl->cfg, LIMIT_MAX_CONNECTIONS);
             pause_full(wl);
             return;
         }

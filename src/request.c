@@ -46,6 +46,7 @@ static void refuse(struct stream *s, bool trailers)
 {
     const struct gr_listener_cfg *lc = s->down->cfg;
     char msg[160];
+    stats_limit_hit(s->down->io.w->stats, lc, LIMIT_HEADERS);
     if (s->req_over == REQ_OVER_FIELDS)
         snprintf(msg, sizeof(msg), "request %s exceed the listener's limit of %u fields",
                  trailers ? "trailers" : "headers", lc->max_request_header_fields);
@@ -223,6 +224,7 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
         return false;
     }
     if (s->down->http1 && worker_overloaded()) { /* no REFUSED_STREAM in HTTP/1.1 (h2_server.c refuses h2 streams) */
+        stats_limit_hit(s->down->io.w->stats, s->down->cfg, LIMIT_OVERLOAD);
         (void)stream_fail(s, GRPC_UNAVAILABLE, "grelay is overloaded (overload.max_heap): retry later or elsewhere");
         return false;
     }

@@ -196,6 +196,8 @@ int stats_init(const struct gr_config *cfg)
 
 void stats_bind(struct gr_config *cfg)
 {
+    for (size_t i = 0; i < cfg->n_clusters; i++)
+        cfg->clusters[i].stats = stats_cluster_key(cfg->clusters[i].name);
     if (cfg->stats.max_methods != reg.max_methods || cfg->stats.n_buckets != reg.n_buckets ||
         memcmp(cfg->stats.buckets, reg.buckets, reg.n_buckets * sizeof(double)) != 0)
         log_warn("metrics: stats.max_methods and stats.buckets take effect at the next start, not at a reload");
@@ -488,7 +490,7 @@ void stats_sum_key(const struct stats_key *k, uint64_t *out, size_t n)
             continue;
         for (size_t i = 0; i < n; i++) {
             uint64_t v = __atomic_load_n(&b[i], __ATOMIC_RELAXED);
-            if (k->kind == SK_ENDPOINT && i == E_EJECTED_UNTIL)
+            if (k->kind == SK_ENDPOINT && (i == E_EJECTED_UNTIL || i == E_WEIGHT))
                 out[i] = v > out[i] ? v : out[i]; /* the latest ejection of any worker */
             else
                 out[i] += v;

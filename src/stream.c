@@ -8,6 +8,7 @@
 #include "grelay/nv.h"
 #include "grelay/pool.h"
 #include "grelay/retry.h"
+#include "grelay/stats.h"
 #include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
@@ -276,6 +277,7 @@ static void finish_attempts(struct stream *s)
 static bool abort_stream(struct stream *s)
 {
     s->code = s->code < 0 ? GRPC_INTERNAL : s->code; /* RST_STREAM(INTERNAL_ERROR): the client says INTERNAL */
+    s->reset = true;
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
         set_resp(s, RESP_ENDED);
@@ -319,6 +321,7 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
     s->http_reply = true;
+    s->http_status = (uint16_t)atoi(status);
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     bool body = text != NULL && text[0] != '\0' &&
                 headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
@@ -345,6 +348,7 @@ static void cut_unread(struct stream *s, const char *why)
               s->path.value ? (const char *)s->path.value : "", why);
     finish_attempts(s);
     s->code = GRPC_CANCELLED; /* RST_STREAM(CANCEL) */
+    s->reset = true;
     struct chunk_pool *cp = &stream_worker(s)->chunks;
     buf_clear(&s->resp.q, cp);
     flow_drop_replay(&s->req, cp);
@@ -365,9 +369,10 @@ void stream_write_timeouts(struct downstream *d, ev_tstamp now)
         struct stream *s = container_of(it, struct stream, down_link);
         if (s->write_wait == 0 || after == 0 || s->resp_cut)
             continue;
-        if (s->write_wait + after <= now)
+        if (s->write_wait + after <= now) {
+            stats_limit_hit(stream_worker(s)->stats, d->cfg, LIMIT_STREAM_WRITE_TIMEOUT);
             cut_unread(s, "the client took none of the response for stream_write_timeout");
-        else if (next == 0 || s->write_wait + after < next)
+        } else if (next == 0 || s->write_wait + after < next)
             next = s->write_wait + after;
     }
     if (d->io.state == CONN_CLOSED)
@@ -544,6 +549,7 @@ static void start_attempt(struct stream *s, bool retry)
     struct worker *w = stream_worker(s);
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
+        stats_add(stats_block(w->stats, s->route->cluster->stats), C_NO_ENDPOINT, 1);
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }
@@ -577,11 +583,13 @@ static bool refuse_over_budget(struct stream *s)
     struct downstream *d = s->down;
     if (d->http1 || d->held <= d->cfg->connection_buffer)
         return false;
+    stats_limit_hit(stream_worker(s)->stats, d->cfg, LIMIT_CONNECTION_BUFFER);
     log_debug("stream %d: its connection holds %llu bytes, over connection_buffer: refused", s->id,
               (unsigned long long)d->held);
     finish_attempts(s);
     set_resp(s, RESP_ENDED);
     s->code = GRPC_UNAVAILABLE; /* REFUSED_STREAM: the client may retry it */
+    s->reset = true;
     d->ops->reset(d, s, NGHTTP2_REFUSED_STREAM);
     return true;
 }

@@ -70,6 +70,7 @@ struct gr_cluster_cfg {
     uint64_t max_pending_time_ms;        /* longest wait in the line for a stream slot; 0: only the deadline */
     uint64_t drain_timeout_ms;           /* calls on an endpoint that left the set: cut after this; 0: never */
     uint64_t max_connection_age_ms;      /* an upstream connection this old (+-10%) takes no new stream; 0: no limit */
+    const struct stats_key *stats;       /* its series (stats_bind) */
     struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
     size_t index;                        /* slot in the workers' cluster arrays: its position at load; a reload

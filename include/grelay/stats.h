@@ -77,6 +77,8 @@ enum stats_endpoint_slot {
     E_CONNECT_FAILURES,                  /* counter */
     E_EJECTIONS,                         /* counter: times the endpoint was ejected (connect failures) */
     E_EJECTED_UNTIL,                     /* gauge (max over workers): gr_now_us until which picks avoid it */
+    E_MEMBER,                            /* gauge: workers whose current endpoint set has it */
+    E_WEIGHT,                            /* gauge (max over workers): its weight */
     E_SLOTS
 };
 
@@ -126,6 +128,12 @@ static inline void stats_set(uint64_t *block, unsigned slot, uint64_t v)
 {
     if (block != NULL)
         __atomic_store_n(&block[slot], v, __ATOMIC_RELAXED);
+}
+
+/* A client of listener l ran into limit k. */
+static inline void stats_limit_hit(struct stats_shard *sh, const struct gr_listener_cfg *l, enum stats_limit k)
+{
+    stats_add(stats_block(sh, l->stats), (unsigned)(L_LIMITS + k), 1);
 }
 
 /* A call ended (stream.c): grelay_requests_total and

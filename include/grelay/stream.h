@@ -114,13 +114,15 @@ struct stream {
                                          read (h2_server.c), unless the stream is reset within it */
     struct gr_list down_link;         /* in down->streams */
     /* What metrics and the access log say of the call (stream_obs.c). */
-    uint64_t t0_us;                               /* gr_now_us() when the request headers began */
-    const struct stats_key *att_ep;               /* the latest attempt's endpoint (its series and address), or NULL */
-    bool att_live;                                /* that attempt is counted in its endpoint's attempts in flight */
-    uint32_t attempts;                            /* attempts made upstream */
-    int8_t code;                                  /* the gRPC status grelay sent (a local answer); -1: the upstream's */
-    bool http_reply;                              /* a plain HTTP answer (CORS preflight, not gRPC): no gRPC status */
-    bool route_counted;                           /* counted in its route's calls in flight */
+    uint64_t t0_us;                 /* gr_now_us() when the request headers began */
+    const struct stats_key *att_ep; /* the latest attempt's endpoint (its series and address), or NULL */
+    bool att_live;                  /* that attempt is counted in its endpoint's attempts in flight */
+    uint32_t attempts;              /* attempts made upstream */
+    int8_t code;                    /* the gRPC status grelay sent (a local answer); -1: the upstream's */
+    bool http_reply;                /* a plain HTTP answer (CORS preflight, not gRPC): no gRPC status */
+    bool route_counted;             /* counted in its route's calls in flight */
+    uint16_t http_status;           /* with http_reply: its :status */
+    bool reset;                     /* grelay ended the call with RST_STREAM (or closed its HTTP/1.1 connection) */
     _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };
 
