@@ -13,6 +13,7 @@ import time
 import grpc
 import pytest
 
+from grpcweb_client import web_call
 from h2client import grpc_headers, raw_h2, read_until_closed
 from harness import GRELAY, Backend, free_port, simple_config
 
@@ -241,6 +242,40 @@ def test_a_reload_changes_the_file_and_the_format(pair, dead, grelay_factory, tm
     assert unary(g, metadata=[("x-request-id", "in-text")])[0] == grpc.StatusCode.OK
     assert wait_lines(second, 1) == ["in-text OK"]
     assert len(read_lines(first)) == 1
+
+
+def test_dev_stdout_gets_the_lines(pair, dead, grelay_factory, tmp_path):
+    out = str(tmp_path / "stdout.txt")
+
+    def stdout_to_file():  # in the child, before exec: grelay's fd 1 is this file
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.close(fd)
+
+    port = free_port()
+    g = grelay_factory(config(port, "/dev/stdout", [pair[0].addr], dead.addr), port, preexec_fn=stdout_to_file)
+    assert unary(g, metadata=[("x-request-id", "to-stdout")])[0] == grpc.StatusCode.OK
+    assert json.loads(wait_lines(out, 1)[0])["request_id"] == "to-stdout"
+    g.proc.send_signal(signal.SIGUSR1)  # not reopened: still the same descriptor
+    wait_log(g, "SIGUSR1: reopening the access log")
+    assert unary(g, metadata=[("x-request-id", "still-stdout")])[0] == grpc.StatusCode.OK
+    assert [json.loads(x)["request_id"] for x in wait_lines(out, 2)] == ["to-stdout", "still-stdout"]
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_grpc_web_calls_name_their_protocol(pair, dead, grelay_factory, tmp_path, text):
+    port = free_port()
+    path = str(tmp_path / "web.log")
+    cfg = config(port, path, [pair[0].addr], dead.addr)
+    cfg["listeners"][0]["grpc_web"] = True
+    g = grelay_factory(cfg, port)
+    status, _, msgs, trailers = web_call(g.port, "/test.Echo/Unary", b"from a browser", text,
+                                         headers=[("x-request-id", "web-1"), ("user-agent", "Mozilla/5.0 test")])
+    assert status == 200 and msgs == [b"from a browser"] and trailers["grpc-status"] == "0"
+    r = json.loads(wait_lines(path, 1)[0])
+    assert (r["protocol"], r["grpc_code"], r["request_id"], r["upstream"]) == (
+        "grpc-web-text" if text else "grpc-web", "OK", "web-1", pair[0].addr)
+    assert r["user_agent"] == "Mozilla/5.0 test" and r["authority"] == "grelay.test"
 
 
 def run_grelay(cfg, tmp_path):
