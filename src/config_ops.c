@@ -1,6 +1,7 @@
 /* The operations plane's configuration blocks: admin, access_log, stats
  * and request_id (config_ops.h). */
 #include "grelay/config_ops.h"
+#include "grelay/access_log.h"
 #include "grelay/common.h"
 
 #include <math.h>
@@ -47,13 +48,24 @@ static int check_access_log(struct config_yaml *c, void *obj, uint32_t seen, yam
     return GR_OK;
 }
 
+/* template: the text, its operators checked here (access_log.c knows them). */
+static int set_template(struct config_yaml *c, const struct config_field *f, yaml_node_t *v, void *obj)
+{
+    if (config_yaml_set_str(c, f, v, obj) != GR_OK)
+        return GR_ERR_CONFIG;
+    char why[256];
+    if (access_log_template_check(((struct gr_access_log_cfg *)obj)->template_text, why, sizeof(why)) != GR_OK)
+        return config_yaml_fail_node(c, v, "access_log: template: %s", why);
+    return GR_OK;
+}
+
 static const struct config_field access_log_fields[] = {
     {.key = "path", .set = config_yaml_set_str, .off = OFF(struct gr_access_log_cfg, path), .flags = FL_REQUIRED},
     {.key = "format",
      .set = config_yaml_set_enum,
      .off = OFF(struct gr_access_log_cfg, format),
      .names = access_log_formats},
-    {.key = "template", .set = config_yaml_set_str, .off = OFF(struct gr_access_log_cfg, template_text)},
+    {.key = "template", .set = set_template, .off = OFF(struct gr_access_log_cfg, template_text)},
     {0},
 };
 const struct config_schema config_ops_access_log_schema = {

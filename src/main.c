@@ -1,4 +1,5 @@
 /* grelay: flags, signals, start and stop. */
+#include "grelay/access_log.h"
 #include "grelay/admin.h"
 #include "grelay/admin_endpoints.h"
 #include "grelay/common.h"
@@ -38,7 +39,8 @@ static void usage(FILE *out)
                  "SIGINT or SIGTERM drains it: calls in flight finish (up to drain_timeout), then it exits;\n"
                  "a second one cuts what is left. SIGHUP reloads FILE (docs/reload.md). SIGUSR2 starts\n"
                  "this binary again with the listening sockets handed over; once the new process serves,\n"
-                 "this one drains (a binary upgrade, docs/lifecycle.md).\n");
+                 "this one drains (a binary upgrade, docs/lifecycle.md). SIGUSR1 reopens the access log\n"
+                 "file (logrotate, docs/access-log.md).\n");
 }
 
 /* SIGINT, SIGTERM: the drain (w->data), which ends the loop once done. */
@@ -64,6 +66,16 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     reload_now(w->data, "SIGHUP");
+}
+
+/* SIGUSR1: the access log's writer opens its file again (logrotate moved it). */
+static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    access_log_reopen(); /* first: a line after the log says so goes to the new file */
+    log_info("SIGUSR1: reopening the access log");
 }
 
 /* The main loop's state for SIGUSR2. */
@@ -162,12 +174,14 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
     struct drain *drain = drain_new(loop, p);
     sigint.data = sigterm.data = drain;
     struct main_state m = {.p = p, .drain = drain, .admin = admin, .up = {.ready_fd = -1}};
-    ev_signal sigusr2;
+    ev_signal sigusr2, sigusr1;
     ev_signal_init(&sigusr2, on_upgrade, SIGUSR2);
     sigusr2.data = &m;
+    ev_signal_init(&sigusr1, on_sigusr1, SIGUSR1);
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);
     ev_signal_start(loop, &sigusr2);
+    ev_signal_start(loop, &sigusr1);
     pthread_sigmask(SIG_SETMASK, old, NULL);
     for (size_t i = 0; i < cfg->n_listeners; i++)
         log_info("listener %s on %s", cfg->listeners[i].name, cfg->listeners[i].address.text);
@@ -194,6 +208,7 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
         admin_endpoints_serving(admin, NULL, NULL, NULL);
     upgrade_stop(&m.up);
     ev_signal_stop(loop, &sigusr2);
+    ev_signal_stop(loop, &sigusr1);
     ev_signal_stop(loop, &sighup);
     dns_stop(dns);
     reload_free(reload);
@@ -243,12 +258,13 @@ static int serve(struct gr_config *cfg, bool level_forced)
 {
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    /* Workers never see SIGINT/SIGTERM/SIGHUP/SIGUSR2: the main loop handles them. */
+    /* Workers never see SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2: the main loop handles them. */
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     upgrade_inherit(); /* the sockets of the process this one upgrades, if any */
@@ -264,6 +280,13 @@ static int serve(struct gr_config *cfg, bool level_forced)
         ev_loop_destroy(loop);
         return 1;
     }
+    if (access_log_start(&cfg->access_log, err, sizeof(err)) != GR_OK) {
+        log_error("%s", err);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        admin_endpoints_free(admin);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     struct proxy *p = stats_init(cfg) == GR_OK ? proxy_new(cfg, err, sizeof(err)) : NULL;
     int rc = 0;
     if (p == NULL) {
@@ -276,10 +299,11 @@ static int serve(struct gr_config *cfg, bool level_forced)
         run_main_loop(loop, cfg, p, admin, &old, level_forced);
     else
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (p != NULL) {
+    if (p != NULL)
         proxy_stop(p);
+    access_log_stop(); /* the workers wrote their last lines: flushed */
+    if (p != NULL)
         proxy_free(p);
-    }
     admin_endpoints_free(admin);
     ev_loop_destroy(loop);
     if (rc == 0)

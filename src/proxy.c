@@ -1,6 +1,7 @@
 /* The worker threads: building, running, feeding and stopping them (see
  * include/grelay/proxy.h). */
 #include "grelay/proxy.h"
+#include "grelay/access_log.h"
 #include "grelay/conn.h"
 #include "grelay/downstream.h"
 #include "grelay/h2_client.h"
@@ -582,6 +583,7 @@ static void worker_free_all(struct worker *w)
     h2_client_worker_destroy(w);
     worker_destroy(w);
     stats_shard_free(w->stats);
+    access_log_shard_free(w->alog);
     free(w);
 }
 
@@ -597,6 +599,7 @@ static struct worker *worker_build(struct proxy *p, uint32_t id, struct gr_confi
         return NULL;
     }
     w->proxy = p;
+    w->alog = access_log_shard_new(id); /* NULL (out of memory): this worker logs no call, and says so */
     w->snap_unused = on_snap_unused;
     gr_list_init(&w->dying);
     ev_timer_init(&w->dying_timer, on_dying_timer, DYING_CHECK_S, DYING_CHECK_S);

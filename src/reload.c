@@ -1,5 +1,6 @@
 /* Reloading the configuration (see include/grelay/reload.h). */
 #include "grelay/reload.h"
+#include "grelay/access_log.h"
 #include "grelay/dns.h"
 #include "grelay/drain.h"
 #include "grelay/log.h"
@@ -160,6 +161,10 @@ int reload_run(struct reload *r, const char *why, char *msg, size_t msglen)
     size_t n;
     struct worker **workers = proxy_workers(r->p, &n);
     *r->dns = dns_restart(*r->dns, next, workers, n, r->loop);
+    /* The new path or format for later lines; a file that cannot be opened
+     * leaves the log as it was (the rest of the reload stands). */
+    if (access_log_reconfigure(&next->access_log, err, sizeof(err)) != GR_OK)
+        log_error("reload: %s; the access log goes on as before", err);
     config_unref(r->cfg);
     r->cfg = next;
     r->seen = before;

@@ -270,6 +270,45 @@ static const struct gr_listener_cfg *pick_snapshot(struct stream *s)
     return lc;
 }
 
+/* A random UUID (version 4, RFC 9562) as 36 characters and a NUL, from
+ * the worker's xorshift state: no syscall per call. */
+static void uuid4(uint64_t *rng, char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    uint64_t hi = gr_rand(rng), lo = gr_rand(rng);
+    for (int i = 0; i < 8; i++) {
+        b[i] = (uint8_t)(hi >> (8 * i));
+        b[8 + i] = (uint8_t)(lo >> (8 * i));
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+/* An admitted call without x-request-id gets one (request_id.generate),
+ * forwarded upstream with the other metadata and logged; one the client
+ * sent is kept as it is. False when the call failed (out of memory). */
+static bool add_request_id(struct stream *s)
+{
+    const struct gr_config *cfg = s->snap != NULL ? s->snap->cfg : s->down->io.w->cfg;
+    if (cfg == NULL || !cfg->request_id.generate || headers_find(&s->req_hdrs, "x-request-id") != NULL)
+        return true;
+    char id[37];
+    uuid4(&s->down->io.w->rng, id);
+    if (headers_add(&s->req_hdrs, &s->arena, NV_LIT("x-request-id"), (const uint8_t *)id, 36) == GR_OK)
+        return true;
+    (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
+    return false;
+}
+
 bool request_headers_ready(struct stream *s)
 {
     const struct gr_listener_cfg *lc = pick_snapshot(s);
@@ -283,7 +322,8 @@ bool request_headers_ready(struct stream *s)
         return false;
     bool client_timeout = false;
     uint64_t timeout_us = 0;
-    return admit(s, auth, path, &client_timeout, &timeout_us) && set_deadline(s, client_timeout, timeout_us);
+    return admit(s, auth, path, &client_timeout, &timeout_us) && set_deadline(s, client_timeout, timeout_us) &&
+           add_request_id(s);
 }
 
 void request_on_headers_done(struct stream *s)

@@ -2,12 +2,19 @@
  * the stream module (stream.h declares these), apart from stream.c so the
  * state machine stays readable. Everything here runs on the call's worker
  * and writes only that worker's shard. */
+#include "grelay/access_log.h"
 #include "grelay/downstream.h"
 #include "grelay/grpc.h"
 #include "grelay/headers.h"
 #include "grelay/stats.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <time.h>
 
 static inline struct worker *obs_worker(const struct stream *s) { return s->down->io.w; }
 
@@ -75,6 +82,78 @@ static int final_code(const struct stream *s)
     return code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN;
 }
 
+/* The client's address, read once per connection (getpeername), for the
+ * access log. */
+static const char *peer_of(struct downstream *d)
+{
+    if (d->peer[0] != '\0' || d->io.fd < 0)
+        return d->peer;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "";
+    if (getpeername(d->io.fd, (struct sockaddr *)&ss, &len) != 0)
+        return d->peer;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        snprintf(d->peer, sizeof(d->peer), "%s:%u", host, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        snprintf(d->peer, sizeof(d->peer), "[%s]:%u", host, ntohs(a->sin6_port));
+    }
+    return d->peer;
+}
+
+static struct access_str hdr_str(const struct gr_hdr *h)
+{
+    return h != NULL && h->value != NULL ? (struct access_str){(const char *)h->value, h->valuelen}
+                                         : (struct access_str){NULL, 0};
+}
+
+static const char *protocol_of(const struct stream *s)
+{
+    if (s->web != NULL)
+        return s->web->text ? "grpc-web-text" : "grpc-web";
+    return s->down->http1 ? "http1" : "h2";
+}
+
+/* The access log line of a call that ended with code (-1: a plain HTTP
+ * answer) after duration_us. */
+static void log_call(struct stream *s, int code, uint64_t duration_us)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t end_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    const struct gr_hdr *msg = headers_find(&s->resp_trailers, "grpc-message");
+    if (msg == NULL)
+        msg = headers_find(&s->resp_hdrs, "grpc-message");
+    struct access_record r = {
+        .start_ms = end_ms - (int64_t)(duration_us / 1000),
+        .duration_ms = (double)duration_us / 1000.0,
+        .listener = s->down->cfg->name,
+        .protocol = protocol_of(s),
+        .authority = hdr_str(&s->authority),
+        .path = hdr_str(&s->path),
+        .grpc_code = code,
+        .grpc_message = hdr_str(msg),
+        .http_status = s->http_reply                               ? s->http_status
+                       : s->reset || s->resp_state == RESP_WAITING ? 0
+                                                                   : 200,
+        .route = s->route != NULL ? s->route->name : "none",
+        .cluster = s->route != NULL ? s->route->cluster->name : "none",
+        .upstream = s->att_ep != NULL ? s->att_ep->labels[1] : NULL,
+        .attempts = s->attempts,
+        .request_bytes = s->req.received,
+        .response_bytes = s->resp.received,
+        .grpc_timeout = hdr_str(&s->grpc_timeout),
+        .request_id = hdr_str(headers_find(&s->req_hdrs, "x-request-id")),
+        .user_agent = hdr_str(headers_find(&s->req_hdrs, "user-agent")),
+        .peer = peer_of(s->down),
+    };
+    access_log_write(obs_worker(s)->alog, &r);
+}
+
 void stream_obs_end(struct stream *s)
 {
     struct worker *w = obs_worker(s);
@@ -83,11 +162,16 @@ void stream_obs_end(struct stream *s)
     stats_add(lb, L_IN_FLIGHT, (uint64_t)-1);
     if (s->route_counted)
         stats_add(stats_block(w->stats, s->route->stats), R_IN_FLIGHT, (uint64_t)-1);
-    if (s->http_reply)
-        return; /* a plain HTTP answer (preflight, not gRPC) carries no gRPC status */
+    uint64_t took = gr_now_us() - s->t0_us;
+    if (s->http_reply) { /* a plain HTTP answer (preflight, not gRPC) carries no gRPC status */
+        if (access_log_on())
+            log_call(s, -1, took);
+        return;
+    }
     int code = final_code(s);
     attempt_over(s, code);
-    uint64_t now = gr_now_us();
     const struct stats_key *route = s->route != NULL ? s->route->stats : stats_no_route_key(l);
-    stats_call_done(w->stats, route, s->path.value, s->path.valuelen, code, now - s->t0_us);
+    stats_call_done(w->stats, route, s->path.value, s->path.valuelen, code, took);
+    if (access_log_on())
+        log_call(s, code, took);
 }

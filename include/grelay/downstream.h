@@ -51,7 +51,7 @@ struct downstream {
                                           then are cut at this time (proxy.c); 0: not */
     uint64_t resp_windows;             /* its calls' upstream stream windows added up (stream.c): they grow
                                           only while this stays within cfg->connection_buffer */
-    char peer[48];                     /* the client's "ip:port", read once for the access log; "" until then */
+    char peer[56];                     /* the client's "ip:port", read once for the access log; "" until then */
     struct gr_list streams;            /* its calls */
     struct gr_list link;               /* in worker->dconns */
 };
