@@ -9,12 +9,14 @@
 # bench/bench.py). Per call = (Ir(40000) - Ir(20000)) / 20000, so start-up,
 # shutdown and the first connections cancel out.
 #
-#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--keep]
+#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--keep]
 #
 #   --build DIR       Release build with grelay and echo_backend (default build-rel):
 #                       cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF
 #                       cmake --build build-rel --target grelay echo_backend
 #   --scenarios LIST  comma-separated CxM (default 4x16,16x64)
+#   --access-log      grelay writes the JSON access log to a file in the temporary
+#                     directory (its writer thread's instructions count too)
 #   --keep            keep the temporary directory (callgrind.out.* files for
 #                     callgrind_annotate, configs, logs) and print its path
 #
@@ -28,6 +30,7 @@ cd "$(dirname "$0")/.."
 build="build-rel"
 scenarios=4x16,16x64
 keep=0
+alog=""
 N1=20000
 N2=40000
 while [ $# -gt 0 ]; do
@@ -35,8 +38,9 @@ while [ $# -gt 0 ]; do
     --build) build=${2:?--build needs a directory}; shift 2 ;;
     --scenarios) scenarios=${2:?--scenarios needs a list}; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--keep]" >&2; exit 2 ;;
+    --access-log) alog=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--keep]" >&2; exit 2 ;;
   esac
 done
 
@@ -148,8 +152,10 @@ run_grelay() {
   cfg=$tmp/grelay-$tag.yaml
   out=$tmp/callgrind.out.$tag
   # The config bench.py writes for one worker (JSON is YAML).
+  local access=""
+  [ -n "$alog" ] && access="\"access_log\": {\"path\": \"$tmp/access-$tag.log\"},"
   cat >"$cfg" <<EOF
-{"workers": 1, "log_level": "warn",
+{"workers": 1, "log_level": "warn", $access
  "listeners": [{"name": "l", "address": "127.0.0.1:$port", "virtual_hosts": [
    {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}],
  "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:$bport"}]}]}

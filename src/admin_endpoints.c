@@ -92,8 +92,14 @@ static void get_healthz(void *ctx, const char *query, const char *body, struct g
 
 static void get_metrics(void *ctx, const char *query, const char *body, struct gr_sbuf *out, struct admin_reply *reply)
 {
+    struct admin_endpoints *e = ctx;
     reply->content_type = "text/plain; version=0.0.4; charset=utf-8";
     stats_render_prometheus(out);
+    sbuf_printf(
+        out,
+        "# HELP grelay_ready 1 while grelay takes new work (GET /ready says 200); 0 before and while draining.\n"
+        "# TYPE grelay_ready gauge\ngrelay_ready %d\n",
+        e->p != NULL && drain_ready() ? 1 : 0);
     process_stats_render(out);
 }
 

@@ -10,9 +10,17 @@ nghttp2_nv *nv_from_list(struct arena *a, const struct hdr_list *l, size_t extra
     if (nva == NULL)
         return NULL;
     size_t k = extra;
-    for (uint32_t i = 0; i < l->n; i++)
-        if (l->v[i].namelen > 0)
-            nva[k++] = nv_make(l->v[i].name, l->v[i].namelen, l->v[i].value, l->v[i].valuelen);
+    for (uint32_t i = 0; i < l->n; i++) {
+        const struct gr_hdr *h = &l->v[i];
+        if (h->namelen == 0)
+            continue;
+        nva[k] = nv_make(h->name, h->namelen, h->value, h->valuelen);
+        /* A request id is new on every call: in the HPACK dynamic table it
+         * would only evict what repeats (and cost an insertion each call). */
+        if (h->namelen == 12 && memcmp(h->name, "x-request-id", 12) == 0)
+            nva[k].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+        k++;
+    }
     *n = k;
     return nva;
 }

@@ -94,10 +94,13 @@ def test_ready_turns_503_when_a_drain_begins(backends, grelay_factory):
     status, headers, body = g.admin.get("/ready")
     assert (status, body) == (200, "ready\n")
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert "\ngrelay_ready 1\n" in g.admin.get("/metrics")[2]
     g.proc.send_signal(signal.SIGTERM)
     assert wait_for(lambda: "draining (not ready)" in g.log()), g.log()
     status, _, body = g.admin.get("/ready")
     assert (status, body) == (503, "not ready: draining\n")
+    assert "\ngrelay_ready 0\n" in g.admin.get("/metrics")[2]
+    assert '"ready":false,"draining":true' in g.admin.get("/stats.json")[2]
     # drain_delay: the listener still takes calls while readiness is false.
     with grpc.insecure_channel(g.addr) as ch:
         assert who(ch) in {b.name for b in backends}
