@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <time.h>
 
@@ -375,6 +376,11 @@ int worker_init(struct worker *w, uint32_t id, const struct gr_config *cfg)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     w->rng = ((uint64_t)ts.tv_nsec << 16) ^ ((uint64_t)(id + 1) * 0xbf58476d1ce4e5b9ull) ^ 0x94d049bb133111ebull;
+    uint64_t seed = 0; /* and the kernel's randomness: generated request ids must not repeat across processes */
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
+        w->rng ^= seed;
+    if (w->rng == 0)
+        w->rng = 0x9e3779b97f4a7c15ull; /* xorshift never leaves 0 */
     w->pending = calloc(WORKER_CLUSTER_SLOTS, sizeof(*w->pending));
     w->loop = ev_loop_new(EVFLAG_AUTO);
     if (w->pending == NULL || w->loop == NULL)

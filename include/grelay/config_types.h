@@ -225,7 +225,7 @@ struct gr_access_log_cfg {
     bool set;                      /* access_log: is written; without it nothing is logged */
     const char *path;              /* a file (appended to; SIGUSR1 reopens it) or /dev/stdout, /dev/stderr */
     enum access_log_format format; /* json (default) or text */
-    const char *template_text;     /* text: the line, with %FIELD% operators (docs/observability.md) */
+    const char *template_text;     /* text: the line, with %FIELD% operators (docs/access-log.md) */
     struct gr_pos pos;             /* where access_log: is written */
 };
 
