@@ -335,11 +335,13 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 0;
     }
-    if (log_level_parse(a.level ? a.level : cfg->log_level, &log_threshold) != GR_OK) {
+    enum log_level lvl;
+    if (log_level_parse(a.level ? a.level : cfg->log_level, &lvl) != GR_OK) {
         fprintf(stderr, "grelay: bad --log-level '%s'\n", a.level);
         config_free(cfg);
         return 2;
     }
+    log_threshold = lvl;
     rc = serve(cfg, a.level != NULL);
     config_unref(cfg);
     return rc;

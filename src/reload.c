@@ -169,8 +169,11 @@ int reload_run(struct reload *r, const char *why, char *msg, size_t msglen)
     r->cfg = next;
     r->seen = before;
     r->seen_ok = before_ok;
-    if (!r->level_forced && log_level_parse(next->log_level, &log_threshold) != GR_OK)
+    enum log_level lvl;
+    if (!r->level_forced && log_level_parse(next->log_level, &lvl) != GR_OK)
         log_warn("reload: log_level '%s' ignored", next->log_level);
+    else if (!r->level_forced)
+        log_threshold = lvl;
     watch(r, next->watch_config);
     if (r->done != NULL)
         r->done(r->done_ctx, next);

@@ -4,7 +4,9 @@
 
 enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
-extern enum log_level log_threshold;
+/* The level logged at and above; set by the main thread (start, reload,
+ * POST /log_level), read by every thread: atomic, relaxed. */
+extern _Atomic enum log_level log_threshold;
 
 /* What an error code (enum gr_err) means, for messages ("out of memory");
  * "unknown error" for a value that is not one. Never NULL, never freed. */
