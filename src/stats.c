@@ -284,6 +284,8 @@ uint64_t *stats_block_slow(struct stats_shard *sh, const struct stats_key *k)
 
 static const struct method *method_find(const char *text, size_t len, uint32_t h)
 {
+    if (reg.methods == NULL)
+        return NULL; /* stats_init has not run (a unit test): every method is "other" */
     size_t mask = reg.methods_cap - 1;
     for (size_t i = h & mask, probes = 0; probes < reg.methods_cap; i = (i + 1) & mask, probes++) {
         const struct method *m = atomic_load_explicit(&reg.methods[i], memory_order_acquire);
@@ -299,7 +301,7 @@ static const struct method *method_find(const char *text, size_t len, uint32_t h
 static const struct method *method_add(const char *text, size_t len, uint32_t svc_len, uint32_t h)
 {
     const struct method *m = method_find(text, len, h);
-    if (m != NULL || atomic_load(&reg.methods_full))
+    if (m != NULL || atomic_load(&reg.methods_full) || reg.methods == NULL)
         return m;
     struct method *nm = malloc(sizeof(*nm) + len + 1);
     if (nm == NULL)

@@ -441,7 +441,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
-    stream_obs_retry(s, st, rs.transparent > s->transparent_retries);
+    stream_obs_retry(s, (int)st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
     log_debug("stream %d: %s; retrying (%s, %llu us backoff)", s->id, why,

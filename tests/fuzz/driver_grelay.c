@@ -3,6 +3,7 @@
  * of worker/conn/pool means adapting only here. driver.c sees only
  * driver.h. What is used:
  *   config_load_buffer                  the YAML string
+ *   stats_init                          metrics, as main.c sets them up
  *   proxy_new, proxy_workers            the worker, without its thread
  *   worker_start_watchers               its end-of-iteration flush and reap
  *   log_threshold                       quiet unless GRELAY_FUZZ_DEBUG
@@ -20,6 +21,7 @@
 #include "grelay/pool.h"
 #include "grelay/proxy.h"
 #include "grelay/sniff.h"
+#include "grelay/stats.h"
 #include "grelay/wcluster.h"
 #include "grelay/worker.h"
 
@@ -35,6 +37,10 @@ int gp_start(const char *yaml, bool debug_log, char *err, size_t errlen)
     if (cfg == NULL)
         return -1;
     log_threshold = debug_log ? LOG_DEBUG : LOG_ERROR; /* main.c sets it from log_level */
+    if (stats_init(cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     proxy = proxy_new(cfg, err, errlen);
     if (proxy == NULL)
         return -1;
