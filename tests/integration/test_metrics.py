@@ -159,3 +159,75 @@ def test_counters_survive_a_reload_and_random_methods_stay_other(grelay_factory,
     finally:
         for be in (a, b, c):
             be.stop()
+
+
+def scrape(admin):
+    """The metrics page as {series text: value}."""
+    status, _, text = admin.get("/metrics")
+    assert status == 200
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def wait_metric(admin, name, pred, seconds=10):
+    deadline = time.monotonic() + seconds
+    while True:
+        v = scrape(admin).get(name)
+        if v is not None and pred(v):
+            return v
+        assert time.monotonic() < deadline, "%s never satisfied the condition: %r" % (name, v)
+        time.sleep(0.05)
+
+
+def test_hibernation_limits_grpc_web_and_drains_are_counted(grelay_factory):
+    from grpcweb_client import web_call
+    a = Backend("a")
+    try:
+        port, admin_port = free_port(), free_port()
+        cfg = {
+            "workers": 1,
+            "admin": {"address": "127.0.0.1:%d" % admin_port},
+            "listeners": [{
+                "name": "edge", "address": "127.0.0.1:%d" % port, "grpc_web": True, "hibernate_after": "100ms",
+                "max_requests_per_connection": 3, "max_request_headers": "4KiB",
+                "virtual_hosts": [{"name": "vh", "domains": ["*"],
+                                   "routes": [{"name": "echo", "match": {"prefix": "/test."}, "cluster": "one"}]}]}],
+            "clusters": [{"name": "one", "endpoints": [{"address": a.addr}]}],
+        }
+        g = grelay_factory(cfg, port)
+        admin = Admin(admin_port)
+        edge = 'listener="edge"'
+        with grpc.insecure_channel(g.addr) as ch:
+            assert call(ch) == grpc.StatusCode.OK
+            # Idle past hibernate_after: the session is freed, then rebuilt by the next call.
+            wait_metric(admin, "grelay_hibernated_connections{%s}" % edge, lambda v: v == 1)
+            assert call(ch) == grpc.StatusCode.OK
+            m = scrape(admin)
+            assert m["grelay_hibernated_connections{%s}" % edge] == 0
+            assert m["grelay_hibernations_total{%s}" % edge] >= 1
+            # A header block past max_request_headers: RESOURCE_EXHAUSTED, and the limit counted.
+            assert call(ch, [("x-big", "v" * 5000)]) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The third call on that connection reached max_requests_per_connection: it was drained.
+        m = scrape(admin)
+        assert m['grelay_limit_hits_total{%s,limit="max_request_headers"}' % edge] == 1
+        assert m["grelay_drained_connections_total{%s}" % edge] == 1
+        assert m['grelay_requests_total{%s,route="echo",cluster="one",grpc_service="test.Echo",grpc_method="Unary",'
+                 'grpc_code="RESOURCE_EXHAUSTED"}' % edge] == 1
+        # gRPC-Web over HTTP/1.1, binary and text: counted by mode, and by protocol as connections.
+        for text in (False, True):
+            status, _, msgs, trailers = web_call(port, "/test.Echo/Unary", b"hi", text)
+            assert (status, msgs, trailers["grpc-status"]) == (200, [b"hi"], "0")
+        m = scrape(admin)
+        assert m['grelay_grpc_web_requests_total{%s,mode="binary"}' % edge] == 1
+        assert m['grelay_grpc_web_requests_total{%s,mode="text"}' % edge] == 1
+        assert m['grelay_downstream_connections_total{%s,protocol="http1"}' % edge] == 2
+        assert m['grelay_downstream_connections_total{%s,protocol="h2"}' % edge] == 1
+        assert m["grelay_requests_in_flight{%s}" % edge] == 0
+        code, out = check_metrics(admin.get("/metrics")[2])
+        assert code == 0, out
+    finally:
+        a.stop()
