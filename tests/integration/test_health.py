@@ -13,6 +13,7 @@ import grpc
 
 from harness import free_port, simple_config
 from test_admin import Admin
+from test_dns import Dnsmasq
 from test_tls import pki  # noqa: F401 (a fixture)
 
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
@@ -32,7 +33,7 @@ class HealthBackend:
     name in x-backend; Check answers self.status (or holds while self.hold;
     with health=False there is no health service: UNIMPLEMENTED)."""
 
-    def __init__(self, name, health=True, tls=None):
+    def __init__(self, name, health=True, tls=None, host="127.0.0.1", port=0):
         self.name, self.health = name, health
         self.status, self.hold = SERVING, False
         self.lock = threading.Lock()
@@ -42,10 +43,10 @@ class HealthBackend:
         self.server.add_generic_rpc_handlers([self])
         if tls:
             creds = grpc.ssl_server_credentials([(open(tls[1], "rb").read(), open(tls[0], "rb").read())])
-            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+            self.port = self.server.add_secure_port("%s:%d" % (host, port), creds)
         else:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.addr = "127.0.0.1:%d" % self.port
+            self.port = self.server.add_insecure_port("%s:%d" % (host, port))
+        self.addr = "%s:%d" % (host, self.port)
         self.server.start()
 
     def service(self, details):
@@ -93,9 +94,11 @@ def health_config(port, admin_port, backends, panic=None, tls=None, **hc):
     return cfg
 
 
-def start(grelay_factory, backends, **kw):
+def start(grelay_factory, backends, workers=1, **kw):
     port, admin_port = free_port(), free_port()
-    g = grelay_factory(health_config(port, admin_port, backends, **kw), port)
+    cfg = health_config(port, admin_port, backends, **kw)
+    cfg["workers"] = workers
+    g = grelay_factory(cfg, port)
     g.admin = Admin(admin_port)
     g.cfg_args = (port, admin_port, backends)
     return g
@@ -140,6 +143,15 @@ def spread(g, n, channel=None):
     return counts
 
 
+def spread_connections(g, connections, n):
+    """n calls on each of several client connections (spread over grelay's
+    workers by SO_REUSEPORT), added up."""
+    total = collections.Counter()
+    for _ in range(connections):
+        total += spread(g, n, grpc.insecure_channel(g.addr, options=[("grpc.use_local_subchannel_pool", 1)]))
+    return total
+
+
 def metric(g, name, **labels):
     """The value of one series of /metrics (None when absent)."""
     _, _, text = g.admin.get("/metrics")
@@ -165,7 +177,7 @@ def stop_all(bs):
 def test_not_serving_gets_no_calls_until_serving_again(grelay_factory):
     bs = backends_of("b1", "b2", "b3")
     try:
-        g = start(grelay_factory, bs, service_name="test.Echo")
+        g = start(grelay_factory, bs, workers=2, service_name="test.Echo")
         for b in bs:
             wait_for("a first check of " + b.name, lambda b=b: b.checks_seen() >= 1)
         assert spread(g, 30) == {"b1": 10, "b2": 10, "b3": 10}
@@ -174,8 +186,8 @@ def test_not_serving_gets_no_calls_until_serving_again(grelay_factory):
         assert e["why"].startswith("NOT_SERVING from grpc.health.v1 ("), e
         assert "cluster backend: endpoint %s is unhealthy: NOT_SERVING from grpc.health.v1 (1 check)" % bs[1].addr \
             in g.log()  # failed at once, not after unhealthy_threshold
-        counts = spread(g, 40)
-        assert counts["b2"] == 0 and counts["b1"] + counts["b3"] == 40, counts
+        counts = spread_connections(g, 8, 10)  # every worker has the verdict
+        assert counts["b2"] == 0 and counts["b1"] + counts["b3"] == 80, counts
         assert metric(g, "grelay_endpoint_healthy", cluster="backend", endpoint=bs[1].addr) == 0
         assert metric(g, "grelay_endpoint_healthy", cluster="backend", endpoint=bs[0].addr) == 1
         assert metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[1].addr,
@@ -312,4 +324,39 @@ def test_a_tls_check_that_fails_verification_counts(pki, grelay_factory):  # noq
         assert e["why"].startswith("health checks could not connect"), e
         assert "TLS: " in g.log()
     finally:
+        stop_all(bs)
+
+
+def test_dns_endpoints_are_checked_as_they_appear(tmp_path, grelay_factory):
+    port = free_port()
+    bs = [HealthBackend("d1", host="127.0.0.31", port=port), HealthBackend("d2", host="127.0.0.32", port=port)]
+    dns = Dnsmasq(tmp_path, [("svc.test", "127.0.0.31")])
+    try:
+        bs[1].status = NOT_SERVING
+        lport, admin_port = free_port(), free_port()
+        cfg = health_config(lport, admin_port, [], panic="0%")
+        cfg["clusters"][0].update({"discovery": "strict_dns", "dns_refresh": "200ms",
+                                   "dns_resolvers": ["127.0.0.1:%d" % dns.port],
+                                   "endpoints": [{"address": "svc.test:%d" % port}]})
+        g = grelay_factory(cfg, lport)
+        g.admin = Admin(admin_port)
+        wait_for("a good check of d1",
+                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
+                                result="serving"))
+        dns.set([("svc.test", "127.0.0.31"), ("svc.test", "127.0.0.32")])
+        e = wait_health(g, bs[1].addr, "unhealthy")  # its first check said NOT_SERVING
+        assert e["why"].startswith("NOT_SERVING"), e
+        assert spread(g, 10) == {"d1": 10}
+        bs[1].status = SERVING
+        wait_health(g, bs[1].addr, "healthy")
+        assert spread(g, 10) == {"d1": 5, "d2": 5}
+        # d1 leaves the answer: its checks stop, its health gauge goes
+        dns.set([("svc.test", "127.0.0.32")])
+        wait_for("d1 to leave", lambda: metric(g, "grelay_endpoint_healthy", cluster="backend",
+                                               endpoint=bs[0].addr) is None)
+        seen, d2 = bs[0].checks_seen(), bs[1].checks_seen()
+        wait_for("3 more checks of d2", lambda: bs[1].checks_seen() >= d2 + 3)
+        assert bs[0].checks_seen() <= seen + 1  # at most one check was in flight as it left
+    finally:
+        dns.stop()
         stop_all(bs)
