@@ -371,14 +371,16 @@ static void start_session(struct health_probe *p)
     nghttp2_settings_entry set[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
                                     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HEALTH_PROBE_MAX_BODY * 4}};
     nghttp2_submit_settings(p->h2, NGHTTP2_FLAG_NONE, set, 2);
-    char auth[300];
+    char auth[300], deadline[32];
     authority(p, auth, sizeof(auth));
+    snprintf(deadline, sizeof(deadline), "%llum", (unsigned long long)p->cl->health_check.timeout_ms);
     nghttp2_nv nv[] = {NV(":method", "POST"),
                        NV(":scheme", p->ssl != NULL ? "https" : "http"),
                        NV(":path", "/grpc.health.v1.Health/Check"),
                        NV(":authority", auth),
                        NV("content-type", "application/grpc"),
                        NV("te", "trailers"),
+                       NV("grpc-timeout", deadline),
                        NV("user-agent", "grelay-health-check")};
     nghttp2_data_provider body = {.read_callback = read_body};
     if (nghttp2_submit_request(p->h2, NULL, nv, sizeof(nv) / sizeof(nv[0]), &body, p) < 0) {

@@ -39,6 +39,7 @@ class HealthBackend:
         self.lock = threading.Lock()
         self.checks = 0  # Check calls received (answered or not)
         self.services = []
+        self.deadlines = []  # time_remaining() of each check (grpc-timeout)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers([self])
         if tls:
@@ -63,6 +64,7 @@ class HealthBackend:
     def check(self, request, context):
         with self.lock:
             self.services.append(service_of(request))
+            self.deadlines.append(context.time_remaining())
         for _ in range(500):  # held: until grelay gives up (its timeout), 10 s at most
             if not self.hold or not context.is_active():
                 break
@@ -194,6 +196,7 @@ def test_not_serving_gets_no_calls_until_serving_again(grelay_factory):
                       result="not_serving") >= 1
         assert not cluster(g)["panic"]  # 2 of 3 healthy: above 50%
         assert set(bs[1].services) == {"test.Echo"}
+        assert all(d is not None and 0 < d <= 0.1 for d in bs[1].deadlines), bs[1].deadlines  # timeout: 100ms
         before = bs[1].checks_seen()
         bs[1].status = SERVING
         wait_health(g, bs[1].addr, "healthy")
@@ -264,7 +267,7 @@ def test_a_stopped_endpoint_fails_its_checks(grelay_factory):
                                 result="serving"))
         bs[0].stop()
         e = wait_health(g, bs[0].addr, "unhealthy")
-        assert e["why"].startswith("health checks could not connect"), e
+        assert e["why"].startswith("health checks could not connect"), (e, g.log()[-3000:])
     finally:
         stop_all(bs)
 
