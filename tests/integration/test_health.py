@@ -195,6 +195,10 @@ def test_not_serving_gets_no_calls_until_serving_again(grelay_factory):
         assert metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[1].addr,
                       result="not_serving") >= 1
         assert not cluster(g)["panic"]  # 2 of 3 healthy: above 50%
+        live = json.loads(g.admin.get("/stats.json")[2])["endpoints"]  # what the live view shows
+        shown = [e for e in live if e["endpoint"] == bs[1].addr]
+        assert len(shown) == 1 and shown[0]["health"] == "unhealthy", live
+        assert shown[0]["why"].startswith("NOT_SERVING from grpc.health.v1"), shown
         assert set(bs[1].services) == {"test.Echo"}
         assert all(d is not None and 0 < d <= 0.1 for d in bs[1].deadlines), bs[1].deadlines  # timeout: 100ms
         before = bs[1].checks_seen()
@@ -296,6 +300,20 @@ def test_panic_balances_over_all_and_is_counted(grelay_factory):
         assert spread(g, 20) == {"b3": 20}
         assert metric(g, "grelay_cluster_panic_total", cluster="backend") == panics
         assert metric(g, "grelay_cluster_panic", cluster="backend") == 0
+    finally:
+        stop_all(bs)
+
+
+def test_all_unhealthy_is_a_panic(grelay_factory):
+    bs = backends_of("b1", "b2")
+    try:
+        g = start(grelay_factory, bs)
+        bs[0].status = bs[1].status = NOT_SERVING
+        wait_for("the panic", lambda: cluster(g)["panic"] and all(e["health"] == "unhealthy"
+                                                                   for e in cluster(g)["endpoints"]))
+        assert "0 of 2 endpoints healthy, below panic_threshold 50%" in g.log()
+        assert spread(g, 10) == {"b1": 5, "b2": 5}
+        assert cluster(g)["panic_total"] >= 10
     finally:
         stop_all(bs)
 
