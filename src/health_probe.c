@@ -46,6 +46,8 @@ struct health_probe {
     bool body_over;                      /* more DATA came than body holds */
     uint8_t out[PROBE_OUT];              /* frames nghttp2 made that the socket has not taken */
     size_t out_len, out_off;             /* bytes in out, and those written */
+    const uint8_t *spill;                /* a frame that did not fit in out (nghttp2 keeps it until its next send) */
+    size_t spill_len;                    /* its bytes; 0: none */
 };
 
 size_t health_probe_request(const char *service, uint8_t *out, size_t outlen)
@@ -217,28 +219,47 @@ static ssize_t sock_read(struct health_probe *p, uint8_t *b, size_t n)
     return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
 }
 
+/* Moves what nghttp2 has to send into out (empty). A frame that does not
+ * fit what is left waits in spill: nghttp2 keeps it until the next call. */
+static int fill(struct health_probe *p)
+{
+    p->out_off = p->out_len = 0;
+    if (p->spill_len > 0) {
+        memcpy(p->out, p->spill, p->spill_len);
+        p->out_len = p->spill_len;
+        p->spill_len = 0;
+    }
+    while (p->out_len < sizeof(p->out) && nghttp2_session_want_write(p->h2)) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(p->h2, &data);
+        if (n < 0) {
+            finish(p, HC_ERROR, "HTTP/2: %s", nghttp2_strerror((int)n));
+            return GR_ERR_IO;
+        }
+        if (n == 0)
+            break;
+        if ((size_t)n > sizeof(p->out)) {
+            finish(p, HC_ERROR, "HTTP/2: a frame of %zd bytes", n); /* never for a check's own frames */
+            return GR_ERR_IO;
+        }
+        if ((size_t)n > sizeof(p->out) - p->out_len) {
+            p->spill = data;
+            p->spill_len = (size_t)n;
+            break;
+        }
+        memcpy(p->out + p->out_len, data, (size_t)n);
+        p->out_len += (size_t)n;
+    }
+    return GR_OK;
+}
+
 /* Sends what nghttp2 has; watches for writes while some is left. */
 static void pump(struct health_probe *p)
 {
     for (;;) {
         if (p->out_off == p->out_len) {
-            p->out_off = p->out_len = 0;
-            while (p->out_len < sizeof(p->out) && nghttp2_session_want_write(p->h2)) {
-                const uint8_t *data;
-                ssize_t n = nghttp2_session_mem_send(p->h2, &data);
-                if (n < 0) {
-                    finish(p, HC_ERROR, "HTTP/2: %s", nghttp2_strerror((int)n));
-                    return;
-                }
-                if (n == 0)
-                    break;
-                if ((size_t)n > sizeof(p->out) - p->out_len) {
-                    finish(p, HC_ERROR, "HTTP/2: a frame of %zd bytes", n);
-                    return;
-                }
-                memcpy(p->out + p->out_len, data, (size_t)n);
-                p->out_len += (size_t)n;
-            }
+            if (fill(p) != GR_OK)
+                return;
             if (p->out_len == 0)
                 break;
         }

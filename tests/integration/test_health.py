@@ -36,6 +36,7 @@ class HealthBackend:
     def __init__(self, name, health=True, tls=None, host="127.0.0.1", port=0):
         self.name, self.health = name, health
         self.status, self.hold = SERVING, False
+        self.padding = 0  # bytes of an unknown field added to each answer
         self.lock = threading.Lock()
         self.checks = 0  # Check calls received (answered or not)
         self.services = []
@@ -69,7 +70,11 @@ class HealthBackend:
             if not self.hold or not context.is_active():
                 break
             time.sleep(0.02)
-        return bytes([0x08, self.status])
+        pad = b""
+        if self.padding:
+            n = self.padding
+            pad = bytes([0x7A, (n & 0x7F) | 0x80, n >> 7]) + b"x" * n  # field 15, a 2-byte length (128..16383)
+        return bytes([0x08, self.status]) + pad
 
     def echo(self, request, context):
         context.send_initial_metadata([("x-backend", self.name)])
@@ -219,6 +224,25 @@ def test_service_unknown_fails_at_once(grelay_factory):
         bs[0].status = SERVICE_UNKNOWN
         e = wait_health(g, bs[0].addr, "unhealthy")
         assert e["why"].startswith("SERVICE_UNKNOWN from grpc.health.v1"), e
+        assert spread(g, 10) == {"b2": 10}
+    finally:
+        stop_all(bs)
+
+
+def test_answers_are_bounded(grelay_factory):
+    """An unknown field is skipped; an answer over 1 KiB fails the check."""
+    bs = backends_of("b1", "b2")
+    try:
+        bs[0].padding = 900
+        g = start(grelay_factory, bs, panic="0%")
+        wait_for("a good check of a padded answer",
+                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
+                                result="serving"))
+        bs[0].padding = 2000
+        e = wait_health(g, bs[0].addr, "unhealthy")
+        assert e["why"].startswith("health checks failed: error status or bad answer ("), e
+        assert "endpoint %s is unhealthy: health checks failed: error status or bad answer (2 checks): an answer " \
+               "over 1024 bytes" % bs[0].addr in g.log()
         assert spread(g, 10) == {"b2": 10}
     finally:
         stop_all(bs)
