@@ -5,6 +5,7 @@
 #include "grelay/clusters_view.h"
 #include "grelay/common.h"
 #include "grelay/grpc.h"
+#include "grelay/health.h"
 #include "grelay/proxy.h"
 #include "grelay/stats.h"
 
@@ -16,7 +17,7 @@ static const char *const discovery_names[] = {"static", "strict_dns", "logical_d
 static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const uint64_t *v, uint64_t now)
 {
     const char *health = "healthy", *why = "";
-    char buf[96];
+    char buf[128];
     if (v[E_MEMBER] == 0) {
         health = "draining";
         why = "left the endpoint set; its calls finish";
@@ -24,6 +25,10 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
         health = "ejected";
         snprintf(buf, sizeof(buf), "connects failed; avoided for %.1f s more",
                  (double)(v[E_EJECTED_UNTIL] - now) / 1e6);
+        why = buf;
+    } else if (v[E_HC_STATE] == 2) {
+        health = "unhealthy";
+        health_why(buf, sizeof(buf), (unsigned)v[E_HC_WHY], v[E_HC_FAILS]);
         why = buf;
     }
     uint64_t total = 0;
@@ -33,6 +38,12 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
     sbuf_json_str(out, k->labels[1], strlen(k->labels[1]));
     sbuf_printf(out, ",\"weight\":%llu,\"health\":\"%s\",\"why\":", (unsigned long long)v[E_WEIGHT], health);
     sbuf_json_str(out, why, strlen(why));
+    if (v[E_HC_STATE] != 0) {
+        sbuf_puts(out, ",\"health_checks\":{");
+        for (unsigned r = 0; r < HC_RESULTS; r++)
+            sbuf_printf(out, "%s\"%s\":%llu", r ? "," : "", health_result_names[r], (unsigned long long)v[E_HC + r]);
+        sbuf_puts(out, "}");
+    }
     sbuf_printf(out,
                 ",\"in_flight\":%lld,\"connections\":%lld,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"ejections\":%llu,\"codes\":{",
@@ -52,8 +63,12 @@ static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
 {
     sbuf_puts(out, "{\"name\":");
     sbuf_json_str(out, cl->name, strlen(cl->name));
-    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"endpoints\":[", policy_names[cl->lb_policy],
-                discovery_names[cl->discovery]);
+    uint64_t c[C_SLOTS] = {0};
+    if (cl->stats != NULL)
+        stats_sum_key(cl->stats, c, C_SLOTS);
+    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu,\"endpoints\":[",
+                policy_names[cl->lb_policy], discovery_names[cl->discovery], c[C_PANIC_NOW] ? "true" : "false",
+                (unsigned long long)c[C_PANIC]);
     uint64_t now = gr_now_us();
     uint32_t n = stats_key_count();
     bool first = true;

@@ -8,6 +8,7 @@
  * file, and builds the TLS contexts. */
 #include "grelay/config.h"
 #include "grelay/common.h"
+#include "grelay/config_health.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
 #include "grelay/config_yaml.h"
@@ -395,6 +396,7 @@ static void cluster_init(void *obj)
     cl->max_pending_time_ms = 5000;
     cl->drain_timeout_ms = 30000;
     cl->max_connection_age_ms = 0;
+    cl->panic_threshold = 50;
 }
 
 static const struct config_field keepalive_fields[] = {
@@ -498,6 +500,11 @@ static const struct config_field cluster_fields[] = {
      .off = OFF(struct gr_cluster_cfg, max_connection_age_ms),
      .min = 0,
      .max = 30ull * 24 * 3600 * 1000},
+    {.key = "health_check",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, health_check),
+     .sub = &config_health_check_schema},
+    {.key = "panic_threshold", .set = config_set_percent, .off = OFF(struct gr_cluster_cfg, panic_threshold)},
     {0},
 };
 static const struct config_schema cluster_schema = {

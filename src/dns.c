@@ -54,6 +54,7 @@ struct dns {
     size_t n_workers;             /* entries in workers */
     struct dns_cluster *clusters; /* the clusters with DNS discovery only (see dns_cluster.index) */
     size_t n_clusters;            /* entries in clusters */
+    struct dns_sink sink;         /* where changed sets go (the health checker), or straight to workers */
     bool stopping;                /* dns_stop is under way: late answers are dropped */
     uint64_t rng;                 /* xorshift state: retry jitter */
 };
@@ -86,8 +87,11 @@ static void publish(struct dns_cluster *dc)
         snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint: %s %s%s", cl->name, h->ep->text,
                  h->error[0] ? "did not resolve: " : "has not been resolved yet", h->error[0] ? h->error : "");
     }
-    for (size_t i = 0; i < dc->d->n_workers; i++)
-        worker_publish(dc->d->workers[i], dc->index, set);
+    if (dc->d->sink.fn != NULL)
+        dc->d->sink.fn(dc->d->sink.ctx, dc->index, set);
+    else
+        for (size_t i = 0; i < dc->d->n_workers; i++)
+            worker_publish(dc->d->workers[i], dc->index, set);
     cluster_set_unref(set);
 }
 
@@ -346,7 +350,7 @@ static void carry_over(struct dns_host *h, const struct dns *prev)
 }
 
 static struct dns *start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop,
-                         const struct dns *prev)
+                         const struct dns *prev, struct dns_sink sink)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_clusters; i++)
@@ -359,6 +363,7 @@ static struct dns *start(const struct gr_config *cfg, struct worker **workers, s
     if (d == NULL)
         return NULL;
     d->loop = loop;
+    d->sink = sink;
     d->rng = (uint64_t)(ev_now(loop) * 1e6) | 1;
     d->workers = workers;
     d->n_workers = n_workers;
@@ -402,15 +407,16 @@ static struct dns *start(const struct gr_config *cfg, struct worker **workers, s
     return d;
 }
 
-struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop)
+struct dns *dns_start(const struct gr_config *cfg, struct worker **workers, size_t n_workers, struct ev_loop *loop,
+                      struct dns_sink sink)
 {
-    return start(cfg, workers, n_workers, loop, NULL);
+    return start(cfg, workers, n_workers, loop, NULL, sink);
 }
 
 struct dns *dns_restart(struct dns *old, const struct gr_config *cfg, struct worker **workers, size_t n_workers,
-                        struct ev_loop *loop)
+                        struct ev_loop *loop, struct dns_sink sink)
 {
-    struct dns *d = start(cfg, workers, n_workers, loop, old);
+    struct dns *d = start(cfg, workers, n_workers, loop, old, sink);
     dns_stop(old);
     return d;
 }

@@ -5,6 +5,7 @@
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/dns.h"
+#include "grelay/health.h"
 #include "grelay/drain.h"
 #include "grelay/log.h"
 #include "grelay/mem.h"
@@ -188,8 +189,10 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
     log_info("grelay %s running with %u worker%s", GRELAY_VERSION, cfg->workers, cfg->workers == 1 ? "" : "s");
     size_t n;
     struct worker **workers = proxy_workers(p, &n);
-    struct dns *dns = dns_start(cfg, workers, n, loop);
-    struct reload *reload = reload_new(cfg, p, &dns, loop, level_forced);
+    struct health *health = health_start(cfg, workers, n, loop);
+    struct dns_sink sink = {health != NULL ? health_publish : NULL, health};
+    struct dns *dns = dns_start(cfg, workers, n, loop, sink);
+    struct reload *reload = reload_new(cfg, p, &dns, &health, loop, level_forced);
     ev_signal sighup;
     ev_signal_init(&sighup, on_sighup, SIGHUP);
     sighup.data = reload;
@@ -211,6 +214,7 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
     ev_signal_stop(loop, &sigusr1);
     ev_signal_stop(loop, &sighup);
     dns_stop(dns);
+    health_stop(health);
     reload_free(reload);
     drain_free(drain);
     ev_signal_stop(loop, &sigint);

@@ -2,6 +2,7 @@
 #include "grelay/reload.h"
 #include "grelay/access_log.h"
 #include "grelay/dns.h"
+#include "grelay/health.h"
 #include "grelay/drain.h"
 #include "grelay/log.h"
 #include "grelay/proxy.h"
@@ -21,19 +22,20 @@
 #define RELOAD_DEBOUNCE_S 0.2
 
 struct reload {
-    struct gr_config *cfg; /* the running snapshot (a reference) */
-    char *path;            /* the file, as given with --config */
-    struct proxy *p;       /* publishes snapshots to the workers */
-    struct dns **dns;      /* main's DNS discovery, restarted on each new snapshot */
-    struct ev_loop *loop;  /* main's loop */
-    bool level_forced;     /* --log-level given: log_level in the file is ignored */
-    int ifd;               /* inotify descriptor while watching, else -1 */
-    ev_io inotify;         /* readable: events in the file's directory */
-    ev_timer debounce;     /* fires once the directory is quiet */
-    struct stat seen;      /* the file (symlinks followed) as last loaded: a change of any of it reloads */
-    bool seen_ok;          /* seen is filled */
-    reload_done_fn done;   /* told of each good reload (the admin endpoint), or NULL */
-    void *done_ctx;        /* done's first argument */
+    struct gr_config *cfg;  /* the running snapshot (a reference) */
+    char *path;             /* the file, as given with --config */
+    struct proxy *p;        /* publishes snapshots to the workers */
+    struct dns **dns;       /* main's DNS discovery, restarted on each new snapshot */
+    struct health **health; /* main's health checker, restarted on each new snapshot (before DNS) */
+    struct ev_loop *loop;   /* main's loop */
+    bool level_forced;      /* --log-level given: log_level in the file is ignored */
+    int ifd;                /* inotify descriptor while watching, else -1 */
+    ev_io inotify;          /* readable: events in the file's directory */
+    ev_timer debounce;      /* fires once the directory is quiet */
+    struct stat seen;       /* the file (symlinks followed) as last loaded: a change of any of it reloads */
+    bool seen_ok;           /* seen is filled */
+    reload_done_fn done;    /* told of each good reload (the admin endpoint), or NULL */
+    void *done_ctx;         /* done's first argument */
 };
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -105,8 +107,8 @@ static void watch(struct reload *r, bool on)
     free(copy);
 }
 
-struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **dns, struct ev_loop *loop,
-                          bool level_forced)
+struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **dns, struct health **health,
+                          struct ev_loop *loop, bool level_forced)
 {
     struct reload *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->path = strdup(cfg->path)) == NULL) {
@@ -116,6 +118,7 @@ struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **d
     r->cfg = config_ref(cfg);
     r->p = p;
     r->dns = dns;
+    r->health = health;
     r->loop = loop;
     r->level_forced = level_forced;
     r->ifd = -1;
@@ -160,7 +163,10 @@ int reload_run(struct reload *r, const char *why, char *msg, size_t msglen)
     }
     size_t n;
     struct worker **workers = proxy_workers(r->p, &n);
-    *r->dns = dns_restart(*r->dns, next, workers, n, r->loop);
+    /* Health first: DNS hands its sets to it, the carried ones at once. */
+    *r->health = health_restart(*r->health, next, workers, n, r->loop);
+    struct dns_sink sink = {*r->health != NULL ? health_publish : NULL, *r->health};
+    *r->dns = dns_restart(*r->dns, next, workers, n, r->loop, sink);
     /* The new path or format for later lines; a file that cannot be opened
      * leaves the log as it was (the rest of the reload stands). */
     if (access_log_reconfigure(&next->access_log, err, sizeof(err)) != GR_OK)

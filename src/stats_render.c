@@ -5,6 +5,7 @@
  * keeps its last values. Only per-code counters are left out at zero. */
 #include "grelay/common.h"
 #include "grelay/grpc.h"
+#include "grelay/health.h"
 #include "grelay/stats.h"
 
 #include <stdatomic.h>
@@ -212,6 +213,20 @@ static void endpoint_families(struct gr_sbuf *out, const struct row *r, size_t n
         labels(out, r[i].k, 5, NULL, NULL);
         sbuf_printf(out, " %d\n", r[i].v[E_EJECTED_UNTIL] > now ? 1 : 0);
     }
+    unsigned hc[HC_RESULTS];
+    for (unsigned i = 0; i < HC_RESULTS; i++)
+        hc[i] = E_HC + i;
+    family_split(out, r, n, "grelay_health_checks_total", "counter", "Active health checks, by result.", "result", hc,
+                 health_result_names, HC_RESULTS, true);
+    head(out, "grelay_endpoint_healthy", "gauge",
+         "1 while an endpoint passes its cluster's health checks, 0 while it fails them (checked endpoints only).");
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].v[E_HC_STATE] == 0)
+            continue;
+        sbuf_puts(out, "grelay_endpoint_healthy");
+        labels(out, r[i].k, 5, NULL, NULL);
+        sbuf_printf(out, " %d\n", r[i].v[E_HC_STATE] == 1 ? 1 : 0);
+    }
 }
 
 void stats_render_prometheus(struct gr_sbuf *out)
@@ -242,6 +257,11 @@ void stats_render_prometheus(struct gr_sbuf *out)
                  dns_slots, results, 2, false);
     family(out, r, n, "grelay_no_endpoint_total", "counter", "Calls failed because a cluster had no endpoint.",
            C_NO_ENDPOINT, NULL, NULL);
+    family(out, r, n, "grelay_cluster_panic_total", "counter",
+           "Attempts balanced over every endpoint because fewer than panic_threshold were healthy.", C_PANIC, NULL,
+           NULL);
+    family(out, r, n, "grelay_cluster_panic", "gauge",
+           "1 while fewer than panic_threshold of the endpoints are healthy.", C_PANIC_NOW, NULL, NULL);
     free(r);
     head(out, "grelay_config_reloads_total", "counter", "Configuration reloads, by result.");
     sbuf_printf(out, "grelay_config_reloads_total{result=\"success\"} %llu\n",
@@ -338,11 +358,17 @@ static void json_endpoints(struct gr_sbuf *out)
     sbuf_puts(out, ",\"endpoints\":[");
     for (size_t i = 0; i < n; i++) {
         const uint64_t *v = r[i].v;
-        bool ejected = v[E_EJECTED_UNTIL] > now;
+        bool ejected = v[E_EJECTED_UNTIL] > now, unhealthy = v[E_HC_STATE] == 2;
         sbuf_puts(out, i ? ",{" : "{");
         json_labels(out, r[i].k);
-        sbuf_printf(out, "\"health\":\"%s\",\"why\":\"%s\",", ejected ? "ejected" : "healthy",
-                    ejected ? "connects failed" : "");
+        char why[128] = "";
+        if (unhealthy)
+            health_why(why, sizeof(why), (unsigned)v[E_HC_WHY], v[E_HC_FAILS]);
+        sbuf_printf(out, "\"health\":\"%s\",\"why\":\"%s\",",
+                    ejected     ? "ejected"
+                    : unhealthy ? "unhealthy"
+                                : "healthy",
+                    ejected ? "connects failed" : why);
         json_codes(out, v + E_CODES);
         sbuf_printf(out, ",\"in_flight\":%lld,\"connections\":%lld,\"connect_failures\":%llu,\"ejections\":%llu}",
                     (long long)v[E_IN_FLIGHT], (long long)v[E_CONNS], (unsigned long long)v[E_CONNECT_FAILURES],

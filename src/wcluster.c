@@ -3,6 +3,7 @@
 #include "grelay/log.h"
 #include "grelay/h2_client.h"
 #include "grelay/pool.h"
+#include "grelay/stats.h"
 #include "grelay/worker.h"
 
 #include <stdio.h>
@@ -60,6 +61,7 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
             nb.active[i] = wc->lb.active[j];
             np[i]->index = i;
             np[i]->own.weight = set->eps[i].weight;
+            np[i]->own.unhealthy = set->eps[i].unhealthy;
         } else if ((np[i] = pool_new(wc->w, wc->cfg, &wc->lb, i, &set->eps[i])) == NULL) {
             undo(wc, np, i);
             balancer_destroy(&nb);
@@ -79,6 +81,11 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
     wc->pools = np;
     np = NULL;
     wc->n_pools = n;
+    wc->n_unhealthy = 0;
+    for (size_t i = 0; i < n; i++)
+        wc->n_unhealthy += set->eps[i].unhealthy;
+    /* the main thread decided the same from the same set (health.c) */
+    wc->panic = wc->n_unhealthy > 0 && (n - wc->n_unhealthy) * 100 < (size_t)wc->cfg->panic_threshold * n;
     snprintf(wc->why_empty, sizeof(wc->why_empty), "%s", set->why_empty);
     rc = GR_OK;
 out:
@@ -110,8 +117,14 @@ struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t 
     size_t n = wc->n_pools;
     uint64_t now = gr_now_us();
     size_t idx = balancer_pick(&wc->lb);
+    /* Unhealthy endpoints get no new calls, unless too few are healthy
+     * (panic: every endpoint is balanced over, and it is counted). */
+    bool avoid_unhealthy = wc->n_unhealthy > 0 && !wc->panic;
+    if (wc->panic)
+        stats_add(stats_block(wc->w->stats, wc->cfg->stats), C_PANIC, 1);
     if (n > 1) {
-#define BAD(i) (pool_ejected(wc->pools[i], now) || (retry && (i) == last))
+#define BAD(i)                                                                                                         \
+    (pool_ejected(wc->pools[i], now) || (avoid_unhealthy && wc->pools[i]->own.unhealthy) || (retry && (i) == last))
         for (size_t tries = 1; tries < 2 * n && BAD(idx); tries++)
             idx = balancer_pick(&wc->lb);
         for (size_t k = 0; k < n && BAD(idx); k++)
@@ -157,6 +170,19 @@ static struct endpoint_set *current_set(const struct wcluster *wc)
     return set;
 }
 
+/* The verdicts of the endpoints that stay go on (health checks run on;
+ * the main thread publishes again after a reload); without health checks
+ * every endpoint is healthy. */
+static void carry_health(const struct wcluster *wc, struct endpoint_set *set, bool checked)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        set->eps[i].unhealthy = false;
+        for (size_t j = 0; checked && j < wc->n_pools; j++)
+            if (same_endpoint(&wc->pools[j]->own, &set->eps[i]))
+                set->eps[i].unhealthy = wc->pools[j]->own.unhealthy;
+    }
+}
+
 int wcluster_migrate(struct wcluster *wc, const struct gr_cluster_cfg *cl, struct gr_config *snap)
 {
     const struct gr_cluster_cfg *old = wc->cfg;
@@ -176,6 +202,7 @@ int wcluster_migrate(struct wcluster *wc, const struct gr_cluster_cfg *cl, struc
     if (set->n == 0 && !keep)
         snprintf(set->why_empty, sizeof(set->why_empty), "cluster %s has no endpoint yet: %s has not been resolved",
                  cl->name, cl->endpoints[0].text);
+    carry_health(wc, set, cl->health_check.set);
     int rc = wcluster_adopt(wc, set);
     cluster_set_unref(set);
     return rc;

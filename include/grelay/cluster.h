@@ -17,6 +17,7 @@ struct endpoint {
     char text[80];          /* "10.0.0.1:50051", "[::1]:50051" */
     char host[256];         /* name for TLS SNI and :authority fallbacks: the DNS name, or the IP */
     uint32_t weight;        /* share for round_robin and random, 1..1000 (the config's) */
+    bool unhealthy;         /* its health checks failed (health.h): no new calls, unless in panic */
 };
 
 /* The endpoints of a cluster at one moment; never changed once published. */

@@ -49,6 +49,19 @@ struct gr_keepalive_cfg {
     uint64_t timeout_ms;  /* how long the ACK may take */
 };
 
+/* A cluster's active health check: grpc.health.v1.Health/Check sent to
+ * each endpoint every interval (+-10%) from the main thread (health.h). */
+struct gr_health_check_cfg {
+    bool set;                     /* a health_check: block is written: endpoints are checked */
+    uint64_t interval_ms;         /* between two checks of an endpoint; default 5 s */
+    uint64_t timeout_ms;          /* a check not answered within this fails; default 1 s, at most interval */
+    uint32_t unhealthy_threshold; /* failed checks in a row (timeouts, connect failures, errors) to go unhealthy */
+    uint32_t healthy_threshold;   /* good checks in a row for an unhealthy endpoint to come back */
+    const char *service_name;     /* the service asked about; "" = the server as a whole */
+    const char *authority;        /* :authority of the check; NULL or "": the endpoint's host and port */
+    struct gr_pos pos;            /* where health_check: is written */
+};
+
 /* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
     const char *name;                    /* unique among clusters */
@@ -71,11 +84,13 @@ struct gr_cluster_cfg {
     uint64_t drain_timeout_ms;           /* calls on an endpoint that left the set: cut after this; 0: never */
     uint64_t max_connection_age_ms;      /* an upstream connection this old (+-10%) takes no new stream; 0: no limit */
     const struct stats_key *stats;       /* its series (stats_bind) */
-    struct gr_tls_client_cfg tls;        /* TLS to the endpoints, when set */
-    struct gr_pos tls_pos;               /* where tls: is written (quoted by TLS build errors) */
-    size_t index;                        /* slot in the workers' cluster arrays: its position at load; a reload
+    struct gr_health_check_cfg health_check; /* active health checks, when set */
+    uint32_t panic_threshold;                /* percent: below this share of healthy endpoints, balance over all */
+    struct gr_tls_client_cfg tls;            /* TLS to the endpoints, when set */
+    struct gr_pos tls_pos;                   /* where tls: is written (quoted by TLS build errors) */
+    size_t index;                            /* slot in the workers' cluster arrays: its position at load; a reload
                                             gives a kept cluster its old slot, a new one a free slot (proxy.c) */
-    struct gr_pos pos;                   /* where the cluster is written */
+    struct gr_pos pos;                       /* where the cluster is written */
 };
 
 /* One header condition of a route match: exactly one of exact or present. */

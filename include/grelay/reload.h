@@ -14,14 +14,15 @@
 
 struct proxy;
 struct dns;
+struct health;
 struct reload;
 
 /* Starts watching cfg->path when cfg->watch_config says so. cfg is the
- * running snapshot (a reference is taken); *dns the running discovery,
- * replaced at each reload. level_forced: --log-level was given, so a
+ * running snapshot (a reference is taken); *dns the running discovery and
+ * *health the running health checker, replaced at each reload. level_forced: --log-level was given, so a
  * reload leaves the level alone. NULL when out of memory. */
-struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **dns, struct ev_loop *loop,
-                          bool level_forced);
+struct reload *reload_new(struct gr_config *cfg, struct proxy *p, struct dns **dns, struct health **health,
+                          struct ev_loop *loop, bool level_forced);
 /* Loads the file again and, when it is good, makes it the running
  * configuration. why is logged ("SIGHUP", "the file changed"). */
 void reload_now(struct reload *r, const char *why);

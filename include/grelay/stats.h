@@ -22,7 +22,8 @@
 #include <stdint.h>
 
 #define STATS_MAX_KEYS 16384
-#define STATS_CODES 17 /* gRPC status codes 0..16 */
+#define STATS_CODES 17     /* gRPC status codes 0..16 */
+#define STATS_HC_RESULTS 7 /* health check results (enum health_result, health.h) */
 
 /* What a key names, and the slots of its block. */
 enum stats_kind {
@@ -71,14 +72,18 @@ enum stats_route_slot {
 };
 
 enum stats_endpoint_slot {
-    E_CODES,                             /* counters: attempts by grpc_code, STATS_CODES of them */
-    E_IN_FLIGHT = E_CODES + STATS_CODES, /* gauge: attempts in flight */
-    E_CONNS,                             /* gauge: upstream connections open or connecting */
-    E_CONNECT_FAILURES,                  /* counter */
-    E_EJECTIONS,                         /* counter: times the endpoint was ejected (connect failures) */
-    E_EJECTED_UNTIL,                     /* gauge (max over workers): gr_now_us until which picks avoid it */
-    E_MEMBER,                            /* gauge: workers whose current endpoint set has it */
-    E_WEIGHT,                            /* gauge (max over workers): its weight */
+    E_CODES,                              /* counters: attempts by grpc_code, STATS_CODES of them */
+    E_IN_FLIGHT = E_CODES + STATS_CODES,  /* gauge: attempts in flight */
+    E_CONNS,                              /* gauge: upstream connections open or connecting */
+    E_CONNECT_FAILURES,                   /* counter */
+    E_EJECTIONS,                          /* counter: times the endpoint was ejected (connect failures) */
+    E_EJECTED_UNTIL,                      /* gauge (max over workers): gr_now_us until which picks avoid it */
+    E_MEMBER,                             /* gauge: workers whose current endpoint set has it */
+    E_WEIGHT,                             /* gauge (max over workers): its weight */
+    E_HC,                                 /* counters: health checks by result, STATS_HC_RESULTS (main thread) */
+    E_HC_STATE = E_HC + STATS_HC_RESULTS, /* gauge (main thread): 0 not checked, 1 healthy, 2 unhealthy */
+    E_HC_WHY,                             /* gauge (main thread): unhealthy: the result of its last failed check */
+    E_HC_FAILS,                           /* gauge (main thread): failed checks in a row */
     E_SLOTS
 };
 
@@ -86,6 +91,8 @@ enum stats_cluster_slot {
     C_DNS_OK,      /* counter: DNS answers (main thread) */
     C_DNS_FAIL,    /* counter: failed DNS lookups (main thread) */
     C_NO_ENDPOINT, /* counter: calls failed with no endpoint to send to */
+    C_PANIC,       /* counter: calls balanced over every endpoint, too few being healthy (workers) */
+    C_PANIC_NOW,   /* gauge (main thread): 1 while too few endpoints are healthy (panic_threshold) */
     C_SLOTS
 };
 

@@ -21,6 +21,8 @@ struct wcluster {
     size_t n_pools;                   /* entries of pools (0: the set is empty) */
     struct gr_list retired;           /* pools whose endpoint left the set, draining */
     char why_empty[200];              /* told to calls while there is no endpoint */
+    size_t n_unhealthy;               /* pools whose endpoint failed its health checks (endpoint.unhealthy) */
+    bool panic;                       /* too few healthy (cfg->panic_threshold): picks ignore health */
     struct gr_config *snap;           /* the snapshot cfg belongs to: a reference, or NULL (unit tests) */
     uint32_t snaps;                   /* worker snapshots naming this cluster (0: it retires) */
     struct gr_list dying_link;        /* in the worker's list of retiring clusters, once snaps is 0 */
@@ -40,8 +42,8 @@ static inline size_t wcluster_size(const struct wcluster *wc) { return wc->n_poo
 static inline const char *wcluster_why_empty(const struct wcluster *wc) { return wc->why_empty; }
 
 /* The endpoint for an attempt (wc->n_pools > 0): the balancer's pick,
- * unless it is ejected or (on a retry) the one that just failed (last),
- * when another will do. Its index goes to *idx. */
+ * unless it is ejected, unhealthy (outside panic) or (on a retry) the one
+ * that just failed (last), when another will do. Its index goes to *idx. */
 struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx);
 /* A reload: the worker's new snapshot names this cluster again, with cl
  * (of snap, a reference taken). Pools and their connections switch to

@@ -335,8 +335,9 @@ static void bad_files_say_where_and_what(void **state)
 static void shipped_configs_load(void **state)
 {
     (void)state;
-    const char *files[] = {GRELAY_SOURCE_DIR "/conf/grelay.yaml", GRELAY_SOURCE_DIR "/conf/edge-routing.yaml"};
-    for (size_t i = 0; i < 2; i++) {
+    const char *files[] = {GRELAY_SOURCE_DIR "/conf/grelay.yaml", GRELAY_SOURCE_DIR "/conf/edge-routing.yaml",
+                           GRELAY_SOURCE_DIR "/conf/health-checks.yaml"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char err[512];
         struct gr_config *cfg = config_load_file(files[i], err, sizeof(err));
         if (cfg == NULL)
@@ -522,6 +523,67 @@ static void cluster_lifetimes(void **state)
     assert_non_null(strstr(err, "max_connection_age"));
 }
 
+static void health_checks(void **state)
+{
+    (void)state;
+    char err[512];
+    struct gr_config *cfg =
+        load(GOOD_HEAD "clusters: [{name: backend, endpoints: [{address: 127.0.0.1:1}]}]\n", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_false(cfg->clusters[0].health_check.set);
+    assert_int_equal(cfg->clusters[0].panic_threshold, 50);
+    config_free(cfg);
+    const char *yaml = GOOD_HEAD "clusters:\n"
+                                 "  - name: backend\n"
+                                 "    panic_threshold: 30%\n"
+                                 "    health_check: { interval: 200ms, timeout: 100ms, unhealthy_threshold: 4,\n"
+                                 "                    service_name: pkg.Svc, authority: api.example }\n"
+                                 "    endpoints: [{address: 127.0.0.1:1}]\n";
+    cfg = load(yaml, err, sizeof(err));
+    if (cfg == NULL)
+        print_error("%s\n", err);
+    assert_non_null(cfg);
+    const struct gr_health_check_cfg *h = &cfg->clusters[0].health_check;
+    assert_true(h->set);
+    assert_int_equal(h->interval_ms, 200);
+    assert_int_equal(h->timeout_ms, 100);
+    assert_int_equal(h->unhealthy_threshold, 4);
+    assert_int_equal(h->healthy_threshold, 2);
+    assert_string_equal(h->service_name, "pkg.Svc");
+    assert_string_equal(h->authority, "api.example");
+    assert_int_equal(cfg->clusters[0].panic_threshold, 30);
+    config_free(cfg);
+    cfg = load(GOOD_HEAD "clusters: [{name: backend, health_check: {}, panic_threshold: 0,\n"
+                         "            endpoints: [{address: 127.0.0.1:1}]}]\n",
+               err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->clusters[0].health_check.interval_ms, 5000);
+    assert_int_equal(cfg->clusters[0].health_check.timeout_ms, 1000);
+    assert_int_equal(cfg->clusters[0].health_check.unhealthy_threshold, 3);
+    assert_string_equal(cfg->clusters[0].health_check.service_name, "");
+    assert_int_equal(cfg->clusters[0].panic_threshold, 0);
+    config_free(cfg);
+    /* errors name file:line:col */
+    assert_null(load(GOOD_HEAD "clusters: [{name: backend, health_check: {interval: 1s, timeout: 2s},\n"
+                               "            endpoints: [{address: 127.0.0.1:1}]}]\n",
+                     err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:10:42: "));
+    assert_non_null(strstr(err, "must not exceed 'interval'"));
+    assert_null(load(GOOD_HEAD "clusters: [{name: backend, panic_threshold: 120%,\n"
+                               "            endpoints: [{address: 127.0.0.1:1}]}]\n",
+                     err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:10:45: "));
+    assert_non_null(strstr(err, "percentage"));
+    assert_null(load(GOOD_HEAD "clusters: [{name: backend, health_check: {unhealthy_threshold: 0},\n"
+                               "            endpoints: [{address: 127.0.0.1:1}]}]\n",
+                     err, sizeof(err)));
+    assert_non_null(strstr(err, "t.yaml:10:64: "));
+    assert_null(load(GOOD_HEAD "clusters: [{name: backend, health_check: {intervall: 1s},\n"
+                               "            endpoints: [{address: 127.0.0.1:1}]}]\n",
+                     err, sizeof(err)));
+    assert_non_null(strstr(err, "intervall"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -537,6 +599,7 @@ int main(void)
         cmocka_unit_test(limits_and_timers),
         cmocka_unit_test(drain_and_connection_age),
         cmocka_unit_test(cluster_lifetimes),
+        cmocka_unit_test(health_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
