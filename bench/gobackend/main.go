@@ -1,9 +1,9 @@
 // A grpc-go echo server for benchmarks: the same methods as
 // bench/backend/echo_backend.c, served by a real gRPC implementation.
 //
-//   /bench.Echo/Unary  unary: the request's message back as the response
-//   /bench.Echo/Bidi   bidi streaming: every message back as it arrives,
-//                      the status OK once the client half-closes
+//	/bench.Echo/Unary  unary: the request's message back as the response
+//	/bench.Echo/Bidi   bidi streaming: every message back as it arrives,
+//	                   the status OK once the client half-closes
 //
 // Payloads are raw bytes: the codec below passes them through, so no
 // protoc and no generated code are needed. It is registered under the name
