@@ -2,13 +2,15 @@
 """grelay against the proxies users would pick instead, side by side, in one run.
 
 Every proxy runs as an h2c gRPC proxy with one worker, pinned to CPU 0, in
-front of the same C echo backend; the backend and h2load share CPU 1.
+front of the same echo backend (the C one, grpc-go, or each in turn:
+--backend c,go); the backend and h2load share CPU 1.
 Targets alternate round by round (A B C D ... A B C D ...) and the report
 gives medians, so drift hits all alike. The figure that matters is requests
 per proxy CPU-second (the load generator saturates before the proxies do).
 
-Usage: bench.py --grelay BIN --backend BIN [--rounds N] [--seconds S] [--out DIR]
-Prints a Markdown table, writes it and a PNG plot to --out.
+Usage: bench.py --grelay BIN --stream-load BIN [--backend c|go|c,go] [--c-backend BIN]
+                [--go-backend BIN] [--rounds N] [--seconds S] [--out DIR] [--tag T]
+Prints a Markdown table, writes it and a PNG plot to --out (DATE[-T].md).
 """
 import argparse
 import datetime
@@ -386,6 +388,8 @@ SCENARIOS = [
     {"id": "u16k_64x1", "title": "unary 16 KiB, 64 conns x 1 stream", "size": 16384, "conns": 64, "streams": 1},
     {"id": "bidi100_4x4", "title": "bidi streaming, 100 B messages, 4 conns x 4 streams, 16 messages in flight each",
      "kind": "bidi", "size": 100, "conns": 4, "streams": 4, "inflight": 16},
+    {"id": "bidi16k_4x16", "title": "bidi streaming, 16 KiB messages, 4 conns x 16 streams, ping-pong (one message "
+     "in flight each, 64 in all)", "kind": "bidi", "size": 16384, "conns": 4, "streams": 16, "inflight": 1},
     {"id": "tls_u100_4x16", "title": "TLS front end: unary 100 B, 4 conns x 16 streams", "tls": True, "size": 100,
      "conns": 4, "streams": 16},
     {"id": "tls_u16k_4x4", "title": "TLS front end: unary 16 KiB, 4 conns x 4 streams", "tls": True, "size": 16384,
@@ -395,65 +399,105 @@ SCENARIOS = [
 SCALING = {"id": "scaling", "size": 100, "conns": 16, "streams": 16}
 
 
+BACKENDS = {"c": "C (nghttp2)", "go": "grpc-go"}
+
+
+def start_backend(args, kind):
+    """The echo backend on CPU 1: (Popen, port). grpc-go gets one P, as the
+    C backend has one thread (bench/README.md, The backends)."""
+    port = free_port()
+    binary = args.c_backend if kind == "c" else args.go_backend
+    if not binary:
+        sys.exit("--backend %s needs --%s-backend BIN" % (kind, kind))
+    env = dict(os.environ, GOMAXPROCS="1") if kind == "go" else None
+    proc = subprocess.Popen(["taskset", "-c", "1", binary, "127.0.0.1", str(port)], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc, port
+
+
+def run_scenarios(args, targets, bport, be):
+    """Every scenario against every target, rounds alternating, then p99 at a
+    fixed rate: {scenario id: {target: [result per round]}}."""
+    results = {}
+    for sc in SCENARIOS:
+        if sc["id"] == "fixed_rate":
+            continue
+        sc["body"] = _write_bytes("body-%d" % sc["size"], b"\x00" + sc["size"].to_bytes(4, "big") + b"x" * sc["size"])
+        for rnd in range(args.rounds):
+            for name, start in targets:  # A B C D ... each round
+                if name == "direct" and sc.get("tls"):
+                    continue  # the backend speaks h2c only
+                r = measure(args, name, start, bport, sc)
+                results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
+                print("%-2s %-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s" % (
+                    be, sc["id"], rnd + 1, name, r["rps"], unit(sc), r["req_per_cpu_s"], unit(sc), r["p50_us"],
+                    r["p99_us"], "  " + r["error"] if "error" in r else ""), flush=True)
+    if not extra(args, "fixed_rate"):
+        return results
+    # p99 at a fixed rate: half of the slowest proxy's maximum in the 4x16 scenario.
+    peak = results["u100_4x16"]
+    slowest = min(statistics.median(x["rps"] for x in peak[n]) for n, _ in targets if n != "direct")
+    rate = max(100, int(slowest / 2))
+    sc = {"id": "fixed_rate", "title": "p99 at a fixed rate (half the slowest peak), 4 conns", "size": 100,
+          "conns": 4, "streams": 16, "rps": rate // 4, "rate": rate, "body": SCENARIOS[0]["body"]}
+    for rnd in range(args.rounds):
+        for name, start in targets:
+            r = measure(args, name, start, bport, sc)
+            r["rate"] = rate
+            results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
+            print("%-2s %-12s round %d %-8s %d req/s: p50 %5d us  p99 %6d us" % (
+                be, sc["id"], rnd + 1, name, rate, r["p50_us"], r["p99_us"]), flush=True)
+    return results
+
+
+def extra(args, x):
+    return not args.scenarios or x in args.scenarios.split(",")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--grelay", required=True)
-    ap.add_argument("--backend", required=True)
+    ap.add_argument("--backend", default="c", help="c, go or c,go: the echo backend(s), each in turn")
+    ap.add_argument("--c-backend", help="bench/backend/echo_backend binary")
+    ap.add_argument("--go-backend", help="bench/gobackend binary (bench/gobackend/build.sh)")
     ap.add_argument("--stream-load", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--tag", default="", help="results go to DATE-TAG.{md,json,png}")
     ap.add_argument("--only", default="", help="targets, comma-separated (direct always runs)")
     ap.add_argument("--scenarios", default="", help="scenario ids, comma-separated (default: all)")
     args = ap.parse_args()
+    backends = args.backend.split(",")
+    if any(b not in BACKENDS for b in backends):
+        sys.exit("--backend: c, go or c,go")
     if args.scenarios:
         keep = args.scenarios.split(",")
         SCENARIOS[:] = [sc for sc in SCENARIOS if sc["id"] in keep or sc["id"] == "u100_4x16"]
     only = args.only.split(",") if args.only else []
     targets = [(n, f) for n, f in TARGETS if available(n) and (n in only or n == "direct" or
                                                                (not only and n not in OPT_IN))]
-    bport = free_port()
-    backend = subprocess.Popen(["taskset", "-c", "1", args.backend, "127.0.0.1", str(bport)], stdout=subprocess.PIPE)
-    assert backend.stdout.readline().strip() == b"ready"
-    results = {}
-    try:
-        for sc in SCENARIOS:
-            sc["body"] = _write_bytes("body-%d" % sc["size"],
-                                      b"\x00" + sc["size"].to_bytes(4, "big") + b"x" * sc["size"])
-            for rnd in range(args.rounds):
-                for name, start in targets:  # A B C D ... each round
-                    if name == "direct" and sc.get("tls"):
-                        continue  # the backend speaks h2c only
-                    r = measure(args, name, start, bport, sc)
-                    results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
-                    print("%-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s" % (
-                        sc["id"], rnd + 1, name, r["rps"], unit(sc), r["req_per_cpu_s"], unit(sc), r["p50_us"],
-                        r["p99_us"], "  " + r["error"] if "error" in r else ""), flush=True)
-        extra = lambda x: not args.scenarios or x in args.scenarios.split(",")
-        # p99 at a fixed rate: half of the slowest proxy's maximum in the 4x16 scenario.
-        peak = results["u100_4x16"]
-        slowest = min(statistics.median(x["rps"] for x in peak[n]) for n, _ in targets if n != "direct")
-        rate = max(100, int(slowest / 2))
-        sc = {"id": "fixed_rate", "title": "p99 at %d req/s (half the slowest peak), 4 conns" % rate,
-              "size": 100, "conns": 4, "streams": 16, "rps": rate // 4, "body": SCENARIOS[0]["body"]}
-        SCENARIOS.append(sc)
-        for rnd in range(args.rounds if extra("fixed_rate") else 0):
+    results, scale, idle = {}, {}, {}
+    for i, be in enumerate(backends):
+        backend, bport = start_backend(args, be)
+        try:
+            results[be] = run_scenarios(args, targets, bport, be)
+            if i > 0:
+                continue  # scaling and idle memory do not depend on the backend: measured once
+            if any(n == "grelay" for n, _ in targets) and extra(args, "scaling"):
+                scale = scaling(args, bport)
             for name, start in targets:
-                r = measure(args, name, start, bport, sc)
-                results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
-                print("%-12s round %d %-8s p50 %5d us  p99 %6d us" % (sc["id"], rnd + 1, name, r["p50_us"],
-                                                                       r["p99_us"]), flush=True)
-        scale = scaling(args, bport) if any(n == "grelay" for n, _ in targets) and extra("scaling") else {}
-        idle = {}
-        for name, start in targets:
-            if name != "direct" and extra("idle"):
-                idle[name] = idle_rss(args, name, start, bport)
-                print("idle-rss     %-8s %.2f KiB per idle HTTP/2 connection" % (name, idle[name]["rss_per_conn_kib"]),
-                      flush=True)
-    finally:
-        backend.send_signal(signal.SIGTERM)
-        backend.wait(10)
-    report(args, targets, results, idle, scale)
+                if name != "direct" and extra(args, "idle"):
+                    idle[name] = idle_rss(args, name, start, bport)
+                    print("idle-rss     %-8s %.2f KiB per idle HTTP/2 connection" % (
+                        name, idle[name]["rss_per_conn_kib"]), flush=True)
+        finally:
+            backend.send_signal(signal.SIGTERM)
+            backend.wait(10)
+    if extra(args, "fixed_rate"):
+        SCENARIOS.append({"id": "fixed_rate", "title": "p99 at a fixed rate (half the slowest proxy's peak at 4x16), "
+                          "4 conns x 16 streams"})
+    report(args, targets, backends, results, idle, scale)
 
 
 def unit(sc):
@@ -483,87 +527,136 @@ def med(rs, key):
     return statistics.median(r[key] for r in rs)
 
 
-def report(args, targets, results, idle, scale):
+def report(args, targets, backends, results, idle, scale):
     names = [n for n, _ in targets]
     cpu = open("/proc/cpuinfo").read()
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
     lines = ["# grelay benchmark, %s" % datetime.date.today().isoformat(), "",
-             "Machine: %d cores (%s), %s, Linux %s. Proxies pinned to CPU 0 with one worker; backend (C, nghttp2) "
+             "Machine: %d cores (%s), %s, Linux %s. Proxies pinned to CPU 0 with one worker; backend (%s) "
              "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians. No target logs per call; "
-             "each peer's windows and buffers: bench/README.md."
-             % (os.cpu_count(), model, platform.machine(), platform.release(), args.rounds, args.seconds), "",
+             "each peer's windows and buffers, and each backend's settings: bench/README.md. Ratios compare "
+             "targets in front of the same backend, in this run."
+             % (os.cpu_count(), model, platform.machine(), platform.release(),
+                ", then ".join(BACKENDS[b] for b in backends), args.rounds, args.seconds), "",
              "Versions: " + versions(), ""]
+    lines += summary(names, backends, results)
     for sc in SCENARIOS:
-        rs = results.get(sc["id"], {})
-        if not rs:
+        if not any(results[b].get(sc["id"]) for b in backends):
             continue
         if sc.get("kind") == "bidi":
-            lines += bidi_table(sc, names, rs)
+            lines += bidi_table(sc, names, backends, results)
             continue
         lines += ["## " + sc["title"], "",
-                  "| target | req/s | req per proxy CPU-s | proxy CPU-us/req | p50 us | p99 us | p50 added over direct | "
-                  "req/CPU-s vs grelay |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
-        d50 = med(rs["direct"], "p50_us") if "direct" in rs else 0
-        for n in names:
-            if n not in rs:
-                continue
-            rpc = med(rs[n], "req_per_cpu_s")
-            lines.append("| %s | %.0f | %s | %s | %.0f | %.0f | %s | %s |" % (
-                n, med(rs[n], "rps"), "%.0f" % rpc if n != "direct" else "-",
-                "%.1f" % (1e6 / rpc) if rpc and n != "direct" else "-", med(rs[n], "p50_us"), med(rs[n], "p99_us"),
-                "%+.0f" % (med(rs[n], "p50_us") - d50) if n != "direct" and "direct" in rs else "-",
-                "%.2fx" % (rpc / g) if g and n != "direct" else "-"))
+                  "| backend | target | req/s | req per proxy CPU-s | proxy CPU-us/req | p50 us | p99 us | "
+                  "p50 added over direct | req/CPU-s vs grelay |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for be in backends:
+            rs = results[be].get(sc["id"], {})
+            g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
+            d50 = med(rs["direct"], "p50_us") if "direct" in rs else 0
+            for n in names:
+                if n not in rs:
+                    continue
+                rpc = med(rs[n], "req_per_cpu_s")
+                lines.append("| %s | %s | %.0f | %s | %s | %.0f | %.0f | %s | %s |" % (
+                    be + (" @%d req/s" % rs[n][0]["rate"] if "rate" in rs[n][0] else ""), n, med(rs[n], "rps"),
+                    "%.0f" % rpc if n != "direct" else "-", "%.1f" % (1e6 / rpc) if rpc and n != "direct" else "-",
+                    med(rs[n], "p50_us"), med(rs[n], "p99_us"),
+                    "%+.0f" % (med(rs[n], "p50_us") - d50) if n != "direct" and "direct" in rs else "-",
+                    "%.2fx" % (rpc / g) if g and n != "direct" else "-"))
         lines.append("")
-    if scale:
-        lines += ["## grelay with workers: 2 against workers: 1 (unary 100 B, 16 conns x 16 streams)", "",
-                  "Workers 1 pinned to CPU 0, workers 2 to CPUs 0-1; h2load and the backend stay on CPU 1, so on "
-                  "this 2-core machine the second worker competes with the load generator and req/s cannot "
-                  "double. The split of CPU time between the worker threads shows whether both take load.", "",
-                  "| workers | req/s | req per proxy CPU-s | CPU-s of the busiest threads (median round) |",
-                  "| --- | --- | --- | --- |"]
-        for w in (1, 2):
-            rs = scale[w]
-            mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
-            lines.append("| %d | %.0f | %.0f | %s |" % (w, med(rs, "rps"), med(rs, "req_per_cpu_s"),
-                                                        ", ".join("%.2f" % t for t in mid["thread_cpu_s"][:3])))
-        lines.append("")
-        lines.append("workers 2 / workers 1: %.2fx req/s, %.2fx req per CPU-s." % (
-            med(scale[2], "rps") / med(scale[1], "rps"), med(scale[2], "req_per_cpu_s") / med(scale[1], "req_per_cpu_s")))
-        lines.append("")
-    lines += ["## RSS per idle HTTP/2 client connection after one call (2,000 connections, 3 s idle)", "",
-              "| target | KiB per connection | total RSS KiB |", "| --- | --- | --- |"]
-    for n in names:
-        if n in idle:
-            lines.append("| %s | %.2f | %d |" % (n, idle[n]["rss_per_conn_kib"], idle[n]["rss_kib"]))
+    lines += scaling_lines(scale) + idle_lines(names, idle)
     lines += ["", "Rerun: `bench/run.sh` (see README, Benchmarks).", ""]
     os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
-    md = os.path.join(args.out, "%s.md" % stamp)
-    with open(md, "w") as f:
+    stamp = datetime.date.today().isoformat() + ("-" + args.tag if args.tag else "")
+    with open(os.path.join(args.out, "%s.md" % stamp), "w") as f:
         f.write("\n".join(lines))
+    clean = lambda res: {k: {n: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for n, v in rs.items()}
+                         for k, rs in res.items()}
     with open(os.path.join(args.out, "%s.json" % stamp), "w") as f:
-        json.dump({k: {n: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for n, v in rs.items()}
-                   for k, rs in results.items()} | {"idle": idle}, f, indent=1)
-    plot(args, names, results, stamp)
+        json.dump({"backends": {b: clean(results[b]) for b in backends}, "idle": idle,
+                   "scaling": {w: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for w, v in scale.items()}},
+                  f, indent=1)
+    plot(args, names, backends, results, stamp)
     print("\n".join(lines))
 
 
-def bidi_table(sc, names, rs):
-    lines = ["## " + sc["title"], "",
-             "| target | messages/s | MB/s (one way) | messages per proxy CPU-s | proxy CPU-us/message | "
-             "msg/CPU-s vs grelay |", "| --- | --- | --- | --- | --- | --- |"]
-    g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
+def summary(names, backends, results):
+    """grelay's calls (messages) per proxy CPU-second over each peer's, per
+    scenario and backend; at 1x1 the p50 each adds over direct."""
+    peers = [n for n in names if n not in ("direct", "grelay")]
+    if "grelay" not in names or not peers:
+        return []
+    lines = ["## grelay against each peer, per backend", "",
+             "Calls (bidi: messages) per proxy CPU-second, grelay's over the peer's (above 1: grelay needs less CPU); "
+             "1x1: the p50 each adds over direct, in us.", "",
+             "| scenario | backend | grelay per CPU-s | " + " | ".join("vs " + p for p in peers) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in peers) + " |"]
+    for sc in SCENARIOS:
+        for be in backends:
+            rs = results[be].get(sc["id"], {})
+            if "grelay" not in rs or sc["id"] == "fixed_rate":
+                continue
+            g = med(rs["grelay"], "req_per_cpu_s")
+            if sc["id"] == "u100_1x1" and "direct" in rs:
+                d = med(rs["direct"], "p50_us")
+                cells = ["%+.0f" % (med(rs[p], "p50_us") - d) if p in rs else "-" for p in peers]
+                lines.append("| %s | %s | %.0f (p50 %+.0f) | %s |" % (sc["id"], be, g, med(rs["grelay"], "p50_us") - d,
+                                                                      " | ".join(cells)))
+                continue
+            cells = ["%.2fx" % (g / med(rs[p], "req_per_cpu_s")) if p in rs and med(rs[p], "req_per_cpu_s") else "-"
+                     for p in peers]
+            lines.append("| %s | %s | %.0f | %s |" % (sc["id"], be, g, " | ".join(cells)))
+    return lines + [""]
+
+
+def scaling_lines(scale):
+    if not scale:
+        return []
+    lines = ["## grelay with workers: 2 against workers: 1 (unary 100 B, 16 conns x 16 streams, first backend)", "",
+             "Workers 1 pinned to CPU 0, workers 2 to CPUs 0-1; h2load and the backend stay on CPU 1, so on "
+             "this 2-core machine the second worker competes with the load generator and req/s cannot "
+             "double. The split of CPU time between the worker threads shows whether both take load.", "",
+             "| workers | req/s | req per proxy CPU-s | CPU-s of the busiest threads (median round) |",
+             "| --- | --- | --- | --- |"]
+    for w in (1, 2):
+        rs = scale[w]
+        mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+        lines.append("| %d | %.0f | %.0f | %s |" % (w, med(rs, "rps"), med(rs, "req_per_cpu_s"),
+                                                    ", ".join("%.2f" % t for t in mid["thread_cpu_s"][:3])))
+    lines.append("")
+    lines.append("workers 2 / workers 1: %.2fx req/s, %.2fx req per CPU-s." % (
+        med(scale[2], "rps") / med(scale[1], "rps"), med(scale[2], "req_per_cpu_s") / med(scale[1], "req_per_cpu_s")))
+    return lines + [""]
+
+
+def idle_lines(names, idle):
+    if not idle:
+        return []
+    lines = ["## RSS per idle HTTP/2 client connection after one call (2,000 connections, 3 s idle, first backend)",
+             "", "| target | KiB per connection | total RSS KiB |", "| --- | --- | --- |"]
     for n in names:
-        if n not in rs:
-            continue
-        mpc = med(rs[n], "req_per_cpu_s")
-        proxy = n != "direct"
-        lines.append("| %s | %.0f | %.1f | %s | %s | %s |" % (
-            n, med(rs[n], "rps"), med(rs[n], "mb_s") if all("mb_s" in r for r in rs[n]) else 0,
-            "%.0f" % mpc if proxy else "-", "%.2f" % (1e6 / mpc) if mpc and proxy else "-",
-            "%.2fx" % (mpc / g) if g and proxy else "-"))
+        if n in idle:
+            lines.append("| %s | %.2f | %d |" % (n, idle[n]["rss_per_conn_kib"], idle[n]["rss_kib"]))
+    return lines
+
+
+def bidi_table(sc, names, backends, results):
+    lines = ["## " + sc["title"], "",
+             "| backend | target | messages/s | MB/s (one way) | messages per proxy CPU-s | proxy CPU-us/message | "
+             "msg/CPU-s vs grelay |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for be in backends:
+        rs = results[be].get(sc["id"], {})
+        g = med(rs["grelay"], "req_per_cpu_s") if "grelay" in rs else 0
+        for n in names:
+            if n not in rs:
+                continue
+            mpc = med(rs[n], "req_per_cpu_s")
+            proxy = n != "direct"
+            lines.append("| %s | %s | %.0f | %.1f | %s | %s | %s |" % (
+                be, n, med(rs[n], "rps"), med(rs[n], "mb_s") if all("mb_s" in r for r in rs[n]) else 0,
+                "%.0f" % mpc if proxy else "-", "%.2f" % (1e6 / mpc) if mpc and proxy else "-",
+                "%.2fx" % (mpc / g) if g and proxy else "-"))
     return lines + [""]
 
 
@@ -577,30 +670,32 @@ def versions():
     return "; ".join(out)
 
 
-def plot(args, names, results, stamp):
+def plot(args, names, backends, results, stamp):
     if shutil.which("gnuplot") is None:
         return
-    ids = [i for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "u16k_64x1", "tls_u100_4x16", "tls_u16k_4x4")
-           if i in results]
+    ids = [(i, b) for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "u16k_64x1", "tls_u100_4x16",
+                            "tls_u16k_4x4") for b in backends if i in results[b]]
     proxies = [n for n in names if n != "direct"]
     data = os.path.join(TMP, "plot.dat")
     with open(data, "w") as f:
         f.write("scenario " + " ".join(proxies) + "\n")
-        for i in ids:
-            f.write(i + " " + " ".join("%.0f" % med(results[i][n], "req_per_cpu_s") if n in results[i] else "0"
-                                       for n in proxies) + "\n")
+        for i, b in ids:
+            rs = results[b][i]
+            f.write("%s%s " % (i, "/" + b if len(backends) > 1 else "") +
+                    " ".join("%.0f" % med(rs[n], "req_per_cpu_s") if n in rs else "0" for n in proxies) + "\n")
     png = os.path.join(args.out, "%s.png" % stamp)
-    script = """set terminal pngcairo size 1000,560 font ",10" noenhanced
+    script = """set terminal pngcairo size %d,560 font ",10" noenhanced
 set output '%s'
-set title 'Requests per proxy CPU-second (higher is better), one worker pinned to one core'
+set title 'Requests per proxy CPU-second (higher is better), one worker pinned to one core; scenario/backend'
 set style data histograms
 set style histogram cluster gap 1
 set style fill solid 0.85 border -1
 set key top right
 set ylabel 'req / CPU-s'
 set grid ytics
+set xtics rotate by -30
 plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)
-""" % (png, len(proxies) + 1, data)
+""" % (max(1000, 110 * len(ids)), png, len(proxies) + 1, data)
     subprocess.run(["gnuplot"], input=script, text=True, check=False)
 
 

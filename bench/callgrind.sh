@@ -9,7 +9,7 @@
 # bench/bench.py). Per call = (Ir(40000) - Ir(20000)) / 20000, so start-up,
 # shutdown and the first connections cancel out.
 #
-#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--keep]
+#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--keep]
 #
 #   --build DIR       Release build with grelay and echo_backend (default build-rel):
 #                       cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF
@@ -17,6 +17,8 @@
 #   --scenarios LIST  comma-separated CxM (default 4x16,16x64)
 #   --access-log      grelay writes the JSON access log to a file in the temporary
 #                     directory (its writer thread's instructions count too)
+#   --go-backend BIN  the grpc-go echo backend (bench/gobackend/build.sh) instead of
+#                     echo_backend, with GOMAXPROCS=1 as bench.py starts it
 #   --keep            keep the temporary directory (callgrind.out.* files for
 #                     callgrind_annotate, configs, logs) and print its path
 #
@@ -31,6 +33,7 @@ build="build-rel"
 scenarios=4x16,16x64
 keep=0
 alog=""
+gobackend=""
 N1=20000
 N2=40000
 while [ $# -gt 0 ]; do
@@ -39,13 +42,15 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios=${2:?--scenarios needs a list}; shift 2 ;;
     --keep) keep=1; shift ;;
     --access-log) alog=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--keep]" >&2; exit 2 ;;
+    --go-backend) gobackend=${2:?--go-backend needs a binary}; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--keep]" >&2; exit 2 ;;
   esac
 done
 
 grelay=$build/grelay
-backend=$build/echo_backend
+backend=${gobackend:-$build/echo_backend}
+[ -z "$gobackend" ] || export GOMAXPROCS=1  # only the backend is a Go program
 for f in "$grelay" "$backend"; do
   [ -x "$f" ] || { echo "$f not found: build it first (see $0 --help)" >&2; exit 1; }
 done

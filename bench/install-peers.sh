@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the benchmark's tools and the proxies grelay is compared with, from
 # Debian 12 packages: h2load, valgrind (bench/callgrind.sh), gnuplot, nghttpx, HAProxy, nginx, Caddy,
-# and grpcio (the abuse bench's backend and legitimate client, bench/abuse).
+# grpcio (the abuse bench's backend and legitimate client, bench/abuse), and Go with
+# grpc-go (bench/gobackend, the grpc-go echo backend, built offline in GOPATH mode).
 # Their packages would start system services; a policy-rc.d keeps them down
 # for the length of the install.
 set -euo pipefail
-pkgs=(nghttp2-client valgrind gnuplot-nox nghttp2-proxy haproxy nginx-light caddy python3-h2 util-linux python3-grpcio)
+pkgs=(nghttp2-client valgrind gnuplot-nox nghttp2-proxy haproxy nginx-light caddy python3-h2 util-linux python3-grpcio
+      golang-go golang-google-grpc-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

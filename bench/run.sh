@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds grelay and the C echo backend in Release mode, installs the peers,
-# and runs bench/bench.py: every scenario against direct, grelay, nghttpx,
-# HAProxy, nginx and Caddy. Writes bench/results/DATE.{md,json,png}.
-#   bench/run.sh                 full run (3 rounds of 4 s per target and scenario, ~10 min)
+# Builds grelay, the C echo backend and the grpc-go echo backend in Release
+# mode, installs the peers, and runs bench/bench.py: every scenario against
+# direct, grelay, nghttpx, HAProxy, nginx and Caddy. Writes
+# bench/results/DATE[-TAG].{md,json,png}.
+#   bench/run.sh                 full run, C backend (3 rounds of 4 s per target and scenario, ~20 min)
+#   bench/run.sh --backend c,go  every scenario with each backend, side by side (twice as long)
 #   bench/run.sh --rounds 1 --seconds 2   a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +12,6 @@ scripts/install-deps.sh
 bench/install-peers.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
-exec /usr/bin/python3 bench/bench.py --grelay build-bench/grelay --backend build-bench/echo_backend \
-    --stream-load build-bench/stream_load "$@"
+bench/gobackend/build.sh build-bench
+exec /usr/bin/python3 bench/bench.py --grelay build-bench/grelay --c-backend build-bench/echo_backend \
+    --go-backend build-bench/gobackend --stream-load build-bench/stream_load "$@"
