@@ -124,6 +124,12 @@ def endpoint(g, addr):
     return None
 
 
+def wait_good_check(g, addr, what):
+    """Waits for a SERVING answer from addr's health service, as grelay counts it."""
+    return wait_for(what, lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=addr,
+                                         result="serving"))
+
+
 def wait_for(what, cond, seconds=20):
     """Polls cond (bounded); returns its last true value."""
     deadline = time.monotonic() + seconds
@@ -235,9 +241,7 @@ def test_answers_are_bounded(grelay_factory):
     try:
         bs[0].padding = 900
         g = start(grelay_factory, bs, panic="0%")
-        wait_for("a good check of a padded answer",
-                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
-                                result="serving"))
+        wait_good_check(g, bs[0].addr, "a good check of a padded answer")
         bs[0].padding = 2000
         e = wait_health(g, bs[0].addr, "unhealthy")
         assert e["why"].startswith("health checks failed: error status or bad answer ("), e
@@ -269,9 +273,7 @@ def test_a_check_that_times_out_counts_toward_the_threshold(grelay_factory):
     bs = backends_of("b1", "b2")
     try:
         g = start(grelay_factory, bs, panic="0%")
-        wait_for("a good check of b1",
-                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
-                                result="serving"))
+        wait_good_check(g, bs[0].addr, "a good check of b1")
         bs[0].hold = True
         e = wait_health(g, bs[0].addr, "unhealthy")
         assert e["why"].startswith("health checks timed out"), e
@@ -290,9 +292,7 @@ def test_a_stopped_endpoint_fails_its_checks(grelay_factory):
     bs = backends_of("b1", "b2")
     try:
         g = start(grelay_factory, bs, panic="0%")
-        wait_for("a good check of b1",
-                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
-                                result="serving"))
+        wait_good_check(g, bs[0].addr, "a good check of b1")
         bs[0].stop()
         e = wait_health(g, bs[0].addr, "unhealthy")
         assert e["why"].startswith("health checks could not connect"), (e, g.log()[-3000:])
@@ -385,9 +385,7 @@ def test_dns_endpoints_are_checked_as_they_appear(tmp_path, grelay_factory):
                                    "endpoints": [{"address": "svc.test:%d" % port}]})
         g = grelay_factory(cfg, lport)
         g.admin = Admin(admin_port)
-        wait_for("a good check of d1",
-                 lambda: metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
-                                result="serving"))
+        wait_good_check(g, bs[0].addr, "a good check of d1")
         dns.set([("svc.test", "127.0.0.31"), ("svc.test", "127.0.0.32")])
         e = wait_health(g, bs[1].addr, "unhealthy")  # its first check said NOT_SERVING
         assert e["why"].startswith("NOT_SERVING"), e
