@@ -67,7 +67,7 @@ window.runAll = async (api) => {
   out.incremental = await firstThenCancel(text, api, 'browser-incremental');
   out.big = await streamAll(text, api, 1, 1024 * 1024);
   r = await unary(text, api, '/test.Echo/Unary', enc.encode('x'),
-                  { 'x-hold': 'browser-deadline', deadline: String(Date.now() + 400) });
+                  { 'x-hold': 'browser-deadline', deadline: String(Date.now() + 3000) });
   out.deadline = r.err;
   return out;
 };

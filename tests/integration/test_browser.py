@@ -42,10 +42,11 @@ def browser_backend():
 @pytest.fixture
 def web_grelay(page_server, browser_backend, grelay_factory):
     port = free_port()
-    # The deadline call's route caps its grpc-timeout well below the page's
-    # own 400 ms timer, so grelay's DEADLINE_EXCEEDED always arrives first:
-    # at equal deadlines the browser's timer and grelay's race (grelay's
-    # starts a network hop later), which made the check flaky under load.
+    # The deadline call's route caps its grpc-timeout (150 ms) far below the
+    # page's own 3 s timer, so grelay's DEADLINE_EXCEEDED always arrives
+    # first: at equal deadlines the browser's timer and grelay's race
+    # (grelay's starts a network hop later), and with the page's timer at
+    # 400 ms a loaded machine (CI under ASan, 2026-12-01) still lost it once.
     deadline_route = {"match": {"prefix": "/", "headers": [{"name": "x-hold", "exact": "browser-deadline"}]},
                       "cluster": "backend", "max_grpc_timeout": "150ms"}
     cfg = simple_config(port, [browser_backend.addr],
