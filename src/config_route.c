@@ -174,6 +174,44 @@ static const struct config_field retry_fields[] = {
 static const struct config_schema retry_schema = {
     "retry_policy", sizeof(struct gr_retry_cfg), NO_POS, retry_fields, retry_init, check_retry};
 
+static const char *const rate_status_names[] = {"resource_exhausted", "unavailable", NULL};
+
+static int check_rate_limit(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
+{
+    struct gr_rate_limit_cfg *rl = obj;
+    rl->set = true;
+    if (!(seen & 2u)) /* burst not written */
+        rl->burst = rl->requests_per_second;
+    rl->status = rl->status == 1 ? GRPC_UNAVAILABLE : GRPC_RESOURCE_EXHAUSTED; /* from the names' index */
+    rl->buckets = arena_alloc(c->arena, GR_RATE_BUCKETS * sizeof(*rl->buckets));
+    if (rl->buckets == NULL)
+        return fail_node(c, node, "out of memory");
+    for (size_t i = 0; i < GR_RATE_BUCKETS; i++)
+        rl->buckets[i] = (struct gr_rate_bucket){.tokens = -1};
+    return GR_OK;
+}
+
+static const struct config_field rate_limit_fields[] = {
+    {.key = "requests_per_second",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_rate_limit_cfg, requests_per_second),
+     .min = 1,
+     .max = 10000000,
+     .flags = FL_REQUIRED},
+    {.key = "burst",
+     .set = config_yaml_set_u32,
+     .off = OFF(struct gr_rate_limit_cfg, burst),
+     .min = 1,
+     .max = 10000000},
+    {.key = "status",
+     .set = config_yaml_set_enum,
+     .off = OFF(struct gr_rate_limit_cfg, status),
+     .names = rate_status_names},
+    {0},
+};
+static const struct config_schema rate_limit_schema = {
+    "rate_limit", sizeof(struct gr_rate_limit_cfg), NO_POS, rate_limit_fields, NULL, check_rate_limit};
+
 /* The headers a gRPC-Web client sends, which every CORS policy allows. */
 static const char cors_default_headers[] =
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,keep-alive,user-agent,cache-control,"
@@ -301,6 +339,10 @@ static const struct config_field route_fields[] = {
      .min = 0,
      .max = 3600000},
     {.key = "retry_policy", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, retry), .sub = &retry_schema},
+    {.key = "rate_limit",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_route_cfg, rate_limit),
+     .sub = &rate_limit_schema},
     {.key = "cors", .set = config_yaml_set_obj, .off = OFF(struct gr_route_cfg, cors), .sub = &cors_schema},
     {0},
 };

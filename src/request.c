@@ -208,6 +208,27 @@ static bool set_deadline(struct stream *s, bool client_timeout, uint64_t timeout
     return true;
 }
 
+/* A token of the call's route's rate_limit, from this worker's bucket:
+ * the route's rate and burst split over the snapshot's workers. */
+static bool rate_take(struct stream *s)
+{
+    const struct gr_rate_limit_cfg *rl = &s->route->rate_limit;
+    struct worker *w = s->down->io.w;
+    uint32_t workers = s->snap != NULL && s->snap->cfg->workers > 0 ? s->snap->cfg->workers : 1;
+    double rate = (double)rl->requests_per_second / workers;
+    double burst = (double)rl->burst / workers < 1.0 ? 1.0 : (double)rl->burst / workers;
+    struct gr_rate_bucket *b = &rl->buckets[w->id % GR_RATE_BUCKETS];
+    double now = ev_now(w->loop);
+    b->tokens = b->tokens < 0 ? burst : b->tokens + (now - b->at) * rate;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->at = now;
+    if (b->tokens < 1.0)
+        return false;
+    b->tokens -= 1.0;
+    return true;
+}
+
 /* Whether the call may start (the answer is sent here otherwise). */
 static bool admit(struct stream *s, const char *auth, const char *path, bool *client_timeout, uint64_t *timeout_us)
 {
@@ -242,6 +263,13 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
     if (s->route == NULL) {
         snprintf(msg, sizeof(msg), "no route for %.200s%.200s", auth, path);
         (void)stream_fail(s, GRPC_UNIMPLEMENTED, msg);
+        return false;
+    }
+    if (s->route->rate_limit.set && !rate_take(s)) {
+        stats_limit_hit(s->down->io.w->stats, s->down->cfg, LIMIT_RATE);
+        snprintf(msg, sizeof(msg), "route %.100s: rate_limit of %u calls per second (burst %u) reached at grelay",
+                 s->route->name, s->route->rate_limit.requests_per_second, s->route->rate_limit.burst);
+        (void)stream_fail(s, (enum grpc_status)s->route->rate_limit.status, msg);
         return false;
     }
     return true;

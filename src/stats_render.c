@@ -33,6 +33,7 @@ static const char *const limit_names[LIMIT_KINDS] = {
     [LIMIT_OVERLOAD] = "overload",
     [LIMIT_IDLE_TIMEOUT] = "idle_timeout",
     [LIMIT_HEADERS_TIMEOUT] = "request_headers_timeout",
+    [LIMIT_RATE] = "rate_limit",
 };
 
 /* One merged series group: its key and its slots summed over shards. */

@@ -154,21 +154,42 @@ struct gr_retry_cfg {
     struct gr_backoff_cfg backoff; /* the wait between attempts */
 };
 
+/* One worker's token bucket of a route's rate_limit. */
+#define GR_RATE_BUCKETS 256 /* one per worker (workers are at most 256) */
+struct gr_rate_bucket {
+    double tokens; /* calls it may still admit now; -1: never used (full) */
+    double at;     /* ev_now of the last refill */
+    char pad[48];  /* one cache line each: each worker writes only its own */
+};
+
+/* A route's rate_limit: a token bucket per worker, the rate and the burst
+ * split evenly across the snapshot's workers (no shared state on the data
+ * path). The buckets are the one mutable part of a snapshot, each written
+ * by its worker only; a reload starts new (full) ones. */
+struct gr_rate_limit_cfg {
+    bool set;                       /* written: calls past the rate are refused */
+    uint32_t requests_per_second;   /* the route's rate, all workers together */
+    uint32_t burst;                 /* calls that may come at once; default requests_per_second */
+    uint32_t status;                /* what a refused call gets: 8 RESOURCE_EXHAUSTED (default) or 14 UNAVAILABLE */
+    struct gr_rate_bucket *buckets; /* GR_RATE_BUCKETS, in the snapshot's arena */
+};
+
 /* One route of a virtual host: a match and where matching calls go. */
 struct gr_route_cfg {
-    const char *name;                /* the `route` label of metrics and the access log: as written, or
+    const char *name;                    /* the `route` label of metrics and the access log: as written, or
                                         "<virtual host name>/<index>" (index from 0) */
-    const struct stats_key *stats;   /* its series (listener, route, cluster): stats_bind */
-    struct gr_match_cfg match;       /* when the route applies */
-    uint64_t timeout_ms;             /* deadline when the client sends no grpc-timeout; 0 = none */
-    uint64_t max_grpc_timeout_ms;    /* cap on the client's grpc-timeout; 0 = no cap */
-    uint64_t grpc_timeout_offset_ms; /* subtracted from the grpc-timeout sent upstream */
-    struct gr_retry_cfg retry;       /* configured retries; num_retries 0 = none */
-    struct gr_cors_cfg cors;         /* overrides the virtual host's when set */
-    const char *cluster_name;        /* where it sends calls */
-    struct gr_pos cluster_pos;       /* where cluster is named */
-    struct gr_cluster_cfg *cluster;  /* resolved from cluster_name */
-    struct gr_pos pos;               /* where the route is written */
+    const struct stats_key *stats;       /* its series (listener, route, cluster): stats_bind */
+    struct gr_match_cfg match;           /* when the route applies */
+    uint64_t timeout_ms;                 /* deadline when the client sends no grpc-timeout; 0 = none */
+    uint64_t max_grpc_timeout_ms;        /* cap on the client's grpc-timeout; 0 = no cap */
+    uint64_t grpc_timeout_offset_ms;     /* subtracted from the grpc-timeout sent upstream */
+    struct gr_retry_cfg retry;           /* configured retries; num_retries 0 = none */
+    struct gr_rate_limit_cfg rate_limit; /* calls per second admitted; unset: no limit */
+    struct gr_cors_cfg cors;             /* overrides the virtual host's when set */
+    const char *cluster_name;            /* where it sends calls */
+    struct gr_pos cluster_pos;           /* where cluster is named */
+    struct gr_cluster_cfg *cluster;      /* resolved from cluster_name */
+    struct gr_pos pos;                   /* where the route is written */
 };
 
 /* A virtual host: the routes for the :authority values it serves. */

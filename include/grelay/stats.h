@@ -45,6 +45,7 @@ enum stats_limit {
     LIMIT_OVERLOAD,             /* a stream refused by the overload guard */
     LIMIT_IDLE_TIMEOUT,         /* a connection closed after idle_timeout */
     LIMIT_HEADERS_TIMEOUT,      /* a connection closed: request headers not complete in time */
+    LIMIT_RATE,                 /* a call refused by its route's rate_limit */
     LIMIT_KINDS
 };
 
