@@ -320,7 +320,6 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     headers_init(&none);
     struct hdr_list *l = extra != NULL ? extra : &none;
     finish_attempts(s);
-    s->http_reply = true;
     s->http_status = (uint16_t)atoi(status);
     s->web = NULL; /* a plain HTTP answer: no gRPC-Web framing */
     bool body = text != NULL && text[0] != '\0' &&

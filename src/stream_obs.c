@@ -137,7 +137,7 @@ static void log_call(struct stream *s, int code, uint64_t duration_us)
         .path = hdr_str(&s->path),
         .grpc_code = code,
         .grpc_message = hdr_str(msg),
-        .http_status = s->http_reply                               ? s->http_status
+        .http_status = s->http_status != 0                         ? s->http_status
                        : s->reset || s->resp_state == RESP_WAITING ? 0
                                                                    : 200,
         .route = s->route != NULL ? s->route->name : "none",
@@ -163,7 +163,7 @@ void stream_obs_end(struct stream *s)
     if (s->route_counted)
         stats_add(stats_block(w->stats, s->route->stats), R_IN_FLIGHT, (uint64_t)-1);
     uint64_t took = gr_now_us() - s->t0_us;
-    if (s->http_reply) { /* a plain HTTP answer (preflight, not gRPC) carries no gRPC status */
+    if (s->http_status != 0) { /* a plain HTTP answer (preflight, not gRPC) carries no gRPC status */
         if (access_log_on())
             log_call(s, -1, took);
         return;

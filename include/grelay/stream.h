@@ -119,9 +119,8 @@ struct stream {
     bool att_live;                  /* that attempt is counted in its endpoint's attempts in flight */
     uint32_t attempts;              /* attempts made upstream */
     int8_t code;                    /* the gRPC status grelay sent (a local answer); -1: the upstream's */
-    bool http_reply;                /* a plain HTTP answer (CORS preflight, not gRPC): no gRPC status */
     bool route_counted;             /* counted in its route's calls in flight */
-    uint16_t http_status;           /* with http_reply: its :status */
+    uint16_t http_status;           /* a plain HTTP answer (CORS preflight, not gRPC): its :status; 0: a gRPC answer */
     bool reset;                     /* grelay ended the call with RST_STREAM (or closed its HTTP/1.1 connection) */
     _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };

@@ -12,6 +12,7 @@ from concurrent import futures
 import grpc
 
 from harness import free_port, simple_config
+from test_failures import wait_for as poll
 from test_admin import Admin
 from test_dns import Dnsmasq
 from test_tls import pki  # noqa: F401 (a fixture)
@@ -131,14 +132,10 @@ def wait_good_check(g, addr, what):
 
 
 def wait_for(what, cond, seconds=20):
-    """Polls cond (bounded); returns its last true value."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+    """Polls cond (bounded, test_failures.wait_for); returns its true value."""
+    v = poll(cond, seconds)
+    assert v, "timed out waiting for " + what
+    return v
 
 
 def wait_health(g, addr, health):

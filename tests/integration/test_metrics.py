@@ -10,6 +10,7 @@ import grpc
 from harness import Backend, free_port
 from prometheus import check_metrics, labels, prometheus_factory  # noqa: F401 (a fixture)
 from test_admin import Admin
+from test_failures import wait_for
 
 
 def config(port, admin_port, a, b, c, dead_port, extra_route=False):
@@ -174,13 +175,9 @@ def scrape(admin):
 
 
 def wait_metric(admin, name, pred, seconds=10):
-    deadline = time.monotonic() + seconds
-    while True:
-        v = scrape(admin).get(name)
-        if v is not None and pred(v):
-            return v
-        assert time.monotonic() < deadline, "%s never satisfied the condition: %r" % (name, v)
-        time.sleep(0.05)
+    """Polls the metric (bounded, test_failures.wait_for) until pred holds."""
+    ok = wait_for(lambda: (lambda v: v is not None and pred(v))(scrape(admin).get(name)), seconds)
+    assert ok, "%s never satisfied the condition: %r" % (name, scrape(admin).get(name))
 
 
 def test_hibernation_limits_grpc_web_and_drains_are_counted(grelay_factory):
