@@ -267,6 +267,7 @@ static bool admit(struct stream *s, const char *auth, const char *path, bool *cl
     }
     if (s->route->rate_limit.set && !rate_take(s)) {
         stats_limit_hit(s->down->io.w->stats, s->down->cfg, LIMIT_RATE);
+        stats_add(stats_block(s->down->io.w->stats, s->route->stats), R_RATE_LIMITED, 1);
         snprintf(msg, sizeof(msg), "route %.100s: rate_limit of %u calls per second (burst %u) reached at grelay",
                  s->route->name, s->route->rate_limit.requests_per_second, s->route->rate_limit.burst);
         (void)stream_fail(s, (enum grpc_status)s->route->rate_limit.status, msg);

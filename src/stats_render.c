@@ -247,6 +247,8 @@ void stats_render_prometheus(struct gr_sbuf *out)
            NULL);
     family_split(out, r, n, "grelay_retries_total", "counter", "Retries, by kind.", "kind", retry_slots, kinds, 2,
                  false);
+    family(out, r, n, "grelay_route_rate_limited_total", "counter", "Calls refused by the route's rate_limit.",
+           R_RATE_LIMITED, NULL, NULL);
     free(r);
     r = rows_of(SK_ENDPOINT, &n);
     endpoint_families(out, r, n);
@@ -343,9 +345,11 @@ static void json_listeners_routes(struct gr_sbuf *out)
     for (size_t i = 0; i < n; i++) {
         sbuf_puts(out, i ? ",{" : "{");
         json_labels(out, r[i].k);
-        sbuf_printf(out, "\"in_flight\":%lld,\"retries\":{\"transparent\":%llu,\"configured\":%llu}}",
+        sbuf_printf(out,
+                    "\"in_flight\":%lld,\"retries\":{\"transparent\":%llu,\"configured\":%llu},"
+                    "\"rate_limited\":%llu}",
                     (long long)r[i].v[R_IN_FLIGHT], (unsigned long long)r[i].v[R_RETRY_TRANS],
-                    (unsigned long long)r[i].v[R_RETRY_CONF]);
+                    (unsigned long long)r[i].v[R_RETRY_CONF], (unsigned long long)r[i].v[R_RATE_LIMITED]);
     }
     sbuf_puts(out, "]");
     free(r);

@@ -66,9 +66,10 @@ enum stats_listener_slot {
 };
 
 enum stats_route_slot {
-    R_IN_FLIGHT,   /* gauge: calls in flight on the route */
-    R_RETRY_TRANS, /* counter: transparent retries */
-    R_RETRY_CONF,  /* counter: retries of the route's retry_policy */
+    R_IN_FLIGHT,    /* gauge: calls in flight on the route */
+    R_RETRY_TRANS,  /* counter: transparent retries */
+    R_RETRY_CONF,   /* counter: retries of the route's retry_policy */
+    R_RATE_LIMITED, /* counter: calls refused by the route's rate_limit */
     R_SLOTS
 };
 

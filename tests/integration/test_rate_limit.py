@@ -3,6 +3,7 @@ over the workers); calls past it end at once with RESOURCE_EXHAUSTED (which
 gRPC clients do not retry by default, unlike Envoy's UNAVAILABLE,
 envoy#4660) or the status chosen, with a message naming the route and the
 limit, and counted."""
+import json
 import subprocess
 import time
 
@@ -98,3 +99,54 @@ def test_a_rate_of_zero_is_a_config_error(tmp_path):
     r = subprocess.run([GRELAY, "--check", "-c", str(p)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "bad.yaml:10:" in r.stderr + r.stdout and "requests_per_second" in r.stderr + r.stdout, r.stderr
+
+
+def test_500_calls_at_once_against_50_per_second_burst_10(grelay_factory):
+    """The issue's case: 500 calls sent together (one channel, all in flight
+    at once) against requests_per_second 50, burst 10: the burst and what
+    the rate refilled while they arrived are admitted, every other call gets
+    RESOURCE_EXHAUSTED with the message; the counters, /stats.json and the
+    live view say how many."""
+    from test_live_view import LiveView, one_row
+    b = Backend("a")
+    try:
+        port, admin_port = free_port(), free_port()
+        cfg = config(port, admin_port, b)
+        cfg["listeners"][0]["virtual_hosts"][0]["routes"][0]["rate_limit"] = {"requests_per_second": 50, "burst": 10}
+        g = grelay_factory(cfg, port)
+        with grpc.insecure_channel(g.addr) as ch:
+            call = ch.unary_unary("/test.Echo/Unary")
+            t0 = time.monotonic()
+            futures = [call.future(b"x", timeout=30) for _ in range(500)]
+            codes, msgs = [], []
+            for f in futures:
+                try:
+                    f.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                    msgs.append(e.details())
+            took = time.monotonic() - t0
+        ok = codes.count(grpc.StatusCode.OK)
+        refused = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert ok + refused == 500, codes
+        # The burst of 10, then 50 a second for as long as the calls took to
+        # arrive (bounded by the time they all took), plus one partial token.
+        assert 10 <= ok <= 10 + 50 * took + 1, (ok, took)
+        assert refused >= 500 - (10 + 50 * took + 1) and refused > 0, (refused, took)
+        assert set(msgs) == {"route limited: rate_limit of 50 calls per second (burst 10) reached at grelay"}
+        _, _, text = Admin(admin_port).get("/metrics")
+        assert 'grelay_route_rate_limited_total{listener="edge",route="limited",cluster="one"} %d\n' % refused in text
+        assert 'grelay_limit_hits_total{listener="edge",limit="rate_limit"} %d\n' % refused in text
+        _, _, body = Admin(admin_port).get("/stats.json")
+        routes = {r["route"]: r for r in json.loads(body)["routes"]}
+        assert routes["limited"]["rate_limited"] == refused, routes
+        view = LiveView("http://127.0.0.1:%d/" % admin_port)
+        try:
+            s = view.wait_until(lambda s: (one_row(s, "routes", route="limited") or {}).get("cells", {})
+                                .get("limited") == str(refused), "%d rate-limited calls on route limited" % refused)
+            assert one_row(s, "routes", route="limited")["cells"]["limited_rate"] != ""
+        finally:
+            view.close()
+    finally:
+        b.stop()
