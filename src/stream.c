@@ -91,6 +91,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     gr_list_insert_tail(&d->streams, &s->down_link);
     ev_timer_init(&s->deadline_timer, NULL, 0.0, 0.0);
     ev_timer_init(&s->attempt_timer, NULL, 0.0, 0.0);
+    ev_timer_init(&s->hold_timer, NULL, 0.0, 0.0);
     stream_obs_begin(s);
     return s;
 }
@@ -157,9 +158,11 @@ static void resume_req(struct stream *s)
  * reset is set and the upstream stream is still open) and detaches from the
  * upstream connection. Response bytes still queued owe no credit any more
  * (the stream's window goes with the stream; the connection's came back as
- * they arrived). Idempotent; the attempt state is the caller's. */
+ * they arrived), and response headers held for it are dropped. Idempotent;
+ * the attempt state is the caller's. */
 void detach_up(struct stream *s, bool reset)
 {
+    stream_hold_drop(s);
     if (s->up.conn != NULL) {
         s->resp.given_back = s->resp.received;
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);

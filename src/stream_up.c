@@ -23,6 +23,11 @@
 /* Informational (1xx) responses an attempt may get before its final one
  * (their fields are counted, not kept); one more fails the call. */
 #define MAX_RESPONSE_1XX 5
+/* How long response headers are held, waiting for the first DATA or the
+ * trailers, on a route with a retry_policy but no per_try_timeout (with
+ * one, its rest bounds the hold): a stream that sends its headers early
+ * and its messages late gets them this much later at most. */
+#define HOLD_MAX_S 1.0
 
 /* ---- Upstream events (upstream_events, through s->up). ---- */
 
@@ -57,7 +62,7 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
         return resp_over_limit(s, bytes > MAX_RESPONSE_HEADERS);
     s->resp_header_bytes = (uint32_t)bytes;
     s->resp_header_fields++;
-    bool trailers = s->resp_state != RESP_WAITING;
+    bool trailers = s->resp_state != RESP_WAITING || s->resp_held;
     if (!trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
         s->resp_status = grpc_status_value(value, valuelen);
         return GR_OK;
@@ -67,6 +72,104 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
     if (name[0] == ':' || informational(s) || headers_hop_by_hop(name, namelen, value, valuelen))
         return GR_OK;
     return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, att_arena(s), name, namelen, value, valuelen);
+}
+
+static void ev_end(struct up_slot *sl);
+
+/* Sends the upstream's response headers to the client: the call commits to
+ * this attempt (no retry after this). Returns false when the call was
+ * failed (or reset) instead. */
+static bool send_resp_headers(struct stream *s, bool end_stream)
+{
+    char text[4];
+    grpc_http_status_text(s->resp_status, text);
+    size_t n;
+    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
+    nghttp2_nv *nva = status ? resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
+    if (nva == NULL) {
+        (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
+        return false;
+    }
+    if (s->down->ops->respond(s->down, s, nva, n, end_stream) != GR_OK) {
+        log_debug("stream %d: cannot send the response headers", s->id);
+        return abort_stream(s);
+    }
+    set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
+    flow_drop_replay(&s->req, &stream_worker(s)->chunks); /* committed: the client has the headers */
+    /* The per-try timeout bounds the wait for an answer; once one streams
+     * back no retry is possible, and the call's deadline governs the rest. */
+    ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
+    conn_want_flush(&s->down->io);
+    return true;
+}
+
+/* ---- Held response headers (a late status may still be retried). ---- */
+
+/* Whether headers without END_STREAM are held: the route has a
+ * retry_policy with a retry left, and the request can be replayed. */
+static bool hold_worthwhile(const struct stream *s)
+{
+    const struct gr_retry_cfg *rp = &s->route->retry;
+    return s->req.replay && rp->retry_on_mask != 0 && s->retries < rp->num_retries && !stream_worker(s)->stopping;
+}
+
+void stream_hold_drop(struct stream *s)
+{
+    if (!s->resp_held)
+        return;
+    s->resp_held = false;
+    ev_timer_stop(stream_worker(s)->loop, &s->hold_timer);
+}
+
+/* The held headers go to the client (DATA came, the trailers carry no
+ * status to retry, or the hold's time is up). Same return as
+ * send_resp_headers. */
+static bool hold_release(struct stream *s)
+{
+    stream_hold_drop(s);
+    return send_resp_headers(s, false);
+}
+
+static void on_hold_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct stream *s = container_of(t, struct stream, hold_timer);
+    log_debug("stream %d: no DATA nor trailers within the hold: the response headers go out", s->id);
+    (void)hold_release(s);
+}
+
+/* Holds the response headers until the first DATA, the trailers, or the
+ * rest of the per-try timeout (HOLD_MAX_S without one), whichever first. */
+static void hold_start(struct stream *s)
+{
+    struct ev_loop *loop = stream_worker(s)->loop;
+    ev_tstamp left = HOLD_MAX_S;
+    if (ev_is_active(&s->attempt_timer)) { /* the per-try timeout now bounds the hold alone */
+        left = ev_timer_remaining(loop, &s->attempt_timer);
+        ev_timer_stop(loop, &s->attempt_timer);
+    }
+    s->resp_held = true;
+    ev_timer_init(&s->hold_timer, on_hold_timer, left > 0 ? left : 0.001, 0.0);
+    ev_timer_start(loop, &s->hold_timer);
+}
+
+/* The trailers of an attempt whose headers are held: nothing reached the
+ * client, so a status in retry_on is retried as a trailers-only one is;
+ * any other answer goes out as it came, headers then trailers. */
+static void on_held_trailers(struct stream *s)
+{
+    const struct gr_hdr *gs = headers_find(&s->resp_trailers, "grpc-status");
+    if (gs != NULL) {
+        char msg[200];
+        int code = grpc_status_value(gs->value, gs->valuelen);
+        snprintf(msg, sizeof(msg), "upstream answered %s after its response headers",
+                 grpc_status_name((enum grpc_status)code));
+        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
+            return;
+    }
+    if (hold_release(s))
+        ev_end(&s->up);
 }
 
 /* The final response HEADERS from upstream. */
@@ -88,31 +191,17 @@ static void on_resp_headers(struct stream *s, bool end_stream)
         retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
         return;
     }
-    char text[4];
-    grpc_http_status_text(s->resp_status, text);
-    size_t n;
-    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
-    nghttp2_nv *nva = status ? resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
-    if (nva == NULL) {
-        (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
-        return;
-    }
-    if (s->down->ops->respond(s->down, s, nva, n, end_stream) != GR_OK) {
-        log_debug("stream %d: cannot send the response headers", s->id);
-        (void)abort_stream(s);
-        return;
-    }
-    set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
-    flow_drop_replay(&s->req, &stream_worker(s)->chunks); /* committed: the client has the headers */
-    /* The per-try timeout bounds the wait for an answer; once one streams
-     * back no retry is possible, and the call's deadline governs the rest. */
-    ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
-    conn_want_flush(&s->down->io);
+    if (!end_stream && gs == NULL && hold_worthwhile(s))
+        hold_start(s);
+    else
+        (void)send_resp_headers(s, end_stream);
 }
 
 static void ev_end(struct up_slot *sl)
 {
     struct stream *s = stream_of(sl);
+    if (s->resp_held)
+        (void)hold_release(s); /* END_STREAM on DATA (an empty one): headers, then the end */
     if (s->resp_state == RESP_WAITING) {
         /* END_STREAM with no final HEADERS cannot pass nghttp2; be safe. */
         (void)stream_fail(s, GRPC_INTERNAL, "upstream ended the stream without a response");
@@ -129,6 +218,11 @@ static void ev_end(struct up_slot *sl)
 static void ev_headers_done(struct up_slot *sl, bool end_stream)
 {
     struct stream *s = stream_of(sl);
+    if (s->resp_held) {
+        if (end_stream)
+            on_held_trailers(s);
+        return;
+    }
     if (s->resp_state != RESP_WAITING) {
         if (end_stream)
             ev_end(sl); /* the trailers */
@@ -153,6 +247,8 @@ static void ev_headers_done(struct up_slot *sl, bool end_stream)
 static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
 {
     struct stream *s = stream_of(sl);
+    if (s->resp_held)
+        (void)hold_release(s); /* the first DATA: the headers go first */
     if (s->resp_state != RESP_BODY) {
         /* DATA before HEADERS is a protocol error nghttp2 already rejects;
          * after our own answer nobody wants it. */

@@ -44,6 +44,10 @@ size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
 void detach_up(struct stream *s, bool reset);
 bool abort_stream(struct stream *s);
 
+/* The attempt's held response headers (stream_up.c) are let go of, unsent,
+ * with their timer: the attempt ends here or is retried. */
+void stream_hold_drop(struct stream *s);
+
 /* Attempts. */
 struct arena *att_arena(struct stream *s);
 void submit_attempt(struct stream *s, bool from_line);
