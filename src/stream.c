@@ -1,8 +1,10 @@
 /* One call, from request HEADERS to the last frame either way: its three
  * state halves, its attempts upstream, and the flow of its bytes (see
  * include/grelay/stream.h for the states and the flow-control invariant).
- * The request head is read and admitted by request.c. */
+ * The request head is read and admitted by request.c; the events of the
+ * upstream stream are stream_up.c's (grelay/stream_int.h joins them). */
 #include "grelay/stream.h"
+#include "grelay/stream_int.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
 #include "grelay/nv.h"
@@ -17,28 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* What one attempt's response headers and trailers together may hold:
- * bytes (32 + name + value a field, as RFC 9113 counts them) and fields
- * (pseudo-headers included). Past either the call fails RESOURCE_EXHAUSTED
- * and the upstream stream is reset. 1,000 fields: trailers of gRPC
- * backends that return one entry per error detail or debug key reach a few
- * hundred (nghttpx's max-response-header-fields is 500); the bytes bound
- * the memory whatever the count. See docs/limits.md, Header blocks. */
-#define MAX_RESPONSE_HEADERS (256 * 1024)
-#define MAX_RESPONSE_FIELDS 1000
-/* Informational (1xx) responses an attempt may get before its final one
- * (their fields are counted, not kept); one more fails the call. */
-#define MAX_RESPONSE_1XX 5
 /* The first block of a call's attempt arena, carved from its arena. */
 #define ATT_ARENA_FIRST 768
 /* Streams a worker keeps for reuse (~2 MiB at most). */
 #define MAX_FREE_STREAMS 1024
 
-static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
-static inline struct stream *stream_of(struct up_slot *sl) { return container_of(sl, struct stream, up); }
-
 static void start_attempt(struct stream *s, bool retry);
-static const struct upstream_events stream_upstream_events;
 
 /* ---- State transitions: the only writers of the three halves. ---- */
 
@@ -48,13 +34,13 @@ static void set_req(struct stream *s, enum stream_req to)
     s->req_state = to;
 }
 
-static void set_resp(struct stream *s, enum stream_resp to)
+void set_resp(struct stream *s, enum stream_resp to)
 {
     assert(to > s->resp_state); /* WAITING -> BODY -> ENDED, or WAITING -> ENDED */
     s->resp_state = to;
 }
 
-static void set_att(struct stream *s, enum stream_attempt to)
+void set_att(struct stream *s, enum stream_attempt to)
 {
     /* legal[from] has a bit for each state it may move to */
 #define B(x) (1u << (x))
@@ -105,6 +91,7 @@ struct stream *stream_new(struct downstream *d, int32_t id)
     gr_list_insert_tail(&d->streams, &s->down_link);
     ev_timer_init(&s->deadline_timer, NULL, 0.0, 0.0);
     ev_timer_init(&s->attempt_timer, NULL, 0.0, 0.0);
+    ev_timer_init(&s->hold_timer, NULL, 0.0, 0.0);
     stream_obs_begin(s);
     return s;
 }
@@ -115,7 +102,7 @@ nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, 
 }
 
 /* Response headers for the client (nv_response with this call's shape). */
-static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
+nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
 {
     struct nv_resp r = {.content_type = s->web ? s->web->content_type : "application/grpc",
                         .web = s->web != NULL,
@@ -128,7 +115,7 @@ static nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hd
 
 /* n bytes of f were taken by the other side (or dropped): give them back
  * to their sender's window, as far as they are not given back already. */
-static void flow_give_back(struct stream *s, struct flow *f, size_t n)
+void flow_give_back(struct stream *s, struct flow *f, size_t n)
 {
     n = flow_due(f, n);
     if (n == 0)
@@ -142,13 +129,13 @@ static void flow_give_back(struct stream *s, struct flow *f, size_t n)
 }
 
 /* Bytes arrived that nobody will take: counted and given back at once. */
-static void flow_drop(struct stream *s, struct flow *f, size_t n)
+void flow_drop(struct stream *s, struct flow *f, size_t n)
 {
     f->received += n;
     flow_give_back(s, f, n);
 }
 
-static void resume_resp(struct stream *s)
+void resume_resp(struct stream *s)
 {
     if (s->resp.parked && s->resp_state != RESP_WAITING) {
         s->resp.parked = false;
@@ -171,9 +158,11 @@ static void resume_req(struct stream *s)
  * reset is set and the upstream stream is still open) and detaches from the
  * upstream connection. Response bytes still queued owe no credit any more
  * (the stream's window goes with the stream; the connection's came back as
- * they arrived). Idempotent; the attempt state is the caller's. */
-static void detach_up(struct stream *s, bool reset)
+ * they arrived), and response headers held for it are dropped. Idempotent;
+ * the attempt state is the caller's. */
+void detach_up(struct stream *s, bool reset)
 {
+    stream_hold_drop(s);
     if (s->up.conn != NULL) {
         s->resp.given_back = s->resp.received;
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
@@ -233,7 +222,7 @@ static void grow_resp(struct stream *s, size_t n)
 /* Brings the connection's count of held bytes up to date with s: its
  * replay copy (request bytes whose credit went back to the client) and its
  * queued response. */
-static void count_held(struct stream *s)
+void count_held(struct stream *s)
 {
     struct downstream *d = s->down;
     uint64_t before = d->held;
@@ -250,7 +239,7 @@ static bool resp_waits(const struct stream *s) { return s->resp.q.len > 0 || s->
 /* Starts, restarts (took: the client just took some) or stops the clock of
  * stream_write_timeout. The connection's CONN_TIMER_WRITE is set when
  * none is: a deadline set already is earlier, and its expiry looks again. */
-static void write_wait_update(struct stream *s, bool took)
+void write_wait_update(struct stream *s, bool took)
 {
     struct downstream *d = s->down;
     if (!resp_waits(s) || d->cfg->stream_write_timeout_ms == 0) {
@@ -274,7 +263,7 @@ static void finish_attempts(struct stream *s)
 
 /* The answer cannot be sent: the client gets RST_STREAM (an HTTP/1.1
  * connection closes). Never fails (see downstream_ops.reset). */
-static bool abort_stream(struct stream *s)
+bool abort_stream(struct stream *s)
 {
     s->code = s->code < 0 ? GRPC_INTERNAL : s->code; /* RST_STREAM(INTERNAL_ERROR): the client says INTERNAL */
     s->reset = true;
@@ -401,7 +390,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 /* The arena of the current attempt: what it allocates goes back at the
  * next retry, so retries reuse one attempt's memory instead of adding
  * theirs. Its first block comes from the call's arena, once. */
-static struct arena *att_arena(struct stream *s)
+struct arena *att_arena(struct stream *s)
 {
     struct arena *a = &s->att_arena;
     if (a->first == NULL && a->head == NULL) {
@@ -430,7 +419,7 @@ static void reset_for_attempt(struct stream *s)
 /* After a failed attempt: starts another if the request is replayable,
  * nothing reached the client, the kind of failure allows it, and the
  * deadline leaves room. Returns true if so. */
-static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why)
+bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why)
 {
     struct worker *w = stream_worker(s);
     if (!s->req.replay || s->resp_state != RESP_WAITING || s->route == NULL || w->stopping)
@@ -460,7 +449,7 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     return true;
 }
 
-static void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
+void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
 {
     if (!maybe_retry(s, st, kind, msg))
         (void)stream_fail(s, st, msg);
@@ -506,7 +495,7 @@ static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
 
 /* The attempt has a connection: send the request. from_line: it waited in
  * the pool's line (the failure then says so). */
-static void submit_attempt(struct stream *s, bool from_line)
+void submit_attempt(struct stream *s, bool from_line)
 {
     size_t n;
     nghttp2_nv *nva = upstream_nv(s, &n);
@@ -706,7 +695,7 @@ static size_t replay_room(const struct stream *s)
 }
 
 /* The upstream provider pulls the request body. */
-static size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
+size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t due;
     size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, replay_room(s), &due);
@@ -747,7 +736,7 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
 }
 
 /* l as nghttp2 trailers, with the contract of h2_common_data_result. */
-static nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n)
+nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n)
 {
     *n = 0;
     if (l->n == 0)
@@ -766,215 +755,3 @@ nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
     }
     return trailers_nv(s, &s->resp_trailers, n);
 }
-
-/* ---- Upstream events (upstream_events, through s->up). ---- */
-
-static void ev_granted(struct up_slot *sl) { submit_attempt(stream_of(sl), true); }
-
-static void ev_refused(struct up_slot *sl, const char *why) { (void)stream_fail(stream_of(sl), GRPC_UNAVAILABLE, why); }
-
-static inline bool informational(const struct stream *s) { return s->resp_status >= 100 && s->resp_status < 200; }
-
-/* The call fails and the upstream stream is reset (by the detach, before
- * nghttp2 would reset it with INTERNAL_ERROR): no retry, a backend that
- * sends this much will send it again. */
-static int resp_over_limit(struct stream *s, bool bytes)
-{
-    char msg[160];
-    if (bytes)
-        snprintf(msg, sizeof(msg),
-                 "upstream response headers exceed grelay's limit of %u bytes (32 + name + value a field)",
-                 (unsigned)MAX_RESPONSE_HEADERS);
-    else
-        snprintf(msg, sizeof(msg), "upstream response headers exceed grelay's limit of %u fields",
-                 (unsigned)MAX_RESPONSE_FIELDS);
-    (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
-    return GR_ERR_LIMIT;
-}
-
-static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen)
-{
-    struct stream *s = stream_of(sl);
-    uint64_t bytes = (uint64_t)s->resp_header_bytes + HEADERS_FIELD_OVERHEAD + namelen + valuelen;
-    if (bytes > MAX_RESPONSE_HEADERS || s->resp_header_fields >= MAX_RESPONSE_FIELDS)
-        return resp_over_limit(s, bytes > MAX_RESPONSE_HEADERS);
-    s->resp_header_bytes = (uint32_t)bytes;
-    s->resp_header_fields++;
-    bool trailers = s->resp_state != RESP_WAITING;
-    if (!trailers && namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        s->resp_status = grpc_status_value(value, valuelen);
-        return GR_OK;
-    }
-    /* Pseudo headers come first (nghttp2 checks), so a 1xx block is known
-     * as one before its fields, which are not kept. */
-    if (name[0] == ':' || informational(s) || headers_hop_by_hop(name, namelen, value, valuelen))
-        return GR_OK;
-    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, att_arena(s), name, namelen, value, valuelen);
-}
-
-/* The final response HEADERS from upstream. */
-static void on_resp_headers(struct stream *s, bool end_stream)
-{
-    const struct gr_hdr *gs = headers_find(&s->resp_hdrs, "grpc-status");
-    char msg[200];
-    enum grpc_status st;
-    if (gs != NULL && end_stream && s->req.replay) {
-        /* Trailers-only failure: the status is known before anything went
-         * to the client, so the route's retry_on may apply. */
-        int code = grpc_status_value(gs->value, gs->valuelen);
-        snprintf(msg, sizeof(msg), "upstream answered %s", grpc_status_name((enum grpc_status)code));
-        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
-            return;
-    }
-    if (gs == NULL &&
-        !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
-        retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
-        return;
-    }
-    char text[4];
-    grpc_http_status_text(s->resp_status, text);
-    size_t n;
-    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
-    nghttp2_nv *nva = status ? resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
-    if (nva == NULL) {
-        (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
-        return;
-    }
-    if (s->down->ops->respond(s->down, s, nva, n, end_stream) != GR_OK) {
-        log_debug("stream %d: cannot send the response headers", s->id);
-        (void)abort_stream(s);
-        return;
-    }
-    set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
-    flow_drop_replay(&s->req, &stream_worker(s)->chunks); /* committed: the client has the headers */
-    /* The per-try timeout bounds the wait for an answer; once one streams
-     * back no retry is possible, and the call's deadline governs the rest. */
-    ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
-    conn_want_flush(&s->down->io);
-}
-
-static void ev_end(struct up_slot *sl)
-{
-    struct stream *s = stream_of(sl);
-    if (s->resp_state == RESP_WAITING) {
-        /* END_STREAM with no final HEADERS cannot pass nghttp2; be safe. */
-        (void)stream_fail(s, GRPC_INTERNAL, "upstream ended the stream without a response");
-        return;
-    }
-    if (s->resp_state == RESP_BODY) {
-        set_resp(s, RESP_ENDED);
-        s->resp_end_due = true;
-        write_wait_update(s, false);
-    }
-    resume_resp(s);
-}
-
-static void ev_headers_done(struct up_slot *sl, bool end_stream)
-{
-    struct stream *s = stream_of(sl);
-    if (s->resp_state != RESP_WAITING) {
-        if (end_stream)
-            ev_end(sl); /* the trailers */
-        return;
-    }
-    if (informational(s)) {
-        /* Informational: nothing of it was kept; wait for the final answer,
-         * but not for ever. */
-        if (++s->resp_1xx > MAX_RESPONSE_1XX) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "upstream sent more than %d informational (1xx) responses", MAX_RESPONSE_1XX);
-            (void)stream_fail(s, GRPC_INTERNAL, msg);
-            return;
-        }
-        s->resp_status = 0;
-        s->resp_header_bytes = s->resp_header_fields = 0;
-        return;
-    }
-    on_resp_headers(s, end_stream);
-}
-
-static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
-{
-    struct stream *s = stream_of(sl);
-    if (s->resp_state != RESP_BODY) {
-        /* DATA before HEADERS is a protocol error nghttp2 already rejects;
-         * after our own answer nobody wants it. */
-        flow_drop(s, &s->resp, len);
-        return;
-    }
-    s->resp.received += len;
-    if (flow_queue(&s->resp, &stream_worker(s)->chunks, data, len, len) != GR_OK) {
-        flow_give_back(s, &s->resp, len);
-        (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
-        return;
-    }
-    count_held(s);
-    write_wait_update(s, false);
-    resume_resp(s);
-}
-
-static void ev_sent(struct up_slot *sl)
-{
-    struct stream *s = stream_of(sl);
-    if (s->att == ATT_SUBMITTED)
-        set_att(s, ATT_SENT);
-}
-
-/* The attempt's upstream stream ended (closed, or its connection lost).
- * Returns true when the call was already answered in full (then nothing
- * more is to be done); otherwise the caller retries or fails it. */
-static bool attempt_over(struct stream *s)
-{
-    set_att(s, ATT_CLOSED); /* nothing to reset: it is closed */
-    if (s->resp_state != RESP_ENDED)
-        return false;
-    detach_up(s, false);
-    set_att(s, ATT_DONE);
-    return true;
-}
-
-static void ev_closed(struct up_slot *sl, uint32_t h2_error)
-{
-    struct stream *s = stream_of(sl);
-    if (attempt_over(s))
-        return;
-    char msg[160];
-    snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(h2_error));
-    /* REFUSED_STREAM (also what streams above a GOAWAY's last-stream-id get)
-     * promises the application never saw the request. */
-    retry_or_fail(s, h2_error == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS,
-                  grpc_status_from_h2_error(h2_error), msg);
-}
-
-static void ev_lost(struct up_slot *sl, const char *why, bool never_ready)
-{
-    struct stream *s = stream_of(sl);
-    bool unsent = never_ready || s->att != ATT_SENT;
-    if (!attempt_over(s))
-        retry_or_fail(s, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, GRPC_UNAVAILABLE, why);
-}
-
-static size_t ev_pull(struct up_slot *sl, uint8_t *out, size_t len, bool *eof)
-{
-    return pull_req(stream_of(sl), out, len, eof);
-}
-
-static nghttp2_nv *ev_trailers(struct up_slot *sl, size_t *n)
-{
-    struct stream *s = stream_of(sl);
-    return trailers_nv(s, &s->req_trailers, n);
-}
-
-static const struct upstream_events stream_upstream_events = {
-    .granted = ev_granted,
-    .refused = ev_refused,
-    .header = ev_header,
-    .headers_done = ev_headers_done,
-    .data = ev_data,
-    .end = ev_end,
-    .sent = ev_sent,
-    .closed = ev_closed,
-    .lost = ev_lost,
-    .pull = ev_pull,
-    .trailers = ev_trailers,
-};

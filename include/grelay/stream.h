@@ -47,7 +47,7 @@ enum stream_req {
 
 /* The response half, as the client gets it. */
 enum stream_resp {
-    RESP_WAITING, /* nothing sent to the client yet */
+    RESP_WAITING, /* nothing sent to the client yet (the response headers may be held: resp_held) */
     RESP_BODY,    /* response headers sent; body bytes flow */
     RESP_ENDED,   /* the answer is complete here (the client may still be reading it) */
 };
@@ -112,6 +112,10 @@ struct stream {
     bool resp_cut;                    /* reset for not being read: nothing more goes to the client */
     bool start_due;                   /* routed and admitted; stream_start() waits for the end of the client's
                                          read (h2_server.c), unless the stream is reset within it */
+    bool resp_held;                   /* the attempt's response headers came and wait, unsent, for its first
+                                         DATA or trailers (a route with a retry_policy: a late status in
+                                         retry_on is retried); resp_state stays RESP_WAITING */
+    ev_timer hold_timer;              /* bounds that wait: the rest of the per-try timeout, else HOLD_MAX_S */
     struct gr_list down_link;         /* in down->streams */
     /* What metrics and the access log say of the call (stream_obs.c). */
     uint64_t t0_us;                 /* gr_now_us() when the request headers began */

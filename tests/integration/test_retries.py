@@ -91,19 +91,22 @@ def test_retry_on_only_the_statuses_listed(backends, grelay_factory):
     assert len(failed) == 2 and served == {"b2": 2}
 
 
-def test_no_retry_once_the_response_started(backends, grelay_factory):
+def test_a_late_status_is_retried_up_to_num_retries(backends, grelay_factory):
+    """Headers, then UNAVAILABLE with no message between: nothing reached the
+    client, so the route retries it (test_late_retry.py has the rest, and the
+    case of a message first, never retried); every attempt fails here, so the
+    client gets the last one's status after 1 + num_retries attempts."""
     port = free_port()
     g = grelay_factory(config(port, [backends[0].addr, backends[1].addr],
                               retry={"retry_on": ["unavailable"], "num_retries": 2}), port)
     before = backends[0].events()["calls"] + backends[1].events()["calls"]
     with grpc.insecure_channel(g.addr) as ch:
         with pytest.raises(grpc.RpcError) as e:
-            # fails after its response headers went out: not replayable
             ch.unary_unary("/test.Echo/Unary")(b"late failure", metadata=[("x-fail-code", "UNAVAILABLE")],
                                                 timeout=10)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert e.value.details() == "late failure"
-    assert backends[0].events()["calls"] + backends[1].events()["calls"] == before + 1
+    assert backends[0].events()["calls"] + backends[1].events()["calls"] == before + 3
 
 
 def test_retries_never_outlive_the_deadline(backends, grelay_factory):

@@ -1,0 +1,57 @@
+/* The stream module's insides, shared by its files and by nothing else:
+ * stream.c (the state machine, attempts, the flow of bytes), stream_up.c
+ * (the events of the upstream stream) and stream_obs.c. Private: no other
+ * file includes it. The names keep stream.c's own (they were static there):
+ * the module prefix rule is for names other modules see, and none does.
+ * Each function is described where stream.c defines it.
+ *
+ * It does not include grelay/stream.h (that would make an include cycle
+ * stream -> stream_int -> stream): grelay/stream.h comes first. */
+#ifndef GRELAY_STREAM_INT_H
+#define GRELAY_STREAM_INT_H
+
+#ifndef GRELAY_STREAM_H
+#error "include grelay/stream.h before grelay/stream_int.h"
+#endif
+
+#include "grelay/downstream.h"
+#include "grelay/retry.h"
+
+static inline struct worker *stream_worker(const struct stream *s) { return s->down->io.w; }
+static inline struct stream *stream_of(struct up_slot *sl) { return container_of(sl, struct stream, up); }
+
+/* The events the upstream stream of an attempt reports (stream_up.c). */
+extern const struct upstream_events stream_upstream_events;
+
+/* State transitions: the only writers of the response and attempt halves. */
+void set_resp(struct stream *s, enum stream_resp to);
+void set_att(struct stream *s, enum stream_attempt to);
+
+/* Response headers for the client, in this call's shape (gRPC-Web, CORS). */
+nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n);
+/* l as nghttp2 trailers, with the contract of h2_common_data_result. */
+nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n);
+
+/* Flow control and what a call holds. */
+void flow_give_back(struct stream *s, struct flow *f, size_t n);
+void flow_drop(struct stream *s, struct flow *f, size_t n);
+void resume_resp(struct stream *s);
+void count_held(struct stream *s);
+void write_wait_update(struct stream *s, bool took);
+size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
+
+/* Ending the call, or its attempt. */
+void detach_up(struct stream *s, bool reset);
+bool abort_stream(struct stream *s);
+
+/* The attempt's held response headers (stream_up.c) are let go of, unsent,
+ * with their timer: the attempt ends here or is retried. */
+void stream_hold_drop(struct stream *s);
+
+/* Attempts. */
+struct arena *att_arena(struct stream *s);
+void submit_attempt(struct stream *s, bool from_line);
+bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why);
+void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg);
+
+#endif
