@@ -5,15 +5,20 @@ heading carries `<!-- fields: TABLE -->`), and that section has one row per
 key of the table, no more; numeric rows state the table's bounds, and rows
 whose default is a plain value state the default the schema's init function
 sets. A key added to a table without its row, a bound or a default changed
-in the code and not in the doc, fails here."""
+in the code and not in the doc, fails here.
+
+And the alerting rules docs/operations.md ships (deploy/prometheus/): they
+pass `promtool check rules` and their unit tests (`promtool test rules`),
+and every metric and label they name is one a running grelay exposes."""
 import glob
 import os
 import re
 import subprocess
+import urllib.request
 
 import pytest
 
-from harness import GRELAY, ROOT
+from harness import GRELAY, ROOT, free_port, simple_config
 
 DOC = os.path.join(ROOT, "docs", "configuration.md")
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "src", "*.c")))
@@ -251,3 +256,49 @@ def test_the_doc_examples_pass_check(tmp_path):
         r = subprocess.run([GRELAY, "--check", "--config", str(p)], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
 
+
+
+RULES = os.path.join(ROOT, "deploy", "prometheus", "grelay-rules.yaml")
+RULES_TEST = os.path.join(ROOT, "deploy", "prometheus", "grelay-rules.test.yaml")
+
+
+def test_rules_pass_promtool():
+    r = subprocess.run(["promtool", "check", "rules", RULES], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["promtool", "test", "rules", RULES_TEST], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def documented_labels():
+    """{metric: labels} from docs/observability.md's tables (values in the labels column count too)."""
+    out = {}
+    for line in open(os.path.join(ROOT, "docs", "observability.md")):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`grelay_"):
+            out[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", cells[2]))
+    return out
+
+
+def test_rules_name_what_grelay_exposes(grelay_factory):
+    admin = free_port()
+    cfg = simple_config(free_port(), ["127.0.0.1:1"])
+    cfg["admin"] = {"address": "127.0.0.1:%d" % admin}
+    g = grelay_factory(cfg, int(cfg["listeners"][0]["address"].rsplit(":", 1)[1]))
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=10) as r:
+        exposition = r.read().decode()
+    g.stop()
+    types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", exposition, re.M))
+    assert "grelay_requests_total" in types and "process_open_fds" in types, exposition[:2000]
+    rules = open(RULES).read()
+    labels = documented_labels()
+    problems = []
+    for name in sorted(set(re.findall(r"(?<![\w:])((?:grelay|process)_\w+)", rules))):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in types and types.get(base) != "histogram":
+            problems.append(f"{name} is not in grelay's /metrics")
+    for name, matchers in re.findall(r"(?<![\w:])(grelay_\w+)\{([^}]*)\}", rules):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        for label in re.findall(r"(\w+)\s*(?:=~|!=|!~|=)", matchers):
+            if label not in labels.get(base, set()) | {"job", "instance", "le"}:
+                problems.append(f"{name}{{{label}}}: no such label in docs/observability.md")
+    assert not problems, "\n".join(problems)
