@@ -9,7 +9,8 @@ in the code and not in the doc, fails here.
 
 And the alerting rules docs/operations.md ships (deploy/prometheus/): they
 pass `promtool check rules` and their unit tests (`promtool test rules`),
-and every metric and label they name is one a running grelay exposes."""
+and every metric and label they name is one a running grelay exposes; the
+same for the PromQL examples of docs/operations.md."""
 import glob
 import os
 import re
@@ -262,9 +263,32 @@ RULES = os.path.join(ROOT, "deploy", "prometheus", "grelay-rules.yaml")
 RULES_TEST = os.path.join(ROOT, "deploy", "prometheus", "grelay-rules.test.yaml")
 
 
-def test_rules_pass_promtool():
+def doc_queries():
+    """The PromQL of docs/operations.md's ```promql blocks, one expression per
+    entry (indented lines continue the one above; # lines are comments)."""
+    text = open(os.path.join(ROOT, "docs", "operations.md")).read()
+    out = []
+    for block in re.findall(r"```promql\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            if line[0].isspace() and out:
+                out[-1] += " " + line.strip()
+            else:
+                out.append(line.strip())
+    return out
+
+
+def test_rules_pass_promtool(tmp_path):
     r = subprocess.run(["promtool", "check", "rules", RULES], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    queries = doc_queries()
+    assert len(queries) >= 5, queries
+    doc_rules = tmp_path / "doc-queries.yaml"
+    doc_rules.write_text("groups:\n  - name: doc\n    rules:\n" + "".join(
+        "      - record: doc:query_%d\n        expr: '%s'\n" % (i, q.replace("'", "''")) for i, q in enumerate(queries)))
+    r = subprocess.run(["promtool", "check", "rules", str(doc_rules)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, "a query in docs/operations.md does not parse:\n" + r.stdout + r.stderr
     r = subprocess.run(["promtool", "test", "rules", RULES_TEST], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 
@@ -289,7 +313,7 @@ def test_rules_name_what_grelay_exposes(grelay_factory):
     g.stop()
     types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", exposition, re.M))
     assert "grelay_requests_total" in types and "process_open_fds" in types, exposition[:2000]
-    rules = open(RULES).read()
+    rules = open(RULES).read() + "\n".join(doc_queries())
     labels = documented_labels()
     problems = []
     for name in sorted(set(re.findall(r"(?<![\w:])((?:grelay|process)_\w+)", rules))):
@@ -302,3 +326,9 @@ def test_rules_name_what_grelay_exposes(grelay_factory):
             if label not in labels.get(base, set()) | {"job", "instance", "le"}:
                 problems.append(f"{name}{{{label}}}: no such label in docs/observability.md")
     assert not problems, "\n".join(problems)
+
+
+def test_operations_lists_every_alert():
+    shipped = set(re.findall(r"^\s*- alert: (\w+)$", open(RULES).read(), re.M))
+    listed = set(re.findall(r"^\| `(Grelay\w+)` \|", open(os.path.join(ROOT, "docs", "operations.md")).read(), re.M))
+    assert shipped and shipped == listed, f"in the rules only: {shipped - listed}; in the doc only: {listed - shipped}"
