@@ -285,8 +285,9 @@ def test_rules_pass_promtool(tmp_path):
     queries = doc_queries()
     assert len(queries) >= 5, queries
     doc_rules = tmp_path / "doc-queries.yaml"
-    doc_rules.write_text("groups:\n  - name: doc\n    rules:\n" + "".join(
-        "      - record: doc:query_%d\n        expr: '%s'\n" % (i, q.replace("'", "''")) for i, q in enumerate(queries)))
+    rules = ["      - record: doc:query_%d\n        expr: '%s'\n" % (i, q.replace("'", "''"))
+             for i, q in enumerate(queries)]
+    doc_rules.write_text("groups:\n  - name: doc\n    rules:\n" + "".join(rules))
     r = subprocess.run(["promtool", "check", "rules", str(doc_rules)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, "a query in docs/operations.md does not parse:\n" + r.stdout + r.stderr
     r = subprocess.run(["promtool", "test", "rules", RULES_TEST], capture_output=True, text=True, timeout=120)
