@@ -12,6 +12,7 @@ pass `promtool check rules` and their unit tests (`promtool test rules`),
 and every metric and label they name is one a running grelay exposes; the
 same for the PromQL examples of docs/operations.md."""
 import glob
+import json
 import os
 import re
 import subprocess
@@ -333,3 +334,37 @@ def test_operations_lists_every_alert():
     shipped = set(re.findall(r"^\s*- alert: (\w+)$", open(RULES).read(), re.M))
     listed = set(re.findall(r"^\| `(Grelay\w+)` \|", open(os.path.join(ROOT, "docs", "operations.md")).read(), re.M))
     assert shipped and shipped == listed, f"in the rules only: {shipped - listed}; in the doc only: {listed - shipped}"
+
+
+def test_the_full_example_writes_every_key(schema, tmp_path, grelay_factory):
+    """The doc's "Every key at once" file, run by grelay on free ports and read
+    back from /config_dump, walked by the schema tables: it writes every key of
+    every table but TLS's."""
+    _, tables, _, schemas, _ = schema
+    block = re.search(r"## Every key at once\n.*?```yaml\n(.*?)```", open(DOC).read(), re.S).group(1)
+    port, admin = free_port(), free_port()
+    path = tmp_path / "every-key.yaml"
+    block = block.replace("0.0.0.0:8080", "127.0.0.1:%d" % port).replace("127.0.0.1:9901", "127.0.0.1:%d" % admin)
+    path.write_text(block.replace("drain_delay: 5s", "drain_delay: 0s"))  # a quick stop
+    g = grelay_factory(None, port, config_path=str(path))
+    with urllib.request.urlopen("http://127.0.0.1:%d/config_dump" % admin, timeout=10) as r:
+        tree = json.loads(r.read())
+    g.stop()
+    fields_of = {name: fields for name, (fields, _) in schemas.items()}
+    seen = set()
+
+    def walk(node, tname):
+        by_key = {f["key"]: f for f in tables[tname]}
+        for key, value in node.items():
+            assert key in by_key, f"{tname}: '{key}' is not a key"
+            seen.add((tname, key))
+            f = by_key[key]
+            if f["sub"]:
+                for item in value if f["set"] == "config_yaml_set_list" else [value]:
+                    walk(item, fields_of[f["sub"]])
+
+    walk(tree, "top_fields")
+    tls = {"tls_server_fields", "tls_client_fields", "sni_fields"}
+    missing = [f"{t}.{f['key']}" for t, fs in sorted(tables.items()) if t not in tls for f in fs
+               if (t, f["key"]) not in seen and not (f["key"] == "tls" and t in ("listener_fields", "cluster_fields"))]
+    assert not missing, f"the full example does not write: {missing}"
