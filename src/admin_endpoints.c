@@ -5,6 +5,7 @@
 #include "grelay/clusters_view.h"
 #include "grelay/drain.h"
 #include "grelay/log.h"
+#include "grelay/access_log.h"
 #include "grelay/process_stats.h"
 #include "grelay/proxy.h"
 #include "grelay/reload.h"
@@ -100,6 +101,12 @@ static void get_metrics(void *ctx, const char *query, const char *body, struct g
         "# HELP grelay_ready 1 while grelay takes new work (GET /ready says 200); 0 before and while draining.\n"
         "# TYPE grelay_ready gauge\ngrelay_ready %d\n",
         e->p != NULL && drain_ready() ? 1 : 0);
+    sbuf_printf(out,
+                "# HELP grelay_access_log_lines_total Access log lines buffered for the writer.\n"
+                "# TYPE grelay_access_log_lines_total counter\ngrelay_access_log_lines_total %llu\n"
+                "# HELP grelay_access_log_dropped_total Access log lines dropped: the writer fell behind.\n"
+                "# TYPE grelay_access_log_dropped_total counter\ngrelay_access_log_dropped_total %llu\n",
+                (unsigned long long)access_log_lines(), (unsigned long long)access_log_dropped());
     process_stats_render(out);
 }
 

@@ -16,6 +16,7 @@ import pytest
 from grpcweb_client import web_call
 from h2client import grpc_headers, raw_h2, read_until_closed
 from harness import GRELAY, Backend, free_port, simple_config
+from test_admin import Admin
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -85,9 +86,12 @@ def config(port, log_path, endpoints, dead_addr, **access_log):
 @pytest.fixture
 def logged(pair, dead, grelay_factory, tmp_path):
     """grelay writing JSON lines to tmp_path/access.log in front of pair."""
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     path = str(tmp_path / "access.log")
-    g = grelay_factory(config(port, path, [b.addr for b in pair], dead.addr), port)
+    cfg = config(port, path, [b.addr for b in pair], dead.addr)
+    cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
+    g = grelay_factory(cfg, port)
+    g.admin = Admin(admin_port)
     g.log_path = path
     g.dead_addr = dead.addr
     return g
@@ -114,6 +118,8 @@ def test_one_json_line_per_call_with_its_outcome(logged, pair, dead):
                                                     grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE]
     lines = [json.loads(x) for x in wait_lines(logged.log_path, 4)]
     assert len(read_lines(logged.log_path)) == 4
+    _, _, text = logged.admin.get("/metrics")
+    assert "\ngrelay_access_log_lines_total 4\n" in text and "\ngrelay_access_log_dropped_total 0\n" in text, text
     for rec in lines:
         assert list(rec) == FIELDS
         assert TIME.match(rec["time"]) and isinstance(rec["duration_ms"], (int, float)) and rec["duration_ms"] >= 0
