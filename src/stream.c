@@ -3,6 +3,7 @@
  * include/grelay/stream.h for the states and the flow-control invariant).
  * The request head is read and admitted by request.c. */
 #include "grelay/stream.h"
+#include "grelay/breaker.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
 #include "grelay/nv.h"
@@ -268,6 +269,7 @@ static void finish_attempts(struct stream *s)
 {
     ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     detach_up(s, true);
+    breaker_release_call(s);
     if (s->att != ATT_DONE)
         set_att(s, ATT_DONE);
 }
@@ -440,6 +442,9 @@ static bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
+    enum breaker_limit lim = rs.configured > s->retries ? breaker_take_retry(s) : BREAKER_OK;
+    if (lim != BREAKER_OK) /* the call ends as this attempt did, its message saying why */
+        return breaker_retry_refused(s, st, kind == RETRY_STATUS, why, lim);
     stream_obs_retry(s, (int)st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
@@ -546,6 +551,8 @@ static void submit_attempt(struct stream *s, bool from_line)
 static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
+    if (!retry && !breaker_admit_call(s))
+        return;
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
         stats_add(stats_block(w->stats, s->route->cluster->stats), C_NO_ENDPOINT, 1);
@@ -566,6 +573,10 @@ static void start_attempt(struct stream *s, bool retry)
             set_att(s, ATT_QUEUED);
         else
             submit_attempt(s, false);
+        return;
+    }
+    if (rc == BREAKER_ERR_PENDING) {
+        breaker_refuse(s, p->cl, BREAKER_MAX_PENDING);
         return;
     }
     snprintf(msg, sizeof(msg), "upstream %s of cluster %s: %s", pool_address(p), s->route->cluster->name,
