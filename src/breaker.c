@@ -186,6 +186,15 @@ void breaker_tripped(struct stats_shard *sh, const struct gr_cluster_cfg *cl, en
     stats_add(stats_block(sh, cl->stats), (unsigned)(C_BRK_TRIPS + lim), 1);
 }
 
+void breaker_json(struct gr_sbuf *out, const struct breaker_counts *now, const uint64_t *trips)
+{
+    sbuf_printf(out, "\"requests\":%u,\"pending\":%u,\"retries\":%u,\"trips\":{", (unsigned)now->requests,
+                (unsigned)now->pending, (unsigned)now->retries);
+    for (unsigned j = 0; j < BREAKER_LIMITS; j++)
+        sbuf_printf(out, "%s\"%s\":%llu", j ? "," : "", breaker_limit_names[j], (unsigned long long)trips[j]);
+    sbuf_puts(out, "}");
+}
+
 static void counts(const struct breaker *b, struct breaker_counts *out)
 {
     out->requests = atomic_load_explicit(&b->requests, memory_order_relaxed);

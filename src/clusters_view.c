@@ -62,7 +62,7 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
 
 /* The cluster's breakers: its limits (null when not written), what all
  * workers count now, and the trips. */
-static void breaker_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, const uint64_t *c)
+static void limits_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, const uint64_t *c)
 {
     const struct gr_breaker_cfg *cb = &cl->circuit_breakers;
     const struct gr_retry_budget_cfg *rb = &cl->retry_budget;
@@ -79,11 +79,8 @@ static void breaker_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, c
         sbuf_printf(out, "{\"percent\":%u,\"min_concurrent\":%u}", (unsigned)rb->percent, (unsigned)rb->min_concurrent);
     else
         sbuf_puts(out, "null");
-    sbuf_printf(out, ",\"requests\":%u,\"pending\":%u,\"retries\":%u,\"trips\":{", (unsigned)now.requests,
-                (unsigned)now.pending, (unsigned)now.retries);
-    for (unsigned j = 0; j < BREAKER_LIMITS; j++)
-        sbuf_printf(out, "%s\"%s\":%llu", j ? "," : "", breaker_limit_names[j], (unsigned long long)c[C_BRK_TRIPS + j]);
-    sbuf_puts(out, "}");
+    sbuf_puts(out, ",");
+    breaker_json(out, &now, c + C_BRK_TRIPS);
 }
 
 static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
@@ -96,7 +93,7 @@ static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
     sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu",
                 policy_names[cl->lb_policy], discovery_names[cl->discovery], c[C_PANIC_NOW] ? "true" : "false",
                 (unsigned long long)c[C_PANIC]);
-    breaker_json(out, cl, c);
+    limits_json(out, cl, c);
     sbuf_puts(out, ",\"endpoints\":[");
     uint64_t now = gr_now_us();
     uint32_t n = stats_key_count();

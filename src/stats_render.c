@@ -424,12 +424,8 @@ static void json_clusters(struct gr_sbuf *out)
         sbuf_puts(out, first ? "{" : ",{");
         first = false;
         json_labels(out, r[i].k);
-        sbuf_printf(out, "\"requests\":%u,\"pending\":%u,\"retries\":%u,\"trips\":{", (unsigned)c.requests,
-                    (unsigned)c.pending, (unsigned)c.retries);
-        for (unsigned j = 0; j < BREAKER_LIMITS; j++)
-            sbuf_printf(out, "%s\"%s\":%llu", j ? "," : "", breaker_limit_names[j],
-                        (unsigned long long)r[i].v[C_BRK_TRIPS + j]);
-        sbuf_puts(out, "}}");
+        breaker_json(out, &c, r[i].v + C_BRK_TRIPS);
+        sbuf_puts(out, "}");
     }
     sbuf_puts(out, "]");
     free(r);

@@ -20,6 +20,7 @@
 
 #include "grelay/config_types.h"
 #include "grelay/grpc.h"
+#include "grelay/sbuf.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -98,6 +99,11 @@ bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status
                            enum breaker_limit lim);
 /* Gives back what s counts in its cluster's breaker (idempotent). */
 void breaker_release_call(struct stream *s);
+
+/* Writes "requests":N,"pending":N,"retries":N,"trips":{"max_requests":N,...}
+ * (no braces around) for /clusters and /stats.json; trips: the cluster's
+ * C_BRK_TRIPS slots, summed. */
+void breaker_json(struct gr_sbuf *out, const struct breaker_counts *now, const uint64_t *trips);
 
 /* cl's counts now; false when it has no breaker (unit tests). */
 bool breaker_counts_of(const struct gr_cluster_cfg *cl, struct breaker_counts *out);
