@@ -8,6 +8,7 @@ counts are the whole process's (all workers), survive reloads, and show in
 The backends are grpcio servers in this process, so the test sees every
 attempt that reached them and holds calls open as long as it wants."""
 import json
+import re
 import threading
 from concurrent import futures
 
@@ -270,4 +271,42 @@ def test_a_reload_keeps_the_counts_of_calls_in_flight(grelay_factory):
     finally:
         if ch is not None:
             ch.close()
+        b.stop()
+
+
+def test_a_refused_retry_after_a_per_try_timeout_keeps_its_status(grelay_factory):
+    b = Backend()
+    try:
+        retry = {"retry_on": ["unavailable"], "num_retries": 2, "per_try_timeout": "200ms"}
+        g = start(grelay_factory, b, retry=retry, circuit_breakers={"max_retries": 0})
+        with grpc.insecure_channel(g.addr) as ch:
+            got = outcome(fire([ch], [b"slow"])[0])
+        assert got == (grpc.StatusCode.DEADLINE_EXCEEDED, "per-try timeout of 200ms exceeded at grelay; "
+                       "retry not made: cluster backend: max_retries 0 reached")
+        assert b.total() == 1
+        assert cluster(g)["trips"]["max_retries"] == 1
+    finally:
+        b.stop()
+
+
+def test_transparent_retries_are_not_counted(grelay_factory):
+    # The first endpoint refuses connections: its calls go to the second
+    # transparently (nothing reached a backend), whatever max_retries says.
+    dead = free_port()
+    b = Backend()
+    b.release()
+    try:
+        port, admin_port = free_port(), free_port()
+        cfg = config(port, admin_port, b, workers=1, circuit_breakers={"max_retries": 0})
+        cfg["clusters"][0]["endpoints"] = [{"address": "127.0.0.1:%d" % dead}, {"address": b.addr}]
+        g = grelay_factory(cfg, port)
+        g.admin = Admin(admin_port)
+        with grpc.insecure_channel(g.addr) as ch:
+            assert [outcome(f) for f in fire([ch], [b"t%d" % i for i in range(4)])] == [(grpc.StatusCode.OK, "")] * 4
+        _, _, text = g.admin.get("/metrics")
+        m = re.search(r'grelay_retries_total\{listener="edge",route="vh/0",cluster="backend",kind="transparent"\} (\d+)',
+                      text)
+        assert m and int(m.group(1)) >= 1, text  # the dead endpoint's call went on transparently
+        assert cluster(g)["trips"]["max_retries"] == 0 and cluster(g)["retries"] == 0
+    finally:
         b.stop()
