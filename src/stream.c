@@ -180,6 +180,8 @@ static void detach_up(struct stream *s, bool reset)
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
     }
     pool_release(&s->up);
+    if (s->resp_state == RESP_ENDED)
+        breaker_release_call(s); /* no attempt follows an answer: the breaker's place goes now */
 }
 
 /* ---- What a call holds, and clients that do not read. ---- */
