@@ -131,6 +131,9 @@ def test_max_requests_refuses_calls_past_it_across_workers(grelay_factory):
         assert (c["requests"], c["pending"], c["retries"]) == (4, 0, 0)
         assert c["circuit_breakers"] == {"max_requests": 4, "max_pending": 1024, "max_retries": 3}
         assert c["trips"] == {"max_requests": 6, "max_pending": 0, "max_retries": 0, "retry_budget": 0}
+        _, _, text = g.admin.get("/metrics")
+        assert 'grelay_cluster_active_requests{cluster="backend"} 4\n' in text
+        assert 'grelay_cluster_pending_requests{cluster="backend"} 0\n' in text
         b.release()
         assert [outcome(f)[0] for f in held] == [grpc.StatusCode.OK] * 4
         assert wait_for(lambda: cluster(g)["requests"] == 0)
