@@ -3,6 +3,7 @@
  * that left the set but still carry calls or connections ("draining").
  * Figures are the workers' shards summed (stats.h). */
 #include "grelay/clusters_view.h"
+#include "grelay/breaker.h"
 #include "grelay/common.h"
 #include "grelay/grpc.h"
 #include "grelay/health.h"
@@ -59,6 +60,29 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
     sbuf_puts(out, "}}");
 }
 
+/* The cluster's breakers: its limits (null when not written), what all
+ * workers count now, and the trips. */
+static void limits_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, const uint64_t *c)
+{
+    const struct gr_breaker_cfg *cb = &cl->circuit_breakers;
+    const struct gr_retry_budget_cfg *rb = &cl->retry_budget;
+    struct breaker_counts now = {0};
+    (void)breaker_counts_of(cl, &now);
+    sbuf_puts(out, ",\"circuit_breakers\":");
+    if (cb->set)
+        sbuf_printf(out, "{\"max_requests\":%u,\"max_pending\":%u,\"max_retries\":%u}", (unsigned)cb->max_requests,
+                    (unsigned)cb->max_pending, (unsigned)cb->max_retries);
+    else
+        sbuf_puts(out, "null");
+    sbuf_puts(out, ",\"retry_budget\":");
+    if (rb->set)
+        sbuf_printf(out, "{\"percent\":%u,\"min_concurrent\":%u}", (unsigned)rb->percent, (unsigned)rb->min_concurrent);
+    else
+        sbuf_puts(out, "null");
+    sbuf_puts(out, ",");
+    breaker_json(out, &now, c + C_BRK_TRIPS);
+}
+
 static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
 {
     sbuf_puts(out, "{\"name\":");
@@ -66,9 +90,11 @@ static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
     uint64_t c[C_SLOTS] = {0};
     if (cl->stats != NULL)
         stats_sum_key(cl->stats, c, C_SLOTS);
-    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu,\"endpoints\":[",
+    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu",
                 policy_names[cl->lb_policy], discovery_names[cl->discovery], c[C_PANIC_NOW] ? "true" : "false",
                 (unsigned long long)c[C_PANIC]);
+    limits_json(out, cl, c);
+    sbuf_puts(out, ",\"endpoints\":[");
     uint64_t now = gr_now_us();
     uint32_t n = stats_key_count();
     bool first = true;

@@ -7,7 +7,9 @@
  * holds the tables, the checks across keys and the checks across the whole
  * file, and builds the TLS contexts. */
 #include "grelay/config.h"
+#include "grelay/breaker.h"
 #include "grelay/common.h"
+#include "grelay/config_breaker.h"
 #include "grelay/config_health.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
@@ -376,7 +378,7 @@ static int check_cluster(struct config_yaml *c, void *obj, uint32_t seen, yaml_n
         if (config_parse_addr(cl->dns_resolvers[i], &a, &why) != 0)
             return fail_node(c, node, "dns_resolvers: '%s' must be ip:port (%s)", cl->dns_resolvers[i], why);
     }
-    return GR_OK;
+    return config_breaker_check(c, cl);
 }
 
 static void cluster_init(void *obj)
@@ -505,6 +507,14 @@ static const struct config_field cluster_fields[] = {
      .off = OFF(struct gr_cluster_cfg, health_check),
      .sub = &config_health_check_schema},
     {.key = "panic_threshold", .set = config_set_percent, .off = OFF(struct gr_cluster_cfg, panic_threshold)},
+    {.key = "circuit_breakers",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, circuit_breakers),
+     .sub = &config_breaker_schema},
+    {.key = "retry_budget",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, retry_budget),
+     .sub = &config_retry_budget_schema},
     {0},
 };
 static const struct config_schema cluster_schema = {
@@ -677,7 +687,7 @@ struct gr_config *config_load_buffer(const char *name, const char *data, size_t 
     arena_init(&cfg->arena, 4096);
     struct config_yaml c = {.arena = &cfg->arena, .name = name, .err = err, .errlen = errlen, .dump = &cfg->dump_json};
     if (config_yaml_load(&c, data, len, &top_schema, cfg) != GR_OK || validate(&c, cfg) != GR_OK ||
-        build_tls(&c, cfg) != GR_OK) {
+        build_tls(&c, cfg) != GR_OK || breaker_bind(cfg) != GR_OK) {
         config_free(cfg);
         return NULL;
     }
@@ -749,6 +759,7 @@ void config_free(struct gr_config *cfg)
     for (size_t i = 0; i < cfg->n_clusters; i++)
         if (cfg->clusters[i].tls.set)
             tls_client_free(&cfg->clusters[i].tls);
+    breaker_unbind(cfg);
     arena_free(&cfg->arena);
     free(cfg);
 }

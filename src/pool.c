@@ -1,5 +1,6 @@
 /* Per-endpoint upstream connections and the line of waiting calls. */
 #include "grelay/pool.h"
+#include "grelay/breaker.h"
 #include "grelay/h2_client.h"
 #include "grelay/log.h"
 #include "grelay/stats.h"
@@ -69,6 +70,7 @@ static struct up_slot *leave_line(struct pool *p)
     sl->queued = false;
     gr_list_remove(&sl->link);
     p->n_waiting--;
+    breaker_pending_leave(p->cl);
     return sl;
 }
 
@@ -273,6 +275,8 @@ int pool_acquire(struct pool *p, struct up_slot *sl)
         return err;
     if (u == NULL && p->n_waiting >= p->cl->max_pending)
         return GR_ERR_LIMIT;
+    if (u == NULL && breaker_pending_join(p->cl) != BREAKER_OK)
+        return BREAKER_ERR_PENDING; /* the cluster's line, all endpoints and workers, is full */
     sl->pool = p;
     if (!p->retired)
         balancer_started(p->lb, p->index);
@@ -301,6 +305,7 @@ void pool_release(struct up_slot *sl)
         sl->queued = false;
         gr_list_remove(&sl->link);
         p->n_waiting--;
+        breaker_pending_leave(p->cl);
     }
     if (!p->retired) {
         balancer_finished(p->lb, p->index);

@@ -3,6 +3,7 @@
  * written, zeros included, so that a route's or listener's series exist
  * from the start (rate() needs a first sample); a key of a removed route
  * keeps its last values. Only per-code counters are left out at zero. */
+#include "grelay/breaker.h"
 #include "grelay/common.h"
 #include "grelay/grpc.h"
 #include "grelay/health.h"
@@ -195,6 +196,35 @@ static void listener_families(struct gr_sbuf *out, const struct row *r, size_t n
                  slots, limit_names, LIMIT_KINDS, true);
 }
 
+/* Circuit breakers: trips per limit (workers' shards), and the counts
+ * now, shared by the workers (breaker.h), of clusters a snapshot names. */
+static void breaker_families(struct gr_sbuf *out, const struct row *r, size_t n)
+{
+    unsigned slots[BREAKER_LIMITS];
+    for (unsigned i = 0; i < BREAKER_LIMITS; i++)
+        slots[i] = C_BRK_TRIPS + i;
+    family_split(out, r, n, "grelay_circuit_breaker_trips_total", "counter",
+                 "Calls and configured retries a cluster's circuit breakers or retry budget refused, by limit.",
+                 "limit", slots, breaker_limit_names, BREAKER_LIMITS, false);
+    static const char *const names[3] = {"grelay_cluster_active_requests", "grelay_cluster_pending_requests",
+                                         "grelay_cluster_active_retries"};
+    static const char *const helps[3] = {"Calls of a cluster in flight, all workers (max_requests).",
+                                         "Calls of a cluster waiting in its pools' lines for a stream slot "
+                                         "(max_pending).",
+                                         "Configured retries of a cluster in flight (max_retries, retry_budget)."};
+    for (int g = 0; g < 3; g++) {
+        head(out, names[g], "gauge", helps[g]);
+        for (size_t i = 0; i < n; i++) {
+            struct breaker_counts c;
+            if (!breaker_counts_by_name(r[i].k->labels[0], &c))
+                continue;
+            sbuf_puts(out, names[g]);
+            labels(out, r[i].k, 5, NULL, NULL);
+            sbuf_printf(out, " %u\n", (unsigned)(g == 0 ? c.requests : g == 1 ? c.pending : c.retries));
+        }
+    }
+}
+
 static void endpoint_families(struct gr_sbuf *out, const struct row *r, size_t n)
 {
     codes_family(out, r, n, "grelay_upstream_requests_total", "Attempts sent to an endpoint, by the status they got.",
@@ -265,6 +295,7 @@ void stats_render_prometheus(struct gr_sbuf *out)
            NULL);
     family(out, r, n, "grelay_cluster_panic", "gauge",
            "1 while fewer than panic_threshold of the endpoints are healthy.", C_PANIC_NOW, NULL, NULL);
+    breaker_families(out, r, n);
     free(r);
     head(out, "grelay_config_reloads_total", "counter", "Configuration reloads, by result.");
     sbuf_printf(out, "grelay_config_reloads_total{result=\"success\"} %llu\n",
@@ -383,6 +414,27 @@ static void json_endpoints(struct gr_sbuf *out)
     free(r);
 }
 
+/* Each cluster's breakers: counts now and trips (the live view). */
+static void json_clusters(struct gr_sbuf *out)
+{
+    size_t n;
+    struct row *r = rows_of(SK_CLUSTER, &n);
+    sbuf_puts(out, ",\"clusters\":[");
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        struct breaker_counts c;
+        if (!breaker_counts_by_name(r[i].k->labels[0], &c))
+            continue; /* no snapshot names it any more */
+        sbuf_puts(out, first ? "{" : ",{");
+        first = false;
+        json_labels(out, r[i].k);
+        breaker_json(out, &c, r[i].v + C_BRK_TRIPS);
+        sbuf_puts(out, "}");
+    }
+    sbuf_puts(out, "]");
+    free(r);
+}
+
 void stats_render_json(struct gr_sbuf *out, bool ready)
 {
     struct timeval tv;
@@ -400,5 +452,6 @@ void stats_render_json(struct gr_sbuf *out, bool ready)
     json_calls(out);
     json_listeners_routes(out);
     json_endpoints(out);
+    json_clusters(out);
     sbuf_puts(out, "}");
 }

@@ -4,6 +4,7 @@
  * The request head is read and admitted by request.c; the events of the
  * upstream stream are stream_up.c's (grelay/stream_int.h joins them). */
 #include "grelay/stream.h"
+#include "grelay/breaker.h"
 #include "grelay/stream_int.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
@@ -168,6 +169,8 @@ void detach_up(struct stream *s, bool reset)
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
     }
     pool_release(&s->up);
+    if (s->resp_state == RESP_ENDED)
+        breaker_release_call(s); /* no attempt follows an answer: the breaker's place goes now */
 }
 
 /* ---- What a call holds, and clients that do not read. ---- */
@@ -257,6 +260,7 @@ static void finish_attempts(struct stream *s)
 {
     ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     detach_up(s, true);
+    breaker_release_call(s);
     if (s->att != ATT_DONE)
         set_att(s, ATT_DONE);
 }
@@ -429,6 +433,9 @@ bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, co
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
+    enum breaker_limit lim = rs.configured > s->retries ? breaker_take_retry(s) : BREAKER_OK;
+    if (lim != BREAKER_OK) /* the call ends as this attempt did, its message saying why */
+        return breaker_retry_refused(s, st, kind == RETRY_STATUS, why, lim);
     stream_obs_retry(s, (int)st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
@@ -535,6 +542,8 @@ void submit_attempt(struct stream *s, bool from_line)
 static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
+    if (!retry && !breaker_admit_call(s))
+        return;
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
         stats_add(stats_block(w->stats, s->route->cluster->stats), C_NO_ENDPOINT, 1);
@@ -555,6 +564,10 @@ static void start_attempt(struct stream *s, bool retry)
             set_att(s, ATT_QUEUED);
         else
             submit_attempt(s, false);
+        return;
+    }
+    if (rc == BREAKER_ERR_PENDING) {
+        breaker_refuse(s, p->cl, BREAKER_MAX_PENDING);
         return;
     }
     snprintf(msg, sizeof(msg), "upstream %s of cluster %s: %s", pool_address(p), s->route->cluster->name,

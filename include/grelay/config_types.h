@@ -62,6 +62,28 @@ struct gr_health_check_cfg {
     struct gr_pos pos;            /* where health_check: is written */
 };
 
+/* A cluster's circuit_breakers (breaker.h): bounds on what the cluster has
+ * in flight, all workers together. */
+struct gr_breaker_cfg {
+    bool set;              /* circuit_breakers: is written; without it no bound applies */
+    uint32_t max_requests; /* calls of the cluster in flight; default 10000 */
+    uint32_t max_pending;  /* calls of the cluster in the pools' lines, waiting for a stream slot; default 1024 */
+    uint32_t max_retries;  /* configured retries in flight; default 3 (the retry_budget replaces it) */
+    bool max_retries_set;  /* max_retries is written (then a retry_budget beside it is an error) */
+    struct gr_pos pos;     /* where circuit_breakers: is written */
+};
+
+/* A cluster's retry_budget (breaker.h): configured retries in flight are at
+ * most max(min_concurrent, percent% of the cluster's calls in flight). */
+struct gr_retry_budget_cfg {
+    bool set;                /* retry_budget: is written: it replaces circuit_breakers.max_retries */
+    uint32_t percent;        /* of the calls in flight; default 20 */
+    uint32_t min_concurrent; /* retries always allowed in flight; default 3 */
+    struct gr_pos pos;       /* where retry_budget: is written */
+};
+
+struct breaker;
+
 /* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
     const char *name;                    /* unique among clusters */
@@ -88,9 +110,12 @@ struct gr_cluster_cfg {
     uint32_t panic_threshold;                /* percent: below this share of healthy endpoints, balance over all */
     struct gr_tls_client_cfg tls;            /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;                   /* where tls: is written (quoted by TLS build errors) */
-    size_t index;                            /* slot in the workers' cluster arrays: its position at load; a reload
+    struct gr_breaker_cfg circuit_breakers;  /* the cluster's bounds, when set */
+    struct gr_retry_budget_cfg retry_budget; /* the share of calls that may be retries, when set */
+    struct breaker *breaker; /* its counters, shared by every snapshot that names the cluster (breaker_bind) */
+    size_t index;            /* slot in the workers' cluster arrays: its position at load; a reload
                                             gives a kept cluster its old slot, a new one a free slot (proxy.c) */
-    struct gr_pos pos;                       /* where the cluster is written */
+    struct gr_pos pos;       /* where the cluster is written */
 };
 
 /* One header condition of a route match: exactly one of exact or present. */

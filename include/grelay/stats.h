@@ -95,7 +95,8 @@ enum stats_cluster_slot {
     C_NO_ENDPOINT, /* counter: calls failed with no endpoint to send to */
     C_PANIC,       /* counter: calls balanced over every endpoint, too few being healthy (workers) */
     C_PANIC_NOW,   /* gauge (main thread): 1 while too few endpoints are healthy (panic_threshold) */
-    C_SLOTS
+    C_BRK_TRIPS,   /* counters: calls and retries a breaker refused, BREAKER_LIMITS of them (breaker.h) */
+    C_SLOTS = C_BRK_TRIPS + 4
 };
 
 struct stats_shard;

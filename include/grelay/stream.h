@@ -63,6 +63,9 @@ enum stream_attempt {
     ATT_DONE,      /* detached, and no attempt will follow */
 };
 
+#define STREAM_BRK_CALL 1u  /* the call, in breaker requests (breaker.h) */
+#define STREAM_BRK_RETRY 2u /* its configured retry, in breaker retries */
+
 struct stream {
     struct downstream *down;          /* the client connection that owns it */
     int32_t id;                       /* downstream stream id */
@@ -126,6 +129,7 @@ struct stream {
     bool route_counted;             /* counted in its route's calls in flight */
     uint16_t http_status;           /* a plain HTTP answer (CORS preflight, not gRPC): its :status; 0: a gRPC answer */
     bool reset;                     /* grelay ended the call with RST_STREAM (or closed its HTTP/1.1 connection) */
+    uint8_t brk;                    /* what the call counts in its cluster's breaker: STREAM_BRK_* bits */
     _Alignas(16) unsigned char arena_first[2048]; /* the arena's first block: most calls need no malloc */
 };
 

@@ -225,6 +225,38 @@ def test_the_live_view_shows_the_calls_and_refreshes(live_grelay, live_backends)
             view.close()
 
 
+def test_the_live_view_shows_circuit_breaker_trips(live_backends, grelay_factory):
+    """A cluster with max_requests 1: one call held open, two refused; the
+    Clusters table shows the call in flight and the trips by limit."""
+    if not os.path.exists("/usr/bin/chromium") or not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules")):
+        pytest.fail("the live view test needs /usr/bin/chromium and tests/browser/node_modules: run scripts/test.sh")
+    port, admin_port = free_port(), free_port()
+    cfg = simple_config(port, [live_backends[0].addr], cluster_extra={"circuit_breakers": {"max_requests": 1}})
+    cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        held = ch.unary_stream("/test.Echo/ServerStream")(
+            json.dumps({"count": 2, "size": 8, "hold": True, "id": "live-breaker"}).encode(), timeout=60)
+        assert len(next(held)) == 8
+        assert unary(ch, 2) == [grpc.StatusCode.UNAVAILABLE] * 2
+        view = LiveView("http://127.0.0.1:%d/" % admin_port)
+        try:
+            def tripped(s):
+                c = one_row(s, "clusters", cluster="backend")
+                return c is not None and c["cells"]["requests"] == "1" and totals(c).get("max_requests") == 2
+
+            s = view.wait_until(tripped, "one call in flight and two max_requests trips on cluster backend")
+            c = one_row(s, "clusters", cluster="backend")
+            assert (c["cells"]["pending"], c["cells"]["retries"]) == ("0", "0")
+            assert totals(c) == {"max_requests": 2}  # limits that never tripped show no chip
+            assert c["codes"]["max_requests"]["kind"] == "code server"
+            held.cancel()
+            s = view.wait_until(lambda s: one_row(s, "clusters", cluster="backend")["cells"]["requests"] == "0",
+                                "the held call's end")
+        finally:
+            view.close()
+
+
 def test_the_page_computes_quantiles_as_prometheus_does(live_grelay, prometheus_factory):  # noqa: F811
     """p50/p99 in the page and histogram_quantile in a real Prometheus, on the
     same bucket counts (served to Prometheus by a tiny exposition server)."""
