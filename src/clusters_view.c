@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-static const char *const policy_names[] = {"round_robin", "least_request", "random"};
+static const char *const policy_names[] = {"round_robin", "least_request", "random", "ring_hash", "maglev"};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns"};
 
 static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const uint64_t *v, uint64_t now)
@@ -59,6 +59,20 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
     sbuf_puts(out, "}}");
 }
 
+/* ring_hash and maglev: what they hash, and the calls that had no key. */
+static void hash_on_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, const uint64_t *c)
+{
+    static const char *const kinds[] = {"", "header", "authority", "peer"};
+    if (cl->hash_on.kind == HASH_ON_NONE)
+        return;
+    sbuf_printf(out, ",\"hash_on\":{\"kind\":\"%s\"", kinds[cl->hash_on.kind]);
+    if (cl->hash_on.kind == HASH_ON_HEADER) {
+        sbuf_puts(out, ",\"header\":");
+        sbuf_json_str(out, cl->hash_on.header, strlen(cl->hash_on.header));
+    }
+    sbuf_printf(out, "},\"hash_no_key_total\":%llu", (unsigned long long)c[C_HASH_NO_KEY]);
+}
+
 static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
 {
     sbuf_puts(out, "{\"name\":");
@@ -66,9 +80,11 @@ static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
     uint64_t c[C_SLOTS] = {0};
     if (cl->stats != NULL)
         stats_sum_key(cl->stats, c, C_SLOTS);
-    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu,\"endpoints\":[",
+    sbuf_printf(out, ",\"lb_policy\":\"%s\",\"discovery\":\"%s\",\"panic\":%s,\"panic_total\":%llu",
                 policy_names[cl->lb_policy], discovery_names[cl->discovery], c[C_PANIC_NOW] ? "true" : "false",
                 (unsigned long long)c[C_PANIC]);
+    hash_on_json(out, cl, c);
+    sbuf_puts(out, ",\"endpoints\":[");
     uint64_t now = gr_now_us();
     uint32_t n = stats_key_count();
     bool first = true;

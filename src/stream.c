@@ -3,6 +3,7 @@
  * include/grelay/stream.h for the states and the flow-control invariant).
  * The request head is read and admitted by request.c. */
 #include "grelay/stream.h"
+#include "grelay/affinity.h"
 #include "grelay/downstream.h"
 #include "grelay/log.h"
 #include "grelay/nv.h"
@@ -552,7 +553,8 @@ static void start_attempt(struct stream *s, bool retry)
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }
-    struct pool *p = wcluster_pick(wc, retry, s->last_ep, &s->last_ep);
+    struct pool *p = wcluster_pick(wc, retry, s->last_ep,
+                                   affinity_key(s->route->cluster, &s->req_hdrs, &s->authority, s->down), &s->last_ep);
     stream_obs_attempt(s, p->stats);
     uint64_t per_try = s->route->retry.per_try_timeout_ms;
     if (per_try > 0) {
