@@ -1,0 +1,159 @@
+"""Affinity: lb_policy ring_hash and maglev with hash_on (docs/affinity.md),
+in front of three real grpcio backends that name themselves in x-backend."""
+import collections
+import json
+import socket
+
+import grpc
+import h2.config
+import h2.connection
+import pytest
+
+from h2client import grpc_headers, read_until_closed
+from harness import Backend, free_port, simple_config
+from test_admin import Admin
+
+POLICIES = ["ring_hash", "maglev"]
+
+
+def start(grelay_factory, backends, policy, hash_on, workers=2):
+    port, admin_port = free_port(), free_port()
+    cfg = simple_config(port, [b.addr for b in backends], policy, workers=workers,
+                        cluster_extra={"hash_on": hash_on})
+    cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
+    g = grelay_factory(cfg, port)
+    g.admin = Admin(admin_port)
+    return g
+
+
+def owners(g, keys, channels=1):
+    """Where the call with x-user-id k went, for each key (over several client
+    connections, so both workers place keys)."""
+    chans = [grpc.insecure_channel(g.addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)]
+    try:
+        out = {}
+        for i, k in enumerate(keys):
+            call = chans[i % channels].unary_unary("/test.Echo/Unary")
+            _, c = call.with_call(b"x", metadata=[("x-user-id", k)], timeout=10)
+            out[k] = dict(c.initial_metadata())["x-backend"]
+        return out
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def h2_backend(port, authority="test", source="127.0.0.1"):
+    """One unary call on a fresh connection from source to grelay: the backend's name."""
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    try:
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        c.initiate_connection()
+        hdrs = [(n, authority if n == ":authority" else v) for n, v in grpc_headers()]
+        c.send_headers(1, hdrs)
+        c.send_data(1, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+        s.sendall(c.data_to_send())
+        out = read_until_closed(s, c, 1)
+        assert out["trailers"] is not None and out["trailers"][b"grpc-status"] == b"0", out
+        return out["headers"][b"x-backend"].decode()
+    finally:
+        s.close()
+
+
+def metric(g, name, **labels):
+    _, _, text = g.admin.get("/metrics")
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            series, value = line.rsplit(" ", 1)
+            if ",".join(sorted(series[len(name) + 1:-1].split(","))) == want:
+                return float(value)
+    return None
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_same_key_lands_on_one_endpoint(backends, grelay_factory, policy):
+    g = start(grelay_factory, backends, policy, {"header": "x-user-id"})
+    chans = [grpc.insecure_channel(g.addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(4)]
+    seen = collections.Counter()
+    for i in range(100):  # four connections: both workers answer for the key
+        _, c = chans[i % 4].unary_unary("/test.Echo/Unary").with_call(b"x", metadata=[("x-user-id", "alice")],
+                                                                      timeout=10)
+        seen[dict(c.initial_metadata())["x-backend"]] += 1
+    for ch in chans:
+        ch.close()
+    assert len(seen) == 1 and sum(seen.values()) == 100, seen
+    assert metric(g, "grelay_cluster_hash_no_key_total", cluster="backend") == 0
+    view = json.loads(g.admin.get("/clusters")[2])["clusters"][0]
+    assert view["lb_policy"] == policy
+    assert view["hash_on"] == {"kind": "header", "header": "x-user-id"}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_thousand_keys_spread_within_a_quarter(backends, grelay_factory, policy):
+    g = start(grelay_factory, backends, policy, {"header": "x-user-id"})
+    counts = collections.Counter(owners(g, ["user-%d" % i for i in range(1000)], channels=4).values())
+    assert set(counts) == {"b1", "b2", "b3"}, counts
+    for name, n in counts.items():
+        assert 250 <= n <= 417, counts  # 333 +- 25%
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_stopping_one_backend_moves_only_its_keys(grelay_factory, policy):
+    bs = [Backend("k%d" % (i + 1)) for i in range(3)]
+    try:
+        g = start(grelay_factory, bs, policy, {"header": "x-user-id"})
+        keys = ["user-%d" % i for i in range(300)]
+        before = owners(g, keys, channels=2)
+        assert set(before.values()) == {"k1", "k2", "k3"}
+        victim = bs[1]
+        victim.proc.kill()  # SIGKILL: grelay ejects it on the connect failure and retries transparently
+        victim.proc.wait(10)
+        after = owners(g, keys, channels=2)
+        for k in keys:
+            if before[k] == "k2":
+                assert after[k] in ("k1", "k3"), (k, after[k])
+            else:
+                assert after[k] == before[k], (k, before[k], after[k])
+        # and they stay where they went
+        assert owners(g, keys, channels=2) == after
+    finally:
+        for b in bs:
+            b.stop()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_calls_without_the_key_are_spread_and_counted(backends, grelay_factory, policy):
+    g = start(grelay_factory, backends, policy, {"header": "x-user-id"}, workers=1)
+    seen = collections.Counter()
+    with grpc.insecure_channel(g.addr) as ch:
+        for _ in range(60):
+            _, c = ch.unary_unary("/test.Echo/Unary").with_call(b"x", timeout=10)
+            seen[dict(c.initial_metadata())["x-backend"]] += 1
+    assert set(seen) == {"b1", "b2", "b3"}, seen  # random: each misses 60 calls with p = (2/3)^60
+    assert metric(g, "grelay_cluster_hash_no_key_total", cluster="backend") == 60
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_hash_on_authority(backends, grelay_factory, policy):
+    g = start(grelay_factory, backends, policy, "authority")
+    first = {a: h2_backend(g.port, authority=a) for a in ("tenant-%d.example" % i for i in range(30))}
+    assert len(set(first.values())) >= 2, first
+    for a, b in first.items():  # a new connection, another case: the same endpoint
+        assert h2_backend(g.port, authority=a.upper()) == b, a
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_hash_on_peer(backends, grelay_factory, policy):
+    g = start(grelay_factory, backends, policy, "peer")
+    sources = ["127.0.0.%d" % i for i in range(2, 32)]
+    first = {src: h2_backend(g.port, source=src) for src in sources}
+    assert len(set(first.values())) >= 2, first
+    for src in sources:  # new connections (new source ports) from the same address: the same endpoint
+        assert h2_backend(g.port, source=src) == first[src], src
+    view = json.loads(g.admin.get("/clusters")[2])["clusters"][0]
+    assert view["hash_on"] == {"kind": "peer"}
+    dump = json.loads(g.admin.get("/config_dump")[2])
+    assert dump["clusters"][0]["lb_policy"] == policy and dump["clusters"][0]["hash_on"] == "peer"
