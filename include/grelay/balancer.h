@@ -30,7 +30,7 @@ struct lb_ring_point {
 };
 
 #define LB_RING_PER_WEIGHT 512 /* ring_hash: points per unit of weight (weights divided by their gcd) */
-#define LB_RING_MAX (1u << 18) /* ring_hash: points at most; past it the points per weight scale down */
+#define LB_RING_MAX (1u << 16) /* ring_hash: points at most (1 MiB); past it the points per weight scale down */
 #define LB_MAGLEV_SIZE 65537u  /* maglev: entries of the lookup table, a prime (Envoy's default) */
 
 struct balancer {
