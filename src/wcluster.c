@@ -56,10 +56,6 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
     }
     if (balancer_init(&nb, wc->cfg->lb_policy, weights, n, gr_rand(&wc->w->rng)) != GR_OK)
         goto out;
-    if (balancer_hash_build(&nb, ids, &wc->lb) != GR_OK) {
-        balancer_destroy(&nb);
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         size_t j = find_pool(wc, kept, &set->eps[i]);
         if (j != SIZE_MAX) {
@@ -74,6 +70,12 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
             balancer_destroy(&nb);
             goto out;
         }
+    }
+    /* last, as it may take the old ring or table: nothing fails after it */
+    if (balancer_hash_build(&nb, ids, &wc->lb) != GR_OK) {
+        undo(wc, np, n);
+        balancer_destroy(&nb);
+        goto out;
     }
     for (size_t j = 0; j < wc->n_pools; j++) {
         if (!kept[j]) {
