@@ -12,6 +12,7 @@ import pytest
 from h2client import grpc_headers, read_until_closed
 from harness import Backend, free_port, simple_config
 from test_admin import Admin
+from test_health import NOT_SERVING, SERVING, backends_of, health_config, stop_all, wait_for, wait_health
 from test_reload import reload
 
 POLICIES = ["ring_hash", "maglev"]
@@ -123,6 +124,34 @@ def test_stopping_one_backend_moves_only_its_keys(grelay_factory, policy):
     finally:
         for b in bs:
             b.stop()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_unhealthy_endpoint_gives_up_only_its_keys_until_healthy(grelay_factory, policy):
+    bs = backends_of("h1", "h2", "h3")
+    try:
+        port, admin_port = free_port(), free_port()
+        cfg = health_config(port, admin_port, bs)
+        cfg["workers"] = 2
+        cfg["clusters"][0].update({"lb_policy": policy, "hash_on": {"header": "x-user-id"}})
+        g = grelay_factory(cfg, port)
+        g.admin = Admin(admin_port)
+        for b in bs:
+            wait_for("a first check of " + b.name, lambda b=b: b.checks_seen() >= 1)
+        keys = ["user-%d" % i for i in range(150)]
+        before = owners(g, keys, channels=4)
+        assert set(before.values()) == {"h1", "h2", "h3"}
+        bs[1].status = NOT_SERVING
+        wait_health(g, bs[1].addr, "unhealthy")
+        during = owners(g, keys, channels=4)
+        for k in keys:
+            expected = ("h1", "h3") if before[k] == "h2" else (before[k],)
+            assert during[k] in expected, (k, before[k], during[k])
+        bs[1].status = SERVING
+        wait_health(g, bs[1].addr, "healthy")
+        assert owners(g, keys, channels=4) == before
+    finally:
+        stop_all(bs)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
