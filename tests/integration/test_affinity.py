@@ -111,8 +111,12 @@ def test_stopping_one_backend_moves_only_its_keys(grelay_factory, policy):
         before = owners(g, keys, channels=2)
         assert set(before.values()) == {"k1", "k2", "k3"}
         victim = bs[1]
+        assert metric(g, "grelay_upstream_connections", cluster="backend", endpoint=victim.addr) >= 1
         victim.proc.kill()  # SIGKILL: grelay ejects it on the connect failure and retries transparently
         victim.proc.wait(10)
+        # a call sent on a connection grelay has not yet seen die would fail (no retry_policy): wait until it has
+        wait_for("grelay to see k2's connections end",
+                 lambda: metric(g, "grelay_upstream_connections", cluster="backend", endpoint=victim.addr) in (0, None))
         after = owners(g, keys, channels=2)
         for k in keys:
             if before[k] == "k2":
