@@ -7,8 +7,8 @@
  * holds the tables, the checks across keys and the checks across the whole
  * file, and builds the TLS contexts. */
 #include "grelay/config.h"
-#include "grelay/config_affinity.h"
 #include "grelay/common.h"
+#include "grelay/config_affinity.h"
 #include "grelay/config_health.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
