@@ -44,6 +44,12 @@ def owners(g, keys, channels=1):
             ch.close()
 
 
+def answer(ch, key, fail_on=""):
+    md = [("x-user-id", key)] + ([("x-fail-on", fail_on)] if fail_on else [])
+    _, c = ch.unary_unary("/test.Echo/Unary").with_call(b"x", metadata=md, timeout=10)
+    return dict(c.initial_metadata())["x-backend"]
+
+
 def h2_backend(port, authority="test", source="127.0.0.1"):
     """One unary call on a fresh connection from source to grelay: the backend's name."""
     s = socket.socket()
@@ -181,6 +187,25 @@ def test_a_reload_without_an_endpoint_moves_only_its_keys(backends, grelay_facto
     cfg["clusters"][0]["endpoints"] = [{"address": b.addr} for b in (backends[1], backends[2], backends[0])]
     reload(g, cfg)
     assert {k: h2_backend(port, authority=k) for k in keys} == before
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_retry_goes_to_the_same_next_endpoint_every_time(backends, grelay_factory, policy):
+    """A retry avoids the endpoint that just failed by the same walk: the
+    key's second endpoint, always the same one."""
+    port = free_port()
+    route = {"match": {"prefix": "/test."}, "cluster": "backend",
+             "retry_policy": {"retry_on": ["unavailable"], "num_retries": 1}}
+    g = grelay_factory(simple_config(port, [b.addr for b in backends], policy, routes=[route],
+                                     cluster_extra={"hash_on": {"header": "x-user-id"}}), port)
+    with grpc.insecure_channel(g.addr) as ch:
+        for i in range(30):
+            k = "user-%d" % i
+            first = answer(ch, k)
+            second = answer(ch, k, fail_on=first)
+            assert second != first
+            assert [answer(ch, k, fail_on=first) for _ in range(3)] == [second] * 3, k
+            assert answer(ch, k) == first  # a failure moves nothing for the next call
 
 
 @pytest.mark.parametrize("policy", POLICIES)
