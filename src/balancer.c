@@ -1,5 +1,7 @@
 /* Load balancing policies: round robin (smooth weighted when weights differ),
- * least request (power of two choices, weighted), random (weighted). */
+ * least request (power of two choices, weighted), random (weighted); the
+ * hashing ones (ring_hash, maglev) are in balancer_hash.c and pick at
+ * random (weighted) for calls without a key. */
 #include "grelay/balancer.h"
 #include "grelay/common.h"
 
@@ -68,11 +70,18 @@ static const struct lb_policy policies[] = {
     [LB_ROUND_ROBIN] = {"round_robin", pick_round_robin},
     [LB_LEAST_REQUEST] = {"least_request", pick_least_request},
     [LB_RANDOM] = {"random", pick_random},
+    [LB_RING_HASH] = {"ring_hash", pick_random},
+    [LB_MAGLEV] = {"maglev", pick_random},
 };
 
 int balancer_init(struct balancer *b, enum lb_policy_kind kind, const uint32_t *weights, size_t n, uint64_t seed)
 {
     b->policy = &policies[kind];
+    b->kind = kind;
+    b->ids = NULL;
+    b->ring = NULL;
+    b->ring_n = 0;
+    b->table = NULL;
     b->n = n;
     b->weight = calloc(n ? n : 1, sizeof(*b->weight));
     b->active = calloc(n ? n : 1, sizeof(*b->active));
@@ -100,6 +109,12 @@ void balancer_destroy(struct balancer *b)
     free(b->weight);
     free(b->active);
     free(b->current);
+    free(b->ids);
+    free(b->ring);
+    free(b->table);
+    b->ids = NULL;
+    b->ring = NULL;
+    b->table = NULL;
     b->weight = NULL;
     b->active = NULL;
     b->current = NULL;

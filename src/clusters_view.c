@@ -12,7 +12,7 @@
 
 #include <string.h>
 
-static const char *const policy_names[] = {"round_robin", "least_request", "random"};
+static const char *const policy_names[] = {"round_robin", "least_request", "random", "ring_hash", "maglev"};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns"};
 
 static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const uint64_t *v, uint64_t now)
@@ -83,6 +83,20 @@ static void limits_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, co
     breaker_json(out, &now, c + C_BRK_TRIPS);
 }
 
+/* ring_hash and maglev: what they hash, and the calls that had no key. */
+static void hash_on_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl, const uint64_t *c)
+{
+    static const char *const kinds[] = {"", "header", "authority", "peer"};
+    if (cl->hash_on.kind == HASH_ON_NONE)
+        return;
+    sbuf_printf(out, ",\"hash_on\":{\"kind\":\"%s\"", kinds[cl->hash_on.kind]);
+    if (cl->hash_on.kind == HASH_ON_HEADER) {
+        sbuf_puts(out, ",\"header\":");
+        sbuf_json_str(out, cl->hash_on.header, strlen(cl->hash_on.header));
+    }
+    sbuf_printf(out, "},\"hash_no_key_total\":%llu", (unsigned long long)c[C_HASH_NO_KEY]);
+}
+
 static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
 {
     sbuf_puts(out, "{\"name\":");
@@ -94,6 +108,7 @@ static void cluster_json(struct gr_sbuf *out, const struct gr_cluster_cfg *cl)
                 policy_names[cl->lb_policy], discovery_names[cl->discovery], c[C_PANIC_NOW] ? "true" : "false",
                 (unsigned long long)c[C_PANIC]);
     limits_json(out, cl, c);
+    hash_on_json(out, cl, c);
     sbuf_puts(out, ",\"endpoints\":[");
     uint64_t now = gr_now_us();
     uint32_t n = stats_key_count();

@@ -10,6 +10,7 @@
 #include "grelay/breaker.h"
 #include "grelay/common.h"
 #include "grelay/config_breaker.h"
+#include "grelay/config_affinity.h"
 #include "grelay/config_health.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
@@ -359,7 +360,7 @@ static const struct config_schema endpoint_schema = {
     "endpoint",    sizeof(struct gr_endpoint_cfg), OFF(struct gr_endpoint_cfg, pos), endpoint_fields, endpoint_init,
     check_endpoint};
 
-static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", NULL};
+static const char *const lb_policy_names[] = {"round_robin", "least_request", "random", "ring_hash", "maglev", NULL};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns", NULL};
 
 static int check_cluster(struct config_yaml *c, void *obj, uint32_t seen, yaml_node_t *node)
@@ -378,7 +379,8 @@ static int check_cluster(struct config_yaml *c, void *obj, uint32_t seen, yaml_n
         if (config_parse_addr(cl->dns_resolvers[i], &a, &why) != 0)
             return fail_node(c, node, "dns_resolvers: '%s' must be ip:port (%s)", cl->dns_resolvers[i], why);
     }
-    return config_breaker_check(c, cl);
+    int rc = config_breaker_check(c, cl);
+    return rc != GR_OK ? rc : config_affinity_check(c, cl, node);
 }
 
 static void cluster_init(void *obj)
@@ -422,7 +424,9 @@ static const struct config_field cluster_fields[] = {
     {.key = "lb_policy",
      .set = config_yaml_set_enum,
      .off = OFF(struct gr_cluster_cfg, lb_policy),
-     .names = lb_policy_names},
+     .names = lb_policy_names,
+     .pos_off = OFF(struct gr_cluster_cfg, lb_policy_pos)},
+    {.key = "hash_on", .set = config_set_hash_on, .off = OFF(struct gr_cluster_cfg, hash_on)},
     {.key = "discovery",
      .set = config_yaml_set_enum,
      .off = OFF(struct gr_cluster_cfg, discovery),

@@ -296,6 +296,9 @@ void stats_render_prometheus(struct gr_sbuf *out)
     family(out, r, n, "grelay_cluster_panic", "gauge",
            "1 while fewer than panic_threshold of the endpoints are healthy.", C_PANIC_NOW, NULL, NULL);
     breaker_families(out, r, n);
+    family(out, r, n, "grelay_cluster_hash_no_key_total", "counter",
+           "Attempts of a ring_hash or maglev cluster whose call had no key (picked at random).", C_HASH_NO_KEY, NULL,
+           NULL);
     free(r);
     head(out, "grelay_config_reloads_total", "counter", "Configuration reloads, by result.");
     sbuf_printf(out, "grelay_config_reloads_total{result=\"success\"} %llu\n",

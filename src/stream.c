@@ -4,6 +4,7 @@
  * The request head is read and admitted by request.c; the events of the
  * upstream stream are stream_up.c's (grelay/stream_int.h joins them). */
 #include "grelay/stream.h"
+#include "grelay/affinity.h"
 #include "grelay/breaker.h"
 #include "grelay/stream_int.h"
 #include "grelay/downstream.h"
@@ -550,7 +551,8 @@ static void start_attempt(struct stream *s, bool retry)
         (void)stream_fail(s, GRPC_UNAVAILABLE, wcluster_why_empty(wc));
         return;
     }
-    struct pool *p = wcluster_pick(wc, retry, s->last_ep, &s->last_ep);
+    struct pool *p = wcluster_pick(wc, retry, s->last_ep,
+                                   affinity_key(s->route->cluster, &s->req_hdrs, &s->authority, s->down), &s->last_ep);
     stream_obs_attempt(s, p->stats);
     uint64_t per_try = s->route->retry.per_try_timeout_ms;
     if (per_try > 0) {

@@ -3,6 +3,7 @@
  * state machine stays readable. Everything here runs on the call's worker
  * and writes only that worker's shard. */
 #include "grelay/access_log.h"
+#include "grelay/affinity.h"
 #include "grelay/downstream.h"
 #include "grelay/grpc.h"
 #include "grelay/headers.h"
@@ -10,10 +11,7 @@
 #include "grelay/stream.h"
 #include "grelay/worker.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <time.h>
 
 static inline struct worker *obs_worker(const struct stream *s) { return s->down->io.w; }
@@ -82,29 +80,6 @@ static int final_code(const struct stream *s)
     return code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN;
 }
 
-/* The client's address, read once per connection (getpeername), for the
- * access log. */
-static const char *peer_of(struct downstream *d)
-{
-    if (d->peer[0] != '\0' || d->io.fd < 0)
-        return d->peer;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "";
-    if (getpeername(d->io.fd, (struct sockaddr *)&ss, &len) != 0)
-        return d->peer;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        snprintf(d->peer, sizeof(d->peer), "%s:%u", host, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        snprintf(d->peer, sizeof(d->peer), "[%s]:%u", host, ntohs(a->sin6_port));
-    }
-    return d->peer;
-}
-
 static struct access_str hdr_str(const struct gr_hdr *h)
 {
     return h != NULL && h->value != NULL ? (struct access_str){(const char *)h->value, h->valuelen}
@@ -149,7 +124,7 @@ static void log_call(struct stream *s, int code, uint64_t duration_us)
         .grpc_timeout = hdr_str(&s->grpc_timeout),
         .request_id = hdr_str(headers_find(&s->req_hdrs, "x-request-id")),
         .user_agent = hdr_str(headers_find(&s->req_hdrs, "user-agent")),
-        .peer = peer_of(s->down),
+        .peer = affinity_peer(s->down),
     };
     access_log_write(obs_worker(s)->alog, &r);
 }

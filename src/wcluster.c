@@ -44,13 +44,16 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
     size_t n = set->n;
     struct pool **np = calloc(n ? n : 1, sizeof(*np));
     uint32_t *weights = calloc(n ? n : 1, sizeof(*weights));
+    uint64_t *ids = calloc(n ? n : 1, sizeof(*ids));
     bool *kept = calloc(wc->n_pools ? wc->n_pools : 1, sizeof(*kept));
     struct balancer nb;
     int rc = GR_ERR_NOMEM;
-    if (np == NULL || weights == NULL || kept == NULL)
+    if (np == NULL || weights == NULL || ids == NULL || kept == NULL)
         goto out;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         weights[i] = set->eps[i].weight;
+        ids[i] = balancer_endpoint_id(set->eps[i].text, set->eps[i].host);
+    }
     if (balancer_init(&nb, wc->cfg->lb_policy, weights, n, gr_rand(&wc->w->rng)) != GR_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -67,6 +70,12 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
             balancer_destroy(&nb);
             goto out;
         }
+    }
+    /* last, as it may take the old ring or table: nothing fails after it */
+    if (balancer_hash_build(&nb, ids, &wc->lb) != GR_OK) {
+        undo(wc, np, n);
+        balancer_destroy(&nb);
+        goto out;
     }
     for (size_t j = 0; j < wc->n_pools; j++) {
         if (!kept[j]) {
@@ -91,6 +100,7 @@ int wcluster_adopt(struct wcluster *wc, const struct endpoint_set *set)
 out:
     free(np);
     free(weights);
+    free(ids);
     free(kept);
     return rc;
 }
@@ -112,20 +122,40 @@ int wcluster_init(struct wcluster *wc, struct worker *w, const struct gr_cluster
     return rc;
 }
 
-struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx_out)
+/* What makes an endpoint a bad pick for one attempt. */
+struct pick_ctx {
+    struct wcluster *wc;  /* the cluster */
+    uint64_t now;         /* ejections end on this clock */
+    bool avoid_unhealthy; /* unhealthy endpoints are skipped (some are, and no panic) */
+    bool retry;           /* a retry: last failed */
+    size_t last;          /* the endpoint of the attempt before */
+};
+
+/* Ejected, unhealthy (outside panic) or, on a retry, the one that failed. */
+static bool bad_at(void *ctx, size_t i)
+{
+    const struct pick_ctx *pc = ctx;
+    return pool_ejected(pc->wc->pools[i], pc->now) || (pc->avoid_unhealthy && pc->wc->pools[i]->own.unhealthy) ||
+           (pc->retry && i == pc->last);
+}
+
+struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, struct lb_key key, size_t *idx_out)
 {
     size_t n = wc->n_pools;
-    uint64_t now = gr_now_us();
-    size_t idx = balancer_pick(&wc->lb);
     /* Unhealthy endpoints get no new calls, unless too few are healthy
      * (panic: every endpoint is balanced over, and it is counted). */
-    bool avoid_unhealthy = wc->n_unhealthy > 0 && !wc->panic;
+    struct pick_ctx pc = {wc, gr_now_us(), wc->n_unhealthy > 0 && !wc->panic, retry, last};
+    /* A hashing policy walks deterministically from the key's place past
+     * bad endpoints (balancer_hash_pick); a call without key picks at random. */
+    bool hashed = key.has && balancer_hashing(&wc->lb);
+    if (!key.has && balancer_hashing(&wc->lb))
+        stats_add(stats_block(wc->w->stats, wc->cfg->stats), C_HASH_NO_KEY, 1);
+    size_t idx = hashed ? balancer_hash_pick(&wc->lb, key.hash, bad_at, &pc) : balancer_pick(&wc->lb);
     if (wc->panic)
         stats_add(stats_block(wc->w->stats, wc->cfg->stats), C_PANIC, 1);
     if (n > 1) {
-#define BAD(i)                                                                                                         \
-    (pool_ejected(wc->pools[i], now) || (avoid_unhealthy && wc->pools[i]->own.unhealthy) || (retry && (i) == last))
-        for (size_t tries = 1; tries < 2 * n && BAD(idx); tries++)
+#define BAD(i) bad_at(&pc, (i))
+        for (size_t tries = 1; !hashed && tries < 2 * n && BAD(idx); tries++)
             idx = balancer_pick(&wc->lb);
         for (size_t k = 0; k < n && BAD(idx); k++)
             idx = (idx + 1) % n;

@@ -26,7 +26,9 @@ struct gr_addr {
     const char *text;           /* as written in the file */
 };
 
-enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2 };
+enum lb_policy_kind { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST = 1, LB_RANDOM = 2, LB_RING_HASH = 3, LB_MAGLEV = 4 };
+/* What a hashing cluster (ring_hash, maglev) hashes of each call (docs/affinity.md). */
+enum hash_on_kind { HASH_ON_NONE = 0, HASH_ON_HEADER = 1, HASH_ON_AUTHORITY = 2, HASH_ON_PEER = 3 };
 enum discovery_kind { DISCOVERY_STATIC = 0, DISCOVERY_STRICT_DNS = 1, DISCOVERY_LOGICAL_DNS = 2 };
 
 /* One endpoint as written in a cluster: an IP literal, or a host name for
@@ -84,6 +86,13 @@ struct gr_retry_budget_cfg {
 
 struct breaker;
 
+/* A cluster's hash_on: the call's key for ring_hash and maglev. */
+struct gr_hash_on_cfg {
+    enum hash_on_kind kind; /* HASH_ON_NONE when not written */
+    const char *header;     /* HASH_ON_HEADER: the lower-cased header name (its first value is the key) */
+    struct gr_pos pos;      /* where hash_on: is written */
+};
+
 /* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
     const char *name;                    /* unique among clusters */
@@ -112,10 +121,12 @@ struct gr_cluster_cfg {
     struct gr_pos tls_pos;                   /* where tls: is written (quoted by TLS build errors) */
     struct gr_breaker_cfg circuit_breakers;  /* the cluster's bounds, when set */
     struct gr_retry_budget_cfg retry_budget; /* the share of calls that may be retries, when set */
-    struct breaker *breaker; /* its counters, shared by every snapshot that names the cluster (breaker_bind) */
-    size_t index;            /* slot in the workers' cluster arrays: its position at load; a reload
+    struct breaker *breaker;       /* its counters, shared by every snapshot that names the cluster (breaker_bind) */
+    size_t index;                  /* slot in the workers' cluster arrays: its position at load; a reload
                                             gives a kept cluster its old slot, a new one a free slot (proxy.c) */
-    struct gr_pos pos;       /* where the cluster is written */
+    struct gr_pos pos;             /* where the cluster is written */
+    struct gr_pos lb_policy_pos;   /* where lb_policy's value is written (0: not written) */
+    struct gr_hash_on_cfg hash_on; /* the key of ring_hash and maglev (docs/affinity.md) */
 };
 
 /* One header condition of a route match: exactly one of exact or present. */

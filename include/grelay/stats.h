@@ -95,6 +95,7 @@ enum stats_cluster_slot {
     C_NO_ENDPOINT, /* counter: calls failed with no endpoint to send to */
     C_PANIC,       /* counter: calls balanced over every endpoint, too few being healthy (workers) */
     C_PANIC_NOW,   /* gauge (main thread): 1 while too few endpoints are healthy (panic_threshold) */
+    C_HASH_NO_KEY, /* counter: attempts of a ring_hash or maglev cluster whose call had no key (picked at random) */
     C_BRK_TRIPS,   /* counters: calls and retries a breaker refused, BREAKER_LIMITS of them (breaker.h) */
     C_SLOTS = C_BRK_TRIPS + 4
 };

@@ -43,8 +43,11 @@ static inline const char *wcluster_why_empty(const struct wcluster *wc) { return
 
 /* The endpoint for an attempt (wc->n_pools > 0): the balancer's pick,
  * unless it is ejected, unhealthy (outside panic) or (on a retry) the one
- * that just failed (last), when another will do. Its index goes to *idx. */
-struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx);
+ * that just failed (last), when another will do. Its index goes to *idx.
+ * A hashing cluster places a call with a key (affinity.h) by the key: the
+ * endpoints that will not do are walked past from its place, the same way
+ * every time (docs/affinity.md). */
+struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, struct lb_key key, size_t *idx);
 /* A reload: the worker's new snapshot names this cluster again, with cl
  * (of snap, a reference taken). Pools and their connections switch to
  * cl's settings (new calls and connections use them); the endpoints are

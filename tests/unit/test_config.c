@@ -234,7 +234,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:12:27: bad address '300.0.0.1:80' for 'address': host must be an IPv4 address or a bracketed IPv6 "
      "address"},
     {GOOD_HEAD "clusters:\n  - name: backend\n    lb_policy: fastest\n    endpoints: [{address: 127.0.0.1:1}]\n",
-     "t.yaml:12:16: 'lb_policy' must be one of round_robin, least_request, random, got 'fastest'"},
+     "t.yaml:12:16: 'lb_policy' must be one of round_robin, least_request, random, ring_hash, maglev, got 'fastest'"},
     {GOOD_HEAD
      "clusters:\n  - name: backend\n    connect_timeout: 5 seconds\n    endpoints: [{address: 127.0.0.1:1}]\n",
      "t.yaml:12:22: 'connect_timeout' must be a duration such as 5s, 250ms, 1.5s or 2m, got '5 seconds'"},

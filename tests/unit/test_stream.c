@@ -114,8 +114,9 @@ void pool_release(struct up_slot *sl)
     sl->queued = false;
 }
 
-struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx)
+struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, struct lb_key key, size_t *idx)
 {
+    (void)key;
     *idx = retry ? (last + 1) % wc->n_pools : 0;
     up.last_ep = *idx;
     return wc->pools[*idx];
