@@ -9,6 +9,7 @@
 #include "grelay/config.h"
 #include "grelay/common.h"
 #include "grelay/config_health.h"
+#include "grelay/config_outlier.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
 #include "grelay/config_yaml.h"
@@ -505,6 +506,10 @@ static const struct config_field cluster_fields[] = {
      .off = OFF(struct gr_cluster_cfg, health_check),
      .sub = &config_health_check_schema},
     {.key = "panic_threshold", .set = config_set_percent, .off = OFF(struct gr_cluster_cfg, panic_threshold)},
+    {.key = "outlier_detection",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, outlier),
+     .sub = &config_outlier_schema},
     {0},
 };
 static const struct config_schema cluster_schema = {

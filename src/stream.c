@@ -178,6 +178,7 @@ static void detach_up(struct stream *s, bool reset)
         s->resp.given_back = s->resp.received;
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
     }
+    stream_obs_detach(s);
     pool_release(&s->up);
 }
 

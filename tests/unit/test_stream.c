@@ -11,6 +11,7 @@
 #include "../../src/stream.c"
 
 #include "grelay/request.h"
+#include "grelay/pool_eject.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,15 @@ void pool_release(struct up_slot *sl)
     up.released++;
     sl->pool = NULL;
     sl->queued = false;
+}
+
+/* What the attempts' ends told the pool (outlier ejection's input). */
+static int outcomes[8], n_outcomes;
+void pool_attempt_result(struct pool *p, int code)
+{
+    (void)p;
+    if (n_outcomes < 8)
+        outcomes[n_outcomes++] = code;
 }
 
 struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, size_t *idx)
