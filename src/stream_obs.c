@@ -80,7 +80,8 @@ static int attempt_outcome(const struct stream *s)
 
 void stream_obs_detach(struct stream *s)
 {
-    if (s->up.pool != NULL && s->up.id > 0) /* HEADERS went out: the backend had the call */
+    /* Only with outlier_detection, and once HEADERS went out (the backend had the call). */
+    if (s->up.pool != NULL && s->up.pool->cl->outlier.set && s->up.id > 0)
         pool_attempt_result(s->up.pool, attempt_outcome(s));
 }
 

@@ -203,7 +203,9 @@ static int setup(void **state)
         snprintf(pools[i]->own.text, sizeof(pools[i]->own.text), "127.0.0.1:700%d", i + 1);
         pools[i]->own.address.text = pools[i]->own.text;
         pools[i]->ep = &pools[i]->own;
+        pools[i]->cl = &cfg->clusters[0];
     }
+    cfg->clusters[0].outlier.set = true; /* attempts' outcomes reach the fake pool_attempt_result */
     w->clusters[0]->cfg = &cfg->clusters[0];
     w->clusters[0]->pools = pools;
     w->clusters[0]->n_pools = 2;
