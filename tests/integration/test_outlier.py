@@ -7,6 +7,7 @@ never sleeps that assume a speed."""
 import collections
 import json
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -20,11 +21,12 @@ UNARY, STREAM = "/test.Echo/Unary", "/test.Echo/Stream"
 
 class FlakyBackend:
     """A grpcio server: UNARY answers OK, or UNAVAILABLE trailers-only when
-    self.failing; STREAM sends initial metadata and one message, then ends
-    OK, or UNAVAILABLE in trailers when self.failing. Counts its calls."""
+    self.failing (or holds the call while self.hold, until the call ends);
+    STREAM sends initial metadata and one message, then ends OK, or
+    UNAVAILABLE in trailers when self.failing. Counts its calls."""
 
     def __init__(self, name):
-        self.name, self.failing = name, False
+        self.name, self.failing, self.hold = name, False, False
         self.lock = threading.Lock()
         self.calls = 0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -46,6 +48,10 @@ class FlakyBackend:
 
     def unary(self, request, context):
         self.count()
+        for _ in range(500):  # held: until the call is cancelled, 10 s at most
+            if not self.hold or not context.is_active():
+                break
+            time.sleep(0.02)
         if self.failing:
             context.abort(grpc.StatusCode.UNAVAILABLE, "%s is failing" % self.name)  # nothing sent: trailers-only
         context.send_initial_metadata([("x-backend", self.name)])
@@ -182,3 +188,31 @@ def test_without_outlier_detection_failed_calls_never_eject(grelay_factory):
         assert all(e["health"] == "healthy" for e in endpoints(g).values())
     finally:
         stop_all(bs)
+
+
+def test_client_cancels_are_not_failures(grelay_factory):
+    """A call the client cancels says nothing of the endpoint, even with
+    cancelled among failure_codes (grelay resets the upstream stream: no
+    status came from the backend); UNAVAILABLE answers then still eject."""
+    b = FlakyBackend("b1")
+    try:
+        g = start(grelay_factory, [b], consecutive_failures=2, failure_codes=["cancelled", "unavailable"],
+                  base_ejection_time="30s")
+        b.hold = True
+        with grpc.insecure_channel(g.addr) as ch:
+            call = ch.unary_unary(UNARY)
+            for i in range(3):
+                fut = call.future(b"held", timeout=30)
+                wait_for("call %d at the backend" % i, lambda i=i: b.seen() == i + 1)
+                fut.cancel()
+                assert fut.cancelled()
+        wait_for("the cancelled calls over", lambda: metric(g, "grelay_upstream_requests_in_flight", cluster="backend",
+                                                              endpoint=b.addr) == 0)
+        e = endpoints(g)[b.addr]
+        assert e["health"] == "healthy" and e["outlier_ejections"] == 0, e
+        b.hold, b.failing = False, True
+        assert calls(g, 2) == {"UNAVAILABLE": 2}
+        e = endpoints(g)[b.addr]
+        assert e["health"] == "ejected" and e["outlier_ejections"] == 1, e  # the cancels did not break the run
+    finally:
+        b.server.stop(0)
