@@ -21,8 +21,8 @@ static void on_outlier_timer(struct ev_loop *loop, ev_timer *t, int revents)
     stats_set(b, E_OUTLIER_CODE, 0);
     pool_set_ejected_until(p);
     if (!p->retired)
-        log_info("upstream %s of cluster %s returns from its ejection after failed calls (worker %u)", pool_address(p),
-                 p->cl->name, p->w->id);
+        log_info("upstream %s of cluster %s returns from its ejection after failed calls", pool_address(p),
+                 p->cl->name);
 }
 
 /* Endpoints of p's cluster (on this worker) that failed calls eject now. */
@@ -57,9 +57,9 @@ static void eject_for_calls(struct pool *p, uint64_t now)
     stats_set(b, E_OUTLIER_CODE, outlier_code_slot(p->outlier.last_failure));
     pool_set_ejected_until(p);
     log_info("upstream %s of cluster %s ejected for %.3f s: %u calls in a row failed (consecutive_failures), the "
-             "last with %s (worker %u)",
+             "last with %s",
              pool_address(p), p->cl->name, (double)len / 1e6, cfg->consecutive_failures,
-             outlier_failure_name(p->outlier.last_failure), p->w->id);
+             outlier_failure_name(p->outlier.last_failure));
     ev_init(&p->outlier_timer, on_outlier_timer); /* stopped by pool_free (a zeroed watcher stops too) */
     ev_timer_set(&p->outlier_timer, (double)len / 1e6, 0.0);
     ev_timer_start(p->w->loop, &p->outlier_timer);
