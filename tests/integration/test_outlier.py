@@ -69,10 +69,10 @@ class FlakyBackend:
             return self.calls
 
 
-def start(grelay_factory, backends, **outlier):
+def start(grelay_factory, backends, workers=1, **outlier):
     port, admin_port = free_port(), free_port()
     extra = {} if outlier.get("off") else {"outlier_detection": outlier}
-    cfg = simple_config(port, [b.addr for b in backends], cluster_extra=extra, workers=1)
+    cfg = simple_config(port, [b.addr for b in backends], cluster_extra=extra, workers=workers)
     cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
     g = grelay_factory(cfg, port)
     g.admin = Admin(admin_port)
@@ -84,10 +84,10 @@ def endpoints(g):
     return {e["address"]: e for e in json.loads(body)["clusters"][0]["endpoints"]}
 
 
-def calls(g, n, method=UNARY):
+def calls(g, n, method=UNARY, options=None):
     """n calls one after the other; the status each got, counted."""
     got = collections.Counter()
-    with grpc.insecure_channel(g.addr) as ch:
+    with grpc.insecure_channel(g.addr, options=options) as ch:
         if method == UNARY:
             call = ch.unary_unary(UNARY)
             for i in range(n):
@@ -216,3 +216,25 @@ def test_client_cancels_are_not_failures(grelay_factory):
         assert e["health"] == "ejected" and e["outlier_ejections"] == 1, e  # the cancels did not break the run
     finally:
         b.server.stop(0)
+
+
+def test_each_worker_ejects_on_its_own(grelay_factory):
+    """Two workers, each counting its own calls: the failing endpoint gets
+    at most workers x consecutive_failures calls before every worker that
+    serves calls has ejected it, and each ejection is its worker's."""
+    bs = [FlakyBackend(n) for n in ("b1", "b2", "b3")]
+    try:
+        g = start(grelay_factory, bs, workers=2, consecutive_failures=3, base_ejection_time="30s")
+        bs[1].failing = True
+        got = collections.Counter()
+        for _ in range(8):  # connections, spread over the workers by SO_REUSEPORT
+            got += calls(g, 9, options=[("grpc.use_local_subchannel_pool", 1)])
+        assert bs[1].seen() <= 2 * 3 and got["UNAVAILABLE"] == bs[1].seen(), (got, bs[1].seen())
+        ejections = metric(g, "grelay_upstream_ejections_total", cluster="backend", endpoint=bs[1].addr,
+                           reason="consecutive_failures")
+        lines = [line for line in g.log().splitlines() if "%s of cluster backend ejected" % bs[1].addr in line]
+        assert 1 <= ejections <= 2 and len(lines) == ejections, (ejections, lines)
+        assert bs[1].seen() == 3 * ejections  # each worker that ejected it sent it its 3 failures, then none
+        assert len({line.split(": ")[0].split()[-1] for line in lines}) == ejections, lines  # w0:, w1:
+    finally:
+        stop_all(bs)
