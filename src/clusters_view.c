@@ -7,25 +7,59 @@
 #include "grelay/common.h"
 #include "grelay/grpc.h"
 #include "grelay/health.h"
+#include "grelay/outlier.h"
 #include "grelay/proxy.h"
 #include "grelay/stats.h"
 
 #include <string.h>
+#include <sys/time.h>
+#include <time.h>
 
 static const char *const policy_names[] = {"round_robin", "least_request", "random", "ring_hash", "maglev"};
 static const char *const discovery_names[] = {"static", "strict_dns", "logical_dns"};
 
+/* Whether the ejection picks see now is the one of failed calls. */
+static bool by_calls(const uint64_t *v, uint64_t now)
+{
+    return v[E_OUTLIER_UNTIL] > now && v[E_OUTLIER_UNTIL] >= v[E_EJECTED_UNTIL];
+}
+
+void clusters_view_ejection(char *buf, size_t len, const uint64_t *v, uint64_t now)
+{
+    double left = (double)(v[E_EJECTED_UNTIL] - now) / 1e6;
+    if (by_calls(v, now))
+        snprintf(buf, len, "calls in a row failed (consecutive_failures), the last with %s; avoided for %.1f s more",
+                 outlier_failure_name(outlier_code_of_slot(v[E_OUTLIER_CODE])), left);
+    else
+        snprintf(buf, len, "connects failed; avoided for %.1f s more", left);
+}
+
+void clusters_view_ejection_json(struct gr_sbuf *out, const uint64_t *v, uint64_t now)
+{
+    uint64_t left = v[E_EJECTED_UNTIL] - now;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    uint64_t at_ms = ((uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec + left) / 1000;
+    time_t secs = (time_t)(at_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    sbuf_printf(out, "\"ejection\":{\"reason\":\"%s\",\"until\":\"%s.%03uZ\",\"for_s\":%.3f}",
+                by_calls(v, now) ? "consecutive_failures" : "connect_failure", when, (unsigned)(at_ms % 1000),
+                (double)left / 1e6);
+}
+
 static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const uint64_t *v, uint64_t now)
 {
     const char *health = "healthy", *why = "";
-    char buf[128];
+    char buf[160];
     if (v[E_MEMBER] == 0) {
         health = "draining";
         why = "left the endpoint set; its calls finish";
     } else if (v[E_EJECTED_UNTIL] > now) {
         health = "ejected";
-        snprintf(buf, sizeof(buf), "connects failed; avoided for %.1f s more",
-                 (double)(v[E_EJECTED_UNTIL] - now) / 1e6);
+        clusters_view_ejection(buf, sizeof(buf), v, now);
         why = buf;
     } else if (v[E_HC_STATE] == 2) {
         health = "unhealthy";
@@ -39,6 +73,10 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
     sbuf_json_str(out, k->labels[1], strlen(k->labels[1]));
     sbuf_printf(out, ",\"weight\":%llu,\"health\":\"%s\",\"why\":", (unsigned long long)v[E_WEIGHT], health);
     sbuf_json_str(out, why, strlen(why));
+    if (v[E_MEMBER] != 0 && v[E_EJECTED_UNTIL] > now) {
+        sbuf_puts(out, ",");
+        clusters_view_ejection_json(out, v, now);
+    }
     if (v[E_HC_STATE] != 0) {
         sbuf_puts(out, ",\"health_checks\":{");
         for (unsigned r = 0; r < HC_RESULTS; r++)
@@ -47,9 +85,10 @@ static void endpoint_json(struct gr_sbuf *out, const struct stats_key *k, const 
     }
     sbuf_printf(out,
                 ",\"in_flight\":%lld,\"connections\":%lld,\"requests_total\":%llu,\"connect_failures\":%llu,"
-                "\"ejections\":%llu,\"codes\":{",
+                "\"ejections\":%llu,\"outlier_ejections\":%llu,\"codes\":{",
                 (long long)v[E_IN_FLIGHT], (long long)v[E_CONNS], (unsigned long long)total,
-                (unsigned long long)v[E_CONNECT_FAILURES], (unsigned long long)v[E_EJECTIONS]);
+                (unsigned long long)v[E_CONNECT_FAILURES], (unsigned long long)v[E_EJECTIONS],
+                (unsigned long long)v[E_OUTLIER_EJECTIONS]);
     bool first = true;
     for (int c = 0; c < STATS_CODES; c++)
         if (v[E_CODES + c] != 0) {

@@ -12,6 +12,7 @@
 #include "grelay/config_breaker.h"
 #include "grelay/config_affinity.h"
 #include "grelay/config_health.h"
+#include "grelay/config_outlier.h"
 #include "grelay/config_ops.h"
 #include "grelay/config_route.h"
 #include "grelay/config_yaml.h"
@@ -519,6 +520,10 @@ static const struct config_field cluster_fields[] = {
      .set = config_yaml_set_obj,
      .off = OFF(struct gr_cluster_cfg, retry_budget),
      .sub = &config_retry_budget_schema},
+    {.key = "outlier_detection",
+     .set = config_yaml_set_obj,
+     .off = OFF(struct gr_cluster_cfg, outlier),
+     .sub = &config_outlier_schema},
     {0},
 };
 static const struct config_schema cluster_schema = {

@@ -52,6 +52,12 @@ void pool_free(struct pool *p)
     gr_list_remove(&p->free_task.link);
     ev_timer_stop(p->w->loop, &p->wait_timer);
     ev_timer_stop(p->w->loop, &p->drain_timer);
+    if (p->outlier.until_us != 0) { /* a pool of the same endpoint may follow: it is not ejected */
+        uint64_t *b = stats_block(p->w->stats, p->stats);
+        stats_set(b, E_OUTLIER_UNTIL, 0);
+        stats_set(b, E_OUTLIER_CODE, 0);
+    }
+    ev_timer_stop(p->w->loop, &p->outlier_timer);
     free(p);
 }
 
@@ -125,6 +131,13 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *t, int revents)
         h2_client_cut(container_of(p->conns.next, struct upconn, link), why);
 }
 
+void pool_set_ejected_until(struct pool *p)
+{
+    uint64_t o = p->outlier.until_us;
+    p->ejected_until_us = p->connect_until_us > o ? p->connect_until_us : o;
+    stats_set(stats_block(p->w->stats, p->stats), E_EJECTED_UNTIL, p->ejected_until_us);
+}
+
 static void connect_failed(struct pool *p)
 {
     uint32_t shift = p->connect_failures < 5 ? p->connect_failures : 5;
@@ -132,11 +145,11 @@ static void connect_failed(struct pool *p)
     if (backoff_us > 30000000ull)
         backoff_us = 30000000ull;
     p->connect_failures++;
-    p->ejected_until_us = gr_now_us() + backoff_us;
+    p->connect_until_us = gr_now_us() + backoff_us;
     uint64_t *b = stats_block(p->w->stats, p->stats);
     stats_add(b, E_CONNECT_FAILURES, 1);
     stats_add(b, E_EJECTIONS, 1);
-    stats_set(b, E_EJECTED_UNTIL, p->ejected_until_us);
+    pool_set_ejected_until(p);
 }
 
 static void on_settings(void *owner, struct upconn *u, bool first)
@@ -145,8 +158,8 @@ static void on_settings(void *owner, struct upconn *u, bool first)
     (void)u;
     if (first) {
         p->connect_failures = 0;
-        p->ejected_until_us = 0;
-        stats_set(stats_block(p->w->stats, p->stats), E_EJECTED_UNTIL, 0);
+        p->connect_until_us = 0;
+        pool_set_ejected_until(p); /* an ejection by failed calls stays */
         if (p->failing) {
             p->failing = false;
             log_info("upstream %s is reachable again", p->ep->address.text);

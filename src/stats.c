@@ -492,7 +492,8 @@ void stats_sum_key(const struct stats_key *k, uint64_t *out, size_t n)
             continue;
         for (size_t i = 0; i < n; i++) {
             uint64_t v = __atomic_load_n(&b[i], __ATOMIC_RELAXED);
-            if (k->kind == SK_ENDPOINT && (i == E_EJECTED_UNTIL || i == E_WEIGHT))
+            if (k->kind == SK_ENDPOINT &&
+                (i == E_EJECTED_UNTIL || i == E_WEIGHT || i == E_OUTLIER_UNTIL || i == E_OUTLIER_CODE))
                 out[i] = v > out[i] ? v : out[i]; /* the latest ejection of any worker */
             else
                 out[i] += v;

@@ -7,6 +7,7 @@
 #include "grelay/common.h"
 #include "grelay/grpc.h"
 #include "grelay/health.h"
+#include "grelay/clusters_view.h"
 #include "grelay/stats.h"
 
 #include <stdatomic.h>
@@ -235,9 +236,13 @@ static void endpoint_families(struct gr_sbuf *out, const struct row *r, size_t n
            NULL);
     family(out, r, n, "grelay_upstream_connect_failures_total", "counter", "Upstream connections that failed.",
            E_CONNECT_FAILURES, NULL, NULL);
-    family(out, r, n, "grelay_upstream_ejections_total", "counter",
-           "Times an endpoint was ejected after failed connects (per worker).", E_EJECTIONS, NULL, NULL);
-    head(out, "grelay_upstream_ejected", "gauge", "1 while some worker avoids the endpoint after failed connects.");
+    static const unsigned ej_slots[] = {E_EJECTIONS, E_OUTLIER_EJECTIONS};
+    static const char *const ej_reasons[] = {"connect_failure", "consecutive_failures"};
+    family_split(out, r, n, "grelay_upstream_ejections_total", "counter",
+                 "Times an endpoint was ejected (per worker), by reason: failed connects or failed calls.", "reason",
+                 ej_slots, ej_reasons, 2, false);
+    head(out, "grelay_upstream_ejected", "gauge",
+         "1 while some worker avoids the endpoint after failed connects or failed calls.");
     uint64_t now = gr_now_us();
     for (size_t i = 0; i < n; i++) {
         sbuf_puts(out, "grelay_upstream_ejected");
@@ -400,18 +405,26 @@ static void json_endpoints(struct gr_sbuf *out)
         bool ejected = v[E_EJECTED_UNTIL] > now, unhealthy = v[E_HC_STATE] == 2;
         sbuf_puts(out, i ? ",{" : "{");
         json_labels(out, r[i].k);
-        char why[128] = "";
-        if (unhealthy)
+        char why[160] = "";
+        if (ejected)
+            clusters_view_ejection(why, sizeof(why), v, now);
+        else if (unhealthy)
             health_why(why, sizeof(why), (unsigned)v[E_HC_WHY], v[E_HC_FAILS]);
         sbuf_printf(out, "\"health\":\"%s\",\"why\":\"%s\",",
                     ejected     ? "ejected"
                     : unhealthy ? "unhealthy"
                                 : "healthy",
-                    ejected ? "connects failed" : why);
+                    why);
+        if (ejected) {
+            clusters_view_ejection_json(out, v, now);
+            sbuf_puts(out, ",");
+        }
         json_codes(out, v + E_CODES);
-        sbuf_printf(out, ",\"in_flight\":%lld,\"connections\":%lld,\"connect_failures\":%llu,\"ejections\":%llu}",
+        sbuf_printf(out,
+                    ",\"in_flight\":%lld,\"connections\":%lld,\"connect_failures\":%llu,\"ejections\":%llu,"
+                    "\"outlier_ejections\":%llu}",
                     (long long)v[E_IN_FLIGHT], (long long)v[E_CONNS], (unsigned long long)v[E_CONNECT_FAILURES],
-                    (unsigned long long)v[E_EJECTIONS]);
+                    (unsigned long long)v[E_EJECTIONS], (unsigned long long)v[E_OUTLIER_EJECTIONS]);
     }
     sbuf_puts(out, "]");
     free(r);

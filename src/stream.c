@@ -169,6 +169,7 @@ void detach_up(struct stream *s, bool reset)
         s->resp.given_back = s->resp.received;
         s->up.ops->detach(&s->up, reset && s->att != ATT_CLOSED);
     }
+    stream_obs_detach(s);
     pool_release(&s->up);
     if (s->resp_state == RESP_ENDED)
         breaker_release_call(s); /* no attempt follows an answer: the breaker's place goes now */

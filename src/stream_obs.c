@@ -7,6 +7,9 @@
 #include "grelay/downstream.h"
 #include "grelay/grpc.h"
 #include "grelay/headers.h"
+#include "grelay/outlier.h"
+#include "grelay/pool.h"
+#include "grelay/pool_eject.h"
 #include "grelay/stats.h"
 #include "grelay/stream.h"
 #include "grelay/worker.h"
@@ -44,6 +47,40 @@ static void attempt_over(struct stream *s, int code)
     uint64_t *b = stats_block(obs_worker(s)->stats, s->att_ep);
     stats_add(b, E_IN_FLIGHT, (uint64_t)-1);
     stats_add(b, (unsigned)(E_CODES + (code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN)), 1);
+}
+
+/* What the attempt's end says of its endpoint (outlier.h): the backend's
+ * grpc-status, whether it came trailers-only or in trailers after data
+ * (the response's own trailers: grelay writes its local ones only after
+ * the attempt is let go), or the status gRPC gives a non-gRPC HTTP error;
+ * OUTLIER_RESET when the upstream stream closed with none of them (a
+ * reset, a lost connection, an end without trailers); OUTLIER_NOTHING when
+ * grelay ended the attempt itself (the client cancelled, the deadline or
+ * the per-try timeout passed, a local limit). */
+static int attempt_outcome(const struct stream *s)
+{
+    /* Trailers are only ever this attempt's (headers held for a late
+     * status included: resp_state is still RESP_WAITING then). */
+    const struct gr_hdr *gs = headers_find(&s->resp_trailers, "grpc-status");
+    if (gs == NULL)
+        gs = headers_find(&s->resp_hdrs, "grpc-status");
+    if (gs != NULL) {
+        int code = grpc_status_value(gs->value, gs->valuelen);
+        return code >= 0 && code < STATS_CODES ? code : GRPC_UNKNOWN;
+    }
+    enum grpc_status st;
+    char msg[8];
+    if (s->resp_status >= 300 &&
+        !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg)))
+        return (int)st;
+    return s->att == ATT_CLOSED ? OUTLIER_RESET : OUTLIER_NOTHING;
+}
+
+void stream_obs_detach(struct stream *s)
+{
+    /* Only with outlier_detection, and once HEADERS went out (the backend had the call). */
+    if (s->up.pool != NULL && s->up.pool->cl->outlier.set && s->up.id > 0)
+        pool_attempt_result(s->up.pool, attempt_outcome(s));
 }
 
 void stream_obs_attempt(struct stream *s, const struct stats_key *ep)

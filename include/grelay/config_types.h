@@ -93,6 +93,18 @@ struct gr_hash_on_cfg {
     struct gr_pos pos;      /* where hash_on: is written */
 };
 
+/* A cluster's outlier_detection: passive ejection of an endpoint whose
+ * calls fail in a row, counted by each worker on its own (outlier.h). */
+struct gr_outlier_cfg {
+    bool set;                       /* an outlier_detection: block is written: calls may eject endpoints */
+    uint32_t consecutive_failures;  /* failed attempts in a row that eject; default 5 */
+    uint32_t failure_mask;          /* bit N: grpc-status N is a failure (resets always are); never OK */
+    uint64_t base_ejection_time_ms; /* the first ejection's length, doubled for each one in a row; 30 s */
+    uint64_t max_ejection_time_ms;  /* the cap on that doubling; 300 s, at least base_ejection_time */
+    uint32_t max_ejection_percent;  /* of the cluster's endpoints ejected at once per worker (at least one); 50 */
+    struct gr_pos pos;              /* where outlier_detection: is written */
+};
+
 /* A named group of backends that routes send calls to. */
 struct gr_cluster_cfg {
     const char *name;                    /* unique among clusters */
@@ -117,6 +129,7 @@ struct gr_cluster_cfg {
     const struct stats_key *stats;       /* its series (stats_bind) */
     struct gr_health_check_cfg health_check; /* active health checks, when set */
     uint32_t panic_threshold;                /* percent: below this share of healthy endpoints, balance over all */
+    struct gr_outlier_cfg outlier;           /* passive ejection from failed calls, when set */
     struct gr_tls_client_cfg tls;            /* TLS to the endpoints, when set */
     struct gr_pos tls_pos;                   /* where tls: is written (quoted by TLS build errors) */
     struct gr_breaker_cfg circuit_breakers;  /* the cluster's bounds, when set */

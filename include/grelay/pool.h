@@ -11,6 +11,7 @@
 #include "grelay/cluster.h"
 #include "grelay/common.h"
 #include "grelay/config.h"
+#include "grelay/outlier.h"
 #include "grelay/upstream.h"
 #include "grelay/worker.h"
 
@@ -32,13 +33,20 @@ struct pool {
     bool dispatching;                /* pool_dispatch is running (it is not re-entered) */
     bool failing;                    /* last connection attempt failed (logged once) */
     uint32_t connect_failures;       /* in a row; reset by a connection that works */
-    uint64_t ejected_until_us;       /* picks avoid it until then (gr_now_us clock) */
+    uint64_t connect_until_us;       /* ejected for failed connects until then; 0: not */
+    uint64_t ejected_until_us;       /* picks avoid it until then (gr_now_us clock): the later of
+                                        connect_until_us and outlier.until_us */
+    struct outlier outlier;          /* its calls' run of failures and ejections (outlier_detection) */
+    ev_timer outlier_timer;          /* an ejection by failed calls ends (pool_eject.c): the return is logged */
     struct gr_task free_task;        /* the deferred free of a retired pool (worker->reap) */
     const struct stats_key *stats;   /* its endpoint's series (cluster, address): stats.h */
 };
 
 /* Passive health: an endpoint whose connects fail is avoided for 1 s,
- * doubling per failure up to 30 s, unless nothing else is left. */
+ * doubling per failure up to 30 s; with the cluster's outlier_detection,
+ * one whose calls fail consecutive_failures times in a row is avoided for
+ * base_ejection_time, doubling (outlier.h). Either way unless nothing else
+ * is left (wcluster_pick). */
 static inline bool pool_ejected(const struct pool *p, uint64_t now_us) { return p->ejected_until_us > now_us; }
 
 struct pool *pool_new(struct worker *w, const struct gr_cluster_cfg *cl, struct balancer *lb, size_t index,
@@ -60,6 +68,9 @@ int pool_acquire(struct pool *p, struct up_slot *sl);
 /* The attempt is over (its stream detached, or it leaves the line): the
  * balancer counts it finished and the line is served. Idempotent. */
 void pool_release(struct up_slot *sl);
+/* ejected_until_us becomes the later of the two ejections (and its
+ * gauge says so). */
+void pool_set_ejected_until(struct pool *p);
 /* The endpoint's address, for messages and the :authority fallback. */
 static inline const char *pool_address(const struct pool *p) { return p->ep->address.text; }
 

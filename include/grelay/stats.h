@@ -78,14 +78,19 @@ enum stats_endpoint_slot {
     E_IN_FLIGHT = E_CODES + STATS_CODES,  /* gauge: attempts in flight */
     E_CONNS,                              /* gauge: upstream connections open or connecting */
     E_CONNECT_FAILURES,                   /* counter */
-    E_EJECTIONS,                          /* counter: times the endpoint was ejected (connect failures) */
-    E_EJECTED_UNTIL,                      /* gauge (max over workers): gr_now_us until which picks avoid it */
+    E_EJECTIONS,                          /* counter: times the endpoint was ejected after failed connects */
+    E_EJECTED_UNTIL,                      /* gauge (max over workers): gr_now_us until which picks avoid it (either
+                                             reason: failed connects or failed calls) */
     E_MEMBER,                             /* gauge: workers whose current endpoint set has it */
     E_WEIGHT,                             /* gauge (max over workers): its weight */
     E_HC,                                 /* counters: health checks by result, STATS_HC_RESULTS (main thread) */
     E_HC_STATE = E_HC + STATS_HC_RESULTS, /* gauge (main thread): 0 not checked, 1 healthy, 2 unhealthy */
     E_HC_WHY,                             /* gauge (main thread): unhealthy: the result of its last failed check */
     E_HC_FAILS,                           /* gauge (main thread): failed checks in a row */
+    E_OUTLIER_EJECTIONS,                  /* counter: times the endpoint was ejected after failed calls */
+    E_OUTLIER_UNTIL,                      /* gauge (max over workers): gr_now_us until which failed calls eject it */
+    E_OUTLIER_CODE,                       /* gauge (max over workers) while ejected by calls: what its run of
+                                             failures ended with (outlier_code_slot), else 0 */
     E_SLOTS
 };
 

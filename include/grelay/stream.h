@@ -142,6 +142,7 @@ void stream_obs_begin(struct stream *s);
 void stream_obs_routed(struct stream *s);
 void stream_obs_attempt(struct stream *s, const struct stats_key *ep);
 void stream_obs_retry(struct stream *s, int code, bool transparent);
+void stream_obs_detach(struct stream *s); /* the attempt is let go: its outcome to the pool (outlier.h) */
 void stream_obs_end(struct stream *s);
 
 /* The worker's stream cache holds struct streams. */

@@ -275,3 +275,21 @@ def test_grpc_web_clients_get_the_retry_answer(bad, good, grelay_factory, text):
     assert status == 200 and h["x-backend"] == "bad" and h["x-early"] == "yes"
     assert msgs == [] and trailers["grpc-status"] == "5" and trailers["x-late"] == "yes"
     assert bad.calls["nf"] == 1
+
+
+def test_late_statuses_retried_under_the_hold_still_eject_the_endpoint(bad, good, grelay_factory):
+    """Outlier ejection (docs/health.md) sees a late status that the hold
+    turned into a retry: the client gets OK every time, yet the endpoint
+    that failed twice in a row is ejected and gets no more calls."""
+    port, admin_port = free_port(), free_port()
+    cfg = config(port, [bad, good], RETRY, admin_port)
+    cfg["workers"] = 1
+    cfg["clusters"][0]["outlier_detection"] = {"consecutive_failures": 2, "base_ejection_time": "60s"}
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/late.Svc/Unary")
+        for i in range(10):
+            assert call(b"%d" % i, metadata=[("x-fail-on", "bad"), ("x-id", str(i))], timeout=10) == b"good:%d" % i
+    assert sum(bad.calls.values()) == 2, bad.calls  # round robin sent it 2 in a row-of-its-turns, then none
+    assert metric(admin_port, "grelay_upstream_ejections_total", endpoint=bad.addr,
+                  reason="consecutive_failures") == 1

@@ -255,6 +255,31 @@ def test_the_live_view_shows_circuit_breaker_trips(live_backends, grelay_factory
                                 "the held call's end")
         finally:
             view.close()
+def test_the_live_view_shows_an_ejection(live_backends, live_grelay, grelay_factory):
+    """Outlier ejection (docs/health.md) on the page: both endpoints answer
+    UNAVAILABLE (x-fail-code); with 2 in a row ejecting and 50% of 2, one is
+    ejected (for a minute), the other is not, and the page says which, why
+    and until when."""
+    port, admin_port = free_port(), free_port()
+    cfg = simple_config(port, [b.addr for b in live_backends], cluster_extra={"outlier_detection": {
+        "consecutive_failures": 2, "base_ejection_time": "60s", "max_ejection_percent": 50}})
+    cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        assert unary(ch, 4, fail="UNAVAILABLE") == [grpc.StatusCode.UNAVAILABLE] * 4
+    view = LiveView("http://127.0.0.1:%d/" % admin_port)
+    try:
+        s = view.wait_until(lambda s: len(rows(s, "endpoints", health="ejected")) == 1, "one ejected endpoint")
+        ejected = rows(s, "endpoints", health="ejected")[0]
+        assert ejected["attrs"]["ejection"] == "consecutive_failures", ejected
+        assert ejected["attrs"]["until"].endswith("Z"), ejected
+        health = ejected["cells"]["health"]
+        assert "calls in a row failed (consecutive_failures), the last with UNAVAILABLE" in health, health
+        assert "(consecutive failures, until " in health and health.endswith(" UTC)"), health
+        other = rows(s, "endpoints", health="healthy")
+        assert len(other) == 1 and other[0]["attrs"]["ejection"] == "", other  # 50% of 2: one at most
+    finally:
+        view.close()
 
 
 def test_the_page_computes_quantiles_as_prometheus_does(live_grelay, prometheus_factory):  # noqa: F811

@@ -11,6 +11,8 @@
 #include "../../src/stream.c"
 
 #include "grelay/request.h"
+#include "grelay/outlier.h"
+#include "grelay/pool_eject.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +116,15 @@ void pool_release(struct up_slot *sl)
     sl->queued = false;
 }
 
+/* What the attempts' ends told the pool (outlier ejection's input). */
+static int outcomes[8], n_outcomes;
+void pool_attempt_result(struct pool *p, int code)
+{
+    (void)p;
+    if (n_outcomes < 8)
+        outcomes[n_outcomes++] = code;
+}
+
 struct pool *wcluster_pick(struct wcluster *wc, bool retry, size_t last, struct lb_key key, size_t *idx)
 {
     (void)key;
@@ -193,7 +204,9 @@ static int setup(void **state)
         snprintf(pools[i]->own.text, sizeof(pools[i]->own.text), "127.0.0.1:700%d", i + 1);
         pools[i]->own.address.text = pools[i]->own.text;
         pools[i]->ep = &pools[i]->own;
+        pools[i]->cl = &cfg->clusters[0];
     }
+    cfg->clusters[0].outlier.set = true; /* attempts' outcomes reach the fake pool_attempt_result */
     w->clusters[0]->cfg = &cfg->clusters[0];
     w->clusters[0]->pools = pools;
     w->clusters[0]->n_pools = 2;
@@ -647,6 +660,71 @@ static void over_budget_response_credit_waits(void **state)
     assert_int_equal(client.held, 0);
 }
 
+/* What each attempt's end tells the pool for outlier ejection
+ * (stream_obs_detach): the backend's grpc-status whether trailers-only or
+ * in trailers after DATA, OUTLIER_RESET for a reset or a lost connection,
+ * a non-gRPC HTTP error's mapped status, and OUTLIER_NOTHING when grelay
+ * ended the attempt itself (client cancel, deadline, per-try timeout). */
+static void outcomes_for_outlier_ejection(void **state)
+{
+    static const uint8_t msg[] = {0, 0, 0, 0, 1, 'x'};
+    struct {
+        const char *path;
+        int kind;
+        int want;
+    } cases[] = {
+        {"/pkg.S/M", 0, GRPC_OK},         {"/pkg.S/M", 1, GRPC_UNAVAILABLE},  {"/pkg.S/M", 2, GRPC_UNAVAILABLE},
+        {"/pkg.S/M", 3, OUTLIER_RESET},   {"/pkg.S/M", 4, OUTLIER_RESET},     {"/pkg.S/M", 5, OUTLIER_NOTHING},
+        {"/pkg.S/M", 6, OUTLIER_NOTHING}, {"/retry.S/M", 7, OUTLIER_NOTHING}, {"/pkg.S/M", 8, GRPC_UNAVAILABLE},
+        {"/pkg.S/M", 9, GRPC_DATA_LOSS},
+    };
+    for (size_t i = 0; i < GR_ARRAY_LEN(cases); i++) {
+        reset_fakes(state);
+        n_outcomes = 0;
+        struct stream *s = call(cases[i].path, true, "1m");
+        s->up.ev->sent(&s->up);
+        switch (cases[i].kind) {
+        case 0: /* OK in trailers after a message */
+        case 1: /* UNAVAILABLE in trailers after a message (envoy#8228) */
+        case 9:
+            answer_headers(s);
+            s->up.ev->data(&s->up, msg, sizeof(msg));
+            trailers(s, cases[i].kind == 0 ? "0" : cases[i].kind == 1 ? "14" : "15");
+            s->up.ev->closed(&s->up, NGHTTP2_NO_ERROR);
+            break;
+        case 2: /* trailers-only UNAVAILABLE */
+            resp_header(s, ":status", "200");
+            resp_header(s, "grpc-status", "14");
+            s->up.ev->headers_done(&s->up, true);
+            s->up.ev->closed(&s->up, NGHTTP2_NO_ERROR);
+            break;
+        case 3: /* the backend resets the stream after its headers */
+            answer_headers(s);
+            s->up.ev->closed(&s->up, NGHTTP2_INTERNAL_ERROR);
+            break;
+        case 4: /* the connection is lost */
+            s->up.ev->lost(&s->up, "upstream 127.0.0.1:7001: connection lost: test", false);
+            break;
+        case 5: /* the client cancels */ answer_headers(s); break;
+        case 6: /* grelay's deadline */ on_deadline(w->loop, &s->deadline_timer, 0); break;
+        case 7: /* the per-try timeout (retried: that attempt says nothing either) */
+            on_attempt_timer(w->loop, &s->attempt_timer, 0);
+            break;
+        case 8: /* an HTTP 503 from something that is not gRPC */
+            resp_header(s, ":status", "503");
+            resp_header(s, "content-type", "text/html");
+            s->up.ev->headers_done(&s->up, false);
+            break;
+        }
+        stream_on_down_close(s, NGHTTP2_CANCEL);
+        assert_int_equal(up.released, up.acquired);
+        assert_true(n_outcomes >= 1);
+        if (outcomes[0] != cases[i].want)
+            print_error("case %zu: outcome %d, want %d\n", i, outcomes[0], cases[i].want);
+        assert_int_equal(outcomes[0], cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +739,7 @@ int main(void)
         cmocka_unit_test_setup(over_budget_new_streams_are_refused, reset_fakes),
         cmocka_unit_test_setup(response_window_grows_while_read, reset_fakes),
         cmocka_unit_test_setup(over_budget_response_credit_waits, reset_fakes),
+        cmocka_unit_test_setup(outcomes_for_outlier_ejection, reset_fakes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
