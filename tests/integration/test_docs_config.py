@@ -30,11 +30,24 @@ def source_text():
     return "\n".join(open(p).read() for p in SOURCES)
 
 
+def defines():
+    """#define NAME <number> of the sources and headers, for bounds written as a macro."""
+    out = {}
+    for p in SOURCES + sorted(glob.glob(os.path.join(ROOT, "include", "grelay", "*.h"))):
+        for m in re.finditer(r"^#define ([A-Z][A-Z0-9_]*) \(?(\d+)(?:ull|ul|u)?\)?(?:\s|$)", open(p).read(), re.M):
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+DEFINES = defines()
+
+
 def c_value(expr):
     """A C constant expression of the tables (1u << 20, 24ull * 3600 * 1000,
     UINT32_MAX) as a Python int, or None when it is not one."""
     e = re.sub(r"\b(\d+)(?:ull|ul|ll|u)\b", r"\1", expr.strip())
     e = e.replace("UINT32_MAX", "4294967295")
+    e = re.sub(r"\b[A-Z][A-Z0-9_]*\b", lambda m: DEFINES.get(m.group(0), m.group(0)), e)
     if not re.fullmatch(r"[\d\s()+\-*<>]+", e):
         return None
     return int(eval(e, {"__builtins__": {}}))  # digits and operators only, checked above
