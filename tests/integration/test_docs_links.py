@@ -85,11 +85,9 @@ def anchors(path):
 def links(path):
     """(line, target) of every link and image in the page's prose."""
     text = prose(open(path, encoding="utf-8").read())
-    out = []
-    for no, line in enumerate(text.split("\n"), 1):
-        out += [(no, m.group(2)) for m in LINK.finditer(line)]
-        out += [(no, m.group(1)) for m in IMAGE.finditer(line)]
-    return out
+    found = [(m.start(), m.group(2)) for m in LINK.finditer(text)]  # link text may wrap
+    found += [(m.start(), m.group(1)) for m in IMAGE.finditer(text)]
+    return [(text.count("\n", 0, at) + 1, target) for at, target in sorted(found)]
 
 
 def check(page, target, cache):
@@ -139,7 +137,8 @@ def test_a_broken_link_is_found(tmp_path):
     """The checker itself: a missing file, a missing anchor and a good anchor."""
     page = tmp_path / "page.md"
     (tmp_path / "other.md").write_text("# Other page\n\n## A section: here (too)\n")
-    page.write_text("[a](other.md#a-section-here-too) [b](other.md#nowhere) [c](gone.md) `[d](gone.md)`\n")
+    page.write_text("[a](other.md#a-section-here-too) [b\nwrapped](other.md#nowhere) [c](gone.md) `[d](gone.md)`\n"
+                    "```\n[e](gone.md)\n```\n")
     found = [(t, check(str(page), t, {})) for _, t in links(str(page))]
     assert found == [("other.md#a-section-here-too", None), ("other.md#nowhere", "no anchor #nowhere in %s" %
                      os.path.relpath(str(tmp_path / "other.md"), ROOT)),
