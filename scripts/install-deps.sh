@@ -5,12 +5,13 @@
 #   scripts/install-deps.sh --test    + what the tests need (cmocka, grpcio, h2, pytest, clang and
 #                                       clang-format for fuzzing and the style check,
 #                                       chromium for gRPC-Web in a real browser,
-#                                       prometheus for promtool and the metrics tests)
+#                                       prometheus for promtool and the metrics tests,
+#                                       h2load for the README's load line)
 set -euo pipefail
 
 build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus nghttp2-client)
 web=()
 
 want=("${build[@]}")
