@@ -566,7 +566,7 @@ def report(args, targets, backends, results, idle, scale):
                     "%.2fx" % (rpc / g) if g and n != "direct" else "-"))
         lines.append("")
     lines += scaling_lines(scale) + idle_lines(names, idle)
-    lines += ["", "Rerun: `bench/run.sh` (see README, Benchmarks).", ""]
+    lines += ["", "Rerun: `bench/run.sh` (see bench/README.md).", ""]
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.date.today().isoformat() + ("-" + args.tag if args.tag else "")
     with open(os.path.join(args.out, "%s.md" % stamp), "w") as f:

@@ -72,7 +72,8 @@ if $once; then
   exit 0
 fi
 echo "Try it yourself:  /usr/bin/python3 demo/client.py 127.0.0.1:8080 YourName"
-echo "             or:  h2load -n 1000 -c 4 -m 16 -H 'content-type: application/grpc' -H 'te: trailers' \\"
-echo "                    -d <(printf '\\0\\0\\0\\0\\3Ada') http://127.0.0.1:8080/demo.Greeter/SayHello"
+echo "             or:  printf '\\0\\0\\0\\0\\3Ada' > /tmp/hello.bin"
+echo "                  h2load -n 1000 -c 4 -m 16 -H 'content-type: application/grpc' -H 'te: trailers' \\"
+echo "                    -d /tmp/hello.bin http://127.0.0.1:8080/demo.Greeter/SayHello"
 echo "Ctrl-C stops grelay, the backends and the page server."
 wait "${pids[-1]}"

@@ -25,12 +25,8 @@ PAGES = sorted([os.path.join(ROOT, "README.md"), os.path.join(ROOT, "bench", "RE
 # one of them is not checked while it does not exist. The lead empties this
 # list when those pages land; nothing else may be added to it.
 PENDING = {
-    ("docs/affinity.md", ""),
     ("docs/deployment.md", ""),
     ("docs/mesh.md", ""),
-    ("docs/health.md", "outlier-ejection"),
-    ("docs/limits.md", "circuit-breakers"),
-    ("docs/retries.md", ""),
 }
 
 LINK = re.compile(r"(?<!\!)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^()\s]*(?:\([^()\s]*\)[^()\s]*)*)(?:\s+\"[^\"]*\")?\)")
