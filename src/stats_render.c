@@ -430,7 +430,8 @@ static void json_endpoints(struct gr_sbuf *out)
     free(r);
 }
 
-/* Each cluster's breakers: counts now and trips (the live view). */
+/* Each cluster's breakers (counts now and trips), its panic and its
+ * calls without a hash key (the live view). */
 static void json_clusters(struct gr_sbuf *out)
 {
     size_t n;
@@ -445,7 +446,9 @@ static void json_clusters(struct gr_sbuf *out)
         first = false;
         json_labels(out, r[i].k);
         breaker_json(out, &c, r[i].v + C_BRK_TRIPS);
-        sbuf_puts(out, "}");
+        sbuf_printf(out, ",\"panic\":%s,\"panic_total\":%llu,\"hash_no_key\":%llu}",
+                    r[i].v[C_PANIC_NOW] ? "true" : "false", (unsigned long long)r[i].v[C_PANIC],
+                    (unsigned long long)r[i].v[C_HASH_NO_KEY]);
     }
     sbuf_puts(out, "]");
     free(r);

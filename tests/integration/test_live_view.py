@@ -328,3 +328,39 @@ def test_the_page_computes_quantiles_as_prometheus_does(live_grelay, prometheus_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_live_view_shows_panic_and_calls_without_a_hash_key(grelay_factory):
+    """A ring_hash cluster of two health-checked backends: calls without the
+    x-user-id key are counted (they go at random); when both backends say
+    NOT_SERVING the cluster is in panic, and the Clusters table says so;
+    SERVING again ends it."""
+    from test_health import NOT_SERVING, SERVING, backends_of, health_config, stop_all
+    if not os.path.exists("/usr/bin/chromium") or not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules")):
+        pytest.fail("the live view test needs /usr/bin/chromium and tests/browser/node_modules: run scripts/test.sh")
+    bs = backends_of("h1", "h2")
+    try:
+        port, admin_port = free_port(), free_port()
+        cfg = health_config(port, admin_port, bs)
+        cfg["clusters"][0].update({"lb_policy": "ring_hash", "hash_on": {"header": "x-user-id"}})
+        g = grelay_factory(cfg, port)
+        with grpc.insecure_channel(g.addr) as ch:
+            call = ch.unary_unary("/test.Echo/Unary")
+            for i in range(3):
+                call(b"no key %d" % i, timeout=10)
+            call(b"keyed", metadata=[("x-user-id", "u1")], timeout=10)
+        view = LiveView("http://127.0.0.1:%d/" % admin_port)
+        try:
+            row_of = lambda s: one_row(s, "clusters", cluster="backend") or {"cells": {}}  # noqa: E731
+            s = view.wait_until(lambda s: row_of(s)["cells"].get("hash_no_key") == "3", "3 calls without a key")
+            assert row_of(s)["cells"]["panic"] == "no"
+            for b in bs:
+                b.status = NOT_SERVING
+            s = view.wait_until(lambda s: row_of(s)["cells"].get("panic") == "panic", "the cluster in panic")
+            for b in bs:
+                b.status = SERVING
+            view.wait_until(lambda s: row_of(s)["cells"].get("panic") == "no", "the panic's end")
+        finally:
+            view.close()
+    finally:
+        stop_all(bs)
