@@ -1,0 +1,232 @@
+"""The deployment files, checked without a cluster (docs/deployment.md): the Kubernetes manifests
+parse and carry what the docs promise (probes on real admin paths at the admin port of the
+embedded grelay config, resources, a grace period above the drain, a PodDisruptionBudget, a
+headless Service behind every strict_dns cluster, TLS files from a mounted Secret), every embedded
+config passes `grelay --check`; the systemd unit passes `systemd-analyze verify`; the Dockerfile
+agrees with install-deps.sh and its default config; the man page has every option of --help."""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from harness import GRELAY, ROOT
+from test_tls import make_ca, make_cert
+
+K8S = os.path.join(ROOT, "deploy", "kubernetes")
+UNIT = os.path.join(ROOT, "deploy", "systemd", "grelay.service")
+VERSION = re.search(r'#define GRELAY_VERSION "([^"]+)"', open(os.path.join(ROOT, "include", "grelay",
+                                                                           "common.h")).read()).group(1)
+
+
+def duration_s(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s|ms|us)", str(text))
+    assert m, text
+    return float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[m.group(2)]
+
+
+def admin_paths():
+    """The paths src/admin_endpoints.c serves on GET."""
+    src = open(os.path.join(ROOT, "src", "admin_endpoints.c")).read()
+    return set(re.findall(r'admin_route\(e->admin, "GET", "([^"]+)"', src))
+
+
+def manifests():
+    objs = []
+    for path in sorted(glob.glob(os.path.join(K8S, "*.yaml"))):
+        with open(path) as f:
+            objs += [(os.path.basename(path), o) for o in yaml.safe_load_all(f) if o is not None]
+    return objs
+
+
+def by_kind(kind):
+    return [o for _, o in manifests() if o["kind"] == kind]
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def grelay_containers(deployment):
+    """(container, its config's text, the config's path) for each grelay container."""
+    spec = deployment["spec"]["template"]["spec"]
+    maps = {c["metadata"]["name"]: c["data"] for c in by_kind("ConfigMap")}
+    out = []
+    for c in spec["containers"]:
+        if not c["image"].startswith("grelay:"):
+            continue
+        path = c["args"][c["args"].index("--config") + 1]
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == os.path.dirname(path))
+        assert "subPath" not in mount, "a subPath mount is never updated: watch_config would not see a change"
+        vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        out.append((c, maps[vol["configMap"]["name"]][os.path.basename(path)], path))
+    return out
+
+
+def deployments_with_grelay():
+    return [d for d in by_kind("Deployment") if grelay_containers(d)]
+
+
+def test_every_object_parses_and_is_named():
+    objs = manifests()
+    kinds = {o["kind"] for _, o in objs}
+    assert {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"} <= kinds, kinds
+    for name, o in objs:
+        assert o.get("apiVersion") and o.get("metadata", {}).get("name"), (name, o)
+
+
+@pytest.mark.parametrize("deployment", deployments_with_grelay(), ids=lambda d: d["metadata"]["name"])
+def test_grelay_containers_have_probes_resources_and_a_grace_above_the_drain(deployment):
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
+        "labels"].items()
+    paths = admin_paths()
+    for c, text, path in grelay_containers(deployment):
+        cfg = yaml.safe_load(text)
+        assert c["image"] == "grelay:" + VERSION
+        assert cfg["watch_config"] is True, path
+        admin_port = int(cfg["admin"]["address"].rsplit(":", 1)[1])
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe, want in (("readinessProbe", "/ready"), ("livenessProbe", "/healthz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == want and want in paths, (c["name"], probe, get)
+            assert ports.get(get["port"], get["port"]) == admin_port, (c["name"], probe, get, admin_port)
+        for listener in cfg["listeners"]:
+            port = int(listener["address"].rsplit(":", 1)[1])
+            if not listener["address"].startswith("127."):
+                assert port in ports.values(), (c["name"], listener)
+        for k in ("requests", "limits"):
+            assert c["resources"][k]["memory"] and c["resources"]["requests"]["cpu"], c["resources"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        drain = duration_s(cfg.get("drain_timeout", "30s")) + duration_s(cfg.get("drain_delay", "0s"))
+        assert spec["terminationGracePeriodSeconds"] > drain, (spec["terminationGracePeriodSeconds"], drain)
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+
+
+# Services whose pods are described elsewhere (sidecar.yaml says where).
+PODS_ELSEWHERE = {"inventory-mesh"}
+
+
+def test_every_grelay_deployment_has_a_disruption_budget_and_services_select_real_ports():
+    budgets = by_kind("PodDisruptionBudget")
+    for d in deployments_with_grelay():
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(b["spec"]["selector"]["matchLabels"], labels) for b in budgets), d["metadata"]["name"]
+    for s in by_kind("Service"):
+        pods = [d for d in by_kind("Deployment") if selects(s["spec"]["selector"], d["spec"]["template"]["metadata"][
+            "labels"])]
+        if s["metadata"]["name"] in PODS_ELSEWHERE:
+            assert not pods
+            continue
+        assert pods, s["metadata"]["name"]
+        named = {p["name"] for d in pods for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports",
+                                                                                                            [])}
+        for p in s["spec"]["ports"]:
+            assert p["targetPort"] in named, (s["metadata"]["name"], p)
+
+
+def test_every_strict_dns_cluster_is_fed_by_a_headless_service():
+    headless = {"%s.default.svc.cluster.local:%d" % (s["metadata"]["name"], p["port"])
+                for s in by_kind("Service") if s["spec"].get("clusterIP") == "None" for p in s["spec"]["ports"]}
+    seen = 0
+    for d in deployments_with_grelay():
+        for _, text, _ in grelay_containers(d):
+            for cl in yaml.safe_load(text)["clusters"]:
+                if cl.get("discovery") == "strict_dns":
+                    seen += 1
+                    for e in cl["endpoints"]:
+                        assert e["address"] in headless, (e["address"], headless)
+    assert seen >= 2
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    make_ca(d, "ca")
+    make_cert(d, "tls", "ca", ["DNS:grelay.test"])
+    return d
+
+
+@pytest.mark.parametrize("deployment", deployments_with_grelay(), ids=lambda d: d["metadata"]["name"])
+def test_embedded_configs_pass_check_with_their_secret_mounted(deployment, pki, tmp_path):
+    """TLS files are named under a mounted Secret's path; with test certificates there, --check passes."""
+    spec = deployment["spec"]["template"]["spec"]
+    secrets = {v["name"] for v in spec["volumes"] if "secret" in v}
+    for c, text, path in grelay_containers(deployment):
+        mounts = [m["mountPath"] for m in c["volumeMounts"] if m["name"] in secrets]
+        for f in re.findall(r"(?:cert_chain|private_key|client_ca|ca): (\S+)", text):
+            assert os.path.dirname(f) in mounts, (c["name"], f, mounts)
+        for m in mounts:
+            for key, real in (("tls.crt", "tls.crt"), ("tls.key", "tls.key"), ("ca.crt", "ca.crt")):
+                text = text.replace(m + "/" + key, os.path.join(pki, real))
+        cfg = tmp_path / os.path.basename(path)
+        cfg.write_text(text)
+        r = subprocess.run([GRELAY, "--check", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "OK" in r.stdout, (c["name"], r.stderr)
+
+
+def test_dockerfile_matches_install_deps_and_its_default_config():
+    docker = open(os.path.join(ROOT, "docker", "Dockerfile")).read()
+    deps = open(os.path.join(ROOT, "scripts", "install-deps.sh")).read()
+    build = re.search(r"^build=\(([^)]*)\)", deps, re.M).group(1).split()
+    stage = re.search(r"AS build-deps\n(.*?)\n\n", docker, re.S).group(1)
+    listed = re.search(r"--no-install-recommends(.*?)&&", stage.replace("\\\n", " "), re.S).group(1).split()
+    assert sorted(listed) == sorted(build)
+    assert "ARG BASE_IMAGE=debian:bookworm-slim" in docker and "STOPSIGNAL SIGTERM" in docker
+    assert re.search(r"^USER 10001", docker, re.M) and re.search(r"^HEALTHCHECK .*\n.*/ready", docker, re.M)
+    cfg_path = os.path.join(ROOT, "docker", "grelay.yaml")
+    cfg = yaml.safe_load(open(cfg_path))
+    assert cfg["admin"]["address"].endswith(":" + re.search(r"^ARG ADMIN_PORT=(\d+)", docker, re.M).group(1))
+    assert cfg["listeners"][0]["address"].endswith(":" + re.search(r"^ARG LISTEN_PORT=(\d+)", docker,
+                                                                   re.M).group(1))
+    r = subprocess.run([GRELAY, "--check", "--config", cfg_path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def unit_settings():
+    out = {}
+    for line in open(UNIT):
+        line = line.strip()
+        if line and not line.startswith(("#", "[")):
+            k, v = line.split("=", 1)
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def test_systemd_unit_verifies_and_waits_longer_than_the_drain(tmp_path):
+    """systemd-analyze verify checks the ExecStart binary exists: a copy names the built one."""
+    assert shutil.which("systemd-analyze"), "systemd-analyze (Debian: systemd) is missing"
+    unit = tmp_path / "grelay.service"
+    unit.write_text(open(UNIT).read().replace("/usr/local/bin/grelay", os.path.abspath(GRELAY)))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["all"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"] and s["KillSignal"] == ["SIGTERM"]
+    assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["strict"]
+    assert s["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert int(s["TimeoutStopSec"][0]) > 30, "the default drain_timeout is 30s"
+    assert "SIGUSR2" in open(UNIT).read() and "SIGUSR2" in open(os.path.join(ROOT, "docs", "deployment.md")).read()
+
+
+def test_man_page_has_every_option_and_signal_of_help():
+    help_text = subprocess.run([GRELAY, "--help"], capture_output=True, text=True, timeout=10).stdout
+    page = open(os.path.join(ROOT, "docs", "grelay.1")).read()
+    plain = page.replace("\\-", "-")
+    options = set(re.findall(r"--[a-z][a-z-]+", help_text)) | set(re.findall(r"(?<![\w-])-[a-zA-Z]\b", help_text))
+    assert {"--config", "--check", "--log-level", "--version", "--help", "-c", "-l", "-V", "-h"} <= options
+    for opt in options:
+        assert opt in plain, opt
+    for sig in set(re.findall(r"SIG[A-Z0-9]+", help_text)):
+        assert sig in plain, sig
+    assert '"grelay %s"' % VERSION in page
+    r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", os.path.join(ROOT, "docs", "grelay.1")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = subprocess.run(["man", "-l", os.path.join(ROOT, "docs", "grelay.1")], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": ""})
+    assert r.returncode == 0 and "binary upgrade" in r.stdout.lower(), r.stderr
