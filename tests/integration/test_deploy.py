@@ -5,15 +5,21 @@ headless Service behind every strict_dns cluster, TLS files from a mounted Secre
 config passes `grelay --check`; the systemd unit passes `systemd-analyze verify`; the Dockerfile
 agrees with install-deps.sh and its default config; the man page has every option of --help."""
 import glob
+import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 
+import grpc
 import pytest
 import yaml
 
-from harness import GRELAY, ROOT
+from harness import GRELAY, ROOT, Backend, free_port, simple_config
 from test_tls import make_ca, make_cert
 
 K8S = os.path.join(ROOT, "deploy", "kubernetes")
@@ -204,6 +210,9 @@ def test_systemd_unit_verifies_and_waits_longer_than_the_drain(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--man=no", "--threshold=20", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, "exposure above 2.0:\n" + r.stdout[-3000:]
     s = unit_settings()
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["all"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"] and s["KillSignal"] == ["SIGTERM"]
@@ -230,3 +239,95 @@ def test_man_page_has_every_option_and_signal_of_help():
     r = subprocess.run(["man", "-l", os.path.join(ROOT, "docs", "grelay.1")], capture_output=True, text=True,
                        timeout=30, env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": ""})
     assert r.returncode == 0 and "binary upgrade" in r.stdout.lower(), r.stderr
+
+
+def syscall_set(group, cache={}):
+    """The system calls of a systemd syscall group, nested groups expanded."""
+    if group not in cache:
+        out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager", group], capture_output=True,
+                             text=True, timeout=30).stdout
+        names = set()
+        for line in out.splitlines()[1:]:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                names |= syscall_set(line) if line.startswith("@") else {line}
+        cache[group] = names
+    return cache[group]
+
+
+def wait_for(predicate, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("no %s within %ds" % (what, seconds))
+
+
+def test_the_units_sandbox_allows_what_grelay_does(tmp_path):
+    """No systemd runs here, so the unit's SystemCallFilter, RestrictAddressFamilies and
+    MemoryDenyWriteExecute are checked against what grelay really does under strace: start
+    (sd_notify), a call, /metrics, a SIGHUP reload, a SIGUSR2 upgrade, a call to the new process,
+    the SIGTERM drain. A system call outside the filter would kill it (SIGSYS) under systemd."""
+    assert shutil.which("strace"), "strace is missing"
+    s = unit_settings()
+    allowed = set()
+    for f in s["SystemCallFilter"]:
+        groups = f.split()
+        if groups[0].startswith("~"):
+            allowed -= set().union(*(syscall_set(g.lstrip("~")) for g in groups))
+        else:
+            allowed |= set().union(*(syscall_set(g) for g in groups))
+    families = {"AF_" + f[3:] if f.startswith("AF_") else f for f in s["RestrictAddressFamilies"][0].split()}
+    b = Backend("sandbox-backend")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        port, admin = free_port(), free_port()
+        cfg = simple_config(port, [b.addr])
+        cfg.update(admin={"address": "127.0.0.1:%d" % admin}, watch_config=True,
+                   access_log={"path": str(tmp_path / "access.log")})
+        cfg["clusters"].append({"name": "dns", "discovery": "strict_dns", "dns_refresh": "1s",
+                                "endpoints": [{"address": "localhost:%d" % b.port}]})
+        path, trace, log = tmp_path / "grelay.yaml", tmp_path / "trace", tmp_path / "stderr"
+        path.write_text(json.dumps(cfg))
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+               "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=66"}  # LSan cannot run under ptrace
+        with open(log, "wb") as err:
+            st = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), GRELAY, "--config", str(path)],
+                                  stderr=err, env=env)
+        try:
+            assert notify.recv(256) == b"READY=1"
+
+            def call():
+                with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+                    assert ch.unary_unary("/test.Echo/Unary")(b"sandboxed", timeout=10) == b"sandboxed"
+            call()
+            urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=10).read()
+            first = int(open(trace).readline().split()[0])
+            os.kill(first, signal.SIGHUP)
+            wait_for(lambda: "reload: done" in log.read_text(), "reload")
+            os.kill(first, signal.SIGUSR2)
+            newer = int(wait_for(lambda: re.search(rb"MAINPID=(\d+)", notify.recv(256)), "MAINPID").group(1))
+            wait_for(lambda: "drained in" in log.read_text(), "old process's drain")
+            call()
+            os.kill(newer, signal.SIGTERM)
+            assert st.wait(60) == 0, log.read_text()[-3000:]
+        finally:
+            if st.poll() is None:
+                st.kill()
+                st.wait(10)
+    finally:
+        notify.close()
+        b.stop()
+    text = trace.read_text()
+    used = set(re.findall(r"^\d+ +(?:<\.\.\. )?([a-z0-9_]+)[( ]", text, re.M)) - {"exit", "killed"}
+    assert {"execve", "accept4", "sendto"} <= used, sorted(used)
+    assert used <= allowed, "outside SystemCallFilter: %s" % sorted(used - allowed)
+    opened = set(re.findall(r"^\d+ +socket\((AF_[A-Z0-9]+)", text, re.M))
+    assert opened and opened <= families, "outside RestrictAddressFamilies: %s" % sorted(opened - families)
+    wx = re.findall(r"^\d+ +(?:mmap|mprotect)\(.*PROT_WRITE\|PROT_EXEC.*", text, re.M)
+    assert not wx, "MemoryDenyWriteExecute would refuse: %s" % wx[:3]
+    assert "drained in" in log.read_text() and "+++ killed by" not in text
