@@ -6,13 +6,15 @@
 #                                       clang-format for fuzzing and the style check,
 #                                       chromium for gRPC-Web in a real browser,
 #                                       prometheus for promtool and the metrics tests,
-#                                       and what --image needs)
+#                                       PyYAML, strace, systemd-analyze, groff and man
+#                                       for the deployment checks, and what --image needs)
 #   scripts/install-deps.sh --image   + debootstrap and buildah for scripts/image.sh
 set -euo pipefail
 
 build=(gcc libc6-dev make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus
+      python3-yaml strace systemd groff-base man-db)
 image=(debootstrap buildah)
 web=()
 
