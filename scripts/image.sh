@@ -63,8 +63,8 @@ EOF
   rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
   mkdir -p "$cache"
   tar -C "$work/root" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-    -cf "$cache/rootfs.tar.part" .
-  mv "$cache/rootfs.tar.part" "$cache/rootfs.tar"
+    -cf "$cache/rootfs.tar.$$" .
+  mv "$cache/rootfs.tar.$$" "$cache/rootfs.tar"   # whole or not at all, even with two runs at once
   rm -rf "$work"
 }
 
