@@ -11,8 +11,10 @@
 #
 #   scripts/image.sh          build grelay:<version> (GRELAY_VERSION in include/grelay/common.h)
 #   scripts/image.sh --test   build it, then run the image's grelay with `buildah run --isolation
-#                             chroot` against a grpcio backend on loopback and check: grelay is on
-#                             PATH and runs as a non-root user, the HEALTHCHECK's command sees /ready,
+#                             chroot` against a grpcio backend on loopback and check: the image's
+#                             config (user, stop signal, ports, entry point), its default grelay.yaml
+#                             passes --check, no compiler in it, grelay is on PATH and runs as a
+#                             non-root user, the HEALTHCHECK's command sees /ready,
 #                             a gRPC call goes through, and SIGTERM drains a call in flight (it
 #                             finishes OK, grelay exits 0).
 #
@@ -141,6 +143,24 @@ EOF
 chmod -R a+rX "$work"
 
 ctr=$(buildah from --pull-never "$tag")
+# What the image says about itself, as a runtime reads it.
+buildah inspect --type image "$tag" | /usr/bin/python3 -c '
+import json, sys
+c = json.load(sys.stdin)["Docker"]["config"]
+want = {"User": "10001:10001", "StopSignal": "SIGTERM", "Entrypoint": ["/usr/local/bin/grelay"],
+        "Cmd": ["--config", "/etc/grelay/grelay.yaml"]}
+for k, v in want.items():
+    assert c.get(k) == v, (k, c.get(k), v)
+assert set(c["ExposedPorts"]) == {"8080/tcp", "9901/tcp"}, c["ExposedPorts"]
+print("[image] config: user %s, stop signal %s, ports %s" % (c["User"], c["StopSignal"], " ".join(sorted(c["ExposedPorts"]))))'
+# Its own default configuration loads with its own libraries; no compiler came along.
+buildah run --isolation chroot "$ctr" -- grelay --check --config /etc/grelay/grelay.yaml >/dev/null ||
+  { echo "the image's /etc/grelay/grelay.yaml does not pass --check" >&2; exit 1; }
+if buildah run --isolation chroot "$ctr" -- sh -c 'command -v gcc cc cmake' >/dev/null 2>&1; then
+  echo "the runtime image has a compiler in it" >&2
+  exit 1
+fi
+say "the image's default configuration passes --check; no compiler in the runtime stage"
 say "buildah run --isolation chroot $ctr -- grelay (listener :$lport, admin :$aport, backend :$bport)"
 buildah run --isolation chroot -v "$work/etc:/etc/grelay:ro" "$ctr" -- grelay --config /etc/grelay/grelay.yaml \
   2>"$work/grelay.err" &

@@ -13,6 +13,8 @@ def test_image_builds_serves_a_call_and_drains():
                        text=True, timeout=900)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
+    assert "config: user 10001:10001, stop signal SIGTERM, ports 8080/tcp 9901/tcp" in out, out
+    assert "default configuration passes --check; no compiler in the runtime stage" in out, out
     assert "HEALTHCHECK passes" in out, out
     assert "a gRPC call through the image's grelay: OK, answered by image-backend" in out, out
     assert "SIGTERM with a call in flight: the call finished OK" in out, out
