@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -331,3 +332,158 @@ def test_the_units_sandbox_allows_what_grelay_does(tmp_path):
     wx = re.findall(r"^\d+ +(?:mmap|mprotect)\(.*PROT_WRITE\|PROT_EXEC.*", text, re.M)
     assert not wx, "MemoryDenyWriteExecute would refuse: %s" % wx[:3]
     assert "drained in" in log.read_text() and "+++ killed by" not in text
+
+
+def embedded(deployment_name, container):
+    d = next(d for d in by_kind("Deployment") if d["metadata"]["name"] == deployment_name)
+    return yaml.safe_load(next(t for c, t, _ in grelay_containers(d) if c["name"] == container))
+
+
+def mesh_cert(d, name, sans):
+    """A certificate for both ends of mTLS (serverAuth and clientAuth), as the Secrets' comments ask."""
+    def run(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True, timeout=60)
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+        name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name)
+    with open(os.path.join(d, name + ".ext"), "w") as f:
+        f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n" % ",".join("DNS:" + s for s in sans))
+    run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext")
+    return {"/etc/grelay-tls/tls.crt": os.path.join(d, name + ".crt"),
+            "/etc/grelay-tls/tls.key": os.path.join(d, name + ".key"),
+            "/etc/grelay-tls/ca.crt": os.path.join(d, "ca.crt")}
+
+
+def on_loopback(cfg, files, endpoints):
+    """The manifest's config, run here: listeners and admin on free loopback ports, the Secret's
+    files replaced by test ones, each DNS endpoint (a Service name) by a loopback address. Everything
+    else (routes, TLS settings, SNI, timeouts, watch_config) stays as the manifest has it."""
+    text = json.dumps(cfg)
+    for k, v in files.items():
+        text = text.replace(k, v)
+    cfg = json.loads(text)
+    cfg["admin"]["address"] = "127.0.0.1:%d" % free_port()
+    for listener in cfg["listeners"]:
+        listener["address"] = "127.0.0.1:%d" % free_port()
+    for cl in cfg["clusters"]:
+        for e in cl["endpoints"]:
+            e["address"] = endpoints.get(e["address"], e["address"])
+    return cfg
+
+
+class App:
+    """The application behind a sidecar or the edge: a grpcio server that answers any method with
+    its name, the request, and what it was called on."""
+
+    def __init__(self, name):
+        from concurrent import futures
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+
+        class Any(grpc.GenericRpcHandler):
+            def service(self, details):
+                def answer(request, context):
+                    context.send_initial_metadata([("x-app", name)])
+                    return b"%s %s %s" % (name.encode(), details.method.encode(), request)
+                return grpc.unary_unary_rpc_method_handler(answer)
+        self.server.add_generic_rpc_handlers((Any(),))
+        self.server.add_insecure_port("127.0.0.1:%d" % self.port)
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0)
+
+
+def port_of(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+def get(admin_address, path):
+    try:
+        with urllib.request.urlopen("http://%s%s" % (admin_address, path), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_sidecar_pods_configs_carry_a_call_over_mutual_tls(tmp_path, grelay_factory):
+    """orders' app -> orders' outbound sidecar (outbound.yaml) -> mTLS -> inventory's inbound sidecar
+    (inbound.yaml: inventory's pods run the same one) -> inventory's app; a client without the mesh's
+    certificate is refused by the inbound sidecar's handshake."""
+    d = str(tmp_path)
+    make_ca(d, "ca")
+    files = mesh_cert(d, "mesh", ["inventory-mesh.default.svc.cluster.local", "orders-mesh.default.svc.cluster.local"])
+    app = App("inventory")
+    try:
+        inbound = on_loopback(embedded("orders", "grelay-inbound"), files,
+                              {"127.0.0.1:50051": "127.0.0.1:%d" % app.port})
+        in_port = port_of(inbound["listeners"][0]["address"])
+        g_in = grelay_factory(inbound, in_port)
+        outbound = on_loopback(embedded("orders", "grelay-outbound"), files,
+                               {"inventory-mesh.default.svc.cluster.local:15443": "localhost:%d" % in_port})
+        out_port = port_of(outbound["listeners"][0]["address"])
+        g_out = grelay_factory(outbound, out_port)
+        for cfg in (inbound, outbound):
+            assert get(cfg["admin"]["address"], "/ready") == 200 and get(cfg["admin"]["address"], "/healthz") == 200
+        with grpc.insecure_channel("127.0.0.1:%d" % out_port) as ch:
+            fn = ch.unary_unary("/inventory.Stock/Reserve")
+            # strict_dns finds localhost at the first resolution; wait_for_ready rides over that moment.
+            reply, call = fn.with_call(b"sku-42", timeout=10, wait_for_ready=True)
+        assert reply == b"inventory /inventory.Stock/Reserve sku-42"
+        assert dict(call.initial_metadata())["x-app"] == "inventory"
+        ca = open(files["/etc/grelay-tls/ca.crt"], "rb").read()
+        creds = grpc.ssl_channel_credentials(ca)  # no client certificate
+        opts = [("grpc.ssl_target_name_override", "inventory-mesh.default.svc.cluster.local")]
+        with grpc.secure_channel("127.0.0.1:%d" % in_port, creds, options=opts) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/inventory.Stock/Reserve")(b"x", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        g_out.stop()
+        g_in.stop()
+    finally:
+        app.stop()
+
+
+def test_the_edge_config_serves_grpc_and_grpc_web_over_tls(tmp_path, grelay_factory):
+    """edge.yaml's config in front of the greeter app (its strict_dns name on loopback): a native
+    gRPC call over TLS, and a gRPC-Web call over TLS and HTTP/1.1 from the allowed browser origin."""
+    import http.client
+    import ssl
+    import struct
+    from grpcweb_client import parse_frames
+    d = str(tmp_path)
+    make_ca(d, "ca")
+    files = mesh_cert(d, "edge", ["api.example.com"])
+    app = App("greeter")
+    try:
+        cfg = on_loopback(embedded("grelay-edge", "grelay"), files,
+                          {"greeter-headless.default.svc.cluster.local:50051": "localhost:%d" % app.port})
+        cfg["access_log"]["path"] = str(tmp_path / "access.log")  # stdout is the test's
+        port = port_of(cfg["listeners"][0]["address"])
+        g = grelay_factory(cfg, port)
+        assert get(cfg["admin"]["address"], "/ready") == 200
+        ca = open(files["/etc/grelay-tls/ca.crt"], "rb").read()
+        opts = [("grpc.ssl_target_name_override", "api.example.com")]
+        with grpc.secure_channel("127.0.0.1:%d" % port, grpc.ssl_channel_credentials(ca), options=opts) as ch:
+            reply = ch.unary_unary("/demo.Greeter/SayHello")(b"native", timeout=10, wait_for_ready=True)
+        assert reply == b"greeter /demo.Greeter/SayHello native"
+        ctx = ssl.create_default_context(cafile=files["/etc/grelay-tls/ca.crt"])
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.check_hostname = False  # the certificate names api.example.com (verified above), we dial 127.0.0.1
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        body = b"\x00" + struct.pack(">I", 3) + b"web"
+        conn.request("POST", "/demo.Greeter/SayHello", body, {
+            "content-type": "application/grpc-web+proto", "x-grpc-web": "1", "host": "api.example.com",
+            "origin": "https://app.example.com"})
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status == 200 and r.getheader("access-control-allow-origin") == "https://app.example.com"
+        msgs, trailers = parse_frames(data)
+        assert msgs == [b"greeter /demo.Greeter/SayHello web"] and trailers["grpc-status"] == "0", (msgs, trailers)
+        conn.close()
+        g.stop()
+        lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+        assert [(x["protocol"], x["grpc_code"], x["cluster"]) for x in lines] == [
+            ("h2", "OK", "greeter"), ("grpc-web", "OK", "greeter")], lines
+    finally:
+        app.stop()
