@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from harness import GRELAY, ROOT, Backend, free_port, simple_config
+from test_failures import wait_for
 from test_tls import make_ca, make_cert
 
 K8S = os.path.join(ROOT, "deploy", "kubernetes")
@@ -256,16 +257,6 @@ def syscall_set(group, cache={}):
     return cache[group]
 
 
-def wait_for(predicate, what, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("no %s within %ds" % (what, seconds))
-
-
 def test_the_units_sandbox_allows_what_grelay_does(tmp_path):
     """No systemd runs here, so the unit's SystemCallFilter, RestrictAddressFamilies and
     MemoryDenyWriteExecute are checked against what grelay really does under strace: start
@@ -309,10 +300,10 @@ def test_the_units_sandbox_allows_what_grelay_does(tmp_path):
             urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=10).read()
             first = int(open(trace).readline().split()[0])
             os.kill(first, signal.SIGHUP)
-            wait_for(lambda: "reload: done" in log.read_text(), "reload")
+            assert wait_for(lambda: "reload: done" in log.read_text(), 20), log.read_text()
             os.kill(first, signal.SIGUSR2)
-            newer = int(wait_for(lambda: re.search(rb"MAINPID=(\d+)", notify.recv(256)), "MAINPID").group(1))
-            wait_for(lambda: "drained in" in log.read_text(), "old process's drain")
+            newer = int(wait_for(lambda: re.search(rb"MAINPID=(\d+)", notify.recv(256)), 20).group(1))
+            assert wait_for(lambda: "drained in" in log.read_text(), 20), log.read_text()  # the old process
             call()
             os.kill(newer, signal.SIGTERM)
             assert st.wait(60) == 0, log.read_text()[-3000:]
@@ -362,6 +353,10 @@ def on_loopback(cfg, files, endpoints):
     for k, v in files.items():
         text = text.replace(k, v)
     cfg = json.loads(text)
+    # One worker: under ASan glibc's malloc is never initialised, and two workers calling
+    # malloc_trim for the first time at once race in its ptmalloc_init (a SEGV in mtrim seen here
+    # once in five runs of the edge's workers: 2; a release build initialises it at the first malloc).
+    cfg["workers"] = 1
     cfg["admin"]["address"] = "127.0.0.1:%d" % free_port()
     for listener in cfg["listeners"]:
         listener["address"] = "127.0.0.1:%d" % free_port()
