@@ -6,20 +6,26 @@
 #                                       clang-format for fuzzing and the style check,
 #                                       chromium for gRPC-Web in a real browser,
 #                                       prometheus for promtool and the metrics tests,
-#                                       h2load for the README's load line)
+#                                       h2load for the README's load line; PyYAML, strace,
+#                                       systemd-analyze, groff and man for the deployment
+#                                       checks, and what --image needs)
+#   scripts/install-deps.sh --image   + debootstrap and buildah for scripts/image.sh
 set -euo pipefail
 
-build=(gcc make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
+build=(gcc libc6-dev make cmake pkg-config libnghttp2-dev libev-dev libyaml-dev libhttp-parser-dev libssl-dev libc-ares-dev)
 demo=(python3-grpcio)
-test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus nghttp2-client)
+test=(libcmocka-dev python3-grpcio python3-h2 python3-pytest clang clang-format-14 libclang-rt-14-dev chromium dnsmasq-base prometheus nghttp2-client
+      python3-yaml strace systemd groff-base man-db)
+image=(debootstrap buildah)
 web=()
 
 want=("${build[@]}")
 for arg in "$@"; do
   case "$arg" in
     --demo) want+=("${demo[@]}"); web=(nodejs npm) ;;
-    --test) want+=("${test[@]}" "${demo[@]}"); web=(nodejs npm) ;;
-    *) echo "usage: $0 [--demo] [--test]" >&2; exit 2 ;;
+    --test) want+=("${test[@]}" "${demo[@]}" "${image[@]}"); web=(nodejs npm) ;;
+    --image) want+=("${image[@]}") ;;
+    *) echo "usage: $0 [--demo] [--test] [--image]" >&2; exit 2 ;;
   esac
 done
 
