@@ -59,18 +59,26 @@ CALL_TIMEOUT = 10.0  # the clients' deadline, seconds
 DELAY_MS = 20  # how long B holds each call, so that calls are in flight on every hop
 
 
-def ports_free(ports):
-    """True when every port is free on every mesh host (TCP; UDP too for dns)."""
-    for host in HOSTS.values():
+def taken(ports, hosts=HOSTS.values()):
+    """The "host:port"s of ports that something holds on a mesh host (TCP, as
+    a listener binds it: SO_REUSEADDR, so TIME_WAIT does not count; UDP too
+    for dns)."""
+    out = []
+    for host in hosts:
         for role, port in ports.items():
             kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if role == "dns" else (socket.SOCK_STREAM,)
             for kind in kinds:
                 with socket.socket(socket.AF_INET, kind) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     try:
                         s.bind((host, port))
                     except OSError:
-                        return False
-    return True
+                        out.append("%s:%d" % (host, port))
+    return out
+
+
+def ports_free(ports):
+    return not taken(ports)
 
 
 def pick_ports(tries=50):
@@ -150,7 +158,7 @@ class Service:
         self.log_path = os.path.join(log_dir, name + ".log")
         argv = [PY, SERVICE, kind, name, listen] + ([outbound] if outbound else [])
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 30
         line = b""
         while not line.endswith(b"\n") and time.monotonic() < deadline:
@@ -164,6 +172,7 @@ class Service:
             raise RuntimeError("%s did not start: %s" % (name, open(self.log_path).read()[-2000:]))
 
     def term(self):
+        """SIGTERM: it answers NOT_SERVING to health checks and goes on serving."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
@@ -171,11 +180,16 @@ class Service:
         self.proc.kill()
         self.proc.wait(10)
 
-    def stop(self):
-        """Both signals (not serving, then stop); the exit code."""
-        self.term()
-        time.sleep(0.3)  # two signals in a row could land as one
-        return stop(self.proc)
+    def stop(self, seconds=10):
+        """SIGINT: it stops (calls in flight end first); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(seconds)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(seconds)
+        return self.proc.returncode
 
 
 class Proxy:
@@ -188,7 +202,9 @@ class Proxy:
         self.admin = "%s:%d" % (host, admin_port)
         self.log_path = os.path.join(log_dir, name + ".log")
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([GRELAY, "--config", cm.path()], stderr=self.log_file)
+        # its own session: a Ctrl-C on scripts/mesh.sh reaches the script
+        # alone, which then stops everything in order
+        self.proc = subprocess.Popen([GRELAY, "--config", cm.path()], stderr=self.log_file, start_new_session=True)
         self.killed = False
         wait_until("%s ready (GET http://%s/ready)" % (name, self.admin),
                    lambda: self.get("/ready")[0] == 200, seconds=30, proc=self.proc)
@@ -289,7 +305,7 @@ class Dnsmasq:
             ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
              "--addn-hosts=" + self.hosts, "--listen-address=" + host, "--bind-interfaces",
              "--port=%d" % port, "--user=root", "--pid-file=", "--local-ttl=0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05ready\x04test\x00\x00\x01\x00\x01"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.2)
@@ -329,9 +345,9 @@ class Mesh:
     bounded). self.problems collects what a grelay's exit showed (a bad code,
     a sanitizer report)."""
 
-    def __init__(self, ports=None, prometheus=True, say=None):
+    def __init__(self, ports=None, prometheus=True, prometheus_port=None, say=None):
         self.ports = ports or pick_ports()
-        self.with_prometheus = prometheus
+        self.with_prometheus, self.prometheus_port = prometheus, prometheus_port
         self.say = say or (lambda text: None)
         self.dir = tempfile.mkdtemp(prefix="grelay-mesh-")
         self.logs = os.path.join(self.dir, "logs")
@@ -400,8 +416,8 @@ class Mesh:
             raise
 
     def _start(self):
-        if not ports_free(self.ports):
-            raise RuntimeError("a port of %s is taken on a mesh host (127.0.1.x)" % self.ports)
+        if taken(self.ports):
+            raise RuntimeError("taken on a mesh host: %s" % " ".join(taken(self.ports)))
         self.say("certificates (a test CA) in " + self.dir)
         self.pki = Pki(os.path.join(self.dir, "pki"))
         self.dns = Dnsmasq(self.dir, HOSTS["dns"], self.ports["dns"], [(B_NAME, HOSTS[b]) for b in REPLICAS])
@@ -414,7 +430,7 @@ class Mesh:
         for b in REPLICAS:
             self.wait_health(b, "healthy")
         if self.with_prometheus:
-            self.prom = Prometheus(self.jobs())
+            self.prom = Prometheus(self.jobs(), port=self.prometheus_port)
 
     def jobs(self):
         return {"edge": [self.edge.admin], "a-inbound": [self.a_in.admin], "a-outbound": [self.a_out.admin],
@@ -456,8 +472,8 @@ class Mesh:
         for x in (self.dns, self.prom):
             if x is not None:
                 x.stop()
-        self.edge = self.a_in = self.a_out = None
-        self.sidecars = {}
+        self.edge = self.a_in = self.a_out = self.a = self.dns = self.prom = None
+        self.sidecars, self.apps = {}, {}
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -643,8 +659,7 @@ def rolling_restart(mesh, load, say=lambda text: None):
         mesh.sidecars[b].term()
         seen = mesh.wait_health(b, lambda h: h != "healthy")
         mesh.problems += mesh.sidecars[b].finish()
-        mesh.apps[b].term()
-        stop(mesh.apps[b].proc)
+        mesh.apps[b].stop()
         say("  %s: drained (the outbound sidecar saw it %s), restarting" % (b, seen))
         mesh.start_replica(b)
         mesh.wait_health(b, "healthy")
@@ -696,3 +711,109 @@ def kill_replica(mesh, load, b="b3", say=lambda text: None):
     return {"in_flight": in_flight, "health": health, "around": around,
             "after": after, "attempts_at_out": attempts_out, "attempts_end": attempts_end,
             "t_kill": t_kill, "t_out": t_out}
+
+
+# scripts/mesh.sh: the same, told to a person.
+
+def tour(mesh, say):
+    """What runs where, and where to look."""
+    p = mesh.ports
+    say("== the mesh in a box: one loopback address per host")
+    say("   edge          https://%s:%d  TLS, gRPC and gRPC-Web     live view http://%s/"
+        % (HOSTS["edge"], p["edge"], mesh.edge.admin))
+    say("   service A     %s  (grpcio)" % mesh.addr("a", "app"))
+    say("     inbound     %s  mTLS from the edge           live view http://%s/" % (mesh.addr("a", "inbound"),
+                                                                                    mesh.a_in.admin))
+    say("     outbound    %s  -> %s:%d, mTLS     live view http://%s/" % (mesh.addr("a", "outbound"), B_NAME,
+                                                                          p["inbound"], mesh.a_out.admin))
+    for b in REPLICAS:
+        say("   service %s    %s  (grpcio), inbound %s   live view http://%s/"
+            % (b.upper(), mesh.addr(b, "app"), mesh.addr(b, "inbound"), mesh.sidecars[b].admin))
+    say("   dnsmasq       %s  answers %s with the three B hosts" % (mesh.addr("dns", "dns"), B_NAME))
+    if mesh.prom:
+        say("   Prometheus    %s/graph  scrapes every admin each second" % mesh.prom.url)
+        say("     try: sum by (job) (rate(grelay_requests_total{grpc_service=~\"mesh.A|mesh.B\"}[30s]))")
+        say("          sum by (endpoint, grpc_code) (rate(grelay_upstream_requests_total{job=\"a-outbound\"}[30s]))")
+    say("   configs (laid out as Kubernetes lays out a ConfigMap): %s/configmaps/<name>/grelay.yaml"
+        % mesh.dir)
+    say("   logs: %s/logs/<name>.log" % mesh.dir)
+
+
+def scenarios(mesh, load, say):
+    """The five steps, each with what it showed; False when one went wrong."""
+    say("== load: 2 gRPC clients and 1 gRPC-Web client call /mesh.A/Call through the edge (10 s deadline)")
+    calls = load.wait_calls(time.monotonic(), 10)
+    c = calls[-1]
+    say("== 1. deadlines: the client gave 10 s; A saw %.3f s, B saw %.3f s (each grelay sends what is left "
+        "less its route's grpc_timeout_offset, %d ms)" % (c["a_remaining"], c["b_remaining"], OFFSET_MS))
+    load.wait_calls(time.monotonic(), 20)
+    r = hop_counts(mesh, load)
+    say("== 2. Prometheus, load paused: calls per hop %s; the clients made %d" %
+        (", ".join("%s %d" % (h, r["hops"].get(h, 0)) for h in HOPS), r["clients"]))
+    say("   per replica, sent by A's outbound sidecar %s; received by their sidecars %s" %
+        (dict(sorted(r["attempts"].items())), dict(sorted(r["served"].items()))))
+    ok = r["hops"] == {h: r["clients"] for h in HOPS} and r["attempts"] == r["served"]
+    say("== 3. rolling restart of B (SIGTERM: NOT_SERVING, drain, restart, health checks pass, next)")
+    r = rolling_restart(mesh, load, say)
+    say("   %d calls meanwhile, %d failed" % (len(r["calls"]), len(failed(r["calls"]))))
+    ok = ok and not failed(r["calls"])
+    say("== 4. a new ConfigMap (..data swapped) for every sidecar: routes renamed, max_grpc_timeout capped")
+    r = config_change(mesh, load, say)
+    c = r["after"][-1]
+    say("   %d calls meanwhile, %d failed; now A sees %.3f s and B %.3f s (caps %s)" % (
+        len(r["calls"]), len(failed(r["calls"])), c["a_remaining"], c["b_remaining"], CAPS_V2))
+    ok = ok and not failed(r["calls"])
+    say("== 5. kill b3 hard (SIGKILL of its sidecar and its replica)")
+    r = kill_replica(mesh, load, "b3", say)
+    lost = failed(r["around"])
+    say("   %d calls failed (they were in flight on it: %s); %d calls since, %d failed" % (
+        len(lost), "; ".join(sorted({c["details"] for c in lost})) or "none", len(r["after"]),
+        len(failed(r["after"]))))
+    ok = ok and not failed(r["after"])
+    r = hop_counts(mesh, load)
+    say("== 6. Prometheus at the end: calls per hop %s (b3's sidecar is gone, restarted ones count from 0); "
+        "the clients made %d, %d failed" % (", ".join("%s %d" % (h, r["hops"].get(h, 0)) for h in HOPS),
+                                           r["clients"], r["client_failures"]))
+    return ok
+
+
+def main(argv):
+    once = "--once" in argv
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    if taken(FIXED_PORTS):
+        say("taken (another mesh running?): %s" % " ".join(taken(FIXED_PORTS)))
+        return 1
+    prom_port = 9090 if not taken({"prometheus": 9090}, ["127.0.0.1"]) else None
+    mesh = Mesh(dict(FIXED_PORTS), prometheus_port=prom_port, say=say)
+    load = None
+    try:
+        mesh.start()
+        tour(mesh, say)
+        load = Load(mesh)
+        ok = scenarios(mesh, load, say)
+        say("== %s" % ("every step as expected" if ok else "a step went wrong: see above and the logs"))
+        if once:
+            return 0 if ok else 1
+        mesh.start_replica("b3")
+        load.gap = 0.2
+        say("== b3 is back; the clients go on at a slow pace. Open the live views above. Ctrl-C stops everything.")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, AssertionError) as e:
+        say("== failed: %s" % e)
+        for p in mesh.proxies():
+            if p is not None:
+                say("-- %s (last lines)\n%s" % (p.name, p.log()[-800:]))
+        return 1
+    finally:
+        if load is not None:
+            load.stop()
+        mesh.stop()
+        for problem in mesh.problems:
+            say("== " + problem)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -16,11 +16,11 @@ HealthCheckResponse{status}, two bytes.
                     {"service": NAME, "remaining": its deadline, "b": B's answer};
                     B's failure comes back with B's status and message
 
-Signals: the first SIGTERM turns the health answer to NOT_SERVING and the
-process goes on serving (a sidecar in front of it may still be draining
-calls to it: this is what a Kubernetes preStop hook gives an application);
-a second SIGTERM (or SIGINT) stops the server, letting calls in flight end
-(5 s at most), and exits 0. "ready" on stdout once it listens.
+Signals: SIGTERM turns the health answer to NOT_SERVING and the process
+goes on serving (the sidecar in front of it may still be draining calls to
+it: what a Kubernetes preStop hook gives an application); SIGINT, or a
+second SIGTERM, stops the server, letting calls in flight end (5 s at most),
+and exits 0. "ready" on stdout once it listens.
 """
 import json
 import signal
@@ -73,7 +73,6 @@ def a_call(request, context):
 def on_signal(signum, frame):
     if signum == signal.SIGTERM and state["health"] == SERVING:
         state["health"] = NOT_SERVING
-        print("not serving", flush=True)
     else:
         stop_now.set()
 
