@@ -778,13 +778,27 @@ def scenarios(mesh, load, say):
 
 
 def main(argv):
+    """--once: the steps, then stop. --free-ports: any free ports instead of
+    FIXED_PORTS (the test runs the script so, beside its own mesh)."""
     once = "--once" in argv
     say = lambda text: print(text, flush=True)  # noqa: E731
-    if taken(FIXED_PORTS):
-        say("taken (another mesh running?): %s" % " ".join(taken(FIXED_PORTS)))
+    ports = pick_ports() if "--free-ports" in argv else dict(FIXED_PORTS)
+    if taken(ports):
+        say("taken (another mesh running?): %s" % " ".join(taken(ports)))
         return 1
-    prom_port = 9090 if not taken({"prometheus": 9090}, ["127.0.0.1"]) else None
-    mesh = Mesh(dict(FIXED_PORTS), prometheus_port=prom_port, say=say)
+    prom_port = 9090 if "--free-ports" not in argv and not taken({"prometheus": 9090}, ["127.0.0.1"]) else None
+    mesh = Mesh(ports, prometheus_port=prom_port, say=say)
+    try:
+        code = run(mesh, once, say)
+    finally:
+        mesh.stop()
+    for problem in mesh.problems:
+        say("== " + problem)
+    return 1 if mesh.problems else code
+
+
+def run(mesh, once, say):
+    """main's part with the mesh: its exit code."""
     load = None
     try:
         mesh.start()
@@ -810,9 +824,6 @@ def main(argv):
     finally:
         if load is not None:
             load.stop()
-        mesh.stop()
-        for problem in mesh.problems:
-            say("== " + problem)
 
 
 if __name__ == "__main__":
