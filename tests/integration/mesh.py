@@ -16,11 +16,11 @@ Every grelay has its config in a ConfigMap-style directory (grelay.yaml ->
 ..data/grelay.yaml, ..data -> ..<timestamp>) with watch_config: true, and an
 admin address on its host; one Prometheus scrapes all the admins.
 
-Used as a program (scripts/mesh.sh): python3 mesh.py [--once]
+Used as a program (scripts/mesh.sh): python3 mesh.py [--once] [--free-ports]
 """
-import collections
 import json
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -304,7 +304,7 @@ class Dnsmasq:
         self.proc = subprocess.Popen(
             ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
              "--addn-hosts=" + self.hosts, "--listen-address=" + host, "--bind-interfaces",
-             "--port=%d" % port, "--user=root", "--pid-file=", "--local-ttl=0"],
+             "--port=%d" % port, "--user=" + pwd.getpwuid(os.getuid()).pw_name, "--pid-file=", "--local-ttl=0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05ready\x04test\x00\x00\x01\x00\x01"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
