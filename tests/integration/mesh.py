@@ -659,12 +659,14 @@ def rolling_restart(mesh, load, say=lambda text: None):
         mesh.sidecars[b].term()
         seen = mesh.wait_health(b, lambda h: h != "healthy")
         mesh.problems += mesh.sidecars[b].finish()
+        drained = [line for line in mesh.sidecars[b].log().splitlines() if "main: drained in" in line][-1:]
         mesh.apps[b].stop()
-        say("  %s: drained (the outbound sidecar saw it %s), restarting" % (b, seen))
+        say("  %s: the outbound sidecar saw it %s; its sidecar %s; restarting" %
+            (b, seen, drained[0].split("main: ", 1)[1] if drained else "did not say it drained"))
         mesh.start_replica(b)
         mesh.wait_health(b, "healthy")
         back = load.wait_calls(time.monotonic(), 1, replica=b)
-        steps.append({"replica": b, "seen": seen, "seconds": round(time.monotonic() - mark, 2)})
+        steps.append({"replica": b, "seen": seen, "drained": drained, "seconds": round(time.monotonic() - mark, 2)})
         say("  %s: health checks pass, it serves again (%.1fs)" % (b, time.monotonic() - mark))
         assert back
     t1 = time.monotonic()
@@ -766,9 +768,9 @@ def scenarios(mesh, load, say):
     say("== 5. kill b3 hard (SIGKILL of its sidecar and its replica)")
     r = kill_replica(mesh, load, "b3", say)
     lost = failed(r["around"])
-    say("   %d calls failed (they were in flight on it: %s); %d calls since, %d failed" % (
-        len(lost), "; ".join(sorted({c["details"] for c in lost})) or "none", len(r["after"]),
-        len(failed(r["after"]))))
+    say("   %d failed (%s); %d calls since, %d failed" % (
+        len(lost), "; ".join(sorted({c["details"] for c in lost})) or "no call was in flight on it",
+        len(r["after"]), len(failed(r["after"]))))
     ok = ok and not failed(r["after"])
     r = hop_counts(mesh, load)
     say("== 6. Prometheus at the end: calls per hop %s (b3's sidecar is gone, restarted ones count from 0); "

@@ -87,6 +87,8 @@ def test_a_rolling_restart_of_b_costs_no_call(box, load):
     r = m.rolling_restart(box, load)
     assert [s["replica"] for s in r["steps"]] == list(m.REPLICAS)
     assert all(s["seen"] in ("unhealthy", "ejected", "draining") for s in r["steps"]), r["steps"]
+    # each sidecar's drain let every call finish
+    assert all(len(s["drained"]) == 1 and s["drained"][0].endswith(" 0 cut") for s in r["steps"]), r["steps"]
     assert len(r["calls"]) > 30
     assert m.failed(r["calls"]) == [], logs(box)
 
