@@ -5,12 +5,12 @@ with assertions.
 
 One loopback address per "host", nothing else:
 
-  client (grpcio) ─┐  TLS                mTLS                       h2c
-  client (gRPC-Web)┴─> edge 127.0.1.10 ──────> A-inbound 127.0.1.20 ─────> service A 127.0.1.20
-                                                                              │ h2c
-        B-inbound 127.0.1.31..33 <── mTLS, strict_dns b.mesh.test ── A-outbound 127.0.1.20
-              │ h2c                  health checks                  (dnsmasq 127.0.1.53)
-        service B 127.0.1.31..33
+  client (grpcio) ─┐ TLS              mTLS                     h2c
+  client (gRPC-Web)┴> edge 127.0.1.10 ────> A-inbound 127.0.1.20 ───> service A 127.0.1.20
+                                                                        │ h2c
+      B-inbound 127.0.1.31..33 <── mTLS, strict_dns b.mesh.test ── A-outbound 127.0.1.20
+            │ h2c                  health checks                (dnsmasq 127.0.1.53)
+      service B 127.0.1.31..33
 
 Every grelay has its config in a ConfigMap-style directory (grelay.yaml ->
 ..data/grelay.yaml, ..data -> ..<timestamp>) with watch_config: true, and an
