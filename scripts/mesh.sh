@@ -12,11 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh --demo
-# what the mesh needs beyond the demo: dnsmasq, Prometheus, openssl, pytest
-# (the test modules it reuses import it)
+scripts/install-deps.sh # what the build needs
+# what the mesh needs: grpcio for the services and clients, dnsmasq,
+# Prometheus, openssl for the certificates, pytest (the test modules it
+# reuses import it)
 missing=()
-for p in dnsmasq-base prometheus openssl python3-pytest; do
+for p in python3-grpcio dnsmasq-base prometheus openssl python3-pytest; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
