@@ -17,6 +17,7 @@
 
 #include <ev.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <signal.h>
 #include <stdio.h>
@@ -207,6 +208,15 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
     snprintf(ready, sizeof(ready), "MAINPID=%d\nREADY=1", (int)getpid());
     sd_notify_send(upgrade_ready() ? ready : "READY=1");
     ev_run(loop, 0);
+    /* The drain is over and grelay exits 0: a signal that comes now (a
+     * second SIGTERM from a supervisor, say) stays pending instead of
+     * meeting the default action the watchers' stop puts back. */
+    sigset_t late;
+    sigemptyset(&late);
+    int late_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof(late_signals) / sizeof(late_signals[0]); i++)
+        sigaddset(&late, late_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &late, NULL);
     if (admin != NULL)
         admin_endpoints_serving(admin, NULL, NULL, NULL);
     upgrade_stop(&m.up);
@@ -219,6 +229,16 @@ static void run_main_loop(struct ev_loop *loop, struct gr_config *cfg, struct pr
     drain_free(drain);
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
+}
+
+/* Starts the workers after one malloc_trim: their first calls of it
+ * (worker.c, when quiet) may come at once, and under AddressSanitizer
+ * glibc's malloc is first set up by that call, which is not safe from two
+ * threads (a crash seen in 1 of 5 runs with 2 workers). */
+static int trim_then_start(struct proxy *p)
+{
+    malloc_trim(0);
+    return proxy_start(p);
 }
 
 /* Raises the open-files soft limit to the hard one (an edge proxy holds a
@@ -296,7 +316,7 @@ static int serve(struct gr_config *cfg, bool level_forced)
     if (p == NULL) {
         log_error("%s", err);
         rc = 1;
-    } else if (proxy_start(p) != GR_OK) {
+    } else if (trim_then_start(p) != GR_OK) {
         rc = 1;
     }
     if (rc == 0)

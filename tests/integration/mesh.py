@@ -383,8 +383,9 @@ class Mesh:
                        "endpoints": [{"address": "%s:%d" % (B_NAME, self.ports["inbound"])}],
                        "tls": self.pki.client_tls(B_NAME, "a-client"),
                        "health_check": {"interval": "500ms", "timeout": "500ms", "unhealthy_threshold": 2,
-                                        "healthy_threshold": 2}}
-            # outlier_detection (ejection on failed calls, being added) goes in this cluster.
+                                        "healthy_threshold": 2},
+                       # a replica whose calls fail in a row is ejected; a draining one must not be
+                       "outlier_detection": {"consecutive_failures": 3, "base_ejection_time": "10s"}}
             return proxy_config(self.addr("a", "admin_out"), listener, [route("b-v%d" % v, "/mesh.B/", "b", cap=cap)],
                                 [cluster])
         assert role == "b-inbound", role

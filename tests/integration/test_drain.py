@@ -307,3 +307,23 @@ def test_grpc_web_calls_get_connection_close_and_idle_ones_are_closed(backends, 
         sniffing.close()
     assert drained_counts(g)[1:] == (1, 0)
     g.stop()
+
+
+def test_signals_after_the_drain_do_not_kill_grelay(backends, grelay_factory):
+    """A supervisor that keeps sending SIGTERM (or a person pressing Ctrl-C
+    again and again) never turns grelay's clean exit into death by the
+    signal: once the drain is over, later signals are held, and the exit
+    status is 0. Sent every 2 ms from the first, for as long as grelay runs,
+    several land after the drain, in the last steps of its exit."""
+    for attempt in range(3):
+        port = free_port()
+        g = grelay_factory(drain_config(port, backends[:1], drain_delay="0s", drain_timeout="5s"), port)
+        deadline = time.monotonic() + 15
+        sent = 0
+        while g.proc.poll() is None and time.monotonic() < deadline:
+            g.proc.send_signal(signal.SIGTERM if sent % 2 == 0 else signal.SIGINT)
+            sent += 1
+            time.sleep(0.002)
+        assert stopped_within(g, 10) == 0, (attempt, sent, g.log()[-2000:])
+        assert sent >= 2
+        g.stop()

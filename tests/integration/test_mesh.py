@@ -91,6 +91,8 @@ def test_a_rolling_restart_of_b_costs_no_call(box, load):
     assert all(len(s["drained"]) == 1 and s["drained"][0].endswith(" 0 cut") for s in r["steps"]), r["steps"]
     assert len(r["calls"]) > 30
     assert m.failed(r["calls"]) == [], logs(box)
+    # a replica that drains is not an outlier: no call of it failed, none was ejected for failing
+    assert box.a_out.metric("grelay_upstream_ejections_total", reason="consecutive_failures") == 0, logs(box)
 
 
 def test_a_configmap_change_reaches_every_sidecar_with_no_failed_call(box, load):
