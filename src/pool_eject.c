@@ -26,12 +26,12 @@ static void on_outlier_timer(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* Endpoints of p's cluster (on this worker) that failed calls eject now. */
-static size_t ejected_by_calls(const struct pool *p, uint64_t now)
+static size_t ejected_by_calls(const struct pool *p)
 {
     const struct wcluster *wc = worker_cluster(p->w, p->cl);
     size_t n = 0;
     for (size_t i = 0; i < wc->n_pools; i++)
-        n += wc->pools[i]->outlier.until_us > now;
+        n += wc->pools[i]->outlier.until_us != 0; /* until its return (on_outlier_timer) */
     return n;
 }
 
@@ -42,7 +42,7 @@ static void eject_for_calls(struct pool *p, uint64_t now)
 {
     const struct gr_outlier_cfg *cfg = &p->cl->outlier;
     const struct wcluster *wc = worker_cluster(p->w, p->cl);
-    size_t max = outlier_max_ejected(cfg, wc->n_pools), already = ejected_by_calls(p, now);
+    size_t max = outlier_max_ejected(cfg, wc->n_pools), already = ejected_by_calls(p);
     if (already >= max) {
         log_debug("upstream %s of cluster %s: %u failed calls in a row, but %zu of %zu endpoints are ejected "
                   "already (max_ejection_percent %u): not ejected",
@@ -60,7 +60,11 @@ static void eject_for_calls(struct pool *p, uint64_t now)
              "last with %s",
              pool_address(p), p->cl->name, (double)len / 1e6, cfg->consecutive_failures,
              outlier_failure_name(p->outlier.last_failure));
-    ev_init(&p->outlier_timer, on_outlier_timer); /* stopped by pool_free (a zeroed watcher stops too) */
+    /* Not active here (pool_attempt_result ignores an ejected pool until its
+     * return); stopped first all the same, never re-initialised while libev
+     * holds it. Stopped by pool_free (a zeroed watcher stops too). */
+    ev_timer_stop(p->w->loop, &p->outlier_timer);
+    ev_init(&p->outlier_timer, on_outlier_timer);
     ev_timer_set(&p->outlier_timer, (double)len / 1e6, 0.0);
     ev_timer_start(p->w->loop, &p->outlier_timer);
 }
@@ -68,7 +72,9 @@ static void eject_for_calls(struct pool *p, uint64_t now)
 void pool_attempt_result(struct pool *p, int code)
 {
     const struct gr_outlier_cfg *cfg = &p->cl->outlier;
-    if (!cfg->set || p->retired)
+    /* Ejected until its timer returns it, even once until_us has passed on
+     * gr_now_us: the timer runs on ev_now, and fires at the next iteration. */
+    if (!cfg->set || p->retired || p->outlier.until_us != 0)
         return;
     uint64_t now = gr_now_us();
     if (outlier_count(&p->outlier, cfg, outlier_classify(cfg, code), code, now))

@@ -238,3 +238,31 @@ def test_each_worker_ejects_on_its_own(grelay_factory):
         assert len({line.split(": ")[0].split()[-1] for line in lines}) == ejections, lines  # w0:, w1:
     finally:
         stop_all(bs)
+
+
+def test_ejections_that_follow_each_other_fast_keep_grelay_sound(grelay_factory, tmp_path):
+    """One endpoint that fails every call, ejected after each failure for
+    1 ms: many calls in flight end just as each ejection does, so a new one
+    can begin before the old one's timer has fired (it fires on the loop's
+    cached clock, an iteration later). grelay must not re-arm a timer libev
+    still holds (it did: libev's timer heap broke after ~1,000 calls). h2load
+    drives the load; grelay must serve every call and exit cleanly, without
+    a sanitizer report."""
+    import subprocess
+    b = FlakyBackend("fast")
+    b.failing = True
+    try:
+        g = start(grelay_factory, [b], consecutive_failures=1, base_ejection_time="1ms", max_ejection_time="1ms",
+                  max_ejection_percent=100)
+        body = tmp_path / "req.bin"
+        body.write_bytes(b"\0\0\0\0\3abc")
+        r = subprocess.run(["h2load", "-n", "6000", "-c", "8", "-m", "32", "-d", str(body),
+                            "-H", "content-type: application/grpc", "-H", "te: trailers",
+                            "http://%s%s" % (g.addr, UNARY)], capture_output=True, text=True, timeout=120)
+        assert "6000 done" in r.stdout, r.stdout + r.stderr
+        assert g.proc.poll() is None, g.log()[-3000:]
+        assert metric(g, "grelay_upstream_ejections_total", cluster="backend", endpoint=b.addr,
+                      reason="consecutive_failures") > 10, g.log()[-2000:]
+        assert b.seen() == 6000  # every call reached it (one endpoint: picks fall back to it)
+    finally:
+        stop_all([b])
