@@ -226,10 +226,19 @@ static size_t ring_find(const struct balancer *b, uint64_t key)
     return lo == b->ring_n ? 0 : lo;
 }
 
+/* Whether any endpoint can be used (one bad() call each). */
+static bool any_usable(const struct balancer *b, bool (*bad)(void *, size_t), void *ctx)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (!bad(ctx, i))
+            return true;
+    return false;
+}
+
 static size_t ring_pick(const struct balancer *b, uint64_t key, bool (*bad)(void *, size_t), void *ctx)
 {
     size_t at = ring_find(b, key);
-    size_t first = b->ring[at].ep, last = SIZE_MAX;
+    size_t first = b->ring[at].ep, last = SIZE_MAX, tried = 0;
     for (size_t k = 0; k < b->ring_n; k++) {
         size_t ep = b->ring[(at + k) % b->ring_n].ep;
         if (ep == last)
@@ -237,6 +246,10 @@ static size_t ring_pick(const struct balancer *b, uint64_t key, bool (*bad)(void
         if (!bad(ctx, ep))
             return ep;
         last = ep;
+        /* A long walk: when nothing can be used (an outage), every point
+         * would be asked; ask each endpoint once instead, and stop. */
+        if (++tried == 2 * b->n + 16 && !any_usable(b, bad, ctx))
+            break;
     }
     return first;
 }

@@ -188,6 +188,31 @@ static void all_bad_gives_the_first_choice(void **state)
     }
 }
 
+/* An outage (every endpoint bad): a pick asks bad() O(endpoints) times,
+ * not once per ring point (1,536 points for three endpoints). */
+static size_t asked;
+static bool counted_bad(void *ctx, size_t i)
+{
+    (void)ctx;
+    (void)i;
+    asked++;
+    return true;
+}
+
+static void an_outage_costs_each_pick_little(void **state)
+{
+    (void)state;
+    const int abc[] = {0, 1, 2};
+    struct balancer b;
+    build(&b, LB_RING_HASH, abc, 3, NULL);
+    for (int k = 0; k < 100; k++) {
+        asked = 0;
+        (void)balancer_hash_pick(&b, key(k), counted_bad, NULL);
+        assert_true(asked <= 2 * 3 + 16 + 3);
+    }
+    balancer_destroy(&b);
+}
+
 /* The same identities and weights (a health change, a reload): the table
  * moves over instead of being built again; another policy builds its own. */
 static void an_unchanged_set_keeps_its_table(void **state)
@@ -312,6 +337,7 @@ int main(void)
         cmocka_unit_test(an_added_endpoint_takes_only_keys),
         cmocka_unit_test(weights_skew_shares),
         cmocka_unit_test(all_bad_gives_the_first_choice),
+        cmocka_unit_test(an_outage_costs_each_pick_little),
         cmocka_unit_test(an_unchanged_set_keeps_its_table),
         cmocka_unit_test(hash_is_stable),
         cmocka_unit_test(hash_on_loads),
