@@ -45,13 +45,14 @@ enum breaker_limit breaker_take_retry(struct stream *s)
     return lim;
 }
 
-/* Adds "; retry not made: NOTE" to the grpc-message of the trailers-only
- * answer in s->resp_hdrs (the upstream's text is percent-encoded already;
- * the note is encoded here). Left as it is when out of room or memory. */
-static void amend_message(struct stream *s, const char *note)
+/* Adds "; retry not made: NOTE" to the grpc-message of the upstream's
+ * answer in l: a trailers-only answer's headers, or the trailers after
+ * held headers (the upstream's text is percent-encoded already; the note is
+ * encoded here). Left as it is when out of room or memory. */
+static void amend_message(struct stream *s, struct hdr_list *l, const char *note)
 {
     char msg[512];
-    const struct gr_hdr *gm = headers_find(&s->resp_hdrs, "grpc-message");
+    const struct gr_hdr *gm = headers_find(l, "grpc-message");
     snprintf(msg, sizeof(msg), "%.*s%sretry not made: ", gm ? (int)gm->valuelen : 0, gm ? (const char *)gm->value : "",
              gm ? "; " : "");
     size_t elen, head = strlen(msg);
@@ -59,9 +60,8 @@ static void amend_message(struct stream *s, const char *note)
     if (enc == NULL || head + elen >= sizeof(msg))
         return;
     memcpy(msg + head, enc, elen + 1);
-    headers_remove(&s->resp_hdrs, "grpc-message");
-    (void)headers_add(&s->resp_hdrs, &s->att_arena, (const uint8_t *)"grpc-message", 12, (const uint8_t *)msg,
-                      head + elen);
+    headers_remove(l, "grpc-message");
+    (void)headers_add(l, &s->att_arena, (const uint8_t *)"grpc-message", 12, (const uint8_t *)msg, head + elen);
 }
 
 bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status, const char *why,
@@ -69,9 +69,11 @@ bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status
 {
     char note[200], msg[512];
     breaker_message(note, sizeof(note), s->route->cluster, lim);
-    if (on_status && s->att != ATT_CLOSED && s->resp_status != 0 &&
-        headers_find(&s->resp_hdrs, "grpc-status") != NULL) {
-        amend_message(s, note);
+    /* The upstream answered with a status (trailers-only, or in trailers
+     * after held headers): its answer goes out as it came, with the note. */
+    struct hdr_list *answer = s->resp_held ? &s->resp_trailers : &s->resp_hdrs;
+    if (on_status && s->att != ATT_CLOSED && s->resp_status != 0 && headers_find(answer, "grpc-status") != NULL) {
+        amend_message(s, answer, note);
         return false;
     }
     snprintf(msg, sizeof(msg), "%s; retry not made: %s", why, note);

@@ -293,3 +293,28 @@ def test_late_statuses_retried_under_the_hold_still_eject_the_endpoint(bad, good
     assert sum(bad.calls.values()) == 2, bad.calls  # round robin sent it 2 in a row-of-its-turns, then none
     assert metric(admin_port, "grelay_upstream_ejections_total", endpoint=bad.addr,
                   reason="consecutive_failures") == 1
+
+
+def test_a_late_status_whose_retry_a_breaker_refuses_goes_out_as_it_came(bad, good, grelay_factory):
+    """circuit_breakers max_retries 0: the held headers' late UNAVAILABLE is
+    not retried; the client gets the backend's answer (its initial
+    metadata, trailers and message) with the note that names the limit."""
+    port = free_port()
+    cfg = config(port, [bad, good], RETRY)
+    cfg["clusters"][0]["circuit_breakers"] = {"max_retries": 0}
+    g = grelay_factory(cfg, port)
+    with grpc.insecure_channel(g.addr) as ch:
+        call = ch.unary_unary("/late.Svc/Unary")
+        errors = []
+        for i in range(4):  # round robin: some go to bad first
+            try:
+                call(b"x", metadata=[("x-fail-on", "bad"), ("x-id", str(i))], timeout=10)
+            except grpc.RpcError as e:
+                errors.append(e)
+    assert errors and len(errors) == len(bad.calls), (len(errors), bad.calls)
+    for e in errors:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE
+        assert e.details() == "late UNAVAILABLE from bad; retry not made: cluster backend: max_retries 0 reached", \
+            e.details()
+        assert dict(e.initial_metadata()).get("x-early") == "yes"
+        assert dict(e.trailing_metadata()).get("x-late") == "yes"
