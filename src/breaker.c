@@ -47,7 +47,11 @@ int breaker_bind(struct gr_config *cfg)
         struct breaker *b = find_locked(cl->name);
         if (b == NULL) {
             size_t len = strlen(cl->name);
-            b = calloc(1, sizeof(*b) + len + 1);
+            /* on a cache line of its own: the counters are what workers share */
+            size_t size = (sizeof(*b) + len + 1 + 63) / 64 * 64;
+            b = aligned_alloc(64, size);
+            if (b != NULL)
+                memset(b, 0, size);
             if (b == NULL) {
                 rc = GR_ERR_NOMEM;
                 break;

@@ -20,8 +20,17 @@ void breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum brea
     (void)stream_fail(s, GRPC_UNAVAILABLE, msg);
 }
 
+/* Whether cl's calls and retries are counted: only with circuit_breakers
+ * or a retry_budget, so that the calls of other clusters touch no counter
+ * shared by the workers (DESIGN.md: no shared cache line on the data
+ * path). The stream remembers what it took (brk), so a reload that adds or
+ * drops a breaker gives back exactly that. */
+static bool counted(const struct gr_cluster_cfg *cl) { return cl->circuit_breakers.set || cl->retry_budget.set; }
+
 bool breaker_admit_call(struct stream *s)
 {
+    if (!counted(s->route->cluster))
+        return true;
     enum breaker_limit lim = breaker_call_begin(s->route->cluster);
     if (lim != BREAKER_OK) {
         breaker_refuse(s, s->route->cluster, lim);
@@ -37,6 +46,8 @@ enum breaker_limit breaker_take_retry(struct stream *s)
     if (s->brk & STREAM_BRK_RETRY)
         breaker_retry_end(cl);
     s->brk &= (uint8_t)~STREAM_BRK_RETRY;
+    if (!counted(cl))
+        return BREAKER_OK;
     enum breaker_limit lim = breaker_retry_begin(cl);
     if (lim == BREAKER_OK)
         s->brk |= STREAM_BRK_RETRY;

@@ -243,12 +243,12 @@ def test_a_reload_keeps_the_counts_of_calls_in_flight(grelay_factory):
     b = Backend()
     ch = None
     try:
-        g = start(grelay_factory, b)  # no breaker: the calls are counted all the same
+        g = start(grelay_factory, b, circuit_breakers={"max_requests": 10})
         ch = grpc.insecure_channel(g.addr)
         held = fire([ch], [b"h%d" % i for i in range(3)])
         assert wait_for(lambda: b.holding() == 3)
         c = cluster(g)
-        assert c["circuit_breakers"] is None and c["requests"] == 3
+        assert c["circuit_breakers"]["max_requests"] == 10 and c["requests"] == 3
         g.cfg["clusters"][0]["circuit_breakers"] = {"max_requests": 3}
         reload(g, g.cfg)
         assert outcome(fire([ch], [b"over"])[0]) == (grpc.StatusCode.UNAVAILABLE,
@@ -312,4 +312,33 @@ def test_transparent_retries_are_not_counted(grelay_factory):
         assert m and int(m.group(1)) >= 1, text  # the dead endpoint's call went on transparently
         assert cluster(g)["trips"]["max_retries"] == 0 and cluster(g)["retries"] == 0
     finally:
+        b.stop()
+
+
+def test_a_cluster_without_a_breaker_is_not_counted(grelay_factory):
+    """No circuit_breakers nor retry_budget: its calls touch no shared
+    counter (the gauge stays 0 with calls held). A reload that adds a
+    breaker counts the calls that begin after it, and those in flight before
+    it end without taking anything away (no underflow)."""
+    b = Backend()
+    ch = None
+    try:
+        g = start(grelay_factory, b)
+        ch = grpc.insecure_channel(g.addr)
+        held = fire([ch], [b"u%d" % i for i in range(2)])
+        assert wait_for(lambda: b.holding() == 2)
+        assert cluster(g)["requests"] == 0
+        g.cfg["clusters"][0]["circuit_breakers"] = {"max_requests": 1}
+        reload(g, g.cfg)
+        held += fire([ch], [b"c0"])
+        assert wait_for(lambda: b.holding() == 3)
+        assert cluster(g)["requests"] == 1
+        assert outcome(fire([ch], [b"over"])[0]) == (grpc.StatusCode.UNAVAILABLE,
+                                                     "cluster backend: max_requests 1 reached")
+        b.release()
+        assert [outcome(f)[0] for f in held] == [grpc.StatusCode.OK] * 3
+        assert wait_for(lambda: cluster(g)["requests"] == 0)
+    finally:
+        if ch is not None:
+            ch.close()
         b.stop()
