@@ -117,7 +117,7 @@ nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list 
 
 /* n bytes of f were taken by the other side (or dropped): give them back
  * to their sender's window, as far as they are not given back already. */
-void flow_give_back(struct stream *s, struct flow *f, size_t n)
+void stream_credit_back(struct stream *s, struct flow *f, size_t n)
 {
     n = flow_due(f, n);
     if (n == 0)
@@ -131,10 +131,10 @@ void flow_give_back(struct stream *s, struct flow *f, size_t n)
 }
 
 /* Bytes arrived that nobody will take: counted and given back at once. */
-void flow_drop(struct stream *s, struct flow *f, size_t n)
+void stream_credit_drop(struct stream *s, struct flow *f, size_t n)
 {
     f->received += n;
-    flow_give_back(s, f, n);
+    stream_credit_back(s, f, n);
 }
 
 void resume_resp(struct stream *s)
@@ -188,7 +188,7 @@ static void give_back_resp(struct stream *s)
 {
     uint64_t owed = flow_owed(&s->resp);
     if (owed > 0 && !over_budget(s->down))
-        flow_give_back(s, &s->resp, (size_t)owed);
+        stream_credit_back(s, &s->resp, (size_t)owed);
 }
 
 /* d's held bytes went from before to d->held: when that crosses back under
@@ -615,7 +615,7 @@ void stream_start(struct stream *s)
 
 /* ---- Request body, from the client. ---- */
 
-void stream_give_back_req(struct stream *s, size_t n) { flow_give_back(s, &s->req, n); }
+void stream_give_back_req(struct stream *s, size_t n) { stream_credit_back(s, &s->req, n); }
 
 void stream_req_queued(struct stream *s)
 {
@@ -715,7 +715,7 @@ size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t due;
     size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, replay_room(s), &due);
-    flow_give_back(s, &s->req, due);
+    stream_credit_back(s, &s->req, due);
     count_held(s);
     *eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
     if (n == 0 && !*eof)

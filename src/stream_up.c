@@ -157,17 +157,22 @@ static void hold_start(struct stream *s)
 /* The trailers of an attempt whose headers are held: nothing reached the
  * client, so a status in retry_on is retried as a trailers-only one is;
  * any other answer goes out as it came, headers then trailers. */
+/* The upstream's grpc-status gs (not NULL) says the attempt failed before
+ * anything reached the client: retried if the route's retry_on says so.
+ * Returns true if a retry began. */
+static bool retry_on_status(struct stream *s, const struct gr_hdr *gs, const char *when)
+{
+    char msg[200];
+    int code = grpc_status_value(gs->value, gs->valuelen);
+    snprintf(msg, sizeof(msg), "upstream answered %s%s", grpc_status_name((enum grpc_status)code), when);
+    return code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg);
+}
+
 static void on_held_trailers(struct stream *s)
 {
     const struct gr_hdr *gs = headers_find(&s->resp_trailers, "grpc-status");
-    if (gs != NULL) {
-        char msg[200];
-        int code = grpc_status_value(gs->value, gs->valuelen);
-        snprintf(msg, sizeof(msg), "upstream answered %s after its response headers",
-                 grpc_status_name((enum grpc_status)code));
-        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
-            return;
-    }
+    if (gs != NULL && retry_on_status(s, gs, " after its response headers"))
+        return;
     if (hold_release(s))
         ev_end(&s->up);
 }
@@ -178,14 +183,10 @@ static void on_resp_headers(struct stream *s, bool end_stream)
     const struct gr_hdr *gs = headers_find(&s->resp_hdrs, "grpc-status");
     char msg[200];
     enum grpc_status st;
-    if (gs != NULL && end_stream && s->req.replay) {
-        /* Trailers-only failure: the status is known before anything went
-         * to the client, so the route's retry_on may apply. */
-        int code = grpc_status_value(gs->value, gs->valuelen);
-        snprintf(msg, sizeof(msg), "upstream answered %s", grpc_status_name((enum grpc_status)code));
-        if (code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg))
-            return;
-    }
+    /* Trailers-only failure: the status is known before anything went to
+     * the client, so the route's retry_on may apply. */
+    if (gs != NULL && end_stream && s->req.replay && retry_on_status(s, gs, ""))
+        return;
     if (gs == NULL &&
         !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
         retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
@@ -252,12 +253,12 @@ static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
     if (s->resp_state != RESP_BODY) {
         /* DATA before HEADERS is a protocol error nghttp2 already rejects;
          * after our own answer nobody wants it. */
-        flow_drop(s, &s->resp, len);
+        stream_credit_drop(s, &s->resp, len);
         return;
     }
     s->resp.received += len;
     if (flow_queue(&s->resp, &stream_worker(s)->chunks, data, len, len) != GR_OK) {
-        flow_give_back(s, &s->resp, len);
+        stream_credit_back(s, &s->resp, len);
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
     }

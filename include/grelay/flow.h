@@ -3,7 +3,7 @@
  * Bytes received from the sending peer are counted as they were on the
  * wire and wait in q until the other side takes them; only then are they
  * given back to the sender's window. This module does the counting; the
- * stream gives the credit back (stream.c, flow_give_back, the one caller of
+ * stream gives the credit back (stream.c, stream_credit_back, the one caller of
  * the downstream's and the upstream's consume). At every moment:
  *
  *     received = unacked + given_back      (flow_unacked() is the first)

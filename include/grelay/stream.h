@@ -14,7 +14,7 @@
  *
  * Flow control, the invariant that matters most: each direction's bytes
  * and credit are a struct flow (flow.h, where the invariant
- * received = unacked + given_back is written down); flow_give_back() in
+ * received = unacked + given_back is written down); stream_credit_back() in
  * stream.c is the one place credit goes back to either peer, through the
  * downstream's (HTTP/2 or HTTP/1.1) or the upstream's consume. */
 #ifndef GRELAY_STREAM_H

@@ -33,8 +33,8 @@ nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list 
 nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n);
 
 /* Flow control and what a call holds. */
-void flow_give_back(struct stream *s, struct flow *f, size_t n);
-void flow_drop(struct stream *s, struct flow *f, size_t n);
+void stream_credit_back(struct stream *s, struct flow *f, size_t n);
+void stream_credit_drop(struct stream *s, struct flow *f, size_t n);
 void resume_resp(struct stream *s);
 void count_held(struct stream *s);
 void write_wait_update(struct stream *s, bool took);
