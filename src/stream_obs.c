@@ -52,7 +52,8 @@ static void attempt_over(struct stream *s, int code)
 /* What the attempt's end says of its endpoint (outlier.h): the backend's
  * grpc-status, whether it came trailers-only or in trailers after data
  * (the response's own trailers: grelay writes its local ones only after
- * the attempt is let go), or the status gRPC gives a non-gRPC HTTP error;
+ * the attempt is let go), or the status gRPC gives a non-gRPC HTTP answer
+ * (an error page, or a 200 that is not gRPC);
  * OUTLIER_RESET when the upstream stream closed with none of them (a
  * reset, a lost connection, an end without trailers); OUTLIER_NOTHING when
  * grelay ended the attempt itself (the client cancelled, the deadline or
@@ -70,7 +71,7 @@ static int attempt_outcome(const struct stream *s)
     }
     enum grpc_status st;
     char msg[8];
-    if (s->resp_status >= 300 &&
+    if (s->resp_status >= 200 &&
         !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg)))
         return (int)st;
     return s->att == ATT_CLOSED ? OUTLIER_RESET : OUTLIER_NOTHING;

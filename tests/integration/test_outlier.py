@@ -11,6 +11,7 @@ import time
 from concurrent import futures
 
 import grpc
+import pytest
 
 from harness import free_port, simple_config
 from test_admin import Admin
@@ -266,3 +267,24 @@ def test_ejections_that_follow_each_other_fast_keep_grelay_sound(grelay_factory,
         assert b.seen() == 6000  # every call reached it (one endpoint: picks fall back to it)
     finally:
         stop_all([b])
+
+
+def test_an_endpoint_that_answers_plain_http_is_ejected(grelay_factory):
+    """A web server where a gRPC backend should be: HTTP 503 pages, or 200
+    with text/html (gRPC reads both as failures: UNAVAILABLE, UNKNOWN), eject
+    it like gRPC failures do."""
+    from harness import Backend
+    for what, code in (("Http503", "UNAVAILABLE"), ("Http200Html", "UNKNOWN")):
+        raw = Backend("raw", raw=True)
+        try:
+            g = start(grelay_factory, [raw], consecutive_failures=2, base_ejection_time="60s")
+            with grpc.insecure_channel(g.addr) as ch:
+                for i in range(2):
+                    with pytest.raises(grpc.RpcError) as e:
+                        ch.unary_unary("/test.Echo/" + what)(b"x", timeout=10)
+                    assert e.value.code().name == code, e.value
+            wait_for("the plain-HTTP endpoint ejected", lambda: endpoints(g)[raw.addr]["health"] == "ejected")
+            assert metric(g, "grelay_upstream_ejections_total", cluster="backend", endpoint=raw.addr,
+                          reason="consecutive_failures") == 1
+        finally:
+            raw.stop()

@@ -6,6 +6,7 @@ The last path segment of a call picks the behaviour:
   RstRefused / RstCancel / RstProtocol   RST_STREAM with that code, no response
   RstAfterData                           response HEADERS + one gRPC message, then RST_STREAM(INTERNAL_ERROR)
   Http503                                ":status 503" with an HTML body, no gRPC framing
+  Http200Html                            ":status 200" with an HTML body: a web server, not gRPC
   Ok                                     a proper gRPC answer echoing the request, with the
                                          grpc-timeout it received in trailer x-seen-grpc-timeout
                                          and the connection's number in x-conn-id
@@ -78,9 +79,10 @@ def act(conn, sid, what, body, timeout, conn_id):
         conn.send_headers(sid, GRPC)
         conn.send_data(sid, b"\x00\x00\x00\x00\x05hello")
         conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
-    elif what == "Http503":
-        conn.send_headers(sid, [(":status", "503"), ("content-type", "text/html")])
-        conn.send_data(sid, b"<html><body>503 Service Unavailable</body></html>", end_stream=True)
+    elif what in ("Http503", "Http200Html"):
+        status = "503" if what == "Http503" else "200"
+        conn.send_headers(sid, [(":status", status), ("content-type", "text/html")])
+        conn.send_data(sid, b"<html><body>%s</body></html>" % status.encode(), end_stream=True)
     else:
         if what == "GoawayRefuseOnce":
             with counter_lock:
