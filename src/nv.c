@@ -8,70 +8,76 @@
 #define NO_COPY_NAME NGHTTP2_NV_FLAG_NO_COPY_NAME
 #define NO_COPY_BOTH (NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE)
 
-/* A field name most calls carry, and the value it usually has (NULL: none
- * worth keeping), as static strings: nghttp2 takes them without copying or
- * lower-casing them (NGHTTP2_NV_FLAG_NO_COPY_*), which is safe only for
- * memory that outlives every frame still queued; the call's arenas do not
- * always do (a stream can be freed while frames it submitted wait). */
-struct nv_known {
-    const char *name;  /* lower-case */
-    size_t namelen;    /* bytes in name */
-    const char *value; /* its usual value, or NULL */
-    size_t valuelen;   /* bytes in value */
-};
+/* Names (and the values they usually have) that most calls carry, as
+ * static strings: nghttp2 takes them without copying or lower-casing them
+ * (NGHTTP2_NV_FLAG_NO_COPY_*), which is safe only for memory that outlives
+ * every frame still queued; the call's arenas do not always do (a stream
+ * can be freed while frames it submitted wait). Compared with constant
+ * lengths, so that the compiler turns each compare into a few loads. */
+#define IS(p, lit) (memcmp(p, lit, sizeof(lit) - 1) == 0)
+#define STATIC_NAME(lit) (nv->name = (uint8_t *)(lit), nv->flags = NO_COPY_NAME)
+#define STATIC_VALUE(lit)                                                                                              \
+    do {                                                                                                               \
+        if (nv->valuelen == sizeof(lit) - 1 && IS(nv->value, lit)) {                                                   \
+            nv->value = (uint8_t *)(lit);                                                                              \
+            nv->flags = NO_COPY_BOTH;                                                                                  \
+        }                                                                                                              \
+    } while (0)
 
-#define KNOWN(n, v)                                                                                                    \
-    {                                                                                                                  \
-        n, sizeof(n) - 1, v, sizeof(v) - 1                                                                             \
-    }
-#define KNOWN_NAME(n)                                                                                                  \
-    {                                                                                                                  \
-        n, sizeof(n) - 1, NULL, 0                                                                                      \
-    }
-static const struct nv_known known_te = KNOWN("te", "trailers");
-static const struct nv_known known_ua = KNOWN_NAME("user-agent");
-static const struct nv_known known_status = KNOWN("grpc-status", "0");
-static const struct nv_known known_ct = KNOWN("content-type", "application/grpc");
-static const struct nv_known known_msg = KNOWN_NAME("grpc-message");
-static const struct nv_known known_rid = KNOWN_NAME("x-request-id");
-static const struct nv_known known_enc = KNOWN_NAME("grpc-encoding");
-static const struct nv_known known_accept = KNOWN("grpc-accept-encoding", "identity,deflate,gzip");
-
-static bool same(const uint8_t *p, size_t len, const char *lit, size_t litlen)
+/* nv, a field of a header list: a known name (and its usual value) points
+ * at the static copy. */
+static void intern(nghttp2_nv *nv)
 {
-    return len == litlen && memcmp(p, lit, len) == 0;
+    const uint8_t *p = nv->name;
+    switch (nv->namelen) {
+    case 2:
+        if (IS(p, "te")) {
+            STATIC_NAME("te");
+            STATIC_VALUE("trailers");
+        }
+        break;
+    case 10:
+        if (IS(p, "user-agent"))
+            STATIC_NAME("user-agent");
+        break;
+    case 11:
+        if (IS(p, "grpc-status")) {
+            STATIC_NAME("grpc-status");
+            STATIC_VALUE("0");
+        }
+        break;
+    case 12:
+        if (IS(p, "content-type")) {
+            STATIC_NAME("content-type");
+            STATIC_VALUE("application/grpc");
+        } else if (IS(p, "grpc-message")) {
+            STATIC_NAME("grpc-message");
+        } else if (IS(p, "x-request-id")) {
+            /* A request id is new on every call: in the HPACK dynamic table
+             * it would only evict what repeats (and cost an insertion each
+             * call). */
+            STATIC_NAME("x-request-id");
+            nv->flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        }
+        break;
+    case 13:
+        if (IS(p, "grpc-encoding"))
+            STATIC_NAME("grpc-encoding");
+        break;
+    case 20:
+        if (IS(p, "grpc-accept-encoding")) {
+            STATIC_NAME("grpc-accept-encoding");
+            STATIC_VALUE("identity,deflate,gzip");
+        }
+        break;
+    default: break;
+    }
 }
 
-/* The known field named p[0..len), or NULL. */
-static const struct nv_known *known_field(const uint8_t *p, size_t len)
-{
-    const struct nv_known *k;
-    switch (len) {
-    case 2: k = &known_te; break;
-    case 10: k = &known_ua; break;
-    case 11: k = &known_status; break;
-    case 12: k = p[0] == 'c' ? &known_ct : p[0] == 'g' ? &known_msg : &known_rid; break;
-    case 13: k = &known_enc; break;
-    case 20: k = &known_accept; break;
-    default: return NULL;
-    }
-    return memcmp(p, k->name, len) == 0 ? k : NULL; /* the lengths are equal */
-}
-
-/* A field of a header list: a known name (and its usual value) points at
- * the static copy, which nghttp2 need not copy. */
 static nghttp2_nv list_field(const struct gr_hdr *h)
 {
     nghttp2_nv nv = nv_make(h->name, h->namelen, h->value, h->valuelen);
-    const struct nv_known *k = known_field(h->name, h->namelen);
-    if (k == NULL)
-        return nv;
-    nv.name = (uint8_t *)k->name;
-    nv.flags = NO_COPY_NAME;
-    if (k->value != NULL && same(h->value, h->valuelen, k->value, k->valuelen)) {
-        nv.value = (uint8_t *)k->value;
-        nv.flags = NO_COPY_BOTH;
-    }
+    intern(&nv);
     return nv;
 }
 
@@ -94,12 +100,7 @@ nghttp2_nv *nv_from_list(struct arena *a, const struct hdr_list *l, size_t extra
         const struct gr_hdr *h = &l->v[i];
         if (h->namelen == 0)
             continue;
-        nva[k] = list_field(h);
-        /* A request id is new on every call: in the HPACK dynamic table it
-         * would only evict what repeats (and cost an insertion each call). */
-        if (nva[k].name == (const uint8_t *)known_rid.name)
-            nva[k].flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-        k++;
+        nva[k++] = list_field(h);
     }
     *n = k;
     return nva;
@@ -118,9 +119,9 @@ nghttp2_nv *nv_response(struct arena *a, const char *status, const struct hdr_li
         return NULL;
     const uint8_t *ct = (const uint8_t *)r->content_type;
     size_t ctlen = strlen(r->content_type), k = 0;
-    bool ct_static = same(ct, ctlen, known_ct.value, known_ct.valuelen);
+    bool ct_static = ctlen == 16 && IS(ct, "application/grpc");
     if (ct_static)
-        ct = (const uint8_t *)known_ct.value;
+        ct = (const uint8_t *)"application/grpc";
     bool ok = status[0] == '2' && status[1] == '0' && status[2] == '0' && status[3] == '\0';
     nva[k++] = ok ? lit_field(NV_LIT(":status"), NV_LIT("200"), true)
                   : lit_field(NV_LIT(":status"), (const uint8_t *)status, strlen(status), false);
@@ -161,7 +162,7 @@ nghttp2_nv *nv_request(struct arena *a, const struct hdr_list *hdrs, const struc
         nva[4] = lit_field(NV_LIT("grpc-timeout"), (const uint8_t *)v, vlen, false);
     }
     const struct gr_hdr *m = r->method;
-    nva[0] = m->value && !same(m->value, m->valuelen, "POST", 4)
+    nva[0] = m->value && !(m->valuelen == 4 && IS(m->value, "POST"))
                  ? lit_field(NV_LIT(":method"), m->value, m->valuelen, false)
                  : lit_field(NV_LIT(":method"), NV_LIT("POST"), true);
     nva[1] = r->https ? lit_field(NV_LIT(":scheme"), NV_LIT("https"), true)
