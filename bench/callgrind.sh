@@ -20,7 +20,8 @@
 #   --go-backend BIN  the grpc-go echo backend (bench/gobackend/build.sh) instead of
 #                     echo_backend, with GOMAXPROCS=1 as bench.py starts it
 #   --keep            keep the temporary directory (callgrind.out.* files for
-#                     callgrind_annotate, configs, logs) and print its path
+#                     callgrind_annotate or bench/callgrind_split.py, configs, logs)
+#                     and print its path
 #
 # Prints one line per scenario on stdout, e.g. "4x16: 28312 instructions per call";
 # the raw totals go to stderr. Needs valgrind, h2load (nghttp2-client), python3.
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --access-log) alog=1; shift ;;
     --go-backend) gobackend=${2:?--go-backend needs a binary}; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--keep]" >&2; exit 2 ;;
   esac
 done

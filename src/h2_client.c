@@ -51,6 +51,13 @@ static inline struct up_slot *slot_of(nghttp2_session *h2, int32_t id)
     return nghttp2_session_get_stream_user_data(h2, id);
 }
 
+/* The slot of stream id while its header block is read: looked up once,
+ * when the block begins (on_begin_headers), not once a field. */
+static inline struct up_slot *block_slot_of(struct upconn *u, nghttp2_session *h2, int32_t id)
+{
+    return id == u->block_id ? u->block_slot : slot_of(h2, id);
+}
+
 uint32_t h2_client_free_slots(const struct upconn *u)
 {
     if (u->draining || u->io.state == CONN_CLOSED || u->h2 == NULL || !nghttp2_session_check_request_allowed(u->h2))
@@ -103,6 +110,15 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
 }
 
+/* Whether the request's :method (among its leading pseudo headers) is HEAD. */
+static bool is_head(const nghttp2_nv *nva, size_t n)
+{
+    for (size_t i = 0; i < n && nva[i].namelen > 0 && nva[i].name[0] == ':'; i++)
+        if (nva[i].namelen == 7 && memcmp(nva[i].name, ":method", 7) == 0)
+            return nva[i].valuelen == 4 && memcmp(nva[i].value, "HEAD", 4) == 0;
+    return false;
+}
+
 /* upstream_ops, on the slot's connection. */
 static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool body)
 {
@@ -126,6 +142,7 @@ static int op_submit(struct up_slot *sl, const nghttp2_nv *nva, size_t n, bool b
             return GR_ERR_LIMIT;
         }
     }
+    h2_check_init(&sl->check, is_head(nva, n));
     nghttp2_data_provider prd = {.source = {.ptr = sl}, .read_callback = req_read};
     int32_t id = nghttp2_submit_request(u->h2, NULL, nva, n, body ? &prd : NULL, sl);
     if (id < 0) {
@@ -174,6 +191,8 @@ static void op_detach(struct up_slot *sl, bool reset)
         nghttp2_session_set_stream_user_data(u->h2, sl->id, NULL);
         nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_CANCEL);
     }
+    if (u->block_slot == sl)
+        u->block_slot = NULL;
     gr_list_remove(&sl->link);
     sl->conn = NULL;
     sl->ops = NULL;
@@ -232,14 +251,43 @@ void h2_client_attach(struct upconn *u, struct up_slot *sl)
     }
 }
 
+/* A malformed response (h2_check.h): the stream is reset with
+ * PROTOCOL_ERROR, as nghttp2's HTTP messaging would reset it, and the call
+ * hears that reset when the stream closes (on_stream_close); nothing more
+ * of the stream reaches the call meanwhile. */
+static void reject(struct upconn *u, struct up_slot *sl, const char *why)
+{
+    log_info("upstream %s: stream %d: malformed response (%s): reset with PROTOCOL_ERROR", u->ep->address.text, sl->id,
+             why);
+    sl->check.bad = true;
+    nghttp2_submit_rst_stream(u->h2, NGHTTP2_FLAG_NONE, sl->id, NGHTTP2_PROTOCOL_ERROR);
+    conn_want_flush(&u->io);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct upconn *u = user_data;
+    struct up_slot *sl = slot_of(session, frame->hd.stream_id);
+    u->block_id = frame->hd.stream_id;
+    u->block_slot = sl;
+    if (sl != NULL)
+        h2_check_begin(&sl->check);
+    return 0;
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
-    struct up_slot *sl = slot_of(session, frame->hd.stream_id);
-    if (sl == NULL)
+    struct upconn *u = user_data;
+    struct up_slot *sl = block_slot_of(u, session, frame->hd.stream_id);
+    if (sl == NULL || sl->check.bad)
         return 0;
+    const char *why = NULL;
+    if (h2_check_field(&sl->check, name, namelen, value, valuelen, &why) != H2_CHECK_OK) {
+        reject(u, sl, why);
+        return 0;
+    }
     if (sl->ev->header(sl, name, namelen, value, valuelen) != GR_OK)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
@@ -286,6 +334,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 {
     struct upconn *u = user_data;
     struct up_slot *sl;
+    const char *why = NULL;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     switch (frame->hd.type) {
     case NGHTTP2_SETTINGS:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
@@ -314,12 +364,22 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         break;
     case NGHTTP2_HEADERS:
         u->peer_wrote = true;
-        if ((sl = slot_of(session, frame->hd.stream_id)) != NULL)
-            sl->ev->headers_done(sl, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+        sl = block_slot_of(u, session, frame->hd.stream_id);
+        u->block_id = 0;
+        if (sl == NULL || sl->check.bad)
+            break;
+        if (h2_check_block(&sl->check, end, &why) != H2_CHECK_OK)
+            reject(u, sl, why);
+        else
+            sl->ev->headers_done(sl, end);
         break;
     case NGHTTP2_DATA:
         u->peer_wrote = true;
-        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && (sl = slot_of(session, frame->hd.stream_id)) != NULL)
+        if (!end || (sl = slot_of(session, frame->hd.stream_id)) == NULL || sl->check.bad)
+            break;
+        if (h2_check_end(&sl->check, &why) != H2_CHECK_OK)
+            reject(u, sl, why);
+        else
             sl->ev->end(sl);
         break;
     default: break;
@@ -336,10 +396,13 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
                               size_t len, void *user_data)
 {
     (void)flags;
-    (void)user_data;
+    struct upconn *u = user_data;
     struct up_slot *sl = slot_of(session, stream_id);
+    const char *why = NULL;
     nghttp2_session_consume_connection(session, len);
-    if (sl == NULL) {
+    if (sl != NULL && !sl->check.bad && h2_check_data(&sl->check, len, &why) != H2_CHECK_OK)
+        reject(u, sl, why);
+    if (sl == NULL || sl->check.bad) {
         nghttp2_session_consume_stream(session, stream_id, len);
         return 0;
     }
@@ -360,8 +423,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 {
     (void)user_data;
     struct up_slot *sl = slot_of(session, stream_id);
+    /* A response found malformed at its END_STREAM closes before our reset
+     * leaves: the call hears the reset all the same. */
     if (sl != NULL)
-        sl->ev->closed(sl, error_code);
+        sl->ev->closed(sl, sl->check.bad ? NGHTTP2_PROTOCOL_ERROR : error_code);
     return 0;
 }
 
@@ -382,6 +447,7 @@ int h2_client_worker_init(struct worker *w)
     w->h2c = st;
     if (nghttp2_session_callbacks_new(&st->cbs) != 0 || h2_common_options(&st->opt) != GR_OK)
         return GR_ERR_NOMEM;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(st->cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(st->cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(st->cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(st->cbs, on_data_chunk_recv);
@@ -390,6 +456,9 @@ int h2_client_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
     /* Until the peer's first SETTINGS (nghttp2 forgets it then). */
     nghttp2_option_set_peer_max_concurrent_streams(st->opt, PRE_SETTINGS_STREAMS);
+    /* grelay checks the responses itself (h2_check.h): nghttp2's checks of
+     * the same cost more. The server session keeps them (requests). */
+    nghttp2_option_set_no_http_messaging(st->opt, 1);
     /* Test only: start stream ids near their end (2^31-1), to see a
      * connection use them up in a few calls (tests/integration/test_limits.py). */
     const char *first = getenv("GRELAY_TEST_FIRST_STREAM_ID");
@@ -460,6 +529,7 @@ static void up_on_close(struct conn *c, int err, const char *why)
     snprintf(msg, sizeof(msg), "upstream %s: connection %s: %s", u->ep->address.text, u->ready ? "lost" : "failed",
              why);
     u->ev->closing(u->owner, u, msg);
+    u->block_slot = NULL;
     while (!gr_list_empty(&u->streams)) {
         struct up_slot *sl = container_of(u->streams.next, struct up_slot, link);
         gr_list_remove(&sl->link);

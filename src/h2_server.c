@@ -78,6 +78,7 @@ static void call_ended(struct dconn *d)
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct dconn *d = user_data;
+    d->block_id = 0;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST || d->sleep.reviving)
         return 0;
     if (gr_unlikely(worker_overloaded())) {
@@ -93,6 +94,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     }
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+    d->block_id = frame->hd.stream_id;
+    d->block_stream = s;
     dconn_busy(d);
     call_began(d, frame->hd.stream_id);
     downstream_call_began(&d->base);
@@ -103,7 +106,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    struct dconn *d = user_data;
+    struct stream *s = frame->hd.stream_id == d->block_id
+                           ? d->block_stream
+                           : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     int rc = request_on_header(s, name, namelen, value, valuelen);
@@ -120,7 +126,6 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
          * RESOURCE_EXHAUSTED, not to be retried). Going on would mean
          * decoding the rest of this block for the HPACK table, and the next
          * one: an attacker's connection cost two to three times as much. */
-        struct dconn *d = user_data;
         if (d->guard.ended)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         h2_goaway_hold(d, frame->hd.stream_id, "a request header block far past the listener's limits");
@@ -160,7 +165,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    struct stream *s = frame->hd.type == NGHTTP2_HEADERS && frame->hd.stream_id == d->block_id
+                           ? d->block_stream
+                           : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        d->block_id = 0;
     if (s == NULL)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -230,6 +239,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!d->sleep.reviving)
         h2_guard_closed(&d->guard, stream_id);
+    if (stream_id == d->block_id)
+        d->block_id = 0;
     if (s != NULL) {
         /* A call that ended well (not reset by the client, even with
          * NO_ERROR) gives a reset token back. */

@@ -42,12 +42,14 @@ void headers_remove(struct hdr_list *l, const char *name)
             l->v[i].namelen = 0;
 }
 
-const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name)
+const struct gr_hdr *headers_find_len(const struct hdr_list *l, const char *name, size_t len)
 {
-    size_t len = strlen(name);
-    for (uint32_t i = 0; i < l->n; i++)
-        if (l->v[i].namelen == len && memcmp(l->v[i].name, name, len) == 0)
-            return &l->v[i];
+    for (uint32_t i = 0; i < l->n; i++) {
+        const struct gr_hdr *h = &l->v[i];
+        /* The first byte first: most names differ there (no memcmp call). */
+        if (h->namelen == len && len > 0 && h->name[0] == (uint8_t)name[0] && memcmp(h->name, name, len) == 0)
+            return h;
+    }
     return NULL;
 }
 

@@ -57,6 +57,8 @@ struct upconn {
     ev_tstamp last_ping;  /* when our last PING left; 0: never */
     uint64_t pulled;      /* bytes handed to the transport since the start (pulled - io.wbuf.len: written) */
     uint64_t write_mark;  /* bytes written when the write deadline last started or moved */
+    int32_t block_id;     /* the stream whose header block is being read (0: none) */
+    struct up_slot *block_slot; /* its slot (NULL: no call), looked up once a block, not once a field */
 };
 
 /* The worker's callbacks and options for client sessions (w->h2c). */

@@ -16,22 +16,24 @@
 
 /* One HTTP/2 client connection. */
 struct dconn {
-    struct downstream base;  /* transport, listener, streams; first member */
-    nghttp2_session *h2;     /* server session; NULL while hibernating */
-    struct gr_list lru_link; /* in the hibernation list (least recently busy first) if it may hibernate */
-    ev_tstamp busy_at;       /* when a call last began or ended */
-    struct h2_sleep sleep;   /* what hibernating and waking up need */
-    struct h2_guard guard;   /* abuse budgets and closed-stream memory (h2_common.h) */
-    uint32_t rst_ahead;      /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
-    int32_t start_from;      /* the lowest stream whose call waits for the end of this read to start (0: none) */
-    int32_t hdr_wait;        /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
+    struct downstream base;      /* transport, listener, streams; first member */
+    nghttp2_session *h2;         /* server session; NULL while hibernating */
+    struct gr_list lru_link;     /* in the hibernation list (least recently busy first) if it may hibernate */
+    ev_tstamp busy_at;           /* when a call last began or ended */
+    struct h2_sleep sleep;       /* what hibernating and waking up need */
+    struct h2_guard guard;       /* abuse budgets and closed-stream memory (h2_common.h) */
+    uint32_t rst_ahead;          /* provoked resets charged when nghttp2 decided them, not yet sent (on_frame_send) */
+    int32_t start_from;          /* the lowest stream whose call waits for the end of this read to start (0: none) */
+    int32_t hdr_wait;            /* what CONN_TIMER_HEADER waits for: -1 the client's preface and SETTINGS, a stream id
                               * the end of its request header block, 0 nothing */
-    bool goaway;             /* a GOAWAY that ends the connection is queued: it closes once that is written */
-    bool held;               /* ended by an abuse (h2_goaway_hold): held open until the GOAWAY grace ends, and past
+    int32_t block_id;            /* the stream whose request header block is being read (0: none) */
+    struct stream *block_stream; /* its call, looked up once a block (on_begin_headers), not once a field */
+    bool goaway;                 /* a GOAWAY that ends the connection is queued: it closes once that is written */
+    bool held;                   /* ended by an abuse (h2_goaway_hold): held open until the GOAWAY grace ends, and past
                               * HOLD_DROP bytes dropped not read (its writes block), not closed to reconnect */
-    uint32_t dropped;        /* bytes read and dropped since it was held */
-    bool asleep;             /* hibernating: counted in its listener's grelay_hibernated_connections */
-    uint8_t drain;           /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
+    uint32_t dropped;            /* bytes read and dropped since it was held */
+    bool asleep;                 /* hibernating: counted in its listener's grelay_hibernated_connections */
+    uint8_t drain;               /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
 };
 
 /* Where the drain of a connection stands (a SIGTERM, its max_connection_age). */

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* What RFC 9113 6.5.2 (and RFC 7541 4.1) add to name and value when they
  * size a field: SETTINGS_MAX_HEADER_LIST_SIZE counts 32 + name + value. */
@@ -39,8 +40,14 @@ int headers_add(struct hdr_list *l, struct arena *a, const uint8_t *name, size_t
                 size_t valuelen);
 /* Drops every header with this name (entries stay, with namelen 0). */
 void headers_remove(struct hdr_list *l, const char *name);
-/* First header with this (lower-case) name, or NULL. */
-const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name);
+/* First header with this (lower-case) name of len bytes, or NULL. */
+const struct gr_hdr *headers_find_len(const struct hdr_list *l, const char *name, size_t len);
+/* First header with this (lower-case) name, or NULL (inline: the length of
+ * a literal name is known when compiling). */
+static inline const struct gr_hdr *headers_find(const struct hdr_list *l, const char *name)
+{
+    return headers_find_len(l, name, strlen(name));
+}
 /* True for headers a proxy must not forward: connection, keep-alive,
  * proxy-connection, transfer-encoding, upgrade, http2-settings, and te
  * other than "trailers". */

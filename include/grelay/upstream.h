@@ -15,6 +15,7 @@
 #define GRELAY_UPSTREAM_H
 
 #include "grelay/common.h"
+#include "grelay/h2_check.h"
 
 #include <nghttp2/nghttp2.h>
 
@@ -99,6 +100,7 @@ struct up_slot {
     bool waits_settings;              /* attached, its submit put off until the peer's SETTINGS (GR_ERR_AGAIN) */
     double queued_at;                 /* when it joined the line (ev_now clock): max_pending_time */
     struct gr_list link;              /* in the pool's line, or in the connection's streams */
+    struct h2_check check;            /* h2_client's checks of the response (its HTTP messaging) */
 };
 
 #endif

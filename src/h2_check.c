@@ -1,0 +1,216 @@
+/* grelay's own HTTP messaging checks of upstream responses (see
+ * include/grelay/h2_check.h). */
+#include "grelay/h2_check.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* What a byte in a field name is (RFC 9110 tchar, lower case only, RFC
+ * 9113 8.2.1): 1 good, 2 an upper-case letter, 0 any other. XOR-ed with 1
+ * and OR-ed over a name, NAME_BAD and NAME_UPPER say what it holds. */
+#define NAME_BAD 1
+#define NAME_UPPER 2
+static const uint8_t name_chars[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1,  ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,
+    ['z'] = 1, ['A'] = 2, ['B'] = 2, ['C'] = 2, ['D'] = 2, ['E'] = 2,  ['F'] = 2, ['G'] = 2, ['H'] = 2, ['I'] = 2,
+    ['J'] = 2, ['K'] = 2, ['L'] = 2, ['M'] = 2, ['N'] = 2, ['O'] = 2,  ['P'] = 2, ['Q'] = 2, ['R'] = 2, ['S'] = 2,
+    ['T'] = 2, ['U'] = 2, ['V'] = 2, ['W'] = 2, ['X'] = 2, ['Y'] = 2,  ['Z'] = 2,
+};
+
+void h2_check_init(struct h2_check *c, bool head)
+{
+    memset(c, 0, sizeof(*c));
+    c->content_length = -1;
+    c->head = head;
+}
+
+/* NAME_BAD and NAME_UPPER as the name holds them (an empty name is bad). */
+static unsigned name_fault(const uint8_t *p, size_t n)
+{
+    unsigned acc = n == 0 ? NAME_BAD : 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= name_chars[p[i]] ^ 1u;
+    return acc;
+}
+
+/* The names gRPC answers carry, good by construction: compared whole (a
+ * few word compares) instead of scanned byte by byte. */
+static bool common_name(const uint8_t *p, size_t n)
+{
+    switch (n) {
+    case 11: return memcmp(p, "grpc-status", 11) == 0;
+    case 12: return memcmp(p, "content-type", 12) == 0 || memcmp(p, "grpc-message", 12) == 0;
+    case 13: return memcmp(p, "grpc-encoding", 13) == 0;
+    case 20: return memcmp(p, "grpc-accept-encoding", 20) == 0;
+    default: return false;
+    }
+}
+
+/* Eight bytes with a byte below 0x20 or equal to 0x7f (and some false
+ * alarms after such a byte, from the borrow), bytes of 0x80 and above
+ * being good (obs-text). */
+static inline uint64_t ctl_bytes(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t del = w ^ (0x7f * ones);
+    return ((w - 0x20 * ones) | (del - ones)) & ~w & high;
+}
+
+/* RFC 9110 field-value with RFC 9113 8.2.1: no NUL, CR, LF or other
+ * control character but HTAB, no DEL, no SP or HTAB first or last.
+ * Eight bytes at a time; the byte loop only where one looks wrong (a
+ * HTAB, or a real fault). */
+static bool value_ok(const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return true;
+    if (p[0] == ' ' || p[0] == '\t' || p[n - 1] == ' ' || p[n - 1] == '\t')
+        return false;
+    uint64_t alarm = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        alarm |= ctl_bytes(w);
+    }
+    if (i < n && n >= 8) {
+        uint64_t w; /* the last eight bytes, some of them again */
+        memcpy(&w, p + n - 8, 8);
+        alarm |= ctl_bytes(w);
+    } else if (i < n) {
+        for (; i < n; i++)
+            alarm |= (uint64_t)((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f);
+    }
+    if (alarm == 0)
+        return true;
+    for (i = 0; i < n; i++)
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+#define NAME_IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+
+static enum h2_check_verdict bad(const char **why, const char *what)
+{
+    *why = what;
+    return H2_CHECK_BAD;
+}
+
+/* :status, the only response pseudo header (any other name, good
+ * characters or not, is BAD). */
+static enum h2_check_verdict pseudo_field(struct h2_check *c, const uint8_t *name, size_t namelen, const uint8_t *value,
+                                          size_t valuelen, const char **why)
+{
+    if (c->final)
+        return bad(why, "a pseudo header in trailers");
+    if (c->regular)
+        return bad(why, "a pseudo header after a regular field");
+    if (!NAME_IS(":status"))
+        return bad(why, "a pseudo header other than :status in a response");
+    if (c->status != 0)
+        return bad(why, "a second :status");
+    /* Three digits: good characters, no edge whitespace. */
+    if (valuelen != 3 || value[0] < '1' || value[0] > '9' || value[1] < '0' || value[1] > '9' || value[2] < '0' ||
+        value[2] > '9')
+        return bad(why, "a :status that is not three digits");
+    c->status = (uint16_t)((value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0'));
+    return H2_CHECK_OK;
+}
+
+/* A decimal number without sign or spaces, at most INT64_MAX, or -1. */
+static int64_t parse_length(const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || v > (INT64_MAX - (p[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+enum h2_check_verdict h2_check_field(struct h2_check *c, const uint8_t *name, size_t namelen, const uint8_t *value,
+                                     size_t valuelen, const char **why)
+{
+    if (namelen > 0 && name[0] == ':')
+        return pseudo_field(c, name, namelen, value, valuelen, why);
+    unsigned fault = common_name(name, namelen) ? 0 : name_fault(name, namelen);
+    if (fault)
+        return bad(why, fault & NAME_UPPER ? "an upper-case field name" : "a bad character in a field name");
+    if (!value_ok(value, valuelen))
+        return bad(why, "a control character or edge whitespace in a field value");
+    c->regular = true;
+    switch (namelen) {
+    case 2:
+        if (NAME_IS("te") && !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0))
+            return bad(why, "te other than trailers");
+        break;
+    case 7:
+    case 10:
+    case 16:
+    case 17:
+        if (NAME_IS("upgrade") || NAME_IS("connection") || NAME_IS("keep-alive") || NAME_IS("proxy-connection") ||
+            NAME_IS("transfer-encoding"))
+            return bad(why, "a connection-specific field");
+        break;
+    case 14:
+        if (NAME_IS("content-length")) {
+            if (c->content_length != -1)
+                return bad(why, "a second content-length");
+            if ((c->content_length = parse_length(value, valuelen)) < 0)
+                return bad(why, "a content-length that is not a number");
+        }
+        break;
+    default: break;
+    }
+    return H2_CHECK_OK;
+}
+
+enum h2_check_verdict h2_check_block(struct h2_check *c, bool end_stream, const char **why)
+{
+    if (c->final) {
+        if (!end_stream)
+            return bad(why, "trailers without END_STREAM");
+        return h2_check_end(c, why);
+    }
+    if (c->status == 0)
+        return bad(why, "a response without :status");
+    if (c->status == 101)
+        return bad(why, "a 101 (Switching Protocols) response");
+    if (c->status < 200) {
+        c->content_length = -1; /* a 1xx answer's fields say nothing of the final one */
+        if (end_stream)
+            return bad(why, "END_STREAM on an informational (1xx) response");
+        return H2_CHECK_OK;
+    }
+    c->final = true;
+    if (c->head || c->status == 204 || c->status == 304)
+        c->content_length = 0; /* no body follows, whatever content-length says */
+    return end_stream ? h2_check_end(c, why) : H2_CHECK_OK;
+}
+
+enum h2_check_verdict h2_check_data(struct h2_check *c, size_t n, const char **why)
+{
+    c->received += n;
+    if (!c->final)
+        return bad(why, "DATA before the final response");
+    if (c->content_length >= 0 && c->received > (uint64_t)c->content_length)
+        return bad(why, "DATA past the content-length");
+    return H2_CHECK_OK;
+}
+
+enum h2_check_verdict h2_check_end(const struct h2_check *c, const char **why)
+{
+    if (!c->final)
+        return bad(why, "END_STREAM before the final response");
+    if (c->content_length >= 0 && c->received != (uint64_t)c->content_length)
+        return bad(why, "END_STREAM short of the content-length");
+    return H2_CHECK_OK;
+}
