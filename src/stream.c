@@ -36,13 +36,13 @@ static void set_req(struct stream *s, enum stream_req to)
     s->req_state = to;
 }
 
-void set_resp(struct stream *s, enum stream_resp to)
+void stream_set_resp(struct stream *s, enum stream_resp to)
 {
     assert(to > s->resp_state); /* WAITING -> BODY -> ENDED, or WAITING -> ENDED */
     s->resp_state = to;
 }
 
-void set_att(struct stream *s, enum stream_attempt to)
+void stream_set_att(struct stream *s, enum stream_attempt to)
 {
     /* legal[from] has a bit for each state it may move to */
 #define B(x) (1u << (x))
@@ -104,7 +104,7 @@ nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, 
 }
 
 /* Response headers for the client (nv_response with this call's shape). */
-nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
+nghttp2_nv *stream_resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
 {
     struct nv_resp r = {.content_type = s->web ? s->web->content_type : "application/grpc",
                         .web = s->web != NULL,
@@ -137,7 +137,7 @@ void stream_credit_drop(struct stream *s, struct flow *f, size_t n)
     stream_credit_back(s, f, n);
 }
 
-void resume_resp(struct stream *s)
+void stream_resume_resp(struct stream *s)
 {
     if (s->resp.parked && s->resp_state != RESP_WAITING) {
         s->resp.parked = false;
@@ -162,7 +162,7 @@ static void resume_req(struct stream *s)
  * (the stream's window goes with the stream; the connection's came back as
  * they arrived), and response headers held for it are dropped. Idempotent;
  * the attempt state is the caller's. */
-void detach_up(struct stream *s, bool reset)
+void stream_detach_up(struct stream *s, bool reset)
 {
     stream_hold_drop(s);
     if (s->up.conn != NULL) {
@@ -227,7 +227,7 @@ static void grow_resp(struct stream *s, size_t n)
 /* Brings the connection's count of held bytes up to date with s: its
  * replay copy (request bytes whose credit went back to the client) and its
  * queued response. */
-void count_held(struct stream *s)
+void stream_count_held(struct stream *s)
 {
     struct downstream *d = s->down;
     uint64_t before = d->held;
@@ -244,7 +244,7 @@ static bool resp_waits(const struct stream *s) { return s->resp.q.len > 0 || s->
 /* Starts, restarts (took: the client just took some) or stops the clock of
  * stream_write_timeout. The connection's CONN_TIMER_WRITE is set when
  * none is: a deadline set already is earlier, and its expiry looks again. */
-void write_wait_update(struct stream *s, bool took)
+void stream_write_wait_update(struct stream *s, bool took)
 {
     struct downstream *d = s->down;
     if (!resp_waits(s) || d->cfg->stream_write_timeout_ms == 0) {
@@ -261,21 +261,21 @@ void write_wait_update(struct stream *s, bool took)
 static void finish_attempts(struct stream *s)
 {
     ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
-    detach_up(s, true);
+    stream_detach_up(s, true);
     breaker_release_call(s);
     if (s->att != ATT_DONE)
-        set_att(s, ATT_DONE);
+        stream_set_att(s, ATT_DONE);
 }
 
 /* The answer cannot be sent: the client gets RST_STREAM (an HTTP/1.1
  * connection closes). Never fails (see downstream_ops.reset). */
-bool abort_stream(struct stream *s)
+bool stream_abort(struct stream *s)
 {
     s->code = s->code < 0 ? GRPC_INTERNAL : s->code; /* RST_STREAM(INTERNAL_ERROR): the client says INTERNAL */
     s->reset = true;
     finish_attempts(s);
     if (s->resp_state != RESP_ENDED)
-        set_resp(s, RESP_ENDED);
+        stream_set_resp(s, RESP_ENDED);
     s->resp_end_due = false; /* nothing waits for the client but the reset */
     s->write_wait = 0;
     s->down->ops->reset(s->down, s, NGHTTP2_INTERNAL_ERROR);
@@ -291,20 +291,20 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
     log_debug("stream %d %.*s: %s (%s)", s->id, (int)s->path.valuelen, s->path.value ? (const char *)s->path.value : "",
               grpc_status_name(status), msg);
     if (grpc_status_trailers(&s->arena, &s->resp_trailers, status, msg) != GR_OK)
-        return abort_stream(s);
+        return stream_abort(s);
     if (s->resp_state == RESP_BODY) {
-        set_resp(s, RESP_ENDED); /* trailers after the data */
+        stream_set_resp(s, RESP_ENDED); /* trailers after the data */
         s->resp_end_due = true;
-        write_wait_update(s, false);
-        resume_resp(s);
+        stream_write_wait_update(s, false);
+        stream_resume_resp(s);
         return true;
     }
     /* Trailers-only: one HEADERS frame with END_STREAM. */
     size_t n;
-    nghttp2_nv *nva = resp_nv(s, "200", &s->resp_trailers, true, &n);
+    nghttp2_nv *nva = stream_resp_nv(s, "200", &s->resp_trailers, true, &n);
     if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, true) != GR_OK)
-        return abort_stream(s);
-    set_resp(s, RESP_ENDED);
+        return stream_abort(s);
+    stream_set_resp(s, RESP_ENDED);
     conn_want_flush(&s->down->io);
     return true;
 }
@@ -321,13 +321,13 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
                 headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
                 buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
     size_t n;
-    nghttp2_nv *nva = resp_nv(s, status, l, false, &n);
+    nghttp2_nv *nva = stream_resp_nv(s, status, l, false, &n);
     if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
-        return abort_stream(s);
-    set_resp(s, RESP_ENDED);
+        return stream_abort(s);
+    stream_set_resp(s, RESP_ENDED);
     s->resp_end_due = body;
-    count_held(s);
-    write_wait_update(s, false);
+    stream_count_held(s);
+    stream_write_wait_update(s, false);
     conn_want_flush(&s->down->io);
     return true;
 }
@@ -350,8 +350,8 @@ static void cut_unread(struct stream *s, const char *why)
     s->resp_end_due = false;
     s->write_wait = 0;
     if (s->resp_state != RESP_ENDED)
-        set_resp(s, RESP_ENDED);
-    count_held(s);
+        stream_set_resp(s, RESP_ENDED);
+    stream_count_held(s);
     s->down->ops->reset(s->down, s, NGHTTP2_CANCEL);
 }
 
@@ -396,7 +396,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 /* The arena of the current attempt: what it allocates goes back at the
  * next retry, so retries reuse one attempt's memory instead of adding
  * theirs. Its first block comes from the call's arena, once. */
-struct arena *att_arena(struct stream *s)
+struct arena *stream_att_arena(struct stream *s)
 {
     struct arena *a = &s->att_arena;
     if (a->first == NULL && a->head == NULL) {
@@ -425,7 +425,7 @@ static void reset_for_attempt(struct stream *s)
 /* After a failed attempt: starts another if the request is replayable,
  * nothing reached the client, the kind of failure allows it, and the
  * deadline leaves room. Returns true if so. */
-bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why)
+bool stream_maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why)
 {
     struct worker *w = stream_worker(s);
     if (!s->req.replay || s->resp_state != RESP_WAITING || s->route == NULL || w->stopping)
@@ -444,23 +444,23 @@ bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, co
     log_debug("stream %d: %s; retrying (%s, %llu us backoff)", s->id, why,
               kind == RETRY_TRANSPARENT ? "transparent" : "retry_policy", (unsigned long long)delay_us);
     ev_timer_stop(w->loop, &s->attempt_timer);
-    detach_up(s, true);
+    stream_detach_up(s, true);
     reset_for_attempt(s);
-    count_held(s);
+    stream_count_held(s);
     if (delay_us == 0) {
-        set_att(s, ATT_IDLE);
+        stream_set_att(s, ATT_IDLE);
         start_attempt(s, true);
     } else {
-        set_att(s, ATT_BACKOFF);
+        stream_set_att(s, ATT_BACKOFF);
         ev_timer_set(&s->attempt_timer, (double)delay_us / 1e6, 0.0);
         ev_timer_start(w->loop, &s->attempt_timer);
     }
     return true;
 }
 
-void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
+void stream_retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg)
 {
-    if (!maybe_retry(s, st, kind, msg))
+    if (!stream_maybe_retry(s, st, kind, msg))
         (void)stream_fail(s, st, msg);
 }
 
@@ -470,14 +470,14 @@ static void on_attempt_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct stream *s = container_of(t, struct stream, attempt_timer);
     if (s->att == ATT_BACKOFF) {
-        set_att(s, ATT_IDLE);
+        stream_set_att(s, ATT_IDLE);
         start_attempt(s, true);
         return;
     }
     char msg[128];
     snprintf(msg, sizeof(msg), "per-try timeout of %llums exceeded at grelay",
              (unsigned long long)s->route->retry.per_try_timeout_ms);
-    retry_or_fail(s, RETRY_PER_TRY, GRPC_DEADLINE_EXCEEDED, msg);
+    stream_retry_or_fail(s, RETRY_PER_TRY, GRPC_DEADLINE_EXCEEDED, msg);
 }
 
 /* The request headers for the upstream, with the time actually left as
@@ -499,17 +499,17 @@ static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
         uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
         r.timeout_us = send == 0 ? 1 : send;
     }
-    return nv_request(att_arena(s), &s->req_hdrs, &r, n);
+    return nv_request(stream_att_arena(s), &s->req_hdrs, &r, n);
 }
 
 /* The attempt has a connection: send the request. from_line: it waited in
  * the pool's line (the failure then says so). */
-void submit_attempt(struct stream *s, bool from_line)
+void stream_submit_attempt(struct stream *s, bool from_line)
 {
     size_t n;
     nghttp2_nv *nva = upstream_nv(s, &n);
     bool body = s->req_state != REQ_ENDED || s->req.q.len > 0 || s->req_trailers.n > 0;
-    set_att(s, ATT_SUBMITTED);
+    stream_set_att(s, ATT_SUBMITTED);
     s->down->resp_windows -= s->resp.window;
     s->resp.window = upstream_window_start(s->route->cluster->stream_buffer);
     s->down->resp_windows += s->resp.window;
@@ -518,7 +518,7 @@ void submit_attempt(struct stream *s, bool from_line)
     if (rc == GR_OK)
         return;
     if (rc == GR_ERR_AGAIN) { /* the connection waits for the backend's SETTINGS: granted follows */
-        set_att(s, ATT_QUEUED);
+        stream_set_att(s, ATT_QUEUED);
         return;
     }
     if (rc == GR_ERR_LIMIT) { /* nothing was sent: the backend would end the shared connection */
@@ -537,7 +537,7 @@ void submit_attempt(struct stream *s, bool from_line)
      * is tried transparently (it has drained itself). */
     snprintf(msg, sizeof(msg), "upstream %s of cluster %s: the connection takes no new stream",
              pool_address(s->up.pool), s->route->cluster->name);
-    retry_or_fail(s, RETRY_TRANSPARENT, GRPC_UNAVAILABLE, msg);
+    stream_retry_or_fail(s, RETRY_TRANSPARENT, GRPC_UNAVAILABLE, msg);
 }
 
 /* Sends the call to an endpoint (first attempt or retry). */
@@ -564,9 +564,9 @@ static void start_attempt(struct stream *s, bool retry)
     int rc = pool_acquire(p, &s->up);
     if (rc == GR_OK) {
         if (s->up.queued)
-            set_att(s, ATT_QUEUED);
+            stream_set_att(s, ATT_QUEUED);
         else
-            submit_attempt(s, false);
+            stream_submit_attempt(s, false);
         return;
     }
     if (rc == BREAKER_ERR_PENDING) {
@@ -591,7 +591,7 @@ static bool refuse_over_budget(struct stream *s)
     log_debug("stream %d: its connection holds %llu bytes, over connection_buffer: refused", s->id,
               (unsigned long long)d->held);
     finish_attempts(s);
-    set_resp(s, RESP_ENDED);
+    stream_set_resp(s, RESP_ENDED);
     s->code = GRPC_UNAVAILABLE; /* REFUSED_STREAM: the client may retry it */
     s->reset = true;
     d->ops->reset(d, s, NGHTTP2_REFUSED_STREAM);
@@ -711,12 +711,12 @@ static size_t replay_room(const struct stream *s)
 }
 
 /* The upstream provider pulls the request body. */
-size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
+size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t due;
     size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, replay_room(s), &due);
     stream_credit_back(s, &s->req, due);
-    count_held(s);
+    stream_count_held(s);
     *eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
     if (n == 0 && !*eof)
         s->req.parked = true;
@@ -741,18 +741,18 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
     }
     if (*eof)
         s->resp_end_due = false;
-    count_held(s);
+    stream_count_held(s);
     give_back_resp(s);
     if (taken > 0)
         grow_resp(s, taken);
-    write_wait_update(s, taken > 0 || *eof);
+    stream_write_wait_update(s, taken > 0 || *eof);
     if (n == 0 && !*eof)
         s->resp.parked = true;
     return n;
 }
 
 /* l as nghttp2 trailers, with the contract of h2_common_data_result. */
-nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n)
+nghttp2_nv *stream_trailers_nv_of(struct stream *s, const struct hdr_list *l, size_t *n)
 {
     *n = 0;
     if (l->n == 0)
@@ -769,5 +769,5 @@ nghttp2_nv *stream_trailers_nv(struct stream *s, size_t *n)
         *n = 0;
         return NULL;
     }
-    return trailers_nv(s, &s->resp_trailers, n);
+    return stream_trailers_nv_of(s, &s->resp_trailers, n);
 }

@@ -31,7 +31,7 @@
 
 /* ---- Upstream events (upstream_events, through s->up). ---- */
 
-static void ev_granted(struct up_slot *sl) { submit_attempt(stream_of(sl), true); }
+static void ev_granted(struct up_slot *sl) { stream_submit_attempt(stream_of(sl), true); }
 
 static void ev_refused(struct up_slot *sl, const char *why) { (void)stream_fail(stream_of(sl), GRPC_UNAVAILABLE, why); }
 
@@ -71,7 +71,8 @@ static int ev_header(struct up_slot *sl, const uint8_t *name, size_t namelen, co
      * as one before its fields, which are not kept. */
     if (name[0] == ':' || informational(s) || headers_hop_by_hop(name, namelen, value, valuelen))
         return GR_OK;
-    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, att_arena(s), name, namelen, value, valuelen);
+    return headers_add(trailers ? &s->resp_trailers : &s->resp_hdrs, stream_att_arena(s), name, namelen, value,
+                       valuelen);
 }
 
 static void ev_end(struct up_slot *sl);
@@ -85,16 +86,16 @@ static bool send_resp_headers(struct stream *s, bool end_stream)
     grpc_http_status_text(s->resp_status, text);
     size_t n;
     char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
-    nghttp2_nv *nva = status ? resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
+    nghttp2_nv *nva = status ? stream_resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
     if (nva == NULL) {
         (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
         return false;
     }
     if (s->down->ops->respond(s->down, s, nva, n, end_stream) != GR_OK) {
         log_debug("stream %d: cannot send the response headers", s->id);
-        return abort_stream(s);
+        return stream_abort(s);
     }
-    set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
+    stream_set_resp(s, end_stream ? RESP_ENDED : RESP_BODY);
     flow_drop_replay(&s->req, &stream_worker(s)->chunks); /* committed: the client has the headers */
     /* The per-try timeout bounds the wait for an answer; once one streams
      * back no retry is possible, and the call's deadline governs the rest. */
@@ -165,7 +166,7 @@ static bool retry_on_status(struct stream *s, const struct gr_hdr *gs, const cha
     char msg[200];
     int code = grpc_status_value(gs->value, gs->valuelen);
     snprintf(msg, sizeof(msg), "upstream answered %s%s", grpc_status_name((enum grpc_status)code), when);
-    return code > 0 && code <= GRPC_UNAUTHENTICATED && maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg);
+    return code > 0 && code <= GRPC_UNAUTHENTICATED && stream_maybe_retry(s, (enum grpc_status)code, RETRY_STATUS, msg);
 }
 
 static void on_held_trailers(struct stream *s)
@@ -189,7 +190,7 @@ static void on_resp_headers(struct stream *s, bool end_stream)
         return;
     if (gs == NULL &&
         !grpc_response_ok(s->resp_status, headers_find(&s->resp_hdrs, "content-type"), &st, msg, sizeof(msg))) {
-        retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
+        stream_retry_or_fail(s, RETRY_STATUS, st, msg); /* an error page from something that is not gRPC */
         return;
     }
     if (!end_stream && gs == NULL && hold_worthwhile(s))
@@ -209,11 +210,11 @@ static void ev_end(struct up_slot *sl)
         return;
     }
     if (s->resp_state == RESP_BODY) {
-        set_resp(s, RESP_ENDED);
+        stream_set_resp(s, RESP_ENDED);
         s->resp_end_due = true;
-        write_wait_update(s, false);
+        stream_write_wait_update(s, false);
     }
-    resume_resp(s);
+    stream_resume_resp(s);
 }
 
 static void ev_headers_done(struct up_slot *sl, bool end_stream)
@@ -262,16 +263,16 @@ static void ev_data(struct up_slot *sl, const uint8_t *data, size_t len)
         (void)stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grelay is out of memory");
         return;
     }
-    count_held(s);
-    write_wait_update(s, false);
-    resume_resp(s);
+    stream_count_held(s);
+    stream_write_wait_update(s, false);
+    stream_resume_resp(s);
 }
 
 static void ev_sent(struct up_slot *sl)
 {
     struct stream *s = stream_of(sl);
     if (s->att == ATT_SUBMITTED)
-        set_att(s, ATT_SENT);
+        stream_set_att(s, ATT_SENT);
 }
 
 /* The attempt's upstream stream ended (closed, or its connection lost).
@@ -279,11 +280,11 @@ static void ev_sent(struct up_slot *sl)
  * more is to be done); otherwise the caller retries or fails it. */
 static bool attempt_over(struct stream *s)
 {
-    set_att(s, ATT_CLOSED); /* nothing to reset: it is closed */
+    stream_set_att(s, ATT_CLOSED); /* nothing to reset: it is closed */
     if (s->resp_state != RESP_ENDED)
         return false;
-    detach_up(s, false);
-    set_att(s, ATT_DONE);
+    stream_detach_up(s, false);
+    stream_set_att(s, ATT_DONE);
     return true;
 }
 
@@ -296,8 +297,8 @@ static void ev_closed(struct up_slot *sl, uint32_t h2_error)
     snprintf(msg, sizeof(msg), "upstream reset the stream: %s", nghttp2_http2_strerror(h2_error));
     /* REFUSED_STREAM (also what streams above a GOAWAY's last-stream-id get)
      * promises the application never saw the request. */
-    retry_or_fail(s, h2_error == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS,
-                  grpc_status_from_h2_error(h2_error), msg);
+    stream_retry_or_fail(s, h2_error == NGHTTP2_REFUSED_STREAM ? RETRY_TRANSPARENT : RETRY_STATUS,
+                         grpc_status_from_h2_error(h2_error), msg);
 }
 
 static void ev_lost(struct up_slot *sl, const char *why, bool never_ready)
@@ -305,18 +306,18 @@ static void ev_lost(struct up_slot *sl, const char *why, bool never_ready)
     struct stream *s = stream_of(sl);
     bool unsent = never_ready || s->att != ATT_SENT;
     if (!attempt_over(s))
-        retry_or_fail(s, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, GRPC_UNAVAILABLE, why);
+        stream_retry_or_fail(s, unsent ? RETRY_TRANSPARENT : RETRY_STATUS, GRPC_UNAVAILABLE, why);
 }
 
 static size_t ev_pull(struct up_slot *sl, uint8_t *out, size_t len, bool *eof)
 {
-    return pull_req(stream_of(sl), out, len, eof);
+    return stream_pull_req(stream_of(sl), out, len, eof);
 }
 
 static nghttp2_nv *ev_trailers(struct up_slot *sl, size_t *n)
 {
     struct stream *s = stream_of(sl);
-    return trailers_nv(s, &s->req_trailers, n);
+    return stream_trailers_nv_of(s, &s->req_trailers, n);
 }
 
 const struct upstream_events stream_upstream_events = {

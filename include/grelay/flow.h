@@ -21,7 +21,7 @@
  *
  * Bytes that flow control no longer bounds (a replay copy, a response
  * whose upstream stream is gone) are counted per client connection
- * against the listener's connection_buffer (stream.c, count_held). */
+ * against the listener's connection_buffer (stream.c, stream_count_held). */
 #ifndef GRELAY_FLOW_H
 #define GRELAY_FLOW_H
 

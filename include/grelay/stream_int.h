@@ -24,34 +24,34 @@ static inline struct stream *stream_of(struct up_slot *sl) { return container_of
 extern const struct upstream_events stream_upstream_events;
 
 /* State transitions: the only writers of the response and attempt halves. */
-void set_resp(struct stream *s, enum stream_resp to);
-void set_att(struct stream *s, enum stream_attempt to);
+void stream_set_resp(struct stream *s, enum stream_resp to);
+void stream_set_att(struct stream *s, enum stream_attempt to);
 
 /* Response headers for the client, in this call's shape (gRPC-Web, CORS). */
-nghttp2_nv *resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n);
+nghttp2_nv *stream_resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n);
 /* l as nghttp2 trailers, with the contract of h2_common_data_result. */
-nghttp2_nv *trailers_nv(struct stream *s, const struct hdr_list *l, size_t *n);
+nghttp2_nv *stream_trailers_nv_of(struct stream *s, const struct hdr_list *l, size_t *n);
 
 /* Flow control and what a call holds. */
 void stream_credit_back(struct stream *s, struct flow *f, size_t n);
 void stream_credit_drop(struct stream *s, struct flow *f, size_t n);
-void resume_resp(struct stream *s);
-void count_held(struct stream *s);
-void write_wait_update(struct stream *s, bool took);
-size_t pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
+void stream_resume_resp(struct stream *s);
+void stream_count_held(struct stream *s);
+void stream_write_wait_update(struct stream *s, bool took);
+size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
 
 /* Ending the call, or its attempt. */
-void detach_up(struct stream *s, bool reset);
-bool abort_stream(struct stream *s);
+void stream_detach_up(struct stream *s, bool reset);
+bool stream_abort(struct stream *s);
 
 /* The attempt's held response headers (stream_up.c) are let go of, unsent,
  * with their timer: the attempt ends here or is retried. */
 void stream_hold_drop(struct stream *s);
 
 /* Attempts. */
-struct arena *att_arena(struct stream *s);
-void submit_attempt(struct stream *s, bool from_line);
-bool maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why);
-void retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg);
+struct arena *stream_att_arena(struct stream *s);
+void stream_submit_attempt(struct stream *s, bool from_line);
+bool stream_maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why);
+void stream_retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg);
 
 #endif
