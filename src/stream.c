@@ -172,7 +172,7 @@ void stream_detach_up(struct stream *s, bool reset)
     stream_obs_detach(s);
     pool_release(&s->up);
     if (s->resp_state == RESP_ENDED)
-        breaker_release_call(s); /* no attempt follows an answer: the breaker's place goes now */
+        stream_breaker_release(s); /* no attempt follows an answer: the breaker's place goes now */
 }
 
 /* ---- What a call holds, and clients that do not read. ---- */
@@ -262,7 +262,7 @@ static void finish_attempts(struct stream *s)
 {
     ev_timer_stop(stream_worker(s)->loop, &s->attempt_timer);
     stream_detach_up(s, true);
-    breaker_release_call(s);
+    stream_breaker_release(s);
     if (s->att != ATT_DONE)
         stream_set_att(s, ATT_DONE);
 }
@@ -435,9 +435,9 @@ bool stream_maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind k
     if (!retry_decide(&s->route->retry, &rs, kind, st, wcluster_size(worker_cluster(w, s->route->cluster)),
                       s->deadline_us, gr_now_us(), &w->rng, &delay_us))
         return false;
-    enum breaker_limit lim = rs.configured > s->retries ? breaker_take_retry(s) : BREAKER_OK;
+    enum breaker_limit lim = rs.configured > s->retries ? stream_breaker_take_retry(s) : BREAKER_OK;
     if (lim != BREAKER_OK) /* the call ends as this attempt did, its message saying why */
-        return breaker_retry_refused(s, st, kind == RETRY_STATUS, why, lim);
+        return stream_breaker_retry_refused(s, st, kind == RETRY_STATUS, why, lim);
     stream_obs_retry(s, (int)st, rs.transparent > s->transparent_retries);
     s->retries = rs.configured;
     s->transparent_retries = rs.transparent;
@@ -544,7 +544,7 @@ void stream_submit_attempt(struct stream *s, bool from_line)
 static void start_attempt(struct stream *s, bool retry)
 {
     struct worker *w = stream_worker(s);
-    if (!retry && !breaker_admit_call(s))
+    if (!retry && !stream_breaker_admit(s))
         return;
     struct wcluster *wc = worker_cluster(w, s->route->cluster);
     if (wcluster_size(wc) == 0) {
@@ -570,7 +570,7 @@ static void start_attempt(struct stream *s, bool retry)
         return;
     }
     if (rc == BREAKER_ERR_PENDING) {
-        breaker_refuse(s, p->cl, BREAKER_MAX_PENDING);
+        stream_breaker_refuse(s, p->cl, BREAKER_MAX_PENDING);
         return;
     }
     snprintf(msg, sizeof(msg), "upstream %s of cluster %s: %s", pool_address(p), s->route->cluster->name,

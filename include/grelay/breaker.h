@@ -79,27 +79,6 @@ void breaker_message(char *buf, size_t len, const struct gr_cluster_cfg *cl, enu
 /* Counts a trip of lim in cl's series of shard sh, and logs it at debug. */
 void breaker_tripped(struct stats_shard *sh, const struct gr_cluster_cfg *cl, enum breaker_limit lim, int32_t stream);
 
-/* The calls' side (breaker_stream.c, for stream.c's attempts). */
-struct stream;
-/* Counts s in its cluster's requests (STREAM_BRK_CALL), or ends it at once
- * with UNAVAILABLE past max_requests: then false. */
-bool breaker_admit_call(struct stream *s);
-/* A breaker of cluster cl refused s (lim): counted, UNAVAILABLE at once. */
-void breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum breaker_limit lim);
-/* A configured retry of s takes a place (STREAM_BRK_RETRY); s's previous
- * retry gives its own back first. BREAKER_OK, or the limit (counted). */
-enum breaker_limit breaker_take_retry(struct stream *s);
-/* A breaker (lim) refused the configured retry of an attempt that failed
- * with st (why): the call ends as the attempt did, its grpc-message saying
- * no retry followed, naming the limit and the cluster. A trailers-only
- * answer in hand (on_status: retry_on saw its grpc-status; the upstream
- * stream still open) keeps its metadata and gets the note: false, the
- * caller forwards it. Otherwise the call is failed here: true. */
-bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status, const char *why,
-                           enum breaker_limit lim);
-/* Gives back what s counts in its cluster's breaker (idempotent). */
-void breaker_release_call(struct stream *s);
-
 /* Writes "requests":N,"pending":N,"retries":N,"trips":{"max_requests":N,...}
  * (no braces around) for /clusters and /stats.json; trips: the cluster's
  * C_BRK_TRIPS slots, summed. */

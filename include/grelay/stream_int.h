@@ -14,6 +14,7 @@
 #error "include grelay/stream.h before grelay/stream_int.h"
 #endif
 
+#include "grelay/breaker.h"
 #include "grelay/downstream.h"
 #include "grelay/retry.h"
 
@@ -53,5 +54,25 @@ struct arena *stream_att_arena(struct stream *s);
 void stream_submit_attempt(struct stream *s, bool from_line);
 bool stream_maybe_retry(struct stream *s, enum grpc_status st, enum retry_kind kind, const char *why);
 void stream_retry_or_fail(struct stream *s, enum retry_kind kind, enum grpc_status st, const char *msg);
+
+/* The circuit breakers, from a call's side (stream_breaker.c). */
+/* Counts s in its cluster's requests (STREAM_BRK_CALL), or ends it at once
+ * with UNAVAILABLE past max_requests: then false. */
+bool stream_breaker_admit(struct stream *s);
+/* A breaker of cluster cl refused s (lim): counted, UNAVAILABLE at once. */
+void stream_breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum breaker_limit lim);
+/* A configured retry of s takes a place (STREAM_BRK_RETRY); s's previous
+ * retry gives its own back first. BREAKER_OK, or the limit (counted). */
+enum breaker_limit stream_breaker_take_retry(struct stream *s);
+/* A breaker (lim) refused the configured retry of an attempt that failed
+ * with st (why): the call ends as the attempt did, its grpc-message saying
+ * no retry followed, naming the limit and the cluster. A trailers-only
+ * answer in hand (on_status: retry_on saw its grpc-status; the upstream
+ * stream still open) keeps its metadata and gets the note: false, the
+ * caller forwards it. Otherwise the call is failed here: true. */
+bool stream_breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status, const char *why,
+                                  enum breaker_limit lim);
+/* Gives back what s counts in its cluster's breaker (idempotent). */
+void stream_breaker_release(struct stream *s);
 
 #endif

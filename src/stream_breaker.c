@@ -1,10 +1,12 @@
-/* The calls' side of the circuit breakers (breaker.h): what a stream
- * counts in its cluster's breaker, and how a refusal reaches its client. */
+/* The circuit breakers from a call's side (declared in stream_int.h): what
+ * a stream counts in its cluster's breaker (breaker.h), and how a refusal
+ * reaches its client. Part of the stream module. */
+#include "grelay/stream.h"
 #include "grelay/breaker.h"
 #include "grelay/downstream.h"
 #include "grelay/headers.h"
 #include "grelay/stats.h"
-#include "grelay/stream.h"
+#include "grelay/stream_int.h"
 #include "grelay/worker.h"
 
 #include <stdio.h>
@@ -12,7 +14,7 @@
 
 static struct stats_shard *shard_of(const struct stream *s) { return s->down->io.w->stats; }
 
-void breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum breaker_limit lim)
+void stream_breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum breaker_limit lim)
 {
     char msg[200];
     breaker_tripped(shard_of(s), cl, lim, s->id);
@@ -27,20 +29,20 @@ void breaker_refuse(struct stream *s, const struct gr_cluster_cfg *cl, enum brea
  * drops a breaker gives back exactly that. */
 static bool counted(const struct gr_cluster_cfg *cl) { return cl->circuit_breakers.set || cl->retry_budget.set; }
 
-bool breaker_admit_call(struct stream *s)
+bool stream_breaker_admit(struct stream *s)
 {
     if (!counted(s->route->cluster))
         return true;
     enum breaker_limit lim = breaker_call_begin(s->route->cluster);
     if (lim != BREAKER_OK) {
-        breaker_refuse(s, s->route->cluster, lim);
+        stream_breaker_refuse(s, s->route->cluster, lim);
         return false;
     }
     s->brk |= STREAM_BRK_CALL;
     return true;
 }
 
-enum breaker_limit breaker_take_retry(struct stream *s)
+enum breaker_limit stream_breaker_take_retry(struct stream *s)
 {
     const struct gr_cluster_cfg *cl = s->route->cluster;
     if (s->brk & STREAM_BRK_RETRY)
@@ -75,8 +77,8 @@ static void amend_message(struct stream *s, struct hdr_list *l, const char *note
     (void)headers_add(l, &s->att_arena, (const uint8_t *)"grpc-message", 12, (const uint8_t *)msg, head + elen);
 }
 
-bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status, const char *why,
-                           enum breaker_limit lim)
+bool stream_breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status, const char *why,
+                                  enum breaker_limit lim)
 {
     char note[200], msg[512];
     breaker_message(note, sizeof(note), s->route->cluster, lim);
@@ -92,7 +94,7 @@ bool breaker_retry_refused(struct stream *s, enum grpc_status st, bool on_status
     return true;
 }
 
-void breaker_release_call(struct stream *s)
+void stream_breaker_release(struct stream *s)
 {
     if (s->brk & STREAM_BRK_RETRY)
         breaker_retry_end(s->route->cluster);
