@@ -12,7 +12,7 @@ import pytest
 from h2client import grpc_headers, read_until_closed
 from harness import Backend, free_port, simple_config
 from test_admin import Admin
-from test_health import NOT_SERVING, SERVING, backends_of, health_config, stop_all, wait_for, wait_health
+from test_health import NOT_SERVING, SERVING, backends_of, health_config, metric, stop_all, wait_for, wait_health
 from test_reload import reload
 
 POLICIES = ["ring_hash", "maglev"]
@@ -68,17 +68,6 @@ def h2_backend(port, authority="test", source="127.0.0.1"):
         return out["headers"][b"x-backend"].decode()
     finally:
         s.close()
-
-
-def metric(g, name, **labels):
-    _, _, text = g.admin.get("/metrics")
-    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            series, value = line.rsplit(" ", 1)
-            if ",".join(sorted(series[len(name) + 1:-1].split(","))) == want:
-                return float(value)
-    return None
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "config_fixture.h"
+
 #include "grelay/balancer.h"
 #include "grelay/config.h"
 
@@ -246,42 +248,23 @@ static void hash_is_stable(void **state)
     assert_true(balancer_hash64("abcdefghij", 10, 0) != balancer_hash64("abcdefghik", 10, 0));
 }
 
-#define HEAD                                                                                                           \
-    "listeners:\n"                                                                                                     \
-    "  - name: ingress\n"                                                                                              \
-    "    address: 127.0.0.1:8080\n"                                                                                    \
-    "    virtual_hosts:\n"                                                                                             \
-    "      - name: default\n"                                                                                          \
-    "        domains: [\"*\"]\n"                                                                                       \
-    "        routes:\n"                                                                                                \
-    "          - match: { prefix: \"/\" }\n"                                                                           \
-    "            cluster: backend\n"                                                                                   \
-    "clusters:\n"                                                                                                      \
-    "  - name: backend\n"                                                                                              \
-    "    endpoints: [{address: 127.0.0.1:1}]\n"
-
-static struct gr_config *load(const char *yaml, char *err, size_t errlen)
-{
-    return config_load_buffer("t.yaml", yaml, strlen(yaml), err, errlen);
-}
-
 static void hash_on_loads(void **state)
 {
     (void)state;
     char err[512] = "";
     struct gr_config *cfg =
-        load(HEAD "    lb_policy: ring_hash\n    hash_on: { header: X-User-Id }\n", err, sizeof(err));
+        load(BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: { header: X-User-Id }\n", err, sizeof(err));
     assert_non_null(cfg);
     assert_int_equal(cfg->clusters[0].lb_policy, LB_RING_HASH);
     assert_int_equal(cfg->clusters[0].hash_on.kind, HASH_ON_HEADER);
     assert_string_equal(cfg->clusters[0].hash_on.header, "x-user-id");
     config_free(cfg);
-    cfg = load(HEAD "    lb_policy: maglev\n    hash_on: authority\n", err, sizeof(err));
+    cfg = load(BACKEND_HEAD "    lb_policy: maglev\n    hash_on: authority\n", err, sizeof(err));
     assert_non_null(cfg);
     assert_int_equal(cfg->clusters[0].lb_policy, LB_MAGLEV);
     assert_int_equal(cfg->clusters[0].hash_on.kind, HASH_ON_AUTHORITY);
     config_free(cfg);
-    cfg = load(HEAD "    hash_on: peer\n    lb_policy: ring_hash\n", err, sizeof(err));
+    cfg = load(BACKEND_HEAD "    hash_on: peer\n    lb_policy: ring_hash\n", err, sizeof(err));
     assert_non_null(cfg);
     assert_int_equal(cfg->clusters[0].hash_on.kind, HASH_ON_PEER);
     config_free(cfg);
@@ -293,26 +276,26 @@ static void hash_on_errors(void **state)
     static const struct {
         const char *yaml, *expected;
     } bad[] = {
-        {HEAD "    hash_on: peer\n",
+        {BACKEND_HEAD "    hash_on: peer\n",
          "t.yaml:13:14: cluster 'backend': hash_on needs lb_policy: ring_hash or maglev (the other policies do not "
          "hash)"},
-        {HEAD "    lb_policy: random\n    hash_on: authority\n",
+        {BACKEND_HEAD "    lb_policy: random\n    hash_on: authority\n",
          "t.yaml:14:14: cluster 'backend': hash_on needs lb_policy: ring_hash or maglev (the other policies do not "
          "hash)"},
-        {HEAD "    lb_policy: maglev\n",
+        {BACKEND_HEAD "    lb_policy: maglev\n",
          "t.yaml:13:16: cluster 'backend': lb_policy maglev needs hash_on (authority, peer or { header: <name> })"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: cookie\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: cookie\n",
          "t.yaml:14:14: 'hash_on' must be authority, peer or { header: <name> }, got 'cookie'"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: [peer]\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: [peer]\n",
          "t.yaml:14:14: 'hash_on' must be authority, peer or { header: <name> }, got 'a list'"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: { cookie: x }\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: { cookie: x }\n",
          "t.yaml:14:16: hash_on: unknown key (expected 'header')"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: { header: x, cookie: y }\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: { header: x, cookie: y }\n",
          "t.yaml:14:14: hash_on: a mapping must be exactly { header: <name> }"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: { header: \":authority\" }\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: { header: \":authority\" }\n",
          "t.yaml:14:24: hash_on: header ':authority' must be a header name (for :authority write hash_on: "
          "authority)"},
-        {HEAD "    lb_policy: ring_hash\n    hash_on: { header: \"x user\" }\n",
+        {BACKEND_HEAD "    lb_policy: ring_hash\n    hash_on: { header: \"x user\" }\n",
          "t.yaml:14:24: hash_on: header 'x user' is not a valid header name"},
     };
     int failures = 0;

@@ -5,28 +5,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "config_fixture.h"
+
 #include "grelay/common.h"
 #include "grelay/config.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-
-static struct gr_config *load(const char *yaml, char *err, size_t errlen)
-{
-    return config_load_buffer("t.yaml", yaml, strlen(yaml), err, errlen);
-}
-
-#define GOOD_HEAD                                                                                                      \
-    "listeners:\n"                                                                                                     \
-    "  - name: ingress\n"                                                                                              \
-    "    address: 127.0.0.1:8080\n"                                                                                    \
-    "    virtual_hosts:\n"                                                                                             \
-    "      - name: default\n"                                                                                          \
-    "        domains: [\"*\"]\n"                                                                                       \
-    "        routes:\n"                                                                                                \
-    "          - match: { prefix: \"/\" }\n"                                                                           \
-    "            cluster: backend\n"
 
 static void issue_example_loads_with_defaults(void **state)
 {

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "config_fixture.h"
+
 #include "grelay/common.h"
 #include "grelay/config.h"
 #include "grelay/grpc.h"
@@ -18,29 +20,10 @@
 
 #define S 1000000ull /* a second, in us */
 
-#define HEAD                                                                                                           \
-    "listeners:\n"                                                                                                     \
-    "  - name: ingress\n"                                                                                              \
-    "    address: 127.0.0.1:8080\n"                                                                                    \
-    "    virtual_hosts:\n"                                                                                             \
-    "      - name: default\n"                                                                                          \
-    "        domains: [\"*\"]\n"                                                                                       \
-    "        routes:\n"                                                                                                \
-    "          - match: { prefix: \"/\" }\n"                                                                           \
-    "            cluster: backend\n"                                                                                   \
-    "clusters:\n"                                                                                                      \
-    "  - name: backend\n"                                                                                              \
-    "    endpoints: [{address: 127.0.0.1:1}]\n"
-
-static struct gr_config *load(const char *yaml, char *err, size_t errlen)
-{
-    return config_load_buffer("t.yaml", yaml, strlen(yaml), err, errlen);
-}
-
 static void bad(const char *block, const char *where, const char *what)
 {
     char yaml[1024], err[512];
-    snprintf(yaml, sizeof(yaml), HEAD "    outlier_detection:%s\n", block);
+    snprintf(yaml, sizeof(yaml), BACKEND_HEAD "    outlier_detection:%s\n", block);
     struct gr_config *cfg = load(yaml, err, sizeof(err));
     if (cfg != NULL || strstr(err, where) == NULL || strstr(err, what) == NULL)
         print_error("%s\n-> %s\n", block, cfg ? "loaded" : err);
@@ -53,12 +36,12 @@ static void config_defaults_values_and_errors(void **state)
 {
     (void)state;
     char err[512];
-    struct gr_config *cfg = load(HEAD, err, sizeof(err));
+    struct gr_config *cfg = load(BACKEND_HEAD, err, sizeof(err));
     assert_non_null(cfg);
     assert_false(cfg->clusters[0].outlier.set); /* not written: calls never eject */
     config_free(cfg);
 
-    cfg = load(HEAD "    outlier_detection: {}\n", err, sizeof(err));
+    cfg = load(BACKEND_HEAD "    outlier_detection: {}\n", err, sizeof(err));
     assert_non_null(cfg);
     const struct gr_outlier_cfg *o = &cfg->clusters[0].outlier;
     assert_true(o->set);
@@ -70,12 +53,12 @@ static void config_defaults_values_and_errors(void **state)
     assert_int_equal(o->max_ejection_percent, 50);
     config_free(cfg);
 
-    cfg = load(HEAD "    outlier_detection:\n"
-                    "      consecutive_failures: 3\n"
-                    "      failure_codes: [UNAVAILABLE, resource-exhausted]\n"
-                    "      base_ejection_time: 250ms\n"
-                    "      max_ejection_time: 2s\n"
-                    "      max_ejection_percent: 100%\n",
+    cfg = load(BACKEND_HEAD "    outlier_detection:\n"
+                            "      consecutive_failures: 3\n"
+                            "      failure_codes: [UNAVAILABLE, resource-exhausted]\n"
+                            "      base_ejection_time: 250ms\n"
+                            "      max_ejection_time: 2s\n"
+                            "      max_ejection_percent: 100%\n",
                err, sizeof(err));
     if (cfg == NULL)
         print_error("%s\n", err);
