@@ -48,3 +48,40 @@ def read_until_closed(s, c, stream_id, seconds=10):
                 return out
         s.sendall(c.data_to_send())
     return out
+
+
+class H2Listener:
+    """A loopback listener in this process that serves each connection on a
+    thread of its own with self.serve(sock) (a subclass writes it: a raw
+    HTTP/2 server that misbehaves on purpose). stop() closes it."""
+
+    def __init__(self):
+        import threading
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.lock = threading.Lock()
+        self.stopping = False
+        self._thread = threading.Thread(target=self.accept, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(s,), daemon=True).start()
+
+    def serve(self, sock):
+        raise NotImplementedError
+
+    def stop(self):
+        self.stopping = True
+        self.srv.close()

@@ -19,7 +19,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from h2client import grpc_headers, raw_h2, read_until_closed
+from h2client import H2Listener, grpc_headers, raw_h2, read_until_closed
 from harness import free_port, simple_config
 
 # ---- HPACK and frames by hand (RFC 7541, RFC 9113 4.1). ----
@@ -283,31 +283,17 @@ def test_hpack_bomb_is_cut_while_other_calls_go_on(backends, grelay_factory):
 # ---- Misbehaving backends. ----
 
 
-class RawBackend:
+class RawBackend(H2Listener):
     """A raw HTTP/2 server in this process: python h2 reads the requests and
     handles the connection, answer(conn, sock, sid, state) writes each
     answer's frames by hand. Records the streams grelay reset."""
 
     def __init__(self, answer):
+        super().__init__()
         self.answer = answer
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
         self.resets = []
         self.requests = 0
-        self.lock = threading.Lock()
-        self.stopping = False
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while not self.stopping:
-            try:
-                s, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(s,), daemon=True).start()
+        self.start()
 
     def serve(self, sock):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
@@ -346,9 +332,6 @@ class RawBackend:
         finally:
             sock.close()
 
-    def stop(self):
-        self.stopping = True
-        self.srv.close()
 
 
 GRPC_HEAD = indexed(8) + literal("content-type", "application/grpc")  # :status 200

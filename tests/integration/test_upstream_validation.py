@@ -7,9 +7,7 @@ sees its stream reset with PROTOCOL_ERROR, exactly as nghttp2 1.52's own
 checks answered (the same cases pass against a grelay built before, but for
 its log line); a CR or LF in a field never reaches an HTTP/1.1 client."""
 import select
-import socket
 import struct
-import threading
 import time
 
 import grpc
@@ -19,6 +17,7 @@ import h2.events
 import pytest
 
 from grpcweb_client import H1, frame as web_frame, parse_frames
+from h2client import H2Listener
 from harness import Grelay, free_port, simple_config
 
 END_STREAM, END_HEADERS = 0x1, 0x4
@@ -105,30 +104,16 @@ GOOD["after_two_1xx"] = lambda sid: answer(HEAD, pre=headers(sid, lit(":status",
                                             headers(sid, lit(":status", "103")))(sid)
 
 
-class RawBackend:
+class RawBackend(H2Listener):
     """A raw HTTP/2 server: python h2 reads the requests (and answers SETTINGS
     and PINGs); each request's answer is MALFORMED[case] or GOOD[case], the
     case being the last segment of its :path. Records the codes of the
     streams grelay reset."""
 
     def __init__(self):
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.addr = "127.0.0.1:%d" % self.srv.getsockname()[1]
+        super().__init__()
         self.resets = {}  # case -> error codes of grelay's RST_STREAMs
-        self.lock = threading.Lock()
-        self.stopping = False
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        while not self.stopping:
-            try:
-                s, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(s,), daemon=True).start()
+        self.start()
 
     def serve(self, sock):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
@@ -161,10 +146,6 @@ class RawBackend:
             return
         finally:
             sock.close()
-
-    def stop(self):
-        self.stopping = True
-        self.srv.close()
 
     def wait_reset(self, case, seconds=5):
         deadline = time.monotonic() + seconds
