@@ -13,5 +13,6 @@ bench/install-peers.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
 bench/gobackend/build.sh build-bench
+bench/load/build.sh build-bench
 exec /usr/bin/python3 bench/bench.py --grelay build-bench/grelay --c-backend build-bench/echo_backend \
-    --go-backend build-bench/gobackend --stream-load build-bench/stream_load "$@"
+    --go-backend build-bench/gobackend --stream-load build-bench/stream_load --conn-load build-bench/conn_load "$@"

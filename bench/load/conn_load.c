@@ -40,21 +40,21 @@
 /* One connection slot: its thread, TLS context and counts. */
 struct worker {
     pthread_t th;
-    SSL_CTX *ctx;       /* NULL in h2c mode */
-    SSL_SESSION *sess;  /* the last session the server gave (resume modes) */
-    uint64_t conns;     /* connections whose call succeeded */
-    uint64_t resumed;   /* of those, handshakes that resumed */
-    uint64_t errors;    /* connections that failed */
+    SSL_CTX *ctx;      /* NULL in h2c mode */
+    SSL_SESSION *sess; /* the last session the server gave (resume modes) */
+    uint64_t conns;    /* connections whose call succeeded */
+    uint64_t resumed;  /* of those, handshakes that resumed */
+    uint64_t errors;   /* connections that failed */
 };
 
 /* The one call of a connection, as the callbacks see it. */
 struct call {
-    size_t tx_off;    /* request bytes handed to nghttp2 */
-    size_t rx_off;    /* response message bytes checked */
-    bool status_ok;   /* :status 200 seen */
-    bool grpc_ok;     /* grpc-status 0 seen */
-    bool bad;         /* a wrong byte or header */
-    bool closed;      /* the stream ended */
+    size_t tx_off;  /* request bytes handed to nghttp2 */
+    size_t rx_off;  /* response message bytes checked */
+    bool status_ok; /* :status 200 seen */
+    bool grpc_ok;   /* grpc-status 0 seen */
+    bool bad;       /* a wrong byte or header */
+    bool closed;    /* the stream ended */
 };
 
 static struct sockaddr_in target;
@@ -186,7 +186,8 @@ static bool one_call(int fd, SSL *ssl)
         ok = n > 0 && nghttp2_session_mem_recv(h2, buf, (size_t)n) >= 0;
     }
     if (getenv("CONN_LOAD_DEBUG"))
-        fprintf(stderr, "ok %d bad %d status %d grpc %d rx %zu closed %d\n", ok, c.bad, c.status_ok, c.grpc_ok, c.rx_off, c.closed);
+        fprintf(stderr, "ok %d bad %d status %d grpc %d rx %zu closed %d\n", ok, c.bad, c.status_ok, c.grpc_ok,
+                c.rx_off, c.closed);
     nghttp2_session_del(h2);
     return ok && !c.bad && c.status_ok && c.grpc_ok && c.rx_off == msg_len;
 }
@@ -334,8 +335,8 @@ int main(int argc, char **argv)
             SSL_SESSION_free(ws[i].sess);
         SSL_CTX_free(ws[i].ctx);
     }
-    printf("conns %llu resumed %llu errors %llu seconds %.3f\n", (unsigned long long)conns,
-           (unsigned long long)resumed, (unsigned long long)errors, now() - t0);
+    printf("conns %llu resumed %llu errors %llu seconds %.3f\n", (unsigned long long)conns, (unsigned long long)resumed,
+           (unsigned long long)errors, now() - t0);
     nghttp2_session_callbacks_del(cbs);
     free(ws);
     free(msg);
