@@ -185,9 +185,6 @@ static bool one_call(int fd, SSL *ssl)
         ssize_t n = !ok ? -1 : ssl ? SSL_read(ssl, buf, sizeof(buf)) : recv(fd, buf, sizeof(buf), 0);
         ok = n > 0 && nghttp2_session_mem_recv(h2, buf, (size_t)n) >= 0;
     }
-    if (getenv("CONN_LOAD_DEBUG"))
-        fprintf(stderr, "ok %d bad %d status %d grpc %d rx %zu closed %d\n", ok, c.bad, c.status_ok, c.grpc_ok,
-                c.rx_off, c.closed);
     nghttp2_session_del(h2);
     return ok && !c.bad && c.status_ok && c.grpc_ok && c.rx_off == msg_len;
 }
