@@ -595,7 +595,10 @@ def report(args, targets, backends, results, idle, scale, sysc):
              "targets in front of the same backend, in this run."
              % (os.cpu_count(), model, platform.machine(), platform.release(),
                 ", then ".join(BACKENDS[b] for b in backends), args.rounds, args.seconds), "",
-             "Versions: " + versions(), ""]
+             "Versions: " + versions(), "",
+             "grelay with its defaults: metrics on, no access log, request ids generated (a UUID v4 per call, sent "
+             "upstream). Memory %s; load average at the start %s, at the end %s (other work on the machine shows "
+             "there)." % (meminfo(), LOAD_AT_START, open("/proc/loadavg").read().split()[0]), ""]
     lines += targets_lines(backends, results) + summary(names, backends, results)
     for sc in SCENARIOS:
         if not any(results[b].get(sc["id"]) for b in backends):
@@ -854,6 +857,15 @@ TABLES = {"bidi": bidi_table, "big": big_table, "fixed": fixed_table,
 # The main unary scenarios syscalls.py counts, and the calls it counts in each
 # (at --seconds 4; scaled with --seconds).
 SYSCALL_SCENARIOS = (("u100_4x16", 100000), ("u16k_4x4", 20000))
+
+
+LOAD_AT_START = open("/proc/loadavg").read().split()[0]
+
+
+def meminfo():
+    with open("/proc/meminfo") as f:
+        kib = next((int(l.split()[1]) for l in f if l.startswith("MemTotal:")), 0)
+    return "%.1f GiB" % (kib / 1048576.0)
 
 
 def versions():
