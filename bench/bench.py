@@ -8,8 +8,9 @@ Targets alternate round by round (A B C D ... A B C D ...) and the report
 gives medians, so drift hits all alike. The figure that matters is requests
 per proxy CPU-second (the load generator saturates before the proxies do).
 
-Usage: bench.py --grelay BIN --stream-load BIN [--backend c|go|c,go] [--c-backend BIN]
+Usage: bench.py --grelay BIN --stream-load BIN --conn-load BIN [--backend c|go|c,go] [--c-backend BIN]
                 [--go-backend BIN] [--rounds N] [--seconds S] [--out DIR] [--tag T]
+With no --scenarios it runs them all, with both backends by default.
 Prints a Markdown table, writes it and a PNG plot to --out (DATE[-T].md).
 """
 import argparse
@@ -511,7 +512,7 @@ def extra(args, x):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--grelay", required=True)
-    ap.add_argument("--backend", default="c", help="c, go or c,go: the echo backend(s), each in turn")
+    ap.add_argument("--backend", default="c,go", help="c, go or c,go (the default): the echo backend(s), each in turn")
     ap.add_argument("--c-backend", help="bench/backend/echo_backend binary")
     ap.add_argument("--go-backend", help="bench/gobackend binary (bench/gobackend/build.sh)")
     ap.add_argument("--stream-load", required=True)
