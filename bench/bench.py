@@ -107,7 +107,7 @@ def t_direct(args, bport, tls=False, workers=1):
     return None, bport
 
 
-def t_grelay(args, bport, tls=False, workers=1):
+def t_grelay(args, bport, tls=False, workers=1, request_id=True):
     port = free_port()
     listener = {"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
         {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}
@@ -116,10 +116,18 @@ def t_grelay(args, bport, tls=False, workers=1):
         listener["tls"] = {"cert_chain": crt, "private_key": key}
     cfg = {"workers": workers, "log_level": os.environ.get("BENCH_GRELAY_LOG", "warn"), "listeners": [listener],
            "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
+    if not request_id:
+        cfg["request_id"] = {"generate": False}
     path = write("grelay.yaml", json.dumps(cfg))
     cpus = "0" if workers == 1 else "0-%d" % (workers - 1)
     return subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
                             stderr=open(os.path.join(TMP, "grelay.err"), "w")), port
+
+
+def t_grelay_noid(args, bport, tls=False, workers=1):
+    """grelay without its generated x-request-id per call, which no peer
+    makes: like for like. Runs only when --only names it."""
+    return t_grelay(args, bport, tls, workers, request_id=False)
 
 
 # Fair settings (bench/README.md): no target logs per call, and every
@@ -233,14 +241,15 @@ def t_caddy(args, bport, tls=False, workers=1):
                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
 
 
-TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("nghttpx", t_nghttpx), ("nghttpx-old", t_nghttpx_old),
+TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("grelay-noid", t_grelay_noid), ("nghttpx", t_nghttpx),
+           ("nghttpx-old", t_nghttpx_old),
            ("haproxy", t_haproxy), ("nginx", t_nginx), ("caddy", t_caddy)]
-OPT_IN = ("nghttpx-old",)  # run only when --only names them
+OPT_IN = ("nghttpx-old", "grelay-noid")  # run only when --only names them
 NEW_PEERS = ("grelay", "nghttpx", "haproxy")  # issue 16's new scenarios run against these
 
 
 def available(name):
-    return name in ("direct", "grelay") or shutil.which(name.split("-")[0]) is not None
+    return name.split("-")[0] in ("direct", "grelay") or shutil.which(name.split("-")[0]) is not None
 
 
 # ---- load ----
