@@ -349,6 +349,20 @@ def measure(args, name, start, bport, scenario, workers=1):
         stop(proc)
 
 
+# What a measurement that raised reports: every figure the tables read, 0.
+FAILED = {k: 0 for k in ("requests", "ok", "rps", "req_per_cpu_s", "cpu_s", "p50_us", "p99_us", "p999_us", "mb_s",
+                         "mb_per_cpu_s", "resumed", "rss_kib")}
+
+
+def safe_measure(args, name, start, bport, sc):
+    """measure(), but a target that fails to start or a load tool that
+    breaks is one failed result in the report, not the end of the run."""
+    try:
+        return measure(args, name, start, bport, sc)
+    except Exception as e:  # noqa: BLE001
+        return dict(FAILED, thread_cpu_s=[], error="failed: %s" % e)
+
+
 def idle_rss(args, name, start, bport, n=2000, idle_s=3.0):
     """RSS per idle HTTP/2 client connection after one call each.
 
@@ -486,7 +500,7 @@ def run_scenarios(args, targets, bport, be, backends):
             for name, start in targets:  # A B C D ... each round
                 if name == "direct" and sc.get("tls") or name not in sc.get("targets", (name,)):
                     continue  # the backend speaks h2c only; a scenario of issue 16's peers only
-                r = measure(args, name, start, bport, sc)
+                r = safe_measure(args, name, start, bport, sc)
                 results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
                 print("%-2s %-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s%s" % (
                     be, sc["id"], rnd + 1, name, r["rps"], unit(sc), r["req_per_cpu_s"], unit(sc), r["p50_us"],
@@ -507,7 +521,7 @@ def run_fixed(args, targets, bport, be, results, sid, share, body):
     sc = {"id": sid, "size": 100, "conns": 4, "streams": 16, "rps": rate // 4, "rate": rate, "body": body}
     for rnd in range(args.rounds):
         for name, start in targets:
-            r = measure(args, name, start, bport, sc)
+            r = safe_measure(args, name, start, bport, sc)
             r["rate"] = rate
             results.setdefault(sid, {}).setdefault(name, []).append(r)
             print("%-2s %-12s round %d %-8s %d req/s: p50 %5d us  p99 %6d us  p99.9 %6d us" % (
@@ -564,6 +578,7 @@ def main():
     for sid, _, title in FIXED:
         if extra(args, sid):
             SCENARIOS.append({"id": sid, "title": title, "kind": "fixed"})
+    save_json(args, backends, results, idle, scale, sysc)  # first: the figures survive a failing report
     report(args, targets, backends, results, idle, scale, sysc)
 
 
@@ -637,18 +652,24 @@ def report(args, targets, backends, results, idle, scale, sysc):
         lines.append("")
     lines += syscall_lines(sysc) + scaling_lines(scale) + idle_lines(names, idle)
     lines += ["", "Rerun: `bench/run.sh` (see bench/README.md).", ""]
-    os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.date.today().isoformat() + ("-" + args.tag if args.tag else "")
+    stamp = save_json(args, backends, results, idle, scale, sysc)
     with open(os.path.join(args.out, "%s.md" % stamp), "w") as f:
         f.write("\n".join(lines))
+    plot(args, names, backends, results, stamp)
+    print("\n".join(lines))
+
+
+def save_json(args, backends, results, idle, scale, sysc):
+    """Writes DATE[-TAG].json (every round's figures) and returns DATE[-TAG]."""
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.date.today().isoformat() + ("-" + args.tag if args.tag else "")
     clean = lambda res: {k: {n: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for n, v in rs.items()}
                          for k, rs in res.items()}
     with open(os.path.join(args.out, "%s.json" % stamp), "w") as f:
         json.dump({"backends": {b: clean(results[b]) for b in backends}, "idle": idle, "syscalls": sysc,
                    "scaling": {w: [{x: y for x, y in r.items() if x != "stdout"} for r in v] for w, v in scale.items()}},
                   f, indent=1)
-    plot(args, names, backends, results, stamp)
-    print("\n".join(lines))
+    return stamp
 
 
 def summary(names, backends, results):
@@ -738,7 +759,11 @@ def syscall_counts(args, targets, bport, be):
         a.calls = max(2000, calls * args.seconds // 4)
         for name, start in targets:
             if name in NEW_PEERS:
-                r = syscalls.count(a, name, start, bport, sc["body"], sc["conns"], sc["streams"])
+                try:
+                    r = syscalls.count(a, name, start, bport, sc["body"], sc["conns"], sc["streams"])
+                except Exception as e:  # noqa: BLE001 -- one failed count must not end a long run
+                    print("%-2s syscalls %-11s %-8s failed: %s" % (be, sid, name, e), flush=True)
+                    continue
                 out.setdefault(sid, {})[name] = r
                 print("%-2s syscalls %-11s %-8s %.2f syscalls, %.2f packets, %.1f + %.1f CPU-us per call" % (
                     be, sid, name, r.get("raw_syscalls:sys_enter", 0), r.get("net:net_dev_xmit", 0), r["user_us"],
