@@ -37,12 +37,13 @@ def _times(p):
     return int(fields[11]), int(fields[12])
 
 
-def count(args, name, start, bport, body):
-    """{event: count per call} for one run of args.calls calls through name."""
+def count(args, name, start, bport, body, conns=4, streams=16):
+    """{event: count per call} for one run of args.calls calls through name
+    (bench.py calls it too, for its main unary scenarios)."""
     proc, port = start(args, bport)
     try:
         wait_port(port, proc)
-        bench.h2load(port, body, 4, 16, 1)  # warm-up: connections, pools, caches
+        bench.h2load(port, body, conns, streams, 1)  # warm-up: connections, pools, caches
         time.sleep(0.2)
         pids = ",".join(str(p) for p in tree(proc.pid))  # nghttpx forks its worker
         out = os.path.join(bench.TMP, "perf.csv")
@@ -50,7 +51,8 @@ def count(args, name, start, bport, body):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # perf attaches
         t0 = [bench.proc_sum(proc.pid, lambda p, i=i: _times(p)[i]) for i in (0, 1)]
-        r = subprocess.run(["taskset", "-c", "1", "h2load", "-c", "4", "-m", "16", "-n", str(args.calls), "-d", body,
+        r = subprocess.run(["taskset", "-c", "1", "h2load", "-c", str(conns), "-m", str(streams), "-n", str(args.calls),
+                            "-d", body,
                             "-H", "content-type: application/grpc", "-H", "te: trailers",
                             "http://127.0.0.1:%d/bench.Echo/Unary" % port], capture_output=True, text=True,
                            timeout=300)

@@ -12,6 +12,12 @@
  * and E the calls that ended or failed before the time was up. h2load
  * cannot do this: it sends one request body and waits for the response.
  *
+ * INFLIGHT 0 holds the calls instead: each sends one message and, once its
+ * echo is back, keeps its stream open and quiet. When all CONNS x STREAMS
+ * are held it prints "held N" and holds them SECONDS longer (bench.py reads
+ * the proxy's RSS and CPU meanwhile); if they are not all held within 60 s
+ * it gives up, as an error.
+ *
  * Usage: stream_load HOST PORT CONNS STREAMS SIZE SECONDS [INFLIGHT] */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -53,6 +59,10 @@ static uint8_t prefix[5];
 static bool running = true;
 static uint64_t messages, errors;
 static int nclients;
+static bool hold;           /* INFLIGHT 0: one message per call, then hold it */
+static uint64_t hold_total; /* calls to hold: CONNS x STREAMS */
+static double hold_seconds;
+static ev_timer timer;
 
 static void client_close(struct client *c)
 {
@@ -112,8 +122,15 @@ static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t
         if (++k->rx_off == msg_len) {
             k->rx_off = 0;
             messages++;
-            if (running)
+            if (running && !hold)
                 k->queued++;
+            if (hold && messages == hold_total) {
+                printf("held %llu\n", (unsigned long long)messages);
+                fflush(stdout);
+                ev_timer_stop(loop, &timer);
+                ev_timer_set(&timer, hold_seconds, 0);
+                ev_timer_start(loop, &timer);
+            }
         }
     }
     if (k->deferred && k->queued > 0) {
@@ -207,6 +224,10 @@ static void on_timeout(struct ev_loop *l, ev_timer *t, int revents)
 {
     (void)t;
     (void)revents;
+    if (hold && messages < hold_total) {
+        fprintf(stderr, "only %llu of %llu calls held\n", (unsigned long long)messages, (unsigned long long)hold_total);
+        errors++;
+    }
     running = false;
     ev_break(l, EVBREAK_ALL);
 }
@@ -271,7 +292,14 @@ int main(int argc, char **argv)
     msg_size = (size_t)strtoul(argv[5], NULL, 10);
     double seconds = atof(argv[6]);
     uint64_t inflight = argc == 8 ? strtoull(argv[7], NULL, 10) : 1;
-    if (nclients < 1 || streams < 1 || msg_size > (16u << 20) || seconds <= 0 || inflight < 1) {
+    hold = inflight == 0;
+    if (hold) {
+        inflight = 1;
+        hold_total = (uint64_t)nclients * (uint64_t)streams;
+        hold_seconds = seconds;
+        seconds = 60; /* the most the calls may take to be all held */
+    }
+    if (nclients < 1 || streams < 1 || msg_size > (16u << 20) || seconds <= 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -295,9 +323,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < nclients; i++)
         if (client_open(&clients[i], &to, authority, streams, inflight, cbs) != 0)
             return 1;
-    ev_timer t;
-    ev_timer_init(&t, on_timeout, seconds, 0);
-    ev_timer_start(loop, &t);
+    ev_timer_init(&timer, on_timeout, seconds, 0);
+    ev_timer_start(loop, &timer);
     ev_now_update(loop);
     double t0 = ev_now(loop);
     ev_run(loop, 0);
