@@ -28,13 +28,16 @@ def config(port, admin_port, backend, workers=1):
     }
 
 
-def burst_of(ch, path, n):
-    """n calls one after the other; -> ([codes], [messages of failures], seconds taken)."""
+def burst_of(ch, path, n, at_once=False):
+    """n calls, one after the other (or all sent at once, at_once); ->
+    ([codes], [messages of failures], seconds taken)."""
     codes, msgs = [], []
     t0 = time.monotonic()
-    for _ in range(n):
+    call = ch.unary_unary(path)
+    futures = [call.future(b"x", timeout=30) for _ in range(n)] if at_once else None
+    for i in range(n):
         try:
-            ch.unary_unary(path)(b"x", timeout=10)
+            futures[i].result() if at_once else call(b"x", timeout=10)
             codes.append(grpc.StatusCode.OK)
         except grpc.RpcError as e:
             codes.append(e.code())
@@ -115,18 +118,7 @@ def test_500_calls_at_once_against_50_per_second_burst_10(grelay_factory):
         cfg["listeners"][0]["virtual_hosts"][0]["routes"][0]["rate_limit"] = {"requests_per_second": 50, "burst": 10}
         g = grelay_factory(cfg, port)
         with grpc.insecure_channel(g.addr) as ch:
-            call = ch.unary_unary("/test.Echo/Unary")
-            t0 = time.monotonic()
-            futures = [call.future(b"x", timeout=30) for _ in range(500)]
-            codes, msgs = [], []
-            for f in futures:
-                try:
-                    f.result()
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.RpcError as e:
-                    codes.append(e.code())
-                    msgs.append(e.details())
-            took = time.monotonic() - t0
+            codes, msgs, took = burst_of(ch, "/test.Echo/Unary", 500, at_once=True)
         ok = codes.count(grpc.StatusCode.OK)
         refused = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert ok + refused == 500, codes
