@@ -93,6 +93,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
         return 0;
     }
+    h2_check_req_init(&s->h2req);
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
     d->block_id = frame->hd.stream_id;
     d->block_stream = s;
@@ -100,6 +101,29 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     call_began(d, frame->hd.stream_id);
     downstream_call_began(&d->base);
     return 0;
+}
+
+/* A provoked reset is charged when it is decided, not when it is sent, so
+ * that a read full of them ends the connection within that read (d_on_read
+ * feeds nghttp2 in slices); a call of this read that has not started never
+ * does. */
+static void charge_reset(struct dconn *d, struct stream *s)
+{
+    if (s != NULL)
+        s->start_due = false;
+    d->rst_ahead++;
+    h2_goaway_spend_reset(d, "too many streams reset because of the client");
+}
+
+/* A malformed request (h2_check.h): the stream is reset with
+ * PROTOCOL_ERROR and charged, as nghttp2's HTTP messaging resets and
+ * charges it; nothing more of it reaches the call. */
+static void malformed(struct dconn *d, struct stream *s, int32_t stream_id, const char *why)
+{
+    log_debug("client: stream %d: malformed request (%s): reset with PROTOCOL_ERROR", stream_id, why);
+    s->h2req.bad = true;
+    nghttp2_submit_rst_stream(d->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_PROTOCOL_ERROR);
+    charge_reset(d, s);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -110,8 +134,14 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     struct stream *s = frame->hd.stream_id == d->block_id
                            ? d->block_stream
                            : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s == NULL)
+    if (s == NULL || s->h2req.bad)
         return 0;
+    const char *why = NULL;
+    if (h2_check_req_field(&s->h2req, frame->headers.cat != NGHTTP2_HCAT_REQUEST, name, namelen, value, valuelen,
+                           &why) != H2_CHECK_OK) {
+        malformed(d, s, frame->hd.stream_id, why);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the rest of the block is decoded, not handed to us */
+    }
     int rc = request_on_header(s, name, namelen, value, valuelen);
     if (rc == GR_ERR_LIMIT) {
         /* Far past the header limits (an HPACK bomb: small wire bytes that
@@ -170,17 +200,26 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
                            : nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (frame->hd.type == NGHTTP2_HEADERS)
         d->block_id = 0;
-    if (s == NULL)
+    if (s == NULL || s->h2req.bad)
         return 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    bool head = frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    if (head)
         headers_done(d, frame->hd.stream_id);
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    const char *why = NULL;
+    if (frame->hd.type == NGHTTP2_HEADERS ? h2_check_req_block(&s->h2req, !head, end, &why) != H2_CHECK_OK
+                                          : end && h2_check_req_end(&s->h2req, &why) != H2_CHECK_OK) {
+        malformed(d, s, frame->hd.stream_id, why);
+        return 0;
+    }
+    if (head) {
         if (request_headers_ready(s)) {
             s->start_due = true; /* at the end of the read (start_calls) */
             if (d->start_from == 0 || s->id < d->start_from)
                 d->start_from = s->id;
         }
     }
-    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+    if (end)
         stream_on_req_end(s);
     return 0;
 }
@@ -189,9 +228,11 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
                               size_t len, void *user_data)
 {
     (void)flags;
-    (void)user_data;
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (s == NULL) {
+    const char *why = NULL;
+    if (s == NULL || s->h2req.bad || h2_check_req_data(&s->h2req, len, &why) != H2_CHECK_OK) {
+        if (why != NULL)
+            malformed(user_data, s, stream_id, why);
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
@@ -212,7 +253,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->rst_stream.error_code == NGHTTP2_FLOW_CONTROL_ERROR) /* we never send it: DATA past a window */
             h2_common_withhold_window(session, (int32_t)d->base.cfg->stream_buffer);
         if (d->rst_ahead > 0)
-            d->rst_ahead--; /* charged already (on_invalid_frame_recv) */
+            d->rst_ahead--; /* charged already (charge_reset) */
         else
             h2_goaway_spend_reset(d, "too many streams reset because of the client");
         return 0;
@@ -266,11 +307,7 @@ static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *
     struct dconn *d = user_data;
     if (frame->hd.stream_id == 0 || d->sleep.reviving)
         return 0; /* a connection error: the session ends */
-    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s != NULL)
-        s->start_due = false;
-    d->rst_ahead++;
-    h2_goaway_spend_reset(d, "too many streams reset because of the client");
+    charge_reset(d, nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
     return 0;
 }
 
@@ -727,6 +764,9 @@ int h2_server_worker_init(struct worker *w)
     gr_list_init(&st->lru);
     if (nghttp2_session_callbacks_new(&st->cbs) != 0 || h2_common_options(&st->opt) != GR_OK)
         return GR_ERR_NOMEM;
+    /* grelay checks the requests itself (h2_check.h): nghttp2's checks of
+     * the same rules cost ~2,000 instructions a call. */
+    nghttp2_option_set_no_http_messaging(st->opt, 1);
     nghttp2_session_callbacks_set_on_begin_headers_callback(st->cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(st->cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(st->cbs, on_frame_recv);

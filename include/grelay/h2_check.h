@@ -1,7 +1,9 @@
-/* The checks of an upstream response that nghttp2's HTTP messaging would
- * make, done by grelay itself: the upstream session runs with
- * nghttp2_option_set_no_http_messaging (it costs ~900 instructions a call
- * on its own, and grelay reads most of what it checks anyway).
+/* The checks of an upstream response, and of a client's request, that
+ * nghttp2's HTTP messaging would make, done by grelay itself: both sessions
+ * run with nghttp2_option_set_no_http_messaging (it costs ~900
+ * instructions a call on the upstream side and ~2,000 on the client side,
+ * and grelay reads most of what it checks anyway). The request side is
+ * described before its functions, below.
  *
  * What nghttp2 1.52 checks on a client stream with HTTP messaging on
  * (lib/nghttp2_http.c, nghttp2_session.c; grelay sets no
@@ -68,5 +70,47 @@ enum h2_check_verdict h2_check_block(struct h2_check *c, bool end_stream, const 
 enum h2_check_verdict h2_check_data(struct h2_check *c, size_t n, const char **why);
 /* END_STREAM on DATA. */
 enum h2_check_verdict h2_check_end(const struct h2_check *c, const char **why);
+
+/* ---- Requests: what nghttp2 1.52 checks on a server stream with HTTP
+ * messaging on (lib/nghttp2_http.c; grelay sets no
+ * on_invalid_header_callback and never SETTINGS_ENABLE_CONNECT_PROTOCOL),
+ * each a malformed request, answered as nghttp2 answers it: RST_STREAM
+ * PROTOCOL_ERROR, charged to the connection's reset budget, and the call
+ * never starts (or, under way, is cut):
+ * - a field name outside the lower-case token set, or ':' alone; a value
+ *   with a control character other than HTAB, or DEL, or (regular fields)
+ *   starting or ending with SP or HTAB; :method a token, :path visible
+ *   characters (no SP), :authority and host the authority characters,
+ *   :scheme ALPHA *(ALPHA / DIGIT / "+" / "-" / ".");
+ * - pseudo headers: :method, :scheme, :path, :authority only (:protocol
+ *   is refused, extended CONNECT not being offered), each once and not
+ *   empty, none after a regular field or in trailers; host at most once
+ *   and not empty;
+ * - a head without :method, :scheme and :path, or without both
+ *   :authority and host; CONNECT with :scheme or :path, or without
+ *   :authority; an http(s) :path not starting with '/' (but "*" for
+ *   OPTIONS);
+ * - connection-specific fields and te other than "trailers";
+ * - content-length a second time (head and trailers count together) or not
+ *   a number; DATA past it, END_STREAM short of it (ignored for CONNECT);
+ * - trailers without END_STREAM. ---- */
+struct h2_check_req {
+    int64_t content_length; /* the content-length announced, or -1 */
+    uint64_t received;      /* DATA payload bytes so far */
+    uint16_t seen;          /* H2_REQ_* bits of what the blocks showed */
+    bool bad;               /* found malformed: the stream is being reset, nothing more is forwarded */
+};
+
+/* A new request stream. */
+void h2_check_req_init(struct h2_check_req *c);
+/* One field of the head (trailers false) or of the trailers. */
+enum h2_check_verdict h2_check_req_field(struct h2_check_req *c, bool trailers, const uint8_t *name, size_t namelen,
+                                         const uint8_t *value, size_t valuelen, const char **why);
+/* The head (trailers false) or the trailers are complete (end_stream: the
+ * block carried END_STREAM). */
+enum h2_check_verdict h2_check_req_block(struct h2_check_req *c, bool trailers, bool end_stream, const char **why);
+/* n bytes of DATA payload; END_STREAM on DATA. */
+enum h2_check_verdict h2_check_req_data(struct h2_check_req *c, size_t n, const char **why);
+enum h2_check_verdict h2_check_req_end(const struct h2_check_req *c, const char **why);
 
 #endif

@@ -27,6 +27,7 @@
 #include "grelay/flow.h"
 #include "grelay/grpc.h"
 #include "grelay/grpcweb.h"
+#include "grelay/h2_check.h"
 #include "grelay/headers.h"
 #include "grelay/upstream.h"
 
@@ -86,6 +87,7 @@ struct stream {
     uint32_t req_header_fields;       /* fields of that block, pseudo-headers included, against
                                        max_request_header_fields */
     uint8_t req_over;                 /* request.c's enum req_over: the limit a block of this call passed */
+    struct h2_check_req h2req;        /* an HTTP/2 client's call: what its blocks and DATA showed (h2_check.h) */
     uint8_t resp_1xx;                 /* informational (1xx) responses of this attempt */
     uint32_t resp_header_bytes;       /* this attempt's response headers and trailers, 32 + name + value each */
     uint32_t resp_header_fields;      /* their fields, pseudo-headers included */
