@@ -10,7 +10,8 @@ per proxy CPU-second (the load generator saturates before the proxies do).
 
 Usage: bench.py --grelay BIN --stream-load BIN --conn-load BIN [--backend c|go|c,go] [--c-backend BIN]
                 [--go-backend BIN] [--rounds N] [--seconds S] [--out DIR] [--tag T]
-With no --scenarios it runs them all, with both backends by default.
+With no --scenarios it runs them all, with both backends by default; the log_
+scenarios (accesslog.py) have every proxy write an access-log line per call.
 Prints a Markdown table, writes it and a PNG plot to --out (DATE[-T].md).
 """
 import argparse
@@ -982,7 +983,7 @@ def plot(args, names, backends, results, stamp):
     if shutil.which("gnuplot") is None:
         return
     ids = [(i, b) for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "u16k_64x1", "tls_u100_4x16",
-                            "tls_u16k_4x4") for b in backends if i in results[b]]
+                            "tls_u16k_4x4", "log_u100_4x16", "log_u100_16x64") for b in backends if i in results[b]]
     proxies = [n for n in names if n != "direct"]
     data = os.path.join(TMP, "plot.dat")
     with open(data, "w") as f:
