@@ -10,7 +10,8 @@ per proxy CPU-second (the load generator saturates before the proxies do).
 
 Usage: bench.py --grelay BIN --stream-load BIN --conn-load BIN [--backend c|go|c,go] [--c-backend BIN]
                 [--go-backend BIN] [--rounds N] [--seconds S] [--out DIR] [--tag T]
-With no --scenarios it runs them all, with both backends by default.
+With no --scenarios it runs them all, with both backends by default; the log_
+scenarios (accesslog.py) have every proxy write an access-log line per call.
 Prints a Markdown table, writes it and a PNG plot to --out (DATE[-T].md).
 """
 import argparse
@@ -89,7 +90,9 @@ def write(name, text):
 
 # ---- the targets: each returns (Popen, port) for a proxy in front of backend_port ----
 # With tls, the proxy terminates TLS (ALPN h2) with the bench's own certificate
-# and still speaks h2c to the backend.
+# and still speaks h2c to the backend. With log (a file path; the log_
+# scenarios, accesslog.py), the proxy writes an access-log line per call to
+# that file, as bench/README.md ("Logging") says for each.
 
 def cert():
     """A self-signed P-256 certificate for 127.0.0.1: (cert, key, both in one PEM)."""
@@ -103,11 +106,16 @@ def cert():
     return crt, key, pem
 
 
-def t_direct(args, bport, tls=False, workers=1):
+def t_direct(args, bport, tls=False, workers=1, log=None):
     return None, bport
 
 
-def t_grelay(args, bport, tls=False, workers=1, request_id=True):
+# grelay-text's access log: a text line shaped like nghttpx's default
+# (combined) one, about 120 bytes against the JSON line's 450.
+GRELAY_TEXT_LOG = '%PEER% - - [%START_TIME%] "POST %PATH% HTTP/2" %HTTP_STATUS% %RESPONSE_BYTES% "-" "%USER_AGENT%"'
+
+
+def t_grelay(args, bport, tls=False, workers=1, request_id=True, log=None, log_format="json"):
     port = free_port()
     listener = {"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
         {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "cluster": "c"}]}]}
@@ -118,16 +126,32 @@ def t_grelay(args, bport, tls=False, workers=1, request_id=True):
            "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:%d" % bport}]}]}
     if not request_id:
         cfg["request_id"] = {"generate": False}
+    admin = None
+    if log:  # and the admin port, whose /metrics count the lines dropped (accesslog.py)
+        admin = free_port()
+        cfg["admin"] = {"address": "127.0.0.1:%d" % admin}
+        cfg["access_log"] = {"path": log, "format": log_format}
+        if log_format == "text":
+            cfg["access_log"]["template"] = GRELAY_TEXT_LOG
     path = write("grelay.yaml", json.dumps(cfg))
     cpus = "0" if workers == 1 else "0-%d" % (workers - 1)
-    return subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
-                            stderr=open(os.path.join(TMP, "grelay.err"), "w")), port
+    proc = subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
+                            stderr=open(os.path.join(TMP, "grelay.err"), "w"))
+    proc.admin_port = admin
+    return proc, port
 
 
-def t_grelay_noid(args, bport, tls=False, workers=1):
+def t_grelay_noid(args, bport, tls=False, workers=1, log=None):
     """grelay without its generated x-request-id per call, which no peer
     makes: like for like. Runs only when --only names it."""
-    return t_grelay(args, bport, tls, workers, request_id=False)
+    return t_grelay(args, bport, tls, workers, request_id=False, log=log)
+
+
+def t_grelay_text(args, bport, tls=False, workers=1, log=None):
+    """grelay with a text access log shaped like nghttpx's default line
+    (GRELAY_TEXT_LOG) instead of its JSON one: like for like in the log_
+    scenarios. Runs only when --only names it, and only in those."""
+    return t_grelay(args, bport, tls, workers, log=log, log_format="text")
 
 
 # Fair settings (bench/README.md): no target logs per call, and every
@@ -138,7 +162,7 @@ NGHTTPX_FAIR = ["--frontend-http2-window-size=65536", "--frontend-http2-connecti
                 "--backend-http2-window-size=65536"]
 
 
-def t_nghttpx(args, bport, tls=False, workers=1, fair=True):
+def t_nghttpx(args, bport, tls=False, workers=1, fair=True, log=None):
     port = free_port()
     argv = ["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
             "--frontend=127.0.0.1,%d%s" % (port, "" if tls else ";no-tls"), "--backend=127.0.0.1,%d;;proto=h2" % bport,
@@ -146,28 +170,35 @@ def t_nghttpx(args, bport, tls=False, workers=1, fair=True):
     # No --accesslog-file: with one (even /dev/null) nghttpx formats and
     # write()s a line per call, which no other target does.
     argv += NGHTTPX_FAIR if fair else ["--accesslog-file=/dev/null"]
+    if log:  # its default format, one write() per line (nghttpx has no buffered access log)
+        argv = [a for a in argv if not a.startswith("--accesslog-file=")] + ["--accesslog-file=" + log]
     if tls:
         crt, key, _ = cert()
         argv += [key, crt]
     return subprocess.Popen(argv, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL), port
 
 
-def t_nghttpx_old(args, bport, tls=False, workers=1):
+def t_nghttpx_old(args, bport, tls=False, workers=1, log=None):
     """nghttpx as the bench started it until 2026-12-01: an access log to
     /dev/null and its default windows (connection window 65535). Runs only
     when --only names it, to show what the fair settings change."""
-    return t_nghttpx(args, bport, tls, workers, fair=False)
+    return t_nghttpx(args, bport, tls, workers, fair=False, log=log)
 
 
-def t_haproxy(args, bport, tls=False, workers=1):
+def t_haproxy(args, bport, tls=False, workers=1, log=None):
     port = free_port()
     bind = "ssl crt %s alpn h2" % cert()[2] if tls else "proto h2"
+    # HAProxy 2.6 writes no file itself: with log, its raw HTTP log lines go
+    # to stdout (one write() each), which is that file (bench/README.md).
+    # dontlognull: wait_port()'s probe (a connection without a request) is no call.
+    glog, dlog = ("    log stdout format raw local0\n",
+                  "    log global\n    option httplog\n    option dontlognull\n") if log else ("",) * 2
     path = write("haproxy.cfg", """global
     nbthread 1
     maxconn 9000
-defaults
+%sdefaults
     mode http
-    timeout connect 5s
+%s    timeout connect 5s
     timeout client 60s
     timeout server 60s
 frontend fe
@@ -175,12 +206,18 @@ frontend fe
     default_backend be
 backend be
     server s1 127.0.0.1:%d proto h2
-""" % (port, bind, bport))
+""" % (glog, dlog, port, bind, bport))
     return subprocess.Popen(["taskset", "-c", "0", "haproxy", "-db", "-f", path], stderr=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL), port
+                            stdout=open(log, "w") if log else subprocess.DEVNULL), port
 
 
-def t_nginx(args, bport, tls=False, workers=1):
+# nginx's access log: its default format; buffer= lets it write lines in
+# batches as grelay does (nghttpx, HAProxy and Caddy cannot), flush=1s bounds
+# how long a line waits.
+NGINX_LOG = "%s combined buffer=64k flush=1s"
+
+
+def t_nginx(args, bport, tls=False, workers=1, log=None):
     port = free_port()
     d = tempfile.mkdtemp(dir=TMP)
     ssl = ""
@@ -198,7 +235,7 @@ pid %s/nginx.pid;
 worker_rlimit_nofile 20000;
 events { worker_connections 10000; }
 http {
-    access_log off;
+    access_log %s;
     client_body_temp_path %s/body;
     proxy_temp_path %s/proxy;
     fastcgi_temp_path %s/fcgi;
@@ -214,12 +251,17 @@ http {
         location / { grpc_pass grpc://be; grpc_buffer_size 16k; }   # default one page (4k)
     }
 }
-""" % (d, d, d, d, d, d, bport, port, ssl))
+""" % (d, NGINX_LOG % log if log else "off", d, d, d, d, d, bport, port, ssl))
     return subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", path, "-p", d], stderr=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL), port
 
 
-def t_caddy(args, bport, tls=False, workers=1):
+# Caddy's access log for the site, JSON lines to a file; roll_disabled: its
+# default rolls the file at 100 MiB, and every line must stay countable.
+CADDY_LOG = "\n    log {\n        output file %s {\n            roll_disabled\n        }\n    }"
+
+
+def t_caddy(args, bport, tls=False, workers=1, log=None):
     port = free_port()
     site = "http://127.0.0.1:%d {" % port
     if tls:
@@ -233,19 +275,22 @@ def t_caddy(args, bport, tls=False, workers=1):
     }
 }
 %s
-    reverse_proxy h2c://127.0.0.1:%d
+    reverse_proxy h2c://127.0.0.1:%d%s
 }
-""" % (site, bport))
+""" % (site, bport, CADDY_LOG % log if log else ""))
     env = dict(os.environ, GOMAXPROCS="1", HOME=TMP, XDG_DATA_HOME=TMP, XDG_CONFIG_HOME=TMP)
     return subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", path, "--adapter", "caddyfile"],
                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
 
 
-TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("grelay-noid", t_grelay_noid), ("nghttpx", t_nghttpx),
+TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("grelay-noid", t_grelay_noid), ("grelay-text", t_grelay_text),
+           ("nghttpx", t_nghttpx),
            ("nghttpx-old", t_nghttpx_old),
            ("haproxy", t_haproxy), ("nginx", t_nginx), ("caddy", t_caddy)]
-OPT_IN = ("nghttpx-old", "grelay-noid")  # run only when --only names them
+OPT_IN = ("nghttpx-old", "grelay-noid", "grelay-text")  # run only when --only names them
 NEW_PEERS = ("grelay", "nghttpx", "haproxy")  # issue 16's new scenarios run against these
+LOG_PEERS = ("grelay", "grelay-text", "nghttpx", "haproxy", "nginx", "caddy")  # the access-log scenarios
+LOG_ONLY = ("grelay-text",)  # targets that differ from another only when they log: the log_ scenarios alone
 
 
 def available(name):
@@ -275,11 +320,12 @@ def h2load(port, body, conns, streams, seconds, rps=None, tls=False):
         argv.insert(-1, "--rps=%d" % rps)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     out = r.stdout
-    done = ok = 0
+    done = ok = started = 0
     for line in out.splitlines():
         if line.startswith("requests:"):
             parts = line.replace(",", "").split()
             done = int(parts[parts.index("done") - 1])
+            started = int(parts[parts.index("started") - 1])
         if line.startswith("status codes:"):
             ok = int(line.split()[2])
     lat = []
@@ -290,8 +336,8 @@ def h2load(port, body, conns, streams, seconds, rps=None, tls=False):
                 lat.append(int(cols[2]))
     lat.sort()
     pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
-    return {"requests": done, "ok": ok, "p50_us": pct(0.50), "p99_us": pct(0.99), "p999_us": pct(0.999),
-            "stdout": out}
+    return {"requests": done, "ok": ok, "started": started, "p50_us": pct(0.50), "p99_us": pct(0.99),
+            "p999_us": pct(0.999), "stdout": out}
 
 
 def stream_load(args, port, sc, seconds):
@@ -315,15 +361,21 @@ def load(args, port, sc, seconds, warm=False):
     return h2load(port, sc["body"], sc["conns"], sc["streams"], seconds, sc.get("rps"), sc.get("tls", False))
 
 
-def measure(args, name, start, bport, scenario, workers=1):
-    if scenario.get("kind") in ("held", "conn"):
-        import conns
-        return getattr(conns, scenario["kind"])(args, name, start, bport, scenario)
+# Scenario kinds measured by a module of their own: kind -> (module, function).
+MEASURED_BY = {"held": ("conns", "held"), "conn": ("conns", "conn"), "log": ("accesslog", "measure")}
+
+
+def measure(args, name, start, bport, scenario, workers=1, before_stop=None):
+    """One target in one scenario; before_stop(proc), if given, adds its
+    figures to the result while the proxy still runs."""
+    if scenario.get("kind") in MEASURED_BY:
+        module, fn = MEASURED_BY[scenario["kind"]]
+        return getattr(__import__(module), fn)(args, name, start, bport, scenario)
     proc, port = start(args, bport, scenario.get("tls", False), workers)
     try:
         if proc is not None:
             wait_port(port, proc)
-        load(args, port, scenario, 1, warm=True)  # warm: first connections, pools
+        warm = load(args, port, scenario, 1, warm=True)  # warm: first connections, pools
         pid = proc.pid if proc is not None else None
         t0 = cpu_ticks(pid) if pid else 0
         th0 = thread_ticks(pid) if pid else {}
@@ -334,6 +386,7 @@ def measure(args, name, start, bport, scenario, workers=1):
         res["cpu_s"] = (t1 - t0) / CLK_TCK
         res["rss_kib"] = rss_kib(pid) if pid else 0
         res["rps"] = res["requests"] / args.seconds
+        res["warm"] = {k: warm.get(k, 0) for k in ("requests", "ok", "started")}  # the access log has these too
         res["req_per_cpu_s"] = res["requests"] / res["cpu_s"] if res["cpu_s"] > 0 else 0
         if scenario.get("kind") == "big":  # MB each way (the echo is as large as the request)
             res["mb_s"] = res["rps"] * (scenario["size"] + 5) / 1e6
@@ -344,6 +397,8 @@ def measure(args, name, start, bport, scenario, workers=1):
             res["error"] = "only %d of %d requests succeeded" % (res["ok"], res["requests"])
             if os.environ.get("BENCH_DEBUG"):
                 print(res["stdout"], file=sys.stderr)
+        if before_stop is not None and proc is not None:
+            res.update(before_stop(proc))
         return res
     finally:
         stop(proc)
@@ -457,6 +512,12 @@ SCENARIOS = [
     {"id": "tls13_resumed", "title": "TLS 1.3 resumed handshakes (session tickets, PSK with ECDHE), one unary 100 B "
      "call per connection, 8 at a time", "kind": "conn", "mode": "tls1.3-resume", "size": 100, "threads": 8,
      "conns": 8, "streams": 1, "targets": NEW_PEERS, "backend": "judge"},
+    # Issue 16's second logging scenario: the unary calls of "base" with every
+    # proxy writing an access-log line per call to a file (accesslog.py).
+    {"id": "log_u100_4x16", "title": "access log to a file, every proxy: unary 100 B, 4 conns x 16 streams",
+     "kind": "log", "size": 100, "conns": 4, "streams": 16, "targets": LOG_PEERS, "base": "u100_4x16"},
+    {"id": "log_u100_16x64", "title": "access log to a file, every proxy: unary 100 B, 16 conns x 64 streams",
+     "kind": "log", "size": 100, "conns": 16, "streams": 64, "targets": LOG_PEERS, "base": "u100_16x64"},
 ]
 # Fixed-rate latency: a share of the slowest proxy's peak at 4x16 (run_fixed()).
 FIXED = [("fixed_rate", 0.5, "p99 at a fixed rate (half the slowest proxy's peak at 4x16), 4 conns x 16 streams"),
@@ -498,14 +559,16 @@ def run_scenarios(args, targets, bport, be, backends):
         sc["warm_body"] = warm_body
         for rnd in range(args.rounds):
             for name, start in targets:  # A B C D ... each round
-                if name == "direct" and sc.get("tls") or name not in sc.get("targets", (name,)):
+                if name == "direct" and sc.get("tls") or name not in sc.get("targets", (name,)) or (
+                        name in LOG_ONLY and sc.get("kind") != "log"):
                     continue  # the backend speaks h2c only; a scenario of issue 16's peers only
                 r = safe_measure(args, name, start, bport, sc)
                 results.setdefault(sc["id"], {}).setdefault(name, []).append(r)
-                print("%-2s %-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s%s" % (
+                print("%-2s %-13s round %d %-8s %8.0f %s/s  %8.0f %s/CPU-s  p50 %5d us  p99 %6d us%s%s%s" % (
                     be, sc["id"], rnd + 1, name, r["rps"], unit(sc), r["req_per_cpu_s"], unit(sc), r["p50_us"],
                     r["p99_us"], "  %.2f KiB/call held" % r["rss_per_call_kib"] if "rss_per_call_kib" in r else "",
-                    "  " + r["error"] if "error" in r else ""), flush=True)
+                    "  %d log lines for %d calls" % (r["log_lines"], r["log_calls_started"]) if "log_lines" in r
+                    else "", "  " + r["error"] if "error" in r else ""), flush=True)
     for sid, share, _ in FIXED:
         if extra(args, sid):
             run_fixed(args, targets, bport, be, results, sid, share, warm_body)
@@ -516,6 +579,7 @@ def run_fixed(args, targets, bport, be, results, sid, share, body):
     """p50/p99/p99.9 at a fixed rate: share of the slowest proxy's maximum
     in the 4x16 scenario (h2load --rps, per connection)."""
     peak = results["u100_4x16"]
+    targets = [(n, f) for n, f in targets if n not in LOG_ONLY]
     slowest = min(statistics.median(x["rps"] for x in peak[n]) for n, _ in targets if n != "direct")
     rate = max(100, int(slowest * share))
     sc = {"id": sid, "size": 100, "conns": 4, "streams": 16, "rps": rate // 4, "rate": rate, "body": body}
@@ -568,7 +632,7 @@ def main():
             if any(n == "grelay" for n, _ in targets) and extra(args, "scaling"):
                 scale = scaling(args, bport)
             for name, start in targets:
-                if name != "direct" and extra(args, "idle"):
+                if name != "direct" and name not in LOG_ONLY and extra(args, "idle"):
                     idle[name] = idle_rss(args, name, start, bport)
                     print("idle-rss     %-8s %.2f KiB per idle HTTP/2 connection" % (
                         name, idle[name]["rss_per_conn_kib"]), flush=True)
@@ -615,15 +679,16 @@ def report(args, targets, backends, results, idle, scale, sysc):
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
     lines = ["# grelay benchmark, %s" % datetime.date.today().isoformat(), "",
              "Machine: %d cores (%s), %s, Linux %s. Proxies pinned to CPU 0 with one worker; backend (%s) "
-             "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians. No target logs per call; "
+             "and h2load on CPU 1. %d rounds of %d s per target, alternating targets; medians. No target logs per call "
+             "(but in the log_ scenarios, where every proxy logs each call to a file); "
              "each peer's windows and buffers, and each backend's settings: bench/README.md. Ratios compare "
              "targets in front of the same backend, in this run."
              % (os.cpu_count(), model, platform.machine(), platform.release(),
                 ", then ".join(BACKENDS[b] for b in backends), args.rounds, args.seconds), "",
              "Versions: " + versions(), "",
-             "grelay with its defaults: metrics on, no access log, request ids generated (a UUID v4 per call, sent "
-             "upstream). Memory %s; load average at the start %s, at the end %s (other work on the machine shows "
-             "there)." % (meminfo(), LOAD_AT_START, open("/proc/loadavg").read().split()[0]), ""]
+             "grelay with its defaults: metrics on, no access log (log_ scenarios: its JSON access log), request ids "
+             "generated (a UUID v4 per call, sent upstream). Memory %s; load average at the start %s, at the end %s "
+             "(other work on the machine shows there)." % (meminfo(), LOAD_AT_START, open("/proc/loadavg").read().split()[0]), ""]
     lines += targets_lines(backends, results) + summary(names, backends, results)
     for sc in SCENARIOS:
         if not any(results[b].get(sc["id"]) for b in backends):
@@ -888,6 +953,7 @@ def bidi_table(sc, names, backends, results):
 
 
 TABLES = {"bidi": bidi_table, "big": big_table, "fixed": fixed_table,
+          "log": lambda *a: __import__("accesslog").log_table(*a),
           "held": lambda *a: __import__("conns").held_table(*a), "conn": lambda *a: __import__("conns").conn_table(*a)}
 # The main unary scenarios syscalls.py counts, and the calls it counts in each
 # (at --seconds 4; scaled with --seconds).
@@ -917,7 +983,7 @@ def plot(args, names, backends, results, stamp):
     if shutil.which("gnuplot") is None:
         return
     ids = [(i, b) for i in ("u100_4x16", "u100_16x64", "u100_100x1", "u16k_4x4", "u16k_64x1", "tls_u100_4x16",
-                            "tls_u16k_4x4") for b in backends if i in results[b]]
+                            "tls_u16k_4x4", "log_u100_4x16", "log_u100_16x64") for b in backends if i in results[b]]
     proxies = [n for n in names if n != "direct"]
     data = os.path.join(TMP, "plot.dat")
     with open(data, "w") as f:

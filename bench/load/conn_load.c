@@ -13,8 +13,11 @@
  * where N counts the connections whose call succeeded, R those of them whose
  * handshake resumed a session, E the connections that failed.
  *
- * Usage: conn_load HOST PORT THREADS SECONDS SIZE MODE
+ * Usage: conn_load HOST PORT THREADS SECONDS SIZE MODE [COUNT]
  *   MODE: h2c | tls1.2 | tls1.3 | tls1.2-resume | tls1.3-resume
+ *   COUNT: each thread stops after COUNT connections (made or failed), or
+ *   at SECONDS, whichever comes first (tests/integration/test_bench_tools.py
+ *   asks for exact counts this way); none: SECONDS alone.
  * The resume modes offer the last session (ticket or session ID, whichever
  * the server gave) on every connection but a thread's first. */
 #include <arpa/inet.h>
@@ -62,7 +65,8 @@ static char authority[64];
 static uint8_t *msg; /* the request message: 5-byte gRPC prefix + payload */
 static size_t msg_len;
 static double deadline;
-static int tls_version; /* 0: h2c */
+static uint64_t per_thread; /* connections each thread makes; 0: no bound */
+static int tls_version;     /* 0: h2c */
 static bool resume;
 static nghttp2_session_callbacks *cbs;
 
@@ -237,7 +241,7 @@ static bool one_conn(struct worker *w, bool *resumed)
 static void *run(void *arg)
 {
     struct worker *w = arg;
-    while (now() < deadline) {
+    while (now() < deadline && (per_thread == 0 || w->conns + w->errors < per_thread)) {
         bool resumed = false;
         if (one_conn(w, &resumed)) {
             w->conns++;
@@ -285,8 +289,9 @@ static bool parse_mode(const char *m)
 
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s HOST PORT THREADS SECONDS SIZE h2c|tls1.2|tls1.3|tls1.2-resume|tls1.3-resume\n",
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr,
+                "usage: %s HOST PORT THREADS SECONDS SIZE h2c|tls1.2|tls1.3|tls1.2-resume|tls1.3-resume [COUNT]\n",
                 argv[0]);
         return 2;
     }
@@ -295,8 +300,9 @@ int main(int argc, char **argv)
     int nthreads = atoi(argv[3]);
     double seconds = atof(argv[4]);
     size_t size = (size_t)strtoul(argv[5], NULL, 10);
+    per_thread = argc == 8 ? strtoull(argv[7], NULL, 10) : 0;
     if (inet_pton(AF_INET, argv[1], &target.sin_addr) != 1 || nthreads < 1 || nthreads > 1024 || seconds <= 0 ||
-        size > (1u << 20) || !parse_mode(argv[6])) {
+        size > (1u << 20) || !parse_mode(argv[6]) || (argc == 8 && per_thread == 0)) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
