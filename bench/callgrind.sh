@@ -9,7 +9,7 @@
 # bench/bench.py). Per call = (Ir(40000) - Ir(20000)) / 20000, so start-up,
 # shutdown and the first connections cancel out.
 #
-#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--keep]
+#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx] [--keep]
 #
 #   --build DIR       Release build with grelay and echo_backend (default build-rel):
 #                       cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF
@@ -19,6 +19,9 @@
 #                     directory (its writer thread's instructions count too)
 #   --go-backend BIN  the grpc-go echo backend (bench/gobackend/build.sh) instead of
 #                     echo_backend, with GOMAXPROCS=1 as bench.py starts it
+#   --proxy nghttpx   count nghttpx instead of grelay, started as bench.py starts it
+#                     (one worker, the fair windows, no access log); its worker
+#                     process is traced too and the counts of both are added
 #   --keep            keep the temporary directory (callgrind.out.* files for
 #                     callgrind_annotate or bench/callgrind_split.py, configs, logs)
 #                     and print its path
@@ -35,6 +38,7 @@ scenarios=4x16,16x64
 keep=0
 alog=""
 gobackend=""
+proxy=grelay
 N1=20000
 N2=40000
 while [ $# -gt 0 ]; do
@@ -44,8 +48,9 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --access-log) alog=1; shift ;;
     --go-backend) gobackend=${2:?--go-backend needs a binary}; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--keep]" >&2; exit 2 ;;
+    --proxy) proxy=${2:?--proxy needs grelay or nghttpx}; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx] [--keep]" >&2; exit 2 ;;
   esac
 done
 
@@ -167,8 +172,17 @@ run_grelay() {
  "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:$bport"}]}]}
 EOF
   t0=$SECONDS
-  "${pin_proxy[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" --log-file="$tmp/valgrind-$tag.log" \
-    "$grelay" --config "$cfg" 2>"$tmp/grelay-$tag.err" &
+  local cmd=("$grelay" --config "$cfg") trace=()
+  if [ "$proxy" = nghttpx ]; then  # bench.py's t_nghttpx, fair settings
+    cmd=(nghttpx --conf=/dev/null --workers=1 --single-thread "--frontend=127.0.0.1,$port;no-tls"
+      "--backend=127.0.0.1,$bport;;proto=h2" --no-ocsp --errorlog-file=/dev/null
+      --frontend-http2-window-size=65536 --frontend-http2-connection-window-size=1048576
+      --backend-http2-window-size=65536)
+    trace=(--trace-children=yes)
+    out=$out.%p
+  fi
+  "${pin_proxy[@]}" valgrind --tool=callgrind "${trace[@]}" --callgrind-out-file="$out" \
+    --log-file="$tmp/valgrind-$tag.log" "${cmd[@]}" 2>"$tmp/grelay-$tag.err" &
   gpid=$!
   pids+=("$gpid")
   if ! wait_port "$port" "$gpid" 120; then
@@ -192,6 +206,7 @@ EOF
   fi
   rc=0
   stop "$gpid" 300 || rc=$?
+  [ "$proxy" = nghttpx ] && [ "$rc" = 143 ] && rc=0 # nghttpx ends on SIGTERM by the signal (SIGQUIT is its drain)
   if [ "$rc" != 0 ]; then
     echo "grelay ($tag) exited with $rc:" >&2
     cat "$tmp/grelay-$tag.err" >&2
@@ -199,7 +214,10 @@ EOF
   fi
   # "summary:" is what callgrind_annotate prints as PROGRAM TOTALS; "totals:"
   # (the fallback) is the same plus the few instructions of the final dump.
-  ir=$(awk '/^summary:/ {s = $2} /^totals:/ {t = $2} END {print (s != "" ? s : t)}' "$out" 2>/dev/null || true)
+  # Per file (nghttpx: one per process), summed.
+  ir=$(for f in ${out%.%p}*; do
+    awk '/^summary:/ {s = $2} /^totals:/ {t = $2} END {print (s != "" ? s : t)}' "$f"
+  done 2>/dev/null | awk '{t += $1} END {if (NR) print t}' || true)
   if ! [[ $ir =~ ^[0-9]+$ ]]; then
     echo "no total in $out" >&2
     return 1
