@@ -14,34 +14,15 @@
 #include <cmocka.h>
 
 #include "grelay/h2_check.h"
+#include "h2_ref.h"
 
-#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_FIELDS 16
-#define MAX_DATA 4
+#define MAX_FIELDS H2_REF_MAX_FIELDS
+#define MAX_DATA H2_REF_MAX_DATA
 
-struct field {
-    uint8_t name[32];
-    size_t namelen;
-    uint8_t value[40];
-    size_t valuelen;
-};
-
-/* One request: its head, DATA frames, trailers, and where END_STREAM is. */
-struct req {
-    struct field head[MAX_FIELDS];
-    size_t n_head;
-    size_t data[MAX_DATA]; /* payload lengths of the DATA frames */
-    size_t n_data;
-    struct field trailers[MAX_FIELDS];
-    size_t n_trailers;
-    bool trailers_end; /* the trailers carry END_STREAM (else, when there are none, the last frame does) */
-    const char *what;  /* the case, for a failure's message */
-};
-
-static void set_field(struct field *f, const void *name, size_t namelen, const void *value, size_t valuelen)
+static void set_field(struct h2_ref_field *f, const void *name, size_t namelen, const void *value, size_t valuelen)
 {
     assert_true(namelen <= sizeof(f->name) && valuelen <= sizeof(f->value));
     memcpy(f->name, name, namelen);
@@ -50,14 +31,14 @@ static void set_field(struct field *f, const void *name, size_t namelen, const v
     f->valuelen = valuelen;
 }
 
-static void add(struct field *v, size_t *n, const char *name, const char *value)
+static void add(struct h2_ref_field *v, size_t *n, const char *name, const char *value)
 {
     assert_true(*n < MAX_FIELDS);
     set_field(&v[(*n)++], name, strlen(name), value, strlen(value));
 }
 
 /* A good gRPC request head, as grpc clients send it, with no body. */
-static void base(struct req *r, const char *what)
+static void base(struct h2_ref_req *r, const char *what)
 {
     memset(r, 0, sizeof(*r));
     r->what = what;
@@ -69,162 +50,22 @@ static void base(struct req *r, const char *what)
     add(r->head, &r->n_head, "te", "trailers");
 }
 
-static void drop(struct req *r, size_t i)
+static void drop(struct h2_ref_req *r, size_t i)
 {
     memmove(&r->head[i], &r->head[i + 1], (r->n_head - i - 1) * sizeof(r->head[0]));
     r->n_head--;
-}
-
-/* ---- The reference: nghttp2's server session, HTTP messaging on. ---- */
-
-struct wire {
-    uint8_t b[8192];
-    size_t n;
-};
-
-static void put(struct wire *w, const void *p, size_t n)
-{
-    assert_true(w->n + n <= sizeof(w->b));
-    memcpy(w->b + w->n, p, n);
-    w->n += n;
-}
-
-static void frame_head(struct wire *w, size_t len, uint8_t type, uint8_t flags, uint32_t id)
-{
-    uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,       type,       flags,
-                    (uint8_t)(id >> 24),  (uint8_t)(id >> 16), (uint8_t)(id >> 8), (uint8_t)id};
-    put(w, h, sizeof(h));
-}
-
-/* An HPACK integer with a 7-bit prefix (RFC 7541 5.1), the H bit clear. */
-static void hpack_int(struct wire *w, size_t v)
-{
-    uint8_t b;
-    if (v < 127) {
-        b = (uint8_t)v;
-        put(w, &b, 1);
-        return;
-    }
-    b = 127;
-    put(w, &b, 1);
-    for (v -= 127; v >= 128; v >>= 7) {
-        b = (uint8_t)(0x80 | (v & 0x7f));
-        put(w, &b, 1);
-    }
-    b = (uint8_t)v;
-    put(w, &b, 1);
-}
-
-/* A block of literals without indexing, no Huffman (RFC 7541 6.2.2). */
-static void headers_frame(struct wire *w, const struct field *v, size_t n, bool end_stream)
-{
-    struct wire blk = {.n = 0};
-    for (size_t i = 0; i < n; i++) {
-        uint8_t zero = 0;
-        put(&blk, &zero, 1);
-        hpack_int(&blk, v[i].namelen);
-        put(&blk, v[i].name, v[i].namelen);
-        hpack_int(&blk, v[i].valuelen);
-        put(&blk, v[i].value, v[i].valuelen);
-    }
-    frame_head(w, blk.n, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | (end_stream ? NGHTTP2_FLAG_END_STREAM : 0), 1);
-    put(w, blk.b, blk.n);
-}
-
-struct seen {
-    bool reset;      /* an RST_STREAM for stream 1 went out */
-    uint32_t code;   /* its error code */
-    bool conn_error; /* a GOAWAY went out: the case is not a stream-level one (a bad case) */
-};
-
-static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
-{
-    (void)s;
-    struct seen *seen = ud;
-    if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id == 1) {
-        seen->reset = true;
-        seen->code = f->rst_stream.error_code;
-    }
-    if (f->hd.type == NGHTTP2_GOAWAY)
-        seen->conn_error = true;
-    return 0;
-}
-
-static bool ends_on_head(const struct req *r) { return r->n_data == 0 && r->n_trailers == 0; }
-
-/* nghttp2's verdict: true when it reset the stream. */
-static bool reference_rejects(const struct req *r)
-{
-    static const uint8_t data[64 * 1024];
-    struct wire w = {.n = 0};
-    put(&w, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
-    frame_head(&w, 0, NGHTTP2_SETTINGS, 0, 0);
-    headers_frame(&w, r->head, r->n_head, ends_on_head(r));
-    for (size_t i = 0; i < r->n_data; i++) {
-        bool end = i + 1 == r->n_data && r->n_trailers == 0;
-        frame_head(&w, r->data[i], NGHTTP2_DATA, end ? NGHTTP2_FLAG_END_STREAM : 0, 1);
-        put(&w, data, r->data[i]);
-    }
-    if (r->n_trailers > 0)
-        headers_frame(&w, r->trailers, r->n_trailers, r->trailers_end);
-
-    struct seen seen = {0};
-    nghttp2_session_callbacks *cbs;
-    nghttp2_session *s;
-    assert_int_equal(nghttp2_session_callbacks_new(&cbs), 0);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-    assert_int_equal(nghttp2_session_server_new(&s, cbs, &seen), 0);
-    ssize_t rv = nghttp2_session_mem_recv(s, w.b, w.n);
-    const uint8_t *out;
-    while (rv >= 0 && nghttp2_session_mem_send(s, &out) > 0) {
-    }
-    nghttp2_session_del(s);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv < 0 || seen.conn_error)
-        fail_msg("case \"%s\": not a stream-level case (nghttp2: %zd, GOAWAY %d)", r->what, rv, seen.conn_error);
-    if (seen.reset && seen.code != NGHTTP2_PROTOCOL_ERROR)
-        fail_msg("case \"%s\": nghttp2 reset with %u, not PROTOCOL_ERROR", r->what, seen.code);
-    return seen.reset;
-}
-
-/* ---- grelay's verdict: the calls h2_server.c makes, in its order. ---- */
-
-static bool fields_bad(struct h2_check_req *c, bool trailers, const struct field *v, size_t n)
-{
-    const char *why = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (h2_check_req_field(c, trailers, v[i].name, v[i].namelen, v[i].value, v[i].valuelen, &why) != H2_CHECK_OK)
-            return true;
-    return false;
-}
-
-static bool grelay_rejects(const struct req *r)
-{
-    struct h2_check_req c;
-    const char *why = NULL;
-    h2_check_req_init(&c);
-    if (fields_bad(&c, false, r->head, r->n_head) ||
-        h2_check_req_block(&c, false, ends_on_head(r), &why) != H2_CHECK_OK)
-        return true;
-    for (size_t i = 0; i < r->n_data; i++) {
-        if (h2_check_req_data(&c, r->data[i], &why) != H2_CHECK_OK)
-            return true;
-        if (i + 1 == r->n_data && r->n_trailers == 0 && h2_check_req_end(&c, &why) != H2_CHECK_OK)
-            return true;
-    }
-    if (r->n_trailers > 0)
-        return fields_bad(&c, true, r->trailers, r->n_trailers) ||
-               h2_check_req_block(&c, true, r->trailers_end, &why) != H2_CHECK_OK;
-    return false;
 }
 
 static unsigned n_cases, n_rejected;
 
 /* The verdicts agree; expect (0 taken, 1 reset, -1 either) pins the
  * reference too, so that a case meant to be malformed is. */
-static void check(const struct req *r, int expect)
+static void check(const struct h2_ref_req *r, int expect)
 {
-    bool ref = reference_rejects(r), ours = grelay_rejects(r);
+    enum h2_ref_verdict v = h2_ref_nghttp2(r);
+    if (v == H2_REF_CONN_ERROR || v == H2_REF_OTHER_RESET)
+        fail_msg("case \"%s\": not a stream-level HTTP messaging case (nghttp2's verdict %d)", r->what, (int)v);
+    bool ref = v == H2_REF_RESETS, ours = h2_ref_grelay_rejects(r);
     n_cases++;
     n_rejected += ref;
     if (ref != ours)
@@ -237,7 +78,7 @@ static void check(const struct req *r, int expect)
 static void good_requests(void **state)
 {
     (void)state;
-    struct req r;
+    struct h2_ref_req r;
     base(&r, "the base request");
     check(&r, 0);
     base(&r, "with a body and trailers");
@@ -265,7 +106,7 @@ static void each_byte_everywhere(void **state)
     static const char *pseudo_val[] = {"POST", "http", "/pkg.Svc/Method", "example.com:50051"};
     for (unsigned b = 0; b < 256; b++) {
         uint8_t ch = (uint8_t)b;
-        struct req r;
+        struct h2_ref_req r;
         uint8_t buf[40];
         char what[64];
         /* In a regular name: "x-" b "y". */
@@ -334,7 +175,7 @@ static void each_length_and_position(void **state)
         for (size_t len = 1; len <= 17; len++)
             for (size_t pos = 0; pos < len; pos++)
                 for (size_t e = 0; e < sizeof(edge); e++) {
-                    struct req r;
+                    struct h2_ref_req r;
                     char what[96];
                     uint8_t buf[40];
                     base(&r, what);
@@ -344,7 +185,7 @@ static void each_length_and_position(void **state)
                     if (k == 1)
                         buf[0] = '/'; /* an http :path starts with one */
                     buf[pos] = edge[e];
-                    struct field *f = kinds[k].at < 6 ? &r.head[kinds[k].at] : &r.head[r.n_head++];
+                    struct h2_ref_field *f = kinds[k].at < 6 ? &r.head[kinds[k].at] : &r.head[r.n_head++];
                     if (kinds[k].name == NULL)
                         set_field(f, buf, len, "v", 1);
                     else
@@ -356,7 +197,7 @@ static void each_length_and_position(void **state)
 static void pseudo_header_rules(void **state)
 {
     (void)state;
-    struct req r;
+    struct h2_ref_req r;
     char what[64];
     for (size_t p = 0; p < 4; p++) {
         base(&r, what);
@@ -375,7 +216,7 @@ static void pseudo_header_rules(void **state)
         check(&r, 1);
         base(&r, what);
         snprintf(what, sizeof(what), "pseudo header %zu after a regular field", p);
-        struct field f = r.head[p];
+        struct h2_ref_field f = r.head[p];
         drop(&r, p);
         r.head[r.n_head++] = f;
         check(&r, 1);
@@ -413,7 +254,7 @@ static void paths_schemes_methods(void **state)
     for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++)
         for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++)
             for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
-                struct req r;
+                struct h2_ref_req r;
                 base(&r, what);
                 snprintf(what, sizeof(what), "%s %s %s", methods[m], schemes[s], paths[p]);
                 set_field(&r.head[0], ":method", 7, methods[m], strlen(methods[m]));
@@ -422,7 +263,7 @@ static void paths_schemes_methods(void **state)
                 check(&r, -1);
             }
     /* CONNECT: :authority only; with :scheme or :path; without :authority. */
-    struct req r;
+    struct h2_ref_req r;
     base(&r, "CONNECT authority only");
     r.n_head = 0;
     add(r.head, &r.n_head, ":method", "CONNECT");
@@ -446,7 +287,7 @@ static void connection_fields_and_te(void **state)
 {
     (void)state;
     static const char *names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"};
-    struct req r;
+    struct h2_ref_req r;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         base(&r, names[i]);
         add(r.head, &r.n_head, names[i], "x");
@@ -509,7 +350,7 @@ static void content_length_against_data(void **state)
         {"9223372036854775808", {1}, 1, false, 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct req r;
+        struct h2_ref_req r;
         char what[64];
         base(&r, what);
         snprintf(what, sizeof(what), "content-length %s, %zu DATA", cases[i].cl, cases[i].n);
@@ -522,7 +363,7 @@ static void content_length_against_data(void **state)
         }
         check(&r, cases[i].expect);
     }
-    struct req r;
+    struct h2_ref_req r;
     base(&r, "two content-lengths");
     add(r.head, &r.n_head, "content-length", "1");
     add(r.head, &r.n_head, "content-length", "1");
@@ -544,7 +385,7 @@ static void content_length_against_data(void **state)
 static void trailers_rules(void **state)
 {
     (void)state;
-    struct req r;
+    struct h2_ref_req r;
     base(&r, "trailers with END_STREAM");
     r.data[r.n_data++] = 1;
     add(r.trailers, &r.n_trailers, "x-t", "1");
