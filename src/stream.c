@@ -103,14 +103,33 @@ nghttp2_nv *stream_nv(struct stream *s, const struct hdr_list *l, size_t extra, 
     return nv_from_list(&s->arena, l, extra, n);
 }
 
-/* Response headers for the client (nv_response with this call's shape). */
-nghttp2_nv *stream_resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n)
+/* The name/value arrays of header blocks that are handed over at once
+ * (request headers upstream, response headers to the client: nghttp2
+ * copies the array as it takes it, HTTP/1.1 writes it out): built here, on
+ * the worker's own thread, and let go after the call, so they take no room
+ * in the call's arena for the rest of its life (issue 16: 10,000 held
+ * calls). The strings they point to live in the call's arena. */
+static __thread struct arena nv_scratch;
+static __thread _Alignas(16) unsigned char nv_scratch_first[4096];
+
+static struct arena *scratch(void)
+{
+    if (gr_unlikely(nv_scratch.first == NULL))
+        arena_init_with(&nv_scratch, 4096, nv_scratch_first, sizeof(nv_scratch_first));
+    return &nv_scratch;
+}
+
+int stream_respond(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, bool end_stream)
 {
     struct nv_resp r = {.content_type = s->web ? s->web->content_type : "application/grpc",
                         .web = s->web != NULL,
                         .cors = s->cors,
                         .origin = &s->origin};
-    return nv_response(&s->arena, status, l, add_ct, &r, n);
+    size_t n;
+    nghttp2_nv *nva = nv_response(scratch(), status, l, add_ct, &r, &n);
+    int rc = nva == NULL ? GR_ERR_NOMEM : s->down->ops->respond(s->down, s, nva, n, end_stream);
+    arena_free(&nv_scratch);
+    return rc;
 }
 
 /* ---- Flow control: the one place bytes are given back. ---- */
@@ -300,9 +319,7 @@ bool stream_fail(struct stream *s, enum grpc_status status, const char *msg)
         return true;
     }
     /* Trailers-only: one HEADERS frame with END_STREAM. */
-    size_t n;
-    nghttp2_nv *nva = stream_resp_nv(s, "200", &s->resp_trailers, true, &n);
-    if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, true) != GR_OK)
+    if (stream_respond(s, "200", &s->resp_trailers, true, true) != GR_OK)
         return stream_abort(s);
     stream_set_resp(s, RESP_ENDED);
     conn_want_flush(&s->down->io);
@@ -320,9 +337,7 @@ bool stream_reply_http(struct stream *s, const char *status, const char *text, s
     bool body = text != NULL && text[0] != '\0' &&
                 headers_add(l, &s->arena, NV_LIT("content-type"), NV_LIT("text/plain; charset=utf-8")) == GR_OK &&
                 buf_append(&s->resp.q, &stream_worker(s)->chunks, (const uint8_t *)text, strlen(text)) == GR_OK;
-    size_t n;
-    nghttp2_nv *nva = stream_resp_nv(s, status, l, false, &n);
-    if (nva == NULL || s->down->ops->respond(s->down, s, nva, n, !body) != GR_OK)
+    if (stream_respond(s, status, l, false, !body) != GR_OK)
         return stream_abort(s);
     stream_set_resp(s, RESP_ENDED);
     s->resp_end_due = body;
@@ -499,7 +514,7 @@ static nghttp2_nv *upstream_nv(struct stream *s, size_t *n)
         uint64_t send = left > offset + 1000 ? left - offset : (left < 1000 ? left : 1000);
         r.timeout_us = send == 0 ? 1 : send;
     }
-    return nv_request(stream_att_arena(s), &s->req_hdrs, &r, n);
+    return nv_request(scratch(), &s->req_hdrs, &r, n);
 }
 
 /* The attempt has a connection: send the request. from_line: it waited in
@@ -515,6 +530,7 @@ void stream_submit_attempt(struct stream *s, bool from_line)
     s->down->resp_windows += s->resp.window;
     s->resp.taken = 0;
     int rc = nva != NULL ? s->up.ops->submit(&s->up, nva, n, body) : GR_ERR_NOMEM;
+    arena_free(&nv_scratch); /* taken (or to be built again when the attempt is granted) */
     if (rc == GR_OK)
         return;
     if (rc == GR_ERR_AGAIN) { /* the connection waits for the backend's SETTINGS: granted follows */
