@@ -1,4 +1,4 @@
-/* Chunk queues and the per-worker chunk free list.
+/* Chunk queues and the per-worker chunk free lists, one per class.
  *
  * Under AddressSanitizer a chunk on the free list is poisoned whole, its
  * next link included (review F14): a read or write through a pointer into
@@ -10,78 +10,123 @@
 #include <stdlib.h>
 #include <string.h>
 
-void buf_pool_init(struct chunk_pool *p, size_t max_free)
+/* Small chunks kept free per big one (buf_pool_init's max_free). */
+#define SMALL_PER_BIG 16
+
+static void class_init(struct chunk_class *k, size_t max_free)
 {
-    p->free = NULL;
-    p->n_free = p->n_free_low = 0;
-    p->max_free = max_free;
-    p->n_out = 0;
+    k->free = NULL;
+    k->n_free = k->n_free_low = 0;
+    k->max_free = max_free;
+    k->n_out = 0;
 }
 
-/* Takes the first chunk off the free list (which is not empty). */
-static struct chunk *pop_free(struct chunk_pool *p)
+void buf_pool_init(struct chunk_pool *p, size_t max_free)
 {
-    struct chunk *c = p->free;
-    GR_UNPOISON(c, sizeof(*c));
-    p->free = c->next;
+    class_init(&p->big, max_free);
+    class_init(&p->small, max_free * SMALL_PER_BIG);
+}
+
+/* Bytes of a chunk of class k of p (header included). */
+static size_t chunk_bytes(const struct chunk_pool *p, const struct chunk_class *k)
+{
+    return offsetof(struct chunk, data) + (k == &p->big ? CHUNK_SIZE : CHUNK_SMALL);
+}
+
+/* Takes the first chunk off the free list of k (which is not empty); n is
+ * the chunk's size. */
+static struct chunk *pop_free(struct chunk_class *k, size_t n)
+{
+    struct chunk *c = k->free;
+    GR_UNPOISON(c, n);
+    k->free = c->next;
     return c;
 }
 
-static size_t chunk_pool_free(struct chunk_pool *p, size_t n)
+static size_t class_free(struct chunk_class *k, size_t bytes, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        free(pop_free(p));
-    p->n_free -= n;
+        free(pop_free(k, bytes));
+    k->n_free -= n;
     return n;
+}
+
+static size_t class_trim(const struct chunk_pool *p, struct chunk_class *k, size_t keep)
+{
+    size_t unused = k->n_free_low, over = k->n_free > keep ? k->n_free - keep : 0;
+    size_t freed = class_free(k, chunk_bytes(p, k), unused < over ? unused : over);
+    k->n_free_low = k->n_free;
+    return freed;
 }
 
 size_t buf_pool_trim(struct chunk_pool *p, size_t keep)
 {
-    size_t unused = p->n_free_low, over = p->n_free > keep ? p->n_free - keep : 0;
-    size_t freed = chunk_pool_free(p, unused < over ? unused : over);
-    p->n_free_low = p->n_free;
-    return freed;
+    return class_trim(p, &p->big, keep) + class_trim(p, &p->small, keep);
 }
 
-void buf_pool_destroy(struct chunk_pool *p) { chunk_pool_free(p, p->n_free); }
-
-static struct chunk *chunk_get(struct chunk_pool *p)
+void buf_pool_mark_unused(struct chunk_pool *p)
 {
+    p->big.n_free_low = p->big.n_free;
+    p->small.n_free_low = p->small.n_free;
+}
+
+uint64_t buf_pool_bytes(const struct chunk_pool *p)
+{
+    return (uint64_t)(p->big.n_out + p->big.n_free) * chunk_bytes(p, &p->big) +
+           (uint64_t)(p->small.n_out + p->small.n_free) * chunk_bytes(p, &p->small);
+}
+
+void buf_pool_destroy(struct chunk_pool *p)
+{
+    class_free(&p->big, chunk_bytes(p, &p->big), p->big.n_free);
+    class_free(&p->small, chunk_bytes(p, &p->small), p->small.n_free);
+}
+
+/* A chunk of cap bytes (CHUNK_SIZE or CHUNK_SMALL), or NULL. */
+static struct chunk *chunk_get(struct chunk_pool *p, uint32_t cap)
+{
+    struct chunk_class *k = cap == CHUNK_SIZE ? &p->big : &p->small;
+    size_t bytes = offsetof(struct chunk, data) + cap;
     struct chunk *c;
-    if (p->free != NULL) {
-        c = pop_free(p);
-        if (--p->n_free < p->n_free_low)
-            p->n_free_low = p->n_free;
+    if (k->free != NULL) {
+        c = pop_free(k, bytes);
+        if (--k->n_free < k->n_free_low)
+            k->n_free_low = k->n_free;
     } else {
-        c = malloc(sizeof(*c));
+        c = malloc(bytes);
         if (c == NULL)
             return NULL;
     }
     c->next = NULL;
     c->start = c->end = 0;
-    p->n_out++;
+    c->cap = cap;
+    k->n_out++;
     return c;
 }
 
 static void chunk_put(struct chunk_pool *p, struct chunk *c)
 {
-    p->n_out--;
-    if (p->n_free >= p->max_free) {
+    struct chunk_class *k = c->cap == CHUNK_SIZE ? &p->big : &p->small;
+    size_t bytes = offsetof(struct chunk, data) + c->cap;
+    k->n_out--;
+    if (k->n_free >= k->max_free) {
         free(c);
         return;
     }
-    c->next = p->free;
-    p->free = c;
-    p->n_free++;
-    GR_POISON(c, sizeof(*c));
+    c->next = k->free;
+    k->free = c;
+    k->n_free++;
+    GR_POISON(c, bytes);
 }
 
 int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t len)
 {
     while (len > 0) {
         struct chunk *t = b->tail;
-        if (t == NULL || t->end == CHUNK_SIZE) {
-            t = chunk_get(p);
+        if (t == NULL || t->end == t->cap) {
+            /* Small only as a queue's first chunk: a queue that grows past
+             * it goes on in big chunks. */
+            t = chunk_get(p, t == NULL && len <= CHUNK_SMALL ? (uint32_t)CHUNK_SMALL : CHUNK_SIZE);
             if (t == NULL)
                 return GR_ERR_NOMEM;
             if (b->tail != NULL)
@@ -90,7 +135,7 @@ int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t 
                 b->head = t;
             b->tail = t;
         }
-        size_t n = CHUNK_SIZE - t->end;
+        size_t n = t->cap - t->end;
         if (n > len)
             n = len;
         memcpy(t->data + t->end, data, n);

@@ -24,15 +24,7 @@ struct hdr {
     size_t size;  /* usable bytes */
 };
 
-static size_t class_size(unsigned c) { return (size_t)32 << c; }
-
-static unsigned class_of(size_t size)
-{
-    unsigned c = 0;
-    while (c < MEM_CLASSES && class_size(c) < size)
-        c++;
-    return c;
-}
+static size_t class_size(unsigned c) { return mem_class_size(c); }
 
 /* Frees a block taken off a free list of class c. */
 static void release(struct mem_pool *p, struct hdr *h, unsigned c)
@@ -54,7 +46,7 @@ static struct hdr *pop_free(struct mem_pool *p, unsigned c)
 static void *pool_malloc(size_t size, void *ud)
 {
     struct mem_pool *p = ud;
-    unsigned c = class_of(size);
+    unsigned c = mem_class(size);
     struct hdr *h;
     if (c < MEM_CLASSES && p->free[c] != NULL) {
         h = pop_free(p, c);

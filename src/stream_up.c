@@ -84,14 +84,12 @@ static bool send_resp_headers(struct stream *s, bool end_stream)
 {
     char text[4];
     grpc_http_status_text(s->resp_status, text);
-    size_t n;
-    char *status = s->resp_status == 200 ? (char *)"200" : arena_strndup(&s->arena, text, 3);
-    nghttp2_nv *nva = status ? stream_resp_nv(s, status, &s->resp_hdrs, false, &n) : NULL;
-    if (nva == NULL) {
+    int rc = stream_respond(s, text, &s->resp_hdrs, false, end_stream);
+    if (rc == GR_ERR_NOMEM) {
         (void)stream_fail(s, GRPC_INTERNAL, "grelay is out of memory");
         return false;
     }
-    if (s->down->ops->respond(s->down, s, nva, n, end_stream) != GR_OK) {
+    if (rc != GR_OK) {
         log_debug("stream %d: cannot send the response headers", s->id);
         return stream_abort(s);
     }

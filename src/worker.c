@@ -245,9 +245,8 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 
 uint64_t worker_heap(const struct worker *w)
 {
-    size_t chunks = w->chunks.n_out + w->chunks.n_free;
     size_t streams = w->n_streams + w->streams.n;
-    return (uint64_t)chunks * sizeof(struct chunk) + w->h2mem.bytes + (uint64_t)streams * w->streams.size;
+    return buf_pool_bytes(&w->chunks) + w->h2mem.bytes + (uint64_t)streams * w->streams.size;
 }
 
 uint64_t worker_heap_total(void)
@@ -304,7 +303,7 @@ void worker_housekeep(struct worker *w)
     /* What a burst left in the free lists goes back: what no call took
      * since the last pass, or, when quiet, all of it. */
     if (quiet)
-        w->chunks.n_free_low = w->chunks.n_free;
+        buf_pool_mark_unused(&w->chunks);
     size_t freed = buf_pool_trim(&w->chunks, KEEP_FREE_CHUNKS) + worker_cache_trim(&w->streams, quiet);
     /* Give the freed memory back to the system, not just to free lists.
      * malloc_trim walks the whole heap under every arena's lock (tens of ms

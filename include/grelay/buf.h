@@ -1,4 +1,9 @@
-/* Payload buffers: queues of fixed-size chunks drawn from a per-worker pool.
+/* Payload buffers: queues of chunks drawn from a per-worker pool, in two
+ * classes: a small chunk (CHUNK_SMALL bytes) for a queue's first append
+ * when it is small, a big one (CHUNK_SIZE) otherwise. So a queue holding
+ * one short gRPC message costs a 256-byte block, not 16 KiB (issue 16:
+ * 10,000 calls opening at once each queued a 105-byte message), and a
+ * large transfer still moves in 16 KiB chunks with one copy per byte.
  * The number of bytes a stream may queue is its buffer limit; the chunks
  * return to the pool as soon as they are drained. */
 #ifndef GRELAY_BUF_H
@@ -8,22 +13,32 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define CHUNK_SIZE (16 * 1024)
+#define CHUNK_SIZE (16 * 1024) /* bytes of a big chunk */
+/* Bytes of a small chunk: header and data make 248 bytes, a 256-byte
+ * block of glibc's malloc (its 8-byte size word included). */
+#define CHUNK_SMALL (248 - offsetof(struct chunk, data))
 
 struct chunk {
-    struct chunk *next;       /* next chunk in a buffer or in the free list */
-    uint32_t start;           /* first unread byte */
-    uint32_t end;             /* one past the last written byte */
-    uint8_t data[CHUNK_SIZE]; /* the bytes: [start, end) are queued */
+    struct chunk *next; /* next chunk in a buffer or in the free list */
+    uint32_t start;     /* first unread byte */
+    uint32_t end;       /* one past the last written byte */
+    uint32_t cap;       /* bytes at data: CHUNK_SIZE or CHUNK_SMALL */
+    uint8_t data[];     /* the bytes: [start, end) are queued */
 };
 
-/* Free chunks of one worker; not shared between threads. */
-struct chunk_pool {
+/* Free chunks of one size; not shared between threads. */
+struct chunk_class {
     struct chunk *free; /* free list */
     size_t n_free;      /* chunks on the free list */
     size_t n_free_low;  /* fewest on the free list since the last trim */
     size_t max_free;    /* beyond this, released chunks go back to malloc */
     size_t n_out;       /* chunks handed out and not yet returned */
+};
+
+/* The free chunks of one worker, big and small. */
+struct chunk_pool {
+    struct chunk_class big;   /* CHUNK_SIZE chunks */
+    struct chunk_class small; /* CHUNK_SMALL chunks */
 };
 
 /* A FIFO of bytes. */
@@ -33,12 +48,18 @@ struct buf {
     size_t len;         /* bytes queued */
 };
 
+/* At most max_free big chunks wait on the free list, and 16 times as many
+ * small ones (a quarter of the bytes). */
 void buf_pool_init(struct chunk_pool *p, size_t max_free);
 void buf_pool_destroy(struct chunk_pool *p);
 /* Frees the free chunks that no one took since the last trim, keeping at
- * least keep; returns how many were freed. Chunks a steady load cycles
- * through stay (freeing them would only fault them in again). */
+ * least keep of each class; returns how many were freed. Chunks a steady
+ * load cycles through stay (freeing them would only fault them in again). */
 size_t buf_pool_trim(struct chunk_pool *p, size_t keep);
+/* The next trim frees every free chunk beyond keep (the worker is quiet). */
+void buf_pool_mark_unused(struct chunk_pool *p);
+/* Bytes of chunks taken from malloc: handed out or on the free lists. */
+uint64_t buf_pool_bytes(const struct chunk_pool *p);
 
 static inline void buf_init(struct buf *b)
 {

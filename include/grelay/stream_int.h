@@ -28,8 +28,10 @@ extern const struct upstream_events stream_upstream_events;
 void stream_set_resp(struct stream *s, enum stream_resp to);
 void stream_set_att(struct stream *s, enum stream_attempt to);
 
-/* Response headers for the client, in this call's shape (gRPC-Web, CORS). */
-nghttp2_nv *stream_resp_nv(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, size_t *n);
+/* Sends the response headers l (with :status, and content-type if add_ct)
+ * to the client, in this call's shape (gRPC-Web, CORS). GR_OK,
+ * GR_ERR_NOMEM when they could not be built, or the downstream's error. */
+int stream_respond(struct stream *s, const char *status, const struct hdr_list *l, bool add_ct, bool end_stream);
 /* l as nghttp2 trailers, with the contract of h2_common_data_result. */
 nghttp2_nv *stream_trailers_nv_of(struct stream *s, const struct hdr_list *l, size_t *n);
 

@@ -29,7 +29,9 @@ static void buf_keeps_order_across_chunks(void **state)
         off += n;
     }
     assert_int_equal(b.len, sizeof(in));
-    assert_int_equal(p.n_out, (sizeof(in) + CHUNK_SIZE - 1) / CHUNK_SIZE);
+    /* The first append (1 byte) took a small chunk; the rest went on in big ones. */
+    assert_int_equal(p.small.n_out, 1);
+    assert_int_equal(p.big.n_out, (sizeof(in) - CHUNK_SMALL + CHUNK_SIZE - 1) / CHUNK_SIZE);
     struct iovec iov[16];
     int cnt = buf_peek_iov(&b, iov, 16);
     size_t total = 0;
@@ -44,8 +46,9 @@ static void buf_keeps_order_across_chunks(void **state)
     }
     assert_memory_equal(in, out, sizeof(in));
     assert_int_equal(b.len, 0);
-    assert_int_equal(p.n_out, 0);
-    assert_int_equal(p.n_free, 2); /* the rest went back to malloc */
+    assert_int_equal(p.big.n_out + p.small.n_out, 0);
+    assert_int_equal(p.big.n_free, 2); /* the rest went back to malloc */
+    assert_int_equal(p.small.n_free, 1);
     assert_int_equal(buf_read(&b, &p, out, 10), 0);
     buf_pool_destroy(&p);
 }
@@ -64,7 +67,7 @@ static void buf_clear_returns_chunks(void **state)
     buf_clear(&b, &p);
     assert_int_equal(b.len, 0);
     assert_null(b.head);
-    assert_int_equal(p.n_out, 0);
+    assert_int_equal(p.big.n_out, 0);
     buf_pool_destroy(&p);
 }
 
@@ -147,34 +150,101 @@ static void free_chunks_are_poisoned(void **state)
     assert_int_equal(buf_append(&b, &p, in, sizeof(in)), 0);
     struct chunk *first = b.head;
     buf_drain(&b, &p, CHUNK_SIZE);
-    assert_int_equal(p.n_free, 1);
-    assert_ptr_equal(p.free, first);
+    assert_int_equal(p.big.n_free, 1);
+    assert_ptr_equal(p.big.free, first);
 #if defined(GR_ASAN)
     assert_true(__asan_address_is_poisoned(&first->next));
     assert_true(__asan_address_is_poisoned(&first->data[0]));
     assert_true(__asan_address_is_poisoned(&first->data[CHUNK_SIZE - 1]));
 #endif
     buf_clear(&b, &p);
-    assert_int_equal(p.n_free, 2);
-    assert_int_equal(buf_append(&b, &p, in, 1), 0);
-    assert_int_equal(p.n_free, 1); /* it came off the list */
+    assert_int_equal(p.big.n_free, 2);
+    assert_int_equal(buf_append(&b, &p, in, CHUNK_SMALL + 1), 0); /* too much for a small chunk */
+    assert_int_equal(p.big.n_free, 1);                            /* it came off the list */
 #if defined(GR_ASAN)
     assert_false(__asan_address_is_poisoned(&b.head->data[CHUNK_SIZE - 1]));
 #endif
     b.head->data[CHUNK_SIZE - 1] = 7; /* the whole chunk is usable again */
     buf_clear(&b, &p);
-    assert_int_equal(buf_pool_trim(&p, 0), 0); /* both were taken since the last trim */
-    assert_int_equal(buf_pool_trim(&p, 0), 2);
-    assert_int_equal(p.n_free, 0);
+    /* A small chunk, the same: poisoned on the list, whole again when taken. */
+    assert_int_equal(buf_append(&b, &p, in, 1), 0);
+    struct chunk *small = b.head;
+    assert_int_equal(small->cap, CHUNK_SMALL);
+    buf_clear(&b, &p);
+    assert_ptr_equal(p.small.free, small);
+#if defined(GR_ASAN)
+    assert_true(__asan_address_is_poisoned(&small->next));
+    assert_true(__asan_address_is_poisoned(&small->data[CHUNK_SMALL - 1]));
+#endif
+    assert_int_equal(buf_append(&b, &p, in, CHUNK_SMALL), 0);
+    assert_ptr_equal(b.head, small);
+    b.head->data[CHUNK_SMALL - 1] = 7;
+    buf_clear(&b, &p);
+    assert_int_equal(buf_pool_trim(&p, 0), 0); /* all three were taken since the last trim */
+    assert_int_equal(buf_pool_trim(&p, 0), 3);
+    assert_int_equal(p.big.n_free + p.small.n_free, 0);
+    buf_pool_destroy(&p);
+}
+
+/* Issue 16: a queue's first append, when small, takes a 248-byte chunk, not
+ * 16 KiB; a queue that grows goes on in big chunks, each byte copied once;
+ * a large append to an empty queue goes straight to big chunks. */
+static void small_appends_take_small_chunks(void **state)
+{
+    (void)state;
+    struct chunk_pool p;
+    buf_pool_init(&p, 4);
+    struct buf q[100];
+    static uint8_t in[2 * CHUNK_SIZE], out[2 * CHUNK_SIZE];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)(i * 13 + 1);
+    for (int i = 0; i < 100; i++) {
+        buf_init(&q[i]);
+        assert_int_equal(buf_append(&q[i], &p, in, 105), 0); /* a 100-byte gRPC message */
+    }
+    assert_int_equal(p.small.n_out, 100);
+    assert_int_equal(p.big.n_out, 0);
+    assert_int_equal(buf_pool_bytes(&p), 100 * 248); /* a 16 KiB chunk each before: 1.6 MB */
+    /* One queue grows: the small chunk fills, then a big one follows. */
+    assert_int_equal(buf_append(&q[0], &p, in + 105, CHUNK_SIZE), 0);
+    assert_int_equal(q[0].head->end, CHUNK_SMALL);
+    assert_int_equal(p.big.n_out, 1);
+    assert_int_equal(buf_read(&q[0], &p, out, sizeof(out)), 105 + CHUNK_SIZE);
+    assert_memory_equal(out, in, 105 + CHUNK_SIZE);
+    /* A whole 16 KiB message to an empty queue: one big chunk, one iovec. */
+    assert_int_equal(buf_append(&q[0], &p, in, CHUNK_SIZE), 0);
+    struct iovec iov[4];
+    assert_int_equal(buf_peek_iov(&q[0], iov, 4), 1);
+    assert_int_equal(iov[0].iov_len, CHUNK_SIZE);
+    assert_int_equal(q[0].head->cap, CHUNK_SIZE);
+    buf_clear(&q[0], &p);
+    /* Exactly CHUNK_SMALL bytes fit a small one; the next byte takes a big one. */
+    assert_int_equal(buf_append(&q[0], &p, in, CHUNK_SMALL), 0);
+    assert_int_equal(buf_append(&q[0], &p, in + CHUNK_SMALL, 1), 0);
+    assert_int_equal(q[0].head->cap, CHUNK_SMALL);
+    assert_int_equal(q[0].tail->cap, CHUNK_SIZE);
+    assert_int_equal(buf_copy_at(&q[0], CHUNK_SMALL - 2, out, 3), 3);
+    assert_memory_equal(out, in + CHUNK_SMALL - 2, 3);
+    for (int i = 0; i < 100; i++)
+        buf_clear(&q[i], &p);
+    assert_int_equal(p.small.n_out + p.big.n_out, 0);
+    assert_int_equal(p.small.n_free, 64); /* 16 per big one kept free */
+    buf_pool_mark_unused(&p);
+    assert_int_equal(buf_pool_trim(&p, 2), 62); /* the big one is within keep */
+    assert_int_equal(buf_pool_bytes(&p), 2 * 248 + offsetof(struct chunk, data) + CHUNK_SIZE);
     buf_pool_destroy(&p);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(buf_keeps_order_across_chunks), cmocka_unit_test(buf_clear_returns_chunks),
-        cmocka_unit_test(free_chunks_are_poisoned),      cmocka_unit_test(arena_aligns_and_handles_big_requests),
-        cmocka_unit_test(header_list_and_hop_by_hop),    cmocka_unit_test(arena_free_keeps_the_first_block_for_reuse),
+        cmocka_unit_test(buf_keeps_order_across_chunks),
+        cmocka_unit_test(buf_clear_returns_chunks),
+        cmocka_unit_test(free_chunks_are_poisoned),
+        cmocka_unit_test(small_appends_take_small_chunks),
+        cmocka_unit_test(arena_aligns_and_handles_big_requests),
+        cmocka_unit_test(header_list_and_hop_by_hop),
+        cmocka_unit_test(arena_free_keeps_the_first_block_for_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
