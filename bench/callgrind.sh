@@ -9,7 +9,8 @@
 # bench/bench.py). Per call = (Ir(40000) - Ir(20000)) / 20000, so start-up,
 # shutdown and the first connections cancel out.
 #
-#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx] [--keep]
+#   bench/callgrind.sh [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx]
+#                      [--size BYTES] [--calls N1,N2] [--keep]
 #
 #   --build DIR       Release build with grelay and echo_backend (default build-rel):
 #                       cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DGRELAY_TESTS=OFF
@@ -22,6 +23,8 @@
 #   --proxy nghttpx   count nghttpx instead of grelay, started as bench.py starts it
 #                     (one worker, the fair windows, no access log); its worker
 #                     process is traced too and the counts of both are added
+#   --size BYTES      the message (default 100; 16384 for the 16 KiB scenarios)
+#   --calls N1,N2     the two runs' calls (default 20000,40000)
 #   --keep            keep the temporary directory (callgrind.out.* files for
 #                     callgrind_annotate or bench/callgrind_split.py, configs, logs)
 #                     and print its path
@@ -39,6 +42,7 @@ keep=0
 alog=""
 gobackend=""
 proxy=grelay
+size=100
 N1=20000
 N2=40000
 while [ $# -gt 0 ]; do
@@ -49,8 +53,10 @@ while [ $# -gt 0 ]; do
     --access-log) alog=1; shift ;;
     --go-backend) gobackend=${2:?--go-backend needs a binary}; shift 2 ;;
     --proxy) proxy=${2:?--proxy needs grelay or nghttpx}; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx] [--keep]" >&2; exit 2 ;;
+    --size) size=${2:?--size needs a number of bytes}; shift 2 ;;
+    --calls) IFS=, read -r N1 N2 <<<"${2:?--calls needs N1,N2}"; shift 2 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--build DIR] [--scenarios 4x16,16x64] [--access-log] [--go-backend BIN] [--proxy nghttpx] [--size BYTES] [--calls N1,N2] [--keep]" >&2; exit 2 ;;
   esac
 done
 
@@ -105,8 +111,8 @@ free_port() {
 }
 
 # The gRPC-framed 100-byte body of bench.py: flag 0, length 100, 100 x 'x'.
-body=$tmp/body-100
-python3 -c 'import sys; sys.stdout.buffer.write(b"\x00" + (100).to_bytes(4, "big") + b"x" * 100)' >"$body"
+body=$tmp/body-$size
+python3 -c 'import sys; n = int(sys.argv[1]); sys.stdout.buffer.write(b"\x00" + n.to_bytes(4, "big") + b"x" * n)' "$size" >"$body"
 
 # wait_port PORT PID SECONDS: until a connection to 127.0.0.1:PORT succeeds,
 # like bench.py's wait_port. Refused attempts cost the proxy nothing, so every

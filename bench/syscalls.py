@@ -10,6 +10,9 @@ by the calls h2load completed (CPU under tracing is somewhat inflated by it).
 
 Usage: syscalls.py --grelay BIN (--c-backend BIN | --go-backend BIN) [--backend c|go]
                    [--only grelay,nghttpx,haproxy] [--calls N] [--runs R]
+                   [--size BYTES] [--scenario CxM]
+(--size: the message, 100 by default; --scenario: h2load's connections x
+streams, 4x16 by default.)
 Prints a Markdown table.
 """
 import argparse
@@ -79,19 +82,23 @@ def main():
     ap.add_argument("--only", default="grelay,nghttpx,haproxy")
     ap.add_argument("--calls", type=int, default=200000)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--scenario", default="4x16")
     args = ap.parse_args()
+    conns, streams = (int(x) for x in args.scenario.split("x"))
     targets = [(n, f) for n, f in bench.TARGETS if n in args.only.split(",")]
     backend, bport = bench.start_backend(args, args.backend)
-    body = bench._write_bytes("body-100", b"\x00\x00\x00\x00\x64" + b"x" * 100)
+    body = bench._write_bytes("body-%d" % args.size, b"\x00" + args.size.to_bytes(4, "big") + b"x" * args.size)
     rows = {}
     try:
         for _ in range(args.runs):
             for name, start in targets:  # alternating, as bench.py does
-                rows.setdefault(name, []).append(count(args, name, start, bport, body))
+                rows.setdefault(name, []).append(count(args, name, start, bport, body, conns, streams))
                 print(name, " ".join("%s=%.3f" % (e.split(":")[-1].replace("sys_enter_", ""), v)
                                      for e, v in sorted(rows[name][-1].items())), file=sys.stderr, flush=True)
     finally:
         stop(backend)
+    print("%s, %d B messages, %d calls a run" % (args.scenario, args.size, args.calls))
     print("| target (%s backend) | syscalls per call | packets sent per call | CPU-us per call, user + system | "
           "of which (syscalls per call, mean of %d runs) |" % (args.backend, args.runs))
     print("| --- | --- | --- | --- | --- |")

@@ -89,7 +89,7 @@ static bool value_ok(const uint8_t *p, size_t n)
         uint32_t a, b; /* the first and the last four bytes, overlapping */
         memcpy(&a, p, 4);
         memcpy(&b, p + n - 4, 4);
-        alarm |= ctl_bytes(a);
+        alarm |= ctl_bytes((uint64_t)a | (uint64_t)b << 32);
     } else {
         for (; i < n; i++)
             alarm |= (uint64_t)((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f);

@@ -116,14 +116,20 @@ static void charge_reset(struct dconn *d, struct stream *s)
 }
 
 /* A malformed request (h2_check.h): the stream is reset with
- * PROTOCOL_ERROR and charged, as nghttp2's HTTP messaging resets and
- * charges it; nothing more of it reaches the call. */
-static void malformed(struct dconn *d, struct stream *s, int32_t stream_id, const char *why)
+ * PROTOCOL_ERROR, as nghttp2's HTTP messaging resets it; nothing more of it
+ * reaches the call, and a call of this read does not start. A fault in a
+ * header block (charge) is charged now, as nghttp2 charged it (through
+ * on_invalid_frame_recv); one in DATA when its reset is sent (on_frame_send),
+ * as nghttp2's were: a stream nghttp2 already resets for another reason
+ * gets no second reset, and so no charge without one. */
+static void malformed(struct dconn *d, struct stream *s, int32_t stream_id, const char *why, bool charge)
 {
     log_debug("client: stream %d: malformed request (%s): reset with PROTOCOL_ERROR", stream_id, why);
     s->h2req.bad = true;
+    s->start_due = false;
     nghttp2_submit_rst_stream(d->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_PROTOCOL_ERROR);
-    charge_reset(d, s);
+    if (charge)
+        charge_reset(d, s);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -139,7 +145,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     const char *why = NULL;
     if (h2_check_req_field(&s->h2req, frame->headers.cat != NGHTTP2_HCAT_REQUEST, name, namelen, value, valuelen,
                            &why) != H2_CHECK_OK) {
-        malformed(d, s, frame->hd.stream_id, why);
+        malformed(d, s, frame->hd.stream_id, why, true);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the rest of the block is decoded, not handed to us */
     }
     int rc = request_on_header(s, name, namelen, value, valuelen);
@@ -209,7 +215,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     const char *why = NULL;
     if (frame->hd.type == NGHTTP2_HEADERS ? h2_check_req_block(&s->h2req, !head, end, &why) != H2_CHECK_OK
                                           : end && h2_check_req_end(&s->h2req, &why) != H2_CHECK_OK) {
-        malformed(d, s, frame->hd.stream_id, why);
+        malformed(d, s, frame->hd.stream_id, why, frame->hd.type == NGHTTP2_HEADERS);
         return 0;
     }
     if (head) {
@@ -232,7 +238,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
     const char *why = NULL;
     if (s == NULL || s->h2req.bad || h2_check_req_data(&s->h2req, len, &why) != H2_CHECK_OK) {
         if (why != NULL)
-            malformed(user_data, s, stream_id, why);
+            malformed(user_data, s, stream_id, why, false);
         nghttp2_session_consume(session, stream_id, len);
         return 0;
     }
