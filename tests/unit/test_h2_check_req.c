@@ -38,6 +38,7 @@ struct req {
     struct field trailers[MAX_FIELDS];
     size_t n_trailers;
     bool trailers_end; /* the trailers carry END_STREAM (else, when there are none, the last frame does) */
+    bool open;         /* no trailers and no END_STREAM at all: the body has not ended */
     const char *what;  /* the case, for a failure's message */
 };
 
@@ -150,7 +151,10 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static bool ends_on_head(const struct req *r) { return r->n_data == 0 && r->n_trailers == 0; }
+static bool ends_on_head(const struct req *r) { return !r->open && r->n_data == 0 && r->n_trailers == 0; }
+
+/* DATA frame i carries END_STREAM. */
+static bool data_ends(const struct req *r, size_t i) { return !r->open && i + 1 == r->n_data && r->n_trailers == 0; }
 
 /* nghttp2's verdict: true when it reset the stream. */
 static bool reference_rejects(const struct req *r)
@@ -161,7 +165,7 @@ static bool reference_rejects(const struct req *r)
     frame_head(&w, 0, NGHTTP2_SETTINGS, 0, 0);
     headers_frame(&w, r->head, r->n_head, ends_on_head(r));
     for (size_t i = 0; i < r->n_data; i++) {
-        bool end = i + 1 == r->n_data && r->n_trailers == 0;
+        bool end = data_ends(r, i);
         frame_head(&w, r->data[i], NGHTTP2_DATA, end ? NGHTTP2_FLAG_END_STREAM : 0, 1);
         put(&w, data, r->data[i]);
     }
@@ -209,7 +213,7 @@ static bool grelay_rejects(const struct req *r)
     for (size_t i = 0; i < r->n_data; i++) {
         if (h2_check_req_data(&c, r->data[i], &why) != H2_CHECK_OK)
             return true;
-        if (i + 1 == r->n_data && r->n_trailers == 0 && h2_check_req_end(&c, &why) != H2_CHECK_OK)
+        if (data_ends(r, i) && h2_check_req_end(&c, &why) != H2_CHECK_OK)
             return true;
     }
     if (r->n_trailers > 0)
@@ -283,6 +287,15 @@ static void each_byte_everywhere(void **state)
             memcpy(buf, "abc", 3);
             buf[at] = ch;
             set_field(&r.head[r.n_head++], "x-v", 3, buf, 3);
+            check(&r, -1);
+        }
+        /* In content-type's value (it has a fast path). */
+        for (int at = 0; at < 3; at++) {
+            base(&r, what);
+            snprintf(what, sizeof(what), "byte %u at %d in content-type", b, at);
+            memcpy(buf, "application/grpc", 16);
+            buf[at == 0 ? 0 : at == 1 ? 11 : 15] = ch;
+            set_field(&r.head[4], "content-type", 12, buf, 16);
             check(&r, -1);
         }
         /* In each pseudo header's value, and in host. */
@@ -521,6 +534,23 @@ static void content_length_against_data(void **state)
             r.trailers_end = true;
         }
         check(&r, cases[i].expect);
+    }
+    static const struct {
+        const char *cl;
+        size_t data[MAX_DATA];
+        size_t n;
+        int expect;
+    } open_cases[] = {{"5", {6}, 1, 1}, {"5", {3, 3}, 2, 1}, {"5", {5}, 1, 0}, {"5", {4}, 1, 0}, {"0", {1}, 1, 1}};
+    for (size_t i = 0; i < sizeof(open_cases) / sizeof(open_cases[0]); i++) {
+        struct req r;
+        char what[64];
+        base(&r, what);
+        snprintf(what, sizeof(what), "content-length %s, %zu DATA, no END_STREAM", open_cases[i].cl, open_cases[i].n);
+        add(r.head, &r.n_head, "content-length", open_cases[i].cl);
+        memcpy(r.data, open_cases[i].data, sizeof(r.data));
+        r.n_data = open_cases[i].n;
+        r.open = true;
+        check(&r, open_cases[i].expect);
     }
     struct req r;
     base(&r, "two content-lengths");
