@@ -3,7 +3,7 @@
  * 1.52 itself (tests/h2ref/h2_ref.c: the request as real frames to a
  * server session with messaging on). Any request on which the two differ
  * aborts. Input: a shape byte (bits 0-2 the DATA frames, at most 4; bit 3
- * END_STREAM on the trailers), one length byte per DATA frame (x 64
+ * END_STREAM on the trailers; bit 4: no END_STREAM at all), one length byte per DATA frame (x 64
  * bytes), then fields: a kind byte (bits 0-3 a name of the table below,
  * or 13-15 a name of the input's bytes; bit 4 in the trailers), a length
  * byte and that many bytes of value (a name of the input's bytes first
@@ -86,6 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r.n_data > H2_REF_MAX_DATA)
         r.n_data = H2_REF_MAX_DATA;
     r.trailers_end = shape & 8;
+    r.open = shape & 16;
     for (size_t i = 0; i < r.n_data; i++)
         r.data[i] = take(&in, &len) ? (size_t)len * 64 : 0;
     while (one_field(&in, &r)) {

@@ -83,7 +83,13 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
-static bool ends_on_head(const struct h2_ref_req *r) { return r->n_data == 0 && r->n_trailers == 0; }
+static bool ends_on_head(const struct h2_ref_req *r) { return !r->open && r->n_data == 0 && r->n_trailers == 0; }
+
+/* DATA frame i carries END_STREAM. */
+static bool data_ends(const struct h2_ref_req *r, size_t i)
+{
+    return !r->open && i + 1 == r->n_data && r->n_trailers == 0;
+}
 
 /* The frames of r after the client preface and an empty SETTINGS. */
 static void request_frames(struct wire *w, const struct h2_ref_req *r)
@@ -93,7 +99,7 @@ static void request_frames(struct wire *w, const struct h2_ref_req *r)
     frame_head(w, 0, NGHTTP2_SETTINGS, 0, 0);
     headers_frame(w, r->head, r->n_head, ends_on_head(r));
     for (size_t i = 0; i < r->n_data; i++) {
-        bool end = i + 1 == r->n_data && r->n_trailers == 0;
+        bool end = data_ends(r, i);
         size_t n = r->data[i] < sizeof(data) ? r->data[i] : sizeof(data);
         frame_head(w, n, NGHTTP2_DATA, end ? NGHTTP2_FLAG_END_STREAM : 0, 1);
         put(w, data, n);
@@ -153,7 +159,7 @@ bool h2_ref_grelay_rejects(const struct h2_ref_req *r)
     for (size_t i = 0; i < r->n_data; i++) {
         if (h2_check_req_data(&c, r->data[i], &why) != H2_CHECK_OK)
             return true;
-        if (i + 1 == r->n_data && r->n_trailers == 0 && h2_check_req_end(&c, &why) != H2_CHECK_OK)
+        if (data_ends(r, i) && h2_check_req_end(&c, &why) != H2_CHECK_OK)
             return true;
     }
     if (r->n_trailers > 0)

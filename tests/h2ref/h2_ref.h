@@ -31,6 +31,7 @@ struct h2_ref_req {
     struct h2_ref_field trailers[H2_REF_MAX_FIELDS];
     size_t n_trailers;
     bool trailers_end; /* the trailers carry END_STREAM (else, when there are none, the last frame does) */
+    bool open;         /* no trailers and no END_STREAM at all: the body has not ended */
     const char *what;  /* the case, for a failure's message */
 };
 

@@ -126,6 +126,15 @@ static void each_byte_everywhere(void **state)
             set_field(&r.head[r.n_head++], "x-v", 3, buf, 3);
             check(&r, -1);
         }
+        /* In content-type's value (it has a fast path). */
+        for (int at = 0; at < 3; at++) {
+            base(&r, what);
+            snprintf(what, sizeof(what), "byte %u at %d in content-type", b, at);
+            memcpy(buf, "application/grpc", 16);
+            buf[at == 0 ? 0 : at == 1 ? 11 : 15] = ch;
+            set_field(&r.head[4], "content-type", 12, buf, 16);
+            check(&r, -1);
+        }
         /* In each pseudo header's value, and in host. */
         for (size_t p = 0; p < 4; p++) {
             for (int at = 0; at < 2; at++) {
@@ -362,6 +371,23 @@ static void content_length_against_data(void **state)
             r.trailers_end = true;
         }
         check(&r, cases[i].expect);
+    }
+    static const struct {
+        const char *cl;
+        size_t data[MAX_DATA];
+        size_t n;
+        int expect;
+    } open_cases[] = {{"5", {6}, 1, 1}, {"5", {3, 3}, 2, 1}, {"5", {5}, 1, 0}, {"5", {4}, 1, 0}, {"0", {1}, 1, 1}};
+    for (size_t i = 0; i < sizeof(open_cases) / sizeof(open_cases[0]); i++) {
+        struct h2_ref_req r;
+        char what[64];
+        base(&r, what);
+        snprintf(what, sizeof(what), "content-length %s, %zu DATA, no END_STREAM", open_cases[i].cl, open_cases[i].n);
+        add(r.head, &r.n_head, "content-length", open_cases[i].cl);
+        memcpy(r.data, open_cases[i].data, sizeof(r.data));
+        r.n_data = open_cases[i].n;
+        r.open = true;
+        check(&r, open_cases[i].expect);
     }
     struct h2_ref_req r;
     base(&r, "two content-lengths");
