@@ -1,12 +1,13 @@
 /* The access log's buffers and writer thread (access_log.h).
  *
- * Each worker has a shard: a ring of ACCESS_LOG_RING bytes with one
- * producer (the worker, at head) and one consumer (the writer thread, at
- * tail), both plain C11 atomics: the worker never takes a lock, never
- * waits and makes no syscall but, when its ring passes half full, one
- * eventfd write that wakes the writer early (and may fail: the writer
- * wakes every ACCESS_LOG_PERIOD_MS anyway). A line that finds no room is
- * dropped and counted.
+ * Each worker has a shard: a ring of access_log.buffer bytes (fixed when
+ * the shard is made, so at start: a reload that changes it says it waits
+ * for a restart) with one producer (the worker, at head) and one consumer
+ * (the writer thread, at tail), both plain C11 atomics: the worker never
+ * takes a lock, never waits and makes no syscall but, when its ring
+ * passes a quarter full, one eventfd write that wakes the writer early
+ * (and may fail: the writer wakes every ACCESS_LOG_PERIOD_MS anyway). A
+ * line that finds no room is dropped and counted.
  *
  * The writer thread owns the file. A pass: the registry (under a mutex
  * the workers never take) gives the shards and their heads; then the
@@ -46,7 +47,8 @@ struct access_log_shard {
     uint32_t worker_id;                 /* whose it is (messages) */
     size_t slot;                        /* its index in the registry */
     bool dead;                          /* access_log_shard_free was called; the writer frees it (under g.lock) */
-    char *ring;                         /* ACCESS_LOG_RING bytes, offset = position % ACCESS_LOG_RING */
+    size_t size;                        /* bytes of ring (access_log.buffer when the shard was made) */
+    char *ring;                         /* size bytes, offset = position % size */
 };
 
 /* The process's access log. */
@@ -63,6 +65,7 @@ static struct {
     _Atomic bool reopen;                                   /* SIGUSR1: reopen the file at the next pass */
     _Atomic bool stop;                                     /* access_log_stop: a last pass, then exit */
     _Atomic int efd;                                       /* eventfd that wakes the writer early; -1: none */
+    size_t ring_size;                                      /* bytes of the rings made from now on (at start) */
     bool running;                                          /* the writer thread runs (under lock) */
     bool abandoned;                                        /* the writer did not stop in time: leak, never free */
     pthread_t thread;                                      /* the writer */
@@ -74,7 +77,7 @@ static struct {
     int fd;             /* where lines go; -1: nowhere (dropped) */
     char *path;         /* what SIGUSR1 reopens (owned); NULL for /dev/stdout, /dev/stderr */
     bool write_failing; /* the last write failed (said once until one succeeds) */
-} g = {.lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1, .fd = -1, .next_fd = -1};
+} g = {.lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1, .ring_size = ACCESS_LOG_BUFFER_DEFAULT, .fd = -1, .next_fd = -1};
 
 /* ---- Shards: the worker's side. ---- */
 
@@ -85,7 +88,8 @@ struct access_log_shard *access_log_shard_new(uint32_t worker_id)
         return NULL;
     memset(sh, 0, sizeof(*sh));
     sh->worker_id = worker_id;
-    sh->ring = malloc(ACCESS_LOG_RING);
+    sh->size = g.ring_size; /* main thread, as access_log_start */
+    sh->ring = malloc(sh->size);
     if (sh->ring == NULL) {
         free(sh);
         return NULL;
@@ -147,17 +151,17 @@ static void shard_push(struct access_log_shard *sh, const char *line, size_t n)
     uint64_t head = atomic_load_explicit(&sh->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_acquire);
     uint64_t used = head - tail;
-    if (n > ACCESS_LOG_RING - used) {
+    if (n > sh->size - used) {
         bump(&sh->dropped);
         return;
     }
-    size_t off = (size_t)(head % ACCESS_LOG_RING);
-    size_t first = n < ACCESS_LOG_RING - off ? n : ACCESS_LOG_RING - off;
+    size_t off = (size_t)(head % sh->size);
+    size_t first = n < sh->size - off ? n : sh->size - off;
     memcpy(sh->ring + off, line, first);
     memcpy(sh->ring, line + first, n - first);
     atomic_store_explicit(&sh->head, head + n, memory_order_release);
     bump(&sh->lines);
-    if (used < ACCESS_LOG_RING / 2 && used + n >= ACCESS_LOG_RING / 2) {
+    if (used < sh->size / 4 && used + n >= sh->size / 4) {
         int efd = atomic_load_explicit(&g.efd, memory_order_relaxed);
         uint64_t one = 1;
         if (efd >= 0 && write(efd, &one, sizeof(one)) < 0) {
@@ -278,8 +282,8 @@ static void drain_shard(struct access_log_shard *sh, uint64_t head)
     uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_relaxed);
     if (tail == head)
         return;
-    size_t off = (size_t)(tail % ACCESS_LOG_RING), n = (size_t)(head - tail);
-    size_t first = n < ACCESS_LOG_RING - off ? n : ACCESS_LOG_RING - off;
+    size_t off = (size_t)(tail % sh->size), n = (size_t)(head - tail);
+    size_t first = n < sh->size - off ? n : sh->size - off;
     struct iovec iov[2] = {{sh->ring + off, first}, {sh->ring, n - first}};
     if (g.fd < 0 || !write_all(g.fd, iov, n > first ? 2 : 1)) {
         uint64_t lost = count_lines(sh->ring + off, first) + count_lines(sh->ring, n - first);
@@ -444,8 +448,14 @@ static int start_writer(int fd, char *path, char *err, size_t errlen)
     return GR_OK;
 }
 
+static size_t ring_size_of(const struct gr_access_log_cfg *cfg)
+{
+    return cfg->buffer != 0 ? cfg->buffer : ACCESS_LOG_BUFFER_DEFAULT;
+}
+
 int access_log_start(const struct gr_access_log_cfg *cfg, char *err, size_t errlen)
 {
+    g.ring_size = ring_size_of(cfg); /* before the workers make their shards */
     return access_log_reconfigure(cfg, err, errlen);
 }
 
@@ -485,6 +495,9 @@ int access_log_reconfigure(const struct gr_access_log_cfg *cfg, char *err, size_
             hand_over(-1, NULL); /* what is buffered is dropped, counted */
         return GR_OK;
     }
+    if (ring_size_of(cfg) != g.ring_size) /* the workers' rings are theirs: made once */
+        log_warn("reload: access_log: buffer %zu waits for a restart; each worker's ring stays %zu bytes",
+                 ring_size_of(cfg), g.ring_size);
     int fd;
     char *path;
     struct access_fmt *f;

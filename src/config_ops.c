@@ -59,6 +59,8 @@ static int set_template(struct config_yaml *c, const struct config_field *f, yam
     return GR_OK;
 }
 
+static void init_access_log(void *obj) { ((struct gr_access_log_cfg *)obj)->buffer = ACCESS_LOG_BUFFER_DEFAULT; }
+
 static const struct config_field access_log_fields[] = {
     {.key = "path", .set = config_yaml_set_str, .off = OFF(struct gr_access_log_cfg, path), .flags = FL_REQUIRED},
     {.key = "format",
@@ -66,11 +68,19 @@ static const struct config_field access_log_fields[] = {
      .off = OFF(struct gr_access_log_cfg, format),
      .names = access_log_formats},
     {.key = "template", .set = set_template, .off = OFF(struct gr_access_log_cfg, template_text)},
+    {.key = "buffer",
+     .set = config_yaml_set_size,
+     .off = OFF(struct gr_access_log_cfg, buffer),
+     .min = ACCESS_LOG_BUFFER_MIN,
+     .max = ACCESS_LOG_BUFFER_MAX},
     {0},
 };
-const struct config_schema config_ops_access_log_schema = {
-    "access_log",    sizeof(struct gr_access_log_cfg), OFF(struct gr_access_log_cfg, pos), access_log_fields, NULL,
-    check_access_log};
+const struct config_schema config_ops_access_log_schema = {"access_log",
+                                                           sizeof(struct gr_access_log_cfg),
+                                                           OFF(struct gr_access_log_cfg, pos),
+                                                           access_log_fields,
+                                                           init_access_log,
+                                                           check_access_log};
 
 static const struct config_field stats_fields[] = {
     {.key = "max_methods",

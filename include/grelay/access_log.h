@@ -52,11 +52,14 @@ struct access_record {
     const char *peer;               /* the client's address, "ip:port" */
 };
 
-/* Starts the writer thread for cfg (nothing when !cfg->set). Main thread,
- * at start. Returns GR_OK, or an error with a message in err (the file
- * cannot be opened). */
+/* Starts the writer thread for cfg (nothing when !cfg->set) and sets the
+ * size of the rings made from now on (cfg->buffer, or
+ * ACCESS_LOG_BUFFER_DEFAULT). Main thread, at start, before the workers.
+ * Returns GR_OK, or an error with a message in err (the file cannot be
+ * opened). */
 int access_log_start(const struct gr_access_log_cfg *cfg, char *err, size_t errlen);
-/* A reload: a new path or format from now on (the file reopened). */
+/* A reload: a new path or format from now on (the file reopened). The
+ * rings keep their size: a new buffer is logged as waiting for a restart. */
 int access_log_reconfigure(const struct gr_access_log_cfg *cfg, char *err, size_t errlen);
 /* SIGUSR1: the writer reopens the file at its next pass. Any thread. */
 void access_log_reopen(void);
@@ -65,7 +68,8 @@ void access_log_stop(void);
 /* Whether lines are wanted: one relaxed load, for the worker to skip
  * building a record. */
 bool access_log_on(void);
-/* A worker's buffer (worker_init): ACCESS_LOG_RING bytes. NULL when out
+/* A worker's buffer (worker_init): a ring of the size access_log_start
+ * set (ACCESS_LOG_BUFFER_DEFAULT before it). NULL when out
  * of memory or past ACCESS_LOG_MAX_SHARDS (that worker logs nothing).
  * Freed by access_log_shard_free once its worker no longer writes (a
  * running writer thread still flushes it first). Main thread. */
@@ -80,8 +84,11 @@ void access_log_write(struct access_log_shard *sh, const struct access_record *r
 uint64_t access_log_dropped(void);
 uint64_t access_log_lines(void);
 
-/* Bytes of a worker's ring; a line that finds less room is dropped. */
-#define ACCESS_LOG_RING (256u * 1024u)
+/* Bytes of a worker's ring without access_log.buffer, and its bounds; a
+ * line that finds less room is dropped. */
+#define ACCESS_LOG_BUFFER_DEFAULT 4194304u /* 4 MiB */
+#define ACCESS_LOG_BUFFER_MIN 65536u       /* 64 KiB */
+#define ACCESS_LOG_BUFFER_MAX 268435456u   /* 256 MiB */
 /* Shards alive at once (workers, 256 at most, and tests). */
 #define ACCESS_LOG_MAX_SHARDS 1024
 /* Bytes of one line at most (the newline included): each field has a cap

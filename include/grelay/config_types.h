@@ -311,6 +311,7 @@ struct gr_access_log_cfg {
     const char *path;              /* a file (appended to; SIGUSR1 reopens it) or /dev/stdout, /dev/stderr */
     enum access_log_format format; /* json (default) or text */
     const char *template_text;     /* text: the line, with %FIELD% operators (docs/access-log.md) */
+    uint32_t buffer;               /* bytes of each worker's ring (fixed at start); 0 (no access_log:): the default */
     struct gr_pos pos;             /* where access_log: is written */
 };
 

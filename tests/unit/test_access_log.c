@@ -353,6 +353,50 @@ static void unknown_operators_are_refused(void **state)
     assert_non_null(strstr(err, "t.yaml:16:13: access_log: template: unknown operator %GRPC_CODES%"));
 }
 
+/* access_log.buffer: a size within [64 KiB, 256 MiB]; ACCESS_LOG_BUFFER_DEFAULT when not written. */
+static void the_buffer_key_is_a_bounded_size(void **state)
+{
+    (void)state;
+#define ALOG_HEAD                                                                                                      \
+    "listeners:\n  - name: ingress\n    address: 127.0.0.1:8080\n    virtual_hosts:\n      - name: default\n"          \
+    "        domains: [\"*\"]\n        routes:\n          - match: { prefix: \"/\" }\n            cluster: backend\n"  \
+    "clusters:\n  - name: backend\n    endpoints: [{ address: 127.0.0.1:50051 }]\naccess_log:\n  path: /dev/stdout\n"
+    static const struct {
+        const char *value; /* what buffer: says */
+        uint32_t bytes;    /* what it loads as; 0: an error */
+        const char *err;   /* the whole message then */
+    } cases[] = {
+        {"4MiB", 4u << 20, NULL},
+        {"65536", ACCESS_LOG_BUFFER_MIN, NULL},
+        {"256MiB", ACCESS_LOG_BUFFER_MAX, NULL},
+        {"64KiB", 64u << 10, NULL},
+        {"65535", 0, "t.yaml:15:11: 'buffer' must be between 65536 and 268435456, got '65535'"},
+        {"257MiB", 0, "t.yaml:15:11: 'buffer' must be between 65536 and 268435456, got '257MiB'"},
+        {"0", 0, "t.yaml:15:11: 'buffer' must be between 65536 and 268435456, got '0'"},
+        {"lots", 0, "t.yaml:15:11: 'buffer' must be a size such as 65536, 64KiB or 1MiB, got 'lots'"},
+        {"[1]", 0, "t.yaml:15:11: 'buffer' must be a scalar, got a list"},
+    };
+    char yaml[1024], err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(yaml, sizeof(yaml), ALOG_HEAD "  buffer: %s\n", cases[i].value);
+        err[0] = '\0';
+        struct gr_config *c = config_load_buffer("t.yaml", yaml, strlen(yaml), err, sizeof(err));
+        if (cases[i].err == NULL) {
+            assert_non_null(c);
+            assert_int_equal(c->access_log.buffer, cases[i].bytes);
+            config_unref(c);
+        } else {
+            assert_null(c);
+            assert_string_equal(err, cases[i].err);
+        }
+    }
+    struct gr_config *c = config_load_buffer("t.yaml", ALOG_HEAD, strlen(ALOG_HEAD), err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(c->access_log.buffer, ACCESS_LOG_BUFFER_DEFAULT); /* not written */
+    config_unref(c);
+#undef ALOG_HEAD
+}
+
 /* ---- The writer thread. ---- */
 
 static char *read_all(const char *path)
@@ -504,15 +548,16 @@ static void a_full_ring_drops_and_counts(void **state)
     assert_int_equal(pipe(p), 0);
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", p[1]);
-    struct gr_access_log_cfg cfg = {.set = true, .path = path, .format = ACCESS_LOG_JSON};
+    struct gr_access_log_cfg cfg = {
+        .set = true, .path = path, .format = ACCESS_LOG_JSON, .buffer = ACCESS_LOG_BUFFER_MIN};
     char err[256];
     uint64_t lines0 = access_log_lines(), dropped0 = access_log_dropped();
     assert_int_equal(access_log_start(&cfg, err, sizeof(err)), GR_OK);
     struct access_log_shard *sh = access_log_shard_new(1);
     assert_non_null(sh);
     /* Nobody reads the pipe: the writer blocks once it is full (64 KiB),
-     * the ring (256 KiB) fills, and then lines are dropped while the
-     * worker goes on. Bounded: ~800 lines fill both. */
+     * the ring (64 KiB, the least buffer) fills, and then lines are
+     * dropped while the worker goes on. Bounded: ~300 lines fill both. */
     uint64_t tries = 0;
     while (access_log_dropped() == dropped0 && tries < 100000) {
         log_path(sh, "/fill");
@@ -522,7 +567,7 @@ static void a_full_ring_drops_and_counts(void **state)
         log_path(sh, "/more");
     uint64_t lines = access_log_lines() - lines0, dropped = access_log_dropped() - dropped0;
     assert_true(dropped >= 100);
-    assert_true(lines >= ACCESS_LOG_RING / ACCESS_LOG_LINE_MAX);
+    assert_true(lines >= ACCESS_LOG_BUFFER_MIN / ACCESS_LOG_LINE_MAX);
     assert_int_equal(lines + dropped, tries);
     /* Now read: stop flushes every buffered line, and only those. */
     struct reader rd = {.fd = p[0], .data = malloc(4 << 20)};
@@ -534,9 +579,9 @@ static void a_full_ring_drops_and_counts(void **state)
     for (int i = 0; i < 1000 && rd.so_far < lines; i++)
         usleep(10 * 1000);
     assert_int_equal(rd.so_far, lines);
-    for (int i = 0; i < 300; i++)
+    for (int i = 0; i < 100; i++)
         log_path(sh, "/after");
-    lines += 300;
+    lines += 100;
     assert_int_equal(access_log_dropped() - dropped0, dropped);
     access_log_shard_free(sh);
     access_log_stop();
@@ -552,7 +597,7 @@ static void a_full_ring_drops_and_counts(void **state)
         assert_memory_equal(nl - 25, "\"peer\":\"127.0.0.1:40000\"}", 25);
         at = (size_t)(nl - rd.data) + 1;
     }
-    assert_true(rd.len > ACCESS_LOG_RING); /* the ring went round */
+    assert_true(rd.len > ACCESS_LOG_BUFFER_MIN); /* the ring went round */
     free(rd.data);
     assert_int_equal(access_log_lines() - lines0, lines);
     assert_int_equal(access_log_dropped() - dropped0, dropped);
@@ -588,6 +633,7 @@ int main(void)
         cmocka_unit_test(a_huge_hostile_path_is_cut_not_overflowing),
         cmocka_unit_test(text_template_operators),
         cmocka_unit_test(unknown_operators_are_refused),
+        cmocka_unit_test(the_buffer_key_is_a_bounded_size),
         cmocka_unit_test(reopen_after_rename_writes_to_the_new_file),
         cmocka_unit_test(reconfigure_changes_file_and_format),
         cmocka_unit_test(a_full_ring_drops_and_counts),
