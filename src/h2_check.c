@@ -158,21 +158,17 @@ static int64_t parse_length(const uint8_t *p, size_t n)
     return v;
 }
 
-enum h2_check_verdict h2_check_field(struct h2_check *c, const uint8_t *name, size_t namelen, const uint8_t *value,
-                                     size_t valuelen, const char **why)
+/* A regular field's value and its own rules, in a request or a response
+ * (its name is good; *content_length takes a content-length). te's and
+ * content-length's own checks are stricter than value_ok's, and
+ * content-type's usual value is good as it stands: those skip the scan. */
+static enum h2_check_verdict regular_field(int64_t *content_length, const uint8_t *name, size_t namelen,
+                                           const uint8_t *value, size_t valuelen, const char **why)
 {
-    if (namelen > 0 && name[0] == ':')
-        return pseudo_field(c, name, namelen, value, valuelen, why);
-    unsigned fault = common_name(name, namelen) ? 0 : name_fault(name, namelen);
-    if (fault)
-        return bad(why, fault & NAME_UPPER ? "an upper-case field name" : "a bad character in a field name");
-    if (!value_ok(value, valuelen))
-        return bad(why, "a control character or edge whitespace in a field value");
-    c->regular = true;
     switch (namelen) {
     case 2:
-        if (NAME_IS("te") && !LETTERS_IEQ(value, valuelen, "trailers"))
-            return bad(why, "te other than trailers");
+        if (NAME_IS("te"))
+            return LETTERS_IEQ(value, valuelen, "trailers") ? H2_CHECK_OK : bad(why, "te other than trailers");
         break;
     case 7:
     case 10:
@@ -182,17 +178,36 @@ enum h2_check_verdict h2_check_field(struct h2_check *c, const uint8_t *name, si
             NAME_IS("transfer-encoding"))
             return bad(why, "a connection-specific field");
         break;
+    case 12:
+        if (NAME_IS("content-type") && valuelen == 16 && memcmp(value, "application/grpc", 16) == 0)
+            return H2_CHECK_OK;
+        break;
     case 14:
         if (NAME_IS("content-length")) {
-            if (c->content_length != -1)
+            if (*content_length != -1)
                 return bad(why, "a second content-length");
-            if ((c->content_length = parse_length(value, valuelen)) < 0)
+            if ((*content_length = parse_length(value, valuelen)) < 0)
                 return bad(why, "a content-length that is not a number");
+            return H2_CHECK_OK;
         }
         break;
     default: break;
     }
+    if (!value_ok(value, valuelen))
+        return bad(why, "a control character or edge whitespace in a field value");
     return H2_CHECK_OK;
+}
+
+enum h2_check_verdict h2_check_field(struct h2_check *c, const uint8_t *name, size_t namelen, const uint8_t *value,
+                                     size_t valuelen, const char **why)
+{
+    if (namelen > 0 && name[0] == ':')
+        return pseudo_field(c, name, namelen, value, valuelen, why);
+    unsigned fault = common_name(name, namelen) ? 0 : name_fault(name, namelen);
+    if (fault)
+        return bad(why, fault & NAME_UPPER ? "an upper-case field name" : "a bad character in a field name");
+    c->regular = true;
+    return regular_field(&c->content_length, name, namelen, value, valuelen, why);
 }
 
 enum h2_check_verdict h2_check_block(struct h2_check *c, bool end_stream, const char **why)
@@ -399,45 +414,6 @@ static enum h2_check_verdict req_pseudo(struct h2_check_req *c, bool trailers, c
     return H2_CHECK_OK;
 }
 
-/* A regular field's value and its own rules (its name is good). te's and
- * content-length's own checks are stricter than value_ok's, and
- * content-type's usual value is good as it stands: those skip the scan. */
-static enum h2_check_verdict req_regular(struct h2_check_req *c, const uint8_t *name, size_t namelen,
-                                         const uint8_t *value, size_t valuelen, const char **why)
-{
-    switch (namelen) {
-    case 2:
-        if (NAME_IS("te"))
-            return LETTERS_IEQ(value, valuelen, "trailers") ? H2_CHECK_OK : bad(why, "te other than trailers");
-        break;
-    case 7:
-    case 10:
-    case 16:
-    case 17:
-        if (NAME_IS("upgrade") || NAME_IS("connection") || NAME_IS("keep-alive") || NAME_IS("proxy-connection") ||
-            NAME_IS("transfer-encoding"))
-            return bad(why, "a connection-specific field");
-        break;
-    case 12:
-        if (NAME_IS("content-type") && valuelen == 16 && memcmp(value, "application/grpc", 16) == 0)
-            return H2_CHECK_OK;
-        break;
-    case 14:
-        if (NAME_IS("content-length")) {
-            if (c->content_length != -1)
-                return bad(why, "a second content-length");
-            if ((c->content_length = parse_length(value, valuelen)) < 0)
-                return bad(why, "a content-length that is not a number");
-            return H2_CHECK_OK;
-        }
-        break;
-    default: break;
-    }
-    if (!value_ok(value, valuelen))
-        return bad(why, "a control character or edge whitespace in a field value");
-    return H2_CHECK_OK;
-}
-
 enum h2_check_verdict h2_check_req_field(struct h2_check_req *c, bool trailers, const uint8_t *name, size_t namelen,
                                          const uint8_t *value, size_t valuelen, const char **why)
 {
@@ -455,7 +431,7 @@ enum h2_check_verdict h2_check_req_field(struct h2_check_req *c, bool trailers, 
         c->seen |= H2_REQ_HOST;
         return H2_CHECK_OK;
     }
-    return req_regular(c, name, namelen, value, valuelen, why);
+    return regular_field(&c->content_length, name, namelen, value, valuelen, why);
 }
 
 enum h2_check_verdict h2_check_req_block(struct h2_check_req *c, bool trailers, bool end_stream, const char **why)

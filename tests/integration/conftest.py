@@ -1,11 +1,12 @@
 import os
+import subprocess
 import sys
 
 import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Backend, Grelay, free_port, simple_config  # noqa: E402
+from harness import GRELAY, Backend, Grelay, free_port, simple_config, stop, wait_port  # noqa: E402
 
 MAX_MSG = 16 * 1024 * 1024
 CHANNEL_OPTS = [("grpc.max_receive_message_length", MAX_MSG), ("grpc.max_send_message_length", MAX_MSG)]
@@ -55,3 +56,18 @@ def proxy(backends, grelay_factory):
 def channel(proxy):
     with grpc.insecure_channel(proxy.addr, options=CHANNEL_OPTS) as ch:
         yield ch
+
+
+@pytest.fixture
+def echo():
+    """The bench's C echo backend (bench/backend/echo_backend, built next to
+    the grelay under test) on a free loopback port: its address."""
+    port = free_port()
+    proc = subprocess.Popen([os.path.join(os.path.dirname(GRELAY), "echo_backend"), "127.0.0.1", str(port)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        wait_port(port, proc)
+        yield "127.0.0.1:%d" % port
+    finally:
+        stop(proc)

@@ -21,10 +21,9 @@ import time
 
 import pytest
 
-from harness import GRELAY, ROOT, free_port, simple_config, stop, wait_port
+from harness import GRELAY, ROOT, free_port, simple_config
 from test_admin import Admin
 
-ECHO_BACKEND = os.path.join(os.path.dirname(GRELAY), "echo_backend")
 HEADER = os.path.join(ROOT, "include", "grelay", "access_log.h")
 
 
@@ -33,17 +32,6 @@ def header_define(name):
     return int(m.group(1))
 
 
-@pytest.fixture
-def echo():
-    """The bench's C echo backend (fast enough that h2load's burst is quick)."""
-    port = free_port()
-    proc = subprocess.Popen([ECHO_BACKEND, "127.0.0.1", str(port)], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout.readline().strip() == b"ready"
-        wait_port(port, proc)
-        yield "127.0.0.1:%d" % port
-    finally:
-        stop(proc)
 
 
 @pytest.fixture

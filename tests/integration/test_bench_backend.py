@@ -6,22 +6,12 @@ import subprocess
 import grpc
 import pytest
 
-from harness import ROOT, free_port, simple_config, stop, wait_port
+from harness import ROOT, free_port, simple_config
 
 BACKEND = os.path.join(os.path.dirname(os.environ.get("GRELAY_BIN", os.path.join(ROOT, "build-test", "grelay"))),
                        "echo_backend")
 
 
-@pytest.fixture
-def echo():
-    port = free_port()
-    proc = subprocess.Popen([BACKEND, "127.0.0.1", str(port)], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout.readline().strip() == b"ready"
-        wait_port(port, proc)
-        yield "127.0.0.1:%d" % port
-    finally:
-        stop(proc)
 
 
 def test_unary_echo(echo):

@@ -13,10 +13,9 @@ import urllib.request
 
 import pytest
 
-from harness import ROOT, free_port, stop, wait_port
+from harness import ROOT, free_port, wait_port
 
 BIN_DIR = os.path.dirname(os.environ.get("GRELAY_BIN", os.path.join(ROOT, "build-test", "grelay")))
-ECHO_BACKEND = os.path.join(BIN_DIR, "echo_backend")
 STREAM_LOAD = os.path.join(BIN_DIR, "stream_load")
 ROUTES = [{"match": {"prefix": "/bench."}, "cluster": "echo"}]
 
@@ -31,16 +30,6 @@ def conn_load(tmp_path_factory):
     return str(out / "conn_load")
 
 
-@pytest.fixture
-def echo():
-    port = free_port()
-    proc = subprocess.Popen([ECHO_BACKEND, "127.0.0.1", str(port)], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout.readline().strip() == b"ready"
-        wait_port(port, proc)
-        yield "127.0.0.1:%d" % port
-    finally:
-        stop(proc)
 
 
 @pytest.fixture
