@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,3 +168,33 @@ def concurrent_calls(addr, n, key):
         md = [("x-barrier", str(n)), ("x-barrier-key", key)]
         futs = [call.future(b"call %d" % i, metadata=md, timeout=30) for i in range(n)]
         assert [f.result() for f in futs] == [b"call %d" % i for i in range(n)]
+
+
+class CountingListener:
+    """A bare TCP listener on loopback that accepts and counts connections
+    (and never speaks): a backend that nothing may reach. .addr to point a
+    cluster at, .accepted the sockets so far; close() ends it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.accepted, self._stop = [], threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except socket.timeout:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._t.join(2)
+        for c in self.accepted:
+            c.close()
+        self.sock.close()

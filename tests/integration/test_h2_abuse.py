@@ -19,7 +19,7 @@ import grpc
 import hpack
 import pytest
 
-from harness import Backend, free_port, simple_config
+from harness import Backend, CountingListener, free_port, simple_config
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -389,24 +389,11 @@ def test_streams_reset_within_their_read_never_go_upstream(grelay_factory):
     itself there (rapid reset), never starts upstream. The backend here is a
     bare listener that counts connections: nothing may reach it, not even a
     connect."""
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(16)
-    lsock.settimeout(0.2)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(lsock.accept()[0])
-            except socket.timeout:
-                pass
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    lst = CountingListener()
+    accepted = lst.accepted
     try:
         port = free_port()
-        g = grelay_factory(simple_config(port, ["127.0.0.1:%d" % lsock.getsockname()[1]], workers=1), port)
+        g = grelay_factory(simple_config(port, [lst.addr], workers=1), port)
         for burst in (wu_overflow_burst, lambda r, sid: rapid_reset(r, 100, sid)):
             r = Raw(g.addr)
             r.read_behind(5)
@@ -429,11 +416,7 @@ def test_streams_reset_within_their_read_never_go_upstream(grelay_factory):
         assert accepted, "grelay never connected to the backend"
         r.close()
     finally:
-        stop.set()
-        t.join(2)
-        for c in accepted:
-            c.close()
-        lsock.close()
+        lst.close()
 
 
 @pytest.mark.parametrize("what,chunk", [

@@ -12,10 +12,11 @@ connection's reset budget (below it the connection lives on, past it it
 ends with ENHANCE_YOUR_CALM), a bad field in a CONTINUATION leaves HPACK in
 step, and DATA dropped for a reset stream gives the connection window back."""
 import struct
+import time
 
 import pytest
 
-from harness import Backend, free_port, simple_config
+from harness import Backend, CountingListener, free_port, simple_config
 from test_h2_abuse import (CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY, HEADERS,
                            PROTOCOL_ERROR, RST_STREAM, Raw, frame)
 
@@ -249,42 +250,21 @@ def test_data_past_the_content_length_without_end_stream_is_reset(target):
 
 def test_a_body_broken_within_the_read_of_its_head_never_goes_upstream(grelay_factory):
     """Head and a DATA past its content-length in one write: the call must
-    not start upstream (charge_reset clears start_due). A bare listener
+    not start upstream (malformed() clears start_due). A bare listener
     counts connections."""
-    import socket
-    import threading
-    import time
-    from harness import free_port, simple_config
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(16)
-    lsock.settimeout(0.2)
-    accepted, stop = [], threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(lsock.accept()[0])
-            except socket.timeout:
-                pass
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    lst = CountingListener()
     try:
         port = free_port()
-        g = grelay_factory(simple_config(port, ["127.0.0.1:%d" % lsock.getsockname()[1]], workers=1), port)
+        g = grelay_factory(simple_config(port, [lst.addr], workers=1), port)
         r = raw(g)
         head = GOOD + [("content-length", "5")]
         r.send(frame(HEADERS, END_HEADERS, 1, r.enc.encode(head)) + frame(DATA, 0, 1, MSG))
         assert answer(r, 1) == ("reset", PROTOCOL_ERROR)
         time.sleep(0.3)
-        assert not accepted, "a call reset within its read went upstream"
+        assert not lst.accepted, "a call reset within its read went upstream"
         r.close()
     finally:
-        stop.set()
-        t.join(2)
-        for c in accepted:
-            c.close()
-        lsock.close()
+        lst.close()
 
 
 def test_dropped_data_gives_the_connection_window_back(target):
