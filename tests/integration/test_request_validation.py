@@ -14,6 +14,7 @@ step, and DATA dropped for a reset stream gives the connection window back."""
 import struct
 import time
 
+import hpack
 import pytest
 
 from harness import Backend, CountingListener, free_port, simple_config
@@ -78,7 +79,6 @@ def answer(r, sid, seconds=5):
 
 
 def raw(g):
-    import hpack
     r = Raw(g.addr)
     r.dec = hpack.Decoder()
     return r
@@ -224,7 +224,6 @@ def test_data_past_the_content_length_cancels_the_call_upstream(target):
         assert answer(r, 1) == ("reset", PROTOCOL_ERROR)
     finally:
         r.close()
-    import time
     for _ in range(50):
         ev = b.events()
         if ev["cancelled"]:
