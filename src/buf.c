@@ -147,6 +147,40 @@ int buf_append(struct buf *b, struct chunk_pool *p, const uint8_t *data, size_t 
     return GR_OK;
 }
 
+int buf_move(struct buf *dst, struct buf *src, struct chunk_pool *p, size_t len)
+{
+    while (len > 0 && src->head != NULL) {
+        struct chunk *h = src->head;
+        size_t n = h->end - h->start;
+        if (n == 0) { /* nothing in it (not kept so): let go */
+            src->head = h->next;
+            if (src->head == NULL)
+                src->tail = NULL;
+            chunk_put(p, h);
+            continue;
+        }
+        if (n > len) { /* part of it: copied */
+            if (buf_append(dst, p, h->data + h->start, len) != GR_OK)
+                return GR_ERR_NOMEM;
+            buf_drain(src, p, len);
+            return GR_OK;
+        }
+        src->head = h->next; /* all of it: relinked */
+        if (src->head == NULL)
+            src->tail = NULL;
+        src->len -= n;
+        h->next = NULL;
+        if (dst->tail != NULL)
+            dst->tail->next = h;
+        else
+            dst->head = h;
+        dst->tail = h;
+        dst->len += n;
+        len -= n;
+    }
+    return GR_OK;
+}
+
 void buf_drain(struct buf *b, struct chunk_pool *p, size_t len)
 {
     while (len > 0 && b->head != NULL) {

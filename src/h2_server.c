@@ -662,10 +662,36 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
     struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    bool eof;
-    size_t n = stream_pull_resp(s, out, length, &eof), cnt = 0;
+    bool eof = false;
+    size_t n = stream_peek_resp(s, length, &eof), cnt = 0;
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* send_data moves the bytes */
+    else
+        n = stream_pull_resp(s, out, length, &eof);
     nghttp2_nv *nva = eof ? stream_trailers_nv(s, &cnt) : NULL;
     return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
+}
+
+/* A DATA frame resp_read left uncopied (NGHTTP2_DATA_FLAG_NO_COPY): its
+ * header, then its payload moved from the call's queue, chunk by chunk,
+ * into the connection's write buffer, right where nghttp2_session_mem_send
+ * stands (d_pull's caller appends what it returns to the same buffer).
+ * grelay never pads, so there is no padding to write. One copy of each
+ * payload byte fewer than nghttp2's frame buffer, and none for a chunk
+ * that moves whole. */
+static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *user_data)
+{
+    (void)src;
+    struct dconn *d = user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    struct conn *c = &d->base.io;
+    if (s == NULL) /* nothing written yet: nghttp2 resets the stream */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (frame->data.padlen > 0 || buf_append(&c->wbuf, &c->w->chunks, framehd, 9) != GR_OK ||
+        stream_move_resp(s, &c->wbuf, length) != GR_OK)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 /* downstream_ops. Streams call respond/resume/reset only while they are
@@ -781,6 +807,7 @@ int h2_server_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(st->cbs, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_send_data_callback(st->cbs, send_data);
     ev_timer_init(&st->hibernate, on_hibernate, 0.0, 0.0);
     h2_server_worker_reload(w);
     return GR_OK;

@@ -744,6 +744,19 @@ size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
     return n;
 }
 
+/* After taken bytes of the response left its queue (eof: the body is
+ * complete): what the call holds, the windows, the write clock. */
+static void resp_pulled(struct stream *s, size_t taken, bool eof)
+{
+    if (eof)
+        s->resp_end_due = false;
+    stream_count_held(s);
+    give_back_resp(s);
+    if (taken > 0)
+        grow_resp(s, taken);
+    stream_write_wait_update(s, taken > 0 || eof);
+}
+
 size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t n, taken;
@@ -760,16 +773,27 @@ size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof)
         n = taken = buf_read(&s->resp.q, cp, out, len);
         *eof = s->resp.q.len == 0 && ended;
     }
-    if (*eof)
-        s->resp_end_due = false;
-    stream_count_held(s);
-    give_back_resp(s);
-    if (taken > 0)
-        grow_resp(s, taken);
-    stream_write_wait_update(s, taken > 0 || *eof);
+    resp_pulled(s, taken, *eof);
     if (n == 0 && !*eof)
         s->resp.parked = true;
     return n;
+}
+
+size_t stream_peek_resp(const struct stream *s, size_t len, bool *eof)
+{
+    if (s->resp_cut || s->web != NULL || s->resp.q.len == 0)
+        return 0;
+    size_t n = s->resp.q.len < len ? s->resp.q.len : len;
+    *eof = n == s->resp.q.len && s->resp_state == RESP_ENDED;
+    return n;
+}
+
+int stream_move_resp(struct stream *s, struct buf *out, size_t n)
+{
+    if (buf_move(out, &s->resp.q, &stream_worker(s)->chunks, n) != GR_OK)
+        return GR_ERR_NOMEM;
+    resp_pulled(s, n, s->resp.q.len == 0 && s->resp_state == RESP_ENDED);
+    return GR_OK;
 }
 
 /* l as nghttp2 trailers, with the contract of h2_common_data_result. */

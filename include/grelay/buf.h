@@ -75,6 +75,11 @@ int buf_peek_iov(const struct buf *b, struct iovec *iov, int max);
 /* Copies up to len bytes starting offset bytes in, without draining;
  * returns the count copied. */
 size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len);
+/* Moves len bytes (at most src's len) from the head of src to the end of
+ * dst: whole chunks are relinked, not copied; only a chunk of which part
+ * moves is copied from. Both draw from p. Returns 0 or GR_ERR_NOMEM (then
+ * nothing more moved; what did stays moved). */
+int buf_move(struct buf *dst, struct buf *src, struct chunk_pool *p, size_t len);
 /* Drains len bytes (at most buf len). */
 void buf_drain(struct buf *b, struct chunk_pool *p, size_t len);
 /* Drops everything queued. */

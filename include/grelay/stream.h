@@ -188,6 +188,14 @@ void stream_write_timeouts(struct downstream *d, ev_tstamp now);
  * stream_trailers_nv() gives any. Returns 0 without eof when nothing is
  * ready: the downstream waits for its resume(). */
 size_t stream_pull_resp(struct stream *s, uint8_t *out, size_t len, bool *eof);
+/* The same without a copy (downstream HTTP/2, native gRPC, nghttp2's
+ * NGHTTP2_DATA_FLAG_NO_COPY): stream_peek_resp says how many of len bytes
+ * a DATA frame can take now (0: none queued, or gRPC-Web, or reset: pull
+ * instead) and whether they end the body; stream_move_resp then moves
+ * them to out, the connection's write buffer, with the accounting of a
+ * pull. Returns GR_OK or GR_ERR_NOMEM. */
+size_t stream_peek_resp(const struct stream *s, size_t len, bool *eof);
+int stream_move_resp(struct stream *s, struct buf *out, size_t n);
 /* The trailers to send after the body as name/value pairs (memory of the
  * stream's arena): NULL with *n = 0 when there are none; NULL with *n > 0
  * when they could not be built (the provider then resets the stream). */
