@@ -70,12 +70,49 @@ def test_port_in_use_is_reported(tmp_path):
     assert "cannot listen on 127.0.0.1:%d" % port in r.stderr
 
 
-def test_readme_demo_runs():
-    """The README's first command, in its non-interactive form."""
+def demo_report(r, logs):
+    """What explains a demo run: its spread, grelay's attempts and retries
+    as its /metrics counted them, and the tails of its output and log."""
+    def tail(path, n=3000):
+        try:
+            with open(path) as f:
+                return f.read()[-n:]
+        except OSError as e:
+            return "(%s)" % e
+    metrics = [line for line in tail(os.path.join(logs, "metrics.txt"), 10**6).splitlines()
+               if line.startswith(("grelay_upstream_requests_total", "grelay_retries_total",
+                                   "grelay_upstream_connect_failures_total", "grelay_upstream_ejections_total"))]
+    return "\n".join(["exit %s" % r.returncode, "per call:"] +
+                     [line for line in r.stdout.splitlines() if line.startswith(("unary", "one connection"))] +
+                     ["attempts and retries (grelay /metrics):"] + metrics +
+                     ["stdout tail:", r.stdout[-2000:], "stderr tail:", r.stderr[-3000:],
+                      "grelay log tail:", tail(os.path.join(logs, "grelay.log"))])
+
+
+def test_readme_demo_runs(tmp_path):
+    """The README's first command, in its non-interactive form: six calls on
+    one connection go round robin over the three backends, 2 each."""
+    logs = str(tmp_path / "demo-logs")
     r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--once"], capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "Hello, newcomer! (from backend-1)" in r.stdout
-    assert "'backend-1': 2, 'backend-2': 2, 'backend-3': 2" in r.stdout
-    assert "Greeting 5 of 5" in r.stdout
-    assert "no route -> UNIMPLEMENTED" in r.stdout
+                       text=True, timeout=600, env={**os.environ, "DEMO_LOGS": logs})
+    assert r.returncode == 0, demo_report(r, logs)
+    assert "Hello, newcomer! (from backend-1)" in r.stdout, demo_report(r, logs)
+    assert "'backend-1': 2, 'backend-2': 2, 'backend-3': 2" in r.stdout, demo_report(r, logs)
+    assert "Greeting 5 of 5" in r.stdout, demo_report(r, logs)
+    assert "no route -> UNIMPLEMENTED" in r.stdout, demo_report(r, logs)
+
+
+def test_the_demo_refuses_ports_another_process_listens_on(tmp_path):
+    """A second demo beside a running one (or anything on its ports) would
+    send its calls to the other one's grelay and share its round robin: it
+    stops before building anything, naming the port."""
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 3000))
+        s.listen()
+        r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--once"], capture_output=True,
+                           text=True, timeout=600, env={**os.environ, "DEMO_LOGS": str(tmp_path)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "demo: 127.0.0.1:3000 is taken" in r.stderr, r.stderr
+    assert "Hello" not in r.stdout
