@@ -116,3 +116,49 @@ def test_the_demo_refuses_ports_another_process_listens_on(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "demo: 127.0.0.1:3000 is taken" in r.stderr, r.stderr
     assert "Hello" not in r.stdout
+
+
+def test_the_demo_waits_for_a_backend_port_a_connection_holds(tmp_path):
+    """50051-50053 are in Linux's ephemeral range: a connection made from one
+    of them (and, once closed, its 60 s of TIME_WAIT) keeps the backend from
+    binding it. The backend waits, the demo says so, and the calls start
+    once all three serve: still 2 each (the demo used to take the bind
+    error's "already in use" for "ready" and run on two backends)."""
+    import socket
+    import struct
+    import time
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the TIME_WAITs of earlier demos' backends
+    deadline = time.monotonic() + 65  # a client's TIME_WAIT on it (from elsewhere) ends within 60 s
+    while True:
+        try:
+            held.bind(("127.0.0.1", 50052))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "127.0.0.1:50052 stayed taken"
+            time.sleep(0.5)
+    held.connect(srv.getsockname())
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)  # now it blocks other binds, as a client's would
+    peer, _ = srv.accept()
+    logs = str(tmp_path / "demo-logs")
+    demo = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--once"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "DEMO_LOGS": logs})
+    try:
+        told = ""
+        for line in demo.stderr:  # bounded: the demo gives up on a backend after 70 s
+            if "127.0.0.1:50052 is held by a connection" in line:
+                told = line
+                break
+        assert told.startswith("demo: "), told
+    finally:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST: no TIME_WAIT left
+        held.close()
+        peer.close()
+        srv.close()
+    out, err = demo.communicate(timeout=600)
+    r = subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
+    assert r.returncode == 0, demo_report(r, logs)
+    assert "'backend-1': 2, 'backend-2': 2, 'backend-3': 2" in r.stdout, demo_report(r, logs)
