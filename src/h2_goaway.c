@@ -9,11 +9,20 @@
 
 /* ---- Drain, grpc-go's graceful close: a GOAWAY with the last stream id
  * 2^31-1 tells the client to open no more streams here, and a PING after
- * it; when the PING's ACK comes (the client has seen the GOAWAY, and any
- * stream it opened before is in), the final GOAWAY with the real last
- * stream id; the connection closes once its last call ends. A hibernated
- * connection gets the same frames written by hand, and an ACK that comes
- * alone does not wake its session. ---- */
+ * it; when the PING's ACK comes (the client has seen the GOAWAY), the final
+ * GOAWAY with the real last stream id; the connection closes once its last
+ * call ends. The ACK is not the end of what the client sent before it saw
+ * the GOAWAY: grpc-core writes its PING ACK ahead of the HEADERS of streams
+ * it had started but not yet written, in the same write. So the final
+ * GOAWAY is not built in the middle of the read that brings the ACK: nghttp2
+ * would take the streams behind the ACK (a GOAWAY counts only once it is
+ * sent), grelay would forward them, and the GOAWAY would name an older last
+ * stream: the client fails them as never processed (UNAVAILABLE "GOAWAY
+ * received"), the backend has them. It is built when the loop has read
+ * what it could and is about to sleep (DRAIN_ACKED, final_task), and sent
+ * then, with no read in between. A hibernated connection gets the
+ * same frames written by hand, and an ACK that comes alone does not wake
+ * its session. ---- */
 
 /* The final GOAWAY goes this long after the PING even without its ACK. */
 #define DRAIN_PING_WAIT_S 1.0
@@ -56,7 +65,8 @@ void h2_goaway_drain_notice(struct dconn *d, const char *why)
     conn_timer_set(&c->timer, CONN_TIMER_DRAIN, DRAIN_PING_WAIT_S);
 }
 
-void h2_goaway_drain_final(struct dconn *d)
+/* The final GOAWAY, now: its last stream is the last one nghttp2 took. */
+static void drain_final_now(struct dconn *d)
 {
     struct conn *c = &d->base.io;
     if (d->drain == DRAIN_FINAL || d->goaway || c->state == CONN_CLOSED)
@@ -76,6 +86,25 @@ void h2_goaway_drain_final(struct dconn *d)
     conn_want_flush(c);
 }
 
+/* worker->dirty, before the loop sleeps: every read of this turn is in. */
+static void final_task(struct gr_task *t) { drain_final_now(container_of(t, struct dconn, final_goaway)); }
+
+void h2_goaway_drain_final(struct dconn *d)
+{
+    struct conn *c = &d->base.io;
+    if (d->drain == DRAIN_ACKED)
+        return; /* final_task is due */
+    if (d->drain == DRAIN_NOTICE && d->h2 != NULL && c->state != CONN_CLOSED && !d->goaway) {
+        /* Called from the read that brought the ACK: the frames behind it first. */
+        d->drain = DRAIN_ACKED;
+        conn_timer_clear(&c->timer, CONN_TIMER_DRAIN);
+        d->final_goaway.run = final_task;
+        worker_defer(c->w, &d->final_goaway, false);
+        return;
+    }
+    drain_final_now(d);
+}
+
 /* downstream_ops.drain: cut NULL begins the drain; otherwise the final
  * GOAWAY goes now, the calls left are cut, and the client has
  * GOAWAY_GRACE_S to take what is written. */
@@ -86,7 +115,7 @@ size_t h2_goaway_drain(struct downstream *base, const char *cut)
         h2_goaway_drain_notice(d, "draining");
         return 0;
     }
-    h2_goaway_drain_final(d);
+    drain_final_now(d);
     size_t n = stream_cut_all(base, cut);
     if (base->io.state != CONN_CLOSED && !d->goaway) {
         d->goaway = true;

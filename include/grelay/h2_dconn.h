@@ -34,12 +34,16 @@ struct dconn {
     uint32_t dropped;            /* bytes read and dropped since it was held */
     bool asleep;                 /* hibernating: counted in its listener's grelay_hibernated_connections */
     uint8_t drain;               /* enum dconn_drain: where a drain (SIGTERM, max_connection_age) stands */
+    struct gr_task final_goaway; /* DRAIN_ACKED: in worker->dirty, builds the final GOAWAY (h2_goaway.c); left there
+                                  * by a close, it finds the connection closed: the dirty tasks run before the frees */
 };
 
 /* Where the drain of a connection stands (a SIGTERM, its max_connection_age). */
 enum dconn_drain {
     DRAIN_NONE,   /* serving */
     DRAIN_NOTICE, /* GOAWAY 2^31-1 and a PING sent: streams the client opens meanwhile are served */
+    DRAIN_ACKED,  /* the PING's ACK came (or its bound passed): the final GOAWAY is built before the loop sleeps
+                   * (final_goaway), so the streams read behind the ACK are in its last stream id */
     DRAIN_FINAL,  /* the final GOAWAY (the last stream id) is queued: it closes once its calls end */
 };
 
@@ -83,7 +87,9 @@ static inline uint32_t dconn_reset_burst(const struct dconn *d)
 extern const uint8_t h2_goaway_drain_ping[8];
 /* The first phase of a drain: GOAWAY 2^31-1 and a PING. */
 void h2_goaway_drain_notice(struct dconn *d, const char *why);
-/* The second: the final GOAWAY with the last stream id. */
+/* The second, on the PING's ACK or its bound (CONN_TIMER_DRAIN): the final
+ * GOAWAY with the last stream id, built before the loop sleeps, once every
+ * frame read with the ACK is in (DRAIN_ACKED). */
 void h2_goaway_drain_final(struct dconn *d);
 /* downstream_ops.drain. */
 size_t h2_goaway_drain(struct downstream *base, const char *cut);

@@ -71,14 +71,20 @@ class RawH2:
                     ack = struct.pack(">I", len(payload) if ftype == PING else 0)[1:] + bytes([ftype, 1]) + bytes(4)
                     self.sock.sendall(ack + (payload if ftype == PING else b""))
 
-    def call(self, sid, path, message, metadata=()):
-        """Sends one gRPC unary request on stream sid: HEADERS, then DATA with END_STREAM."""
+    def call(self, sid, path, message, metadata=(), before=b""):
+        """Sends one gRPC unary request on stream sid: HEADERS, then DATA with
+        END_STREAM; `before` (frames) goes ahead of them in the same write."""
         block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", path),
                                         (":authority", "drain.test"), ("content-type", "application/grpc"),
                                         ("te", "trailers")] + list(metadata))
         body = b"\0" + struct.pack(">I", len(message)) + message
-        self.sock.sendall(struct.pack(">I", len(block))[1:] + bytes([1, 4]) + struct.pack(">I", sid) + block +
+        self.sock.sendall(before + struct.pack(">I", len(block))[1:] + bytes([1, 4]) + struct.pack(">I", sid) + block +
                           struct.pack(">I", len(body))[1:] + bytes([0, 1]) + struct.pack(">I", sid) + body)
+
+    def ping_ack(self):
+        """The ACK of the last PING grelay sent (not sent: the caller writes it)."""
+        payload = [p for t, flags, p in self.frames if t == PING and not flags & 1][-1]
+        return struct.pack(">I", 8)[1:] + bytes([PING, 1]) + bytes(4) + payload
 
     def answer(self, sid):
         """(messages' bytes, trailers dict) received on stream sid."""
@@ -200,6 +206,42 @@ def test_a_stream_opened_between_the_two_goaways_is_served(backends, grelay_fact
         assert raw.goaways() == [(MAX_ID, 0), (1, 0)], raw.frames  # the final GOAWAY counts stream 1 in
         data, fields = raw.answer(1)
         assert fields.get("grpc-status") == "0" and data == b"\0" + struct.pack(">I", 10) + b"in between", fields
+        assert raw.closed
+        assert stopped_within(g, 5) == 0
+    finally:
+        raw.close()
+    assert drained_counts(g)[1:] == (1, 0)
+    g.stop()
+
+
+def test_a_stream_written_behind_the_ping_ack_is_counted_in_the_final_goaway(backends, grelay_factory):
+    """grpc-core writes its PING ACK ahead of the HEADERS of streams it had
+    started before it read the GOAWAY, in the same write. Those streams are
+    in: the final GOAWAY is built after the whole read, so its last stream
+    counts them, and they are served (it once named the stream before them:
+    grelay forwarded a call that the client then failed as never processed,
+    UNAVAILABLE "GOAWAY received")."""
+    port = free_port()
+    g = grelay_factory(drain_config(port, backends[:1], drain_timeout="5s", log_level="debug"), port)
+    raw = RawH2(port, answer_ping=False)
+    try:
+        raw.call(1, "/test.Echo/Unary", b"before")
+        deadline = time.monotonic() + 5
+        while raw.answer(1)[1].get("grpc-status") is None and time.monotonic() < deadline:
+            raw.pump(0.05)
+        assert raw.answer(1)[1].get("grpc-status") == "0", raw.frames
+        g.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while raw.drain_frames() != [GOAWAY, PING] and time.monotonic() < deadline:
+            raw.pump(0.05)
+        assert raw.drain_frames() == [GOAWAY, PING], raw.frames
+        # One write: the PING's ACK, then a call started before the notice was read.
+        raw.call(3, "/test.Echo/Unary", b"behind the ack", before=raw.ping_ack())
+        raw.pump(5)
+        assert raw.goaways() == [(MAX_ID, 0), (3, 0)], (raw.frames, g.log()[-3000:])
+        data, fields = raw.answer(3)
+        assert fields.get("grpc-status") == "0", (fields, g.log()[-3000:])
+        assert data == b"\0" + struct.pack(">I", 14) + b"behind the ack"
         assert raw.closed
         assert stopped_within(g, 5) == 0
     finally:
