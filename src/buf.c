@@ -215,6 +215,26 @@ size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len)
     return done;
 }
 
+long buf_append_from(struct buf *dst, struct chunk_pool *p, const struct buf *src, size_t offset, size_t len)
+{
+    size_t done = 0;
+    for (struct chunk *c = src->head; c != NULL && done < len; c = c->next) {
+        size_t avail = c->end - c->start;
+        if (offset >= avail) {
+            offset -= avail;
+            continue;
+        }
+        size_t n = avail - offset;
+        if (n > len - done)
+            n = len - done;
+        if (buf_append(dst, p, c->data + c->start + offset, n) != GR_OK)
+            return GR_ERR_NOMEM;
+        done += n;
+        offset = 0;
+    }
+    return (long)done;
+}
+
 size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len)
 {
     size_t done = 0;

@@ -104,10 +104,31 @@ static ssize_t req_read(nghttp2_session *session, int32_t stream_id, uint8_t *ou
     struct up_slot *sl = src->ptr;
     if (slot_of(session, stream_id) != sl)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    bool eof;
-    size_t n = sl->ev->pull(sl, out, length, &eof), cnt = 0;
+    bool eof = false;
+    size_t n = sl->ev->peek(sl, length, &eof), cnt = 0;
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* send_data copies or moves the bytes */
+    else
+        n = sl->ev->pull(sl, out, length, &eof);
     nghttp2_nv *nva = eof ? sl->ev->trailers(sl, &cnt) : NULL;
     return h2_common_data_result(session, stream_id, n, eof, nva, cnt, flags);
+}
+
+/* A DATA frame req_read left uncopied (NGHTTP2_DATA_FLAG_NO_COPY): its
+ * header, then the request bytes straight from the call's queue into the
+ * connection's write buffer (moved when the call keeps no replay copy),
+ * where nghttp2_session_mem_send stands; grelay never pads. */
+static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *user_data)
+{
+    struct upconn *u = user_data;
+    struct up_slot *sl = src->ptr;
+    if (slot_of(session, frame->hd.stream_id) != sl) /* nothing written yet: nghttp2 resets the stream */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (frame->data.padlen > 0 || buf_append(&u->io.wbuf, &u->io.w->chunks, framehd, 9) != GR_OK ||
+        sl->ev->move(sl, &u->io.wbuf, length) != GR_OK)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
 }
 
 /* Whether the request's :method (among its leading pseudo headers) is HEAD. */
@@ -452,6 +473,7 @@ int h2_client_worker_init(struct worker *w)
     nghttp2_session_callbacks_set_on_frame_recv_callback(st->cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(st->cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(st->cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(st->cbs, send_data);
     nghttp2_session_callbacks_set_on_frame_send_callback(st->cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(st->cbs, on_error);
     /* Until the peer's first SETTINGS (nghttp2 forgets it then). */

@@ -731,17 +731,42 @@ static size_t replay_room(const struct stream *s)
     return room < l->stream_buffer ? (size_t)room : l->stream_buffer;
 }
 
+/* After a pull of n request bytes (due: their credit for the client):
+ * the credit, what the call holds; returns whether the body is complete. */
+static bool req_pulled(struct stream *s, size_t n, size_t due)
+{
+    stream_credit_back(s, &s->req, due);
+    stream_count_held(s);
+    bool eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
+    if (n == 0 && !eof)
+        s->req.parked = true;
+    return eof;
+}
+
 /* The upstream provider pulls the request body. */
 size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof)
 {
     size_t due;
     size_t n = flow_pull(&s->req, &stream_worker(s)->chunks, out, len, replay_room(s), &due);
-    stream_credit_back(s, &s->req, due);
-    stream_count_held(s);
-    *eof = flow_drained(&s->req) && s->req_state == REQ_ENDED;
-    if (n == 0 && !*eof)
-        s->req.parked = true;
+    *eof = req_pulled(s, n, due);
     return n;
+}
+
+size_t stream_peek_req(const struct stream *s, size_t len, bool *eof)
+{
+    size_t ready = flow_ready(&s->req), n = ready < len ? ready : len;
+    *eof = n == ready && s->req_state == REQ_ENDED;
+    return n;
+}
+
+int stream_move_req(struct stream *s, struct buf *out, size_t n)
+{
+    size_t due;
+    long got = flow_pull_buf(&s->req, &stream_worker(s)->chunks, out, n, replay_room(s), &due);
+    if (got < 0)
+        return GR_ERR_NOMEM;
+    (void)req_pulled(s, (size_t)got, due);
+    return GR_OK;
 }
 
 /* After taken bytes of the response left its queue (eof: the body is

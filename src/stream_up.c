@@ -312,6 +312,10 @@ static size_t ev_pull(struct up_slot *sl, uint8_t *out, size_t len, bool *eof)
     return stream_pull_req(stream_of(sl), out, len, eof);
 }
 
+static size_t ev_peek(struct up_slot *sl, size_t len, bool *eof) { return stream_peek_req(stream_of(sl), len, eof); }
+
+static int ev_move(struct up_slot *sl, struct buf *out, size_t n) { return stream_move_req(stream_of(sl), out, n); }
+
 static nghttp2_nv *ev_trailers(struct up_slot *sl, size_t *n)
 {
     struct stream *s = stream_of(sl);
@@ -329,5 +333,7 @@ const struct upstream_events stream_upstream_events = {
     .closed = ev_closed,
     .lost = ev_lost,
     .pull = ev_pull,
+    .peek = ev_peek,
+    .move = ev_move,
     .trailers = ev_trailers,
 };

@@ -80,6 +80,9 @@ size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len)
  * moves is copied from. Both draw from p. Returns 0 or GR_ERR_NOMEM (then
  * nothing more moved; what did stays moved). */
 int buf_move(struct buf *dst, struct buf *src, struct chunk_pool *p, size_t len);
+/* Appends len bytes of src, offset bytes in (src keeps them); returns the
+ * count appended, short when src has fewer, or GR_ERR_NOMEM (negative). */
+long buf_append_from(struct buf *dst, struct chunk_pool *p, const struct buf *src, size_t offset, size_t len);
 /* Drains len bytes (at most buf len). */
 void buf_drain(struct buf *b, struct chunk_pool *p, size_t len);
 /* Drops everything queued. */

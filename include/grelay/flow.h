@@ -64,6 +64,12 @@ int flow_queue(struct flow *f, struct chunk_pool *cp, const uint8_t *data, size_
  * as when no retry can use them) the replay copy is dropped. Otherwise
  * drained. *due: bytes whose credit may now go back to the sender. */
 size_t flow_pull(struct flow *f, struct chunk_pool *cp, uint8_t *out, size_t len, size_t keep_max, size_t *due);
+/* The same into dst, a connection's write buffer, without a flat copy in
+ * between: drained chunks are relinked (buf_move), kept ones copied from
+ * (buf_append_from). Returns the count, or GR_ERR_NOMEM (negative). */
+long flow_pull_buf(struct flow *f, struct chunk_pool *cp, struct buf *dst, size_t len, size_t keep_max, size_t *due);
+/* Bytes the taking side could pull now. */
+static inline size_t flow_ready(const struct flow *f) { return f->replay ? f->q.len - f->sent : f->q.len; }
 /* Of the bytes received, those taken (or dropped) but not given back yet:
  * credit owed to the sender (response: withheld while the connection holds
  * more than its connection_buffer). */

@@ -42,6 +42,9 @@ void stream_resume_resp(struct stream *s);
 void stream_count_held(struct stream *s);
 void stream_write_wait_update(struct stream *s, bool took);
 size_t stream_pull_req(struct stream *s, uint8_t *out, size_t len, bool *eof);
+/* Without a flat copy (stream_peek_resp's and stream_move_resp's kind). */
+size_t stream_peek_req(const struct stream *s, size_t len, bool *eof);
+int stream_move_req(struct stream *s, struct buf *out, size_t n);
 
 /* Ending the call, or its attempt. */
 void stream_detach_up(struct stream *s, bool reset);

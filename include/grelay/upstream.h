@@ -19,6 +19,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+struct buf;
 struct up_slot;
 struct upconn;
 struct pool;
@@ -84,6 +85,11 @@ struct upstream_events {
     void (*lost)(struct up_slot *sl, const char *why, bool never_ready);
     /* The request body: as stream_pull_resp() on the other side. */
     size_t (*pull)(struct up_slot *sl, uint8_t *out, size_t len, bool *eof);
+    /* The same without a flat copy, as stream_peek_resp()/stream_move_resp()
+     * on the other side: how many of len bytes could go now (0: pull
+     * instead), then move them into out (the connection's write buffer). */
+    size_t (*peek)(struct up_slot *sl, size_t len, bool *eof);
+    int (*move)(struct up_slot *sl, struct buf *out, size_t n);
     /* Request trailers to end the body with: NULL with *n = 0 when none,
      * NULL with *n > 0 when they could not be built (see h2_common.h). */
     nghttp2_nv *(*trailers)(struct up_slot *sl, size_t *n);
