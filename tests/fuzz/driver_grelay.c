@@ -82,7 +82,7 @@ void gp_census(struct gp_census *c)
     c->sniffing = list_len(&w->sniffing);
     c->dirty = list_len(&w->dirty);
     c->reap = list_len(&w->reap);
-    c->chunks_out = w->chunks.n_out;
+    c->chunks_out = w->chunks.big.n_out + w->chunks.small.n_out;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         struct wcluster *wc = worker_cluster(w, &cfg->clusters[i]);
         for (size_t e = 0; e < wc->n_pools; e++) {
@@ -100,7 +100,8 @@ void gp_census(struct gp_census *c)
 void gp_trim(void)
 {
     worker_cache_trim(&w->streams, true);
-    w->chunks.n_free_low = w->chunks.n_free; /* chunk_pool_trim frees that many */
+    w->chunks.big.n_free_low = w->chunks.big.n_free; /* buf_pool_trim frees that many */
+    w->chunks.small.n_free_low = w->chunks.small.n_free;
     buf_pool_trim(&w->chunks, 0);
     mem_pool_trim(&w->h2mem, 0);
     h2_server_worker_trim(w); /* no connection is alive between inputs */
