@@ -215,22 +215,28 @@ size_t buf_read(struct buf *b, struct chunk_pool *p, uint8_t *out, size_t len)
     return done;
 }
 
+/* The chunk of b that holds the byte offset bytes in, with *offset made
+ * relative to its first queued byte; NULL past the end. */
+static const struct chunk *seek(const struct buf *b, size_t *offset)
+{
+    const struct chunk *c = b->head;
+    while (c != NULL && *offset >= (size_t)(c->end - c->start)) {
+        *offset -= c->end - c->start;
+        c = c->next;
+    }
+    return c;
+}
+
 long buf_append_from(struct buf *dst, struct chunk_pool *p, const struct buf *src, size_t offset, size_t len)
 {
     size_t done = 0;
-    for (struct chunk *c = src->head; c != NULL && done < len; c = c->next) {
-        size_t avail = c->end - c->start;
-        if (offset >= avail) {
-            offset -= avail;
-            continue;
-        }
-        size_t n = avail - offset;
+    for (const struct chunk *c = seek(src, &offset); c != NULL && done < len; c = c->next, offset = 0) {
+        size_t n = c->end - c->start - offset;
         if (n > len - done)
             n = len - done;
         if (buf_append(dst, p, c->data + c->start + offset, n) != GR_OK)
             return GR_ERR_NOMEM;
         done += n;
-        offset = 0;
     }
     return (long)done;
 }
@@ -238,18 +244,12 @@ long buf_append_from(struct buf *dst, struct chunk_pool *p, const struct buf *sr
 size_t buf_copy_at(const struct buf *b, size_t offset, uint8_t *out, size_t len)
 {
     size_t done = 0;
-    for (struct chunk *c = b->head; c != NULL && done < len; c = c->next) {
-        size_t avail = c->end - c->start;
-        if (offset >= avail) {
-            offset -= avail;
-            continue;
-        }
-        size_t n = avail - offset;
+    for (const struct chunk *c = seek(b, &offset); c != NULL && done < len; c = c->next, offset = 0) {
+        size_t n = c->end - c->start - offset;
         if (n > len - done)
             n = len - done;
         memcpy(out + done, c->data + c->start + offset, n);
         done += n;
-        offset = 0;
     }
     return done;
 }
