@@ -682,12 +682,14 @@ static ssize_t resp_read(nghttp2_session *session, int32_t stream_id, uint8_t *o
 static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                      nghttp2_data_source *src, void *user_data)
 {
-    (void)src;
+    (void)session;
     struct dconn *d = user_data;
-    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    /* The call resp_read just found: nghttp2 calls this within the same
+     * nghttp2_session_mem_send, right after that read (and not at all for
+     * a stream closed since), so nothing can have ended the call between
+     * the two; no second lookup. */
+    struct stream *s = src->ptr;
     struct conn *c = &d->base.io;
-    if (s == NULL) /* nothing written yet: nghttp2 resets the stream */
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (frame->data.padlen > 0 || buf_append(&c->wbuf, &c->w->chunks, framehd, 9) != GR_OK ||
         stream_move_resp(s, &c->wbuf, length) != GR_OK)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
