@@ -162,13 +162,18 @@ def resets(r, n, seconds=10):
     return got, goaway
 
 
+def send_bad_heads(r, n):
+    """n malformed heads (a connection-specific field), streams 1, 3, ..., in one write."""
+    r.send(b"".join(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i, r.enc.encode(BAD)) for i in range(n)))
+
+
 def test_malformed_requests_below_the_budget_are_charged_once(target):
     """180 malformed heads in one write: 180 resets, no GOAWAY (budget 200:
     a double charge would end the connection at ~100)."""
     g, b = target
     r = raw(g)
     try:
-        r.send(b"".join(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i, r.enc.encode(BAD)) for i in range(180)))
+        send_bad_heads(r, 180)
         got, goaway = resets(r, 180)
         assert goaway is None and got == 180, (got, goaway)
         good_call(r, 1 + 2 * 180)
@@ -181,7 +186,7 @@ def test_malformed_requests_past_the_budget_end_the_connection(target):
     g, b = target
     r = raw(g)
     try:
-        r.send(b"".join(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i, r.enc.encode(BAD)) for i in range(300)))
+        send_bad_heads(r, 300)
         got, goaway = resets(r, 10 ** 6)
         assert goaway is not None and goaway[1] == ENHANCE_YOUR_CALM, (got, goaway)
         assert goaway[0] < 2 * 260, goaway
