@@ -8,8 +8,10 @@ The last path segment of a call picks the behaviour:
   Http503                                ":status 503" with an HTML body, no gRPC framing
   Http200Html                            ":status 200" with an HTML body: a web server, not gRPC
   Ok                                     a proper gRPC answer echoing the request, with the
-                                         grpc-timeout it received in trailer x-seen-grpc-timeout
-                                         and the connection's number in x-conn-id
+                                         grpc-timeout it received in trailer x-seen-grpc-timeout,
+                                         the connection's number in x-conn-id and the
+                                         connection-level window the client granted, before the
+                                         answer's DATA, in x-conn-window
   Goaway                                 GOAWAY (last stream = this one), then a proper answer
   GoawayRefuseOnce                       the first time: GOAWAY with last stream 0, no answer
                                          (the client must treat the stream as refused); then Ok
@@ -90,10 +92,11 @@ def act(conn, sid, what, body, timeout, conn_id):
             if first:
                 return goaway_frame(0)
         prefix = goaway_frame(sid) if what == "Goaway" else b""
+        window = conn.outbound_flow_control_window
         conn.send_headers(sid, GRPC)
         conn.send_data(sid, body)
         conn.send_headers(sid, [("grpc-status", "0"), ("x-seen-grpc-timeout", timeout),
-                                ("x-conn-id", str(conn_id))], end_stream=True)
+                                ("x-conn-id", str(conn_id)), ("x-conn-window", str(window))], end_stream=True)
         return prefix + conn.data_to_send() if prefix else None
 
 
