@@ -3,11 +3,16 @@ from them, briefly, against a real grelay in front of the bench's C echo
 backend: conn_load (built by bench/load/build.sh, as bench/run.sh builds it)
 makes exactly the connections it is asked for, h2c and TLS with resumed
 sessions; stream_load (built by CMake next to grelay) holds the calls it is
-asked to hold. Counts, never timing: grelay's own metrics must agree with
-what each tool printed."""
+asked to hold, and in ping-pong mode, as bench/syscalls.py --kind bidi
+drives it (through bench.py's stream_load()), echoes messages on the calls
+asked. Counts, never timing: grelay's own metrics must agree with what each
+tool printed."""
+import argparse
 import os
 import re
+import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -142,3 +147,32 @@ def test_stream_load_holds_the_calls_asked(relay):
     assert load.returncode == 0, err
     out = figures(rest)
     assert (out["messages"], out["bytes"], out["errors"]) == ("50", str(50 * 105), "0"), rest
+
+
+@pytest.fixture(scope="module")
+def syscalls():
+    """bench/syscalls.py as a module (it imports bench.py, whose temporary
+    directory goes when the tests are done)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import syscalls
+        yield syscalls
+        shutil.rmtree(sys.modules["bench"].TMP, ignore_errors=True)
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+
+
+def test_syscalls_bidi_mode_drives_stream_load(relay, syscalls):
+    """syscalls.py --kind bidi's load without its perf counting (perf is no
+    test dependency, and its tracepoints need privileges a test may not
+    have): bidi_runs() at 2 connections x 3 streams, ping-pong, the warm-up
+    then one run. The run returns the messages stream_load echoed, more
+    than one a call (held mode, INFLIGHT 0, would echo exactly one), and
+    grelay saw the 2 x 3 calls of each and 2 x 2 connections."""
+    g, plain, tls, admin = relay
+    args = argparse.Namespace(stream_load=STREAM_LOAD, seconds=0.5)
+    warm, run = syscalls.bidi_runs(args, 100, 2, 3)
+    assert warm(plain)["requests"] > 0
+    assert run(plain) > 2 * 3
+    assert settled(admin, 4, "grelay_downstream_connections_total", listener="plain") == 4
+    assert settled(admin, 12, "grelay_requests_total", listener="plain") == 12
