@@ -118,32 +118,44 @@ def count_bidi(args, name, start, bport, size, conns=4, streams=16, inflight=1):
     return traced(args, start, bport, warm, run)
 
 
-def main():
+def arguments(only, size, scenario):
+    """The options every per-call counter here takes (writes.py too)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--grelay", required=True)
     ap.add_argument("--backend", default="go", choices=["c", "go"])
     ap.add_argument("--c-backend")
     ap.add_argument("--go-backend")
-    ap.add_argument("--only", default="grelay,nghttpx,haproxy")
+    ap.add_argument("--only", default=only)
+    ap.add_argument("--size", type=int, default=size)
+    ap.add_argument("--scenario", default=scenario)
+    return ap
+
+
+def start_all(args):
+    """(conns, streams, [(name, start)], backend process, its port, body file) for parsed arguments()."""
+    conns, streams = (int(x) for x in args.scenario.split("x"))
+    targets = [(n, f) for n, f in bench.TARGETS if n in args.only.split(",")]
+    backend, bport = bench.start_backend(args, args.backend)
+    body = bench._write_bytes("body-%d" % args.size, b"\x00" + args.size.to_bytes(4, "big") + b"x" * args.size)
+    return conns, streams, targets, backend, bport, body
+
+
+def main():
+    ap = arguments("grelay,nghttpx,haproxy", 100, "4x16")
     ap.add_argument("--kind", default="unary", choices=["unary", "bidi"])
     ap.add_argument("--calls", type=int, default=200000, help="unary: calls a run")
     ap.add_argument("--seconds", type=float, default=10, help="bidi: seconds a run")
     ap.add_argument("--inflight", type=int, default=1, help="bidi: messages in flight per stream")
     ap.add_argument("--stream-load", help="bidi: bench/load/stream_load (default: next to --grelay)")
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--size", type=int, default=100)
-    ap.add_argument("--scenario", default="4x16")
     args = ap.parse_args()
-    conns, streams = (int(x) for x in args.scenario.split("x"))
     bidi = args.kind == "bidi"
     if bidi and not args.stream_load:
         args.stream_load = os.path.join(os.path.dirname(args.grelay), "stream_load")
     if bidi and args.inflight < 1:
         sys.exit("--inflight: at least 1 (stream_load's 0 holds calls instead, conns.py's held10k)")
     unit = "message" if bidi else "call"
-    targets = [(n, f) for n, f in bench.TARGETS if n in args.only.split(",")]
-    backend, bport = bench.start_backend(args, args.backend)
-    body = bench._write_bytes("body-%d" % args.size, b"\x00" + args.size.to_bytes(4, "big") + b"x" * args.size)
+    conns, streams, targets, backend, bport, body = start_all(args)
     rows = {}
     try:
         for _ in range(args.runs):

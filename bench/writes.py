@@ -15,7 +15,6 @@ Usage: writes.py --grelay BIN (--c-backend BIN | --go-backend BIN) [--backend c|
                  [--only grelay,nghttpx] [--calls N] [--size BYTES] [--scenario CxM]
 Prints a Markdown table (per call).
 """
-import argparse
 import collections
 import os
 import re
@@ -25,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
+import syscalls  # noqa: E402
 from procs import stop, tree, wait_port  # noqa: E402
 
 READS = ("read", "readv", "recvfrom", "recvmsg")
@@ -48,7 +48,7 @@ def sides(pids, port, bport):
     return res
 
 
-def syscalls(script):
+def paired(script):
     """[(tid, call, fd, bytes)] from `perf script`: each exit paired with its enter."""
     open_ = {}
     out = []
@@ -99,7 +99,7 @@ def measure(args, name, start, bport, body, conns, streams):
         stop(proc)
     n = collections.Counter()
     whole_max = args.size + 200  # one response: the message, its frame headers, HEADERS and trailers
-    for tid, call, fd, ret in syscalls(script):
+    for tid, call, fd, ret in paired(script):
         side = fds.get((tgid.get(tid, tid), fd))
         if side is None or ret < 0:
             n["%s %s" % (side or "other", "EAGAIN")] += side is not None
@@ -118,20 +118,10 @@ def measure(args, name, start, bport, body, conns, streams):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--grelay", required=True)
-    ap.add_argument("--backend", default="go", choices=["c", "go"])
-    ap.add_argument("--c-backend")
-    ap.add_argument("--go-backend")
-    ap.add_argument("--only", default="grelay,nghttpx")
+    ap = syscalls.arguments("grelay,nghttpx", 16384, "64x1")
     ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--size", type=int, default=16384)
-    ap.add_argument("--scenario", default="64x1")
     args = ap.parse_args()
-    conns, streams = (int(x) for x in args.scenario.split("x"))
-    targets = [(n, f) for n, f in bench.TARGETS if n in args.only.split(",")]
-    backend, bport = bench.start_backend(args, args.backend)
-    body = bench._write_bytes("body-%d" % args.size, b"\x00" + args.size.to_bytes(4, "big") + b"x" * args.size)
+    conns, streams, targets, backend, bport, body = syscalls.start_all(args)
     cols = ["client reads", "client whole responses", "client pieces", "client window updates", "backend reads",
             "backend writes", "client EAGAIN", "backend EAGAIN"]
     rows = []
