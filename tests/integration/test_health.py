@@ -38,6 +38,7 @@ class HealthBackend:
         self.name, self.health = name, health
         self.status, self.hold = SERVING, False
         self.padding = 0  # bytes of an unknown field added to each answer
+        self.abort = None  # a grpc.StatusCode Check ends with at once, instead of an answer
         self.lock = threading.Lock()
         self.checks = 0  # Check calls received (answered or not)
         self.services = []
@@ -67,6 +68,8 @@ class HealthBackend:
         with self.lock:
             self.services.append(service_of(request))
             self.deadlines.append(context.time_remaining())
+        if self.abort is not None:
+            context.abort(self.abort, "checked nothing")
         for _ in range(500):  # held: until grelay gives up (its timeout), 10 s at most
             if not self.hold or not context.is_active():
                 break
@@ -281,6 +284,29 @@ def test_a_check_that_times_out_counts_toward_the_threshold(grelay_factory):
                       result="timeout") >= 2
         bs[0].hold = False
         wait_health(g, bs[0].addr, "healthy")
+    finally:
+        stop_all(bs)
+
+
+def test_deadline_exceeded_from_the_endpoint_is_a_timeout(grelay_factory):
+    """The check sends its timeout as grpc-timeout, so a held check may end
+    either by grelay's timer or by the server's own DEADLINE_EXCEEDED (CI,
+    2026-12-02: grpcio's came first, and the check counted as "error status
+    or bad answer"). Both are the same timeout; here the endpoint answers
+    DEADLINE_EXCEEDED at once, so the verdict cannot race."""
+    bs = backends_of("b1", "b2")
+    try:
+        g = start(grelay_factory, bs, panic="0%")
+        wait_good_check(g, bs[0].addr, "a good check of b1")
+        bs[0].abort = grpc.StatusCode.DEADLINE_EXCEEDED
+        e = wait_health(g, bs[0].addr, "unhealthy")
+        assert e["why"].startswith("health checks timed out"), e
+        assert "endpoint %s is unhealthy: health checks timed out (2 checks): no answer within 100ms " \
+               "(DEADLINE_EXCEEDED from the endpoint: checked nothing)" % bs[0].addr in g.log()
+        assert metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
+                      result="timeout") >= 2
+        assert metric(g, "grelay_health_checks_total", cluster="backend", endpoint=bs[0].addr,
+                      result="error") in (None, 0)  # no such series, or none counted
     finally:
         stop_all(bs)
 
