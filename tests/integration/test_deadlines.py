@@ -45,14 +45,29 @@ def route_to(cluster="backend", **route):
     return [r]
 
 
-def test_held_unary_gets_deadline_exceeded_from_grelay(backends, grelay_factory):
+def test_held_unary_gets_deadline_exceeded_from_grelay(raw_backend, grelay_factory):
+    """A backend that keeps no deadline (it never answers): grelay ends the
+    call itself, trailers-only."""
     port = free_port()
-    g = grelay_factory(simple_config(port, [backends[0].addr]), port)
-    out = raw_call(port, "/test.Echo/Unary", [("grpc-timeout", "300m"), ("x-hold", "dl-unary")])
+    grelay_factory(simple_config(port, [raw_backend.addr], routes=route_to()), port)
+    out = raw_call(port, "/raw.Svc/Hold", [("grpc-timeout", "300m")])
     assert out["trailers"] is None  # trailers-only: nothing had been sent
     code, msg = status_of(out)
     assert code == b"4", out
     assert "deadline exceeded at grelay" in msg
+
+
+def test_held_unary_is_cancelled_upstream_at_its_deadline(backends, grelay_factory):
+    """A gRPC server keeps the grpc-timeout grelay sends it, so at the
+    deadline its DEADLINE_EXCEEDED and grelay's race (grpc-core may fire a
+    fraction of a millisecond early): the client gets DEADLINE_EXCEEDED from
+    one of them, and the backend's call is cancelled either way."""
+    port = free_port()
+    grelay_factory(simple_config(port, [backends[0].addr]), port)
+    out = raw_call(port, "/test.Echo/Unary", [("grpc-timeout", "300m"), ("x-hold", "dl-unary")])
+    code, msg = status_of(out)
+    assert code == b"4", out
+    assert "deadline exceeded at grelay" in msg or msg == "Deadline Exceeded", out
     assert wait_for(lambda: "dl-unary" in backends[0].events()["cancelled"])
 
 

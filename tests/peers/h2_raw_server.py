@@ -12,6 +12,8 @@ The last path segment of a call picks the behaviour:
                                          the connection's number in x-conn-id and the
                                          connection-level window the client granted, before the
                                          answer's DATA, in x-conn-window
+  Hold                                   no answer at all, whatever grpc-timeout says (a server that
+                                         does not keep deadlines: only the proxy can end the call)
   Goaway                                 GOAWAY (last stream = this one), then a proper answer
   GoawayRefuseOnce                       the first time: GOAWAY with last stream 0, no answer
                                          (the client must treat the stream as refused); then Ok
@@ -75,6 +77,8 @@ def goaway_frame(last_stream_id):
 def act(conn, sid, what, body, timeout, conn_id):
     codes = {"RstRefused": h2.errors.ErrorCodes.REFUSED_STREAM, "RstCancel": h2.errors.ErrorCodes.CANCEL,
              "RstProtocol": h2.errors.ErrorCodes.PROTOCOL_ERROR}
+    if what == "Hold":
+        return None
     if what in codes:
         conn.reset_stream(sid, codes[what])
     elif what == "RstAfterData":
