@@ -172,12 +172,16 @@ def test_slow_readers_do_not_stop_other_clients_on_the_same_upstream_connection(
     windows; the one upstream connection (max_connections: 1) keeps its
     connection window, and a real gRPC client on another connection keeps
     succeeding, every call. stream_write_timeout is long: it is not what
-    saves the day here."""
+    saves the day here. The cluster's connection_window is pinned at 1 MiB
+    (its default is 256 MiB): below what the floods' stream windows add up
+    to, so a grelay that gave the connection's credit back only when the
+    client took the bytes would stall every call here (review,
+    2026-12-02: with the default, that regression passed)."""
     b = Backend("shared")
     try:
         port = free_port()
         g = grelay_factory(simple_config(port, [b.addr], listener_extra={"stream_write_timeout": "60s"},
-                                         cluster_extra={"max_connections": 1}), port)
+                                         cluster_extra={"max_connections": 1, "connection_window": "1MiB"}), port)
         readers = []
         for _ in range(3):
             c = RawClient(port)
