@@ -94,6 +94,8 @@ def test_grpc_web_from_chromium(page_server, web_grelay, browser_backend):
     assert res["deadline"]["code"] == 4, res["deadline"]
     msg = res["deadline"]["message"]
     assert "deadline exceeded at grelay" in msg or msg == "Deadline Exceeded", res["deadline"]
+    # and it was the route's cap: the backend was given 150 ms, not the page's 3 s
+    assert 0 < browser_backend.events()["held"]["browser-deadline"] <= 0.15
     # the browser asked grelay's permission (CORS preflight) before its calls
     assert out["preflights"] >= 1
 

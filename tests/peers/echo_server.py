@@ -11,7 +11,8 @@ Methods:
                            `x-fail-code: NAME` makes it fail with the request
                            (UTF-8) as the status message; `x-barrier: N`
                            holds the call until N calls are in flight;
-                           `x-hold: ID` never answers and records ID when
+                           `x-hold: ID` never answers, records the deadline it was
+                           given (time_remaining, in "held") and records ID when
                            cancelled; `x-time-remaining` reports the deadline seen;
                            `x-fail-on: NAME` / `x-hold-on: NAME` fail (trailers-only
                            UNAVAILABLE) or hold only on the backend called NAME;
@@ -44,7 +45,7 @@ ADDR = sys.argv[2]
 MAX_MSG = 16 * 1024 * 1024
 
 state_lock = threading.Lock()
-events = {"cancelled": [], "flood_sent": 0, "calls": 0, "peers": []}
+events = {"cancelled": [], "flood_sent": 0, "calls": 0, "peers": [], "held": {}}
 barriers = {}
 
 
@@ -98,6 +99,8 @@ def unary(request, context):
         md_out.append(("x-time-remaining", "%.6f" % remaining))
     if "x-hold" in md:
         # Never answers: waits for the client (or grelay) to cancel.
+        with state_lock:
+            events["held"][md["x-hold"]] = remaining
         record_cancel_on_termination(context, md["x-hold"])
         deadline = time.monotonic() + 30
         while context.is_active() and time.monotonic() < deadline:

@@ -11,7 +11,9 @@ The last path segment of a call picks the behaviour:
                                          grpc-timeout it received in trailer x-seen-grpc-timeout,
                                          the connection's number in x-conn-id and the
                                          connection-level window the client granted, before the
-                                         answer's DATA, in x-conn-window
+                                         answer's DATA, in x-conn-window, and the codes of every
+                                         RST_STREAM this server has received so far (all
+                                         connections), comma-separated, in x-resets
   Hold                                   no answer at all, whatever grpc-timeout says (a server that
                                          does not keep deadlines: only the proxy can end the call)
   Goaway                                 GOAWAY (last stream = this one), then a proper answer
@@ -32,7 +34,7 @@ import h2.events
 
 HOST, PORT = sys.argv[1].rsplit(":", 1)
 counter_lock = threading.Lock()
-counters = {"conns": 0, "refused_once": False}
+counters = {"conns": 0, "refused_once": False, "resets": []}
 
 
 def serve(sock):
@@ -55,6 +57,9 @@ def serve(sock):
                 paths[ev.stream_id] = dict(ev.headers)[":path"]
                 timeouts[ev.stream_id] = dict(ev.headers).get("grpc-timeout", "none")
                 bodies[ev.stream_id] = b""
+            elif isinstance(ev, h2.events.StreamReset):
+                with counter_lock:
+                    counters["resets"].append(int(ev.error_code))
             elif isinstance(ev, h2.events.DataReceived):
                 bodies[ev.stream_id] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
@@ -99,8 +104,11 @@ def act(conn, sid, what, body, timeout, conn_id):
         window = conn.outbound_flow_control_window
         conn.send_headers(sid, GRPC)
         conn.send_data(sid, body)
+        with counter_lock:
+            resets = ",".join(str(c) for c in counters["resets"])
         conn.send_headers(sid, [("grpc-status", "0"), ("x-seen-grpc-timeout", timeout),
-                                ("x-conn-id", str(conn_id)), ("x-conn-window", str(window))], end_stream=True)
+                                ("x-conn-id", str(conn_id)), ("x-conn-window", str(window)),
+                                ("x-resets", resets)], end_stream=True)
         return prefix + conn.data_to_send() if prefix else None
 
 
