@@ -325,8 +325,8 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
         finish(p, HC_UNIMPLEMENTED, "UNIMPLEMENTED: %s", p->grpc_message);
     else if (p->grpc_status < 0)
         finish(p, HC_ERROR, "no grpc-status (stream closed with error %u)", code);
-    else if (p->grpc_status == 4) /* the endpoint gave up at the grpc-timeout we sent: the same timeout */
-        finish(p, HC_TIMEOUT, "no answer within %llums (DEADLINE_EXCEEDED from the endpoint: %s)",
+    else if (p->grpc_status == 4) /* the endpoint gave up, at the grpc-timeout we sent or before: a timeout */
+        finish(p, HC_TIMEOUT, "DEADLINE_EXCEEDED from the endpoint, given grpc-timeout %llums: %s",
                (unsigned long long)p->cl->health_check.timeout_ms, p->grpc_message);
     else if (p->grpc_status != 0)
         finish(p, HC_ERROR, "grpc-status %d: %s", p->grpc_status, p->grpc_message);
