@@ -9,7 +9,11 @@ pinned to CPU 0, backend and h2load on CPU 1, as syscalls.py runs them. Each
 fd is put on its side with `ss` (the proxy's port: a client; the backend's
 port: the backend). A client-side write is a whole response when it carries
 at least the message (`--size`) and no more than one response, a window
-update when it is 13 or 26 bytes, else a piece of a response.
+update when it is 13 or 26 bytes, else a piece of a response (so with more
+than one stream a connection, a write of two responses counts as a piece:
+the classes are made for one call a connection). The table says how many
+syscalls were on an fd `ss` did not put on a side ("unmapped", a connection
+opened after the snapshot), and the run fails if perf lost events.
 
 Usage: writes.py --grelay BIN (--c-backend BIN | --go-backend BIN) [--backend c|go]
                  [--only grelay,nghttpx] [--calls N] [--size BYTES] [--scenario CxM]
@@ -73,9 +77,9 @@ def measure(args, name, start, bport, body, conns, streams):
         bench.h2load(port, body, conns, streams, 1)  # warm-up
         pids = tree(proc.pid)
         data = os.path.join(bench.TMP, "writes.data")
-        perf = subprocess.Popen(["perf", "record", "-q", "-o", data, "-p", ",".join(map(str, pids))] +
+        perf = subprocess.Popen(["perf", "record", "-o", data, "-p", ",".join(map(str, pids))] +
                                 sum([["-e", e] for e in EVENTS], []),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)  # perf attaches
         h2l = subprocess.Popen(["taskset", "-c", "1", "h2load", "-c", str(conns), "-m", str(streams), "-n",
                                 str(args.calls), "-d", body, "-H", "content-type: application/grpc", "-H",
@@ -92,7 +96,9 @@ def measure(args, name, start, bport, body, conns, streams):
         tgid = {int(t): p for p in pids for t in os.listdir("/proc/%d/task" % p)}
         out = h2l.communicate(timeout=300)[0]
         perf.send_signal(2)
-        perf.wait(60)
+        lost = [l for l in perf.communicate(timeout=60)[1].splitlines() if "lost" in l.lower()]
+        if lost:
+            sys.exit("%s: perf lost events, the counts would be low: %s" % (name, "; ".join(lost)))
         done = next(int(l.replace(",", "").split()[7]) for l in out.splitlines() if l.startswith("requests:"))
         script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
     finally:
@@ -101,8 +107,11 @@ def measure(args, name, start, bport, body, conns, streams):
     whole_max = args.size + 200  # one response: the message, its frame headers, HEADERS and trailers
     for tid, call, fd, ret in paired(script):
         side = fds.get((tgid.get(tid, tid), fd))
-        if side is None or ret < 0:
-            n["%s %s" % (side or "other", "EAGAIN")] += side is not None
+        if side is None:
+            n["unmapped"] += 1
+            continue
+        if ret < 0:
+            n[side + " EAGAIN"] += 1
             continue
         if call in READS:
             n[side + " reads"] += 1
@@ -123,7 +132,7 @@ def main():
     args = ap.parse_args()
     conns, streams, targets, backend, bport, body = syscalls.start_all(args)
     cols = ["client reads", "client whole responses", "client pieces", "client window updates", "backend reads",
-            "backend writes", "client EAGAIN", "backend EAGAIN"]
+            "backend writes", "client EAGAIN", "backend EAGAIN", "unmapped"]
     rows = []
     try:
         for name, start in targets:
