@@ -334,8 +334,12 @@ def test_data_past_the_stream_window_stalls_a_client_that_keeps_to_the_connectio
         provoked += 1
         sid += 2
     assert window < per_stream, "the connection window kept coming back"
-    # connection_window (1 MiB) / stream_buffer (64 KiB), plus the first 64 KiB
-    assert 10 <= provoked <= 20, provoked
+    # connection_window (1 MiB) / stream_buffer (64 KiB), plus the first 64 KiB:
+    # 17, give or take the credit already on its way when a reset lowers the
+    # window, which depends on how the bytes were read (18-21 with 32 KiB
+    # reads and two CPU burners, 2026-12-02; CI once read 21). A window that
+    # kept coming back would run to 64.
+    assert 10 <= provoked <= 24, provoked
     r.close()
     legit.check()
 
