@@ -1,5 +1,6 @@
 /* One grpc.health.v1 check (health_probe.h). */
 #include "grelay/health_probe.h"
+#include "grelay/grpc.h"
 #include "grelay/tls.h"
 
 #include <nghttp2/nghttp2.h>
@@ -321,11 +322,11 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
     struct health_probe *p = ud;
     if (p->http_status != 200)
         finish(p, HC_ERROR, "HTTP status %d (stream closed with error %u)", p->http_status, code);
-    else if (p->grpc_status == 12)
+    else if (p->grpc_status == GRPC_UNIMPLEMENTED)
         finish(p, HC_UNIMPLEMENTED, "UNIMPLEMENTED: %s", p->grpc_message);
     else if (p->grpc_status < 0)
         finish(p, HC_ERROR, "no grpc-status (stream closed with error %u)", code);
-    else if (p->grpc_status == 4) /* the endpoint gave up, at the grpc-timeout we sent or before: a timeout */
+    else if (p->grpc_status == GRPC_DEADLINE_EXCEEDED) /* it gave up, at our grpc-timeout or before: a timeout */
         finish(p, HC_TIMEOUT, "DEADLINE_EXCEEDED from the endpoint, given grpc-timeout %llums: %s",
                (unsigned long long)p->cl->health_check.timeout_ms, p->grpc_message);
     else if (p->grpc_status != 0)
