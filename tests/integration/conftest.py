@@ -46,6 +46,15 @@ def grelay_factory():
 
 
 @pytest.fixture
+def raw_backend():
+    """tests/peers/h2_raw_server.py: a backend that misbehaves on request
+    (resets, HTTP errors, GOAWAYs, Hold) and reports what it saw."""
+    b = Backend("raw", raw=True)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
 def proxy(backends, grelay_factory):
     """grelay with 2 workers in front of the three shared backends, round robin."""
     port = free_port()

@@ -135,6 +135,13 @@ class Grelay:
         assert code == 0, "grelay exited with %s:\n%s" % (code, log[-4000:])
 
 
+def deadline_message(msg):
+    """A DEADLINE_EXCEEDED message either timer could have written when the
+    backend is grpcio: grelay sends it the time left as grpc-timeout, so
+    grpcio's "Deadline Exceeded" and grelay's race at the deadline."""
+    return "deadline exceeded at grelay" in msg or msg == "Deadline Exceeded"
+
+
 def simple_config(port, endpoints, lb_policy="round_robin", routes=None, workers=1, listener_extra=None,
                   cluster_extra=None):
     """One listener, one virtual host for '*', one cluster 'backend'."""

@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from harness import Backend, free_port, simple_config
+from harness import deadline_message, free_port, simple_config
 from test_failures import grpc_headers, raw_h2, read_until_closed, wait_for
 
 
@@ -30,13 +30,6 @@ def status_of(out):
     """grpc-status and grpc-message, from trailers or a trailers-only answer."""
     src = out["trailers"] or out["headers"] or {}
     return src.get(b"grpc-status"), src.get(b"grpc-message", b"").decode()
-
-
-@pytest.fixture
-def raw_backend():
-    b = Backend("raw", raw=True)
-    yield b
-    b.stop()
 
 
 def route_to(cluster="backend", **route):
@@ -69,7 +62,7 @@ def test_held_unary_against_a_grpc_server_that_keeps_the_deadline(backends, grel
     out = raw_call(port, "/test.Echo/Unary", [("grpc-timeout", "300m"), ("x-hold", "dl-unary")])
     code, msg = status_of(out)
     assert code == b"4", out
-    assert "deadline exceeded at grelay" in msg or msg == "Deadline Exceeded", out
+    assert deadline_message(msg), out
     assert 0 < backends[0].events()["held"]["dl-unary"] <= 0.3
 
 

@@ -139,13 +139,10 @@ def test_malformed_frames_close_only_that_connection(proxy):
 
 
 @pytest.fixture
-def raw_backend_proxy(grelay_factory):
-    b = Backend("raw", raw=True)
+def raw_backend_proxy(raw_backend, grelay_factory):
     port = free_port()
-    g = grelay_factory(simple_config(port, [b.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}]),
-                       port)
-    yield g
-    b.stop()
+    return grelay_factory(simple_config(port, [raw_backend.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}]),
+                          port)
 
 
 @pytest.mark.parametrize("what,code", [("RstRefused", "UNAVAILABLE"), ("RstCancel", "CANCELLED"),

@@ -176,23 +176,19 @@ def test_a_new_connection_sends_one_stream_until_the_backends_settings(grelay_fa
 
 
 @pytest.mark.parametrize("window,want", [(None, 256 * 1024 * 1024), ("2MiB", 2 * 1024 * 1024)])
-def test_the_backend_may_write_the_clusters_connection_window_ahead(grelay_factory, window, want):
+def test_the_backend_may_write_the_clusters_connection_window_ahead(raw_backend, grelay_factory, window, want):
     """The connection-level window grelay grants a backend is the cluster's
     connection_window, 256 MiB unless set: grelay gives it back as bytes
     arrive, so it bounds no memory, and at 1 MiB a busy grpc-go backend ran
     out of it and sent HEADERS ahead of DATA (docs/performance.md, One call
     a connection). h2_raw_server reports the window it may write into."""
-    raw = Backend("raw", raw=True)
-    try:
-        port = free_port()
-        extra = {"connection_window": window} if window else None
-        grelay_factory(simple_config(port, [raw.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}],
-                                     cluster_extra=extra), port)
-        with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
-            _, call = ch.unary_unary("/raw.Svc/Ok").with_call(b"\x01\x02", timeout=10)
-        assert dict(call.trailing_metadata())["x-conn-window"] == str(want)
-    finally:
-        raw.stop()
+    port = free_port()
+    extra = {"connection_window": window} if window else None
+    grelay_factory(simple_config(port, [raw_backend.addr], routes=[{"match": {"prefix": "/"}, "cluster": "backend"}],
+                                 cluster_extra=extra), port)
+    with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+        _, call = ch.unary_unary("/raw.Svc/Ok").with_call(b"\x01\x02", timeout=10)
+    assert dict(call.trailing_metadata())["x-conn-window"] == str(want)
 
 
 def test_calls_waiting_for_a_connection_that_never_comes_up_go_to_another_endpoint(solo, grelay_factory):

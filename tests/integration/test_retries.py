@@ -142,31 +142,24 @@ def test_per_try_timeout_without_retries_left_is_deadline_exceeded(backends, gre
     assert failed == [(grpc.StatusCode.DEADLINE_EXCEEDED, "per-try timeout of 200ms exceeded at grelay")]
 
 
-@pytest.fixture
-def raw():
-    b = Backend("raw", raw=True)
-    yield b
-    b.stop()
-
-
 def raw_call(g, method):
     with grpc.insecure_channel(g.addr) as ch:
         reply, c = ch.unary_unary("/raw.Svc/" + method).with_call(b"payload", timeout=10)
     return reply, dict(c.trailing_metadata())
 
 
-def test_upstream_goaway_drains_and_new_calls_use_a_new_connection(raw, grelay_factory):
+def test_upstream_goaway_drains_and_new_calls_use_a_new_connection(raw_backend, grelay_factory):
     port = free_port()
-    g = grelay_factory(config(port, [raw.addr]), port)
+    g = grelay_factory(config(port, [raw_backend.addr]), port)
     assert raw_call(g, "Ok")[1]["x-conn-id"] == "1"
     reply, trailers = raw_call(g, "Goaway")  # in flight below last-stream-id: finishes
     assert reply == b"payload" and trailers["x-conn-id"] == "1"
     assert raw_call(g, "Ok")[1]["x-conn-id"] == "2"
 
 
-def test_streams_above_goaway_last_stream_id_are_retried_transparently(raw, grelay_factory):
+def test_streams_above_goaway_last_stream_id_are_retried_transparently(raw_backend, grelay_factory):
     port = free_port()
-    g = grelay_factory(config(port, [raw.addr]), port)
+    g = grelay_factory(config(port, [raw_backend.addr]), port)
     assert raw_call(g, "Ok")[1]["x-conn-id"] == "1"
     reply, trailers = raw_call(g, "GoawayRefuseOnce")
     assert reply == b"payload" and trailers["x-conn-id"] == "2"
