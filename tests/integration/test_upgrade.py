@@ -50,11 +50,24 @@ def stop_pid(pid, seconds=15):
 class Load:
     """Client threads calling until stopped: `fresh` threads open a new
     connection for every call (so any refused connection shows), one keeps
-    its channel (it must follow the GOAWAY to the new process)."""
+    its channel (it must follow the GOAWAY to the new process).
+
+    The channels keep grpc-core's defaults, transparent retries included: a
+    client that reads the drain's first GOAWAY fails the calls it had not
+    yet written on that connection ("GOAWAY received", never sent) and,
+    with retries on, sends them on the next one; with
+    `grpc.enable_retries=0` they fail, whatever the server does (one or two
+    in 3 of 4 full-suite runs on 2026-12-02, none of them seen by the
+    backend). What
+    this test must catch is a call grelay forwarded and then disowned (a
+    final GOAWAY naming an older last stream): the client would retry it
+    and the backend serve it twice, so end() compares the backend's
+    count with the calls that succeeded. A refused connection is not
+    retried: it fails the call."""
 
     def __init__(self, addr, fresh=3):
-        self.addr, self.stop = addr, threading.Event()
-        self.ok, self.failed = [0, 0], []
+        self.addr, self.stop, self.lock = addr, threading.Event(), threading.Lock()
+        self.ok, self.failed = [0], []
         self.threads = [threading.Thread(target=self.run, args=(i, True)) for i in range(fresh)]
         self.threads.append(threading.Thread(target=self.run, args=(fresh, False)))
         for t in self.threads:
@@ -63,30 +76,37 @@ class Load:
     def call(self, ch, i):
         try:
             assert ch.unary_unary("/test.Echo/Unary")(b"m%d" % i, timeout=10) == b"m%d" % i
-            self.ok[0] += 1
+            with self.lock:  # += is not atomic across threads
+                self.ok[0] += 1
         except grpc.RpcError as e:
-            self.failed.append((e.code(), e.details()))
+            with self.lock:
+                self.failed.append((e.code(), e.details()))
 
     def run(self, i, fresh):
-        opts = [("grpc.enable_retries", 0)]
         if fresh:
             for _ in range(100000):
                 if self.stop.is_set():
                     return
-                with grpc.insecure_channel(self.addr, options=opts) as ch:
+                with grpc.insecure_channel(self.addr) as ch:
                     self.call(ch, i)
         else:
-            with grpc.insecure_channel(self.addr, options=opts) as ch:
+            with grpc.insecure_channel(self.addr) as ch:
                 for _ in range(100000):
                     if self.stop.is_set():
                         return
                     self.call(ch, i)
 
-    def end(self):
+    def end(self, backend, others=0):
+        """Stops the load; asserts that no call failed and that the backend
+        served each call once (others: calls besides the load's)."""
         self.stop.set()
         for t in self.threads:
             t.join(30)
-        return self.ok[0], self.failed
+        ok = self.ok[0]
+        assert self.failed == [], self.failed[:5]
+        served = backend.events()["calls"] - others
+        assert served == ok, "the backend served %d calls, the clients saw %d succeed" % (served, ok)
+        return ok
 
 
 class Upgradable:
@@ -150,8 +170,7 @@ def test_upgrade_under_load_fails_no_call_and_refuses_no_connection():
         assert g.proc.wait(15) == 0  # the old one drained and exited 0
         at_exit = load.ok[0]
         time.sleep(1.0)  # the new process alone now
-        ok, failed = load.end()
-        assert failed == [], failed[:5]
+        ok = load.end(u.b, others=1)  # the server stream
         assert before > 0 and ok > at_exit, (before, at_exit, ok)
         assert "upgrade: 2 listening sockets inherited" in g.log()
         with grpc.insecure_channel(g.addr) as ch:
@@ -172,8 +191,7 @@ def test_an_upgrade_to_fewer_workers_accepts_on_every_handed_over_socket():
         assert g.proc.wait(15) == 0
         at_exit = load.ok[0]
         time.sleep(0.5)
-        ok, failed = load.end()
-        assert failed == [], failed[:5]
+        ok = load.end(u.b)
         assert ok > at_exit
         assert "running 2 workers instead of 1" in g.log()
 
