@@ -107,6 +107,11 @@ static void get_metrics(void *ctx, const char *query, const char *body, struct g
                 "# HELP grelay_access_log_dropped_total Access log lines dropped: the writer fell behind.\n"
                 "# TYPE grelay_access_log_dropped_total counter\ngrelay_access_log_dropped_total %llu\n",
                 (unsigned long long)access_log_lines(), (unsigned long long)access_log_dropped());
+    sbuf_printf(out,
+                "# HELP grelay_heap_bytes Memory held for calls and TLS (overload.max_heap's figure): payload chunks, "
+                "HTTP/2 sessions, call state, OpenSSL; as of each worker's last housekeeping pass.\n"
+                "# TYPE grelay_heap_bytes gauge\ngrelay_heap_bytes %llu\n",
+                (unsigned long long)worker_heap_total());
     process_stats_render(out);
 }
 
