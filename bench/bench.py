@@ -15,6 +15,7 @@ scenarios (accesslog.py) have every proxy write an access-log line per call.
 Prints a Markdown table, writes it and a PNG plot to --out (DATE[-T].md).
 """
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -36,6 +37,8 @@ sys.modules.setdefault("bench", sys.modules[__name__])
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TMP = tempfile.mkdtemp(prefix="grelay-bench-")
+if not os.environ.get("GRELAY_BENCH_KEEP"):  # GRELAY_BENCH_KEEP=1 keeps the logs (grelay.err, h2load.log)
+    atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 
 
 def proc_sum(pid, read):
@@ -306,6 +309,19 @@ def _write_bytes(name, data):
     return path
 
 
+def h2load_counts(out):
+    """(started, done, answered 2xx) from h2load's summary."""
+    started = done = ok = 0
+    for line in out.splitlines():
+        if line.startswith("requests:"):
+            parts = line.replace(",", "").split()
+            done = int(parts[parts.index("done") - 1])
+            started = int(parts[parts.index("started") - 1])
+        if line.startswith("status codes:"):
+            ok = int(line.split()[2])
+    return started, done, ok
+
+
 def h2load(port, body, conns, streams, seconds, rps=None, tls=False):
     log = os.path.join(TMP, "h2load.log")
     if os.path.exists(log):
@@ -320,14 +336,7 @@ def h2load(port, body, conns, streams, seconds, rps=None, tls=False):
         argv.insert(-1, "--rps=%d" % rps)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     out = r.stdout
-    done = ok = started = 0
-    for line in out.splitlines():
-        if line.startswith("requests:"):
-            parts = line.replace(",", "").split()
-            done = int(parts[parts.index("done") - 1])
-            started = int(parts[parts.index("started") - 1])
-        if line.startswith("status codes:"):
-            ok = int(line.split()[2])
+    started, done, ok = h2load_counts(out)
     lat = []
     with open(log) as f:
         for line in f:
@@ -811,9 +820,10 @@ def fixed_table(sc, names, backends, results):
 
 
 def syscall_counts(args, targets, bport, be):
-    """Syscalls, packets and CPU per call of grelay, nghttpx and HAProxy
-    (syscalls.py, perf stat tracepoints) in the main unary scenarios:
-    {scenario: {target: {event: per call}}}."""
+    """Syscalls, packets and CPU per call (per echoed message in bidi) of
+    grelay, nghttpx and HAProxy (syscalls.py, perf stat tracepoints) in the
+    main unary scenarios and bidi 16 KiB: {scenario: {target: {event: per
+    call}}}."""
     import syscalls
     out = {}
     for sid, calls in SYSCALL_SCENARIOS:
@@ -821,11 +831,16 @@ def syscall_counts(args, targets, bport, be):
         if sc is None:
             continue
         a = argparse.Namespace(**vars(args))
-        a.calls = max(2000, calls * args.seconds // 4)
+        a.calls = max(2000, calls * args.seconds // 4)  # unary
+        a.seconds = max(2, args.seconds)  # bidi: a run of this long after a 1 s warm-up
         for name, start in targets:
             if name in NEW_PEERS:
                 try:
-                    r = syscalls.count(a, name, start, bport, sc["body"], sc["conns"], sc["streams"])
+                    if sc.get("kind") == "bidi":
+                        r = syscalls.count_bidi(a, name, start, bport, sc["size"], sc["conns"], sc["streams"],
+                                                sc["inflight"])
+                    else:
+                        r = syscalls.count(a, name, start, bport, sc["body"], sc["conns"], sc["streams"])
                 except Exception as e:  # noqa: BLE001 -- one failed count must not end a long run
                     print("%-2s syscalls %-11s %-8s failed: %s" % (be, sid, name, e), flush=True)
                     continue
@@ -841,8 +856,9 @@ def syscall_lines(sysc):
         return []
     import syscalls
     lines = ["## Syscalls, packets and CPU per call (perf stat tracepoints, bench/syscalls.py)", "",
-             "Counted over the proxy's whole process tree around N calls after a warm-up; CPU from /proc around the "
-             "same calls (tracing inflates it somewhat, alike for all).", "",
+             "Counted over the proxy's whole process tree around N calls after a warm-up (bidi: per echoed message, "
+             "over a run of --seconds); CPU from /proc around the same calls (tracing inflates it somewhat, alike "
+             "for all).", "",
              "| scenario | backend | target | syscalls per call | packets sent per call | CPU-us per call, user + "
              "system | of which |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for be, per in sysc.items():
@@ -955,9 +971,9 @@ def bidi_table(sc, names, backends, results):
 TABLES = {"bidi": bidi_table, "big": big_table, "fixed": fixed_table,
           "log": lambda *a: __import__("accesslog").log_table(*a),
           "held": lambda *a: __import__("conns").held_table(*a), "conn": lambda *a: __import__("conns").conn_table(*a)}
-# The main unary scenarios syscalls.py counts, and the calls it counts in each
-# (at --seconds 4; scaled with --seconds).
-SYSCALL_SCENARIOS = (("u100_4x16", 100000), ("u16k_4x4", 20000))
+# The scenarios syscalls.py counts, and the calls it counts in each unary one
+# (at --seconds 4; scaled with --seconds); bidi runs for --seconds.
+SYSCALL_SCENARIOS = (("u100_4x16", 100000), ("u16k_4x4", 20000), ("bidi16k_4x16", 0))
 
 
 LOAD_AT_START = open("/proc/loadavg").read().split()[0]

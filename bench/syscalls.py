@@ -92,7 +92,10 @@ def count(args, name, start, bport, body, conns=4, streams=16):
                             "-H", "content-type: application/grpc", "-H", "te: trailers",
                             "http://127.0.0.1:%d/bench.Echo/Unary" % port], capture_output=True, text=True,
                            timeout=300)
-        return next(int(l.replace(",", "").split()[7]) for l in r.stdout.splitlines() if l.startswith("requests:"))
+        _, done, ok = bench.h2load_counts(r.stdout)
+        if done == 0 or ok != done:
+            raise RuntimeError("%s: %d of %d calls answered 2xx:\n%s" % (name, ok, done, r.stdout))
+        return done
     return traced(args, start, bport, lambda port: bench.h2load(port, body, conns, streams, 1), run)
 
 
