@@ -118,6 +118,12 @@ def t_direct(args, bport, tls=False, workers=1, log=None):
 GRELAY_TEXT_LOG = '%PEER% - - [%START_TIME%] "POST %PATH% HTTP/2" %HTTP_STATUS% %RESPONSE_BYTES% "-" "%USER_AGENT%"'
 
 
+# The core every proxy's worker is pinned to: CPU 0, away from the load
+# generator and the backend on CPU 1; a scenario's "proxy_cpu" overrides it
+# while measure() runs that scenario (u100_1x1_onecore: all on CPU 1).
+PROXY_CPU = "0"
+
+
 def t_grelay(args, bport, tls=False, workers=1, request_id=True, log=None, log_format="json"):
     port = free_port()
     listener = {"name": "l", "address": "127.0.0.1:%d" % port, "virtual_hosts": [
@@ -137,7 +143,7 @@ def t_grelay(args, bport, tls=False, workers=1, request_id=True, log=None, log_f
         if log_format == "text":
             cfg["access_log"]["template"] = GRELAY_TEXT_LOG
     path = write("grelay.yaml", json.dumps(cfg))
-    cpus = "0" if workers == 1 else "0-%d" % (workers - 1)
+    cpus = PROXY_CPU if workers == 1 else "0-%d" % (workers - 1)
     proc = subprocess.Popen(["taskset", "-c", cpus, args.grelay, "--config", path],
                             stderr=open(os.path.join(TMP, "grelay.err"), "w"))
     proc.admin_port = admin
@@ -167,7 +173,7 @@ NGHTTPX_FAIR = ["--frontend-http2-window-size=65536", "--frontend-http2-connecti
 
 def t_nghttpx(args, bport, tls=False, workers=1, fair=True, log=None):
     port = free_port()
-    argv = ["taskset", "-c", "0", "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
+    argv = ["taskset", "-c", PROXY_CPU, "nghttpx", "--conf=/dev/null", "--workers=1", "--single-thread",
             "--frontend=127.0.0.1,%d%s" % (port, "" if tls else ";no-tls"), "--backend=127.0.0.1,%d;;proto=h2" % bport,
             "--no-ocsp", "--errorlog-file=/dev/null"]
     # No --accesslog-file: with one (even /dev/null) nghttpx formats and
@@ -188,7 +194,7 @@ def t_nghttpx_old(args, bport, tls=False, workers=1, log=None):
     return t_nghttpx(args, bport, tls, workers, fair=False, log=log)
 
 
-def t_haproxy(args, bport, tls=False, workers=1, log=None):
+def t_haproxy(args, bport, tls=False, workers=1, log=None, mode="http"):
     port = free_port()
     bind = "ssl crt %s alpn h2" % cert()[2] if tls else "proto h2"
     # HAProxy 2.6 writes no file itself: with log, its raw HTTP log lines go
@@ -196,11 +202,13 @@ def t_haproxy(args, bport, tls=False, workers=1, log=None):
     # dontlognull: wait_port()'s probe (a connection without a request) is no call.
     glog, dlog = ("    log stdout format raw local0\n",
                   "    log global\n    option httplog\n    option dontlognull\n") if log else ("",) * 2
+    if mode == "tcp":  # bytes through, no HTTP/2; a 64 KiB buffer moves a 16 KiB message in one read
+        bind, glog, dlog, log = ("ssl crt %s alpn h2" % cert()[2] if tls else ""), "    tune.bufsize 65536\n", "", None
     path = write("haproxy.cfg", """global
     nbthread 1
     maxconn 9000
 %sdefaults
-    mode http
+    mode %s
 %s    timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -208,9 +216,9 @@ frontend fe
     bind 127.0.0.1:%d %s
     default_backend be
 backend be
-    server s1 127.0.0.1:%d proto h2
-""" % (glog, dlog, port, bind, bport))
-    return subprocess.Popen(["taskset", "-c", "0", "haproxy", "-db", "-f", path], stderr=subprocess.DEVNULL,
+    server s1 127.0.0.1:%d%s
+""" % (glog, mode, dlog, port, bind, bport, " proto h2" if mode == "http" else ""))
+    return subprocess.Popen(["taskset", "-c", PROXY_CPU, "haproxy", "-db", "-f", path], stderr=subprocess.DEVNULL,
                             stdout=open(log, "w") if log else subprocess.DEVNULL), port
 
 
@@ -218,6 +226,15 @@ backend be
 # batches as grelay does (nghttpx, HAProxy and Caddy cannot), flush=1s bounds
 # how long a line waits.
 NGINX_LOG = "%s combined buffer=64k flush=1s"
+
+
+def t_haproxy_tcp(args, bport, tls=False, workers=1, log=None):
+    """HAProxy as a TCP relay (mode tcp): every byte through the kernel as an
+    HTTP/2 proxy moves it, with no HTTP/2 of its own and one backend
+    connection per client connection. Not a peer but a floor: its CPU per
+    message is about what the sockets cost (bench/README.md, "The kernel's
+    floor"). Runs only when --only names it."""
+    return t_haproxy(args, bport, tls, workers, mode="tcp")
 
 
 def t_nginx(args, bport, tls=False, workers=1, log=None):
@@ -255,7 +272,7 @@ http {
     }
 }
 """ % (d, NGINX_LOG % log if log else "off", d, d, d, d, d, bport, port, ssl))
-    return subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", path, "-p", d], stderr=subprocess.DEVNULL,
+    return subprocess.Popen(["taskset", "-c", PROXY_CPU, "nginx", "-c", path, "-p", d], stderr=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL), port
 
 
@@ -282,18 +299,24 @@ def t_caddy(args, bport, tls=False, workers=1, log=None):
 }
 """ % (site, bport, CADDY_LOG % log if log else ""))
     env = dict(os.environ, GOMAXPROCS="1", HOME=TMP, XDG_DATA_HOME=TMP, XDG_CONFIG_HOME=TMP)
-    return subprocess.Popen(["taskset", "-c", "0", "caddy", "run", "--config", path, "--adapter", "caddyfile"],
+    return subprocess.Popen(["taskset", "-c", PROXY_CPU, "caddy", "run", "--config", path, "--adapter", "caddyfile"],
                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env), port
 
 
 TARGETS = [("direct", t_direct), ("grelay", t_grelay), ("grelay-noid", t_grelay_noid), ("grelay-text", t_grelay_text),
            ("nghttpx", t_nghttpx),
            ("nghttpx-old", t_nghttpx_old),
-           ("haproxy", t_haproxy), ("nginx", t_nginx), ("caddy", t_caddy)]
-OPT_IN = ("nghttpx-old", "grelay-noid", "grelay-text")  # run only when --only names them
+           ("haproxy", t_haproxy), ("haproxy-tcp", t_haproxy_tcp), ("nginx", t_nginx), ("caddy", t_caddy)]
+OPT_IN = ("nghttpx-old", "grelay-noid", "grelay-text", "haproxy-tcp")  # run only when --only names them
+FLOORS = ("haproxy-tcp",)  # not proxies of calls: no target's "best peer"
 NEW_PEERS = ("grelay", "nghttpx", "haproxy")  # issue 16's new scenarios run against these
 LOG_PEERS = ("grelay", "grelay-text", "nghttpx", "haproxy", "nginx", "caddy")  # the access-log scenarios
 LOG_ONLY = ("grelay-text",)  # targets that differ from another only when they log: the log_ scenarios alone
+
+
+def is_peer(name):
+    """A proxy grelay's targets compare with: not direct, not a floor, not grelay itself."""
+    return name != "direct" and name not in FLOORS and not name.startswith("grelay")
 
 
 def available(name):
@@ -380,7 +403,12 @@ def measure(args, name, start, bport, scenario, workers=1, before_stop=None):
     if scenario.get("kind") in MEASURED_BY:
         module, fn = MEASURED_BY[scenario["kind"]]
         return getattr(__import__(module), fn)(args, name, start, bport, scenario)
-    proc, port = start(args, bport, scenario.get("tls", False), workers)
+    global PROXY_CPU
+    PROXY_CPU = scenario.get("proxy_cpu", "0")
+    try:
+        proc, port = start(args, bport, scenario.get("tls", False), workers)
+    finally:
+        PROXY_CPU = "0"
     try:
         if proc is not None:
             wait_port(port, proc)
@@ -487,6 +515,12 @@ SCENARIOS = [
     {"id": "u100_16x64", "title": "unary 100 B, 16 conns x 64 streams", "size": 100, "conns": 16, "streams": 64},
     {"id": "u100_100x1", "title": "unary 100 B, 100 conns x 1 stream", "size": 100, "conns": 100, "streams": 1},
     {"id": "u100_1x1", "title": "unary 100 B, 1 conn x 1 stream (latency)", "size": 100, "conns": 1, "streams": 1},
+    # The same with the proxy on CPU 1 too: every hop a wake-up on the same
+    # core, so the p50 added is the proxy's own time, not the VM's cross-core
+    # wake-ups (about 30 us a hop here, four a proxied call: bench/README.md).
+    {"id": "u100_1x1_onecore", "title": "unary 100 B, 1 conn x 1 stream, the proxy on the core of the load "
+     "generator and the backend (latency without cross-core wake-ups)", "size": 100, "conns": 1, "streams": 1,
+     "proxy_cpu": "1"},
     {"id": "u16k_4x4", "title": "unary 16 KiB, 4 conns x 4 streams", "size": 16384, "conns": 4, "streams": 4},
     {"id": "u16k_64x1", "title": "unary 16 KiB, 64 conns x 1 stream", "size": 16384, "conns": 64, "streams": 1},
     {"id": "bidi100_4x4", "title": "bidi streaming, 100 B messages, 4 conns x 4 streams, 16 messages in flight each",
@@ -528,6 +562,7 @@ SCENARIOS = [
     {"id": "log_u100_16x64", "title": "access log to a file, every proxy: unary 100 B, 16 conns x 64 streams",
      "kind": "log", "size": 100, "conns": 16, "streams": 64, "targets": LOG_PEERS, "base": "u100_16x64"},
 ]
+LATENCY = ("u100_1x1", "u100_1x1_onecore")  # the 1x1 scenarios: judged by the p50 added over direct
 # Fixed-rate latency: a share of the slowest proxy's peak at 4x16 (run_fixed()).
 FIXED = [("fixed_rate", 0.5, "p99 at a fixed rate (half the slowest proxy's peak at 4x16), 4 conns x 16 streams"),
          ("fixed_rate80", 0.8, "p99 and p99.9 at 80% of the slowest proxy's peak at 4x16, 4 conns x 16 streams")]
@@ -770,7 +805,7 @@ def summary(names, backends, results):
                 lines.append("| %s (RSS per call) | %s | %.2f KiB | %s |" % (sc["id"], be, g, " | ".join(cells)))
                 continue
             g = med(rs["grelay"], "req_per_cpu_s")
-            if sc["id"] == "u100_1x1" and "direct" in rs:
+            if sc["id"] in LATENCY and "direct" in rs:
                 d = med(rs["direct"], "p50_us")
                 cells = ["%+.0f" % (med(rs[p], "p50_us") - d) if p in rs else "-" for p in peers]
                 lines.append("| %s | %s | %.0f (p50 %+.0f) | %s |" % (sc["id"], be, g, med(rs["grelay"], "p50_us") - d,
@@ -897,19 +932,21 @@ def targets_lines(backends, results):
                             ("tls13_full", 1.0, "handshakes per proxy CPU-s >= the best peer"),
                             ("tls13_resumed", 1.0, "handshakes per proxy CPU-s >= the best peer")):
         g = rate(sid, "grelay")
-        best = max([v for v in (rate(sid, n) for n in res.get(sid, {}) if n not in ("grelay", "direct")) if v] or [0])
+        best = max([v for v in (rate(sid, n) for n in res.get(sid, {}) if is_peer(n)) if v] or [0])
         row(sid, what, want, g / best if g and best else None, ge)
-    d = rate("u100_1x1", "direct", "p50_us")
-    added = {n: rate("u100_1x1", n, "p50_us") - d for n in res.get("u100_1x1", {}) if n != "direct" and d is not None}
-    peers = [v for n, v in added.items() if n != "grelay"]
-    if "grelay" in added and peers:
-        best = min(peers)
-        lines.append("| u100_1x1 | p50 added over direct <= 0.8x the best peer | grelay %+.0f us, best peer %+.0f us "
-                     "(%.2fx) | %s |" % (added["grelay"], best, added["grelay"] / best if best > 0 else float("inf"),
-                                         "yes" if added["grelay"] <= 0.8 * best else "**no**"))
+    for sid in LATENCY:
+        d = rate(sid, "direct", "p50_us")
+        added = {n: rate(sid, n, "p50_us") - d for n in res.get(sid, {}) if n != "direct" and d is not None}
+        peers = [v for n, v in added.items() if is_peer(n)]
+        if "grelay" in added and peers:
+            best = min(peers)
+            lines.append("| %s | p50 added over direct <= 0.8x the best peer | grelay %+.0f us, best peer %+.0f us "
+                         "(%.2fx) | %s |" % (sid, added["grelay"], best,
+                                             added["grelay"] / best if best > 0 else float("inf"),
+                                             "yes" if added["grelay"] <= 0.8 * best else "**no**"))
     g = rate("held10k", "grelay", "rss_per_call_kib")
     best = min([v for v in (rate("held10k", n, "rss_per_call_kib") for n in res.get("held10k", {})
-                            if n != "grelay") if v] or [0])
+                            if is_peer(n)) if v] or [0])
     if g and best:
         lines.append("| held10k | RSS per call in flight <= 0.5x the best peer | grelay %.2f KiB, best peer %.2f KiB "
                      "(%.2fx) | %s |" % (g, best, g / best, "yes" if g <= 0.5 * best else "**no**"))
