@@ -149,6 +149,7 @@ static const struct config_field tls_server_fields[] = {
      .flags = FL_NONEMPTY},
     {.key = "min_version", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, min_version)},
     {.key = "ciphers", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, ciphers)},
+    {.key = "ciphersuites", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, ciphersuites)},
     {.key = "client_ca", .set = config_yaml_set_str, .off = OFF(struct gr_tls_server_cfg, client_ca)},
     {.key = "require_client_cert",
      .set = config_yaml_set_bool,

@@ -29,7 +29,8 @@ struct gr_tls_server_cfg {
     const char **alpn;        /* protocols offered, preferred first; default h2 (+ http/1.1 with grpc_web) */
     size_t n_alpn;            /* entries in alpn (filled with the default by tls_server_build) */
     const char *min_version;  /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
-    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's default */
+    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: Envoy's (DEFAULT_CIPHERS) */
+    const char *ciphersuites; /* TLS 1.3 suites, colon-separated; NULL: AES-128-GCM first */
     const char *client_ca;    /* verify client certificates against this; NULL: none is asked for */
     bool require_client_cert; /* only with client_ca: refuse a client that sends no certificate (without
                                   * client_ca it does nothing, so no certificate is required) */

@@ -219,6 +219,68 @@ def test_sessions_resume(pki, backend, grelay_factory):
         again.close()
 
 
+def negotiated(port, pki, version, ciphers=None):
+    """The cipher a TLS client of this version (offering Python's defaults,
+    or only ciphers) agrees on with the listener; an ssl.SSLError if none."""
+    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
+    ctx.set_alpn_protocols(["h2"])
+    ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                         server_hostname="grelay.test") as s:
+        return s.cipher()[0]
+
+
+def test_the_default_suites_prefer_aes_128_gcm(pki, backend, grelay_factory):
+    """Python's client offers AES-256-GCM first in TLS 1.3 and lists it first
+    in TLS 1.2 too; the listener's own order decides: AES-128-GCM, as in
+    Envoy. A TLS 1.2 client offering only a CBC cipher finds none it shares."""
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend), port)
+    assert negotiated(port, pki, ssl.TLSVersion.TLSv1_3) == "TLS_AES_128_GCM_SHA256"
+    assert negotiated(port, pki, ssl.TLSVersion.TLSv1_2) == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert negotiated(port, pki, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-GCM-SHA384") == \
+        "ECDHE-ECDSA-AES256-GCM-SHA384"
+    with pytest.raises(ssl.SSLError):
+        negotiated(port, pki, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-SHA")
+    with channel(g, pki) as ch:  # and gRPC goes through as before
+        assert ch.unary_unary("/test.Echo/Unary")(b"aes128", timeout=10) == b"aes128"
+
+
+def test_configured_suites_are_the_only_ones(pki, backend, grelay_factory):
+    port = free_port()
+    g = grelay_factory(config(port, pki, backend, {"ciphersuites": "TLS_CHACHA20_POLY1305_SHA256",
+                                                   "ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305"}), port)
+    assert negotiated(port, pki, ssl.TLSVersion.TLSv1_3) == "TLS_CHACHA20_POLY1305_SHA256"
+    assert negotiated(port, pki, ssl.TLSVersion.TLSv1_2) == "ECDHE-ECDSA-CHACHA20-POLY1305"
+    with pytest.raises(ssl.SSLError):
+        negotiated(port, pki, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256")
+    with channel(g, pki) as ch:
+        assert ch.unary_unary("/test.Echo/Unary")(b"chacha", timeout=10) == b"chacha"
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("ciphersuites", "TLS_AES_128_GCM_SHA256:TLS_NO_SUCH_SUITE",
+     "tls: ciphersuites: 'TLS_AES_128_GCM_SHA256:TLS_NO_SUCH_SUITE' is not a list of TLS 1.3 suites OpenSSL knows"),
+    ("ciphersuites", "", "tls: ciphersuites: '' is not a list of TLS 1.3 suites OpenSSL knows"),
+    ("ciphers", "NO-SUCH-CIPHER", "tls: ciphers: no cipher OpenSSL knows in 'NO-SUCH-CIPHER'"),
+])
+def test_unknown_suites_are_a_config_error(pki, tmp_path, field, value, expected):
+    """OpenSSL itself would skip a TLS 1.3 name it does not know, and an
+    empty list would turn TLS 1.3 off without a word."""
+    from harness import GRELAY
+    path = tmp_path / "bad.yaml"
+    path.write_text("listeners:\n  - name: edge\n    address: 127.0.0.1:1\n    tls:\n"
+                    "      cert_chain: %s\n      private_key: %s\n      %s: '%s'\n"
+                    "    virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, cluster: c}]}]\n"
+                    "clusters: [{name: c, endpoints: [{address: 127.0.0.1:2}]}]\n" % (
+                        pki("grelay.test.crt"), pki("grelay.test.key"), field, value))
+    r = subprocess.run([GRELAY, "--check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith(str(path) + ":5:7: listener 'edge': " + expected), r.stderr
+
+
 @pytest.mark.parametrize("field,expected", [
     ("cert_chain", "tls: cannot load cert_chain '/nonexistent/cert.pem'"),
     ("private_key", "tls: cannot load private_key '/nonexistent/cert.pem'"),
