@@ -219,6 +219,29 @@ void conn_close(struct conn *c, int err, const char *why)
     worker_defer(c->w, &c->reap, true);
 }
 
+/* What one SSL_write takes from the output: its first chunk, or, when
+ * that is short and more follow, up to a record's plaintext (16 KiB)
+ * gathered into the worker's tls_record. Frame headers, relinked DATA
+ * chunks and trailers then leave as one record and one write() instead of
+ * one each. A retry after WANT_WRITE gathers the same bytes again from the
+ * same head, never fewer (OpenSSL requires both). */
+static size_t tls_next_record(struct conn *c, const struct iovec *iov, int cnt, const void **out)
+{
+    const size_t record = sizeof(c->w->tls_record);
+    if (cnt == 1 || iov[0].iov_len >= record) {
+        *out = iov[0].iov_base;
+        return iov[0].iov_len;
+    }
+    size_t n = 0;
+    for (int i = 0; i < cnt && n < record; i++) {
+        size_t k = iov[i].iov_len < record - n ? iov[i].iov_len : record - n;
+        memcpy(c->w->tls_record + n, iov[i].iov_base, k);
+        n += k;
+    }
+    *out = c->w->tls_record;
+    return n;
+}
+
 void conn_flush(struct conn *c)
 {
     gr_list_remove(&c->flush.link);
@@ -246,8 +269,10 @@ void conn_flush(struct conn *c)
         int cnt = buf_peek_iov(&c->wbuf, iov, 16);
         ssize_t w;
         if (c->ssl != NULL) {
+            const void *rec;
+            size_t len = tls_next_record(c, iov, cnt, &rec);
             ERR_clear_error();
-            int r = SSL_write(c->ssl, iov[0].iov_base, (int)iov[0].iov_len);
+            int r = SSL_write(c->ssl, rec, (int)len);
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
                 if (e == SSL_ERROR_WANT_WRITE) {

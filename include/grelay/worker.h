@@ -155,6 +155,7 @@ struct worker {
     uint8_t rbuf[WORKER_READ_BUF];           /* socket reads land here (conn.c) */
     uint8_t scratch[WORKER_READ_BUF];        /* gRPC-Web -text request decoding (grpcweb.c) */
     uint8_t outbuf[CHUNK_SIZE + 64];         /* HTTP/1.1 output being framed (h1_server.c) */
+    uint8_t tls_record[16 * 1024];           /* small chunks gathered into one TLS record (conn.c) */
 };
 
 /* Sets up the loop, allocators and timers of w (zeroed by the caller).

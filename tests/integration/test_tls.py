@@ -1,6 +1,7 @@
 """TLS on both sides, with certificates this test makes (openssl CLI, a test CA)."""
 import base64
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -9,6 +10,10 @@ import subprocess
 import time
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 import pytest
 
 from harness import Backend, free_port, simple_config
@@ -279,6 +284,61 @@ def test_unknown_suites_are_a_config_error(pki, tmp_path, field, value, expected
     r = subprocess.run([GRELAY, "--check", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert r.stderr.startswith(str(path) + ":5:7: listener 'edge': " + expected), r.stderr
+
+
+def test_a_slow_tls_reader_gets_every_message_whole_and_in_order(pki, backend, grelay_factory):
+    """Small frames leave grelay gathered into records of up to 16 KiB
+    (conn.c, tls_next_record). This client's socket takes 4 KiB at a time
+    and it does not read for its first second, so grelay's SSL_write finds
+    the socket full (WANT_WRITE) again and again and must be retried with
+    the same bytes. 20,000 messages of 1,000 B (20 MB: more than a loopback
+    socket's send buffer grows to) must all arrive, intact and in order: a
+    record gathered twice differently would fail its MAC or shuffle the
+    stream."""
+    port = free_port()
+    grelay_factory(config(port, pki, backend), port)
+    count = 20000
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", port))
+    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(raw, server_hostname="grelay.test")
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    c.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+    c.initiate_connection()
+    c.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    c.send_headers(1, [(":method", "POST"), (":scheme", "https"), (":authority", "grelay.test"),
+                       (":path", "/test.Echo/ServerStream"), ("content-type", "application/grpc"),
+                       ("te", "trailers")])
+    body = json.dumps({"count": count, "size": 1000}).encode()
+    c.send_data(1, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
+    s.sendall(c.data_to_send())
+    time.sleep(1)  # grelay fills the 4 KiB socket and waits
+    data, trailers, deadline = bytearray(), None, time.monotonic() + 60
+    try:
+        while trailers is None and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            assert chunk, "grelay closed the connection after %d bytes" % len(data)
+            for ev in c.receive_data(chunk):
+                if isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+            out = c.data_to_send()
+            if out:
+                s.sendall(out)
+    finally:
+        s.close()
+    assert trailers is not None and trailers.get(b"grpc-status") == b"0", trailers
+    got, i = [], 0
+    while i < len(data):
+        n = struct.unpack(">I", data[i + 1:i + 5])[0]
+        got.append(bytes(data[i + 5:i + 5 + n]))
+        i += 5 + n
+    assert got == [b"%08d" % k + b"x" * 992 for k in range(count)]
 
 
 @pytest.mark.parametrize("field,expected", [
