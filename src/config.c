@@ -131,6 +131,8 @@ static void tls_server_init(void *obj)
     t->set = true;
     t->handshake_timeout_ms = 10000;
     t->session_tickets = true;
+    t->ciphers = GR_TLS_CIPHERS;
+    t->ciphersuites = GR_TLS_CIPHERSUITES;
 }
 
 static const struct config_field tls_server_fields[] = {

@@ -123,16 +123,6 @@ static int select_cert(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* The listeners' defaults prefer AES-128-GCM, as Envoy's (BoringSSL's),
- * nghttpx's and Go's do; OpenSSL's own put AES-256-GCM first, four more AES
- * rounds a block and SHA-384 in every key derivation for no strength a
- * 128-bit suite lacks (docs/design-notes.md, "TLS defaults"). TLS 1.2: Envoy's
- * server list, ECDHE with an AEAD only. */
-#define DEFAULT_CIPHERS                                                                                                \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"                         \
-    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
-#define DEFAULT_CIPHERSUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-
 /* OpenSSL skips a TLS 1.3 suite name it does not know, and an empty list
  * turns TLS 1.3 off: both are refused here, each name counted against the
  * suites the context ends up with. */
@@ -167,11 +157,11 @@ static SSL_CTX *server_ctx(struct gr_tls_server_cfg *t, const char *cert, const 
     }
     if (set_min_version(ctx, t->min_version, err, errlen) != GR_OK)
         goto bad;
-    if (SSL_CTX_set_cipher_list(ctx, t->ciphers != NULL ? t->ciphers : DEFAULT_CIPHERS) != 1) {
-        fail(err, errlen, "ciphers: no cipher OpenSSL knows in", t->ciphers != NULL ? t->ciphers : DEFAULT_CIPHERS);
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1) {
+        fail(err, errlen, "ciphers: no cipher OpenSSL knows in", t->ciphers);
         goto bad;
     }
-    if (set_ciphersuites(ctx, t->ciphersuites != NULL ? t->ciphersuites : DEFAULT_CIPHERSUITES, err, errlen) != GR_OK)
+    if (set_ciphersuites(ctx, t->ciphersuites, err, errlen) != GR_OK)
         goto bad;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         fail(err, errlen, "cannot load cert_chain", cert);

@@ -21,6 +21,16 @@ struct gr_sni_cert_cfg {
     void *ctx;               /* SSL_CTX, built at load */
 };
 
+/* A listener's defaults prefer AES-128-GCM, as Envoy's (BoringSSL's),
+ * nghttpx's and Go's do; OpenSSL's own put AES-256-GCM first: four more AES
+ * rounds a block and SHA-384 in every key derivation, for no strength that
+ * a 128-bit-secure handshake lacks (docs/design-notes.md, "TLS defaults").
+ * TLS 1.2: Envoy's server list, ECDHE with an AEAD only. */
+#define GR_TLS_CIPHERS                                                                                                 \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"                         \
+    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define GR_TLS_CIPHERSUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 /* TLS on a listener. */
 struct gr_tls_server_cfg {
     bool set;                 /* a tls: block is written: the listener speaks TLS */
@@ -29,8 +39,8 @@ struct gr_tls_server_cfg {
     const char **alpn;        /* protocols offered, preferred first; default h2 (+ http/1.1 with grpc_web) */
     size_t n_alpn;            /* entries in alpn (filled with the default by tls_server_build) */
     const char *min_version;  /* TLSv1.2 or TLSv1.3; NULL: TLSv1.2 */
-    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: Envoy's (DEFAULT_CIPHERS) */
-    const char *ciphersuites; /* TLS 1.3 suites, colon-separated; NULL: AES-128-GCM first */
+    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); default GR_TLS_CIPHERS */
+    const char *ciphersuites; /* TLS 1.3 suites, colon-separated; default GR_TLS_CIPHERSUITES */
     const char *client_ca;    /* verify client certificates against this; NULL: none is asked for */
     bool require_client_cert; /* only with client_ca: refuse a client that sends no certificate (without
                                   * client_ca it does nothing, so no certificate is required) */
