@@ -153,8 +153,7 @@ def test_a_backend_with_a_certificate_for_another_name_is_rejected(pki, grelay_f
 def test_alpn_http11_serves_grpc_web(pki, backend, grelay_factory):
     port = free_port()
     g = grelay_factory(config(port, pki, backend, grpc_web=True), port)
-    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = client_context(pki, ["http/1.1"])
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
     try:
         body = base64.b64encode(b"\x00" + struct.pack(">I", 3) + b"web")
@@ -168,9 +167,15 @@ def test_alpn_http11_serves_grpc_web(pki, backend, grelay_factory):
     assert data.startswith(b"\x00\x00\x00\x00\x03web\x80")
 
 
-def tls_connect(port, pki, server_name, alpn=("h2",)):
+def client_context(pki, alpn=("h2",)):
+    """A TLS client context that trusts the test CA and offers alpn."""
     ctx = ssl.create_default_context(cafile=pki("ca.crt"))
     ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def tls_connect(port, pki, server_name, alpn=("h2",)):
+    ctx = client_context(pki, alpn)
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     return ctx.wrap_socket(s, server_hostname=server_name)
 
@@ -210,8 +215,7 @@ def test_a_stalled_handshake_times_out_and_frees_its_connection(pki, backend, gr
 def test_sessions_resume(pki, backend, grelay_factory):
     port = free_port()
     g = grelay_factory(config(port, pki, backend), port)
-    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
-    ctx.set_alpn_protocols(["h2"])
+    ctx = client_context(pki)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # sessions are known after the handshake
     first = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="grelay.test")
     session = first.session
@@ -227,8 +231,7 @@ def test_sessions_resume(pki, backend, grelay_factory):
 def negotiated(port, pki, version, ciphers=None):
     """The cipher a TLS client of this version (offering Python's defaults,
     or only ciphers) agrees on with the listener; an ssl.SSLError if none."""
-    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
-    ctx.set_alpn_protocols(["h2"])
+    ctx = client_context(pki)
     ctx.minimum_version = ctx.maximum_version = version
     if ciphers:
         ctx.set_ciphers(ciphers)
@@ -302,9 +305,7 @@ def test_a_slow_tls_reader_gets_every_message_whole_and_in_order(pki, backend, g
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.settimeout(10)
     raw.connect(("127.0.0.1", port))
-    ctx = ssl.create_default_context(cafile=pki("ca.crt"))
-    ctx.set_alpn_protocols(["h2"])
-    s = ctx.wrap_socket(raw, server_hostname="grelay.test")
+    s = client_context(pki).wrap_socket(raw, server_hostname="grelay.test")
     c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     c.local_settings = h2.settings.Settings(
         client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
